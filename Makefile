@@ -1,0 +1,33 @@
+# aurum — the two set-up commands are `make demo` and `make test`.
+
+CARGO ?= cargo
+
+.PHONY: demo test onnxruntime python lint unit bench clean-tools
+
+## Run the whole product end to end in a temporary project.
+demo: onnxruntime
+	$(CARGO) run --quiet -- demo
+
+## Everything CI checks: formatting, clippy, and every test.
+test: onnxruntime python lint unit
+
+## Install the ONNX Runtime shared library into .tools/onnxruntime.
+onnxruntime:
+	@scripts/install-onnxruntime.sh
+
+## Create the Python virtualenv of test clients in .tools/venv.
+python:
+	@scripts/setup-python.sh
+
+lint:
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+unit:
+	$(CARGO) test --workspace
+
+bench: onnxruntime
+	$(CARGO) bench --workspace
+
+clean-tools:
+	rm -rf .tools

@@ -1,0 +1,53 @@
+//! Entities and feature views.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// A business object features describe, identified by one or more join keys.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entity {
+    /// The entity name, e.g. `customer`.
+    pub name: String,
+    /// The key columns, in order; more than one makes a composite key.
+    pub join_keys: Vec<String>,
+}
+
+/// A named set of features of one entity, stored as a gold Delta table with
+/// one row per entity and event time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FeatureView {
+    /// The view name, also the gold table's name.
+    pub name: String,
+    /// The entity the view describes.
+    pub entity: Entity,
+    /// The feature columns.
+    pub features: Vec<String>,
+    /// The event-time column.
+    pub timestamp_column: String,
+    /// The column that breaks ties between rows with the same event time.
+    pub created_column: String,
+    /// How long a value stays valid after its event time, online and offline.
+    pub ttl: Duration,
+}
+
+impl FeatureView {
+    /// The `view:feature` reference of each feature, in order.
+    pub fn feature_refs(&self) -> Vec<String> {
+        self.features
+            .iter()
+            .map(|f| format!("{}:{f}", self.name))
+            .collect()
+    }
+
+    /// The TTL in microseconds, saturating.
+    pub fn ttl_micros(&self) -> i64 {
+        i64::try_from(self.ttl.as_micros()).unwrap_or(i64::MAX)
+    }
+}
+
+/// Splits a `view:feature` reference.
+pub fn split_ref(reference: &str) -> Option<(&str, &str)> {
+    let (view, feature) = reference.split_once(':')?;
+    (!view.is_empty() && !feature.is_empty()).then_some((view, feature))
+}

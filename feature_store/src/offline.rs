@@ -1,0 +1,210 @@
+//! The offline store: Delta tables under the project's data directory.
+//!
+//! deltalake owns the transaction log (versions, commits, commit info);
+//! polars reads the Parquet data files of a snapshot. Every commit aurum
+//! writes records its lineage — the versions of the tables it read and a
+//! hash of the definition that produced it — in the commit info under the
+//! key `aurum`, where Spark, Databricks and `deltalake` users can see it.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use deltalake::DeltaTable;
+use deltalake::kernel::transaction::CommitProperties;
+use deltalake::protocol::SaveMode;
+use futures::StreamExt;
+use polars::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::interop;
+
+/// The key under which aurum's lineage is stored in Delta commit info.
+pub const LINEAGE_KEY: &str = "aurum";
+
+/// What a commit was produced from.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CommitLineage {
+    /// The operation, e.g. `silver` or `gold`.
+    pub operation: String,
+    /// Input Delta tables and the versions read.
+    pub input_tables: BTreeMap<String, i64>,
+    /// Input files (for bronze data) and their sha256.
+    pub input_files: BTreeMap<String, String>,
+    /// A hash of the definition (view, rules) that produced the data.
+    pub definition_hash: String,
+}
+
+/// How a write treats existing data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteMode {
+    /// Add rows to the table.
+    Append,
+    /// Replace the table's rows (older versions stay readable).
+    Overwrite,
+}
+
+/// Delta tables stored under one directory, one sub-directory per table.
+#[derive(Debug, Clone)]
+pub struct DeltaStore {
+    root: PathBuf,
+}
+
+impl DeltaStore {
+    /// A store rooted at `root` (created on first write).
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        DeltaStore { root: root.into() }
+    }
+
+    /// The directory of table `name`.
+    pub fn table_path(&self, name: &str) -> PathBuf {
+        self.root.join(name)
+    }
+
+    /// Writes `df` to table `name` in one commit carrying `lineage`, creating
+    /// the table if needed, and returns the new table version.
+    pub async fn write(
+        &self,
+        name: &str,
+        df: &DataFrame,
+        mode: WriteMode,
+        lineage: &CommitLineage,
+    ) -> Result<i64> {
+        let path = self.table_path(name);
+        std::fs::create_dir_all(&path).map_err(|source| Error::Io {
+            path: path.clone(),
+            source,
+        })?;
+        let batches = interop::frame_to_batches(df)?;
+        let table = self.table_handle(name, &path).await?;
+        let lineage_json = serde_json::to_value(lineage).unwrap_or(serde_json::Value::Null);
+        let save_mode = match mode {
+            WriteMode::Append => SaveMode::Append,
+            WriteMode::Overwrite => SaveMode::Overwrite,
+        };
+        let table = table
+            .write(batches)
+            .with_save_mode(save_mode)
+            .with_commit_properties(
+                CommitProperties::default()
+                    .with_metadata([(LINEAGE_KEY.to_string(), lineage_json)]),
+            )
+            .await
+            .map_err(Error::delta(name))?;
+        table
+            .version()
+            .ok_or_else(|| Error::TableMissing(name.to_string()))
+    }
+
+    /// The latest version of table `name`, or `None` if it does not exist.
+    pub async fn latest_version(&self, name: &str) -> Result<Option<i64>> {
+        let path = self.table_path(name);
+        if !path.join("_delta_log").is_dir() {
+            return Ok(None);
+        }
+        let table = self.open(name, None).await?;
+        Ok(table.version())
+    }
+
+    /// Reads table `name` at `version` (latest when `None`) into one frame,
+    /// and returns the version read.
+    pub async fn read(&self, name: &str, version: Option<i64>) -> Result<(DataFrame, i64)> {
+        let table = self.open(name, version).await?;
+        let read_version = table
+            .version()
+            .ok_or_else(|| Error::TableMissing(name.to_string()))?;
+        let files: Vec<PathBuf> = table
+            .get_file_uris()
+            .map_err(Error::delta(name))?
+            .map(|uri| uri_to_path(&uri))
+            .collect::<Result<_>>()?;
+        let schema = table.snapshot().map_err(Error::delta(name))?.schema();
+        let mut frames = Vec::with_capacity(files.len());
+        for file in &files {
+            let handle = std::fs::File::open(file).map_err(|source| Error::Io {
+                path: file.clone(),
+                source,
+            })?;
+            let frame = ParquetReader::new(handle)
+                .finish()
+                .map_err(Error::polars(format!("reading {}", file.display())))?;
+            frames.push(frame);
+        }
+        let df = match frames.len() {
+            0 => empty_frame(name, &schema)?,
+            _ => {
+                let mut iter = frames.into_iter();
+                let mut first = iter.next().unwrap_or_default();
+                for frame in iter {
+                    first
+                        .vstack_mut(&frame)
+                        .map_err(Error::polars(format!("stacking files of {name}")))?;
+                }
+                first.rechunk_mut();
+                first
+            }
+        };
+        Ok((df, read_version))
+    }
+
+    /// The lineage recorded by the commit that produced `version` of `name`.
+    pub async fn lineage(&self, name: &str, version: i64) -> Result<Option<CommitLineage>> {
+        let table = self.open(name, Some(version)).await?;
+        let mut history = table.history(Some(1));
+        while let Some(info) = history.next().await {
+            let info = info.map_err(Error::delta(name))?;
+            if let Some(value) = info.info.get(LINEAGE_KEY) {
+                return Ok(serde_json::from_value(value.clone()).ok());
+            }
+        }
+        Ok(None)
+    }
+
+    async fn open(&self, name: &str, version: Option<i64>) -> Result<DeltaTable> {
+        let path = self.table_path(name);
+        if !path.join("_delta_log").is_dir() {
+            return Err(Error::TableMissing(name.to_string()));
+        }
+        let url = table_url(name, &path)?;
+        match version {
+            Some(v) => deltalake::open_table_with_version(url, v).await,
+            None => deltalake::open_table(url).await,
+        }
+        .map_err(Error::delta(name))
+    }
+
+    async fn table_handle(&self, name: &str, path: &Path) -> Result<DeltaTable> {
+        let url = table_url(name, path)?;
+        DeltaTable::try_from_url(url)
+            .await
+            .map_err(Error::delta(name))
+    }
+}
+
+fn table_url(name: &str, path: &Path) -> Result<url::Url> {
+    let absolute = std::path::absolute(path).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    deltalake::ensure_table_uri(absolute.to_string_lossy()).map_err(Error::delta(name))
+}
+
+fn uri_to_path(uri: &str) -> Result<PathBuf> {
+    url::Url::parse(uri)
+        .ok()
+        .and_then(|u| u.to_file_path().ok())
+        .ok_or_else(|| Error::Io {
+            path: PathBuf::from(uri),
+            source: std::io::Error::other("only local Delta tables are supported so far"),
+        })
+}
+
+fn empty_frame(name: &str, schema: &deltalake::kernel::StructType) -> Result<DataFrame> {
+    let arrow_schema: arrow_schema::Schema =
+        deltalake::kernel::engine::arrow_conversion::TryIntoArrow::try_into_arrow(schema)
+            .map_err(|source| Error::Arrow {
+                context: format!("schema of {name}"),
+                source,
+            })?;
+    interop::batches_to_frame(&arrow_schema, &[])
+}

@@ -1,0 +1,573 @@
+//! The online store: the latest feature row per entity, in process memory.
+//!
+//! Rows live in one moka cache keyed by (view, entity key), bounded by a
+//! memory budget through a weigher. A lookup resolves its feature references
+//! to (view, column) once, then costs one hash probe per entity and view, so
+//! its cost does not grow with the number of registered views. TTL is
+//! enforced on read: a row older than its view's TTL is reported as
+//! `OUTSIDE_MAX_AGE` and its values are withheld.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use moka::ops::compute::Op;
+use moka::sync::Cache;
+use polars::prelude::*;
+use serde::Serialize;
+
+use crate::definitions::{FeatureView, split_ref};
+use crate::error::{Error, Result};
+
+/// One feature value.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum FeatureValue {
+    /// No value.
+    Null,
+    /// An integer.
+    Int(i64),
+    /// A floating-point number.
+    Float(f64),
+    /// A boolean.
+    Bool(bool),
+    /// A string.
+    Str(Arc<str>),
+}
+
+impl FeatureValue {
+    /// The value as a number, when it is one.
+    pub fn as_f64(&self) -> Option<f64> {
+        match self {
+            FeatureValue::Int(v) => Some(*v as f64),
+            FeatureValue::Float(v) => Some(*v),
+            FeatureValue::Bool(v) => Some(f64::from(u8::from(*v))),
+            FeatureValue::Null | FeatureValue::Str(_) => None,
+        }
+    }
+
+    fn weight(&self) -> usize {
+        std::mem::size_of::<Self>()
+            + match self {
+                FeatureValue::Str(s) => s.len(),
+                _ => 0,
+            }
+    }
+}
+
+/// The status of one feature of one entity, named as Feast names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum FeatureStatus {
+    /// The value is present and fresh.
+    Present,
+    /// No row exists for the entity.
+    NotFound,
+    /// A row exists but the feature is null.
+    NullValue,
+    /// The row is older than the view's TTL.
+    OutsideMaxAge,
+}
+
+/// The latest row of one entity in one view.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OnlineRow {
+    /// The row's event time, microseconds since the epoch.
+    pub event_micros: i64,
+    /// The row's created time, microseconds since the epoch (breaks ties).
+    pub created_micros: i64,
+    /// Feature values in the view's feature order.
+    pub values: Box<[FeatureValue]>,
+}
+
+/// The outcome of materializing a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MaterializeStats {
+    /// Entities whose row was written.
+    pub written: usize,
+    /// Entities skipped because the store already held a newer row.
+    pub skipped_older: usize,
+}
+
+/// Feature values for a batch of entities, row-major.
+#[derive(Debug, Clone)]
+pub struct FeatureBatch {
+    /// The feature references, in column order.
+    pub features: Vec<String>,
+    /// One row per entity: (value, status) per feature.
+    pub rows: Vec<Vec<(FeatureValue, FeatureStatus)>>,
+}
+
+/// Cache counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct OnlineStats {
+    /// Lookups that found a row.
+    pub hits: u64,
+    /// Lookups that found none.
+    pub misses: u64,
+    /// Rows held.
+    pub entries: u64,
+    /// Bytes held, as the weigher counts them.
+    pub weighted_bytes: u64,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq)]
+struct RowKey {
+    view: u32,
+    entity: Box<str>,
+}
+
+#[derive(Debug)]
+struct ViewSlot {
+    id: u32,
+    view: FeatureView,
+    ttl_micros: i64,
+    delta_version: AtomicI64,
+}
+
+/// The in-memory online store.
+pub struct OnlineStore {
+    views: RwLock<HashMap<String, Arc<ViewSlot>>>,
+    rows: Cache<RowKey, Arc<OnlineRow>>,
+    hits: AtomicU64,
+    misses: AtomicU64,
+}
+
+impl std::fmt::Debug for OnlineStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OnlineStore")
+            .field("entries", &self.rows.entry_count())
+            .finish()
+    }
+}
+
+impl OnlineStore {
+    /// An empty store that holds at most `memory_budget_bytes` of rows.
+    pub fn new(memory_budget_bytes: u64) -> Self {
+        let rows = Cache::builder()
+            .max_capacity(memory_budget_bytes)
+            .weigher(|key: &RowKey, row: &Arc<OnlineRow>| {
+                let bytes = std::mem::size_of::<RowKey>()
+                    + key.entity.len()
+                    + std::mem::size_of::<OnlineRow>()
+                    + row.values.iter().map(FeatureValue::weight).sum::<usize>();
+                u32::try_from(bytes).unwrap_or(u32::MAX)
+            })
+            .build();
+        OnlineStore {
+            views: RwLock::new(HashMap::new()),
+            rows,
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+        }
+    }
+
+    /// Registers (or replaces the definition of) a feature view.
+    pub fn register_view(&self, view: FeatureView) {
+        let mut views = self.views.write().unwrap_or_else(|e| e.into_inner());
+        let id = views
+            .get(&view.name)
+            .map_or(views.len() as u32, |slot| slot.id);
+        let slot = ViewSlot {
+            id,
+            ttl_micros: view.ttl_micros(),
+            view,
+            delta_version: AtomicI64::new(-1),
+        };
+        views.insert(slot.view.name.clone(), Arc::new(slot));
+    }
+
+    /// The definition of a registered view.
+    pub fn view(&self, name: &str) -> Option<FeatureView> {
+        self.slot(name).ok().map(|slot| slot.view.clone())
+    }
+
+    /// The Delta version of the view's table last materialized, if any.
+    pub fn delta_version(&self, view: &str) -> Option<i64> {
+        let slot = self.slot(view).ok()?;
+        let v = slot.delta_version.load(Ordering::Acquire);
+        (v >= 0).then_some(v)
+    }
+
+    /// Writes `row` for `entity` unless the store holds a newer one (by event
+    /// time, then created time). Returns whether the row was written.
+    pub fn upsert(&self, view: &str, entity: &str, row: OnlineRow) -> Result<bool> {
+        let slot = self.slot(view)?;
+        if row.values.len() != slot.view.features.len() {
+            return Err(Error::Schema {
+                view: view.to_string(),
+                message: format!(
+                    "row has {} values, the view has {} features",
+                    row.values.len(),
+                    slot.view.features.len()
+                ),
+            });
+        }
+        Ok(self.put_if_newer(slot.id, entity, Arc::new(row)))
+    }
+
+    /// Loads the latest row per entity of `df` (a frame of the view's gold
+    /// table) and records `delta_version` as the version served.
+    pub fn materialize(
+        &self,
+        view: &FeatureView,
+        df: &DataFrame,
+        delta_version: i64,
+    ) -> Result<MaterializeStats> {
+        let slot = self.slot(&view.name)?;
+        let schema_err = |message: String| Error::Schema {
+            view: view.name.clone(),
+            message,
+        };
+        let mut sort_by: Vec<PlSmallStr> = view.entity.join_keys.iter().map(|k| k.as_str().into()).collect();
+        sort_by.push(view.timestamp_column.as_str().into());
+        sort_by.push(view.created_column.as_str().into());
+        let latest = df
+            .clone()
+            .lazy()
+            .sort(sort_by, SortMultipleOptions::default())
+            .unique_stable_generic(
+                Some(view.entity.join_keys.iter().map(|k| col(k.as_str())).collect()),
+                UniqueKeepStrategy::Last,
+            )
+            .collect()
+            .map_err(Error::polars(format!("latest rows of {}", view.name)))?;
+
+        let keys = entity_keys(&latest, &view.entity.join_keys).map_err(schema_err)?;
+        let event = micros_column(&latest, &view.timestamp_column).map_err(schema_err)?;
+        let created = micros_column(&latest, &view.created_column).map_err(schema_err)?;
+        let columns: Vec<Vec<FeatureValue>> = view
+            .features
+            .iter()
+            .map(|f| feature_values(&latest, f))
+            .collect::<Result<_, _>>()
+            .map_err(schema_err)?;
+
+        let mut stats = MaterializeStats {
+            written: 0,
+            skipped_older: 0,
+        };
+        for (i, key) in keys.iter().enumerate() {
+            let (Some(event_micros), created_micros) = (event[i], created[i].unwrap_or(i64::MIN))
+            else {
+                return Err(schema_err(format!(
+                    "row for entity {key:?} has no {}",
+                    view.timestamp_column
+                )));
+            };
+            let row = OnlineRow {
+                event_micros,
+                created_micros,
+                values: columns.iter().map(|c| c[i].clone()).collect(),
+            };
+            if self.put_if_newer(slot.id, key, Arc::new(row)) {
+                stats.written += 1;
+            } else {
+                stats.skipped_older += 1;
+            }
+        }
+        slot.delta_version.fetch_max(delta_version, Ordering::AcqRel);
+        Ok(stats)
+    }
+
+    /// Looks up `features` (`view:feature` references) for each entity key
+    /// at time `now_micros`, enforcing each view's TTL.
+    pub fn get(
+        &self,
+        features: &[String],
+        entity_keys: &[String],
+        now_micros: i64,
+    ) -> Result<FeatureBatch> {
+        // Resolve references once per call: (slot, column) per feature.
+        let mut resolved = Vec::with_capacity(features.len());
+        for reference in features {
+            let (view, feature) =
+                split_ref(reference).ok_or_else(|| Error::UnknownFeature(reference.clone()))?;
+            let slot = self
+                .slot(view)
+                .map_err(|_| Error::UnknownFeature(reference.clone()))?;
+            let column = slot
+                .view
+                .features
+                .iter()
+                .position(|f| f == feature)
+                .ok_or_else(|| Error::UnknownFeature(reference.clone()))?;
+            resolved.push((slot, column));
+        }
+        let mut rows = Vec::with_capacity(entity_keys.len());
+        for entity in entity_keys {
+            let mut row = Vec::with_capacity(resolved.len());
+            // Consecutive features of one view share a probe.
+            let mut last: Option<(u32, Option<Arc<OnlineRow>>)> = None;
+            for (slot, column) in &resolved {
+                let found = match &last {
+                    Some((id, found)) if *id == slot.id => found.clone(),
+                    _ => {
+                        let found = self.rows.get(&RowKey {
+                            view: slot.id,
+                            entity: entity.as_str().into(),
+                        });
+                        if found.is_some() {
+                            self.hits.fetch_add(1, Ordering::Relaxed);
+                        } else {
+                            self.misses.fetch_add(1, Ordering::Relaxed);
+                        }
+                        last = Some((slot.id, found.clone()));
+                        found
+                    }
+                };
+                row.push(match found {
+                    None => (FeatureValue::Null, FeatureStatus::NotFound),
+                    Some(r) if now_micros.saturating_sub(r.event_micros) > slot.ttl_micros => {
+                        (FeatureValue::Null, FeatureStatus::OutsideMaxAge)
+                    }
+                    Some(r) => match &r.values[*column] {
+                        FeatureValue::Null => (FeatureValue::Null, FeatureStatus::NullValue),
+                        v => (v.clone(), FeatureStatus::Present),
+                    },
+                });
+            }
+            rows.push(row);
+        }
+        Ok(FeatureBatch {
+            features: features.to_vec(),
+            rows,
+        })
+    }
+
+    /// Hit, miss and size counters.
+    pub fn stats(&self) -> OnlineStats {
+        self.rows.run_pending_tasks();
+        OnlineStats {
+            hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+            entries: self.rows.entry_count(),
+            weighted_bytes: self.rows.weighted_size(),
+        }
+    }
+
+    fn slot(&self, view: &str) -> Result<Arc<ViewSlot>> {
+        self.views
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(view)
+            .cloned()
+            .ok_or_else(|| Error::UnknownFeature(format!("{view}:*")))
+    }
+
+    fn put_if_newer(&self, view: u32, entity: &str, row: Arc<OnlineRow>) -> bool {
+        let key = RowKey {
+            view,
+            entity: entity.into(),
+        };
+        let result = self.rows.entry(key).and_compute_with(|existing| match existing {
+            Some(old)
+                if (old.value().event_micros, old.value().created_micros)
+                    > (row.event_micros, row.created_micros) =>
+            {
+                Op::Nop
+            }
+            _ => Op::Put(row),
+        });
+        !matches!(result, moka::ops::compute::CompResult::Unchanged(_))
+    }
+}
+
+/// Builds the online key of an entity from its join-key values in order.
+pub fn entity_key<S: AsRef<str>>(values: &[S]) -> String {
+    let mut key = String::new();
+    for (i, v) in values.iter().enumerate() {
+        if i > 0 {
+            key.push('\u{1f}');
+        }
+        key.push_str(v.as_ref());
+    }
+    key
+}
+
+fn entity_keys(df: &DataFrame, join_keys: &[String]) -> Result<Vec<String>, String> {
+    let mut parts: Vec<Vec<String>> = Vec::with_capacity(join_keys.len());
+    for key in join_keys {
+        let column = df
+            .column(key)
+            .map_err(|_| format!("join key column {key:?} is missing"))?;
+        let strings = column
+            .cast(&DataType::String)
+            .map_err(|e| format!("join key {key:?}: {e}"))?;
+        let strings = strings.str().map_err(|e| format!("join key {key:?}: {e}"))?;
+        let mut values = Vec::with_capacity(df.height());
+        for (i, v) in strings.into_iter().enumerate() {
+            values.push(
+                v.ok_or_else(|| format!("join key {key:?} is null in row {i}"))?
+                    .to_string(),
+            );
+        }
+        parts.push(values);
+    }
+    Ok((0..df.height())
+        .map(|i| entity_key(&parts.iter().map(|p| p[i].as_str()).collect::<Vec<_>>()))
+        .collect())
+}
+
+fn micros_column(df: &DataFrame, name: &str) -> Result<Vec<Option<i64>>, String> {
+    let column = df
+        .column(name)
+        .map_err(|_| format!("timestamp column {name:?} is missing"))?;
+    let micros = match column.dtype() {
+        DataType::Datetime(unit, _) => {
+            let factor = match unit {
+                TimeUnit::Nanoseconds => -1000,
+                TimeUnit::Microseconds => 1,
+                TimeUnit::Milliseconds => 1000,
+            };
+            let physical = column.as_materialized_series().to_physical_repr();
+            let values = physical.i64().map_err(|e| format!("{name}: {e}"))?;
+            values
+                .into_iter()
+                .map(|v| {
+                    v.map(|v| {
+                        if factor < 0 {
+                            v / 1000
+                        } else {
+                            v * factor
+                        }
+                    })
+                })
+                .collect()
+        }
+        other => return Err(format!("column {name:?} is {other}, expected a timestamp")),
+    };
+    Ok(micros)
+}
+
+fn feature_values(df: &DataFrame, name: &str) -> Result<Vec<FeatureValue>, String> {
+    let column = df
+        .column(name)
+        .map_err(|_| format!("feature column {name:?} is missing"))?;
+    let err = |e: PolarsError| format!("feature {name:?}: {e}");
+    let dtype = column.dtype().clone();
+    Ok(if dtype.is_float() {
+        let c = column.cast(&DataType::Float64).map_err(err)?;
+        c.f64()
+            .map_err(err)?
+            .into_iter()
+            .map(|v| v.map_or(FeatureValue::Null, FeatureValue::Float))
+            .collect()
+    } else if dtype.is_integer() {
+        let c = column.cast(&DataType::Int64).map_err(err)?;
+        c.i64()
+            .map_err(err)?
+            .into_iter()
+            .map(|v| v.map_or(FeatureValue::Null, FeatureValue::Int))
+            .collect()
+    } else if dtype == DataType::Boolean {
+        column
+            .bool()
+            .map_err(err)?
+            .into_iter()
+            .map(|v| v.map_or(FeatureValue::Null, FeatureValue::Bool))
+            .collect()
+    } else {
+        let c = column.cast(&DataType::String).map_err(err)?;
+        c.str()
+            .map_err(err)?
+            .into_iter()
+            .map(|v| v.map_or(FeatureValue::Null, |s| FeatureValue::Str(s.into())))
+            .collect()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::definitions::Entity;
+
+    const DAY: i64 = 86_400_000_000;
+
+    fn view() -> FeatureView {
+        FeatureView {
+            name: "v".into(),
+            entity: Entity {
+                name: "customer".into(),
+                join_keys: vec!["customer_id".into()],
+            },
+            features: vec!["x".into(), "y".into()],
+            timestamp_column: "ts".into(),
+            created_column: "created".into(),
+            ttl: Duration::from_secs(86_400),
+        }
+    }
+
+    fn frame(rows: &[(i64, i64, i64, Option<f64>, i64)]) -> DataFrame {
+        let micros = |v: Vec<i64>| {
+            Series::new("".into(), v)
+                .cast(&DataType::Datetime(TimeUnit::Microseconds, Some(TimeZone::UTC)))
+                .unwrap()
+        };
+        let mut ts = micros(rows.iter().map(|r| r.1).collect());
+        ts.rename("ts".into());
+        let mut created = micros(rows.iter().map(|r| r.2).collect());
+        created.rename("created".into());
+        DataFrame::new_infer_height(vec![
+            Series::new("customer_id".into(), rows.iter().map(|r| r.0).collect::<Vec<_>>()).into(),
+            ts.into(),
+            created.into(),
+            Series::new("x".into(), rows.iter().map(|r| r.3).collect::<Vec<_>>()).into(),
+            Series::new("y".into(), rows.iter().map(|r| r.4).collect::<Vec<_>>()).into(),
+        ])
+        .unwrap()
+    }
+
+    #[test]
+    fn latest_row_wins_and_ttl_is_enforced_on_read() {
+        let store = OnlineStore::new(1 << 20);
+        store.register_view(view());
+        let df = frame(&[
+            (1, 10 * DAY, 10 * DAY, Some(1.0), 1),
+            (1, 12 * DAY, 12 * DAY, Some(2.0), 2),
+            (1, 11 * DAY, 13 * DAY, Some(3.0), 3),
+            (2, 5 * DAY, 5 * DAY, None, 4),
+        ]);
+        let stats = store.materialize(&view(), &df, 3).unwrap();
+        assert_eq!(stats.written, 2);
+        assert_eq!(store.delta_version("v"), Some(3));
+        let refs = vec!["v:x".to_string(), "v:y".to_string()];
+        let keys = vec!["1".to_string(), "2".to_string(), "3".to_string()];
+        let batch = store.get(&refs, &keys, 12 * DAY + 1).unwrap();
+        assert_eq!(batch.rows[0][0], (FeatureValue::Float(2.0), FeatureStatus::Present));
+        assert_eq!(batch.rows[0][1], (FeatureValue::Int(2), FeatureStatus::Present));
+        assert_eq!(batch.rows[1][0], (FeatureValue::Null, FeatureStatus::OutsideMaxAge));
+        assert_eq!(batch.rows[2][0], (FeatureValue::Null, FeatureStatus::NotFound));
+        let batch = store.get(&refs, &keys[1..2], 5 * DAY).unwrap();
+        assert_eq!(batch.rows[0][0], (FeatureValue::Null, FeatureStatus::NullValue));
+    }
+
+    #[test]
+    fn older_rows_never_overwrite_newer_ones() {
+        let store = OnlineStore::new(1 << 20);
+        store.register_view(view());
+        store
+            .materialize(&view(), &frame(&[(1, 12 * DAY, 12 * DAY, Some(2.0), 2)]), 1)
+            .unwrap();
+        let stats = store
+            .materialize(&view(), &frame(&[(1, 11 * DAY, 20 * DAY, Some(9.0), 9)]), 2)
+            .unwrap();
+        assert_eq!(stats.skipped_older, 1);
+        let batch = store
+            .get(&["v:x".to_string()], &["1".to_string()], 12 * DAY)
+            .unwrap();
+        assert_eq!(batch.rows[0][0].0, FeatureValue::Float(2.0));
+    }
+
+    #[test]
+    fn unknown_references_are_named() {
+        let store = OnlineStore::new(1 << 20);
+        store.register_view(view());
+        let err = store
+            .get(&["v:nope".to_string()], &["1".to_string()], 0)
+            .unwrap_err();
+        assert!(err.to_string().contains("v:nope"), "{err}");
+    }
+}

@@ -1,0 +1,89 @@
+//! Errors of the registry.
+
+use std::path::PathBuf;
+
+/// The result type of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What went wrong in the registry, with the input that caused it.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The ONNX Runtime shared library could not be found or loaded.
+    #[error(
+        "ONNX Runtime is not available: {reason}. Install it with `{install}` \
+         (or point ORT_DYLIB_PATH at libonnxruntime.so)"
+    )]
+    RuntimeMissing {
+        /// Why the library could not be used.
+        reason: String,
+        /// The project command that installs it.
+        install: &'static str,
+    },
+    /// ONNX Runtime refused the model or failed to run it.
+    #[error("ONNX Runtime rejected model {model}: {message}")]
+    InvalidModel {
+        /// The model (name or file) that was refused.
+        model: String,
+        /// ONNX Runtime's message.
+        message: String,
+    },
+    /// The model's signature does not fit what was declared for it.
+    #[error("model {model} does not match its declaration: {message}")]
+    SignatureMismatch {
+        /// The model name.
+        model: String,
+        /// What does not fit.
+        message: String,
+    },
+    /// A model name is not usable as a registry key.
+    #[error(
+        "invalid model name {0:?}: use 1-128 characters of letters, digits, '-', '_' or '.', not starting with '.'"
+    )]
+    InvalidName(String),
+    /// The model or version does not exist.
+    #[error("model {model} has no version {version}")]
+    VersionNotFound {
+        /// The model name.
+        model: String,
+        /// The version asked for.
+        version: String,
+    },
+    /// The model does not exist at all.
+    #[error("no model named {0:?} is registered")]
+    ModelNotFound(String),
+    /// A stored file does not hash to its recorded digest.
+    #[error("stored model file {path} is corrupt: expected sha256 {expected}, found {actual}")]
+    Corrupt {
+        /// The blob path.
+        path: PathBuf,
+        /// The recorded digest.
+        expected: String,
+        /// The digest of the bytes found.
+        actual: String,
+    },
+    /// Reading or writing the registry directory failed.
+    #[error("registry I/O on {path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// A metadata document could not be read or written.
+    #[error("registry metadata {path}: {source}")]
+    Metadata {
+        /// The metadata file.
+        path: PathBuf,
+        /// The underlying error.
+        source: serde_json::Error,
+    },
+}
+
+impl Error {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}

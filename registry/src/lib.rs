@@ -1,0 +1,21 @@
+//! The aurum model registry: versioned ONNX models on the local filesystem.
+//!
+//! Every version is an ONNX file stored content-addressed (sha256) plus a JSON
+//! metadata document (signature, feature list, metrics, lineage). A version is
+//! validated before it is written: the file must load in ONNX Runtime and its
+//! input must be as wide as the declared feature list. Registration is atomic:
+//! the metadata document is the commit point, written by an exclusive create,
+//! so a crash mid-way leaves at most an unreferenced blob, never half a version.
+//!
+//! This crate knows nothing of feature stores, training or serving. It owns the
+//! process-wide ONNX Runtime environment ([`runtime`]) because loading a model
+//! is part of validating it.
+
+pub mod error;
+pub mod model;
+pub mod runtime;
+pub mod store;
+
+pub use error::{Error, Result};
+pub use model::{Lineage, ModelVersion, NewVersion, Signature, TensorSpec};
+pub use store::Registry;

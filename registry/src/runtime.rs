@@ -1,0 +1,127 @@
+//! The process-wide ONNX Runtime environment.
+//!
+//! aurum loads `libonnxruntime.so` dynamically (ort's `load-dynamic`): the
+//! library comes from the `onnxruntime` wheel on PyPI, installed by
+//! `make onnxruntime` into the project's git-ignored `.tools/onnxruntime/`.
+//! It is found without any environment variable by looking in `.tools/` of
+//! every ancestor of the running executable and of the current directory;
+//! `ORT_DYLIB_PATH` overrides the search.
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use ort::environment::Environment;
+use ort::session::Session;
+use ort::session::builder::GraphOptimizationLevel;
+
+use crate::error::{Error, Result};
+use crate::model::{Signature, TensorSpec};
+
+/// The project command that installs the ONNX Runtime library.
+pub const INSTALL_COMMAND: &str = "make onnxruntime";
+
+/// The environment variable that overrides where the library is looked for.
+pub const DYLIB_ENV: &str = "ORT_DYLIB_PATH";
+
+/// Where, relative to a project root, `make onnxruntime` puts the library.
+pub const PROJECT_DYLIB: &str = ".tools/onnxruntime/libonnxruntime.so";
+
+static ENVIRONMENT: OnceLock<std::result::Result<Environment, String>> = OnceLock::new();
+
+/// Finds the ONNX Runtime shared library, or says how to install it.
+pub fn locate() -> Result<PathBuf> {
+    if let Some(path) = std::env::var_os(DYLIB_ENV) {
+        let path = PathBuf::from(path);
+        return if path.is_file() {
+            Ok(path)
+        } else {
+            Err(missing(format!(
+                "{DYLIB_ENV} is set to {}, which is not a file",
+                path.display()
+            )))
+        };
+    }
+    let mut roots: Vec<PathBuf> = Vec::new();
+    if let Ok(exe) = std::env::current_exe() {
+        roots.extend(exe.ancestors().skip(1).map(Path::to_path_buf));
+    }
+    if let Ok(dir) = std::env::current_dir() {
+        roots.extend(dir.ancestors().map(Path::to_path_buf));
+    }
+    // The workspace this crate was built in, for binaries run from elsewhere.
+    roots.push(Path::new(env!("CARGO_MANIFEST_DIR")).join(".."));
+    roots
+        .iter()
+        .map(|root| root.join(PROJECT_DYLIB))
+        .find(|candidate| candidate.is_file())
+        .ok_or_else(|| {
+            missing(format!(
+                "{PROJECT_DYLIB} was not found above the executable or the current directory"
+            ))
+        })
+}
+
+/// The ONNX Runtime environment, created on first use and shared by the
+/// whole process (ONNX Runtime allows one per process).
+pub fn environment() -> Result<&'static Environment> {
+    let env = ENVIRONMENT.get_or_init(|| {
+        let path = locate().map_err(|e| e.to_string())?;
+        let builder = ort::init_from(&path)
+            .map_err(|e| format!("cannot load {}: {e}", path.display()))?;
+        builder
+            .with_name("aurum")
+            .with_telemetry(false)
+            .build()
+            .map_err(|e| format!("cannot start ONNX Runtime from {}: {e}", path.display()))
+    });
+    match env {
+        Ok(env) => Ok(env),
+        Err(reason) => Err(missing(reason.clone())),
+    }
+}
+
+/// Loads a model from memory into a session tuned for low-latency serving:
+/// one intra-op thread (requests run in parallel across sessions instead) and
+/// full graph optimisation.
+pub fn load_session(model: &str, bytes: &[u8]) -> Result<Session> {
+    let env = environment()?;
+    let invalid = |e: ort::Error| Error::InvalidModel {
+        model: model.to_string(),
+        message: e.to_string(),
+    };
+    Session::builder(env)
+        .map_err(invalid)?
+        .with_optimization_level(GraphOptimizationLevel::Level3)
+        .map_err(|e| invalid(e.into()))?
+        .with_intra_threads(1)
+        .map_err(|e| invalid(e.into()))?
+        .commit_from_memory(bytes)
+        .map_err(invalid)
+}
+
+/// Reads a loaded session's input and output tensors.
+pub fn signature(session: &Session) -> Signature {
+    let spec = |outlet: &ort::value::Outlet| match outlet.dtype() {
+        ort::value::ValueType::Tensor { ty, shape, .. } => TensorSpec {
+            name: outlet.name().to_string(),
+            dtype: ty.to_string(),
+            shape: shape.iter().copied().collect(),
+        },
+        other => TensorSpec {
+            name: outlet.name().to_string(),
+            dtype: other.to_string(),
+            shape: Vec::new(),
+        },
+    };
+    Signature {
+        inputs: session.inputs().iter().map(spec).collect(),
+        outputs: session.outputs().iter().map(spec).collect(),
+    }
+}
+
+fn missing(reason: String) -> Error {
+    Error::RuntimeMissing {
+        reason,
+        install: INSTALL_COMMAND,
+    }
+}

@@ -1,0 +1,98 @@
+//! HTTP errors: every domain error maps to a status and a JSON body
+//! `{"error": {"code": "...", "message": "..."}}` in one place.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+/// An error answered to an HTTP client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppError {
+    /// The HTTP status.
+    pub status: StatusCode,
+    /// A stable machine-readable code.
+    pub code: &'static str,
+    /// What was wrong, naming the input.
+    pub message: String,
+}
+
+impl AppError {
+    /// A 400 with `code`.
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        AppError {
+            status: StatusCode::BAD_REQUEST,
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// A 404 with `code`.
+    pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
+        AppError {
+            status: StatusCode::NOT_FOUND,
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// A 500: a fault of the server, not of the request.
+    pub fn internal(message: impl Into<String>) -> Self {
+        AppError {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            code: "internal",
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        let body = Json(json!({"error": {"code": self.code, "message": self.message}}));
+        (self.status, body).into_response()
+    }
+}
+
+impl From<feature_store::Error> for AppError {
+    fn from(e: feature_store::Error) -> Self {
+        use feature_store::Error as E;
+        let message = e.to_string();
+        match e {
+            E::UnknownFeature(_) => AppError::bad_request("unknown_feature", message),
+            E::Schema { .. } => AppError::bad_request("invalid_features", message),
+            E::TableMissing(_) => AppError::not_found("table_missing", message),
+            E::Polars { .. } | E::Delta { .. } | E::Arrow { .. } | E::Io { .. } => {
+                AppError::internal(message)
+            }
+        }
+    }
+}
+
+impl From<registry::Error> for AppError {
+    fn from(e: registry::Error) -> Self {
+        use registry::Error as E;
+        let message = e.to_string();
+        match e {
+            E::ModelNotFound(_) | E::VersionNotFound { .. } => {
+                AppError::not_found("model_not_found", message)
+            }
+            E::InvalidName(_) => AppError::bad_request("invalid_model_name", message),
+            E::InvalidModel { .. } | E::SignatureMismatch { .. } => {
+                AppError::bad_request("invalid_model", message)
+            }
+            E::RuntimeMissing { .. } | E::Corrupt { .. } | E::Io { .. } | E::Metadata { .. } => {
+                AppError::internal(message)
+            }
+        }
+    }
+}
+
+impl From<axum::extract::rejection::JsonRejection> for AppError {
+    fn from(e: axum::extract::rejection::JsonRejection) -> Self {
+        AppError {
+            status: e.status(),
+            code: "invalid_json",
+            message: e.body_text(),
+        }
+    }
+}

@@ -1,0 +1,4 @@
+//! End-to-end tests: the real `aurum` binary, checked from the outside with
+//! real clients. One test binary for all of them keeps link time down.
+
+mod demo;

@@ -1,0 +1,54 @@
+"""Reads the Delta tables an `aurum demo --dir DIR` run wrote, with the
+official Python `deltalake` and `polars` packages, and prints what it found as
+JSON for the Rust end-to-end test to check.
+
+usage: read_demo_tables.py DIR CUSTOMER_ID[,CUSTOMER_ID...]
+"""
+
+import json
+import sys
+
+import polars as pl
+from deltalake import DeltaTable
+
+FEATURES = ["txn_count_1d", "amount_sum_1d", "txn_count_7d", "amount_mean_7d", "amount_max_7d"]
+
+
+def main() -> None:
+    root, customers = sys.argv[1], [int(c) for c in sys.argv[2].split(",")]
+    silver_path = f"{root}/data/delta/silver_transactions"
+    gold_path = f"{root}/data/delta/customer_features"
+    silver, gold = DeltaTable(silver_path), DeltaTable(gold_path)
+    commit = gold.history(1)[0]
+    lineage = commit.get("aurum")
+    if isinstance(lineage, str):
+        lineage = json.loads(lineage)
+
+    frame = pl.read_delta(gold_path)
+    latest = (
+        frame.sort(["customer_id", "event_timestamp", "created_timestamp"])
+        .group_by("customer_id", maintain_order=True)
+        .last()
+        .filter(pl.col("customer_id").is_in(customers))
+    )
+    features = {
+        str(row["customer_id"]): {f: row[f] for f in FEATURES}
+        for row in latest.iter_rows(named=True)
+    }
+    print(
+        json.dumps(
+            {
+                "silver_version": silver.version(),
+                "gold_version": gold.version(),
+                "silver_rows": pl.read_delta(silver_path).height,
+                "gold_rows": frame.height,
+                "gold_schema": {name: str(dtype) for name, dtype in frame.schema.items()},
+                "gold_lineage": lineage,
+                "features": features,
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,26 @@
+//! Errors of training.
+
+/// The result type of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What went wrong while training, with the input that caused it.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The training set is unusable.
+    #[error("training set: {0}")]
+    TrainingSet(String),
+    /// Reading the training frame failed.
+    #[error("{context}: {source}")]
+    Data {
+        /// What was being read.
+        context: String,
+        /// The polars error.
+        source: polars::error::PolarsError,
+    },
+    /// candle failed.
+    #[error("candle: {0}")]
+    Candle(#[from] candle_core::Error),
+    /// Registration failed.
+    #[error(transparent)]
+    Registry(#[from] registry::Error),
+}
