@@ -261,22 +261,30 @@ pub fn gold_customer_features(silver: &DataFrame) -> Result<DataFrame> {
         fn_params: None,
     };
     let by = || col("event_timestamp");
-    let per_customer = |e: Expr| e.over([col("customer_id")]);
+    let per_customer = |e: Expr, name: &str| {
+        e.over([col("customer_id")])
+            .map(|e| e.alias(name))
+            .map_err(Error::polars(format!("defining {name}")))
+    };
+    let features = [
+        per_customer(col("one").rolling_sum_by(by(), window(1)), "txn_count_1d")?,
+        per_customer(col("amount").rolling_sum_by(by(), window(1)), "amount_sum_1d")?,
+        per_customer(col("one").rolling_sum_by(by(), window(7)), "txn_count_7d")?,
+        per_customer(col("amount").rolling_mean_by(by(), window(7)), "amount_mean_7d")?,
+        per_customer(col("amount").rolling_max_by(by(), window(7)), "amount_max_7d")?,
+    ];
+    let mut columns = vec![
+        col("customer_id"),
+        col("event_timestamp"),
+        col("created_timestamp"),
+    ];
+    columns.extend(features);
     silver
         .clone()
         .lazy()
         .sort(["customer_id", "event_timestamp"], SortMultipleOptions::default())
         .with_column(lit(1.0f64).alias("one"))
-        .select([
-            col("customer_id"),
-            col("event_timestamp"),
-            col("created_timestamp"),
-            per_customer(col("one").rolling_sum_by(by(), window(1))).alias("txn_count_1d"),
-            per_customer(col("amount").rolling_sum_by(by(), window(1))).alias("amount_sum_1d"),
-            per_customer(col("one").rolling_sum_by(by(), window(7))).alias("txn_count_7d"),
-            per_customer(col("amount").rolling_mean_by(by(), window(7))).alias("amount_mean_7d"),
-            per_customer(col("amount").rolling_max_by(by(), window(7))).alias("amount_max_7d"),
-        ])
+        .select(columns)
         .collect()
         .map_err(Error::polars("gold step customer_features"))
 }
@@ -361,7 +369,7 @@ mod tests {
             &DataType::Datetime(TimeUnit::Microseconds, Some(TimeZone::UTC))
         );
         let categories = silver.column("category").unwrap().unique().unwrap();
-        assert!(categories.len() <= CATEGORIES.len(), "{categories}");
+        assert!(categories.len() <= CATEGORIES.len(), "{categories:?}");
     }
 
     #[test]

@@ -7,14 +7,15 @@ use std::io::Cursor;
 use std::sync::Arc;
 
 use arrow_array::RecordBatch;
-use arrow_schema::{DataType, Field, Schema, TimeUnit};
+use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use polars::prelude::*;
 
 use crate::error::{Error, Result};
 
 /// Converts a polars frame to Arrow record batches whose types Delta accepts:
-/// strings as `Utf8`, timestamps in microseconds with a UTC zone.
-pub fn frame_to_batches(df: &DataFrame) -> Result<Vec<RecordBatch>> {
+/// strings as `Utf8`, timestamps in microseconds with a UTC zone. The schema
+/// is returned too, since a frame without rows gives no batches.
+pub fn frame_to_batches(df: &DataFrame) -> Result<(SchemaRef, Vec<RecordBatch>)> {
     let mut buf = Vec::new();
     let mut df = df.clone();
     IpcWriter::new(&mut buf)
@@ -27,13 +28,15 @@ pub fn frame_to_batches(df: &DataFrame) -> Result<Vec<RecordBatch>> {
     };
     let reader = arrow_ipc::reader::FileReader::try_new(Cursor::new(buf), None)
         .map_err(arrow_err("reading polars IPC"))?;
+    let schema = delta_schema(&reader.schema());
     let batches = reader
         .collect::<Result<Vec<_>, _>>()
         .map_err(arrow_err("reading polars IPC batches"))?;
-    batches
+    let batches = batches
         .iter()
-        .map(|b| delta_compatible(b).map_err(arrow_err("casting to Delta types")))
-        .collect()
+        .map(|b| delta_compatible(b, &schema).map_err(arrow_err("casting to Delta types")))
+        .collect::<Result<Vec<_>>>()?;
+    Ok((schema, batches))
 }
 
 /// Converts Arrow record batches to one polars frame.
@@ -69,20 +72,33 @@ fn delta_type(dt: &DataType) -> DataType {
     }
 }
 
-fn delta_compatible(batch: &RecordBatch) -> Result<RecordBatch, arrow_schema::ArrowError> {
-    let mut fields = Vec::with_capacity(batch.num_columns());
-    let mut columns = Vec::with_capacity(batch.num_columns());
-    for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
-        let target = delta_type(field.data_type());
-        let column = if &target == field.data_type() {
-            column.clone()
-        } else {
-            arrow_cast::cast(column, &target)?
-        };
-        fields.push(Field::new(field.name(), target, field.is_nullable()));
-        columns.push(column);
-    }
-    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
+fn delta_schema(schema: &Schema) -> SchemaRef {
+    Arc::new(Schema::new(
+        schema
+            .fields()
+            .iter()
+            .map(|f| Field::new(f.name(), delta_type(f.data_type()), f.is_nullable()))
+            .collect::<Vec<_>>(),
+    ))
+}
+
+fn delta_compatible(
+    batch: &RecordBatch,
+    schema: &SchemaRef,
+) -> Result<RecordBatch, arrow_schema::ArrowError> {
+    let columns = batch
+        .columns()
+        .iter()
+        .zip(schema.fields())
+        .map(|(column, field)| {
+            if column.data_type() == field.data_type() {
+                Ok(column.clone())
+            } else {
+                arrow_cast::cast(column, field.data_type())
+            }
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    RecordBatch::try_new(schema.clone(), columns)
 }
 
 #[cfg(test)]
@@ -97,9 +113,9 @@ mod tests {
             "x" => [Some(1.5f64), None, Some(3.0)],
         )
         .unwrap();
-        let batches = frame_to_batches(&df).unwrap();
-        assert_eq!(batches[0].schema().field(1).data_type(), &DataType::Utf8);
-        let back = batches_to_frame(&batches[0].schema(), &batches).unwrap();
+        let (schema, batches) = frame_to_batches(&df).unwrap();
+        assert_eq!(schema.field(1).data_type(), &DataType::Utf8);
+        let back = batches_to_frame(&schema, &batches).unwrap();
         assert!(back.equals_missing(&df), "{back} != {df}");
     }
 }

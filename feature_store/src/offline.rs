@@ -10,8 +10,12 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use deltalake::DeltaTable;
-use deltalake::kernel::transaction::CommitProperties;
-use deltalake::protocol::SaveMode;
+use deltalake::kernel::engine::arrow_conversion::{TryIntoArrow, TryIntoKernel};
+use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
+use deltalake::kernel::{Action, StructType};
+use deltalake::operations::create::CreateBuilder;
+use deltalake::protocol::{DeltaOperation, SaveMode};
+use deltalake::writer::{DeltaWriter, RecordBatchWriter};
 use futures::StreamExt;
 use polars::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -28,7 +32,7 @@ pub struct CommitLineage {
     /// The operation, e.g. `silver` or `gold`.
     pub operation: String,
     /// Input Delta tables and the versions read.
-    pub input_tables: BTreeMap<String, i64>,
+    pub input_tables: BTreeMap<String, u64>,
     /// Input files (for bronze data) and their sha256.
     pub input_files: BTreeMap<String, String>,
     /// A hash of the definition (view, rules) that produced the data.
@@ -63,41 +67,94 @@ impl DeltaStore {
 
     /// Writes `df` to table `name` in one commit carrying `lineage`, creating
     /// the table if needed, and returns the new table version.
+    ///
+    /// Data files are written first and committed in one Delta transaction,
+    /// so readers see all of the write or none of it. An overwrite removes
+    /// the previous files in the same commit (they stay readable by time
+    /// travel until vacuumed).
     pub async fn write(
         &self,
         name: &str,
         df: &DataFrame,
         mode: WriteMode,
         lineage: &CommitLineage,
-    ) -> Result<i64> {
+    ) -> Result<u64> {
         let path = self.table_path(name);
         std::fs::create_dir_all(&path).map_err(|source| Error::Io {
             path: path.clone(),
             source,
         })?;
-        let batches = interop::frame_to_batches(df)?;
-        let table = self.table_handle(name, &path).await?;
+        let (schema, batches) = interop::frame_to_batches(df)?;
+        let url = table_url(name, &path)?;
         let lineage_json = serde_json::to_value(lineage).unwrap_or(serde_json::Value::Null);
+        let properties =
+            CommitProperties::default().with_metadata([(LINEAGE_KEY.to_string(), lineage_json)]);
+
+        if !path.join("_delta_log").is_dir() {
+            let mut writer = RecordBatchWriter::try_new(url.as_str(), schema.clone(), None, None)
+                .map_err(Error::delta(name))?;
+            for batch in batches {
+                writer.write(batch).await.map_err(Error::delta(name))?;
+            }
+            let adds = writer.flush().await.map_err(Error::delta(name))?;
+            let kernel_schema: StructType =
+                schema.as_ref().try_into_kernel().map_err(|source| Error::Arrow {
+                    context: format!("schema of {name}"),
+                    source,
+                })?;
+            let table = CreateBuilder::new()
+                .with_location(url.as_str())
+                .with_table_name(name)
+                .with_columns(kernel_schema.fields().cloned())
+                .with_actions(adds.into_iter().map(Action::Add))
+                .with_commit_properties(properties)
+                .await
+                .map_err(Error::delta(name))?;
+            return table
+                .version()
+                .ok_or_else(|| Error::TableMissing(name.to_string()));
+        }
+
+        let table = self.open(name, None).await?;
+        let mut writer = RecordBatchWriter::for_table(&table).map_err(Error::delta(name))?;
+        for batch in batches {
+            writer.write(batch).await.map_err(Error::delta(name))?;
+        }
+        let mut actions: Vec<Action> = writer
+            .flush()
+            .await
+            .map_err(Error::delta(name))?
+            .into_iter()
+            .map(Action::Add)
+            .collect();
+        let snapshot = table.snapshot().map_err(Error::delta(name))?;
         let save_mode = match mode {
             WriteMode::Append => SaveMode::Append,
-            WriteMode::Overwrite => SaveMode::Overwrite,
+            WriteMode::Overwrite => {
+                actions.extend(
+                    snapshot
+                        .log_data()
+                        .iter()
+                        .map(|file| Action::Remove(file.remove_action(true))),
+                );
+                SaveMode::Overwrite
+            }
         };
-        let table = table
-            .write(batches)
-            .with_save_mode(save_mode)
-            .with_commit_properties(
-                CommitProperties::default()
-                    .with_metadata([(LINEAGE_KEY.to_string(), lineage_json)]),
-            )
+        let operation = DeltaOperation::Write {
+            mode: save_mode,
+            partition_by: None,
+            predicate: None,
+        };
+        let commit = CommitBuilder::from(properties)
+            .with_actions(actions)
+            .build(Some(snapshot), table.log_store(), operation)
             .await
             .map_err(Error::delta(name))?;
-        table
-            .version()
-            .ok_or_else(|| Error::TableMissing(name.to_string()))
+        Ok(commit.version())
     }
 
     /// The latest version of table `name`, or `None` if it does not exist.
-    pub async fn latest_version(&self, name: &str) -> Result<Option<i64>> {
+    pub async fn latest_version(&self, name: &str) -> Result<Option<u64>> {
         let path = self.table_path(name);
         if !path.join("_delta_log").is_dir() {
             return Ok(None);
@@ -108,7 +165,7 @@ impl DeltaStore {
 
     /// Reads table `name` at `version` (latest when `None`) into one frame,
     /// and returns the version read.
-    pub async fn read(&self, name: &str, version: Option<i64>) -> Result<(DataFrame, i64)> {
+    pub async fn read(&self, name: &str, version: Option<u64>) -> Result<(DataFrame, u64)> {
         let table = self.open(name, version).await?;
         let read_version = table
             .version()
@@ -148,7 +205,7 @@ impl DeltaStore {
     }
 
     /// The lineage recorded by the commit that produced `version` of `name`.
-    pub async fn lineage(&self, name: &str, version: i64) -> Result<Option<CommitLineage>> {
+    pub async fn lineage(&self, name: &str, version: u64) -> Result<Option<CommitLineage>> {
         let table = self.open(name, Some(version)).await?;
         let mut history = table.history(Some(1));
         while let Some(info) = history.next().await {
@@ -160,7 +217,7 @@ impl DeltaStore {
         Ok(None)
     }
 
-    async fn open(&self, name: &str, version: Option<i64>) -> Result<DeltaTable> {
+    async fn open(&self, name: &str, version: Option<u64>) -> Result<DeltaTable> {
         let path = self.table_path(name);
         if !path.join("_delta_log").is_dir() {
             return Err(Error::TableMissing(name.to_string()));
@@ -171,13 +228,6 @@ impl DeltaStore {
             None => deltalake::open_table(url).await,
         }
         .map_err(Error::delta(name))
-    }
-
-    async fn table_handle(&self, name: &str, path: &Path) -> Result<DeltaTable> {
-        let url = table_url(name, path)?;
-        DeltaTable::try_from_url(url)
-            .await
-            .map_err(Error::delta(name))
     }
 }
 
@@ -201,10 +251,9 @@ fn uri_to_path(uri: &str) -> Result<PathBuf> {
 
 fn empty_frame(name: &str, schema: &deltalake::kernel::StructType) -> Result<DataFrame> {
     let arrow_schema: arrow_schema::Schema =
-        deltalake::kernel::engine::arrow_conversion::TryIntoArrow::try_into_arrow(schema)
-            .map_err(|source| Error::Arrow {
-                context: format!("schema of {name}"),
-                source,
-            })?;
+        schema.try_into_arrow().map_err(|source| Error::Arrow {
+            context: format!("schema of {name}"),
+            source,
+        })?;
     interop::batches_to_frame(&arrow_schema, &[])
 }

@@ -8,13 +8,13 @@
 //! `OUTSIDE_MAX_AGE` and its values are withheld.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use moka::ops::compute::Op;
 use moka::sync::Cache;
 use polars::prelude::*;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::definitions::{FeatureView, split_ref};
 use crate::error::{Error, Result};
@@ -56,7 +56,7 @@ impl FeatureValue {
 }
 
 /// The status of one feature of one entity, named as Feast names them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum FeatureStatus {
     /// The value is present and fresh.
@@ -122,7 +122,8 @@ struct ViewSlot {
     id: u32,
     view: FeatureView,
     ttl_micros: i64,
-    delta_version: AtomicI64,
+    /// The Delta version last materialized, plus one (0: none yet).
+    delta_version_plus_one: AtomicU64,
 }
 
 /// The in-memory online store.
@@ -172,7 +173,7 @@ impl OnlineStore {
             id,
             ttl_micros: view.ttl_micros(),
             view,
-            delta_version: AtomicI64::new(-1),
+            delta_version_plus_one: AtomicU64::new(0),
         };
         views.insert(slot.view.name.clone(), Arc::new(slot));
     }
@@ -183,10 +184,11 @@ impl OnlineStore {
     }
 
     /// The Delta version of the view's table last materialized, if any.
-    pub fn delta_version(&self, view: &str) -> Option<i64> {
+    pub fn delta_version(&self, view: &str) -> Option<u64> {
         let slot = self.slot(view).ok()?;
-        let v = slot.delta_version.load(Ordering::Acquire);
-        (v >= 0).then_some(v)
+        slot.delta_version_plus_one
+            .load(Ordering::Acquire)
+            .checked_sub(1)
     }
 
     /// Writes `row` for `entity` unless the store holds a newer one (by event
@@ -212,7 +214,7 @@ impl OnlineStore {
         &self,
         view: &FeatureView,
         df: &DataFrame,
-        delta_version: i64,
+        delta_version: u64,
     ) -> Result<MaterializeStats> {
         let slot = self.slot(&view.name)?;
         let schema_err = |message: String| Error::Schema {
@@ -266,7 +268,8 @@ impl OnlineStore {
                 stats.skipped_older += 1;
             }
         }
-        slot.delta_version.fetch_max(delta_version, Ordering::AcqRel);
+        slot.delta_version_plus_one
+            .fetch_max(delta_version.saturating_add(1), Ordering::AcqRel);
         Ok(stats)
     }
 
@@ -396,7 +399,7 @@ fn entity_keys(df: &DataFrame, join_keys: &[String]) -> Result<Vec<String>, Stri
             .map_err(|e| format!("join key {key:?}: {e}"))?;
         let strings = strings.str().map_err(|e| format!("join key {key:?}: {e}"))?;
         let mut values = Vec::with_capacity(df.height());
-        for (i, v) in strings.into_iter().enumerate() {
+        for (i, v) in strings.iter().enumerate() {
             values.push(
                 v.ok_or_else(|| format!("join key {key:?} is null in row {i}"))?
                     .to_string(),
@@ -423,7 +426,7 @@ fn micros_column(df: &DataFrame, name: &str) -> Result<Vec<Option<i64>>, String>
             let physical = column.as_materialized_series().to_physical_repr();
             let values = physical.i64().map_err(|e| format!("{name}: {e}"))?;
             values
-                .into_iter()
+                .iter()
                 .map(|v| {
                     v.map(|v| {
                         if factor < 0 {
@@ -450,28 +453,28 @@ fn feature_values(df: &DataFrame, name: &str) -> Result<Vec<FeatureValue>, Strin
         let c = column.cast(&DataType::Float64).map_err(err)?;
         c.f64()
             .map_err(err)?
-            .into_iter()
+            .iter()
             .map(|v| v.map_or(FeatureValue::Null, FeatureValue::Float))
             .collect()
     } else if dtype.is_integer() {
         let c = column.cast(&DataType::Int64).map_err(err)?;
         c.i64()
             .map_err(err)?
-            .into_iter()
+            .iter()
             .map(|v| v.map_or(FeatureValue::Null, FeatureValue::Int))
             .collect()
     } else if dtype == DataType::Boolean {
         column
             .bool()
             .map_err(err)?
-            .into_iter()
+            .iter()
             .map(|v| v.map_or(FeatureValue::Null, FeatureValue::Bool))
             .collect()
     } else {
         let c = column.cast(&DataType::String).map_err(err)?;
         c.str()
             .map_err(err)?
-            .into_iter()
+            .iter()
             .map(|v| v.map_or(FeatureValue::Null, |s| FeatureValue::Str(s.into())))
             .collect()
     })

@@ -66,7 +66,7 @@ pub fn point_in_time_join(
         // Of rows with equal entity and event time, the latest created wins.
         let mut dedup_keys: Vec<Expr> = keys.iter().map(|k| col(k.clone())).collect();
         dedup_keys.push(col(view.timestamp_column.as_str()));
-        let right = frame
+        let right = (*frame)
             .clone()
             .lazy()
             .sort(
@@ -157,7 +157,7 @@ mod tests {
         .unwrap();
         let labels: Vec<i64> = out.column("label").unwrap().i64().unwrap().into_no_null_iter().collect();
         assert_eq!(labels, vec![1, 2, 3, 4, 5, 6], "spine order kept");
-        let x: Vec<Option<f64>> = out.column("x").unwrap().f64().unwrap().into_iter().collect();
+        let x: Vec<Option<f64>> = out.column("x").unwrap().f64().unwrap().iter().collect();
         // t=25: rows at 20 tie, created 21 wins (2.0); t=5: nothing yet;
         // t=15: the row at 10; t=30 for id 2: the row at 10 is 20s old > TTL;
         // id 3 is unknown; t=40: 20s old > TTL.

@@ -37,7 +37,7 @@ pub struct ModelVersion {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Lineage {
     /// Delta table versions read, by table name.
-    pub table_versions: BTreeMap<String, i64>,
+    pub table_versions: BTreeMap<String, u64>,
     /// The sha256 of the training set (or its spine).
     pub training_set_sha256: String,
     /// The training run's identifier.

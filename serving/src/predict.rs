@@ -39,7 +39,7 @@ pub struct PredictResponse {
     pub predictions: Vec<RowPrediction>,
     /// The Delta version of each feature view's table the online values came
     /// from.
-    pub feature_versions: BTreeMap<String, i64>,
+    pub feature_versions: BTreeMap<String, u64>,
 }
 
 /// The prediction for one row.

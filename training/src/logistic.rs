@@ -221,7 +221,7 @@ fn float_column(df: &DataFrame, name: &str) -> Result<Vec<f32>> {
         context: format!("column {name:?} as float"),
         source,
     })?;
-    Ok(values.into_iter().map(|v| v.unwrap_or(f32::NAN)).collect())
+    Ok(values.iter().map(|v| v.unwrap_or(f32::NAN)).collect())
 }
 
 /// The first validation row: the latest `fraction` of rows, moved forward
