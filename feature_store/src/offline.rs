@@ -240,13 +240,22 @@ fn table_url(name: &str, path: &Path) -> Result<url::Url> {
 }
 
 fn uri_to_path(uri: &str) -> Result<PathBuf> {
-    url::Url::parse(uri)
-        .ok()
-        .and_then(|u| u.to_file_path().ok())
-        .ok_or_else(|| Error::Io {
-            path: PathBuf::from(uri),
+    // deltalake reports local files as plain paths, other stores as URLs.
+    if let Ok(url) = url::Url::parse(uri)
+        && url.scheme() == "file"
+        && let Ok(path) = url.to_file_path()
+    {
+        return Ok(path);
+    }
+    let path = PathBuf::from(uri);
+    if path.is_absolute() {
+        Ok(path)
+    } else {
+        Err(Error::Io {
+            path,
             source: std::io::Error::other("only local Delta tables are supported so far"),
         })
+    }
 }
 
 fn empty_frame(name: &str, schema: &deltalake::kernel::StructType) -> Result<DataFrame> {
