@@ -61,8 +61,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     }
     let (dir, _temp) = match &args.dir {
         Some(dir) => {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("creating {}", dir.display()))?;
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
             (dir.clone(), None)
         }
         None => {
@@ -120,7 +119,9 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     steps.inc(1);
 
     steps.set_message("gold: per-customer windows → Delta");
-    let (silver, silver_version_read) = delta.read(fraud::SILVER_TABLE, Some(silver_version)).await?;
+    let (silver, silver_version_read) = delta
+        .read(fraud::SILVER_TABLE, Some(silver_version))
+        .await?;
     let gold = fraud::gold_customer_features(&silver)?;
     let mut input_tables = std::collections::BTreeMap::new();
     input_tables.insert(fraud::SILVER_TABLE.to_string(), silver_version_read);
@@ -269,7 +270,11 @@ fn print_summary(s: &Summary, elapsed: Duration) {
     );
     println!("  online   {} customers materialized", s.online_entities);
     println!("  training {} point-in-time rows", s.training_rows);
-    let metric = |k: &str| s.metrics.get(k).map_or("n/a".to_string(), |v| format!("{v:.3}"));
+    let metric = |k: &str| {
+        s.metrics
+            .get(k)
+            .map_or("n/a".to_string(), |v| format!("{v:.3}"))
+    };
     println!(
         "  model    {} v{} (validation ROC AUC {}, log loss {})",
         s.model,

@@ -59,9 +59,7 @@ pub fn psi(reference: &[f64], current: &[f64], bins: usize) -> Result<f64> {
     let a = sorted_finite(reference, "reference")?;
     let b = sorted_finite(current, "current")?;
     let bins = bins.max(2);
-    let mut edges: Vec<f64> = (1..bins)
-        .map(|k| a[(k * (a.len() - 1)) / bins])
-        .collect();
+    let mut edges: Vec<f64> = (1..bins).map(|k| a[(k * (a.len() - 1)) / bins]).collect();
     edges.dedup();
     let share = |sample: &[f64]| {
         let mut counts = vec![0usize; edges.len() + 1];

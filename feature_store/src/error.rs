@@ -57,12 +57,16 @@ pub enum Error {
 }
 
 impl Error {
-    pub(crate) fn polars(context: impl Into<String>) -> impl FnOnce(polars::error::PolarsError) -> Self {
+    pub(crate) fn polars(
+        context: impl Into<String>,
+    ) -> impl FnOnce(polars::error::PolarsError) -> Self {
         let context = context.into();
         move |source| Error::Polars { context, source }
     }
 
-    pub(crate) fn delta(table: impl Into<String>) -> impl FnOnce(deltalake::DeltaTableError) -> Self {
+    pub(crate) fn delta(
+        table: impl Into<String>,
+    ) -> impl FnOnce(deltalake::DeltaTableError) -> Self {
         let table = table.into();
         move |source| Error::Delta { table, source }
     }

@@ -177,7 +177,7 @@ pub fn generate(dir: &Path, options: &GenerateOptions) -> Result<BronzeFiles> {
         event_times.push(event_times[i].clone());
         labels.push(labels[i]);
         ingested.push(iso(
-            parse_iso(&ingested[i]).unwrap_or(start) + 3600 * MICROS_PER_SECOND,
+            parse_iso(&ingested[i]).unwrap_or(start) + 3600 * MICROS_PER_SECOND
         ));
     }
     let rows_written = ids.len();
@@ -232,7 +232,11 @@ pub fn silver_transactions(bronze_csv: &Path) -> Result<DataFrame> {
             utc_timestamp("event_time").alias("event_timestamp"),
             utc_timestamp("ingested_at").alias("created_timestamp"),
             col("amount").cast(DataType::Float64),
-            col("category").str().strip_chars(lit(NULL)).str().to_lowercase(),
+            col("category")
+                .str()
+                .strip_chars(lit(NULL))
+                .str()
+                .to_lowercase(),
         ])
         .sort(["created_timestamp"], SortMultipleOptions::default())
         .unique_stable_generic(Some(vec![col("transaction_id")]), UniqueKeepStrategy::Last)
@@ -246,7 +250,10 @@ pub fn silver_transactions(bronze_csv: &Path) -> Result<DataFrame> {
             col("created_timestamp"),
             col("is_fraud"),
         ])
-        .sort(["event_timestamp", "transaction_id"], SortMultipleOptions::default())
+        .sort(
+            ["event_timestamp", "transaction_id"],
+            SortMultipleOptions::default(),
+        )
         .collect()
         .map_err(Error::polars("silver step over bronze transactions"))
 }
@@ -268,10 +275,19 @@ pub fn gold_customer_features(silver: &DataFrame) -> Result<DataFrame> {
     };
     let features = [
         per_customer(col("one").rolling_sum_by(by(), window(1)), "txn_count_1d")?,
-        per_customer(col("amount").rolling_sum_by(by(), window(1)), "amount_sum_1d")?,
+        per_customer(
+            col("amount").rolling_sum_by(by(), window(1)),
+            "amount_sum_1d",
+        )?,
         per_customer(col("one").rolling_sum_by(by(), window(7)), "txn_count_7d")?,
-        per_customer(col("amount").rolling_mean_by(by(), window(7)), "amount_mean_7d")?,
-        per_customer(col("amount").rolling_max_by(by(), window(7)), "amount_max_7d")?,
+        per_customer(
+            col("amount").rolling_mean_by(by(), window(7)),
+            "amount_mean_7d",
+        )?,
+        per_customer(
+            col("amount").rolling_max_by(by(), window(7)),
+            "amount_max_7d",
+        )?,
     ];
     let mut columns = vec![
         col("customer_id"),
@@ -282,7 +298,10 @@ pub fn gold_customer_features(silver: &DataFrame) -> Result<DataFrame> {
     silver
         .clone()
         .lazy()
-        .sort(["customer_id", "event_timestamp"], SortMultipleOptions::default())
+        .sort(
+            ["customer_id", "event_timestamp"],
+            SortMultipleOptions::default(),
+        )
         .with_column(lit(1.0f64).alias("one"))
         .select(columns)
         .collect()
@@ -381,7 +400,13 @@ mod tests {
         assert_eq!(gold.height(), silver.height());
         // A reference computation for one customer: its transactions in the
         // 7 days up to and including each of its transactions.
-        let customer = gold.column("customer_id").unwrap().i64().unwrap().get(0).unwrap();
+        let customer = gold
+            .column("customer_id")
+            .unwrap()
+            .i64()
+            .unwrap()
+            .get(0)
+            .unwrap();
         let mine = gold
             .clone()
             .lazy()

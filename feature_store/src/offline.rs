@@ -98,10 +98,13 @@ impl DeltaStore {
             }
             let adds = writer.flush().await.map_err(Error::delta(name))?;
             let kernel_schema: StructType =
-                schema.as_ref().try_into_kernel().map_err(|source| Error::Arrow {
-                    context: format!("schema of {name}"),
-                    source,
-                })?;
+                schema
+                    .as_ref()
+                    .try_into_kernel()
+                    .map_err(|source| Error::Arrow {
+                        context: format!("schema of {name}"),
+                        source,
+                    })?;
             let table = CreateBuilder::new()
                 .with_location(url.as_str())
                 .with_table_name(name)

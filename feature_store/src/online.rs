@@ -221,7 +221,12 @@ impl OnlineStore {
             view: view.name.clone(),
             message,
         };
-        let mut sort_by: Vec<PlSmallStr> = view.entity.join_keys.iter().map(|k| k.as_str().into()).collect();
+        let mut sort_by: Vec<PlSmallStr> = view
+            .entity
+            .join_keys
+            .iter()
+            .map(|k| k.as_str().into())
+            .collect();
         sort_by.push(view.timestamp_column.as_str().into());
         sort_by.push(view.created_column.as_str().into());
         let latest = df
@@ -229,7 +234,13 @@ impl OnlineStore {
             .lazy()
             .sort(sort_by, SortMultipleOptions::default())
             .unique_stable_generic(
-                Some(view.entity.join_keys.iter().map(|k| col(k.as_str())).collect()),
+                Some(
+                    view.entity
+                        .join_keys
+                        .iter()
+                        .map(|k| col(k.as_str()))
+                        .collect(),
+                ),
                 UniqueKeepStrategy::Last,
             )
             .collect()
@@ -363,15 +374,18 @@ impl OnlineStore {
             view,
             entity: entity.into(),
         };
-        let result = self.rows.entry(key).and_compute_with(|existing| match existing {
-            Some(old)
-                if (old.value().event_micros, old.value().created_micros)
-                    > (row.event_micros, row.created_micros) =>
-            {
-                Op::Nop
-            }
-            _ => Op::Put(row),
-        });
+        let result = self
+            .rows
+            .entry(key)
+            .and_compute_with(|existing| match existing {
+                Some(old)
+                    if (old.value().event_micros, old.value().created_micros)
+                        > (row.event_micros, row.created_micros) =>
+                {
+                    Op::Nop
+                }
+                _ => Op::Put(row),
+            });
         !matches!(result, moka::ops::compute::CompResult::Unchanged(_))
     }
 }
@@ -397,7 +411,9 @@ fn entity_keys(df: &DataFrame, join_keys: &[String]) -> Result<Vec<String>, Stri
         let strings = column
             .cast(&DataType::String)
             .map_err(|e| format!("join key {key:?}: {e}"))?;
-        let strings = strings.str().map_err(|e| format!("join key {key:?}: {e}"))?;
+        let strings = strings
+            .str()
+            .map_err(|e| format!("join key {key:?}: {e}"))?;
         let mut values = Vec::with_capacity(df.height());
         for (i, v) in strings.iter().enumerate() {
             values.push(
@@ -427,15 +443,7 @@ fn micros_column(df: &DataFrame, name: &str) -> Result<Vec<Option<i64>>, String>
             let values = physical.i64().map_err(|e| format!("{name}: {e}"))?;
             values
                 .iter()
-                .map(|v| {
-                    v.map(|v| {
-                        if factor < 0 {
-                            v / 1000
-                        } else {
-                            v * factor
-                        }
-                    })
-                })
+                .map(|v| v.map(|v| if factor < 0 { v / 1000 } else { v * factor }))
                 .collect()
         }
         other => return Err(format!("column {name:?} is {other}, expected a timestamp")),
@@ -506,7 +514,10 @@ mod tests {
     fn frame(rows: &[(i64, i64, i64, Option<f64>, i64)]) -> DataFrame {
         let micros = |v: Vec<i64>| {
             Series::new("".into(), v)
-                .cast(&DataType::Datetime(TimeUnit::Microseconds, Some(TimeZone::UTC)))
+                .cast(&DataType::Datetime(
+                    TimeUnit::Microseconds,
+                    Some(TimeZone::UTC),
+                ))
                 .unwrap()
         };
         let mut ts = micros(rows.iter().map(|r| r.1).collect());
@@ -514,7 +525,11 @@ mod tests {
         let mut created = micros(rows.iter().map(|r| r.2).collect());
         created.rename("created".into());
         DataFrame::new_infer_height(vec![
-            Series::new("customer_id".into(), rows.iter().map(|r| r.0).collect::<Vec<_>>()).into(),
+            Series::new(
+                "customer_id".into(),
+                rows.iter().map(|r| r.0).collect::<Vec<_>>(),
+            )
+            .into(),
             ts.into(),
             created.into(),
             Series::new("x".into(), rows.iter().map(|r| r.3).collect::<Vec<_>>()).into(),
@@ -539,12 +554,27 @@ mod tests {
         let refs = vec!["v:x".to_string(), "v:y".to_string()];
         let keys = vec!["1".to_string(), "2".to_string(), "3".to_string()];
         let batch = store.get(&refs, &keys, 12 * DAY + 1).unwrap();
-        assert_eq!(batch.rows[0][0], (FeatureValue::Float(2.0), FeatureStatus::Present));
-        assert_eq!(batch.rows[0][1], (FeatureValue::Int(2), FeatureStatus::Present));
-        assert_eq!(batch.rows[1][0], (FeatureValue::Null, FeatureStatus::OutsideMaxAge));
-        assert_eq!(batch.rows[2][0], (FeatureValue::Null, FeatureStatus::NotFound));
+        assert_eq!(
+            batch.rows[0][0],
+            (FeatureValue::Float(2.0), FeatureStatus::Present)
+        );
+        assert_eq!(
+            batch.rows[0][1],
+            (FeatureValue::Int(2), FeatureStatus::Present)
+        );
+        assert_eq!(
+            batch.rows[1][0],
+            (FeatureValue::Null, FeatureStatus::OutsideMaxAge)
+        );
+        assert_eq!(
+            batch.rows[2][0],
+            (FeatureValue::Null, FeatureStatus::NotFound)
+        );
         let batch = store.get(&refs, &keys[1..2], 5 * DAY).unwrap();
-        assert_eq!(batch.rows[0][0], (FeatureValue::Null, FeatureStatus::NullValue));
+        assert_eq!(
+            batch.rows[0][0],
+            (FeatureValue::Null, FeatureStatus::NullValue)
+        );
     }
 
     #[test]

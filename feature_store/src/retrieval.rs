@@ -52,9 +52,18 @@ pub fn point_in_time_join(
                 return Err(Error::UnknownFeature(format!("{}:{feature}", view.name)));
             }
         }
-        let keys: Vec<PlSmallStr> = view.entity.join_keys.iter().map(|k| k.as_str().into()).collect();
+        let keys: Vec<PlSmallStr> = view
+            .entity
+            .join_keys
+            .iter()
+            .map(|k| k.as_str().into())
+            .collect();
         let mut wanted: Vec<Expr> = keys.iter().map(|k| col(k.clone())).collect();
-        wanted.push(col(view.timestamp_column.as_str()).cast(ts_dtype.clone()).alias(FEATURE_TS));
+        wanted.push(
+            col(view.timestamp_column.as_str())
+                .cast(ts_dtype.clone())
+                .alias(FEATURE_TS),
+        );
         for feature in features.iter() {
             let name = if options.full_feature_names {
                 format!("{}__{feature}", view.name)
@@ -111,7 +120,10 @@ mod tests {
 
     fn ts(v: Vec<i64>, name: &str) -> Column {
         Series::new(name.into(), v)
-            .cast(&DataType::Datetime(TimeUnit::Microseconds, Some(TimeZone::UTC)))
+            .cast(&DataType::Datetime(
+                TimeUnit::Microseconds,
+                Some(TimeZone::UTC),
+            ))
             .unwrap()
             .into()
     }
@@ -155,7 +167,13 @@ mod tests {
             RetrievalOptions::default(),
         )
         .unwrap();
-        let labels: Vec<i64> = out.column("label").unwrap().i64().unwrap().into_no_null_iter().collect();
+        let labels: Vec<i64> = out
+            .column("label")
+            .unwrap()
+            .i64()
+            .unwrap()
+            .into_no_null_iter()
+            .collect();
         assert_eq!(labels, vec![1, 2, 3, 4, 5, 6], "spine order kept");
         let x: Vec<Option<f64>> = out.column("x").unwrap().f64().unwrap().iter().collect();
         // t=25: rows at 20 tie, created 21 wins (2.0); t=5: nothing yet;

@@ -66,8 +66,8 @@ pub fn locate() -> Result<PathBuf> {
 pub fn environment() -> Result<&'static Environment> {
     let env = ENVIRONMENT.get_or_init(|| {
         let path = locate().map_err(|e| e.to_string())?;
-        let builder = ort::init_from(&path)
-            .map_err(|e| format!("cannot load {}: {e}", path.display()))?;
+        let builder =
+            ort::init_from(&path).map_err(|e| format!("cannot load {}: {e}", path.display()))?;
         builder
             .with_name("aurum")
             .with_telemetry(false)

@@ -203,7 +203,9 @@ fn check_features(name: &str, signature: &crate::Signature, new: &NewVersion) ->
         .first()
         .ok_or_else(|| mismatch("the model has no inputs".to_string()))?;
     if new.features.is_empty() {
-        return Err(mismatch("no features were declared for the model input".to_string()));
+        return Err(mismatch(
+            "no features were declared for the model input".to_string(),
+        ));
     }
     if let Some(&width) = input.shape.last()
         && width >= 0

@@ -67,17 +67,18 @@ impl LoadedModel {
         // all are busy.
         let mut guard = (0..n)
             .find_map(|k| self.sessions[(start + k) % n].try_lock().ok())
-            .map_or_else(
-                || self.sessions[start % n].lock().unwrap_or_else(|e| e.into_inner()),
-                |g| g,
-            );
+            .unwrap_or_else(|| {
+                self.sessions[start % n]
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+            });
         let outputs = guard
             .run(ort::inputs![input])
             .map_err(|e| AppError::internal(format!("ONNX Runtime failed: {e}")))?;
         let (shape, values) = outputs[0]
             .try_extract_tensor::<f32>()
             .map_err(|e| AppError::internal(format!("reading the model output: {e}")))?;
-        let per_row = if rows == 0 { 0 } else { values.len() / rows };
+        let per_row = values.len().checked_div(rows).unwrap_or(0);
         if per_row * rows != values.len() {
             return Err(AppError::internal(format!(
                 "model output shape {shape:?} does not split into {rows} rows"

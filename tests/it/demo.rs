@@ -23,7 +23,15 @@ fn venv_python() -> PathBuf {
 
 fn run_demo(dir: &Path, customers: &str) -> Value {
     let output = Command::new(env!("CARGO_BIN_EXE_aurum"))
-        .args(["demo", "--rows", "4000", "--json", "--customers", customers, "--dir"])
+        .args([
+            "demo",
+            "--rows",
+            "4000",
+            "--json",
+            "--customers",
+            customers,
+            "--dir",
+        ])
         .arg(dir)
         .output()
         .expect("running aurum demo");
@@ -69,7 +77,10 @@ fn demo_serves_the_registered_model_on_gold_features_python_can_read() {
     assert_eq!(tables["silver_version"], summary["silver_version"]);
     assert_eq!(tables["gold_rows"], summary["gold_rows"]);
     assert_eq!(tables["silver_rows"], summary["silver_rows"]);
-    assert_eq!(tables["silver_rows"], 4000, "silver removes the re-delivered duplicates");
+    assert_eq!(
+        tables["silver_rows"], 4000,
+        "silver removes the re-delivered duplicates"
+    );
     assert_eq!(tables["gold_lineage"]["operation"], "gold");
     assert_eq!(
         tables["gold_lineage"]["input_tables"]["silver_transactions"],
@@ -83,7 +94,10 @@ fn demo_serves_the_registered_model_on_gold_features_python_can_read() {
     // The answer names the registered model and the Delta version it used.
     let response = &summary["response"];
     assert_eq!(summary["model_version"], 1);
-    assert_eq!(response["feature_versions"]["customer_features"], summary["gold_version"]);
+    assert_eq!(
+        response["feature_versions"]["customer_features"],
+        summary["gold_version"]
+    );
     let predictions = response["predictions"].as_array().unwrap();
     assert_eq!(predictions.len(), 2);
     for p in predictions {

@@ -99,10 +99,7 @@ pub fn train_logistic(
     }
 
     let f = features.len();
-    let (means, stds): (Vec<f32>, Vec<f32>) = columns
-        .iter()
-        .map(|c| mean_std(&c[..split]))
-        .unzip();
+    let (means, stds): (Vec<f32>, Vec<f32>) = columns.iter().map(|c| mean_std(&c[..split])).unzip();
     let standardized = |range: std::ops::Range<usize>| -> Vec<f32> {
         let mut out = Vec::with_capacity(range.len() * f);
         for i in range {
@@ -134,11 +131,10 @@ pub fn train_logistic(
     }
 
     let xv = Tensor::from_vec(standardized(split..n), (n - split, f), &device)?;
-    let probabilities: Vec<f32> = candle_nn::ops::sigmoid(
-        &xv.matmul(w.as_tensor())?.broadcast_add(b.as_tensor())?,
-    )?
-    .flatten_all()?
-    .to_vec1()?;
+    let probabilities: Vec<f32> =
+        candle_nn::ops::sigmoid(&xv.matmul(w.as_tensor())?.broadcast_add(b.as_tensor())?)?
+            .flatten_all()?
+            .to_vec1()?;
     let weights: Vec<f32> = w.as_tensor().flatten_all()?.to_vec1()?;
     let bias = b.as_tensor().to_vec1::<f32>()?[0];
 
@@ -157,7 +153,8 @@ pub fn train_logistic(
     );
     metrics.insert(
         "val_positive_rate".to_string(),
-        validation_labels.iter().map(|&y| f64::from(y)).sum::<f64>() / validation_labels.len() as f64,
+        validation_labels.iter().map(|&y| f64::from(y)).sum::<f64>()
+            / validation_labels.len() as f64,
     );
 
     let mut validation_features = Vec::with_capacity((n - split) * f);
@@ -180,7 +177,13 @@ pub fn train_logistic(
 }
 
 /// The ONNX graph: impute NaN with the means, standardize, linear, sigmoid.
-fn export_onnx(features: &[String], means: &[f32], stds: &[f32], weights: &[f32], bias: f32) -> Vec<u8> {
+fn export_onnx(
+    features: &[String],
+    means: &[f32],
+    stds: &[f32],
+    weights: &[f32],
+    bias: f32,
+) -> Vec<u8> {
     let f = features.len() as i64;
     let mut g = GraphBuilder::new("aurum_logistic_regression");
     g.input(INPUT, &[Dim::Dynamic("batch"), Dim::Fixed(f)])
