@@ -65,3 +65,77 @@ pub fn register(
     };
     Ok(registry.register(name, &model.onnx, new)?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn trained() -> TrainedModel {
+        let df = crate::logistic::tests::synthetic(500, 3);
+        let features = vec!["a".to_string(), "b".to_string(), "c".to_string()];
+        train_logistic(&df, &features, "y", "ts", &TrainOptions::default()).unwrap()
+    }
+
+    fn refs() -> Vec<String> {
+        vec!["v:a".into(), "v:b".into(), "v:c".into()]
+    }
+
+    #[test]
+    fn registered_versions_count_up_and_keep_their_lineage() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = Registry::open(dir.path()).unwrap();
+        let model = trained();
+        let mut lineage = Lineage::default();
+        lineage.table_versions.insert("v".into(), 4);
+        let v1 = register(&registry, "m", &model, refs(), lineage.clone()).unwrap();
+        let v2 = register(&registry, "m", &model, refs(), lineage).unwrap();
+        assert_eq!((v1.version, v2.version), (1, 2));
+        assert_eq!(v1.sha256, v2.sha256, "same bytes, same blob");
+        let read = registry.version("m", 1).unwrap();
+        assert_eq!(read, v1);
+        assert_eq!(read.lineage.table_versions["v"], 4);
+        assert_eq!(read.signature.inputs[0].name, logistic::INPUT);
+        assert_eq!(read.signature.inputs[0].shape, vec![-1, 3]);
+        assert_eq!(registry.model_bytes(&read).unwrap(), model.onnx);
+        assert_eq!(registry.latest("m").unwrap().version, 2);
+    }
+
+    #[test]
+    fn a_feature_list_that_does_not_fit_the_model_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = Registry::open(dir.path()).unwrap();
+        let err = register(
+            &registry,
+            "m",
+            &trained(),
+            vec!["v:a".into(), "v:b".into()],
+            Lineage::default(),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("takes 3 columns but 2 features"), "{err}");
+        assert!(registry.versions("m").unwrap().is_empty());
+    }
+
+    #[test]
+    fn an_interrupted_registration_leaves_no_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = Registry::open(dir.path()).unwrap();
+        // A crash after the blob and a temporary metadata file were written,
+        // before the metadata was linked into place.
+        let versions = dir.path().join("models/m/versions");
+        std::fs::create_dir_all(&versions).unwrap();
+        std::fs::write(versions.join(".tmp-1-2"), b"{\"partial\": ").unwrap();
+        assert!(registry.versions("m").unwrap().is_empty());
+        let v = register(&registry, "m", &trained(), refs(), Lineage::default()).unwrap();
+        assert_eq!(v.version, 1);
+    }
+
+    #[test]
+    fn the_training_set_hash_is_stable() {
+        let a = crate::logistic::tests::synthetic(50, 9);
+        let b = crate::logistic::tests::synthetic(50, 9);
+        let c = crate::logistic::tests::synthetic(50, 10);
+        assert_eq!(training_set_sha256(&a).unwrap(), training_set_sha256(&b).unwrap());
+        assert_ne!(training_set_sha256(&a).unwrap(), training_set_sha256(&c).unwrap());
+    }
+}

@@ -266,3 +266,89 @@ fn mean_std(values: &[f32]) -> (f32, f32) {
     let std = var.sqrt();
     (mean as f32, if std > 1e-12 { std as f32 } else { 1.0 })
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    use super::*;
+
+    /// A frame whose label follows a known logistic model of two of three
+    /// features, with some values missing.
+    pub(crate) fn synthetic(rows: usize, seed: u64) -> DataFrame {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut a = Vec::new();
+        let mut b = Vec::new();
+        let mut c = Vec::new();
+        let mut y = Vec::new();
+        for i in 0..rows {
+            let (x1, x2, x3) = (
+                rng.random::<f64>() * 10.0,
+                rng.random::<f64>() * 4.0 - 2.0,
+                rng.random::<f64>(),
+            );
+            let logit = 0.6 * x1 - 1.5 * x2 - 3.0;
+            let label = rng.random::<f64>() < 1.0 / (1.0 + (-logit).exp());
+            a.push(if i % 17 == 0 { None } else { Some(x1) });
+            b.push(Some(x2));
+            c.push(Some(x3));
+            y.push(i64::from(u8::from(label)));
+        }
+        let ts: Vec<i64> = (0..rows as i64).map(|i| i * 1_000_000).collect();
+        df!("a" => a, "b" => b, "c" => c, "y" => y, "ts" => ts).unwrap()
+    }
+
+    fn names() -> Vec<String> {
+        vec!["a".into(), "b".into(), "c".into()]
+    }
+
+    #[test]
+    fn learns_a_known_model_and_onnx_runtime_agrees_with_candle() {
+        let df = synthetic(3_000, 1);
+        let model = train_logistic(&df, &names(), "y", "ts", &TrainOptions::default()).unwrap();
+        assert!(model.metrics["val_roc_auc"] > 0.85, "{:?}", model.metrics);
+        // The known model: a pushes up, b pushes down, c does nothing.
+        assert!(model.weights[0] > 0.5 && model.weights[1] < -0.5, "{:?}", model.weights);
+        assert!(model.weights[2].abs() < 0.2, "{:?}", model.weights);
+
+        let mut session = registry::runtime::load_session("test", &model.onnx).unwrap();
+        let rows = model.validation_probabilities.len();
+        let input = ort::value::TensorRef::from_array_view((
+            [rows, 3usize],
+            model.validation_features.as_slice(),
+        ))
+        .unwrap();
+        let outputs = session.run(ort::inputs![input]).unwrap();
+        let (shape, onnx) = outputs[OUTPUT].try_extract_tensor::<f32>().unwrap();
+        assert_eq!(&shape[..], &[rows as i64, 1]);
+        assert!(model.validation_features.iter().any(|v| v.is_nan()));
+        for (i, (o, c)) in onnx.iter().zip(&model.validation_probabilities).enumerate() {
+            assert!((o - c).abs() < 1e-5, "row {i}: ONNX {o} vs candle {c}");
+        }
+    }
+
+    #[test]
+    fn validation_is_strictly_later_than_training() {
+        // Many rows share each timestamp; the split must not cut a tie.
+        let ts: Vec<i64> = (0..100).map(|i| i / 10).collect();
+        let df = df!("ts" => ts).unwrap();
+        let split = time_split(&df, "ts", 0.25).unwrap();
+        assert_eq!(split, 80);
+        let ts: Vec<i64> = (0..100).map(|i| (i + 5) / 10).collect();
+        let df = df!("ts" => ts).unwrap();
+        assert_eq!(time_split(&df, "ts", 0.25).unwrap(), 75);
+    }
+
+    #[test]
+    fn bad_training_sets_are_refused_with_the_reason() {
+        let df = synthetic(100, 2);
+        let err = train_logistic(&df, &["nope".into()], "y", "ts", &TrainOptions::default())
+            .unwrap_err();
+        assert!(err.to_string().contains("\"nope\""), "{err}");
+        let df = df!("a" => [1.0, 2.0, 3.0, 4.0, 5.0, 6.0], "y" => [0i64, 1, 2, 0, 1, 0], "ts" => [1i64, 2, 3, 4, 5, 6]).unwrap();
+        let err =
+            train_logistic(&df, &["a".into()], "y", "ts", &TrainOptions::default()).unwrap_err();
+        assert!(err.to_string().contains("must be 0 or 1"), "{err}");
+    }
+}
