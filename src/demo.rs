@@ -59,6 +59,9 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     if args.rows < 200 {
         bail!("--rows must be at least 200 so that training and validation sets are not empty");
     }
+    // Fail before any work if ONNX Runtime cannot be loaded; the error names
+    // the command that installs it.
+    registry::runtime::environment()?;
     let (dir, _temp) = match &args.dir {
         Some(dir) => {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;

@@ -30,15 +30,19 @@ static ENVIRONMENT: OnceLock<std::result::Result<Environment, String>> = OnceLoc
 
 /// Finds the ONNX Runtime shared library, or says how to install it.
 pub fn locate() -> Result<PathBuf> {
+    find_dylib().map_err(missing)
+}
+
+fn find_dylib() -> std::result::Result<PathBuf, String> {
     if let Some(path) = std::env::var_os(DYLIB_ENV) {
         let path = PathBuf::from(path);
         return if path.is_file() {
             Ok(path)
         } else {
-            Err(missing(format!(
+            Err(format!(
                 "{DYLIB_ENV} is set to {}, which is not a file",
                 path.display()
-            )))
+            ))
         };
     }
     let mut roots: Vec<PathBuf> = Vec::new();
@@ -55,9 +59,7 @@ pub fn locate() -> Result<PathBuf> {
         .map(|root| root.join(PROJECT_DYLIB))
         .find(|candidate| candidate.is_file())
         .ok_or_else(|| {
-            missing(format!(
-                "{PROJECT_DYLIB} was not found above the executable or the current directory"
-            ))
+            format!("{PROJECT_DYLIB} was not found above the executable or the current directory")
         })
 }
 
@@ -65,7 +67,7 @@ pub fn locate() -> Result<PathBuf> {
 /// whole process (ONNX Runtime allows one per process).
 pub fn environment() -> Result<&'static Environment> {
     let env = ENVIRONMENT.get_or_init(|| {
-        let path = locate().map_err(|e| e.to_string())?;
+        let path = find_dylib()?;
         let builder =
             ort::init_from(&path).map_err(|e| format!("cannot load {}: {e}", path.display()))?;
         builder

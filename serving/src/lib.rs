@@ -104,3 +104,195 @@ async fn ready(State(state): State<Arc<AppState>>) -> (StatusCode, Json<serde_js
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use feature_store::{Entity, FeatureView};
+    use polars::prelude::*;
+    use serde_json::{Value, json};
+    use tower::ServiceExt;
+
+    use super::*;
+
+    const DAY: i64 = 86_400_000_000;
+
+    fn view() -> FeatureView {
+        FeatureView {
+            name: "v".into(),
+            entity: Entity {
+                name: "customer".into(),
+                join_keys: vec!["customer_id".into()],
+            },
+            features: vec!["x1".into(), "x2".into()],
+            timestamp_column: "ts".into(),
+            created_column: "created".into(),
+            ttl: Duration::from_secs(86_400),
+        }
+    }
+
+    /// A served model `m` over view `v`: customer 1 fresh, customer 2 stale,
+    /// customer 3 unknown.
+    fn state(dir: &std::path::Path) -> Arc<AppState> {
+        let n = 400;
+        let x1: Vec<f64> = (0..n).map(|i| f64::from(i % 20)).collect();
+        let x2: Vec<f64> = (0..n).map(|i| f64::from((i * 7) % 13)).collect();
+        let y: Vec<i64> = (0..n).map(|i| i64::from(i % 20 > 9)).collect();
+        let ts: Vec<i64> = (0..i64::from(n)).collect();
+        let train = df!("x1" => x1, "x2" => x2, "y" => y, "ts" => ts).unwrap();
+        let features = vec!["x1".to_string(), "x2".to_string()];
+        let model = training::train_logistic(
+            &train,
+            &features,
+            "y",
+            "ts",
+            &training::TrainOptions::default(),
+        )
+        .unwrap();
+        let registry = Registry::open(dir).unwrap();
+        training::register(
+            &registry,
+            "m",
+            &model,
+            view().feature_refs(),
+            registry::Lineage::default(),
+        )
+        .unwrap();
+
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_micros() as i64;
+        let stamps = |v: Vec<i64>, name: &str| -> Column {
+            Series::new(name.into(), v)
+                .cast(&DataType::Datetime(
+                    TimeUnit::Microseconds,
+                    Some(TimeZone::UTC),
+                ))
+                .unwrap()
+                .into()
+        };
+        let gold = DataFrame::new_infer_height(vec![
+            Series::new("customer_id".into(), [1i64, 2]).into(),
+            stamps(vec![now - 1_000_000, now - 3 * DAY], "ts"),
+            stamps(vec![now - 1_000_000, now - 3 * DAY], "created"),
+            Series::new("x1".into(), [15.0f64, 2.0]).into(),
+            Series::new("x2".into(), [Some(3.0f64), None]).into(),
+        ])
+        .unwrap();
+        let online = Arc::new(OnlineStore::new(1 << 20));
+        online.register_view(view());
+        online.materialize(&view(), &gold, 7).unwrap();
+        let state = Arc::new(AppState::new(online, registry.clone()));
+        state.models.load_latest(&registry, "m", 1).unwrap();
+        state
+    }
+
+    async fn call(
+        state: &Arc<AppState>,
+        method: &str,
+        uri: &str,
+        body: &str,
+    ) -> (StatusCode, Value) {
+        let request = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("content-type", "application/json")
+            .body(Body::from(body.to_string()))
+            .unwrap();
+        let response = app(state.clone()).oneshot(request).await.unwrap();
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn predict_reports_statuses_and_imputes_missing_features() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = state(dir.path());
+        let body = json!({"model": "m", "entities": {"customer_id": [1, 2, "3"]}}).to_string();
+        let (status, answer) = call(&state, "POST", "/predict", &body).await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+        assert_eq!(answer["feature_versions"]["v"], 7);
+        let rows = answer["predictions"].as_array().unwrap();
+        assert_eq!(rows.len(), 3);
+        assert!(rows.iter().all(|r| r["model"] == "m" && r["version"] == 1));
+        assert!(rows[0].get("feature_statuses").is_none());
+        assert_eq!(rows[1]["feature_statuses"]["v:x1"], "OUTSIDE_MAX_AGE");
+        assert_eq!(rows[2]["feature_statuses"]["v:x2"], "NOT_FOUND");
+
+        // Stale and unknown rows are both fully imputed: same prediction,
+        // equal to the model run on NaN inputs.
+        let model = state.models.get("m").unwrap();
+        let imputed = model.predict(vec![f32::NAN, f32::NAN], 1).unwrap()[0][0];
+        let fresh = model.predict(vec![15.0, 3.0], 1).unwrap()[0][0];
+        let p = |i: usize| rows[i]["prediction"].as_f64().unwrap() as f32;
+        assert!((p(0) - fresh).abs() < 1e-6);
+        assert!((p(1) - imputed).abs() < 1e-6 && (p(2) - imputed).abs() < 1e-6);
+
+        // Request-time values take precedence over stored ones.
+        let body = json!({"model": "m", "entities": {"customer_id": [2]},
+                          "features": {"x1": [15.0], "v:x2": [3.0]}})
+        .to_string();
+        let (_, answer) = call(&state, "POST", "/predict", &body).await;
+        let got = answer["predictions"][0]["prediction"].as_f64().unwrap() as f32;
+        assert!((got - fresh).abs() < 1e-6, "{answer}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn bad_requests_get_errors_that_name_the_problem() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = state(dir.path());
+        let cases = [
+            (json!({"model": "nope", "entities": {"customer_id": [1]}}).to_string(),
+             StatusCode::NOT_FOUND, "model_not_found", "\"nope\""),
+            (json!({"model": "m", "entities": {"customer_id": [1, 2]}, "features": {"x1": [1.0]}}).to_string(),
+             StatusCode::BAD_REQUEST, "ragged_columns", "has 1 values"),
+            (json!({"model": "m", "entities": {"account": [1]}}).to_string(),
+             StatusCode::BAD_REQUEST, "missing_entity_key", "\"customer_id\""),
+            (json!({"model": "m", "entities": {"customer_id": [1.5]}}).to_string(),
+             StatusCode::BAD_REQUEST, "invalid_entity_key", "1.5"),
+            (json!({"model": "m", "entities": {"customer_id": [1]}, "features": {"x1": ["high"]}}).to_string(),
+             StatusCode::BAD_REQUEST, "invalid_feature_value", "\"high\""),
+            (json!({"model": "m", "entities": {}}).to_string(),
+             StatusCode::BAD_REQUEST, "no_rows", "at least one row"),
+            ("{\"model\": ".to_string(), StatusCode::BAD_REQUEST, "invalid_json", ""),
+            (json!({"model": "m", "entites": {}}).to_string(),
+             StatusCode::UNPROCESSABLE_ENTITY, "invalid_json", "entites"),
+        ];
+        for (body, status, code, needle) in cases {
+            let (got, answer) = call(&state, "POST", "/predict", &body).await;
+            assert_eq!(got, status, "{body} → {answer}");
+            assert_eq!(answer["error"]["code"], code, "{body} → {answer}");
+            let message = answer["error"]["message"].as_str().unwrap();
+            assert!(message.contains(needle), "{body} → {message}");
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn readiness_follows_the_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = state(dir.path());
+        assert_eq!(
+            call(&state, "GET", "/health/live", "").await.0,
+            StatusCode::OK
+        );
+        assert_eq!(
+            call(&state, "GET", "/health/ready", "").await.0,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        state.set_ready(true);
+        assert_eq!(
+            call(&state, "GET", "/health/ready", "").await.0,
+            StatusCode::OK
+        );
+    }
+}

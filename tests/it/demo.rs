@@ -142,3 +142,25 @@ fn demo_serves_the_registered_model_on_gold_features_python_can_read() {
         );
     }
 }
+
+#[test]
+fn a_missing_onnx_runtime_is_reported_with_the_command_that_installs_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_aurum"))
+        .args(["demo", "--dir"])
+        .arg(dir.path())
+        .env(
+            "ORT_DYLIB_PATH",
+            dir.path().join("no-such-libonnxruntime.so"),
+        )
+        .output()
+        .expect("running aurum demo");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("make onnxruntime"), "{stderr}");
+    assert!(stderr.contains("no-such-libonnxruntime.so"), "{stderr}");
+    assert!(
+        !dir.path().join("data").exists(),
+        "nothing should be written before the check"
+    );
+}

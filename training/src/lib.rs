@@ -112,7 +112,10 @@ mod tests {
             Lineage::default(),
         )
         .unwrap_err();
-        assert!(err.to_string().contains("takes 3 columns but 2 features"), "{err}");
+        assert!(
+            err.to_string().contains("takes 3 columns but 2 features"),
+            "{err}"
+        );
         assert!(registry.versions("m").unwrap().is_empty());
     }
 
@@ -135,7 +138,13 @@ mod tests {
         let a = crate::logistic::tests::synthetic(50, 9);
         let b = crate::logistic::tests::synthetic(50, 9);
         let c = crate::logistic::tests::synthetic(50, 10);
-        assert_eq!(training_set_sha256(&a).unwrap(), training_set_sha256(&b).unwrap());
-        assert_ne!(training_set_sha256(&a).unwrap(), training_set_sha256(&c).unwrap());
+        assert_eq!(
+            training_set_sha256(&a).unwrap(),
+            training_set_sha256(&b).unwrap()
+        );
+        assert_ne!(
+            training_set_sha256(&a).unwrap(),
+            training_set_sha256(&c).unwrap()
+        );
     }
 }

@@ -309,7 +309,11 @@ pub(crate) mod tests {
         let model = train_logistic(&df, &names(), "y", "ts", &TrainOptions::default()).unwrap();
         assert!(model.metrics["val_roc_auc"] > 0.85, "{:?}", model.metrics);
         // The known model: a pushes up, b pushes down, c does nothing.
-        assert!(model.weights[0] > 0.5 && model.weights[1] < -0.5, "{:?}", model.weights);
+        assert!(
+            model.weights[0] > 0.5 && model.weights[1] < -0.5,
+            "{:?}",
+            model.weights
+        );
         assert!(model.weights[2].abs() < 0.2, "{:?}", model.weights);
 
         let mut session = registry::runtime::load_session("test", &model.onnx).unwrap();
@@ -343,8 +347,8 @@ pub(crate) mod tests {
     #[test]
     fn bad_training_sets_are_refused_with_the_reason() {
         let df = synthetic(100, 2);
-        let err = train_logistic(&df, &["nope".into()], "y", "ts", &TrainOptions::default())
-            .unwrap_err();
+        let err =
+            train_logistic(&df, &["nope".into()], "y", "ts", &TrainOptions::default()).unwrap_err();
         assert!(err.to_string().contains("\"nope\""), "{err}");
         let df = df!("a" => [1.0, 2.0, 3.0, 4.0, 5.0, 6.0], "y" => [0i64, 1, 2, 0, 1, 0], "ts" => [1i64, 2, 3, 4, 5, 6]).unwrap();
         let err =
