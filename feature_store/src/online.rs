@@ -132,6 +132,7 @@ pub struct OnlineStore {
     rows: Cache<RowKey, Arc<OnlineRow>>,
     hits: AtomicU64,
     misses: AtomicU64,
+    next_view_id: std::sync::atomic::AtomicU32,
 }
 
 impl std::fmt::Debug for OnlineStore {
@@ -154,21 +155,32 @@ impl OnlineStore {
                     + row.values.iter().map(FeatureValue::weight).sum::<usize>();
                 u32::try_from(bytes).unwrap_or(u32::MAX)
             })
+            .support_invalidation_closures()
             .build();
         OnlineStore {
             views: RwLock::new(HashMap::new()),
             rows,
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
+            next_view_id: std::sync::atomic::AtomicU32::new(0),
         }
     }
 
     /// Registers (or replaces the definition of) a feature view.
+    ///
+    /// A replaced view gets a fresh identity, so rows stored under the old
+    /// definition (whose feature layout may differ) are never read through
+    /// the new one; they age out of the cache.
     pub fn register_view(&self, view: FeatureView) {
         let mut views = self.views.write().unwrap_or_else(|e| e.into_inner());
-        let id = views
-            .get(&view.name)
-            .map_or(views.len() as u32, |slot| slot.id);
+        let id = self.next_view_id.fetch_add(1, Ordering::Relaxed);
+        if let Some(old) = views.get(&view.name) {
+            let old_id = old.id;
+            // Dropping the old rows eagerly frees the budget for the new ones.
+            let _ = self
+                .rows
+                .invalidate_entries_if(move |key, _| key.view == old_id);
+        }
         let slot = ViewSlot {
             id,
             ttl_micros: view.ttl_micros(),
@@ -335,9 +347,11 @@ impl OnlineStore {
                     Some(r) if now_micros.saturating_sub(r.event_micros) > slot.ttl_micros => {
                         (FeatureValue::Null, FeatureStatus::OutsideMaxAge)
                     }
-                    Some(r) => match &r.values[*column] {
-                        FeatureValue::Null => (FeatureValue::Null, FeatureStatus::NullValue),
-                        v => (v.clone(), FeatureStatus::Present),
+                    Some(r) => match r.values.get(*column) {
+                        None | Some(FeatureValue::Null) => {
+                            (FeatureValue::Null, FeatureStatus::NullValue)
+                        }
+                        Some(v) => (v.clone(), FeatureStatus::Present),
                     },
                 });
             }
@@ -592,6 +606,26 @@ mod tests {
             .get(&["v:x".to_string()], &["1".to_string()], 12 * DAY)
             .unwrap();
         assert_eq!(batch.rows[0][0].0, FeatureValue::Float(2.0));
+    }
+
+    #[test]
+    fn a_redefined_view_never_reads_rows_of_the_old_layout() {
+        let store = OnlineStore::new(1 << 20);
+        store.register_view(view());
+        store
+            .materialize(&view(), &frame(&[(1, 12 * DAY, 12 * DAY, Some(2.0), 2)]), 1)
+            .unwrap();
+        let mut wider = view();
+        wider.features.push("z".into());
+        store.register_view(wider);
+        let batch = store
+            .get(&["v:z".to_string()], &["1".to_string()], 12 * DAY)
+            .unwrap();
+        assert_eq!(
+            batch.rows[0][0],
+            (FeatureValue::Null, FeatureStatus::NotFound)
+        );
+        assert_eq!(store.delta_version("v"), None);
     }
 
     #[test]

@@ -27,6 +27,12 @@ pub struct Spine {
 pub struct RetrievalOptions {
     /// Name feature columns `view__feature` instead of `feature`.
     pub full_feature_names: bool,
+    /// Only use feature rows strictly earlier than the spine timestamp.
+    /// For spines of events that themselves feed the features (a
+    /// transaction labelled at its own time), this gives the values known
+    /// just before the event — what the online store serves when the event
+    /// is scored.
+    pub strictly_before: bool,
 }
 
 /// Joins each view's features onto the spine, point-in-time correctly.
@@ -46,11 +52,32 @@ pub fn point_in_time_join(
         .with_column(col(spine_ts).cast(ts_dtype.clone()).alias(spine_ts))
         .sort([spine_ts], SortMultipleOptions::default());
 
+    let mut taken: Vec<String> = spine
+        .frame
+        .get_column_names()
+        .iter()
+        .map(|n| n.to_string())
+        .collect();
     for (view, frame, features) in views {
         for feature in features.iter() {
             if !view.features.contains(feature) {
                 return Err(Error::UnknownFeature(format!("{}:{feature}", view.name)));
             }
+            let name = if options.full_feature_names {
+                format!("{}__{feature}", view.name)
+            } else {
+                feature.clone()
+            };
+            if taken.contains(&name) {
+                return Err(Error::Schema {
+                    view: view.name.clone(),
+                    message: format!(
+                        "feature column {name:?} collides with a spine column or another \
+                         view's feature; use full feature names"
+                    ),
+                });
+            }
+            taken.push(name);
         }
         let keys: Vec<PlSmallStr> = view
             .entity
@@ -85,14 +112,14 @@ pub fn point_in_time_join(
             .unique_stable_generic(Some(dedup_keys), UniqueKeepStrategy::Last)
             .select(wanted)
             .sort([FEATURE_TS], SortMultipleOptions::default());
-        let ttl_seconds = view.ttl.as_secs().max(1);
+        // The same TTL as the online store, to the microsecond.
         let asof = AsOfOptions {
             strategy: AsofStrategy::Backward,
             tolerance: None,
-            tolerance_str: Some(format!("{ttl_seconds}s").into()),
+            tolerance_str: Some(format!("{}us", view.ttl_micros()).into()),
             left_by: Some(keys.clone()),
             right_by: Some(keys.clone()),
-            allow_eq: true,
+            allow_eq: !options.strictly_before,
             check_sortedness: false,
         };
         result = result
@@ -180,5 +207,58 @@ mod tests {
         // t=15: the row at 10; t=30 for id 2: the row at 10 is 20s old > TTL;
         // id 3 is unknown; t=40: 20s old > TTL.
         assert_eq!(x, vec![Some(2.0), None, Some(1.0), None, None, None]);
+
+        // A feature named like a spine column is refused, not renamed.
+        let clash = vec!["x".to_string()];
+        let mut spine_with_x = spine.clone();
+        spine_with_x
+            .frame
+            .with_column(Series::new("x".into(), [0.0f64; 6]).into())
+            .unwrap();
+        let err = point_in_time_join(
+            &spine_with_x,
+            &[(&view, &features, &clash)],
+            RetrievalOptions::default(),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("collides"), "{err}");
+        let out = point_in_time_join(
+            &spine_with_x,
+            &[(&view, &features, &clash)],
+            RetrievalOptions {
+                full_feature_names: true,
+                ..RetrievalOptions::default()
+            },
+        )
+        .unwrap();
+        assert!(out.column("v__x").is_ok());
+
+        // strictly_before drops the feature row at the spine's own time.
+        let at_ten = Spine {
+            frame: DataFrame::new_infer_height(vec![
+                Series::new("id".into(), [1i64]).into(),
+                ts(vec![20 * s], "at"),
+            ])
+            .unwrap(),
+            timestamp_column: "at".into(),
+        };
+        let x_at = |strictly_before| {
+            point_in_time_join(
+                &at_ten,
+                &[(&view, &features, &wanted)],
+                RetrievalOptions {
+                    strictly_before,
+                    ..RetrievalOptions::default()
+                },
+            )
+            .unwrap()
+            .column("x")
+            .unwrap()
+            .f64()
+            .unwrap()
+            .get(0)
+        };
+        assert_eq!(x_at(false), Some(2.0));
+        assert_eq!(x_at(true), Some(1.0));
     }
 }

@@ -8,7 +8,7 @@
 //! `ORT_DYLIB_PATH` overrides the search.
 
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
 use ort::environment::Environment;
 use ort::session::Session;
@@ -26,7 +26,8 @@ pub const DYLIB_ENV: &str = "ORT_DYLIB_PATH";
 /// Where, relative to a project root, `make onnxruntime` puts the library.
 pub const PROJECT_DYLIB: &str = ".tools/onnxruntime/libonnxruntime.so";
 
-static ENVIRONMENT: OnceLock<std::result::Result<Environment, String>> = OnceLock::new();
+static ENVIRONMENT: OnceLock<Environment> = OnceLock::new();
+static INIT: Mutex<()> = Mutex::new(());
 
 /// Finds the ONNX Runtime shared library, or says how to install it.
 pub fn locate() -> Result<PathBuf> {
@@ -66,20 +67,28 @@ fn find_dylib() -> std::result::Result<PathBuf, String> {
 /// The ONNX Runtime environment, created on first use and shared by the
 /// whole process (ONNX Runtime allows one per process).
 pub fn environment() -> Result<&'static Environment> {
-    let env = ENVIRONMENT.get_or_init(|| {
-        let path = find_dylib()?;
-        let builder =
-            ort::init_from(&path).map_err(|e| format!("cannot load {}: {e}", path.display()))?;
-        builder
-            .with_name("aurum")
-            .with_telemetry(false)
-            .build()
-            .map_err(|e| format!("cannot start ONNX Runtime from {}: {e}", path.display()))
-    });
-    match env {
-        Ok(env) => Ok(env),
-        Err(reason) => Err(missing(reason.clone())),
+    if let Some(env) = ENVIRONMENT.get() {
+        return Ok(env);
     }
+    // A failure is not cached: once `make onnxruntime` has run, the next
+    // call succeeds without restarting the process.
+    let _init = INIT.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(env) = ENVIRONMENT.get() {
+        return Ok(env);
+    }
+    let path = find_dylib().map_err(missing)?;
+    let env = ort::init_from(&path)
+        .map_err(|e| missing(format!("cannot load {}: {e}", path.display())))?
+        .with_name("aurum")
+        .with_telemetry(false)
+        .build()
+        .map_err(|e| {
+            missing(format!(
+                "cannot start ONNX Runtime from {}: {e}",
+                path.display()
+            ))
+        })?;
+    Ok(ENVIRONMENT.get_or_init(|| env))
 }
 
 /// Loads a model from memory into a session tuned for low-latency serving:

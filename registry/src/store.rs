@@ -198,10 +198,30 @@ fn check_features(name: &str, signature: &crate::Signature, new: &NewVersion) ->
         model: name.to_string(),
         message,
     };
-    let input = signature
-        .inputs
-        .first()
-        .ok_or_else(|| mismatch("the model has no inputs".to_string()))?;
+    // aurum feeds one float32 matrix [batch, features] and reads a float32
+    // first output; anything else could load but never serve.
+    let [input] = signature.inputs.as_slice() else {
+        return Err(mismatch(format!(
+            "the model has {} inputs; aurum serves models with one [batch, features] float32 input",
+            signature.inputs.len()
+        )));
+    };
+    if input.dtype != "f32" || input.shape.len() != 2 {
+        return Err(mismatch(format!(
+            "input {:?} is {} with shape {:?}; aurum needs float32 [batch, features]",
+            input.name, input.dtype, input.shape
+        )));
+    }
+    match signature.outputs.first() {
+        Some(output) if output.dtype == "f32" => {}
+        Some(output) => {
+            return Err(mismatch(format!(
+                "the first output {:?} is {}; aurum needs a float32 first output",
+                output.name, output.dtype
+            )));
+        }
+        None => return Err(mismatch("the model has no outputs".to_string())),
+    }
     if new.features.is_empty() {
         return Err(mismatch(
             "no features were declared for the model input".to_string(),

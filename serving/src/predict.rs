@@ -115,13 +115,20 @@ pub async fn predict(
     for (view_name, columns) in by_view {
         let view = state.online.view(view_name).ok_or_else(|| {
             AppError::internal(format!(
-                "model {} reads feature view {view_name:?}, which the online store does not hold",
-                request.model
+                "model {} v{} reads feature view {view_name:?}, which the online store does not hold",
+                model.version.name, model.version.version
             ))
         })?;
         let keys = entity_keys(&request, &view.entity.join_keys, view_name, rows)?;
         let refs: Vec<String> = columns.iter().map(|(_, r)| (*r).clone()).collect();
-        let batch = state.online.get(&refs, &keys, now)?;
+        // The model's feature list comes from the registry: a reference the
+        // store cannot resolve is a deployment fault, not the caller's.
+        let batch = state.online.get(&refs, &keys, now).map_err(|e| {
+            AppError::internal(format!(
+                "model {} v{} cannot be fed: {e}",
+                model.version.name, model.version.version
+            ))
+        })?;
         for (row, values) in batch.rows.into_iter().enumerate() {
             for ((column, reference), (value, status)) in columns.iter().zip(values) {
                 match (status, value.as_f64()) {
@@ -143,6 +150,19 @@ pub async fn predict(
         }
     }
 
+    // Missing values get the training means recorded with the version, so
+    // models that cannot take NaN are served too (aurum's own graphs impute
+    // NaN the same way inside the model).
+    for (i, value) in matrix.iter_mut().enumerate() {
+        if value.is_nan() {
+            *value = model
+                .version
+                .imputation
+                .get(i % width)
+                .copied()
+                .unwrap_or(f32::NAN);
+        }
+    }
     let outputs = model.predict(matrix, rows)?;
     let predictions = outputs
         .into_iter()

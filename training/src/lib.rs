@@ -120,6 +120,27 @@ mod tests {
     }
 
     #[test]
+    fn models_aurum_cannot_feed_are_refused_at_registration() {
+        use crate::onnx::{Dim, GraphBuilder};
+        let dir = tempfile::tempdir().unwrap();
+        let registry = Registry::open(dir.path()).unwrap();
+        let mut g = GraphBuilder::new("two_inputs");
+        g.input("a", &[Dim::Dynamic("batch"), Dim::Fixed(2)])
+            .input("b", &[Dim::Dynamic("batch"), Dim::Fixed(2)])
+            .output("sum", &[Dim::Dynamic("batch"), Dim::Fixed(2)])
+            .node("Add", &["a", "b"], &["sum"]);
+        let new = NewVersion {
+            features: vec!["v:a".into(), "v:b".into()],
+            ..NewVersion::default()
+        };
+        let err = registry
+            .register("m", &g.finish("two inputs"), new)
+            .unwrap_err();
+        assert!(err.to_string().contains("has 2 inputs"), "{err}");
+        assert!(registry.versions("m").unwrap().is_empty());
+    }
+
+    #[test]
     fn an_interrupted_registration_leaves_no_version() {
         let dir = tempfile::tempdir().unwrap();
         let registry = Registry::open(dir.path()).unwrap();

@@ -1,0 +1,213 @@
+//! The example project `aurum demo` builds: every stage of the product,
+//! real but thin, in one directory.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use feature_store::fraud::{self, GenerateOptions};
+use feature_store::offline::WriteMode;
+use feature_store::retrieval::{RetrievalOptions, Spine, point_in_time_join};
+use feature_store::{CommitLineage, DeltaStore, OnlineStore};
+use registry::{Lineage, Registry};
+use serde::Serialize;
+use serving::AppState;
+
+/// The registered model's name.
+pub const MODEL: &str = "fraud";
+
+/// How much data to make.
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    /// Number of synthetic transactions.
+    pub rows: usize,
+    /// Seed of the synthetic data.
+    pub seed: u64,
+    /// End of the generated window, microseconds since the epoch (the data
+    /// must be recent for the online store's TTL to find it fresh).
+    pub end_micros: i64,
+}
+
+/// What each stage produced.
+#[derive(Debug, Clone, Serialize)]
+pub struct BuildReport {
+    /// Bronze rows written, duplicates included.
+    pub bronze_rows: usize,
+    /// Rows in the silver table.
+    pub silver_rows: usize,
+    /// The silver table version written.
+    pub silver_version: u64,
+    /// Rows in the gold table.
+    pub gold_rows: usize,
+    /// The gold table version written.
+    pub gold_version: u64,
+    /// Entities loaded into the online store.
+    pub online_entities: usize,
+    /// Rows of the point-in-time training set.
+    pub training_rows: usize,
+    /// Validation metrics of the trained model.
+    pub metrics: BTreeMap<String, f64>,
+    /// The model name.
+    pub model: String,
+    /// The registered version.
+    pub model_version: u64,
+}
+
+/// A built project, ready to serve.
+#[derive(Debug)]
+pub struct DemoProject {
+    /// Server state: online store warm, model loaded, ready.
+    pub state: Arc<AppState>,
+    /// What each stage produced.
+    pub report: BuildReport,
+}
+
+/// Runs every stage in `dir`, reporting each stage's name to `progress`.
+pub async fn build(
+    dir: &Path,
+    options: &DemoOptions,
+    progress: &(dyn Fn(&str) + Sync),
+) -> Result<DemoProject> {
+    if options.rows < 200 {
+        bail!("at least 200 rows are needed so that training and validation sets are not empty");
+    }
+    // Fail before any work if ONNX Runtime cannot be loaded; the error names
+    // the command that installs it.
+    registry::runtime::environment()?;
+    let delta = DeltaStore::new(dir.join("data").join("delta"));
+    let view = fraud::customer_view();
+
+    progress("generating bronze transactions");
+    let bronze = fraud::generate(
+        &dir.join("data").join("bronze"),
+        &GenerateOptions {
+            rows: options.rows,
+            seed: options.seed,
+            end_micros: options.end_micros,
+            days: 30,
+        },
+    )?;
+
+    progress("silver: types and duplicates → Delta");
+    let silver = fraud::silver_transactions(&bronze.transactions)?;
+    let mut input_files = BTreeMap::new();
+    input_files.insert(
+        bronze.transactions.display().to_string(),
+        fraud::file_sha256(&bronze.transactions)?,
+    );
+    let silver_version = delta
+        .write(
+            fraud::SILVER_TABLE,
+            &silver,
+            WriteMode::Overwrite,
+            &CommitLineage {
+                operation: "silver".into(),
+                input_files,
+                definition_hash: fraud::definition_hash(&view),
+                ..CommitLineage::default()
+            },
+        )
+        .await?;
+
+    progress("gold: per-customer windows → Delta");
+    let (silver, silver_version) = delta
+        .read(fraud::SILVER_TABLE, Some(silver_version))
+        .await?;
+    let gold = fraud::gold_customer_features(&silver)?;
+    let mut input_tables = BTreeMap::new();
+    input_tables.insert(fraud::SILVER_TABLE.to_string(), silver_version);
+    let gold_version = delta
+        .write(
+            &view.name,
+            &gold,
+            WriteMode::Overwrite,
+            &CommitLineage {
+                operation: "gold".into(),
+                input_tables,
+                definition_hash: fraud::definition_hash(&view),
+                ..CommitLineage::default()
+            },
+        )
+        .await?;
+
+    progress("materializing the online store");
+    let online = Arc::new(OnlineStore::new(256 << 20));
+    online.register_view(view.clone());
+    let (gold, gold_version) = delta.read(&view.name, Some(gold_version)).await?;
+    let materialized = online.materialize(&view, &gold, gold_version)?;
+
+    progress("point-in-time training set");
+    let spine = Spine {
+        frame: silver
+            .select(["customer_id", "event_timestamp", "is_fraud"])
+            .context("selecting the spine")?,
+        timestamp_column: "event_timestamp".into(),
+    };
+    // Each transaction is scored with the features known just before it,
+    // as the online store serves them when a new transaction arrives.
+    let training_set = point_in_time_join(
+        &spine,
+        &[(&view, &gold, &view.features)],
+        RetrievalOptions {
+            strictly_before: true,
+            ..RetrievalOptions::default()
+        },
+    )?;
+
+    progress("training a logistic regression with candle");
+    let train_options = training::TrainOptions::default();
+    let model = training::train_logistic(
+        &training_set,
+        &view.features,
+        "is_fraud",
+        "event_timestamp",
+        &train_options,
+    )?;
+
+    progress("exporting ONNX and registering");
+    let registry = Registry::open(dir.join("registry"))?;
+    let mut table_versions = BTreeMap::new();
+    table_versions.insert(fraud::SILVER_TABLE.to_string(), silver_version);
+    table_versions.insert(view.name.clone(), gold_version);
+    let mut parameters = BTreeMap::new();
+    parameters.insert("seed".to_string(), options.seed.to_string());
+    parameters.insert("epochs".to_string(), train_options.epochs.to_string());
+    parameters.insert(
+        "learning_rate".to_string(),
+        train_options.learning_rate.to_string(),
+    );
+    let version = training::register(
+        &registry,
+        MODEL,
+        &model,
+        view.feature_refs(),
+        Lineage {
+            table_versions,
+            training_set_sha256: training::training_set_sha256(&training_set)?,
+            run_id: format!("demo-{}", chrono::Utc::now().format("%Y%m%dT%H%M%S")),
+            parameters,
+        },
+    )?;
+
+    progress("loading the model for serving");
+    let state = Arc::new(AppState::new(online, registry.clone()));
+    state.models.load_latest(&registry, MODEL, 2)?;
+    state.set_ready(true);
+
+    Ok(DemoProject {
+        state,
+        report: BuildReport {
+            bronze_rows: bronze.rows_written,
+            silver_rows: silver.height(),
+            silver_version,
+            gold_rows: gold.height(),
+            gold_version,
+            online_entities: materialized.written,
+            training_rows: training_set.height(),
+            metrics: model.metrics,
+            model: version.name,
+            model_version: version.version,
+        },
+    })
+}

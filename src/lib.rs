@@ -1,0 +1,5 @@
+//! The aurum application: glue that composes the library crates into the
+//! flows the command line runs (`src/main.rs` holds only the CLI definition)
+//! and that benchmarks reuse.
+
+pub mod demo_project;
