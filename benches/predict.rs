@@ -3,7 +3,8 @@
 //! `/predict` request through the axum router in-process (JSON in and out,
 //! lookups, tensor assembly, inference).
 //!
-//! Run with `cargo bench --bench predict`.
+//! Run with `cargo bench --bench predict` (release profile), or with
+//! `cargo bench --profile dev --bench predict` to reuse the test build.
 
 use std::hint::black_box;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -62,6 +63,8 @@ fn predict_path(c: &mut Criterion) {
                 .expect("lookup")
         })
     });
+    // One router, cloned per request as axum does per connection.
+    let router = serving::app(state.clone());
     for (name, keys) in [
         ("http_1_entity", &one_key),
         ("http_100_entities", &hundred_keys),
@@ -79,10 +82,7 @@ fn predict_path(c: &mut Criterion) {
                         .header("content-type", "application/json")
                         .body(Body::from(body.clone()))
                         .expect("request");
-                    let response = serving::app(state.clone())
-                        .oneshot(request)
-                        .await
-                        .expect("response");
+                    let response = router.clone().oneshot(request).await.expect("response");
                     assert!(response.status().is_success());
                     axum::body::to_bytes(response.into_body(), 1 << 20)
                         .await
