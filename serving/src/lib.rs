@@ -6,8 +6,8 @@
 //! the registry, runs ONNX Runtime, and answers per row with the model name,
 //! version and A/B arm.
 //!
-//! This is the only crate that speaks HTTP. It uses the feature store, the
-//! registry and drift through their library APIs.
+//! This is the only crate that speaks HTTP. It uses the feature store and the
+//! registry through their library APIs.
 
 pub mod error;
 pub mod models;
