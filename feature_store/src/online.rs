@@ -446,23 +446,20 @@ fn micros_column(df: &DataFrame, name: &str) -> Result<Vec<Option<i64>>, String>
     let column = df
         .column(name)
         .map_err(|_| format!("timestamp column {name:?} is missing"))?;
-    let micros = match column.dtype() {
-        DataType::Datetime(unit, _) => {
-            let factor = match unit {
-                TimeUnit::Nanoseconds => -1000,
-                TimeUnit::Microseconds => 1,
-                TimeUnit::Milliseconds => 1000,
-            };
-            let physical = column.as_materialized_series().to_physical_repr();
-            let values = physical.i64().map_err(|e| format!("{name}: {e}"))?;
-            values
-                .iter()
-                .map(|v| v.map(|v| if factor < 0 { v / 1000 } else { v * factor }))
-                .collect()
-        }
-        other => return Err(format!("column {name:?} is {other}, expected a timestamp")),
+    let DataType::Datetime(unit, _) = column.dtype() else {
+        return Err(format!(
+            "column {name:?} is {}, expected a timestamp",
+            column.dtype()
+        ));
     };
-    Ok(micros)
+    let to_micros = match unit {
+        TimeUnit::Nanoseconds => |v: i64| v / 1000,
+        TimeUnit::Microseconds => |v: i64| v,
+        TimeUnit::Milliseconds => |v: i64| v * 1000,
+    };
+    let physical = column.as_materialized_series().to_physical_repr();
+    let values = physical.i64().map_err(|e| format!("{name}: {e}"))?;
+    Ok(values.iter().map(|v| v.map(to_micros)).collect())
 }
 
 fn feature_values(df: &DataFrame, name: &str) -> Result<Vec<FeatureValue>, String> {

@@ -264,6 +264,8 @@ mod tests {
              StatusCode::BAD_REQUEST, "invalid_feature_value", "\"high\""),
             (json!({"model": "m", "entities": {}}).to_string(),
              StatusCode::BAD_REQUEST, "no_rows", "at least one row"),
+            (json!({"model": "m", "entities": {"customer_id": [1]}, "features": {"x9": [1.0]}}).to_string(),
+             StatusCode::BAD_REQUEST, "unknown_feature", "\"x9\""),
             ("{\"model\": ".to_string(), StatusCode::BAD_REQUEST, "invalid_json", ""),
             (json!({"model": "m", "entites": {}}).to_string(),
              StatusCode::UNPROCESSABLE_ENTITY, "invalid_json", "entites"),

@@ -82,6 +82,25 @@ pub async fn predict(
     let mut statuses: Vec<BTreeMap<String, FeatureStatus>> = vec![BTreeMap::new(); rows];
     let mut feature_versions = BTreeMap::new();
 
+    // A supplied column the model does not read would otherwise be dropped
+    // without a word.
+    let reads = |key: &str| {
+        features
+            .iter()
+            .any(|r| r == key || r.split_once(':').is_some_and(|(_, name)| name == key))
+    };
+    if let Some(unknown) = request.features.keys().find(|key| !reads(key)) {
+        return Err(AppError::bad_request(
+            "unknown_feature",
+            format!(
+                "model {} v{} does not read feature {unknown:?}; it reads {}",
+                model.version.name,
+                model.version.version,
+                features.join(", ")
+            ),
+        ));
+    }
+
     // Group the stored features by view, keeping each one's input column.
     let mut by_view: BTreeMap<&str, Vec<(usize, &String)>> = BTreeMap::new();
     for (column, reference) in features.iter().enumerate() {
