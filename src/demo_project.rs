@@ -7,15 +7,15 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use feature_store::fraud::{self, GenerateOptions};
-use feature_store::offline::WriteMode;
+use feature_store::pipeline::{self, PipelineOptions};
 use feature_store::retrieval::{RetrievalOptions, Spine, point_in_time_join};
-use feature_store::{CommitLineage, DeltaStore, OnlineStore};
+use feature_store::{DeltaStore, OnlineStore, Project};
 use registry::{Lineage, Registry};
 use serde::Serialize;
 use serving::AppState;
 
 /// The registered model's name.
-pub const MODEL: &str = "fraud";
+pub const MODEL: &str = fraud::MODEL;
 
 /// How much data to make.
 #[derive(Debug, Clone)]
@@ -36,6 +36,10 @@ pub struct BuildReport {
     pub bronze_rows: usize,
     /// Rows in the silver table.
     pub silver_rows: usize,
+    /// Rows the silver step quarantined.
+    pub quarantined: usize,
+    /// The silver batch quality score.
+    pub quality_score: f64,
     /// The silver table version written.
     pub silver_version: u64,
     /// Rows in the gold table.
@@ -75,74 +79,60 @@ pub async fn build(
     // Fail before any work if ONNX Runtime cannot be loaded; the error names
     // the command that installs it.
     registry::runtime::environment()?;
-    let delta = DeltaStore::new(dir.join("data").join("delta"));
-    let view = fraud::customer_view();
+    let project_file = dir.join(feature_store::project::PROJECT_FILE);
+    if !project_file.exists() {
+        fraud::init(dir)?;
+    }
+    let project = Project::load(&project_file)?;
+    let delta = DeltaStore::new(project.delta_dir());
+    let spec = project
+        .view(fraud::CUSTOMER_VIEW)
+        .with_context(|| format!("the project has no feature view {}", fraud::CUSTOMER_VIEW))?;
+    let view = spec.feature_view();
 
     progress("generating bronze transactions");
     let bronze = fraud::generate(
-        &dir.join("data").join("bronze"),
+        &project.data_dir.join("bronze"),
         &GenerateOptions {
             rows: options.rows,
             seed: options.seed,
             end_micros: options.end_micros,
-            days: 30,
+            days: 30.0,
+            customers: None,
         },
     )?;
 
-    progress("silver: types and duplicates → Delta");
-    let silver = fraud::silver_transactions(&bronze.transactions)?;
-    let mut input_files = BTreeMap::new();
-    input_files.insert(
-        bronze.transactions.display().to_string(),
-        fraud::file_sha256(&bronze.transactions)?,
-    );
+    progress("pipeline: bronze → silver → gold Delta tables");
+    let pipeline = pipeline::run(&project, &PipelineOptions::default(), progress).await?;
+    let silver_report = pipeline
+        .sources
+        .iter()
+        .find(|s| s.source == "transactions")
+        .context("the pipeline did not process transactions")?;
     let silver_version = delta
-        .write(
-            fraud::SILVER_TABLE,
-            &silver,
-            WriteMode::Overwrite,
-            &CommitLineage {
-                operation: "silver".into(),
-                input_files,
-                definition_hash: fraud::definition_hash(&view),
-                ..CommitLineage::default()
-            },
-        )
-        .await?;
-
-    progress("gold: per-customer windows → Delta");
-    let (silver, silver_version) = delta
-        .read(fraud::SILVER_TABLE, Some(silver_version))
-        .await?;
-    let gold = fraud::gold_customer_features(&silver)?;
-    let mut input_tables = BTreeMap::new();
-    input_tables.insert(fraud::SILVER_TABLE.to_string(), silver_version);
+        .latest_version(fraud::SILVER_TABLE)
+        .await?
+        .context("no silver table was written")?;
     let gold_version = delta
-        .write(
-            &view.name,
-            &gold,
-            WriteMode::Overwrite,
-            &CommitLineage {
-                operation: "gold".into(),
-                input_tables,
-                definition_hash: fraud::definition_hash(&view),
-                ..CommitLineage::default()
-            },
-        )
-        .await?;
+        .latest_version(&view.name)
+        .await?
+        .context("no gold table was written")?;
 
     progress("materializing the online store");
     let online = Arc::new(OnlineStore::new(256 << 20));
     online.register_view(view.clone());
     let (gold, gold_version) = delta.read(&view.name, Some(gold_version)).await?;
     let materialized = online.materialize(&view, &gold, gold_version)?;
+    let (silver, silver_version) = delta
+        .read(fraud::SILVER_TABLE, Some(silver_version))
+        .await?;
 
     progress("point-in-time training set");
     let spine = Spine {
         frame: silver
-            .select(["customer_id", "event_timestamp", "is_fraud"])
+            .select(["customer_id", fraud::EVENT_TIME, fraud::LABEL])
             .context("selecting the spine")?,
-        timestamp_column: "event_timestamp".into(),
+        timestamp_column: fraud::EVENT_TIME.into(),
     };
     // Each transaction is scored with the features known just before it,
     // as the online store serves them when a new transaction arrives.
@@ -160,13 +150,13 @@ pub async fn build(
     let model = training::train_logistic(
         &training_set,
         &view.features,
-        "is_fraud",
-        "event_timestamp",
+        fraud::LABEL,
+        fraud::EVENT_TIME,
         &train_options,
     )?;
 
     progress("exporting ONNX and registering");
-    let registry = Registry::open(dir.join("registry"))?;
+    let registry = Registry::open(project.registry_dir())?;
     let mut table_versions = BTreeMap::new();
     table_versions.insert(fraud::SILVER_TABLE.to_string(), silver_version);
     table_versions.insert(view.name.clone(), gold_version);
@@ -200,6 +190,8 @@ pub async fn build(
         report: BuildReport {
             bronze_rows: bronze.rows_written,
             silver_rows: silver.height(),
+            quarantined: silver_report.quarantined,
+            quality_score: silver_report.quality_score,
             silver_version,
             gold_rows: gold.height(),
             gold_version,

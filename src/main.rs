@@ -1,6 +1,9 @@
 //! The `aurum` command line: definitions and glue over the library crates.
 
 mod demo;
+mod project_commands;
+
+use project_commands as project;
 
 use clap::{Parser, Subcommand};
 
@@ -18,6 +21,20 @@ enum Command {
     /// data → silver and gold Delta tables → online store → point-in-time
     /// training set → candle model → ONNX → registry → HTTP /predict.
     Demo(demo::DemoArgs),
+    /// Create a working example project (the fraud-style domain) in DIR.
+    Init(project::InitArgs),
+    /// Write deterministic synthetic bronze files (transactions and
+    /// merchants) under the project's data/bronze.
+    Generate(project::GenerateArgs),
+    /// Run the medallion pipeline: ingest new bronze files, then silver and
+    /// gold, incrementally.
+    Pipeline(project::PipelineArgs),
+    /// Print a table version's lineage back to the bronze files.
+    Lineage(project::LineageArgs),
+    /// Compact small data files of the project's Delta tables.
+    Optimize(project::OptimizeArgs),
+    /// Delete data files no retained table version needs.
+    Vacuum(project::VacuumArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -41,6 +58,12 @@ fn main() -> std::process::ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Demo(args) => demo::run(args).await,
+            Command::Init(args) => project::init(args),
+            Command::Generate(args) => project::generate(args),
+            Command::Pipeline(args) => project::pipeline(args).await,
+            Command::Lineage(args) => project::lineage(args).await,
+            Command::Optimize(args) => project::optimize(args).await,
+            Command::Vacuum(args) => project::vacuum(args).await,
         }
     });
     match result {

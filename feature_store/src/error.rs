@@ -46,6 +46,42 @@ pub enum Error {
     /// A feature view or feature is not registered.
     #[error("unknown feature reference {0:?}: expected view:feature of a registered view")]
     UnknownFeature(String),
+    /// The project file is invalid.
+    #[error("{}:{line}: {}{message}", path.display(), if field.is_empty() { String::new() } else { format!("{field}: ") })]
+    Project {
+        /// The project file.
+        path: PathBuf,
+        /// The 1-based line of the problem.
+        line: usize,
+        /// The field, e.g. `feature_view[0].entity`.
+        field: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// No project file was found.
+    #[error("no aurum.toml in {} or any directory above it; run `aurum init DIR` to create a project", .0.display())]
+    ProjectMissing(PathBuf),
+    /// A bronze file cannot be parsed.
+    #[error("cannot parse {}{}: {message}; nothing was committed", file.display(), row.map(|r| format!(" at row {r}")).unwrap_or_default())]
+    Parse {
+        /// The file.
+        file: PathBuf,
+        /// The 1-based data row (the header is row 0), when known.
+        row: Option<usize>,
+        /// What is wrong.
+        message: String,
+    },
+    /// A write would change a table's schema in a way not allowed.
+    #[error("table {table}: {message}")]
+    SchemaChange {
+        /// The table.
+        table: String,
+        /// The difference and what allows it.
+        message: String,
+    },
+    /// A bug: an invariant of aurum's own code does not hold.
+    #[error("internal error (a bug, please report): {0}")]
+    Internal(String),
     /// Reading or writing a file failed.
     #[error("I/O on {path}: {source}")]
     Io {

@@ -1,23 +1,34 @@
 //! The aurum feature store.
 //!
-//! Bronze files become silver and gold Delta tables ([`fraud`] holds the
-//! example domain's processors), gold tables are read back as polars frames
-//! ([`offline`]), materialized into the in-memory moka online store
-//! ([`online`]), and joined point-in-time onto labelled spines to make
-//! training sets ([`retrieval`]).
+//! A project file ([`project`]) declares entities, bronze sources with
+//! their silver rules, and feature views. The medallion [`pipeline`] ingests
+//! bronze files ([`bronze`]), cleans them ([`silver`]) and computes feature
+//! views ([`gold`]) into Delta tables ([`offline`]), incrementally and with
+//! lineage ([`lineage`]). Gold tables are read back as polars frames,
+//! materialized into the in-memory moka online store ([`online`]), and
+//! joined point-in-time onto labelled spines to make training sets
+//! ([`retrieval`]). [`fraud`] is the example domain.
 //!
 //! This crate knows nothing of models, registries or HTTP: it deals in
 //! feature views, Delta tables and feature values.
 
+pub mod bronze;
 pub mod definitions;
 pub mod error;
+pub mod expr;
 pub mod fraud;
+pub mod gold;
 pub mod interop;
+pub mod lineage;
 pub mod offline;
 pub mod online;
+pub mod pipeline;
+pub mod project;
 pub mod retrieval;
+pub mod silver;
 
 pub use definitions::{Entity, FeatureView};
 pub use error::{Error, Result};
 pub use offline::{CommitLineage, DeltaStore};
 pub use online::{FeatureStatus, FeatureValue, OnlineStore};
+pub use project::Project;

@@ -9,13 +9,13 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use deltalake::DeltaTable;
 use deltalake::kernel::engine::arrow_conversion::{TryIntoArrow, TryIntoKernel};
 use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
-use deltalake::kernel::{Action, StructType};
+use deltalake::kernel::{Action, MetadataExt, StructType};
 use deltalake::operations::create::CreateBuilder;
 use deltalake::protocol::{DeltaOperation, SaveMode};
 use deltalake::writer::{DeltaWriter, RecordBatchWriter};
+use deltalake::{DeltaTable, DeltaTableError};
 use futures::StreamExt;
 use polars::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -29,7 +29,7 @@ pub const LINEAGE_KEY: &str = "aurum";
 /// What a commit was produced from.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct CommitLineage {
-    /// The operation, e.g. `silver` or `gold`.
+    /// The operation, e.g. `bronze`, `silver`, `gold`, `quarantine`.
     pub operation: String,
     /// Input Delta tables and the versions read.
     pub input_tables: BTreeMap<String, u64>,
@@ -37,6 +37,12 @@ pub struct CommitLineage {
     pub input_files: BTreeMap<String, String>,
     /// A hash of the definition (view, rules) that produced the data.
     pub definition_hash: String,
+    /// The aurum version that wrote the commit.
+    #[serde(default)]
+    pub aurum_version: String,
+    /// The pipeline run that wrote the commit.
+    #[serde(default)]
+    pub run_id: String,
 }
 
 /// How a write treats existing data.
@@ -46,6 +52,104 @@ pub enum WriteMode {
     Append,
     /// Replace the table's rows (older versions stay readable).
     Overwrite,
+}
+
+/// Which differences between the frame's and the table's schema a write
+/// accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SchemaChange {
+    /// The schemas must be equal.
+    Refuse,
+    /// New columns may be added; existing ones must keep name and type.
+    AddColumns,
+    /// Anything, for an overwrite that was explicitly allowed to break
+    /// readers.
+    Any,
+}
+
+/// How to write.
+#[derive(Debug, Clone)]
+pub struct WriteOptions {
+    /// Append or overwrite.
+    pub mode: WriteMode,
+    /// Accepted schema differences.
+    pub schema_change: SchemaChange,
+    /// Rows per data file (files are cut at batch boundaries past this).
+    pub rows_per_file: usize,
+    /// Data files (paths relative to the table) removed in the same commit,
+    /// for copy-on-write rewrites.
+    pub remove: Vec<String>,
+}
+
+impl WriteOptions {
+    /// Appends with no schema change, two million rows per file.
+    pub fn append() -> Self {
+        WriteOptions {
+            mode: WriteMode::Append,
+            schema_change: SchemaChange::Refuse,
+            rows_per_file: DEFAULT_ROWS_PER_FILE,
+            remove: Vec::new(),
+        }
+    }
+
+    /// Overwrites with no schema change.
+    pub fn overwrite() -> Self {
+        WriteOptions {
+            mode: WriteMode::Overwrite,
+            ..WriteOptions::append()
+        }
+    }
+}
+
+/// The default data file size in rows.
+pub const DEFAULT_ROWS_PER_FILE: usize = 2_000_000;
+
+/// One data file of a table snapshot.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DataFile {
+    /// The path relative to the table root, as in the log.
+    pub path: String,
+    /// Bytes.
+    pub size: i64,
+    /// Rows, from the file statistics.
+    pub rows: Option<usize>,
+    /// Minimum values by column, from the file statistics (JSON).
+    pub min_values: serde_json::Map<String, serde_json::Value>,
+    /// Maximum values by column, from the file statistics (JSON).
+    pub max_values: serde_json::Map<String, serde_json::Value>,
+}
+
+impl DataFile {
+    /// The maximum of a timestamp column, in microseconds, when the
+    /// statistics hold it.
+    pub fn max_micros(&self, column: &str) -> Option<i64> {
+        stat_micros(self.max_values.get(column)?)
+    }
+
+    /// The minimum of a timestamp column, in microseconds.
+    pub fn min_micros(&self, column: &str) -> Option<i64> {
+        stat_micros(self.min_values.get(column)?)
+    }
+}
+
+fn stat_micros(value: &serde_json::Value) -> Option<i64> {
+    let text = value.as_str()?;
+    chrono::DateTime::parse_from_rfc3339(text)
+        .ok()
+        .map(|t| t.timestamp_micros())
+}
+
+/// One commit of a table's history.
+#[derive(Debug, Clone)]
+pub struct Commit {
+    /// The version the commit produced.
+    pub version: u64,
+    /// The commit time, milliseconds since the epoch.
+    pub timestamp_ms: Option<i64>,
+    /// The Delta operation name, e.g. `WRITE`.
+    pub operation: Option<String>,
+    /// aurum's lineage, when aurum wrote the commit.
+    pub lineage: Option<CommitLineage>,
 }
 
 /// Delta tables stored under one directory, one sub-directory per table.
@@ -60,9 +164,41 @@ impl DeltaStore {
         DeltaStore { root: root.into() }
     }
 
+    /// The directory holding the tables.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
     /// The directory of table `name`.
     pub fn table_path(&self, name: &str) -> PathBuf {
         self.root.join(name)
+    }
+
+    /// Whether table `name` exists.
+    pub fn exists(&self, name: &str) -> bool {
+        self.table_path(name).join("_delta_log").is_dir()
+    }
+
+    /// The names of the tables in the store, sorted.
+    pub fn tables(&self) -> Result<Vec<String>> {
+        let mut names = Vec::new();
+        let entries = match std::fs::read_dir(&self.root) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(names),
+            Err(source) => {
+                return Err(Error::Io {
+                    path: self.root.clone(),
+                    source,
+                });
+            }
+        };
+        for entry in entries.flatten() {
+            if entry.path().join("_delta_log").is_dir() {
+                names.push(entry.file_name().to_string_lossy().into_owned());
+            }
+        }
+        names.sort();
+        Ok(names)
     }
 
     /// Writes `df` to table `name` in one commit carrying `lineage`, creating
@@ -71,12 +207,13 @@ impl DeltaStore {
     /// Data files are written first and committed in one Delta transaction,
     /// so readers see all of the write or none of it. An overwrite removes
     /// the previous files in the same commit (they stay readable by time
-    /// travel until vacuumed).
+    /// travel until vacuumed). A write of zero rows still commits, so that
+    /// the lineage of an empty batch (e.g. every row quarantined) is kept.
     pub async fn write(
         &self,
         name: &str,
         df: &DataFrame,
-        mode: WriteMode,
+        options: &WriteOptions,
         lineage: &CommitLineage,
     ) -> Result<u64> {
         let path = self.table_path(name);
@@ -86,17 +223,16 @@ impl DeltaStore {
         })?;
         let (schema, batches) = interop::frame_to_batches(df)?;
         let url = table_url(name, &path)?;
-        let lineage_json = serde_json::to_value(lineage).unwrap_or(serde_json::Value::Null);
+        let mut lineage = lineage.clone();
+        if lineage.aurum_version.is_empty() {
+            lineage.aurum_version = env!("CARGO_PKG_VERSION").to_string();
+        }
+        let lineage_json = serde_json::to_value(&lineage).unwrap_or(serde_json::Value::Null);
         let properties =
             CommitProperties::default().with_metadata([(LINEAGE_KEY.to_string(), lineage_json)]);
+        let adds = write_files(name, &url, schema.clone(), batches, options.rows_per_file).await?;
 
         if !path.join("_delta_log").is_dir() {
-            let mut writer = RecordBatchWriter::try_new(url.as_str(), schema.clone(), None, None)
-                .map_err(Error::delta(name))?;
-            for batch in batches {
-                writer.write(batch).await.map_err(Error::delta(name))?;
-            }
-            let adds = writer.flush().await.map_err(Error::delta(name))?;
             let kernel_schema: StructType =
                 schema
                     .as_ref()
@@ -119,20 +255,62 @@ impl DeltaStore {
         }
 
         let table = self.open(name, None).await?;
-        let mut writer = RecordBatchWriter::for_table(&table).map_err(Error::delta(name))?;
-        for batch in batches {
-            writer.write(batch).await.map_err(Error::delta(name))?;
-        }
-        let mut actions: Vec<Action> = writer
-            .flush()
-            .await
-            .map_err(Error::delta(name))?
-            .into_iter()
-            .map(Action::Add)
-            .collect();
         let snapshot = table.snapshot().map_err(Error::delta(name))?;
-        let save_mode = match mode {
-            WriteMode::Append => SaveMode::Append,
+        let mut actions: Vec<Action> = adds.into_iter().map(Action::Add).collect();
+        // Schema: equal, evolved (a Metadata action), or refused.
+        let table_schema: arrow_schema::Schema = snapshot
+            .schema()
+            .as_ref()
+            .try_into_arrow()
+            .map_err(|source| Error::Arrow {
+                context: format!("schema of {name}"),
+                source,
+            })?;
+        match compare_schemas(&table_schema, &schema) {
+            SchemaDiff::Equal => {}
+            diff => {
+                let allowed = match (&diff, options.schema_change) {
+                    (_, SchemaChange::Any) => true,
+                    (SchemaDiff::Added(_), SchemaChange::AddColumns) => true,
+                    _ => false,
+                };
+                if !allowed {
+                    return Err(Error::SchemaChange {
+                        table: name.to_string(),
+                        message: diff.describe(),
+                    });
+                }
+                let kernel_schema: StructType =
+                    schema
+                        .as_ref()
+                        .try_into_kernel()
+                        .map_err(|source| Error::Arrow {
+                            context: format!("schema of {name}"),
+                            source,
+                        })?;
+                let metadata = snapshot
+                    .metadata()
+                    .clone()
+                    .with_schema(&kernel_schema)
+                    .map_err(|source| Error::delta(name)(DeltaTableError::Kernel { source }))?;
+                actions.push(Action::Metadata(metadata));
+            }
+        }
+        let save_mode = match options.mode {
+            WriteMode::Append => {
+                if !options.remove.is_empty() {
+                    let remove: std::collections::HashSet<&str> =
+                        options.remove.iter().map(String::as_str).collect();
+                    actions.extend(
+                        snapshot
+                            .log_data()
+                            .iter()
+                            .filter(|file| remove.contains(file.path().as_ref()))
+                            .map(|file| Action::Remove(file.remove_action(true))),
+                    );
+                }
+                SaveMode::Append
+            }
             WriteMode::Overwrite => {
                 actions.extend(
                     snapshot
@@ -156,6 +334,233 @@ impl DeltaStore {
         Ok(commit.version())
     }
 
+    /// The data files of `name` at `version` (latest when `None`), with
+    /// their statistics, and the version listed.
+    pub async fn files(&self, name: &str, version: Option<u64>) -> Result<(Vec<DataFile>, u64)> {
+        let table = self.open(name, version).await?;
+        let read_version = table
+            .version()
+            .ok_or_else(|| Error::TableMissing(name.to_string()))?;
+        let snapshot = table.snapshot().map_err(Error::delta(name))?;
+        let files = snapshot
+            .log_data()
+            .iter()
+            .map(|file| {
+                let stats: serde_json::Value = file
+                    .stats()
+                    .and_then(|s| serde_json::from_str(&s).ok())
+                    .unwrap_or(serde_json::Value::Null);
+                let object = |key: &str| {
+                    stats
+                        .get(key)
+                        .and_then(|v| v.as_object())
+                        .cloned()
+                        .unwrap_or_default()
+                };
+                DataFile {
+                    path: file.path().to_string(),
+                    size: file.size(),
+                    rows: file.num_records(),
+                    min_values: object("minValues"),
+                    max_values: object("maxValues"),
+                }
+            })
+            .collect();
+        Ok((files, read_version))
+    }
+
+    /// Reads the given data files of `name` (as listed by [`files`] at
+    /// `version`) into one frame with the table's schema at that version;
+    /// `columns` projects. Files written before a column was added get
+    /// nulls for it.
+    ///
+    /// [`files`]: DeltaStore::files
+    pub async fn read_files(
+        &self,
+        name: &str,
+        version: u64,
+        files: &[DataFile],
+        columns: Option<&[String]>,
+    ) -> Result<DataFrame> {
+        let table = self.open(name, Some(version)).await?;
+        let schema = table.snapshot().map_err(Error::delta(name))?.schema();
+        let template = empty_frame(name, &schema)?;
+        let wanted: Vec<String> = match columns {
+            Some(c) => c.to_vec(),
+            None => template
+                .get_column_names()
+                .into_iter()
+                .map(|c| c.to_string())
+                .collect(),
+        };
+        for c in &wanted {
+            if template.column(c).is_err() {
+                return Err(Error::Schema {
+                    view: name.to_string(),
+                    message: format!("the table has no column {c:?}"),
+                });
+            }
+        }
+        let root = std::path::absolute(self.table_path(name)).map_err(|source| Error::Io {
+            path: self.table_path(name),
+            source,
+        })?;
+        let paths: Vec<PathBuf> = files.iter().map(|f| local_file(&root, &f.path)).collect();
+        let names: Vec<String> = wanted.clone();
+        let template_for_read = template.clone();
+        let table_name = name.to_string();
+        // Parquet decoding is CPU work: keep it off the async workers.
+        tokio::task::spawn_blocking(move || {
+            read_parquet_files(&table_name, &paths, &names, &template_for_read)
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("reading {name}: {e}")))?
+    }
+
+    /// Reads table `name` at `version` (latest when `None`) into one frame,
+    /// and returns the version read.
+    pub async fn read(&self, name: &str, version: Option<u64>) -> Result<(DataFrame, u64)> {
+        let (files, read_version) = self.files(name, version).await?;
+        let df = self.read_files(name, read_version, &files, None).await?;
+        Ok((df, read_version))
+    }
+
+    /// The files of `name` at `to` that were not in the table at `from`:
+    /// for an append-only table, exactly the data added in between. A file
+    /// rewritten by a copy-on-write commit shows up as new too, which makes
+    /// downstream work redo its rows rather than miss them.
+    pub async fn files_added(
+        &self,
+        name: &str,
+        from: Option<u64>,
+        to: Option<u64>,
+    ) -> Result<(Vec<DataFile>, u64)> {
+        let (now, to_version) = self.files(name, to).await?;
+        let Some(from) = from else {
+            return Ok((now, to_version));
+        };
+        let (before, _) = self.files(name, Some(from)).await?;
+        let before: std::collections::HashSet<String> =
+            before.into_iter().map(|f| f.path).collect();
+        Ok((
+            now.into_iter()
+                .filter(|f| !before.contains(&f.path))
+                .collect(),
+            to_version,
+        ))
+    }
+
+    /// Every commit of `name`, newest first.
+    pub async fn history(&self, name: &str) -> Result<Vec<Commit>> {
+        let table = self.open(name, None).await?;
+        let latest = table.version().unwrap_or(0);
+        // The log lists commits newest first, one per version.
+        let mut history = table.history(None);
+        let mut commits = Vec::new();
+        let mut version = latest;
+        while let Some(info) = history.next().await {
+            let info = info.map_err(Error::delta(name))?;
+            commits.push(Commit {
+                version,
+                timestamp_ms: info.timestamp,
+                operation: info.operation.clone(),
+                lineage: info
+                    .info
+                    .get(LINEAGE_KEY)
+                    .and_then(|v| serde_json::from_value(v.clone()).ok()),
+            });
+            version = version.saturating_sub(1);
+        }
+        Ok(commits)
+    }
+
+    /// Compacts small data files of `name`: files under half of
+    /// `rows_per_file` rows are rewritten together, in log order, into files
+    /// of about `rows_per_file` rows, in one commit that changes no data
+    /// (readers and time travel see the same rows). Returns the number of
+    /// files removed and added, and the new version (`None` when there was
+    /// nothing to compact).
+    pub async fn optimize(
+        &self,
+        name: &str,
+        rows_per_file: usize,
+    ) -> Result<(usize, usize, Option<u64>)> {
+        let (files, version) = self.files(name, None).await?;
+        let small: Vec<DataFile> = files
+            .into_iter()
+            .filter(|f| f.rows.is_none_or(|r| r < rows_per_file / 2))
+            .collect();
+        if small.len() < 2 {
+            return Ok((0, 0, None));
+        }
+        let df = self.read_files(name, version, &small, None).await?;
+        let (schema, batches) = interop::frame_to_batches(&df)?;
+        let url = table_url(name, &self.table_path(name))?;
+        let adds = write_files(name, &url, schema, batches, rows_per_file).await?;
+        let added = adds.len();
+        let table = self.open(name, Some(version)).await?;
+        let snapshot = table.snapshot().map_err(Error::delta(name))?;
+        let remove: std::collections::HashSet<&str> =
+            small.iter().map(|f| f.path.as_str()).collect();
+        let mut actions: Vec<Action> = snapshot
+            .log_data()
+            .iter()
+            .filter(|file| remove.contains(file.path().as_ref()))
+            .map(|file| Action::Remove(file.remove_action(false)))
+            .collect();
+        actions.extend(adds.into_iter().map(|mut add| {
+            add.data_change = false;
+            Action::Add(add)
+        }));
+        let lineage = CommitLineage {
+            operation: "optimize".into(),
+            input_tables: [(name.to_string(), version)].into_iter().collect(),
+            aurum_version: env!("CARGO_PKG_VERSION").to_string(),
+            ..CommitLineage::default()
+        };
+        let properties = CommitProperties::default().with_metadata([(
+            LINEAGE_KEY.to_string(),
+            serde_json::to_value(&lineage).unwrap_or(serde_json::Value::Null),
+        )]);
+        let commit = CommitBuilder::from(properties)
+            .with_actions(actions)
+            .build(
+                Some(snapshot),
+                table.log_store(),
+                DeltaOperation::Optimize {
+                    predicate: None,
+                    target_size: rows_per_file as i64,
+                },
+            )
+            .await
+            .map_err(Error::delta(name))?;
+        Ok((small.len(), added, Some(commit.version())))
+    }
+
+    /// Deletes data files of `name` that no version younger than
+    /// `retention` needs. A retention under the table's own (seven days by
+    /// default) is refused unless `force`. Returns the files deleted (or
+    /// that would be, on a dry run).
+    pub async fn vacuum(
+        &self,
+        name: &str,
+        retention: std::time::Duration,
+        dry_run: bool,
+        force: bool,
+    ) -> Result<Vec<String>> {
+        let table = self.open(name, None).await?;
+        let retention = chrono::Duration::from_std(retention)
+            .map_err(|e| Error::Internal(format!("retention out of range: {e}")))?;
+        let (_, metrics) = table
+            .vacuum()
+            .with_retention_period(retention)
+            .with_enforce_retention_duration(!force)
+            .with_dry_run(dry_run)
+            .await
+            .map_err(Error::delta(name))?;
+        Ok(metrics.files_deleted)
+    }
+
     /// The latest version of table `name`, or `None` if it does not exist.
     pub async fn latest_version(&self, name: &str) -> Result<Option<u64>> {
         let path = self.table_path(name);
@@ -164,47 +569,6 @@ impl DeltaStore {
         }
         let table = self.open(name, None).await?;
         Ok(table.version())
-    }
-
-    /// Reads table `name` at `version` (latest when `None`) into one frame,
-    /// and returns the version read.
-    pub async fn read(&self, name: &str, version: Option<u64>) -> Result<(DataFrame, u64)> {
-        let table = self.open(name, version).await?;
-        let read_version = table
-            .version()
-            .ok_or_else(|| Error::TableMissing(name.to_string()))?;
-        let files: Vec<PathBuf> = table
-            .get_file_uris()
-            .map_err(Error::delta(name))?
-            .map(|uri| uri_to_path(&uri))
-            .collect::<Result<_>>()?;
-        let schema = table.snapshot().map_err(Error::delta(name))?.schema();
-        let mut frames = Vec::with_capacity(files.len());
-        for file in &files {
-            let handle = std::fs::File::open(file).map_err(|source| Error::Io {
-                path: file.clone(),
-                source,
-            })?;
-            let frame = ParquetReader::new(handle)
-                .finish()
-                .map_err(Error::polars(format!("reading {}", file.display())))?;
-            frames.push(frame);
-        }
-        let df = match frames.len() {
-            0 => empty_frame(name, &schema)?,
-            _ => {
-                let mut iter = frames.into_iter();
-                let mut first = iter.next().unwrap_or_default();
-                for frame in iter {
-                    first
-                        .vstack_mut(&frame)
-                        .map_err(Error::polars(format!("stacking files of {name}")))?;
-                }
-                first.rechunk_mut();
-                first
-            }
-        };
-        Ok((df, read_version))
     }
 
     /// The lineage recorded by the commit that produced `version` of `name`.
@@ -242,23 +606,197 @@ fn table_url(name: &str, path: &Path) -> Result<url::Url> {
     deltalake::ensure_table_uri(absolute.to_string_lossy()).map_err(Error::delta(name))
 }
 
-fn uri_to_path(uri: &str) -> Result<PathBuf> {
-    // deltalake reports local files as plain paths, other stores as URLs.
-    if let Ok(url) = url::Url::parse(uri)
+/// The local path of a data file listed relative to the table root (or as
+/// an absolute `file://` URL).
+fn local_file(root: &Path, listed: &str) -> PathBuf {
+    if let Ok(url) = url::Url::parse(listed)
         && url.scheme() == "file"
         && let Ok(path) = url.to_file_path()
     {
-        return Ok(path);
+        return path;
     }
-    let path = PathBuf::from(uri);
-    if path.is_absolute() {
-        Ok(path)
-    } else {
-        Err(Error::Io {
-            path,
-            source: std::io::Error::other("only local Delta tables are supported so far"),
-        })
+    root.join(listed)
+}
+
+async fn write_files(
+    name: &str,
+    url: &url::Url,
+    schema: arrow_schema::SchemaRef,
+    batches: Vec<arrow_array::RecordBatch>,
+    rows_per_file: usize,
+) -> Result<Vec<deltalake::kernel::Add>> {
+    let mut adds = Vec::new();
+    if batches.iter().all(|b| b.num_rows() == 0) {
+        return Ok(adds);
     }
+    let mut writer =
+        RecordBatchWriter::try_new(url.as_str(), schema, None, None).map_err(Error::delta(name))?;
+    let mut buffered = 0usize;
+    for batch in batches {
+        buffered += batch.num_rows();
+        writer.write(batch).await.map_err(Error::delta(name))?;
+        if buffered >= rows_per_file.max(1) {
+            adds.extend(writer.flush().await.map_err(Error::delta(name))?);
+            buffered = 0;
+        }
+    }
+    if buffered > 0 {
+        adds.extend(writer.flush().await.map_err(Error::delta(name))?);
+    }
+    Ok(adds)
+}
+
+fn read_parquet_files(
+    name: &str,
+    paths: &[PathBuf],
+    columns: &[String],
+    template: &DataFrame,
+) -> Result<DataFrame> {
+    let mut frames: Vec<DataFrame> = Vec::with_capacity(paths.len());
+    for file in paths {
+        let handle = std::fs::File::open(file).map_err(|source| Error::Io {
+            path: file.clone(),
+            source,
+        })?;
+        let mut reader = ParquetReader::new(handle);
+        let file_schema = reader
+            .schema()
+            .map_err(Error::polars(format!("reading {}", file.display())))?;
+        let present: Vec<String> = columns
+            .iter()
+            .filter(|c| file_schema.contains(c.as_str()))
+            .cloned()
+            .collect();
+        let mut frame = reader
+            .with_columns(Some(present.clone()))
+            .finish()
+            .map_err(Error::polars(format!("reading {}", file.display())))?;
+        // Columns added to the table after this file was written.
+        for c in columns.iter().filter(|c| !present.contains(c)) {
+            let dtype = template
+                .column(c)
+                .map(|col| col.dtype().clone())
+                .unwrap_or(DataType::Null);
+            frame
+                .with_column(Column::full_null(c.as_str().into(), frame.height(), &dtype))
+                .map_err(Error::polars(format!("aligning {}", file.display())))?;
+        }
+        let frame = frame
+            .select(columns.iter().map(String::as_str))
+            .map_err(Error::polars(format!("aligning {}", file.display())))?;
+        frames.push(frame);
+    }
+    if frames.is_empty() {
+        return template
+            .select(columns.iter().map(String::as_str))
+            .map_err(Error::polars(format!("schema of {name}")));
+    }
+    let mut iter = frames.into_iter();
+    let mut first = iter.next().unwrap_or_default();
+    for frame in iter {
+        first
+            .vstack_mut(&frame)
+            .map_err(Error::polars(format!("stacking files of {name}")))?;
+    }
+    first.rechunk_mut();
+    Ok(first)
+}
+
+/// How a new schema differs from a table's.
+#[derive(Debug, Clone, PartialEq)]
+enum SchemaDiff {
+    Equal,
+    /// Only new columns.
+    Added(Vec<String>),
+    /// Columns removed (or renamed) or retyped.
+    Breaking {
+        removed: Vec<String>,
+        retyped: Vec<String>,
+        added: Vec<String>,
+    },
+}
+
+impl SchemaDiff {
+    fn describe(&self) -> String {
+        match self {
+            SchemaDiff::Equal => "schemas are equal".into(),
+            SchemaDiff::Added(added) => format!(
+                "adding column(s) {} needs schema evolution to be allowed",
+                added.join(", ")
+            ),
+            SchemaDiff::Breaking {
+                removed,
+                retyped,
+                added,
+            } => {
+                let mut parts = Vec::new();
+                if !removed.is_empty() {
+                    parts.push(format!(
+                        "removes or renames column(s) {}",
+                        removed.join(", ")
+                    ));
+                }
+                if !retyped.is_empty() {
+                    parts.push(format!("changes the type of {}", retyped.join(", ")));
+                }
+                if !added.is_empty() {
+                    parts.push(format!("adds {}", added.join(", ")));
+                }
+                format!(
+                    "the new schema {}; readers of the table would break, so this needs \
+                     --allow-breaking-schema-change",
+                    parts.join(" and ")
+                )
+            }
+        }
+    }
+}
+
+fn compare_schemas(table: &arrow_schema::Schema, new: &arrow_schema::Schema) -> SchemaDiff {
+    let mut removed = Vec::new();
+    let mut retyped = Vec::new();
+    for field in table.fields() {
+        match new.field_with_name(field.name()) {
+            Err(_) => removed.push(field.name().clone()),
+            Ok(other) if !same_type(field.data_type(), other.data_type()) => {
+                retyped.push(format!(
+                    "{} ({} → {})",
+                    field.name(),
+                    field.data_type(),
+                    other.data_type()
+                ));
+            }
+            Ok(_) => {}
+        }
+    }
+    let added: Vec<String> = new
+        .fields()
+        .iter()
+        .filter(|f| table.field_with_name(f.name()).is_err())
+        .map(|f| f.name().clone())
+        .collect();
+    match (removed.is_empty() && retyped.is_empty(), added.is_empty()) {
+        (true, true) => SchemaDiff::Equal,
+        (true, false) => SchemaDiff::Added(added),
+        _ => SchemaDiff::Breaking {
+            removed,
+            retyped,
+            added,
+        },
+    }
+}
+
+/// Types equal up to string/large-string and view variants, which Delta
+/// does not tell apart.
+fn same_type(a: &arrow_schema::DataType, b: &arrow_schema::DataType) -> bool {
+    use arrow_schema::DataType as D;
+    let norm = |t: &D| match t {
+        D::Utf8 | D::LargeUtf8 | D::Utf8View => D::Utf8,
+        D::Binary | D::LargeBinary | D::BinaryView => D::Binary,
+        D::Timestamp(unit, Some(_)) => D::Timestamp(*unit, Some("UTC".into())),
+        other => other.clone(),
+    };
+    norm(a) == norm(b)
 }
 
 fn empty_frame(name: &str, schema: &deltalake::kernel::StructType) -> Result<DataFrame> {

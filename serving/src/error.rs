@@ -61,9 +61,15 @@ impl From<feature_store::Error> for AppError {
             E::UnknownFeature(_) => AppError::bad_request("unknown_feature", message),
             E::Schema { .. } => AppError::bad_request("invalid_features", message),
             E::TableMissing(_) => AppError::not_found("table_missing", message),
-            E::Polars { .. } | E::Delta { .. } | E::Arrow { .. } | E::Io { .. } => {
-                AppError::internal(message)
-            }
+            E::Parse { .. } => AppError::bad_request("unparseable_input", message),
+            E::SchemaChange { .. } => AppError::bad_request("schema_change", message),
+            E::Polars { .. }
+            | E::Delta { .. }
+            | E::Arrow { .. }
+            | E::Io { .. }
+            | E::Project { .. }
+            | E::ProjectMissing(_)
+            | E::Internal(_) => AppError::internal(message),
         }
     }
 }

@@ -7,11 +7,11 @@ use std::process::Command;
 
 use serde_json::Value;
 
-fn workspace() -> PathBuf {
+pub(crate) fn workspace() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn venv_python() -> PathBuf {
+pub(crate) fn venv_python() -> PathBuf {
     let python = workspace().join(".tools/venv/bin/python");
     assert!(
         python.is_file(),
@@ -77,11 +77,17 @@ fn demo_serves_the_registered_model_on_gold_features_python_can_read() {
     assert_eq!(tables["silver_version"], summary["silver_version"]);
     assert_eq!(tables["gold_rows"], summary["gold_rows"]);
     assert_eq!(tables["silver_rows"], summary["silver_rows"]);
+    // Silver resolves the re-delivered duplicates and quarantines the few
+    // broken rows the generator plants: every transaction is in one place.
+    let quarantined = summary["quarantined"].as_u64().unwrap();
     assert_eq!(
-        tables["silver_rows"], 4000,
-        "silver removes the re-delivered duplicates"
+        tables["silver_rows"].as_u64().unwrap() + quarantined,
+        4000,
+        "silver rows + quarantined rows = generated transactions"
     );
-    assert_eq!(tables["gold_lineage"]["operation"], "gold");
+    assert_eq!(tables["quarantine_rows"].as_u64().unwrap(), quarantined);
+    assert!(summary["quality_score"].as_f64().unwrap() > 0.95);
+    assert_eq!(tables["gold_lineage"]["operation"], "gold-full");
     assert_eq!(
         tables["gold_lineage"]["input_tables"]["silver_transactions"],
         summary["silver_version"]
@@ -116,7 +122,7 @@ fn demo_serves_the_registered_model_on_gold_features_python_can_read() {
     let p42 = predictions[1]["prediction"].as_f64().unwrap();
     assert!((p17 - p42).abs() > 1e-6, "both customers got {p17}");
 
-    let registry = registry::Registry::open(dir.path().join("registry")).unwrap();
+    let registry = registry::Registry::open(dir.path().join("data/registry")).unwrap();
     let version = registry.latest("fraud").unwrap();
     let model = serving::LoadedModel::load(&registry, version.clone(), 1).unwrap();
     for (customer, served) in ["17", "42"].iter().zip(predictions) {

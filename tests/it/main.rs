@@ -2,3 +2,4 @@
 //! real clients. One test binary for all of them keeps link time down.
 
 mod demo;
+mod pipeline;

@@ -7,11 +7,19 @@ usage: read_demo_tables.py DIR CUSTOMER_ID[,CUSTOMER_ID...]
 
 import json
 import sys
+from pathlib import Path
 
 import polars as pl
 from deltalake import DeltaTable
 
-FEATURES = ["txn_count_1d", "amount_sum_1d", "txn_count_7d", "amount_mean_7d", "amount_max_7d"]
+KEYS = {"customer_id", "event_timestamp", "created_timestamp"}
+
+
+def quarantine_rows(root: str) -> int:
+    path = Path(root) / "data/delta/quarantine"
+    if not (path / "_delta_log").is_dir():
+        return 0
+    return pl.read_delta(str(path)).filter(pl.col("source") == "transactions").height
 
 
 def main() -> None:
@@ -31,8 +39,9 @@ def main() -> None:
         .last()
         .filter(pl.col("customer_id").is_in(customers))
     )
+    names = [c for c in frame.columns if c not in KEYS]
     features = {
-        str(row["customer_id"]): {f: row[f] for f in FEATURES}
+        str(row["customer_id"]): {f: row[f] for f in names}
         for row in latest.iter_rows(named=True)
     }
     print(
@@ -41,6 +50,7 @@ def main() -> None:
                 "silver_version": silver.version(),
                 "gold_version": gold.version(),
                 "silver_rows": pl.read_delta(silver_path).height,
+                "quarantine_rows": quarantine_rows(root),
                 "gold_rows": frame.height,
                 "gold_schema": {name: str(dtype) for name, dtype in frame.schema.items()},
                 "gold_lineage": lineage,
