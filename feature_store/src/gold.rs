@@ -204,7 +204,7 @@ fn distinct_counts(
     let same_entity = |a: usize, b: usize| key_text.iter().all(|k| k.get(a) == k.get(b));
     let mut start = 0usize;
     let mut counts: HashMap<Option<&str>, usize> = HashMap::new();
-    for i in 0..n {
+    for (i, slot) in out.iter_mut().enumerate() {
         if i > 0 && !same_entity(i - 1, i) {
             counts.clear();
             start = i;
@@ -221,7 +221,7 @@ fn distinct_counts(
             }
             start += 1;
         }
-        out[i] = counts.keys().filter(|k| k.is_some()).count() as f64;
+        *slot = counts.keys().filter(|k| k.is_some()).count() as f64;
     }
     Ok(out)
 }

@@ -269,11 +269,10 @@ impl DeltaStore {
         match compare_schemas(&table_schema, &schema) {
             SchemaDiff::Equal => {}
             diff => {
-                let allowed = match (&diff, options.schema_change) {
-                    (_, SchemaChange::Any) => true,
-                    (SchemaDiff::Added(_), SchemaChange::AddColumns) => true,
-                    _ => false,
-                };
+                let allowed = matches!(
+                    (&diff, options.schema_change),
+                    (_, SchemaChange::Any) | (SchemaDiff::Added(_), SchemaChange::AddColumns)
+                );
                 if !allowed {
                     return Err(Error::SchemaChange {
                         table: name.to_string(),

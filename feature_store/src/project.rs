@@ -482,7 +482,7 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
 pub fn format_duration(d: Duration) -> String {
     let s = d.as_secs();
     for (unit, size) in [("d", 86_400), ("h", 3_600), ("m", 60)] {
-        if s % size == 0 && s >= size {
+        if s.is_multiple_of(size) && s >= size {
             return format!("{}{unit}", s / size);
         }
     }
@@ -1263,7 +1263,7 @@ impl Checker<'_> {
         if names.is_empty() {
             return self.fail(
                 v.name.span(),
-                format!("{field}"),
+                field.to_string(),
                 "a feature view needs at least one aggregation".into(),
             );
         }
@@ -1271,7 +1271,7 @@ impl Checker<'_> {
             if names.contains(key) || key == crate::gold::EVENT_TIMESTAMP {
                 return self.fail(
                     v.name.span(),
-                    format!("{field}"),
+                    field.to_string(),
                     format!("feature name {key:?} collides with a key column"),
                 );
             }

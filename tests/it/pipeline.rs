@@ -201,9 +201,16 @@ fn every_table_is_readable_by_python_and_a_rerun_commits_nothing() {
 
 #[test]
 fn a_crash_between_commits_loses_and_duplicates_nothing() {
-    let clean = new_project("2000");
+    // Enough rows that the generator plants broken ones for quarantine.
+    let clean = new_project("8000");
     let expected = pipeline_json(clean.path());
     let expected_tables = python_tables(clean.path());
+    assert!(
+        source(&expected, "transactions")["quarantined"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
 
     for point in [
         "after-commit:bronze_transactions",
@@ -211,7 +218,7 @@ fn a_crash_between_commits_loses_and_duplicates_nothing() {
         "after-commit:quality",
         "after-commit:silver_transactions",
     ] {
-        let crashed = new_project("2000");
+        let crashed = new_project("8000");
         let dir = crashed.path();
         let output = Command::new(env!("CARGO_BIN_EXE_aurum"))
             .args(["pipeline", "--json"])
