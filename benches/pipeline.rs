@@ -19,6 +19,14 @@ const HOUR: i64 = 3_600_000_000;
 const END: i64 = 1_795_000_000_000_000;
 
 fn main() -> anyhow::Result<()> {
+    // AURUM_LOG=info shows the time of each stage.
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("AURUM_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     let mut rows = 10_000_000usize;
     let mut keep = None;
     let mut args = std::env::args().skip(1);

@@ -2,9 +2,10 @@
 //!
 //! Bronze keeps every declared column as the text the file held, so that
 //! nothing is lost before silver decides what a value means, plus where each
-//! row came from: `_source_file`, `_source_sha256`, `_source_row` (1-based,
+//! row came from: `_source_file`, `_source_row` (1-based,
 //! the header not counted) and `_ingested_at`. A file is identified by its
-//! content hash: a file whose bytes were ingested before (under any name) is
+//! content hash (recorded with the file name in the commit's lineage): a file
+//! whose bytes were ingested before (under any name) is
 //! skipped, so re-running ingest never duplicates rows. All new files of one
 //! run land in one commit; a file that cannot be parsed fails the run before
 //! anything is committed.
@@ -22,8 +23,6 @@ use crate::project::{Format, Source};
 
 /// Bronze metadata columns.
 pub const SOURCE_FILE: &str = "_source_file";
-/// The sha256 of the source file.
-pub const SOURCE_SHA256: &str = "_source_sha256";
 /// The 1-based row within the source file.
 pub const SOURCE_ROW: &str = "_source_row";
 /// When the row was ingested (UTC).
@@ -117,9 +116,11 @@ pub async fn ingest(
             .unwrap_or(&file)
             .display()
             .to_string();
+        let clock = std::time::Instant::now();
         let raw = read_raw(&file, source)?;
+        tracing::info!(file = %file.display(), rows = raw.height(), elapsed = ?clock.elapsed(), "bronze file parsed");
         let rows = raw.height();
-        let frame = add_metadata(raw, &shown, &sha, ingested_at_micros)
+        let frame = add_metadata(raw, &shown, ingested_at_micros)
             .map_err(Error::polars(format!("ingesting {}", file.display())))?;
         report.files_ingested.push((shown.clone(), rows));
         report.rows += rows;
@@ -368,12 +369,7 @@ fn read_parquet(file: &Path, declared: &[&str]) -> Result<DataFrame> {
     df.lazy().select(exprs).collect().map_err(parse)
 }
 
-fn add_metadata(
-    raw: DataFrame,
-    file: &str,
-    sha: &str,
-    ingested_at: i64,
-) -> PolarsResult<DataFrame> {
+fn add_metadata(raw: DataFrame, file: &str, ingested_at: i64) -> PolarsResult<DataFrame> {
     let rows = raw.height() as i64;
     let mut raw = raw;
     raw.with_column(Column::new(
@@ -383,7 +379,6 @@ fn add_metadata(
     raw.lazy()
         .with_columns([
             lit(file.to_string()).alias(SOURCE_FILE),
-            lit(sha.to_string()).alias(SOURCE_SHA256),
             lit(ingested_at)
                 .cast(DataType::Datetime(
                     TimeUnit::Microseconds,

@@ -69,33 +69,6 @@ pub fn compute(
     let mut sort_by: Vec<String> = view.entity.join_keys.clone();
     sort_by.push(source.timestamp.clone());
     let ts = || col(source.timestamp.as_str());
-    let mut features: Vec<Expr> = Vec::new();
-    for f in &view.windowed {
-        let value = col(f.column.as_str()).cast(DataType::Float64);
-        let options = f.window.map(|w| RollingOptionsDynamicWindow {
-            window_size: polars::prelude::Duration::parse(&format!("{}s", w.as_secs())),
-            min_periods: 1,
-            closed_window: ClosedWindow::Right,
-            fn_params: None,
-        });
-        let expr = match (f.function, options) {
-            (Aggregation::Last, _) => col(f.column.as_str()),
-            (Aggregation::DistinctCount, _) => continue,
-            (_, None) => continue,
-            (Aggregation::Count, Some(o)) => col("__one").rolling_sum_by(ts(), o),
-            (Aggregation::Sum, Some(o)) => value.rolling_sum_by(ts(), o),
-            (Aggregation::Mean, Some(o)) => value.rolling_mean_by(ts(), o),
-            (Aggregation::Min, Some(o)) => value.rolling_min_by(ts(), o),
-            (Aggregation::Max, Some(o)) => value.rolling_max_by(ts(), o),
-            (Aggregation::Stddev, Some(o)) => value.rolling_std_by(ts(), o),
-        };
-        let expr = if f.function == Aggregation::Last {
-            expr
-        } else {
-            expr.over(keys.clone()).map_err(failed("windows"))?
-        };
-        features.push(expr.alias(f.name.as_str()));
-    }
     let mut df = context
         .clone()
         .lazy()
@@ -104,6 +77,55 @@ pub fn compute(
             SortMultipleOptions::default().with_maintain_order(true),
         )
         .with_column(lit(1.0f64).alias("__one"))
+        .collect()
+        .map_err(failed("sorting"))?;
+    // Fast path: one rolling pass over the whole frame on an index that puts
+    // each entity's events in its own segment, further apart than the
+    // longest window, so no window crosses entities. Per-entity `over`
+    // windows are the fallback when the index would overflow.
+    let reach = i64::try_from(view.max_window().as_micros()).unwrap_or(i64::MAX);
+    let segmented = segment_index(&df, &view.entity.join_keys, &source.timestamp, reach)?;
+    let by = match segmented {
+        Some(index) => {
+            df.with_column(Column::new("__index".into(), index))
+                .map_err(failed("index"))?;
+            Some(col("__index"))
+        }
+        None => None,
+    };
+    let mut features: Vec<Expr> = Vec::new();
+    for f in &view.windowed {
+        let value = col(f.column.as_str()).cast(DataType::Float64);
+        let options = f.window.map(|w| RollingOptionsDynamicWindow {
+            window_size: match by {
+                Some(_) => polars::prelude::Duration::parse(&format!("{}i", w.as_micros())),
+                None => polars::prelude::Duration::parse(&format!("{}s", w.as_secs())),
+            },
+            min_periods: 1,
+            closed_window: ClosedWindow::Right,
+            fn_params: None,
+        });
+        let index = || by.clone().unwrap_or_else(ts);
+        let expr = match (f.function, options) {
+            (Aggregation::Last, _) => col(f.column.as_str()),
+            (Aggregation::DistinctCount, _) => continue,
+            (_, None) => continue,
+            (Aggregation::Count, Some(o)) => col("__one").rolling_sum_by(index(), o),
+            (Aggregation::Sum, Some(o)) => value.rolling_sum_by(index(), o),
+            (Aggregation::Mean, Some(o)) => value.rolling_mean_by(index(), o),
+            (Aggregation::Min, Some(o)) => value.rolling_min_by(index(), o),
+            (Aggregation::Max, Some(o)) => value.rolling_max_by(index(), o),
+            (Aggregation::Stddev, Some(o)) => value.rolling_std_by(index(), o),
+        };
+        let expr = if f.function == Aggregation::Last || by.is_some() {
+            expr
+        } else {
+            expr.over(keys.clone()).map_err(failed("windows"))?
+        };
+        features.push(expr.alias(f.name.as_str()));
+    }
+    let mut df = df
+        .lazy()
         .with_columns(features)
         .collect()
         .map_err(failed("windows"))?;
@@ -173,6 +195,81 @@ pub fn compute(
         .map_err(failed("output"))
 }
 
+/// The segmented rolling index of a frame sorted by entity keys then event
+/// time: `entity number × stride + (t − earliest)`, with a stride longer than
+/// the time span plus the longest window. `None` when it would overflow.
+fn segment_index(
+    df: &DataFrame,
+    keys: &[String],
+    ts: &str,
+    reach: i64,
+) -> Result<Option<Vec<i64>>> {
+    if df.height() == 0 {
+        return Ok(Some(Vec::new()));
+    }
+    let times = micros(df, ts)?;
+    if times.null_count() > 0 {
+        return Err(Error::Schema {
+            view: ts.to_string(),
+            message: "event times must not be null".into(),
+        });
+    }
+    let (Some(low), Some(high)) = (times.min(), times.max()) else {
+        return Ok(None);
+    };
+    let Some(stride) = high
+        .checked_sub(low)
+        .and_then(|span| span.checked_add(reach))
+        .and_then(|s| s.checked_add(1))
+    else {
+        return Ok(None);
+    };
+    let boundaries = entity_starts(df, keys)?;
+    let entities = boundaries.iter().filter(|&&b| b).count() as i64;
+    if entities.checked_mul(stride).is_none() {
+        return Ok(None);
+    }
+    let mut segment = -1i64;
+    let index = times
+        .into_no_null_iter()
+        .zip(boundaries)
+        .map(|(t, start)| {
+            if start {
+                segment += 1;
+            }
+            segment * stride + (t - low)
+        })
+        .collect();
+    Ok(Some(index))
+}
+
+/// Whether each row of a frame sorted by `keys` starts a new entity.
+fn entity_starts(df: &DataFrame, keys: &[String]) -> Result<Vec<bool>> {
+    let failed = |what: &str| Error::polars(format!("entity boundaries ({what})"));
+    let n = df.height();
+    let mut starts = vec![false; n];
+    if n > 0 {
+        starts[0] = true;
+    }
+    for key in keys {
+        let column = df.column(key).map_err(failed("key"))?;
+        if let Ok(ints) = column.i64() {
+            let values: Vec<Option<i64>> = ints.iter().collect();
+            for i in 1..n {
+                starts[i] |= values[i] != values[i - 1];
+            }
+        } else {
+            let text = column.cast(&DataType::String).map_err(failed("key"))?;
+            let text = text.str().map_err(failed("key"))?;
+            let values: Vec<Option<&str>> = text.iter().collect();
+            for i in 1..n {
+                starts[i] |= values[i] != values[i - 1];
+            }
+        }
+    }
+    Ok(starts)
+}
+
 /// Distinct values of `column` in `(t - window, t]` per entity, over a frame
 /// sorted by entity keys then event time.
 fn distinct_counts(
@@ -191,21 +288,14 @@ fn distinct_counts(
             .map_err(failed("cast"))?;
         Ok(c.str().map_err(failed("cast"))?.clone())
     };
-    let key_text: Vec<StringChunked> = keys.iter().map(|k| as_text(k)).collect::<Result<_>>()?;
     let values = as_text(column)?;
-    let times = df
-        .column(ts)
-        .map_err(failed("time"))?
-        .cast(&DataType::Int64)
-        .map_err(failed("time"))?;
-    let times = times.i64().map_err(failed("time"))?;
-    let n = df.height();
-    let mut out = vec![0.0; n];
-    let same_entity = |a: usize, b: usize| key_text.iter().all(|k| k.get(a) == k.get(b));
+    let times = micros(df, ts)?;
+    let starts = entity_starts(df, keys)?;
+    let mut out = vec![0.0; df.height()];
     let mut start = 0usize;
     let mut counts: HashMap<Option<&str>, usize> = HashMap::new();
     for (i, slot) in out.iter_mut().enumerate() {
-        if i > 0 && !same_entity(i - 1, i) {
+        if starts[i] {
             counts.clear();
             start = i;
         }
@@ -224,6 +314,17 @@ fn distinct_counts(
         *slot = counts.keys().filter(|k| k.is_some()).count() as f64;
     }
     Ok(out)
+}
+
+/// A timestamp column as microseconds.
+fn micros(df: &DataFrame, ts: &str) -> Result<Int64Chunked> {
+    let failed = |what: &str| Error::polars(format!("event time {ts} ({what})"));
+    let column = df
+        .column(ts)
+        .map_err(failed("column"))?
+        .cast(&DataType::Int64)
+        .map_err(failed("cast"))?;
+    Ok(column.i64().map_err(failed("cast"))?.clone())
 }
 
 fn source_names(expr: &str) -> Vec<String> {

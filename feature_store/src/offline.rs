@@ -14,7 +14,6 @@ use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
 use deltalake::kernel::{Action, MetadataExt, StructType};
 use deltalake::operations::create::CreateBuilder;
 use deltalake::protocol::{DeltaOperation, SaveMode};
-use deltalake::writer::{DeltaWriter, RecordBatchWriter};
 use deltalake::{DeltaTable, DeltaTableError};
 use futures::StreamExt;
 use polars::prelude::*;
@@ -221,7 +220,7 @@ impl DeltaStore {
             path: path.clone(),
             source,
         })?;
-        let (schema, batches) = interop::frame_to_batches(df)?;
+        let (schema, _) = interop::frame_to_batches(&df.head(Some(0)))?;
         let url = table_url(name, &path)?;
         let mut lineage = lineage.clone();
         if lineage.aurum_version.is_empty() {
@@ -230,7 +229,7 @@ impl DeltaStore {
         let lineage_json = serde_json::to_value(&lineage).unwrap_or(serde_json::Value::Null);
         let properties =
             CommitProperties::default().with_metadata([(LINEAGE_KEY.to_string(), lineage_json)]);
-        let adds = write_files(name, &url, schema.clone(), batches, options.rows_per_file).await?;
+        let adds = write_files(name, &path, df, options.rows_per_file).await?;
 
         if !path.join("_delta_log").is_dir() {
             let kernel_schema: StructType =
@@ -493,9 +492,7 @@ impl DeltaStore {
             return Ok((0, 0, None));
         }
         let df = self.read_files(name, version, &small, None).await?;
-        let (schema, batches) = interop::frame_to_batches(&df)?;
-        let url = table_url(name, &self.table_path(name))?;
-        let adds = write_files(name, &url, schema, batches, rows_per_file).await?;
+        let adds = write_files(name, &self.table_path(name), &df, rows_per_file).await?;
         let added = adds.len();
         let table = self.open(name, Some(version)).await?;
         let snapshot = table.snapshot().map_err(Error::delta(name))?;
@@ -617,32 +614,134 @@ fn local_file(root: &Path, listed: &str) -> PathBuf {
     root.join(listed)
 }
 
+/// Writes `df` as Parquet data files of up to `rows_per_file` rows into the
+/// table directory, with polars' (parallel) Parquet writer, and returns
+/// their Add actions with Delta statistics. Nothing is visible until the
+/// actions are committed; a crash leaves only unreferenced files, which
+/// vacuum removes.
 async fn write_files(
     name: &str,
-    url: &url::Url,
-    schema: arrow_schema::SchemaRef,
-    batches: Vec<arrow_array::RecordBatch>,
+    dir: &Path,
+    df: &DataFrame,
     rows_per_file: usize,
 ) -> Result<Vec<deltalake::kernel::Add>> {
-    let mut adds = Vec::new();
-    if batches.iter().all(|b| b.num_rows() == 0) {
-        return Ok(adds);
+    if df.height() == 0 {
+        return Ok(Vec::new());
     }
-    let mut writer =
-        RecordBatchWriter::try_new(url.as_str(), schema, None, None).map_err(Error::delta(name))?;
-    let mut buffered = 0usize;
-    for batch in batches {
-        buffered += batch.num_rows();
-        writer.write(batch).await.map_err(Error::delta(name))?;
-        if buffered >= rows_per_file.max(1) {
-            adds.extend(writer.flush().await.map_err(Error::delta(name))?);
-            buffered = 0;
+    let dir = dir.to_path_buf();
+    let df = df.clone();
+    let name = name.to_string();
+    tokio::task::spawn_blocking(move || {
+        let rows = rows_per_file.max(1);
+        let mut adds = Vec::new();
+        let mut offset = 0usize;
+        while offset < df.height() {
+            let mut part = df.slice(offset as i64, rows);
+            offset += part.height();
+            let file_name = format!("part-{:05}-{}-c000.snappy.parquet", adds.len(), random_id());
+            let path = dir.join(&file_name);
+            let file = std::fs::File::create(&path).map_err(|source| Error::Io {
+                path: path.clone(),
+                source,
+            })?;
+            let size = ParquetWriter::new(file)
+                .with_compression(ParquetCompression::Snappy)
+                .with_statistics(StatisticsOptions::full())
+                .finish(&mut part)
+                .map_err(Error::polars(format!("writing {}", path.display())))?;
+            adds.push(deltalake::kernel::Add {
+                path: file_name,
+                partition_values: Default::default(),
+                size: i64::try_from(size).unwrap_or(i64::MAX),
+                modification_time: chrono::Utc::now().timestamp_millis(),
+                data_change: true,
+                stats: Some(file_statistics(&part).to_string()),
+                tags: None,
+                deletion_vector: None,
+                base_row_id: None,
+                default_row_commit_version: None,
+                clustering_provider: None,
+            });
+        }
+        tracing::debug!(table = %name, files = adds.len(), "data files written");
+        Ok(adds)
+    })
+    .await
+    .map_err(|e| Error::Internal(format!("writing data files: {e}")))?
+}
+
+/// A random hex id for data file names.
+fn random_id() -> String {
+    use rand::Rng;
+    let bytes: [u8; 16] = rand::rng().random();
+    hex::encode(bytes)
+}
+
+/// Delta file statistics: row count, null counts, and min/max of numeric
+/// and temporal columns (timestamps in UTC with milliseconds, the maximum
+/// rounded up so that a reader's pruning never skips a matching row).
+fn file_statistics(df: &DataFrame) -> serde_json::Value {
+    use serde_json::{Map, Value, json};
+    let mut min = Map::new();
+    let mut max = Map::new();
+    let mut nulls = Map::new();
+    for column in df.columns() {
+        let name = column.name().to_string();
+        nulls.insert(name.clone(), json!(column.null_count()));
+        let series = column.as_materialized_series();
+        match column.dtype() {
+            DataType::Int8
+            | DataType::Int16
+            | DataType::Int32
+            | DataType::Int64
+            | DataType::UInt8
+            | DataType::UInt16
+            | DataType::UInt32
+            | DataType::UInt64 => {
+                if let (Ok(Some(lo)), Ok(Some(hi))) = (series.min::<i64>(), series.max::<i64>()) {
+                    min.insert(name.clone(), json!(lo));
+                    max.insert(name, json!(hi));
+                }
+            }
+            DataType::Float32 | DataType::Float64 => {
+                if let (Ok(Some(lo)), Ok(Some(hi))) = (series.min::<f64>(), series.max::<f64>())
+                    && lo.is_finite()
+                    && hi.is_finite()
+                {
+                    min.insert(name.clone(), json!(lo));
+                    max.insert(name, json!(hi));
+                }
+            }
+            DataType::Datetime(unit, _) => {
+                let to_micros = |v: i64| match unit {
+                    TimeUnit::Nanoseconds => v / 1_000,
+                    TimeUnit::Microseconds => v,
+                    TimeUnit::Milliseconds => v.saturating_mul(1_000),
+                };
+                let physical = series.to_physical_repr();
+                if let (Ok(Some(lo)), Ok(Some(hi))) = (physical.min::<i64>(), physical.max::<i64>())
+                {
+                    let lo = to_micros(lo).div_euclid(1_000) * 1_000;
+                    let hi = (to_micros(hi) + 999).div_euclid(1_000) * 1_000;
+                    let text = |micros: i64| {
+                        chrono::DateTime::from_timestamp_micros(micros)
+                            .map(|t| t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
+                    };
+                    if let (Some(lo), Some(hi)) = (text(lo), text(hi)) {
+                        min.insert(name.clone(), Value::String(lo));
+                        max.insert(name, Value::String(hi));
+                    }
+                }
+            }
+            _ => {}
         }
     }
-    if buffered > 0 {
-        adds.extend(writer.flush().await.map_err(Error::delta(name))?);
-    }
-    Ok(adds)
+    json!({
+        "numRecords": df.height(),
+        "minValues": min,
+        "maxValues": max,
+        "nullCount": nulls,
+    })
 }
 
 fn read_parquet_files(

@@ -137,7 +137,9 @@ pub async fn run(
     let mut in_memory: BTreeMap<String, (u64, DataFrame)> = BTreeMap::new();
     for source in &project.sources {
         progress(&format!("bronze: ingesting {}", source.name));
+        let clock = Instant::now();
         let ingest = bronze::ingest(&store, &project.root, source, &run_id, now).await?;
+        tracing::info!(source = %source.name, rows = ingest.rows, elapsed = ?clock.elapsed(), "bronze committed");
         let mut report = SourceReport {
             source: source.name.clone(),
             files_ingested: ingest.files_ingested.len(),
@@ -257,6 +259,7 @@ async fn silver_step(
         return Ok(()); // No bronze data at all yet.
     };
     let hash = silver_hash(source);
+    let clock = Instant::now();
     loop {
         let mark = silver_mark(store, source).await?;
         let changed = mark.definition_hash.as_ref().is_some_and(|h| *h != hash);
@@ -324,12 +327,14 @@ async fn silver_step(
             now_micros: now,
         };
         let batch_rows = batch.height();
+        tracing::info!(source = %source.name, rows = batch_rows, elapsed = ?clock.elapsed(), "silver batch read");
         let processed = {
             let source = source.clone();
             tokio::task::spawn_blocking(move || silver::process(&batch, &source, &dimensions, &ctx))
                 .await
                 .map_err(|e| Error::Internal(format!("silver task: {e}")))??
         };
+        tracing::info!(source = %source.name, elapsed = ?clock.elapsed(), "silver processed");
         let mut summary: SilverSummary = processed.summary.clone();
         let mut clean = processed.clean;
         let mut remove = Vec::new();
@@ -391,6 +396,7 @@ async fn silver_step(
             )
             .await?;
         crash_point(&format!("after-commit:{}", source.silver_table));
+        tracing::info!(source = %source.name, elapsed = ?clock.elapsed(), "silver committed");
         report.silver_rows_in += batch_rows;
         report.silver_rows_out += clean.height();
         report.quarantined += summary.quarantined;
@@ -616,6 +622,7 @@ async fn gold_step(
     }
     let columns = gold::input_columns(view, source);
     let created = now;
+    let clock = Instant::now();
     let computed = if full {
         let context = match in_memory.get(silver_table) {
             Some((v, df)) if *v == silver_now => df
@@ -643,6 +650,7 @@ async fn gold_step(
             .await?;
         incremental(store, view, source, &columns, new_rows, silver_now, created).await?
     };
+    tracing::info!(view = %view.name, rows = computed.height(), elapsed = ?clock.elapsed(), "gold computed");
     let write_options = WriteOptions {
         mode: if full {
             WriteMode::Overwrite
@@ -667,6 +675,7 @@ async fn gold_step(
         )
         .await?;
     crash_point(&format!("after-commit:{}", view.name));
+    tracing::info!(view = %view.name, elapsed = ?clock.elapsed(), "gold committed");
     report.mode = if full { "full" } else { "incremental" }.into();
     report.rows = computed.height();
     report.version = Some(version);
