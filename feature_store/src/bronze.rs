@@ -91,39 +91,60 @@ pub async fn ingest(
         previous_version,
         ..IngestReport::default()
     };
-    let seen: HashSet<String> = if previous_version.is_some() {
-        store
+    let mut seen: HashSet<String> = HashSet::new();
+    let mut seen_fingerprints: HashSet<(String, String)> = HashSet::new();
+    if previous_version.is_some() {
+        for lineage in store
             .history(&table)
             .await?
             .into_iter()
             .filter_map(|c| c.lineage)
-            .flat_map(|l| l.input_files.into_values())
-            .collect()
-    } else {
-        HashSet::new()
-    };
+        {
+            seen.extend(lineage.input_files.into_values());
+            seen_fingerprints.extend(lineage.input_fingerprints);
+        }
+    }
+    let mut input_fingerprints = BTreeMap::new();
 
     let mut frames = Vec::new();
     let mut input_files = BTreeMap::new();
     for file in files {
-        let sha = file_sha256(&file)?;
-        if seen.contains(&sha) || input_files.values().any(|s| s == &sha) {
-            report.files_skipped += 1;
-            continue;
-        }
         let shown = file
             .strip_prefix(root)
             .unwrap_or(&file)
             .display()
             .to_string();
+        // A file seen before with the same size and modification time is
+        // not read again; any other file is identified by its content.
+        let fingerprint = fingerprint(&file)?;
+        if seen_fingerprints.contains(&(shown.clone(), fingerprint.clone())) {
+            report.files_skipped += 1;
+            continue;
+        }
         let clock = std::time::Instant::now();
-        let raw = read_raw(&file, source)?;
+        // Hash and parse at once: the hash decides whether the parse is
+        // used, and both read the whole file.
+        let (sha, raw) = std::thread::scope(|scope| {
+            let hashing = scope.spawn(|| file_sha256(&file));
+            let raw = read_raw(&file, source);
+            let sha = hashing
+                .join()
+                .unwrap_or_else(|_| Err(Error::Internal("the hashing thread panicked".into())));
+            (sha, raw)
+        });
+        let sha = sha?;
+        if seen.contains(&sha) || input_files.values().any(|s| s == &sha) {
+            report.files_skipped += 1;
+            continue;
+        }
+        let raw = raw?;
         tracing::info!(file = %file.display(), rows = raw.height(), elapsed = ?clock.elapsed(), "bronze file parsed");
         let rows = raw.height();
         let frame = add_metadata(raw, &shown, ingested_at_micros)
             .map_err(Error::polars(format!("ingesting {}", file.display())))?;
         report.files_ingested.push((shown.clone(), rows));
         report.rows += rows;
+        input_fingerprints.insert(shown.clone(), fingerprint);
         input_files.insert(shown, sha);
         frames.push(frame);
     }
@@ -151,6 +172,7 @@ pub async fn ingest(
             &CommitLineage {
                 operation: "bronze".into(),
                 input_files,
+                input_fingerprints,
                 definition_hash: crate::project::hash_json("aurum-bronze-v1", &source.columns),
                 run_id: run_id.to_string(),
                 ..CommitLineage::default()
@@ -160,6 +182,21 @@ pub async fn ingest(
     report.version = Some(version);
     report.frame = Some(all);
     Ok(report)
+}
+
+/// A file's `size:modified-nanoseconds`.
+fn fingerprint(path: &Path) -> Result<String> {
+    let meta = std::fs::metadata(path).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let modified = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    Ok(format!("{}:{modified}", meta.len()))
 }
 
 /// The sha256 of a file, streamed.

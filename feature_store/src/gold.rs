@@ -186,13 +186,9 @@ pub fn compute(
         });
     }
     out.extend(view.derived.iter().map(|d| col(d.name.as_str())));
-    lf.select(out)
-        .sort(
-            [EVENT_TIMESTAMP],
-            SortMultipleOptions::default().with_maintain_order(true),
-        )
-        .collect()
-        .map_err(failed("output"))
+    // Rows stay in entity, then event-time order: files are clustered by
+    // entity, which is how the online store and point-in-time joins read.
+    lf.select(out).collect().map_err(failed("output"))
 }
 
 /// The segmented rolling index of a frame sorted by entity keys then event

@@ -34,6 +34,10 @@ pub struct CommitLineage {
     pub input_tables: BTreeMap<String, u64>,
     /// Input files (for bronze data) and their sha256.
     pub input_files: BTreeMap<String, String>,
+    /// Input files and their `size:modified` fingerprint, which lets a later
+    /// run skip an unchanged file without reading it.
+    #[serde(default)]
+    pub input_fingerprints: BTreeMap<String, String>,
     /// A hash of the definition (view, rules) that produced the data.
     pub definition_hash: String,
     /// The aurum version that wrote the commit.

@@ -138,7 +138,7 @@ pub async fn run(
     for source in &project.sources {
         progress(&format!("bronze: ingesting {}", source.name));
         let clock = Instant::now();
-        let ingest = bronze::ingest(&store, &project.root, source, &run_id, now).await?;
+        let mut ingest = bronze::ingest(&store, &project.root, source, &run_id, now).await?;
         tracing::info!(source = %source.name, rows = ingest.rows, elapsed = ?clock.elapsed(), "bronze committed");
         let mut report = SourceReport {
             source: source.name.clone(),
@@ -159,7 +159,7 @@ pub async fn run(
             project,
             source,
             options,
-            &ingest,
+            &mut ingest,
             &run_id,
             now,
             &mut report,
@@ -167,6 +167,27 @@ pub async fn run(
         )
         .await?;
         sources.push(report);
+        // Keep in memory only the columns the views over this source read.
+        if let Some((version, frame)) = in_memory.remove(&source.silver_table) {
+            let mut needed: Vec<String> = Vec::new();
+            for view in project
+                .feature_views
+                .iter()
+                .filter(|v| v.source == source.name)
+            {
+                for c in gold::input_columns(view, source) {
+                    if !needed.contains(&c) {
+                        needed.push(c);
+                    }
+                }
+            }
+            if !needed.is_empty() {
+                let pruned = frame
+                    .select(needed.iter().map(String::as_str))
+                    .map_err(Error::polars("keeping gold inputs"))?;
+                in_memory.insert(source.silver_table.clone(), (version, pruned));
+            }
+        }
     }
     let mut views = Vec::new();
     for view in &project.feature_views {
@@ -248,7 +269,7 @@ async fn silver_step(
     project: &Project,
     source: &Source,
     options: &PipelineOptions,
-    ingest: &bronze::IngestReport,
+    ingest: &mut bronze::IngestReport,
     run_id: &str,
     now: i64,
     report: &mut SourceReport,
@@ -283,13 +304,11 @@ async fn silver_step(
         };
         let from = if full { None } else { mark.bronze_version };
 
-        let batch = match (
-            &ingest.frame,
-            from == ingest.previous_version && target == bronze_now,
-        ) {
-            (Some(frame), true) if from.is_some() || ingest.previous_version.is_none() => {
-                frame.clone()
-            }
+        // The rows ingested by this run are handed over in memory when they
+        // are exactly the batch; otherwise the batch is read back.
+        let in_hand = from == ingest.previous_version && target == bronze_now;
+        let batch = match ingest.frame.take() {
+            Some(frame) if in_hand => frame,
             _ => {
                 let (files, version) = store.files_added(&bronze_table, from, Some(target)).await?;
                 store
@@ -330,7 +349,7 @@ async fn silver_step(
         tracing::info!(source = %source.name, rows = batch_rows, elapsed = ?clock.elapsed(), "silver batch read");
         let processed = {
             let source = source.clone();
-            tokio::task::spawn_blocking(move || silver::process(&batch, &source, &dimensions, &ctx))
+            tokio::task::spawn_blocking(move || silver::process(batch, &source, &dimensions, &ctx))
                 .await
                 .map_err(|e| Error::Internal(format!("silver task: {e}")))??
         };

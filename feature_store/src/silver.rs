@@ -85,7 +85,7 @@ struct CheckColumn {
 /// Runs the silver steps over one bronze batch. `dimensions` holds the
 /// silver frames of the sources this one is enriched from.
 pub fn process(
-    bronze: &DataFrame,
+    bronze: DataFrame,
     source: &Source,
     dimensions: &BTreeMap<String, DataFrame>,
     ctx: &BatchContext,
@@ -131,7 +131,6 @@ pub fn process(
         .map(|c| typed(col(text_name(&c.name)), c).alias(c.name.as_str()))
         .collect();
     let mut texts = bronze
-        .clone()
         .lazy()
         .with_columns(exprs)
         .with_columns(typed_exprs)
@@ -219,8 +218,14 @@ pub fn process(
         .collect()
         .map_err(failed("types"))?;
 
-    // Step 2: null strategies.
-    let mut lf = good.lazy();
+    // Step 2: null strategies. From here on rows are in event-time order
+    // (then created order), sorted once: forward fill follows it, duplicate
+    // resolution keeps the last (latest created) row of each key, and the
+    // output files are clustered by event time.
+    let mut lf = good.lazy().sort(
+        [source.timestamp.as_str(), created.as_str()],
+        SortMultipleOptions::default().with_maintain_order(true),
+    );
     for (column, strategy) in &source.nulls {
         let Some(declared) = source.column(column) else {
             continue;
@@ -233,13 +238,10 @@ pub fn process(
             }
             NullStrategy::Mean => col(column.as_str()).fill_null(col(column.as_str()).mean()),
             NullStrategy::Median => col(column.as_str()).fill_null(col(column.as_str()).median()),
-            NullStrategy::ForwardFill { by } => {
-                lf = lf.sort([source.timestamp.as_str()], SortMultipleOptions::default());
-                col(column.as_str())
-                    .fill_null_with_strategy(FillNullStrategy::Forward(None))
-                    .over(by.iter().map(|b| col(b.as_str())).collect::<Vec<_>>())
-                    .map_err(failed("forward fill"))?
-            }
+            NullStrategy::ForwardFill { by } => col(column.as_str())
+                .fill_null_with_strategy(FillNullStrategy::Forward(None))
+                .over(by.iter().map(|b| col(b.as_str())).collect::<Vec<_>>())
+                .map_err(failed("forward fill"))?,
         };
         lf = lf.with_column(filled.cast(dtype).alias(column.as_str()));
     }
@@ -253,9 +255,7 @@ pub fn process(
     if !source.dedup_key.is_empty() {
         let mut key: Vec<Expr> = source.dedup_key.iter().map(|k| col(k.as_str())).collect();
         key.push(col(source.timestamp.as_str()));
-        lf = lf
-            .sort([created.as_str()], SortMultipleOptions::default())
-            .unique_stable_generic(Some(key), UniqueKeepStrategy::Last);
+        lf = lf.unique_stable_generic(Some(key), UniqueKeepStrategy::Last);
     }
 
     // Step 4: enrichment.
@@ -374,10 +374,6 @@ pub fn process(
         .lazy()
         .filter(col("__hard").not())
         .select(keep)
-        .sort(
-            [source.timestamp.as_str()],
-            SortMultipleOptions::default().with_maintain_order(true),
-        )
         .collect()
         .map_err(failed("output"))?;
 
@@ -1044,7 +1040,7 @@ max_delay = "1d"
             bronze_version: 4,
             now_micros: 0,
         };
-        let out = process(&batch(&rows), source, &BTreeMap::new(), &ctx).unwrap();
+        let out = process(batch(&rows), source, &BTreeMap::new(), &ctx).unwrap();
         let s = &out.summary;
         assert_eq!(s.rows_in, 8);
         assert_eq!(s.duplicates_resolved, 1);
