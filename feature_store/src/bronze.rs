@@ -483,6 +483,26 @@ mod tests {
     }
 
     #[test]
+    fn parquet_columns_arrive_as_text() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("x.parquet");
+        let mut df =
+            df!("a" => [1i64, 2], "b" => [Some(0.5f64), None], "extra" => ["x", "y"]).unwrap();
+        ParquetWriter::new(std::fs::File::create(&file).unwrap())
+            .finish(&mut df)
+            .unwrap();
+        let raw = read_parquet(&file, &["b", "a"]).unwrap();
+        assert_eq!(raw.get_column_names(), ["b", "a"]);
+        assert_eq!(raw.column("a").unwrap().dtype(), &DataType::String);
+        assert_eq!(raw.column("b").unwrap().null_count(), 1);
+        let err = read_parquet(&file, &["c"]).unwrap_err().to_string();
+        assert!(
+            err.contains("x.parquet") && err.contains("no column \"c\""),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn bad_json_lines_are_named() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("x.jsonl");
