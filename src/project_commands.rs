@@ -147,8 +147,8 @@ pub fn generate(args: GenerateArgs) -> Result<()> {
             (now - now.rem_euclid(3600)) * 1_000_000
         }
     };
-    if args.rows == 0 || args.days <= 0.0 {
-        bail!("--rows and --days must be positive");
+    if args.rows == 0 || !(args.days > 0.0 && args.days <= 3_650.0) {
+        bail!("--rows must be positive and --days between 0 and 3650");
     }
     let spinner = spinner(&format!("generating {} transactions", args.rows));
     let files = fraud::generate(
@@ -270,8 +270,17 @@ fn selected_tables(store: &DeltaStore, table: &Option<String>) -> Result<Vec<Str
 pub async fn optimize(args: OptimizeArgs) -> Result<()> {
     let project = args.project.load()?;
     let store = DeltaStore::new(project.delta_dir());
+    let consumed = pipeline::consumed_versions(&project).await?;
     for table in selected_tables(&store, &args.table)? {
-        let (removed, added, version) = store.optimize(&table, args.rows_per_file).await?;
+        let upto = match consumed.get(&table) {
+            None => None,
+            Some(Some(v)) => Some(*v),
+            Some(None) => {
+                println!("{table}: not yet read by the pipeline; left as it is");
+                continue;
+            }
+        };
+        let (removed, added, version) = store.optimize(&table, args.rows_per_file, upto).await?;
         match version {
             Some(v) => println!("{table}: {removed} files compacted into {added} (v{v})"),
             None => println!("{table}: nothing to compact"),
@@ -283,7 +292,11 @@ pub async fn optimize(args: OptimizeArgs) -> Result<()> {
 pub async fn vacuum(args: VacuumArgs) -> Result<()> {
     let project = args.project.load()?;
     let store = DeltaStore::new(project.delta_dir());
-    let retention = Duration::from_secs(args.retention_hours * 3600);
+    let retention = args
+        .retention_hours
+        .checked_mul(3600)
+        .map(Duration::from_secs)
+        .context("--retention-hours is too large")?;
     for table in selected_tables(&store, &args.table)? {
         let files = store
             .vacuum(&table, retention, args.dry_run, args.force)

@@ -250,7 +250,14 @@ fn read_csv(file: &Path, declared: &[&str]) -> Result<DataFrame> {
         .try_into_reader_with_file_path(Some(file.to_path_buf()))
         .and_then(|reader| reader.finish());
     match df {
-        Ok(df) => Ok(df),
+        // Files may list the columns in any order; bronze keeps the declared one.
+        Ok(df) => df
+            .select(declared.iter().copied())
+            .map_err(|e| Error::Parse {
+                file: file.to_path_buf(),
+                row: Some(0),
+                message: e.to_string(),
+            }),
         Err(e) => Err(Error::Parse {
             file: file.to_path_buf(),
             row: locate_bad_csv_row(file, header.len()),

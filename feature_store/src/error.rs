@@ -62,7 +62,7 @@ pub enum Error {
     #[error("no aurum.toml in {} or any directory above it; run `aurum init DIR` to create a project", .0.display())]
     ProjectMissing(PathBuf),
     /// A bronze file cannot be parsed.
-    #[error("cannot parse {}{}: {message}; nothing was committed", file.display(), row.map(|r| format!(" at row {r}")).unwrap_or_default())]
+    #[error("cannot parse {}{}: {message}; no bronze rows of this source were committed", file.display(), row.map(|r| format!(" at row {r}")).unwrap_or_default())]
     Parse {
         /// The file.
         file: PathBuf,

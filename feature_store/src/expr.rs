@@ -28,6 +28,7 @@ pub fn parse(text: &str, known: &[String]) -> Result<Node, String> {
         tokens: &tokens,
         at: 0,
         known,
+        depth: 0,
     };
     let node = parser.sum()?;
     match parser.tokens.get(parser.at) {
@@ -104,7 +105,11 @@ struct Parser<'a> {
     tokens: &'a [Token],
     at: usize,
     known: &'a [String],
+    depth: usize,
 }
+
+/// Parentheses nest at most this deep (the parser recurses).
+const MAX_DEPTH: usize = 64;
 
 impl Parser<'_> {
     fn sum(&mut self) -> Result<Node, String> {
@@ -126,6 +131,18 @@ impl Parser<'_> {
     }
 
     fn factor(&mut self) -> Result<Node, String> {
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            return Err(format!(
+                "the expression nests deeper than {MAX_DEPTH} levels"
+            ));
+        }
+        let node = self.factor_inner();
+        self.depth -= 1;
+        node
+    }
+
+    fn factor_inner(&mut self) -> Result<Node, String> {
         let token = self.tokens.get(self.at).cloned();
         self.at += 1;
         match token {
@@ -184,6 +201,8 @@ mod tests {
 
     #[test]
     fn errors_name_the_problem() {
+        let deep_parentheses = "(".repeat(1000);
+        let deep_negation = "-".repeat(1000);
         for (text, needle) in [
             ("a / c", "\"c\""),
             ("a +", "ends too early"),
@@ -191,6 +210,8 @@ mod tests {
             ("a $ b_1d", "'$'"),
             ("", "empty"),
             ("a b_1d", "unexpected"),
+            (deep_parentheses.as_str(), "deeper than 64"),
+            (deep_negation.as_str(), "deeper than 64"),
         ] {
             let e = parse(text, &known()).unwrap_err();
             assert!(e.contains(needle), "{text}: {e}");

@@ -38,6 +38,10 @@ pub struct CommitLineage {
     /// run skip an unchanged file without reading it.
     #[serde(default)]
     pub input_fingerprints: BTreeMap<String, String>,
+    /// For compaction commits: the data files written, which hold only rows
+    /// the table already had.
+    #[serde(default)]
+    pub compacted_files: Vec<String>,
     /// A hash of the definition (view, rules) that produced the data.
     pub definition_hash: String,
     /// The aurum version that wrote the commit.
@@ -430,7 +434,8 @@ impl DeltaStore {
     /// The files of `name` at `to` that were not in the table at `from`:
     /// for an append-only table, exactly the data added in between. A file
     /// rewritten by a copy-on-write commit shows up as new too, which makes
-    /// downstream work redo its rows rather than miss them.
+    /// downstream work redo its rows rather than miss them. Files written by
+    /// compaction hold no new rows and are left out.
     pub async fn files_added(
         &self,
         name: &str,
@@ -442,11 +447,19 @@ impl DeltaStore {
             return Ok((now, to_version));
         };
         let (before, _) = self.files(name, Some(from)).await?;
-        let before: std::collections::HashSet<String> =
+        let mut known: std::collections::HashSet<String> =
             before.into_iter().map(|f| f.path).collect();
+        for commit in self.history(name).await? {
+            if commit.version > from
+                && commit.version <= to_version
+                && let Some(lineage) = commit.lineage
+            {
+                known.extend(lineage.compacted_files);
+            }
+        }
         Ok((
             now.into_iter()
-                .filter(|f| !before.contains(&f.path))
+                .filter(|f| !known.contains(&f.path))
                 .collect(),
             to_version,
         ))
@@ -486,11 +499,27 @@ impl DeltaStore {
         &self,
         name: &str,
         rows_per_file: usize,
+        consumed_up_to: Option<u64>,
     ) -> Result<(usize, usize, Option<u64>)> {
         let (files, version) = self.files(name, None).await?;
+        // Only files a downstream step has already read may be merged:
+        // rows not yet processed must stay in files of their own, or the
+        // next incremental run could not tell them apart.
+        let consumed: Option<std::collections::HashSet<String>> = match consumed_up_to {
+            Some(v) => Some(
+                self.files(name, Some(v))
+                    .await?
+                    .0
+                    .into_iter()
+                    .map(|f| f.path)
+                    .collect(),
+            ),
+            None => None,
+        };
         let small: Vec<DataFile> = files
             .into_iter()
             .filter(|f| f.rows.is_none_or(|r| r < rows_per_file / 2))
+            .filter(|f| consumed.as_ref().is_none_or(|c| c.contains(&f.path)))
             .collect();
         if small.len() < 2 {
             return Ok((0, 0, None));
@@ -498,6 +527,7 @@ impl DeltaStore {
         let df = self.read_files(name, version, &small, None).await?;
         let adds = write_files(name, &self.table_path(name), &df, rows_per_file).await?;
         let added = adds.len();
+        let compacted_files: Vec<String> = adds.iter().map(|a| a.path.clone()).collect();
         let table = self.open(name, Some(version)).await?;
         let snapshot = table.snapshot().map_err(Error::delta(name))?;
         let remove: std::collections::HashSet<&str> =
@@ -515,6 +545,7 @@ impl DeltaStore {
         let lineage = CommitLineage {
             operation: "optimize".into(),
             input_tables: [(name.to_string(), version)].into_iter().collect(),
+            compacted_files,
             aurum_version: env!("CARGO_PKG_VERSION").to_string(),
             ..CommitLineage::default()
         };

@@ -231,11 +231,50 @@ async fn silver_mark(store: &DeltaStore, source: &Source) -> Result<SilverMark> 
     })
 }
 
+/// The lineage of the newest commit that changed data: compaction commits
+/// are skipped, they carry no progress mark.
 async fn latest_lineage(store: &DeltaStore, table: &str) -> Result<Option<CommitLineage>> {
-    let Some(version) = store.latest_version(table).await? else {
+    if !store.exists(table) {
         return Ok(None);
-    };
-    store.lineage(table, version).await
+    }
+    Ok(store
+        .history(table)
+        .await?
+        .into_iter()
+        .filter_map(|c| c.lineage)
+        .find(|l| l.operation != "optimize"))
+}
+
+/// The version of each table up to which downstream steps have consumed it:
+/// bronze tables up to their silver mark, silver tables up to the oldest
+/// mark of the views reading them (`None`: not read at all yet). Tables
+/// nobody reads are absent.
+pub async fn consumed_versions(project: &Project) -> Result<BTreeMap<String, Option<u64>>> {
+    let store = DeltaStore::new(project.delta_dir());
+    let mut marks = BTreeMap::new();
+    for source in &project.sources {
+        let bronze = silver_mark(&store, source).await?.bronze_version;
+        marks.insert(source.bronze_table(), bronze);
+        let mut oldest: Option<Option<u64>> = None;
+        for view in project
+            .feature_views
+            .iter()
+            .filter(|v| v.source == source.name)
+        {
+            let mark = latest_lineage(&store, &view.name)
+                .await?
+                .and_then(|l| l.input_tables.get(&source.silver_table).copied());
+            oldest = Some(match (oldest, mark) {
+                (None, m) => m,
+                (Some(Some(o)), Some(m)) => Some(o.min(m)),
+                _ => None,
+            });
+        }
+        if let Some(o) = oldest {
+            marks.insert(source.silver_table.clone(), o);
+        }
+    }
+    Ok(marks)
 }
 
 /// The bronze versions (and silver definition hashes) of the batches whose
@@ -346,6 +385,10 @@ async fn silver_step(
             now_micros: now,
         };
         let batch_rows = batch.height();
+        // Only compaction happened upstream: nothing to process or commit.
+        if !full && batch_rows == 0 && target == bronze_now {
+            return Ok(());
+        }
         tracing::info!(source = %source.name, rows = batch_rows, elapsed = ?clock.elapsed(), "silver batch read");
         let processed = {
             let source = source.clone();
@@ -364,9 +407,12 @@ async fn silver_step(
             remove = resolved.remove;
         }
 
-        // Side tables first, each at most once per batch.
+        // Side tables first, each at most once per batch; a bronze row is
+        // quarantined at most once per silver table, even when a full
+        // recompute meets it again.
+        let quarantine = new_quarantine_rows(store, source, &processed.quarantine).await?;
         for (table, frame) in [
-            (QUARANTINE_TABLE, &processed.quarantine),
+            (QUARANTINE_TABLE, &quarantine),
             (QUALITY_TABLE, &processed.quality),
         ] {
             let done = side_marks(store, table, source).await?;
@@ -418,7 +464,7 @@ async fn silver_step(
         tracing::info!(source = %source.name, elapsed = ?clock.elapsed(), "silver committed");
         report.silver_rows_in += batch_rows;
         report.silver_rows_out += clean.height();
-        report.quarantined += summary.quarantined;
+        report.quarantined += quarantine.height();
         report.duplicates_resolved += summary.duplicates_resolved;
         report.quality_score = summary.quality_score;
         for (k, v) in summary.failures {
@@ -435,6 +481,39 @@ async fn silver_step(
             return Ok(());
         }
     }
+}
+
+/// The quarantine rows of a batch whose bronze row (file and row) is not in
+/// the quarantine table for this silver table yet.
+async fn new_quarantine_rows(
+    store: &DeltaStore,
+    source: &Source,
+    rows: &DataFrame,
+) -> Result<DataFrame> {
+    if rows.height() == 0 || !store.exists(QUARANTINE_TABLE) {
+        return Ok(rows.clone());
+    }
+    let key = ["source_file".to_string(), "source_row".to_string()];
+    let (files, version) = store.files(QUARANTINE_TABLE, None).await?;
+    let mut columns = key.to_vec();
+    columns.push("silver_table".into());
+    let existing = store
+        .read_files(QUARANTINE_TABLE, version, &files, Some(&columns))
+        .await?;
+    let on: Vec<Expr> = key.iter().map(|k| col(k.as_str())).collect();
+    rows.clone()
+        .lazy()
+        .join(
+            existing
+                .lazy()
+                .filter(col("silver_table").eq(lit(source.silver_table.clone())))
+                .select(on.clone()),
+            on.clone(),
+            on,
+            JoinArgs::new(JoinType::Anti),
+        )
+        .collect()
+        .map_err(Error::polars("comparing quarantine rows"))
 }
 
 fn schema_change(full: bool, options: &PipelineOptions) -> SchemaChange {
@@ -667,6 +746,10 @@ async fn gold_step(
         let new_rows = store
             .read_files(silver_table, v, &added, Some(&columns))
             .await?;
+        if new_rows.height() == 0 {
+            // Only compaction happened upstream: nothing to commit.
+            return Ok(report);
+        }
         incremental(store, view, source, &columns, new_rows, silver_now, created).await?
     };
     tracing::info!(view = %view.name, rows = computed.height(), elapsed = ?clock.elapsed(), "gold computed");

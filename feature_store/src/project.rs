@@ -466,7 +466,7 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
     let split = text.find(|c: char| !c.is_ascii_digit())?;
     let (number, unit) = text.split_at(split);
     let n: u64 = number.parse().ok()?;
-    let seconds = match unit {
+    let unit_seconds: u64 = match unit {
         "s" => 1,
         "m" => 60,
         "h" => 3_600,
@@ -474,7 +474,10 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
         "w" => 7 * 86_400,
         _ => return None,
     };
-    (n > 0).then(|| Duration::from_secs(n * seconds))
+    // Ten years at most: windows and TTLs longer than that are mistakes,
+    // and the bound keeps every microsecond computation far from overflow.
+    let seconds = n.checked_mul(unit_seconds)?;
+    (n > 0 && seconds <= 3_650 * 86_400).then(|| Duration::from_secs(seconds))
 }
 
 /// Formats a duration the way [`parse_duration`] reads it, in the largest
@@ -1420,5 +1423,7 @@ functions = ["sum"]
         assert_eq!(format_duration(parse_duration("2w").unwrap()), "14d");
         assert!(parse_duration("0d").is_none());
         assert!(parse_duration("1y").is_none());
+        assert!(parse_duration("3651d").is_none());
+        assert!(parse_duration("99999999999999999w").is_none());
     }
 }
