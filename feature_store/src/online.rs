@@ -96,6 +96,9 @@ pub struct FeatureBatch {
     pub features: Vec<String>,
     /// One row per entity: (value, status) per feature.
     pub rows: Vec<Vec<(FeatureValue, FeatureStatus)>>,
+    /// One row per entity: the event time (microseconds) of the stored row
+    /// each value came from, when there was one.
+    pub event_micros: Vec<Vec<Option<i64>>>,
 }
 
 /// Cache counters.
@@ -321,8 +324,10 @@ impl OnlineStore {
             resolved.push((slot, column));
         }
         let mut rows = Vec::with_capacity(entity_keys.len());
+        let mut times = Vec::with_capacity(entity_keys.len());
         for entity in entity_keys {
             let mut row = Vec::with_capacity(resolved.len());
+            let mut row_times = Vec::with_capacity(resolved.len());
             // Consecutive features of one view share a probe.
             let mut last: Option<(u32, Option<Arc<OnlineRow>>)> = None;
             for (slot, column) in &resolved {
@@ -342,6 +347,7 @@ impl OnlineStore {
                         found
                     }
                 };
+                row_times.push(found.as_ref().map(|r| r.event_micros));
                 row.push(match found {
                     None => (FeatureValue::Null, FeatureStatus::NotFound),
                     Some(r) if now_micros.saturating_sub(r.event_micros) > slot.ttl_micros => {
@@ -356,10 +362,12 @@ impl OnlineStore {
                 });
             }
             rows.push(row);
+            times.push(row_times);
         }
         Ok(FeatureBatch {
             features: features.to_vec(),
             rows,
+            event_micros: times,
         })
     }
 

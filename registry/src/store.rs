@@ -96,6 +96,28 @@ impl Registry {
         }
     }
 
+    /// The names of the models with at least one version, sorted.
+    pub fn models(&self) -> Result<Vec<String>> {
+        let dir = self.root.join("models");
+        let entries = match fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(Error::io(&dir, e)),
+        };
+        let mut names = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| Error::io(&dir, e))?;
+            if let Some(name) = entry.file_name().to_str()
+                && validate_name(name).is_ok()
+                && !self.versions(name)?.is_empty()
+            {
+                names.push(name.to_string());
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+
     /// Every version of `name`, oldest first.
     pub fn versions(&self, name: &str) -> Result<Vec<ModelVersion>> {
         validate_name(name)?;

@@ -36,6 +36,15 @@ impl AppError {
         }
     }
 
+    /// A 413: the request asks for more than one request may.
+    pub fn payload_too_large(message: impl Into<String>) -> Self {
+        AppError {
+            status: StatusCode::PAYLOAD_TOO_LARGE,
+            code: "too_large",
+            message: message.into(),
+        }
+    }
+
     /// A 500: a fault of the server, not of the request.
     pub fn internal(message: impl Into<String>) -> Self {
         AppError {

@@ -11,6 +11,7 @@
 
 pub mod error;
 pub mod models;
+pub mod online_features;
 pub mod predict;
 
 use std::future::Future;
@@ -72,6 +73,10 @@ pub const MAX_BODY_BYTES: usize = 8 << 20;
 pub fn app(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/predict", post(predict::predict))
+        .route(
+            "/get-online-features",
+            post(online_features::get_online_features),
+        )
         .route("/health/live", get(live))
         .route("/health/ready", get(ready))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -212,6 +217,84 @@ mod tests {
             status,
             serde_json::from_slice(&bytes).unwrap_or(Value::Null),
         )
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn online_features_answer_in_feasts_shape_with_ttl_on_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = state(dir.path());
+        let body = r#"{"entities": {"customer_id": [1, 2, 3]},
+                      "features": ["v:x1", "v:x2"], "full_feature_names": true}"#;
+        let (status, answer) = call(&state, "POST", "/get-online-features", body).await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+        assert_eq!(
+            answer["metadata"]["feature_names"],
+            json!(["customer_id", "v__x1", "v__x2"])
+        );
+        let results = &answer["results"];
+        assert_eq!(results[0]["values"], json!([1, 2, 3]));
+        assert_eq!(results[1]["values"], json!([15.0, null, null]));
+        assert_eq!(
+            results[1]["statuses"],
+            json!(["PRESENT", "OUTSIDE_MAX_AGE", "NOT_FOUND"])
+        );
+        assert_eq!(
+            results[2]["statuses"],
+            json!(["PRESENT", "OUTSIDE_MAX_AGE", "NOT_FOUND"])
+        );
+        assert_eq!(results[1]["event_timestamps"][2], "1970-01-01T00:00:00Z");
+        assert!(
+            results[1]["event_timestamps"][0]
+                .as_str()
+                .unwrap()
+                .ends_with('Z')
+        );
+
+        for (body, status, code) in [
+            (
+                r#"{"entities": {"customer_id": [1]}, "features": ["nope:x1"]}"#,
+                StatusCode::NOT_FOUND,
+                "unknown_feature_view",
+            ),
+            (
+                r#"{"entities": {"customer_id": [1]}, "features": ["v:nope"]}"#,
+                StatusCode::NOT_FOUND,
+                "unknown_feature",
+            ),
+            (
+                r#"{"entities": {"user": [1]}, "features": ["v:x1"]}"#,
+                StatusCode::BAD_REQUEST,
+                "unknown_entity_key",
+            ),
+            (
+                r#"{"entities": {}, "features": ["v:x1"]}"#,
+                StatusCode::BAD_REQUEST,
+                "missing_entity_key",
+            ),
+            (
+                r#"{"entities": {"customer_id": [1.5]}, "features": ["v:x1"]}"#,
+                StatusCode::BAD_REQUEST,
+                "invalid_entity_key",
+            ),
+            (
+                r#"{"entities": {"customer_id": [1]}, "features": ["x1"]}"#,
+                StatusCode::BAD_REQUEST,
+                "invalid_feature_reference",
+            ),
+            (
+                r#"{"entities": {"customer_id": [1]}}"#,
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+            ),
+        ] {
+            let (got, answer) = call(&state, "POST", "/get-online-features", body).await;
+            assert_eq!(got, status, "{body}: {answer}");
+            assert_eq!(answer["error"]["code"], code, "{body}: {answer}");
+        }
+        let many: Vec<i64> = (0..10_001).collect();
+        let body = json!({"entities": {"customer_id": many}, "features": ["v:x1"]}).to_string();
+        let (got, answer) = call(&state, "POST", "/get-online-features", &body).await;
+        assert_eq!(got, StatusCode::PAYLOAD_TOO_LARGE, "{answer}");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -281,7 +281,7 @@ fn describe(value: &FeatureValue) -> String {
     serde_json::to_string(value).unwrap_or_default()
 }
 
-fn now_micros() -> i64 {
+pub(crate) fn now_micros() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
