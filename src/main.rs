@@ -2,6 +2,7 @@
 
 mod demo;
 mod project_commands;
+mod serve;
 
 use project_commands as project;
 
@@ -35,6 +36,10 @@ enum Command {
     Optimize(project::OptimizeArgs),
     /// Delete data files no retained table version needs.
     Vacuum(project::VacuumArgs),
+    /// Serve HTTP (/predict, /get-online-features, health) over the
+    /// project's online store, warm-started from the gold tables, and the
+    /// latest version of every registered model.
+    Serve(serve::ServeArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -64,6 +69,7 @@ fn main() -> std::process::ExitCode {
             Command::Lineage(args) => project::lineage(args).await,
             Command::Optimize(args) => project::optimize(args).await,
             Command::Vacuum(args) => project::vacuum(args).await,
+            Command::Serve(args) => serve::run(args).await,
         }
     });
     match result {

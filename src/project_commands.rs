@@ -21,7 +21,7 @@ pub struct ProjectArg {
 }
 
 impl ProjectArg {
-    fn load(&self) -> Result<Project> {
+    pub(crate) fn load(&self) -> Result<Project> {
         let start = match &self.project {
             Some(dir) => dir.clone(),
             None => std::env::current_dir().context("reading the current directory")?,

@@ -1,0 +1,109 @@
+//! `aurum serve`: the HTTP server over the project's online store and
+//! registry.
+//!
+//! The listener is bound first, so `/health/live` answers at once; every
+//! feature view's latest values are then loaded from its gold Delta table
+//! (warm start) and the latest version of every registered model is loaded,
+//! and only then does `/health/ready` turn ready. A restarted server thus
+//! serves what it served before, for values still within their TTL.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use feature_store::{DeltaStore, OnlineStore};
+use registry::Registry;
+use serving::AppState;
+
+use crate::project::ProjectArg;
+
+/// Options of `aurum serve`.
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    project: ProjectArg,
+    /// The address to listen on (port 0 picks a free port; the chosen
+    /// address is printed).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    addr: SocketAddr,
+    /// Memory budget of the online store, in MiB.
+    #[arg(long, default_value_t = 1024)]
+    memory_mib: u64,
+    /// ONNX Runtime sessions per model (concurrent inferences).
+    #[arg(long, default_value_t = 2)]
+    sessions: usize,
+}
+
+pub async fn run(args: ServeArgs) -> Result<()> {
+    let project = args.project.load()?;
+    let listener = tokio::net::TcpListener::bind(args.addr)
+        .await
+        .with_context(|| format!("binding {}", args.addr))?;
+    let local = listener.local_addr().context("reading the bound address")?;
+    println!("listening on http://{local}");
+
+    let online = Arc::new(OnlineStore::new(args.memory_mib << 20));
+    let registry = Registry::open(project.registry_dir())?;
+    let state = Arc::new(AppState::new(online.clone(), registry.clone()));
+    let server = tokio::spawn(serving::serve(listener, state.clone(), shutdown_signal()));
+
+    // Warm start: every view from its gold table, then every model.
+    let store = DeltaStore::new(project.delta_dir());
+    for spec in &project.feature_views {
+        let view = spec.feature_view();
+        online.register_view(view.clone());
+        match store.latest_version(&view.name).await? {
+            Some(_) => {
+                let (gold, version) = store.read(&view.name, None).await?;
+                let stats = online.materialize(&view, &gold, version)?;
+                println!(
+                    "loaded {} entities of {} (Delta v{version})",
+                    stats.written, view.name
+                );
+            }
+            None => println!(
+                "{} has no gold table yet (run `aurum pipeline`); serving it empty",
+                view.name
+            ),
+        }
+    }
+    let models = registry.models()?;
+    if !models.is_empty() {
+        // Loading needs the ONNX Runtime library: fail with the command
+        // that installs it rather than later on a request.
+        registry::runtime::environment()?;
+    }
+    for name in &models {
+        let model = state.models.load_latest(&registry, name, args.sessions)?;
+        println!("loaded model {name} v{}", model.version.version);
+    }
+    state.set_ready(true);
+    println!("ready");
+
+    server
+        .await
+        .context("the server task failed")?
+        .context("serving HTTP")?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let interrupt = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => {},
+        () = terminate => {},
+    }
+}

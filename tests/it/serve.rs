@@ -1,0 +1,140 @@
+//! `aurum serve` through the real binary: it warm-starts the online store
+//! from the gold Delta tables, answers Feast's `/get-online-features` with
+//! the values Python's `deltalake` reads from those tables, and a restarted
+//! server answers exactly the same.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+use serde_json::{Value, json};
+
+struct Server {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `aurum serve` on an ephemeral port and returns once it prints
+/// `ready` (after the warm start), so no polling or sleeping is needed.
+fn start(dir: &Path) -> Server {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_aurum"))
+        .args(["serve", "--addr", "127.0.0.1:0"])
+        .current_dir(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("starting aurum serve");
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let mut url = None;
+    for line in BufReader::new(stdout).lines() {
+        let line = line.expect("reading the server's output");
+        if let Some(address) = line.strip_prefix("listening on ") {
+            url = Some(address.to_string());
+        }
+        if line == "ready" {
+            break;
+        }
+    }
+    Server {
+        child,
+        url: url.expect("the server printed its address before ready"),
+    }
+}
+
+fn post(url: &str, body: &Value) -> (u16, Value) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let response = reqwest::Client::new()
+            .post(url)
+            .json(body)
+            .send()
+            .await
+            .expect("calling the server");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    })
+}
+
+fn aurum(dir: &Path, args: &[&str]) {
+    let output = Command::new(env!("CARGO_BIN_EXE_aurum"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("running aurum");
+    assert!(
+        output.status.success(),
+        "aurum {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn serve_warm_starts_from_gold_and_answers_feast_requests() {
+    let project = tempfile::tempdir().unwrap();
+    let dir = project.path();
+    aurum(dir, &["init", "."]);
+    // Recent data (the default end is the current hour), so values are
+    // within the view's 7-day TTL.
+    aurum(dir, &["generate", "--rows", "3000", "--seed", "3"]);
+    aurum(dir, &["pipeline"]);
+
+    let features = [
+        "customer_features:amount_sum_7d",
+        "customer_features:amount_count_1d",
+        "customer_features:amount_mean_7d",
+    ];
+    let request = json!({
+        "entities": {"customer_id": [1, 2, 999999]},
+        "features": features,
+    });
+    let server = start(dir);
+    let (status, answer) = post(&format!("{}/get-online-features", server.url), &request);
+    assert_eq!(status, 200, "{answer}");
+    let results = answer["results"].as_array().unwrap();
+    assert_eq!(results.len(), 4);
+    assert_eq!(results[0]["values"], json!([1, 2, 999999]));
+
+    // The values are the latest gold rows Python's deltalake reads.
+    let output = Command::new(crate::demo::venv_python())
+        .arg(crate::demo::workspace().join("tests/python/read_demo_tables.py"))
+        .arg(dir)
+        .arg("1,2")
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let tables: Value = serde_json::from_slice(&output.stdout).unwrap();
+    for (i, reference) in features.iter().enumerate() {
+        let name = reference.split_once(':').unwrap().1;
+        let column = &results[i + 1];
+        for (row, customer) in ["1", "2"].iter().enumerate() {
+            let expected = &tables["features"][customer][name];
+            match column["statuses"][row].as_str().unwrap() {
+                "PRESENT" => assert_eq!(&column["values"][row], expected, "{name} of {customer}"),
+                "OUTSIDE_MAX_AGE" => assert!(column["values"][row].is_null()),
+                other => panic!("{name} of {customer}: unexpected status {other}"),
+            }
+        }
+        assert_eq!(column["statuses"][2], "NOT_FOUND");
+    }
+
+    // A restarted server answers exactly the same.
+    drop(server);
+    let again = start(dir);
+    let (status, second) = post(&format!("{}/get-online-features", again.url), &request);
+    assert_eq!(status, 200);
+    assert_eq!(second, answer);
+}
