@@ -681,7 +681,7 @@ async fn write_files(
             })?;
             let size = ParquetWriter::new(file)
                 .with_compression(ParquetCompression::Snappy)
-                .with_statistics(StatisticsOptions::full())
+                .with_statistics(StatisticsOptions::default())
                 .finish(&mut part)
                 .map_err(Error::polars(format!("writing {}", path.display())))?;
             adds.push(deltalake::kernel::Add {
