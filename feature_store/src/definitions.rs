@@ -23,6 +23,10 @@ pub struct FeatureView {
     pub entity: Entity,
     /// The feature columns.
     pub features: Vec<String>,
+    /// Each feature's value type (`float64`, `int64`, `string`, …), in
+    /// feature order; empty when not declared.
+    #[serde(default)]
+    pub feature_types: Vec<String>,
     /// The event-time column.
     pub timestamp_column: String,
     /// The column that breaks ties between rows with the same event time.

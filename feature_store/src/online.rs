@@ -193,6 +193,14 @@ impl OnlineStore {
         views.insert(slot.view.name.clone(), Arc::new(slot));
     }
 
+    /// Every registered view, by name.
+    pub fn views(&self) -> Vec<FeatureView> {
+        let views = self.views.read().unwrap_or_else(|e| e.into_inner());
+        let mut all: Vec<FeatureView> = views.values().map(|slot| slot.view.clone()).collect();
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        all
+    }
+
     /// The definition of a registered view.
     pub fn view(&self, name: &str) -> Option<FeatureView> {
         self.slot(name).ok().map(|slot| slot.view.clone())
@@ -524,6 +532,7 @@ mod tests {
                 join_keys: vec!["customer_id".into()],
             },
             features: vec!["x".into(), "y".into()],
+            feature_types: Vec::new(),
             timestamp_column: "ts".into(),
             created_column: "created".into(),
             ttl: Duration::from_secs(86_400),

@@ -104,6 +104,20 @@ impl ColumnType {
         })
     }
 
+    /// The type's name as the project file writes it.
+    pub fn label(&self) -> String {
+        match self {
+            ColumnType::String => "string".into(),
+            ColumnType::Int64 => "int64".into(),
+            ColumnType::Float64 => "float64".into(),
+            ColumnType::Bool => "bool".into(),
+            ColumnType::Date => "date".into(),
+            ColumnType::Timestamp => "timestamp".into(),
+            ColumnType::Categorical => "categorical".into(),
+            ColumnType::Decimal { precision, scale } => format!("decimal({precision},{scale})"),
+        }
+    }
+
     /// Whether values are numbers (range rules and mean/median apply).
     pub fn is_numeric(&self) -> bool {
         matches!(
@@ -321,6 +335,8 @@ pub struct WindowFeature {
     pub function: Aggregation,
     /// The window length (`None` for `last`).
     pub window: Option<Duration>,
+    /// The value type: `float64`, or for `last` the column's type.
+    pub value_type: String,
 }
 
 /// A feature computed from other features or columns of the same row.
@@ -350,6 +366,17 @@ pub struct ViewSpec {
 }
 
 impl ViewSpec {
+    /// Every feature's value type, in [`feature_names`] order.
+    ///
+    /// [`feature_names`]: ViewSpec::feature_names
+    pub fn feature_types(&self) -> Vec<String> {
+        self.windowed
+            .iter()
+            .map(|f| f.value_type.clone())
+            .chain(self.derived.iter().map(|_| "float64".to_string()))
+            .collect()
+    }
+
     /// Every feature name, windowed then derived.
     pub fn feature_names(&self) -> Vec<String> {
         self.windowed
@@ -375,6 +402,7 @@ impl ViewSpec {
             name: self.name.clone(),
             entity: self.entity.clone(),
             features: self.feature_names(),
+            feature_types: self.feature_types(),
             timestamp_column: crate::gold::EVENT_TIMESTAMP.to_string(),
             created_column: crate::gold::CREATED_TIMESTAMP.to_string(),
             ttl: self.ttl,
@@ -1206,11 +1234,17 @@ impl Checker<'_> {
                     );
                 }
                 if function == Aggregation::Last {
+                    let value_type = sources
+                        .iter()
+                        .find_map(|s| s.column(&column))
+                        .map(|c| c.ty.label())
+                        .unwrap_or_else(|| "string".into());
                     windowed.push(WindowFeature {
                         name: format!("{column}_last"),
                         column: column.clone(),
                         function,
                         window: None,
+                        value_type,
                     });
                     continue;
                 }
@@ -1227,6 +1261,7 @@ impl Checker<'_> {
                         column: column.clone(),
                         function,
                         window: Some(*w),
+                        value_type: "float64".into(),
                     });
                 }
             }

@@ -164,6 +164,7 @@ mod tests {
                 join_keys: vec!["id".into()],
             },
             features: vec!["x".into()],
+            feature_types: Vec::new(),
             timestamp_column: "ts".into(),
             created_column: "created".into(),
             ttl: Duration::from_secs(10),

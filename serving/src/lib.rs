@@ -77,6 +77,7 @@ pub fn app(state: Arc<AppState>) -> Router {
             "/get-online-features",
             post(online_features::get_online_features),
         )
+        .route("/feature-views", get(online_features::feature_views))
         .route("/health/live", get(live))
         .route("/health/ready", get(ready))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -133,6 +134,7 @@ mod tests {
                 join_keys: vec!["customer_id".into()],
             },
             features: vec!["x1".into(), "x2".into()],
+            feature_types: Vec::new(),
             timestamp_column: "ts".into(),
             created_column: "created".into(),
             ttl: Duration::from_secs(86_400),
@@ -291,6 +293,15 @@ mod tests {
             assert_eq!(got, status, "{body}: {answer}");
             assert_eq!(answer["error"]["code"], code, "{body}: {answer}");
         }
+        let (status, views) = call(&state, "GET", "/feature-views", "").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(
+            views,
+            json!([{"name": "v", "entity": "customer", "join_keys": ["customer_id"],
+                    "ttl_seconds": 86_400, "delta_version": 7,
+                    "features": [{"name": "x1", "type": ""}, {"name": "x2", "type": ""}]}])
+        );
+
         let many: Vec<i64> = (0..10_001).collect();
         let body = json!({"entities": {"customer_id": many}, "features": ["v:x1"]}).to_string();
         let (got, answer) = call(&state, "POST", "/get-online-features", &body).await;

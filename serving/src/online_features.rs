@@ -221,3 +221,57 @@ fn rfc3339(micros: i64) -> String {
         .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
         .unwrap_or_else(|| EPOCH.to_string())
 }
+
+/// One feature of a view, as `GET /feature-views` lists it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FeatureInfo {
+    /// The feature name.
+    pub name: String,
+    /// Its value type (`float64`, `int64`, `string`, …; empty if unknown).
+    #[serde(rename = "type")]
+    pub value_type: String,
+}
+
+/// One view, as `GET /feature-views` lists it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ViewInfo {
+    /// The view name.
+    pub name: String,
+    /// The entity name.
+    pub entity: String,
+    /// The entity's join keys.
+    pub join_keys: Vec<String>,
+    /// The view's TTL in seconds.
+    pub ttl_seconds: u64,
+    /// The features with their types.
+    pub features: Vec<FeatureInfo>,
+    /// The gold table version the online values were loaded from, if any.
+    pub delta_version: Option<u64>,
+}
+
+/// Handles `GET /feature-views`.
+pub async fn feature_views(State(state): State<Arc<AppState>>) -> Json<Vec<ViewInfo>> {
+    Json(
+        state
+            .online
+            .views()
+            .into_iter()
+            .map(|view| ViewInfo {
+                delta_version: state.online.delta_version(&view.name),
+                features: view
+                    .features
+                    .iter()
+                    .enumerate()
+                    .map(|(i, name)| FeatureInfo {
+                        name: name.clone(),
+                        value_type: view.feature_types.get(i).cloned().unwrap_or_default(),
+                    })
+                    .collect(),
+                ttl_seconds: view.ttl.as_secs(),
+                entity: view.entity.name.clone(),
+                join_keys: view.entity.join_keys.clone(),
+                name: view.name,
+            })
+            .collect(),
+    )
+}

@@ -131,6 +131,33 @@ fn serve_warm_starts_from_gold_and_answers_feast_requests() {
         assert_eq!(column["statuses"][2], "NOT_FOUND");
     }
 
+    // The views are listed with their feature types and Delta versions.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let views: Value = runtime.block_on(async {
+        reqwest::get(format!("{}/feature-views", server.url))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    });
+    assert_eq!(views[0]["name"], "customer_features");
+    assert_eq!(views[0]["ttl_seconds"], 7 * 86_400);
+    assert_eq!(views[0]["delta_version"], tables["gold_version"]);
+    let types: Vec<&str> = views[0]["features"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["type"].as_str().unwrap())
+        .collect();
+    assert!(
+        !types.is_empty() && types.iter().all(|t| *t == "float64"),
+        "{views}"
+    );
+
     // A restarted server answers exactly the same.
     drop(server);
     let again = start(dir);
