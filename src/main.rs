@@ -40,6 +40,9 @@ enum Command {
     /// project's online store, warm-started from the gold tables, and the
     /// latest version of every registered model.
     Serve(serve::ServeArgs),
+    /// Load the gold tables' rows into a running server's online store
+    /// (`--incremental`: only commits newer than the ones it holds).
+    Materialize(project::MaterializeArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -70,6 +73,7 @@ fn main() -> std::process::ExitCode {
             Command::Optimize(args) => project::optimize(args).await,
             Command::Vacuum(args) => project::vacuum(args).await,
             Command::Serve(args) => serve::run(args).await,
+            Command::Materialize(args) => project::materialize(args).await,
         }
     });
     match result {

@@ -330,3 +330,63 @@ fn shown(root: &Path, path: &Path) -> String {
         .display()
         .to_string()
 }
+
+/// Options of `aurum materialize`.
+#[derive(Debug, clap::Args)]
+pub struct MaterializeArgs {
+    /// Load only gold commits newer than the ones the server holds.
+    #[arg(long)]
+    incremental: bool,
+    /// The running server whose online store to load (`aurum serve`).
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    server: String,
+    /// Print the reports as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// The online store lives in the server process: `materialize` asks the
+/// running server to load the gold tables' new rows.
+pub async fn materialize(args: MaterializeArgs) -> Result<()> {
+    let spinner = spinner(&format!("materializing into {}", args.server));
+    if args.json {
+        spinner.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    let url = format!("{}/materialize", args.server.trim_end_matches('/'));
+    let response = reqwest::Client::new()
+        .post(&url)
+        .json(&serde_json::json!({"incremental": args.incremental}))
+        .send()
+        .await
+        .with_context(|| {
+            format!(
+                "no aurum server answers at {} (start one with `aurum serve`)",
+                args.server
+            )
+        })?;
+    let status = response.status();
+    let body: serde_json::Value = response
+        .json()
+        .await
+        .with_context(|| format!("{url} answered {status} without JSON"))?;
+    spinner.finish_and_clear();
+    if !status.is_success() {
+        bail!("{url} answered {status}: {}", body["error"]["message"]);
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&body)?);
+        return Ok(());
+    }
+    for view in body["views"].as_array().into_iter().flatten() {
+        println!(
+            "{}: Delta v{} → v{}, {} rows read, {} entities updated, {} older rows ignored",
+            view["view"].as_str().unwrap_or("?"),
+            view["from_version"],
+            view["to_version"],
+            view["rows_read"],
+            view["written"],
+            view["skipped_older"],
+        );
+    }
+    Ok(())
+}

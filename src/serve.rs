@@ -44,23 +44,21 @@ pub async fn run(args: ServeArgs) -> Result<()> {
 
     let online = Arc::new(OnlineStore::new(args.memory_mib << 20));
     let registry = Registry::open(project.registry_dir())?;
-    let state = Arc::new(AppState::new(online.clone(), registry.clone()));
+    let store = DeltaStore::new(project.delta_dir());
+    let state =
+        Arc::new(AppState::new(online.clone(), registry.clone()).with_offline(store.clone()));
     let server = tokio::spawn(serving::serve(listener, state.clone(), shutdown_signal()));
 
     // Warm start: every view from its gold table, then every model.
-    let store = DeltaStore::new(project.delta_dir());
     for spec in &project.feature_views {
         let view = spec.feature_view();
         online.register_view(view.clone());
-        match store.latest_version(&view.name).await? {
-            Some(_) => {
-                let (gold, version) = store.read(&view.name, None).await?;
-                let stats = online.materialize(&view, &gold, version)?;
-                println!(
-                    "loaded {} entities of {} (Delta v{version})",
-                    stats.written, view.name
-                );
-            }
+        let report = feature_store::materialize::materialize(&store, &online, &view, false).await?;
+        match report.to_version {
+            Some(version) => println!(
+                "loaded {} entities of {} (Delta v{version})",
+                report.written, view.name
+            ),
             None => println!(
                 "{} has no gold table yet (run `aurum pipeline`); serving it empty",
                 view.name

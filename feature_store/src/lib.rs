@@ -20,6 +20,7 @@ pub mod fraud;
 pub mod gold;
 pub mod interop;
 pub mod lineage;
+pub mod materialize;
 pub mod offline;
 pub mod online;
 pub mod pipeline;

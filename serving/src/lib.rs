@@ -40,6 +40,8 @@ pub struct AppState {
     pub registry: Registry,
     /// Models loaded for serving.
     pub models: ModelSet,
+    /// The gold tables `POST /materialize` loads from, when configured.
+    pub offline: Option<feature_store::DeltaStore>,
     ready: AtomicBool,
 }
 
@@ -51,8 +53,15 @@ impl AppState {
             online,
             registry,
             models: ModelSet::default(),
+            offline: None,
             ready: AtomicBool::new(false),
         }
+    }
+
+    /// The same state, materializing from the gold tables of `store`.
+    pub fn with_offline(mut self, store: feature_store::DeltaStore) -> Self {
+        self.offline = Some(store);
+        self
     }
 
     /// Marks the server ready (online store warm, models loaded).
@@ -78,6 +87,7 @@ pub fn app(state: Arc<AppState>) -> Router {
             post(online_features::get_online_features),
         )
         .route("/feature-views", get(online_features::feature_views))
+        .route("/materialize", post(online_features::materialize))
         .route("/health/live", get(live))
         .route("/health/ready", get(ready))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))

@@ -275,3 +275,52 @@ pub async fn feature_views(State(state): State<Arc<AppState>>) -> Json<Vec<ViewI
             .collect(),
     )
 }
+
+/// The body of `POST /materialize`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MaterializeRequest {
+    /// Read only the gold commits since the version loaded last (default),
+    /// or everything.
+    #[serde(default = "yes")]
+    pub incremental: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// The answer of `POST /materialize`: one report per view.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MaterializeResponse {
+    /// Per view.
+    pub views: Vec<feature_store::materialize::MaterializeReport>,
+}
+
+/// Handles `POST /materialize`: loads new gold rows into the online store.
+pub async fn materialize(
+    State(state): State<Arc<AppState>>,
+    body: Result<Json<MaterializeRequest>, JsonRejection>,
+) -> Result<Json<MaterializeResponse>, AppError> {
+    let Json(request) =
+        body.map_err(|e| AppError::bad_request("invalid_request", e.body_text()))?;
+    let Some(store) = &state.offline else {
+        return Err(AppError::not_found(
+            "no_offline_store",
+            "this server was started without gold tables to materialize from".to_string(),
+        ));
+    };
+    let mut views = Vec::new();
+    for view in state.online.views() {
+        views.push(
+            feature_store::materialize::materialize(
+                store,
+                &state.online,
+                &view,
+                request.incremental,
+            )
+            .await?,
+        );
+    }
+    Ok(Json(MaterializeResponse { views }))
+}

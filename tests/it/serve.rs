@@ -158,10 +158,51 @@ fn serve_warm_starts_from_gold_and_answers_feast_requests() {
         "{views}"
     );
 
-    // A restarted server answers exactly the same.
+    // New gold data reaches the running server with `aurum materialize`.
+    aurum(
+        dir,
+        &["generate", "--rows", "200", "--seed", "4", "--days", "0.04"],
+    );
+    aurum(dir, &["pipeline"]);
+    let output = Command::new(env!("CARGO_BIN_EXE_aurum"))
+        .args([
+            "materialize",
+            "--incremental",
+            "--json",
+            "--server",
+            &server.url,
+        ])
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let view = &report["views"][0];
+    assert_eq!(view["from_version"], tables["gold_version"]);
+    assert_eq!(
+        view["to_version"],
+        tables["gold_version"].as_u64().unwrap() + 1
+    );
+    assert!(view["rows_read"].as_u64().unwrap() > 0, "{report}");
+    let views: Value = runtime.block_on(async {
+        reqwest::get(format!("{}/feature-views", server.url))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    });
+    assert_eq!(views[0]["delta_version"], view["to_version"]);
+    let (_, fresh) = post(&format!("{}/get-online-features", server.url), &request);
+
+    // A restarted server answers exactly what the running one does.
     drop(server);
     let again = start(dir);
     let (status, second) = post(&format!("{}/get-online-features", again.url), &request);
     assert_eq!(status, 200);
-    assert_eq!(second, answer);
+    assert_eq!(second, fresh);
 }
