@@ -13,6 +13,7 @@ pub mod error;
 pub mod models;
 pub mod online_features;
 pub mod predict;
+pub mod push;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -42,6 +43,8 @@ pub struct AppState {
     pub models: ModelSet,
     /// The gold tables `POST /materialize` loads from, when configured.
     pub offline: Option<feature_store::DeltaStore>,
+    /// The group-commit writer of offline pushes, when configured.
+    pub push_writer: Option<push::PushWriter>,
     ready: AtomicBool,
 }
 
@@ -54,12 +57,16 @@ impl AppState {
             registry,
             models: ModelSet::default(),
             offline: None,
+            push_writer: None,
             ready: AtomicBool::new(false),
         }
     }
 
-    /// The same state, materializing from the gold tables of `store`.
+    /// The same state, materializing from (and pushing offline to) the
+    /// gold tables of `store`. Starts the push writer task, so it must be
+    /// called inside a tokio runtime.
     pub fn with_offline(mut self, store: feature_store::DeltaStore) -> Self {
+        self.push_writer = Some(push::PushWriter::start(store.clone()));
         self.offline = Some(store);
         self
     }
@@ -88,6 +95,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         )
         .route("/feature-views", get(online_features::feature_views))
         .route("/materialize", post(online_features::materialize))
+        .route("/push", post(push::push))
         .route("/health/live", get(live))
         .route("/health/ready", get(ready))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -144,7 +152,7 @@ mod tests {
                 join_keys: vec!["customer_id".into()],
             },
             features: vec!["x1".into(), "x2".into()],
-            feature_types: Vec::new(),
+            feature_types: vec!["float64".into(), "float64".into()],
             timestamp_column: "ts".into(),
             created_column: "created".into(),
             ttl: Duration::from_secs(86_400),
@@ -232,6 +240,59 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn push_validates_every_row_and_applies_all_or_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = state(dir.path());
+        let now = chrono::Utc::now().to_rfc3339();
+        let push = |df: Value, partial: bool| {
+            json!({"push_source_name": "v", "df": df, "to": "online", "allow_partial": partial})
+                .to_string()
+        };
+        // Row 1 has a string where x1 needs a number: nothing is applied.
+        let bad =
+            json!({"customer_id": [7, 8], "ts": [now, now], "x1": [1.0, "high"], "x2": [2.0, 3.0]});
+        let (status, answer) = call(&state, "POST", "/push", &push(bad.clone(), false)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+        assert_eq!(answer["error"]["code"], "invalid_row");
+        let message = answer["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains("row 1") && message.contains("x1"),
+            "{message}"
+        );
+        let lookup = r#"{"entities": {"customer_id": [7, 8]}, "features": ["v:x1"]}"#;
+        let (_, before) = call(&state, "POST", "/get-online-features", lookup).await;
+        assert_eq!(
+            before["results"][1]["statuses"],
+            json!(["NOT_FOUND", "NOT_FOUND"])
+        );
+
+        // With allow_partial the good row lands and the bad one is reported.
+        let (status, answer) = call(&state, "POST", "/push", &push(bad, true)).await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+        assert_eq!(answer["accepted"], 1);
+        assert_eq!(answer["online_written"], 1);
+        assert_eq!(answer["rejected"][0]["row"], 1);
+        let (_, after) = call(&state, "POST", "/get-online-features", lookup).await;
+        assert_eq!(
+            after["results"][1]["statuses"],
+            json!(["PRESENT", "NOT_FOUND"])
+        );
+        assert_eq!(after["results"][1]["values"][0], 1.0);
+
+        // Missing and unknown columns, unknown views, no offline store.
+        for (body, status, code) in [
+            (push(json!({"customer_id": [7], "ts": [now], "x1": [1.0]}), false), StatusCode::BAD_REQUEST, "missing_column"),
+            (push(json!({"customer_id": [7], "ts": [now], "x1": [1.0], "x2": [1.0], "x3": [1]}), false), StatusCode::BAD_REQUEST, "unknown_column"),
+            (json!({"push_source_name": "nope", "df": {}}).to_string(), StatusCode::NOT_FOUND, "unknown_push_source"),
+            (json!({"push_source_name": "v", "df": {"customer_id": [7], "ts": [now], "x1": [1.0], "x2": [1.0]}, "to": "offline"}).to_string(), StatusCode::NOT_FOUND, "no_offline_store"),
+        ] {
+            let (got, answer) = call(&state, "POST", "/push", &body).await;
+            assert_eq!(got, status, "{body}: {answer}");
+            assert_eq!(answer["error"]["code"], code, "{body}: {answer}");
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn online_features_answer_in_feasts_shape_with_ttl_on_read() {
         let dir = tempfile::tempdir().unwrap();
         let state = state(dir.path());
@@ -309,7 +370,7 @@ mod tests {
             views,
             json!([{"name": "v", "entity": "customer", "join_keys": ["customer_id"],
                     "ttl_seconds": 86_400, "delta_version": 7,
-                    "features": [{"name": "x1", "type": ""}, {"name": "x2", "type": ""}]}])
+                    "features": [{"name": "x1", "type": "float64"}, {"name": "x2", "type": "float64"}]}])
         );
 
         let many: Vec<i64> = (0..10_001).collect();

@@ -197,6 +197,41 @@ fn serve_warm_starts_from_gold_and_answers_feast_requests() {
             .unwrap()
     });
     assert_eq!(views[0]["delta_version"], view["to_version"]);
+    // A push lands online at once and in the gold table (one group commit).
+    let names: Vec<String> = views[0]["features"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap().to_string())
+        .collect();
+    let mut df = serde_json::Map::new();
+    df.insert("customer_id".into(), json!([777777]));
+    df.insert(
+        "event_timestamp".into(),
+        json!([chrono::Utc::now().to_rfc3339()]),
+    );
+    for name in &names {
+        df.insert(name.clone(), json!([1.5]));
+    }
+    let pushed =
+        json!({"push_source_name": "customer_features", "df": df, "to": "online_and_offline"});
+    let (status, answer) = post(&format!("{}/push", server.url), &pushed);
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["online_written"], 1);
+    let pushed_version = answer["offline_version"].as_u64().unwrap();
+    assert_eq!(pushed_version, view["to_version"].as_u64().unwrap() + 1);
+    let lookup = json!({"entities": {"customer_id": [777777]}, "features": [features[0]]});
+    let (_, online) = post(&format!("{}/get-online-features", server.url), &lookup);
+    assert_eq!(online["results"][1]["values"], json!([1.5]));
+    let output = Command::new(crate::demo::venv_python())
+        .arg(crate::demo::workspace().join("tests/python/read_demo_tables.py"))
+        .arg(dir)
+        .arg("777777")
+        .output()
+        .unwrap();
+    let gold: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(gold["gold_version"], pushed_version);
+    assert_eq!(gold["features"]["777777"][&names[0]], 1.5);
     let (_, fresh) = post(&format!("{}/get-online-features", server.url), &request);
 
     // A restarted server answers exactly what the running one does.
