@@ -10,6 +10,7 @@
 //! registry through their library APIs.
 
 pub mod error;
+pub mod metrics;
 pub mod models;
 pub mod online_features;
 pub mod predict;
@@ -45,6 +46,8 @@ pub struct AppState {
     pub offline: Option<feature_store::DeltaStore>,
     /// The group-commit writer of offline pushes, when configured.
     pub push_writer: Option<push::PushWriter>,
+    /// Counters and histograms for `/metrics`.
+    pub metrics: metrics::Metrics,
     ready: AtomicBool,
 }
 
@@ -58,6 +61,7 @@ impl AppState {
             models: ModelSet::default(),
             offline: None,
             push_writer: None,
+            metrics: metrics::Metrics::default(),
             ready: AtomicBool::new(false),
         }
     }
@@ -96,6 +100,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/feature-views", get(online_features::feature_views))
         .route("/materialize", post(online_features::materialize))
         .route("/push", post(push::push))
+        .route("/metrics", get(metrics::metrics))
         .route("/health/live", get(live))
         .route("/health/ready", get(ready))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -278,6 +283,34 @@ mod tests {
             json!(["PRESENT", "NOT_FOUND"])
         );
         assert_eq!(after["results"][1]["values"][0], 1.0);
+        let metrics = app(state.clone())
+            .oneshot(
+                Request::builder()
+                    .uri("/metrics")
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        let text = String::from_utf8(
+            axum::body::to_bytes(metrics.into_body(), 1 << 20)
+                .await
+                .unwrap()
+                .to_vec(),
+        )
+        .unwrap();
+        assert!(
+            text.contains("aurum_push_rows_accepted_total 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("aurum_push_rows_rejected_total 2\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("aurum_push_freshness_seconds_count 1\n"),
+            "{text}"
+        );
 
         // Missing and unknown columns, unknown views, no offline store.
         for (body, status, code) in [
@@ -371,6 +404,32 @@ mod tests {
             json!([{"name": "v", "entity": "customer", "join_keys": ["customer_id"],
                     "ttl_seconds": 86_400, "delta_version": 7,
                     "features": [{"name": "x1", "type": "float64"}, {"name": "x2", "type": "float64"}]}])
+        );
+
+        let (status, _) = call(&state, "GET", "/metrics", "").await;
+        assert_eq!(status, StatusCode::OK);
+        let request = Request::builder()
+            .uri("/metrics")
+            .body(Body::empty())
+            .unwrap();
+        let response = app(state.clone()).oneshot(request).await.unwrap();
+        let text = String::from_utf8(
+            axum::body::to_bytes(response.into_body(), 1 << 20)
+                .await
+                .unwrap()
+                .to_vec(),
+        )
+        .unwrap();
+        // One successful lookup so far (the error cases never reached it).
+        assert!(
+            text.contains("aurum_online_lookup_seconds_count 1\n"),
+            "{text}"
+        );
+        assert!(text.contains("aurum_online_hits_total 2\n"), "{text}");
+        assert!(text.contains("aurum_online_misses_total 1\n"), "{text}");
+        assert!(
+            text.contains("aurum_feature_view_delta_version{view=\"v\"} 7\n"),
+            "{text}"
         );
 
         let many: Vec<i64> = (0..10_001).collect();

@@ -162,9 +162,14 @@ pub async fn get_online_features(
         keys.push(entity_key(&parts));
     }
 
+    let started = std::time::Instant::now();
     let batch = state
         .online
         .get(&request.features, &keys, crate::predict::now_micros())?;
+    state
+        .metrics
+        .lookup_seconds
+        .observe(started.elapsed().as_secs_f64());
     let mut names = join_keys.clone();
     let mut results: Vec<ResultColumn> = columns
         .iter()

@@ -121,6 +121,10 @@ pub async fn push(
             Ok(p) => parsed.push(p),
             Err(reason) if request.allow_partial => rejected.push(RejectedRow { row, reason }),
             Err(reason) => {
+                state
+                    .metrics
+                    .push_rejected
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 return Err(AppError::bad_request(
                     "invalid_row",
                     format!("row {row}: {reason}; nothing was applied"),
@@ -129,6 +133,11 @@ pub async fn push(
         }
     }
 
+    let counted = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+    state.metrics.push_rejected.fetch_add(
+        counted(rejected.len()),
+        std::sync::atomic::Ordering::Relaxed,
+    );
     // Offline first: when the commit fails, nothing went online either.
     let mut offline_version = None;
     if matches!(request.to, PushTo::Offline | PushTo::OnlineAndOffline) && !parsed.is_empty() {
@@ -155,8 +164,17 @@ pub async fn push(
                 },
             )?;
             online_written += usize::from(written);
+            let visible = crate::predict::now_micros();
+            state
+                .metrics
+                .push_freshness_seconds
+                .observe((visible - row.event_micros) as f64 / 1e6);
         }
     }
+    state
+        .metrics
+        .push_accepted
+        .fetch_add(counted(parsed.len()), std::sync::atomic::Ordering::Relaxed);
     Ok(Json(PushResponse {
         accepted: parsed.len(),
         online_written,
