@@ -112,6 +112,8 @@ pub struct OnlineStats {
     pub entries: u64,
     /// Bytes held, as the weigher counts them.
     pub weighted_bytes: u64,
+    /// Rows evicted to stay within the memory budget.
+    pub evictions: u64,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq)]
@@ -135,6 +137,7 @@ pub struct OnlineStore {
     rows: Cache<RowKey, Arc<OnlineRow>>,
     hits: AtomicU64,
     misses: AtomicU64,
+    evictions: Arc<AtomicU64>,
     next_view_id: std::sync::atomic::AtomicU32,
 }
 
@@ -149,6 +152,8 @@ impl std::fmt::Debug for OnlineStore {
 impl OnlineStore {
     /// An empty store that holds at most `memory_budget_bytes` of rows.
     pub fn new(memory_budget_bytes: u64) -> Self {
+        let evictions = Arc::new(AtomicU64::new(0));
+        let evicted = evictions.clone();
         let rows = Cache::builder()
             .max_capacity(memory_budget_bytes)
             .weigher(|key: &RowKey, row: &Arc<OnlineRow>| {
@@ -159,12 +164,20 @@ impl OnlineStore {
                 u32::try_from(bytes).unwrap_or(u32::MAX)
             })
             .support_invalidation_closures()
+            // Rows dropped to stay within the budget are counted: serving
+            // NOT_FOUND for an evicted entity must be visible in metrics.
+            .eviction_listener(move |_key, _row, cause| {
+                if cause == moka::notification::RemovalCause::Size {
+                    evicted.fetch_add(1, Ordering::Relaxed);
+                }
+            })
             .build();
         OnlineStore {
             views: RwLock::new(HashMap::new()),
             rows,
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
+            evictions,
             next_view_id: std::sync::atomic::AtomicU32::new(0),
         }
     }
@@ -387,6 +400,7 @@ impl OnlineStore {
             misses: self.misses.load(Ordering::Relaxed),
             entries: self.rows.entry_count(),
             weighted_bytes: self.rows.weighted_size(),
+            evictions: self.evictions.load(Ordering::Relaxed),
         }
     }
 
@@ -640,6 +654,30 @@ mod tests {
             (FeatureValue::Null, FeatureStatus::NotFound)
         );
         assert_eq!(store.delta_version("v"), None);
+    }
+
+    #[test]
+    fn evictions_under_the_memory_budget_are_counted() {
+        // Room for a few hundred rows only.
+        let store = OnlineStore::new(32 << 10);
+        store.register_view(view());
+        for entity in 0..5_000 {
+            store
+                .upsert(
+                    "v",
+                    &entity.to_string(),
+                    OnlineRow {
+                        event_micros: 1,
+                        created_micros: 1,
+                        values: vec![FeatureValue::Float(1.0); view().features.len()].into(),
+                    },
+                )
+                .unwrap();
+        }
+        let stats = store.stats();
+        assert!(stats.weighted_bytes <= 32 << 10, "{stats:?}");
+        assert!(stats.evictions > 0, "{stats:?}");
+        assert_eq!(stats.entries + stats.evictions, 5_000, "{stats:?}");
     }
 
     #[test]

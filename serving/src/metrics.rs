@@ -122,6 +122,12 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
             stats.entries,
         ),
         (
+            "aurum_online_evictions_total",
+            "Rows evicted to stay within the memory budget.",
+            "counter",
+            stats.evictions,
+        ),
+        (
             "aurum_online_bytes",
             "Bytes held in the online store, as its weigher counts them.",
             "gauge",
