@@ -84,7 +84,8 @@ pub fn compute(
     // longest window, so no window crosses entities. Per-entity `over`
     // windows are the fallback when the index would overflow.
     let reach = i64::try_from(view.max_window().as_micros()).unwrap_or(i64::MAX);
-    let segmented = segment_index(&df, &view.entity.join_keys, &source.timestamp, reach)?;
+    let timeline = Timeline::of(&df, &view.entity.join_keys, &source.timestamp)?;
+    let segmented = segment_index(&timeline, reach);
     let by = match segmented {
         Some(index) => {
             df.with_column(Column::new("__index".into(), index))
@@ -136,13 +137,7 @@ pub fn compute(
         .filter(|f| f.function == Aggregation::DistinctCount)
     {
         let window = f.window.map(|w| w.as_micros() as i64).unwrap_or(i64::MAX);
-        let counts = distinct_counts(
-            &df,
-            &view.entity.join_keys,
-            &source.timestamp,
-            &f.column,
-            window,
-        )?;
+        let counts = distinct_counts(&df, &timeline, &f.column, window)?;
         df.with_column(Column::new(f.name.as_str().into(), counts))
             .map_err(failed("distinct counts"))?;
     }
@@ -194,49 +189,51 @@ pub fn compute(
 /// The segmented rolling index of a frame sorted by entity keys then event
 /// time: `entity number × stride + (t − earliest)`, with a stride longer than
 /// the time span plus the longest window. `None` when it would overflow.
-fn segment_index(
-    df: &DataFrame,
-    keys: &[String],
-    ts: &str,
-    reach: i64,
-) -> Result<Option<Vec<i64>>> {
-    if df.height() == 0 {
-        return Ok(Some(Vec::new()));
+fn segment_index(timeline: &Timeline, reach: i64) -> Option<Vec<i64>> {
+    let times = &timeline.times;
+    if times.is_empty() {
+        return Some(Vec::new());
     }
-    let times = micros(df, ts)?;
-    if times.null_count() > 0 {
-        return Err(Error::Schema {
-            view: ts.to_string(),
-            message: "event times must not be null".into(),
-        });
-    }
-    let (Some(low), Some(high)) = (times.min(), times.max()) else {
-        return Ok(None);
-    };
-    let Some(stride) = high
-        .checked_sub(low)
-        .and_then(|span| span.checked_add(reach))
-        .and_then(|s| s.checked_add(1))
-    else {
-        return Ok(None);
-    };
-    let boundaries = entity_starts(df, keys)?;
-    let entities = boundaries.iter().filter(|&&b| b).count() as i64;
-    if entities.checked_mul(stride).is_none() {
-        return Ok(None);
-    }
+    let (low, high) = (times.min()?, times.max()?);
+    let stride = high.checked_sub(low)?.checked_add(reach)?.checked_add(1)?;
+    let entities = timeline.starts.iter().filter(|&&b| b).count() as i64;
+    entities.checked_mul(stride)?;
     let mut segment = -1i64;
     let index = times
         .into_no_null_iter()
-        .zip(boundaries)
-        .map(|(t, start)| {
+        .zip(&timeline.starts)
+        .map(|(t, &start)| {
             if start {
                 segment += 1;
             }
             segment * stride + (t - low)
         })
         .collect();
-    Ok(Some(index))
+    Some(index)
+}
+
+/// The event times (microseconds) of a frame sorted by entity keys then
+/// event time, and where each entity's rows start: read once, used by the
+/// rolling index and the distinct counts.
+struct Timeline {
+    times: Int64Chunked,
+    starts: Vec<bool>,
+}
+
+impl Timeline {
+    fn of(df: &DataFrame, keys: &[String], ts: &str) -> Result<Timeline> {
+        let times = micros(df, ts)?;
+        if times.null_count() > 0 {
+            return Err(Error::Schema {
+                view: ts.to_string(),
+                message: "event times must not be null".into(),
+            });
+        }
+        Ok(Timeline {
+            times,
+            starts: entity_starts(df, keys)?,
+        })
+    }
 }
 
 /// Whether each row of a frame sorted by `keys` starts a new entity.
@@ -270,8 +267,7 @@ fn entity_starts(df: &DataFrame, keys: &[String]) -> Result<Vec<bool>> {
 /// sorted by entity keys then event time.
 fn distinct_counts(
     df: &DataFrame,
-    keys: &[String],
-    ts: &str,
+    timeline: &Timeline,
     column: &str,
     window: i64,
 ) -> Result<Vec<f64>> {
@@ -285,8 +281,7 @@ fn distinct_counts(
         Ok(c.str().map_err(failed("cast"))?.clone())
     };
     let values = as_text(column)?;
-    let times = micros(df, ts)?;
-    let starts = entity_starts(df, keys)?;
+    let (times, starts) = (&timeline.times, &timeline.starts);
     let mut out = vec![0.0; df.height()];
     let mut start = 0usize;
     let mut counts: HashMap<Option<&str>, usize> = HashMap::new();

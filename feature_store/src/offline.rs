@@ -240,14 +240,7 @@ impl DeltaStore {
         let adds = write_files(name, &path, df, options.rows_per_file).await?;
 
         if !path.join("_delta_log").is_dir() {
-            let kernel_schema: StructType =
-                schema
-                    .as_ref()
-                    .try_into_kernel()
-                    .map_err(|source| Error::Arrow {
-                        context: format!("schema of {name}"),
-                        source,
-                    })?;
+            let kernel_schema = kernel_schema(name, &schema)?;
             let table = CreateBuilder::new()
                 .with_location(url.as_str())
                 .with_table_name(name)
@@ -265,14 +258,7 @@ impl DeltaStore {
         let snapshot = table.snapshot().map_err(Error::delta(name))?;
         let mut actions: Vec<Action> = adds.into_iter().map(Action::Add).collect();
         // Schema: equal, evolved (a Metadata action), or refused.
-        let table_schema: arrow_schema::Schema = snapshot
-            .schema()
-            .as_ref()
-            .try_into_arrow()
-            .map_err(|source| Error::Arrow {
-                context: format!("schema of {name}"),
-                source,
-            })?;
+        let table_schema = arrow_schema_of(name, &snapshot.schema())?;
         match compare_schemas(&table_schema, &schema) {
             SchemaDiff::Equal => {}
             diff => {
@@ -286,14 +272,7 @@ impl DeltaStore {
                         message: diff.describe(),
                     });
                 }
-                let kernel_schema: StructType =
-                    schema
-                        .as_ref()
-                        .try_into_kernel()
-                        .map_err(|source| Error::Arrow {
-                            context: format!("schema of {name}"),
-                            source,
-                        })?;
+                let kernel_schema = kernel_schema(name, &schema)?;
                 let metadata = snapshot
                     .metadata()
                     .clone()
@@ -932,11 +911,22 @@ fn same_type(a: &arrow_schema::DataType, b: &arrow_schema::DataType) -> bool {
     norm(a) == norm(b)
 }
 
-fn empty_frame(name: &str, schema: &deltalake::kernel::StructType) -> Result<DataFrame> {
-    let arrow_schema: arrow_schema::Schema =
-        schema.try_into_arrow().map_err(|source| Error::Arrow {
-            context: format!("schema of {name}"),
-            source,
-        })?;
-    interop::batches_to_frame(&arrow_schema, &[])
+fn empty_frame(name: &str, schema: &StructType) -> Result<DataFrame> {
+    interop::batches_to_frame(&arrow_schema_of(name, schema)?, &[])
+}
+
+/// A Delta (kernel) schema as an Arrow schema.
+fn arrow_schema_of(name: &str, schema: &StructType) -> Result<arrow_schema::Schema> {
+    schema.try_into_arrow().map_err(|source| Error::Arrow {
+        context: format!("schema of {name}"),
+        source,
+    })
+}
+
+/// An Arrow schema as a Delta (kernel) schema.
+fn kernel_schema(name: &str, schema: &arrow_schema::Schema) -> Result<StructType> {
+    schema.try_into_kernel().map_err(|source| Error::Arrow {
+        context: format!("schema of {name}"),
+        source,
+    })
 }

@@ -329,11 +329,14 @@ async fn silver_step(
         }
         // A batch whose side tables were committed but whose silver commit
         // was lost is redone first, up to exactly the same bronze version.
-        let mut pending = side_marks(store, QUARANTINE_TABLE, source).await?;
-        pending.extend(side_marks(store, QUALITY_TABLE, source).await?);
-        let pending = pending
-            .into_iter()
-            .map(|(v, _)| v)
+        // Read once per batch: they decide both the batch and, below,
+        // which side tables this batch still has to write.
+        let quarantine_marks = side_marks(store, QUARANTINE_TABLE, source).await?;
+        let quality_marks = side_marks(store, QUALITY_TABLE, source).await?;
+        let pending = quarantine_marks
+            .iter()
+            .chain(&quality_marks)
+            .map(|(v, _)| *v)
             .filter(|v| mark.bronze_version.is_none_or(|m| *v > m) && *v <= bronze_now)
             .min();
         let target = if full {
@@ -411,11 +414,10 @@ async fn silver_step(
         // quarantined at most once per silver table, even when a full
         // recompute meets it again.
         let quarantine = new_quarantine_rows(store, source, &processed.quarantine).await?;
-        for (table, frame) in [
-            (QUARANTINE_TABLE, &quarantine),
-            (QUALITY_TABLE, &processed.quality),
+        for (table, frame, done) in [
+            (QUARANTINE_TABLE, &quarantine, &quarantine_marks),
+            (QUALITY_TABLE, &processed.quality, &quality_marks),
         ] {
-            let done = side_marks(store, table, source).await?;
             if frame.height() == 0 || done.contains(&(target, hash.clone())) {
                 continue;
             }

@@ -190,18 +190,7 @@ pub fn process(
         .map_err(failed("types"))?;
     step("types");
     let mut failures: BTreeMap<String, usize> = BTreeMap::new();
-    for c in &stage1 {
-        failures.insert(
-            format!("{}:{}", c.rule, c.column),
-            count_true(&df1, &c.flag)?,
-        );
-    }
-    let bad1 = df1
-        .clone()
-        .lazy()
-        .filter(col("__hard"))
-        .collect()
-        .map_err(failed("quarantine"))?;
+    let bad1 = tally(&df1, &stage1, &mut failures).map_err(failed("quarantine"))?;
     // The good rows go on without their raw and intermediate columns: the
     // bronze table keeps the raw text, `_source_file`/`_source_row` point
     // at it, and carrying it through sorts and joins would double the work.
@@ -343,18 +332,7 @@ pub fn process(
         .map_err(failed("rules"))?;
     step("dedup, enrichment, rules");
     let duplicates_resolved = before_dedup - df2.height();
-    for c in &stage2 {
-        failures.insert(
-            format!("{}:{}", c.rule, c.column),
-            count_true(&df2, &c.flag)?,
-        );
-    }
-    let bad2 = df2
-        .clone()
-        .lazy()
-        .filter(col("__hard"))
-        .collect()
-        .map_err(failed("quarantine"))?;
+    let bad2 = tally(&df2, &stage2, &mut failures).map_err(failed("quarantine"))?;
     let any_failure = count_true(&df2, "__any")?;
 
     // Output columns: declared, enriched, then ingest metadata.
@@ -595,6 +573,20 @@ fn any_of(flags: impl Iterator<Item = Expr>) -> Expr {
     flags.fold(lit(false), |acc, f| acc.or(f))
 }
 
+/// Counts each check's failures into `failures` (by `check:column`) and
+/// returns the rows that failed a hard check (flagged `__hard`).
+fn tally(
+    df: &DataFrame,
+    checks: &[CheckColumn],
+    failures: &mut BTreeMap<String, usize>,
+) -> PolarsResult<DataFrame> {
+    for c in checks {
+        let failed = df.column(&c.flag)?.bool()?.sum().unwrap_or(0) as usize;
+        failures.insert(format!("{}:{}", c.rule, c.column), failed);
+    }
+    df.clone().lazy().filter(col("__hard")).collect()
+}
+
 fn count_true(df: &DataFrame, column: &str) -> Result<usize> {
     let c = df
         .column(column)
@@ -751,28 +743,40 @@ fn quarantine_frame(
             records.push(serde_json::Value::Object(record).to_string());
         }
     }
-    let n = rules.len();
     let df = df!(
-        "run_id" => vec![ctx.run_id.clone(); n],
-        "source" => vec![source.name.clone(); n],
-        "silver_table" => vec![source.silver_table.clone(); n],
-        "bronze_version" => vec![ctx.bronze_version as i64; n],
         "source_file" => files,
         "source_row" => rows,
         "rule" => rules,
         "reason" => reasons,
         "record" => records,
-        "quarantined_at" => vec![ctx.now_micros; n],
     )
-    .and_then(|df| {
-        df.lazy()
-            .with_column(
-                col("quarantined_at").cast(DataType::Datetime(TimeUnit::Microseconds, Some(UTC))),
-            )
-            .collect()
-    })
+    .and_then(|df| with_batch_context(df, source, ctx, "quarantined_at"))
     .map_err(Error::polars("building quarantine rows"))?;
     Ok(df)
+}
+
+/// Puts the batch's identity (run, source, silver table, bronze version)
+/// before a side table's own columns, and the run's clock after them as
+/// `time_column`.
+fn with_batch_context(
+    df: DataFrame,
+    source: &Source,
+    ctx: &BatchContext,
+    time_column: &str,
+) -> PolarsResult<DataFrame> {
+    let mut columns = vec![
+        lit(ctx.run_id.clone()).alias("run_id"),
+        lit(source.name.clone()).alias("source"),
+        lit(source.silver_table.clone()).alias("silver_table"),
+        lit(ctx.bronze_version as i64).alias("bronze_version"),
+    ];
+    columns.extend(df.get_column_names().into_iter().map(|c| col(c.clone())));
+    columns.push(
+        lit(ctx.now_micros)
+            .cast(DataType::Datetime(TimeUnit::Microseconds, Some(UTC)))
+            .alias(time_column),
+    );
+    df.lazy().select(columns).collect()
 }
 
 fn quality_frame(
@@ -816,25 +820,14 @@ fn quality_frame(
     scores.push(batch_score);
     let n = columns.len();
     df!(
-        "run_id" => vec![ctx.run_id.clone(); n],
-        "source" => vec![source.name.clone(); n],
-        "silver_table" => vec![source.silver_table.clone(); n],
-        "bronze_version" => vec![ctx.bronze_version as i64; n],
         "column" => columns,
         "check" => checks,
         "severity" => severities,
         "rows" => vec![considered as i64; n],
         "failed" => failed,
         "score" => scores,
-        "measured_at" => vec![ctx.now_micros; n],
     )
-    .and_then(|df| {
-        df.lazy()
-            .with_column(
-                col("measured_at").cast(DataType::Datetime(TimeUnit::Microseconds, Some(UTC))),
-            )
-            .collect()
-    })
+    .and_then(|df| with_batch_context(df, source, ctx, "measured_at"))
     .map_err(Error::polars("building quality rows"))
 }
 

@@ -8,6 +8,7 @@
 //! comes back as null with `OUTSIDE_MAX_AGE`.
 
 use std::collections::BTreeMap;
+use std::collections::btree_map::Entry;
 use std::sync::Arc;
 
 use axum::Json;
@@ -21,7 +22,7 @@ use serde_json::Value;
 
 use crate::AppState;
 use crate::error::AppError;
-use crate::predict::MAX_ROWS;
+use crate::predict::{MAX_ROWS, invalid_key, key_part};
 
 /// The request body (Feast's).
 #[derive(Debug, Clone, Deserialize)]
@@ -81,6 +82,9 @@ pub async fn get_online_features(
     }
     // Every referenced view must exist and share one set of join keys.
     let mut join_keys: Option<Vec<String>> = None;
+    // Each view's definition is fetched once per request, however many of
+    // its features are asked for.
+    let mut views: BTreeMap<&str, feature_store::FeatureView> = BTreeMap::new();
     for reference in &request.features {
         let Some((view_name, feature)) = split_ref(reference) else {
             return Err(AppError::bad_request(
@@ -88,12 +92,15 @@ pub async fn get_online_features(
                 format!("{reference:?} is not a view:feature reference"),
             ));
         };
-        let view = state.online.view(view_name).ok_or_else(|| {
-            AppError::not_found(
-                "unknown_feature_view",
-                format!("no feature view {view_name:?} (in {reference:?})"),
-            )
-        })?;
+        let view = match views.entry(view_name) {
+            Entry::Occupied(known) => known.into_mut(),
+            Entry::Vacant(slot) => slot.insert(state.online.view(view_name).ok_or_else(|| {
+                AppError::not_found(
+                    "unknown_feature_view",
+                    format!("no feature view {view_name:?} (in {reference:?})"),
+                )
+            })?),
+        };
         if !view.features.iter().any(|f| f == feature) {
             return Err(AppError::not_found(
                 "unknown_feature",
@@ -146,18 +153,9 @@ pub async fn get_online_features(
     for row in 0..rows {
         let mut parts = Vec::with_capacity(columns.len());
         for (key, column) in join_keys.iter().zip(&columns) {
-            parts.push(match &column[row] {
-                Value::String(s) => s.clone(),
-                Value::Number(n) if n.is_i64() || n.is_u64() => n.to_string(),
-                other => {
-                    return Err(AppError::bad_request(
-                        "invalid_entity_key",
-                        format!(
-                            "entity key {key:?} row {row}: {other} is not an integer or a string"
-                        ),
-                    ));
-                }
-            });
+            parts.push(key_part(&column[row]).map_err(|e| {
+                AppError::bad_request("invalid_entity_key", invalid_key(key, row, e))
+            })?);
         }
         keys.push(entity_key(&parts));
     }

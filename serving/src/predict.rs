@@ -249,24 +249,30 @@ fn entity_keys(
         })?;
         let mut strings = Vec::with_capacity(rows);
         for (row, value) in values.iter().enumerate() {
-            strings.push(match value {
-                Value::String(s) => s.clone(),
-                Value::Number(n) if n.is_i64() || n.is_u64() => n.to_string(),
-                other => {
-                    return Err(AppError::bad_request(
-                        "invalid_entity_key",
-                        format!(
-                            "entity key {key:?} row {row}: {other} is not an integer or a string"
-                        ),
-                    ));
-                }
-            });
+            strings.push(key_part(value).map_err(|e| {
+                AppError::bad_request("invalid_entity_key", invalid_key(key, row, e))
+            })?);
         }
         columns.push(strings);
     }
     Ok((0..rows)
         .map(|row| entity_key(&columns.iter().map(|c| c[row].as_str()).collect::<Vec<_>>()))
         .collect())
+}
+
+/// One entity-key value of a request as the online store keys it: a string
+/// as it is, an integer in decimal; anything else is refused (returned).
+pub(crate) fn key_part(value: &Value) -> Result<String, &Value> {
+    match value {
+        Value::String(s) => Ok(s.clone()),
+        Value::Number(n) if n.is_i64() || n.is_u64() => Ok(n.to_string()),
+        other => Err(other),
+    }
+}
+
+/// The message for a key value [`key_part`] refused.
+pub(crate) fn invalid_key(key: &str, row: usize, value: &Value) -> String {
+    format!("entity key {key:?} row {row}: {value} is not an integer or a string")
 }
 
 fn numeric(value: &Value) -> Option<f32> {

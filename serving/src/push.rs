@@ -24,7 +24,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::AppState;
 use crate::error::AppError;
-use crate::predict::MAX_ROWS;
+use crate::predict::{MAX_ROWS, key_part};
 
 /// Where pushed rows go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -153,7 +153,11 @@ pub async fn push(
     let mut online_written = 0;
     if matches!(request.to, PushTo::Online | PushTo::OnlineAndOffline) {
         for row in &parsed {
-            let parts: Vec<String> = row.keys.iter().map(key_text).collect();
+            let parts: Vec<String> = row
+                .keys
+                .iter()
+                .map(|k| key_part(k).unwrap_or_default())
+                .collect();
             let written = state.online.upsert(
                 &view.name,
                 &entity_key(&parts),
@@ -228,11 +232,7 @@ fn parse_row(
     let mut keys = Vec::with_capacity(view.entity.join_keys.len());
     for key in &view.entity.join_keys {
         let value = cell(key);
-        match value {
-            Value::String(_) => {}
-            Value::Number(n) if n.is_i64() || n.is_u64() => {}
-            other => return Err(format!("{key}: {other} is not an integer or a string key")),
-        }
+        key_part(value).map_err(|e| format!("{key}: {e} is not an integer or a string key"))?;
         keys.push(value.clone());
     }
     let time = |column: &str, required: bool| -> Result<Option<i64>, String> {
@@ -263,10 +263,7 @@ fn feature_value(feature: &str, declared: &str, value: &Value) -> Result<Feature
     let wrong = || format!("{feature}: {value} is not a {declared}");
     Ok(match (declared, value) {
         (_, Value::Null) => FeatureValue::Null,
-        ("float64" | "decimal" | "", Value::Number(n)) => {
-            FeatureValue::Float(n.as_f64().ok_or_else(wrong)?)
-        }
-        (d, Value::Number(n)) if d.starts_with("decimal") => {
+        (d, Value::Number(n)) if d.is_empty() || d == "float64" || d.starts_with("decimal") => {
             FeatureValue::Float(n.as_f64().ok_or_else(wrong)?)
         }
         ("int64", Value::Number(n)) => FeatureValue::Int(n.as_i64().ok_or_else(wrong)?),
@@ -274,13 +271,6 @@ fn feature_value(feature: &str, declared: &str, value: &Value) -> Result<Feature
         ("string" | "categorical" | "", Value::String(s)) => FeatureValue::Str(s.as_str().into()),
         _ => return Err(wrong()),
     })
-}
-
-fn key_text(value: &Value) -> String {
-    match value {
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
 }
 
 /// The rows as a frame in the gold table's layout.
@@ -298,7 +288,10 @@ fn rows_frame(view: &FeatureView, rows: &[ParsedRow]) -> Result<DataFrame, AppEr
         } else {
             Column::new(
                 key.as_str().into(),
-                values.iter().map(|v| key_text(v)).collect::<Vec<_>>(),
+                values
+                    .iter()
+                    .map(|v| key_part(v).unwrap_or_default())
+                    .collect::<Vec<_>>(),
             )
         });
     }

@@ -49,11 +49,12 @@ fn run_demo(dir: &Path, customers: &str) -> Value {
     })
 }
 
-fn read_tables_with_python(dir: &Path, customers: &str) -> Value {
+/// Runs one of the Python readers in `tests/python/` with the test
+/// virtualenv's interpreter and returns the JSON it prints.
+pub(crate) fn python_reader(script: &str, args: &[&std::ffi::OsStr]) -> Value {
     let output = Command::new(venv_python())
-        .arg(workspace().join("tests/python/read_demo_tables.py"))
-        .arg(dir)
-        .arg(customers)
+        .arg(workspace().join("tests/python").join(script))
+        .args(args)
         .output()
         .expect("running the Python reader");
     assert!(
@@ -62,6 +63,15 @@ fn read_tables_with_python(dir: &Path, customers: &str) -> Value {
         String::from_utf8_lossy(&output.stderr)
     );
     serde_json::from_slice(&output.stdout).expect("the Python reader prints JSON")
+}
+
+/// The demo tables as Python's deltalake reads them, with the latest
+/// features of `customers` (comma-separated ids).
+pub(crate) fn read_tables_with_python(dir: &Path, customers: &str) -> Value {
+    python_reader(
+        "read_demo_tables.py",
+        &[dir.as_os_str(), std::ffi::OsStr::new(customers)],
+    )
 }
 
 #[test]

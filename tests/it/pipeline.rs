@@ -8,8 +8,6 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
-use crate::demo::venv_python;
-
 fn aurum(dir: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_aurum"))
         .args(args)
@@ -35,17 +33,7 @@ fn pipeline_json(dir: &Path) -> Value {
 }
 
 fn python_tables(dir: &Path) -> Value {
-    let output = Command::new(venv_python())
-        .arg(crate::demo::workspace().join("tests/python/read_pipeline_tables.py"))
-        .arg(dir)
-        .output()
-        .expect("running the Python reader");
-    assert!(
-        output.status.success(),
-        "Python could not read the Delta tables: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).expect("the Python reader prints JSON")
+    crate::demo::python_reader("read_pipeline_tables.py", &[dir.as_os_str()])
 }
 
 fn new_project(rows: &str) -> tempfile::TempDir {

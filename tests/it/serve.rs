@@ -49,17 +49,23 @@ fn start(dir: &Path) -> Server {
 }
 
 fn post(url: &str, body: &Value) -> (u16, Value) {
+    call(reqwest::Client::new().post(url).json(body))
+}
+
+fn get(url: &str) -> Value {
+    let (status, body) = call(reqwest::Client::new().get(url));
+    assert_eq!(status, 200, "GET {url}: {body}");
+    body
+}
+
+/// Sends one request from the synchronous test and returns status and JSON.
+fn call(request: reqwest::RequestBuilder) -> (u16, Value) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     runtime.block_on(async {
-        let response = reqwest::Client::new()
-            .post(url)
-            .json(body)
-            .send()
-            .await
-            .expect("calling the server");
+        let response = request.send().await.expect("calling the server");
         let status = response.status().as_u16();
         (status, response.json().await.unwrap_or(Value::Null))
     })
@@ -105,18 +111,7 @@ fn serve_warm_starts_from_gold_and_answers_feast_requests() {
     assert_eq!(results[0]["values"], json!([1, 2, 999999]));
 
     // The values are the latest gold rows Python's deltalake reads.
-    let output = Command::new(crate::demo::venv_python())
-        .arg(crate::demo::workspace().join("tests/python/read_demo_tables.py"))
-        .arg(dir)
-        .arg("1,2")
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let tables: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let tables = crate::demo::read_tables_with_python(dir, "1,2");
     for (i, reference) in features.iter().enumerate() {
         let name = reference.split_once(':').unwrap().1;
         let column = &results[i + 1];
@@ -132,18 +127,7 @@ fn serve_warm_starts_from_gold_and_answers_feast_requests() {
     }
 
     // The views are listed with their feature types and Delta versions.
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let views: Value = runtime.block_on(async {
-        reqwest::get(format!("{}/feature-views", server.url))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
-    });
+    let views = get(&format!("{}/feature-views", server.url));
     assert_eq!(views[0]["name"], "customer_features");
     assert_eq!(views[0]["ttl_seconds"], 7 * 86_400);
     assert_eq!(views[0]["delta_version"], tables["gold_version"]);
@@ -188,14 +172,7 @@ fn serve_warm_starts_from_gold_and_answers_feast_requests() {
         tables["gold_version"].as_u64().unwrap() + 1
     );
     assert!(view["rows_read"].as_u64().unwrap() > 0, "{report}");
-    let views: Value = runtime.block_on(async {
-        reqwest::get(format!("{}/feature-views", server.url))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
-    });
+    let views = get(&format!("{}/feature-views", server.url));
     assert_eq!(views[0]["delta_version"], view["to_version"]);
     // A push lands online at once and in the gold table (one group commit).
     let names: Vec<String> = views[0]["features"]
@@ -223,13 +200,7 @@ fn serve_warm_starts_from_gold_and_answers_feast_requests() {
     let lookup = json!({"entities": {"customer_id": [777777]}, "features": [features[0]]});
     let (_, online) = post(&format!("{}/get-online-features", server.url), &lookup);
     assert_eq!(online["results"][1]["values"], json!([1.5]));
-    let output = Command::new(crate::demo::venv_python())
-        .arg(crate::demo::workspace().join("tests/python/read_demo_tables.py"))
-        .arg(dir)
-        .arg("777777")
-        .output()
-        .unwrap();
-    let gold: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let gold = crate::demo::read_tables_with_python(dir, "777777");
     assert_eq!(gold["gold_version"], pushed_version);
     assert_eq!(gold["features"]["777777"][&names[0]], 1.5);
     let (_, fresh) = post(&format!("{}/get-online-features", server.url), &request);
