@@ -79,6 +79,28 @@ pub enum Error {
         /// The difference and what allows it.
         message: String,
     },
+    /// Pushed rows do not fit the feature view's schema.
+    #[error("push to feature view {view}: {message}; nothing was applied")]
+    InvalidPush {
+        /// The feature view.
+        view: String,
+        /// What is wrong, naming the row and column.
+        message: String,
+    },
+    /// An offline push was asked of a server without gold tables.
+    #[error("cannot push {view} offline: this server was started without gold tables")]
+    NoOfflineStore {
+        /// The feature view.
+        view: String,
+    },
+    /// Committing pushed rows to a gold table failed.
+    #[error("committing pushed rows to the gold table of {view}: {message}")]
+    OfflineWrite {
+        /// The feature view.
+        view: String,
+        /// The commit's error.
+        message: String,
+    },
     /// A bug: an invariant of aurum's own code does not hold.
     #[error("internal error (a bug, please report): {0}")]
     Internal(String),

@@ -5,7 +5,8 @@
 //! bronze files ([`bronze`]), cleans them ([`silver`]) and computes feature
 //! views ([`gold`]) into Delta tables ([`offline`]), incrementally and with
 //! lineage ([`lineage`]). Gold tables are read back as polars frames,
-//! materialized into the in-memory moka online store ([`online`]), and
+//! materialized into the in-memory moka online store ([`online`]) or pushed
+//! there and to gold directly ([`push`]), and
 //! joined point-in-time onto labelled spines to make training sets
 //! ([`retrieval`]). [`fraud`] is the example domain.
 //!
@@ -21,10 +22,12 @@ pub mod gold;
 pub mod interop;
 pub mod lineage;
 pub mod materialize;
+pub mod metrics;
 pub mod offline;
 pub mod online;
 pub mod pipeline;
 pub mod project;
+pub mod push;
 pub mod retrieval;
 pub mod silver;
 

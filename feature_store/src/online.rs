@@ -8,7 +8,7 @@
 //! `OUTSIDE_MAX_AGE` and its values are withheld.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use moka::ops::compute::Op;
@@ -122,6 +122,25 @@ struct RowKey {
     entity: Box<str>,
 }
 
+/// Rows and bytes one view holds. Maintained on write and in the removal
+/// listener (replacement, eviction, invalidation), so it is exact once the
+/// cache's pending maintenance has run.
+#[derive(Debug, Default)]
+struct ViewUsage {
+    entries: AtomicI64,
+    bytes: AtomicI64,
+}
+
+impl ViewUsage {
+    fn add(&self, entries: i64, bytes: i64) {
+        self.entries.fetch_add(entries, Ordering::Relaxed);
+        self.bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+}
+
+/// Per-view usage, by view id: shared with the cache's removal listener.
+type UsageById = Arc<RwLock<HashMap<u32, Arc<ViewUsage>>>>;
+
 #[derive(Debug)]
 struct ViewSlot {
     id: u32,
@@ -129,16 +148,39 @@ struct ViewSlot {
     ttl_micros: i64,
     /// The Delta version last materialized, plus one (0: none yet).
     delta_version_plus_one: AtomicU64,
+    usage: Arc<ViewUsage>,
+}
+
+/// Rows and memory one feature view holds in the online store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ViewStats {
+    /// The feature view.
+    pub view: String,
+    /// Entities held.
+    pub entries: u64,
+    /// Bytes held, as the weigher counts them.
+    pub bytes: u64,
 }
 
 /// The in-memory online store.
 pub struct OnlineStore {
     views: RwLock<HashMap<String, Arc<ViewSlot>>>,
+    usage: UsageById,
     rows: Cache<RowKey, Arc<OnlineRow>>,
     hits: AtomicU64,
     misses: AtomicU64,
     evictions: Arc<AtomicU64>,
     next_view_id: std::sync::atomic::AtomicU32,
+}
+
+/// The bytes a stored row costs, as the weigher counts them: key, row
+/// header and values (strings by length).
+fn row_weight(key: &RowKey, row: &OnlineRow) -> u32 {
+    let bytes = std::mem::size_of::<RowKey>()
+        + key.entity.len()
+        + std::mem::size_of::<OnlineRow>()
+        + row.values.iter().map(FeatureValue::weight).sum::<usize>();
+    u32::try_from(bytes).unwrap_or(u32::MAX)
 }
 
 impl std::fmt::Debug for OnlineStore {
@@ -154,26 +196,28 @@ impl OnlineStore {
     pub fn new(memory_budget_bytes: u64) -> Self {
         let evictions = Arc::new(AtomicU64::new(0));
         let evicted = evictions.clone();
+        let usage: UsageById = Arc::default();
+        let listener_usage = usage.clone();
         let rows = Cache::builder()
             .max_capacity(memory_budget_bytes)
-            .weigher(|key: &RowKey, row: &Arc<OnlineRow>| {
-                let bytes = std::mem::size_of::<RowKey>()
-                    + key.entity.len()
-                    + std::mem::size_of::<OnlineRow>()
-                    + row.values.iter().map(FeatureValue::weight).sum::<usize>();
-                u32::try_from(bytes).unwrap_or(u32::MAX)
-            })
+            .weigher(|key: &RowKey, row: &Arc<OnlineRow>| row_weight(key, row))
             .support_invalidation_closures()
             // Rows dropped to stay within the budget are counted: serving
             // NOT_FOUND for an evicted entity must be visible in metrics.
-            .eviction_listener(move |_key, _row, cause| {
+            // Every removal (a replaced row included) leaves its view's usage.
+            .eviction_listener(move |key: Arc<RowKey>, row: Arc<OnlineRow>, cause| {
                 if cause == moka::notification::RemovalCause::Size {
                     evicted.fetch_add(1, Ordering::Relaxed);
+                }
+                let by_id = listener_usage.read().unwrap_or_else(|e| e.into_inner());
+                if let Some(usage) = by_id.get(&key.view) {
+                    usage.add(-1, -i64::from(row_weight(&key, &row)));
                 }
             })
             .build();
         OnlineStore {
             views: RwLock::new(HashMap::new()),
+            usage,
             rows,
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
@@ -197,11 +241,17 @@ impl OnlineStore {
                 .rows
                 .invalidate_entries_if(move |key, _| key.view == old_id);
         }
+        let usage = Arc::new(ViewUsage::default());
+        self.usage
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, usage.clone());
         let slot = ViewSlot {
             id,
             ttl_micros: view.ttl_micros(),
             view,
             delta_version_plus_one: AtomicU64::new(0),
+            usage,
         };
         views.insert(slot.view.name.clone(), Arc::new(slot));
     }
@@ -241,7 +291,7 @@ impl OnlineStore {
                 ),
             });
         }
-        Ok(self.put_if_newer(slot.id, entity, Arc::new(row)))
+        Ok(self.put_if_newer(&slot, entity, Arc::new(row)))
     }
 
     /// Loads the latest row per entity of `df` (a frame of the view's gold
@@ -309,7 +359,7 @@ impl OnlineStore {
                 created_micros,
                 values: columns.iter().map(|c| c[i].clone()).collect(),
             };
-            if self.put_if_newer(slot.id, key, Arc::new(row)) {
+            if self.put_if_newer(&slot, key, Arc::new(row)) {
                 stats.written += 1;
             } else {
                 stats.skipped_older += 1;
@@ -404,6 +454,22 @@ impl OnlineStore {
         }
     }
 
+    /// Entities and bytes held per view, by view name.
+    pub fn view_stats(&self) -> Vec<ViewStats> {
+        self.rows.run_pending_tasks();
+        let views = self.views.read().unwrap_or_else(|e| e.into_inner());
+        let mut all: Vec<ViewStats> = views
+            .values()
+            .map(|slot| ViewStats {
+                view: slot.view.name.clone(),
+                entries: u64::try_from(slot.usage.entries.load(Ordering::Relaxed)).unwrap_or(0),
+                bytes: u64::try_from(slot.usage.bytes.load(Ordering::Relaxed)).unwrap_or(0),
+            })
+            .collect();
+        all.sort_by(|a, b| a.view.cmp(&b.view));
+        all
+    }
+
     fn slot(&self, view: &str) -> Result<Arc<ViewSlot>> {
         self.views
             .read()
@@ -413,11 +479,12 @@ impl OnlineStore {
             .ok_or_else(|| Error::UnknownFeature(format!("{view}:*")))
     }
 
-    fn put_if_newer(&self, view: u32, entity: &str, row: Arc<OnlineRow>) -> bool {
+    fn put_if_newer(&self, slot: &ViewSlot, entity: &str, row: Arc<OnlineRow>) -> bool {
         let key = RowKey {
-            view,
+            view: slot.id,
             entity: entity.into(),
         };
+        let weight = i64::from(row_weight(&key, &row));
         let result = self
             .rows
             .entry(key)
@@ -430,7 +497,12 @@ impl OnlineStore {
                 }
                 _ => Op::Put(row),
             });
-        !matches!(result, moka::ops::compute::CompResult::Unchanged(_))
+        let written = !matches!(result, moka::ops::compute::CompResult::Unchanged(_));
+        if written {
+            // A replaced row leaves through the removal listener.
+            slot.usage.add(1, weight);
+        }
+        written
     }
 }
 
@@ -617,6 +689,44 @@ mod tests {
             batch.rows[0][0],
             (FeatureValue::Null, FeatureStatus::NullValue)
         );
+    }
+
+    #[test]
+    fn per_view_usage_follows_writes_replacements_and_reregistration() {
+        let store = OnlineStore::new(1 << 20);
+        store.register_view(view());
+        let row = |x: f64, t: i64| OnlineRow {
+            event_micros: t,
+            created_micros: t,
+            values: vec![FeatureValue::Float(x), FeatureValue::Int(1)].into_boxed_slice(),
+        };
+        for entity in ["1", "2", "3"] {
+            assert!(store.upsert("v", entity, row(1.0, DAY)).unwrap());
+        }
+        // A newer row replaces; an older one is refused: still 3 entities.
+        assert!(store.upsert("v", "1", row(2.0, 2 * DAY)).unwrap());
+        assert!(!store.upsert("v", "2", row(2.0, 0)).unwrap());
+        let stats = store.view_stats();
+        let per_row = u64::from(row_weight(
+            &RowKey {
+                view: 0,
+                entity: "1".into(),
+            },
+            &row(1.0, DAY),
+        ));
+        assert_eq!(
+            stats,
+            vec![ViewStats {
+                view: "v".into(),
+                entries: 3,
+                bytes: 3 * per_row
+            }]
+        );
+        assert_eq!(store.stats().weighted_bytes, 3 * per_row);
+        // Re-registering drops the old rows from the view's usage.
+        store.register_view(view());
+        let stats = store.view_stats();
+        assert_eq!((stats[0].entries, stats[0].bytes), (0, 0));
     }
 
     #[test]

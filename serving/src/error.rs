@@ -72,6 +72,9 @@ impl From<feature_store::Error> for AppError {
             E::TableMissing(_) => AppError::not_found("table_missing", message),
             E::Parse { .. } => AppError::bad_request("unparseable_input", message),
             E::SchemaChange { .. } => AppError::bad_request("schema_change", message),
+            E::InvalidPush { .. } => AppError::bad_request("invalid_push", message),
+            E::NoOfflineStore { .. } => AppError::not_found("no_offline_store", message),
+            E::OfflineWrite { .. } => AppError::bad_request("offline_write_failed", message),
             E::Polars { .. }
             | E::Delta { .. }
             | E::Arrow { .. }

@@ -44,8 +44,8 @@ pub struct AppState {
     pub models: ModelSet,
     /// The gold tables `POST /materialize` loads from, when configured.
     pub offline: Option<feature_store::DeltaStore>,
-    /// The group-commit writer of offline pushes, when configured.
-    pub push_writer: Option<push::PushWriter>,
+    /// Applies pushed rows (shared with Arrow Flight `DoPut`).
+    pub pusher: Arc<feature_store::push::Pusher>,
     /// Counters and histograms for `/metrics`.
     pub metrics: metrics::Metrics,
     ready: AtomicBool,
@@ -56,11 +56,11 @@ impl AppState {
     /// not yet ready.
     pub fn new(online: Arc<OnlineStore>, registry: Registry) -> Self {
         AppState {
+            pusher: Arc::new(feature_store::push::Pusher::online_only(online.clone())),
             online,
             registry,
             models: ModelSet::default(),
             offline: None,
-            push_writer: None,
             metrics: metrics::Metrics::default(),
             ready: AtomicBool::new(false),
         }
@@ -70,7 +70,10 @@ impl AppState {
     /// gold tables of `store`. Starts the push writer task, so it must be
     /// called inside a tokio runtime.
     pub fn with_offline(mut self, store: feature_store::DeltaStore) -> Self {
-        self.push_writer = Some(push::PushWriter::start(store.clone()));
+        self.pusher = Arc::new(feature_store::push::Pusher::with_offline(
+            self.online.clone(),
+            store.clone(),
+        ));
         self.offline = Some(store);
         self
     }
@@ -313,15 +316,17 @@ mod tests {
         );
 
         // Missing and unknown columns, unknown views, no offline store.
-        for (body, status, code) in [
-            (push(json!({"customer_id": [7], "ts": [now], "x1": [1.0]}), false), StatusCode::BAD_REQUEST, "missing_column"),
-            (push(json!({"customer_id": [7], "ts": [now], "x1": [1.0], "x2": [1.0], "x3": [1]}), false), StatusCode::BAD_REQUEST, "unknown_column"),
-            (json!({"push_source_name": "nope", "df": {}}).to_string(), StatusCode::NOT_FOUND, "unknown_push_source"),
-            (json!({"push_source_name": "v", "df": {"customer_id": [7], "ts": [now], "x1": [1.0], "x2": [1.0]}, "to": "offline"}).to_string(), StatusCode::NOT_FOUND, "no_offline_store"),
+        for (body, status, code, named) in [
+            (push(json!({"customer_id": [7], "ts": [now], "x1": [1.0]}), false), StatusCode::BAD_REQUEST, "invalid_push", "no column \"x2\""),
+            (push(json!({"customer_id": [7], "ts": [now], "x1": [1.0], "x2": [1.0], "x3": [1]}), false), StatusCode::BAD_REQUEST, "invalid_push", "no column \"x3\""),
+            (json!({"push_source_name": "nope", "df": {}}).to_string(), StatusCode::NOT_FOUND, "unknown_push_source", "\"nope\""),
+            (json!({"push_source_name": "v", "df": {"customer_id": [7], "ts": [now], "x1": [1.0], "x2": [1.0]}, "to": "offline"}).to_string(), StatusCode::NOT_FOUND, "no_offline_store", "cannot push v offline"),
         ] {
             let (got, answer) = call(&state, "POST", "/push", &body).await;
             assert_eq!(got, status, "{body}: {answer}");
             assert_eq!(answer["error"]["code"], code, "{body}: {answer}");
+            let message = answer["error"]["message"].as_str().unwrap();
+            assert!(message.contains(named), "{message}");
         }
     }
 
