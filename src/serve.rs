@@ -1,5 +1,5 @@
-//! `aurum serve`: the HTTP server over the project's online store and
-//! registry.
+//! `aurum serve`: the HTTP server and the Arrow Flight service over the
+//! project's online store and registry.
 //!
 //! The listener is bound first, so `/health/live` answers at once; every
 //! feature view's latest values are then loaded from its gold Delta table
@@ -26,6 +26,9 @@ pub struct ServeArgs {
     /// address is printed).
     #[arg(long, default_value = "127.0.0.1:8080")]
     addr: SocketAddr,
+    /// The Arrow Flight address (port 0 picks a free port; printed).
+    #[arg(long, default_value = "127.0.0.1:8815")]
+    flight_addr: SocketAddr,
     /// Memory budget of the online store, in MiB.
     #[arg(long, default_value_t = 1024)]
     memory_mib: u64,
@@ -41,6 +44,13 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         .with_context(|| format!("binding {}", args.addr))?;
     let local = listener.local_addr().context("reading the bound address")?;
     println!("listening on http://{local}");
+    let flight_listener = tokio::net::TcpListener::bind(args.flight_addr)
+        .await
+        .with_context(|| format!("binding {} for Arrow Flight", args.flight_addr))?;
+    let flight_local = flight_listener
+        .local_addr()
+        .context("reading the bound Flight address")?;
+    println!("flight on grpc://{flight_local}");
 
     let online = Arc::new(OnlineStore::new(args.memory_mib << 20));
     let registry = Registry::open(project.registry_dir())?;
@@ -48,6 +58,8 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     let state =
         Arc::new(AppState::new(online.clone(), registry.clone()).with_offline(store.clone()));
     let server = tokio::spawn(serving::serve(listener, state.clone(), shutdown_signal()));
+    let flight = feature_store::flight::FlightServer::new(online.clone(), state.pusher.clone());
+    let flight = tokio::spawn(flight.serve(flight_listener, shutdown_signal()));
 
     // Warm start: every view from its gold table, then every model.
     for spec in &project.feature_views {
@@ -82,6 +94,10 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         .await
         .context("the server task failed")?
         .context("serving HTTP")?;
+    flight
+        .await
+        .context("the Flight task failed")?
+        .context("serving Arrow Flight")?;
     Ok(())
 }
 

@@ -10,13 +10,15 @@
 //! joined point-in-time onto labelled spines to make training sets
 //! ([`retrieval`]). [`fraud`] is the example domain.
 //!
-//! This crate knows nothing of models, registries or HTTP: it deals in
-//! feature views, Delta tables and feature values.
+//! The Arrow Flight service ([`flight`]) is this crate's one wire format.
+//! It knows nothing of models, registries or HTTP: it deals in feature
+//! views, Delta tables and feature values.
 
 pub mod bronze;
 pub mod definitions;
 pub mod error;
 pub mod expr;
+pub mod flight;
 pub mod fraud;
 pub mod gold;
 pub mod interop;

@@ -1,0 +1,51 @@
+"""Pushes rows into a feature view over Arrow Flight DoPut with plain
+pyarrow.flight, the way a streaming job would, and prints what happened.
+
+Usage: flight_push.py GRPC_URL VIEW FEATURE[,FEATURE...] ENTITY_ID
+Prints JSON: the server's outcome of a good push (to online and offline),
+and the error a batch with a null join key gets.
+"""
+import datetime
+import json
+import os
+import sys
+
+import pyarrow as pa
+import pyarrow.flight as flight
+
+url, view, features, entity = sys.argv[1], sys.argv[2], sys.argv[3].split(","), int(sys.argv[4])
+client = flight.FlightClient(url)
+now = datetime.datetime.now(datetime.timezone.utc)
+
+
+def table(keys):
+    columns = {
+        "customer_id": pa.array(keys, pa.int64()),
+        "event_timestamp": pa.array([now] * len(keys), pa.timestamp("us", tz="UTC")),
+    }
+    for i, name in enumerate(features):
+        columns[name] = pa.array([2.5 + i] * len(keys), pa.float64())
+    return pa.table(columns)
+
+
+def push(data, to):
+    command = {"command": "push", "feature_view": view, "to": to}
+    descriptor = flight.FlightDescriptor.for_command(json.dumps(command))
+    writer, reader = client.do_put(descriptor, data.schema)
+    writer.write_table(data)
+    writer.done_writing()
+    answer = reader.read()
+    writer.close()
+    return json.loads(answer.to_pybytes())
+
+
+outcome = push(table([entity, entity + 1]), "online_and_offline")
+try:
+    push(table([entity + 2, None]), "online")
+    error = None
+except (flight.FlightError, pa.ArrowException) as e:
+    error = str(e)
+print(json.dumps({"outcome": outcome, "error": error}))
+sys.stdout.flush()
+# pyarrow's native threads may abort an orderly interpreter exit.
+os._exit(0)
