@@ -348,31 +348,53 @@ pub struct MaterializeArgs {
 /// The online store lives in the server process: `materialize` asks the
 /// running server to load the gold tables' new rows.
 pub async fn materialize(args: MaterializeArgs) -> Result<()> {
-    let spinner = spinner(&format!("materializing into {}", args.server));
+    let base = args.server.trim_end_matches('/');
+    let client = reqwest::Client::new();
+    let unreachable = || {
+        format!(
+            "no aurum server answers at {} (start one with `aurum serve`)",
+            args.server
+        )
+    };
+    let call = |request: reqwest::RequestBuilder, url: String| async move {
+        let response = request.send().await.with_context(unreachable)?;
+        let status = response.status();
+        let body: serde_json::Value = response
+            .json()
+            .await
+            .with_context(|| format!("{url} answered {status} without JSON"))?;
+        if !status.is_success() {
+            bail!("{url} answered {status}: {}", body["error"]["message"]);
+        }
+        Ok(body)
+    };
+    let views_url = format!("{base}/feature-views");
+    let listed = call(client.get(&views_url), views_url.clone()).await?;
+    let names: Vec<String> = listed
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v["name"].as_str().map(str::to_string))
+        .collect();
+    // One request per view, so the bar moves as each view is loaded.
+    let bar = ProgressBar::new(names.len() as u64).with_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} views {elapsed} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
     if args.json {
-        spinner.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
-    let url = format!("{}/materialize", args.server.trim_end_matches('/'));
-    let response = reqwest::Client::new()
-        .post(&url)
-        .json(&serde_json::json!({"incremental": args.incremental}))
-        .send()
-        .await
-        .with_context(|| {
-            format!(
-                "no aurum server answers at {} (start one with `aurum serve`)",
-                args.server
-            )
-        })?;
-    let status = response.status();
-    let body: serde_json::Value = response
-        .json()
-        .await
-        .with_context(|| format!("{url} answered {status} without JSON"))?;
-    spinner.finish_and_clear();
-    if !status.is_success() {
-        bail!("{url} answered {status}: {}", body["error"]["message"]);
+    let url = format!("{base}/materialize");
+    let mut reports = Vec::new();
+    for name in &names {
+        bar.set_message(name.clone());
+        let body = serde_json::json!({"incremental": args.incremental, "views": [name]});
+        let answer = call(client.post(&url).json(&body), url.clone()).await?;
+        reports.extend(answer["views"].as_array().cloned().unwrap_or_default());
+        bar.inc(1);
     }
+    bar.finish_and_clear();
+    let body = serde_json::json!({ "views": reports });
     if args.json {
         println!("{}", serde_json::to_string_pretty(&body)?);
         return Ok(());

@@ -287,6 +287,9 @@ pub struct MaterializeRequest {
     /// or everything.
     #[serde(default = "yes")]
     pub incremental: bool,
+    /// The views to load (default: every registered view).
+    #[serde(default)]
+    pub views: Option<Vec<String>>,
 }
 
 fn yes() -> bool {
@@ -313,8 +316,22 @@ pub async fn materialize(
             "this server was started without gold tables to materialize from".to_string(),
         ));
     };
+    let selected = match &request.views {
+        None => state.online.views(),
+        Some(names) => names
+            .iter()
+            .map(|name| {
+                state.online.view(name).ok_or_else(|| {
+                    AppError::not_found(
+                        "unknown_feature_view",
+                        format!("no feature view {name:?} to materialize"),
+                    )
+                })
+            })
+            .collect::<Result<_, _>>()?,
+    };
     let mut views = Vec::new();
-    for view in state.online.views() {
+    for view in selected {
         views.push(
             feature_store::materialize::materialize(
                 store,
