@@ -1,0 +1,692 @@
+//! Online-store benchmarks (issue 4): in-process lookups, HTTP
+//! `/get-online-features` under load, push ingestion and push-to-visible
+//! latency, and materialization of a large gold table.
+//!
+//! usage: cargo bench --bench online -- [MODE...] [--entities N]
+//!        [--features F] [--seconds S] [--connections C] [--gold-rows R]
+//!        [--gold-features G]
+//!   MODE: lookup | http | push | materialize (default: all four)
+//!
+//! and, to load any server with the same generator (used for Feast by
+//! `benches/feast/compare.sh`):
+//!   cargo bench --bench online -- load --url URL --body-file F
+//!        [--seconds S] [--connections C]
+//!
+//! The HTTP load generator is in this file: keep-alive HTTP/1.1 over raw
+//! TCP on loopback, C connections on one thread, each sending its next
+//! request when the previous answer is read (a closed loop, as wrk does).
+//! Latency is measured per request from write to the end of the answer.
+//! The server runs in the same process on its own 2-thread runtime, so the
+//! load generator's CPU is counted on the same 2 cores.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use feature_store::online::OnlineStore;
+use feature_store::{DeltaStore, Entity, FeatureView};
+use polars::prelude::*;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const VIEW: &str = "bench";
+
+struct Options {
+    modes: Vec<String>,
+    entities: usize,
+    features: usize,
+    seconds: u64,
+    connections: usize,
+    gold_rows: usize,
+    gold_features: usize,
+    url: Option<String>,
+    body_file: Option<String>,
+}
+
+fn main() -> Result<()> {
+    let mut o = Options {
+        modes: Vec::new(),
+        entities: 1_000_000,
+        features: 50,
+        seconds: 10,
+        connections: 32,
+        gold_rows: 10_000_000,
+        gold_features: 18,
+        url: None,
+        body_file: None,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let mut value = || args.next().context("a flag needs a value");
+        match arg.as_str() {
+            "--entities" => o.entities = value()?.parse()?,
+            "--features" => o.features = value()?.parse()?,
+            "--seconds" => o.seconds = value()?.parse()?,
+            "--connections" => o.connections = value()?.parse()?,
+            "--gold-rows" => o.gold_rows = value()?.parse()?,
+            "--gold-features" => o.gold_features = value()?.parse()?,
+            "--url" => o.url = Some(value()?),
+            "--body-file" => o.body_file = Some(value()?),
+            "--bench" => {} // cargo passes it
+            mode if !mode.starts_with('-') => o.modes.push(mode.to_string()),
+            other => bail!("unknown flag {other}"),
+        }
+    }
+    if o.modes.is_empty() {
+        o.modes = ["lookup", "http", "push", "materialize"]
+            .map(String::from)
+            .to_vec();
+    }
+    if o.modes.iter().any(|m| m == "load") {
+        return load_external(&o);
+    }
+    let needs_store = o.modes.iter().any(|m| m != "materialize");
+    let online = if needs_store {
+        Some(loaded_store(&o)?)
+    } else {
+        None
+    };
+    for mode in &o.modes {
+        match (mode.as_str(), &online) {
+            ("lookup", Some(online)) => lookup(&o, online),
+            ("http", Some(online)) => http(&o, online.clone())?,
+            ("push", Some(online)) => push(&o, online.clone())?,
+            ("materialize", _) => materialize(&o)?,
+            (other, _) => bail!("unknown mode {other}"),
+        }
+    }
+    Ok(())
+}
+
+fn now_micros() -> i64 {
+    feature_store::push::now_micros()
+}
+
+fn view(features: usize) -> FeatureView {
+    FeatureView {
+        name: VIEW.into(),
+        entity: Entity {
+            name: "entity".into(),
+            join_keys: vec!["entity_id".into()],
+        },
+        features: (0..features).map(|i| format!("f{i}")).collect(),
+        feature_types: vec!["float64".into(); features],
+        timestamp_column: "event_timestamp".into(),
+        created_column: "created_timestamp".into(),
+        ttl: Duration::from_secs(86_400),
+    }
+}
+
+/// `rows` gold rows over `entities` entities (row i belongs to entity
+/// i % entities), event times spread over the last hour, random features.
+fn gold_frame(rows: usize, entities: usize, features: usize, seed: u64) -> Result<DataFrame> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let now = now_micros();
+    let utc = DataType::Datetime(TimeUnit::Microseconds, Some(TimeZone::UTC));
+    let keys: Vec<i64> = (0..rows).map(|i| (i % entities) as i64).collect();
+    let times: Vec<i64> = (0..rows)
+        .map(|_| now - rng.random_range(0..3_600_000_000i64))
+        .collect();
+    let mut columns: Vec<Column> = vec![
+        Column::new("entity_id".into(), keys),
+        Series::new("event_timestamp".into(), times.clone())
+            .cast(&utc)?
+            .into(),
+        Series::new("created_timestamp".into(), times)
+            .cast(&utc)?
+            .into(),
+    ];
+    for f in 0..features {
+        let values: Vec<f64> = (0..rows).map(|_| rng.random::<f64>() * 1000.0).collect();
+        columns.push(Column::new(format!("f{f}").into(), values));
+    }
+    Ok(DataFrame::new_infer_height(columns)?)
+}
+
+fn resident_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+fn loaded_store(o: &Options) -> Result<Arc<OnlineStore>> {
+    let view = view(o.features);
+    let df = gold_frame(o.entities, o.entities, o.features, 7)?;
+    let online = Arc::new(OnlineStore::new(16 << 30));
+    online.register_view(view.clone());
+    let before = resident_bytes();
+    let started = Instant::now();
+    online.materialize(&view, &df, 0)?;
+    let took = started.elapsed();
+    drop(df);
+    let stats = online.stats();
+    let values = stats.entries as f64 * o.features as f64;
+    println!(
+        "loaded {} entities x {} features in memory in {:.2} s; weigher: {:.1} bytes/value; \
+         resident growth: {:.1} bytes/value",
+        stats.entries,
+        o.features,
+        took.as_secs_f64(),
+        stats.weighted_bytes as f64 / values,
+        resident_bytes().saturating_sub(before) as f64 / values,
+    );
+    Ok(online)
+}
+
+fn percentiles(label: &str, mut nanos: Vec<u64>) {
+    nanos.sort_unstable();
+    let at = |q: f64| {
+        let i = ((nanos.len() as f64 * q).ceil() as usize).clamp(1, nanos.len()) - 1;
+        nanos[i] as f64 / 1000.0
+    };
+    println!(
+        "{label}: n={} p50={:.2} µs p90={:.2} µs p99={:.2} µs p99.9={:.2} µs max={:.2} µs",
+        nanos.len(),
+        at(0.5),
+        at(0.9),
+        at(0.99),
+        at(0.999),
+        at(1.0)
+    );
+}
+
+fn lookup(o: &Options, online: &OnlineStore) {
+    let refs: Vec<String> = view(o.features).feature_refs();
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    let now = now_micros();
+    let n = 1_000_000;
+    let keys: Vec<[String; 1]> = (0..n)
+        .map(|_| [rng.random_range(0..o.entities).to_string()])
+        .collect();
+    // Warm the caches and the branch predictors a little.
+    for key in keys.iter().take(10_000) {
+        std::hint::black_box(online.get(&refs, key, now).ok());
+    }
+    let mut nanos = Vec::with_capacity(n);
+    let started = Instant::now();
+    for key in &keys {
+        let t = Instant::now();
+        let batch = online.get(&refs, key, now);
+        nanos.push(t.elapsed().as_nanos() as u64);
+        std::hint::black_box(batch.ok());
+    }
+    let total = started.elapsed();
+    println!(
+        "in-process lookup, 1 entity x {} features, {n} lookups on one thread: {:.0} lookups/s",
+        o.features,
+        n as f64 / total.as_secs_f64()
+    );
+    percentiles("  latency", nanos);
+    let hundred: Vec<String> = (0..100)
+        .map(|_| rng.random_range(0..o.entities).to_string())
+        .collect();
+    let mut nanos = Vec::with_capacity(10_000);
+    for _ in 0..10_000 {
+        let t = Instant::now();
+        let batch = online.get(&refs, &hundred, now);
+        nanos.push(t.elapsed().as_nanos() as u64);
+        std::hint::black_box(batch.ok());
+    }
+    percentiles(
+        &format!("in-process lookup, 100 entities x {} features", o.features),
+        nanos,
+    );
+}
+
+/// Starts the aurum HTTP server over `online` on its own 2-thread runtime;
+/// returns its address and the runtime (dropping it stops the server).
+fn start_server(
+    online: Arc<OnlineStore>,
+    store: Option<DeltaStore>,
+) -> Result<(std::net::SocketAddr, tokio::runtime::Runtime)> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let dir = tempfile::tempdir()?;
+    let registry = registry::Registry::open(dir.path())?;
+    let (addr, _) = runtime.block_on(async move {
+        let mut state = serving::AppState::new(online, registry);
+        if let Some(store) = store {
+            state = state.with_offline(store);
+        }
+        let state = Arc::new(state);
+        state.set_ready(true);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        tokio::spawn(serving::serve(
+            listener,
+            state,
+            std::future::pending::<()>(),
+        ));
+        anyhow::Ok((addr, dir))
+    })?;
+    Ok((addr, runtime))
+}
+
+fn http(o: &Options, online: Arc<OnlineStore>) -> Result<()> {
+    let (addr, _server) = start_server(online, None)?;
+    let refs = view(o.features).feature_refs();
+    let mut rng = ChaCha8Rng::seed_from_u64(13);
+    for (entities, connections) in [(1usize, o.connections), (100, 4)] {
+        let bodies: Vec<String> = (0..1000)
+            .map(|_| {
+                let keys: Vec<usize> = (0..entities)
+                    .map(|_| rng.random_range(0..o.entities))
+                    .collect();
+                serde_json::json!({"entities": {"entity_id": keys}, "features": refs}).to_string()
+            })
+            .collect();
+        let requests: Vec<Vec<u8>> = bodies
+            .iter()
+            .map(|b| post_request(&addr.to_string(), "/get-online-features", b))
+            .collect();
+        let report = run_load(addr, requests, connections, o.seconds)?;
+        report.print(&format!(
+            "HTTP /get-online-features, {entities} entities x {} features, {connections} connections",
+            o.features
+        ));
+    }
+    Ok(())
+}
+
+fn post_request(host: &str, path: &str, body: &str) -> Vec<u8> {
+    format!(
+        "POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+struct LoadReport {
+    requests: usize,
+    errors: usize,
+    seconds: f64,
+    nanos: Vec<u64>,
+}
+
+impl LoadReport {
+    fn print(self, label: &str) {
+        println!(
+            "{label}: {:.0} requests/s over {:.1} s ({} requests, {} non-200)",
+            self.requests as f64 / self.seconds,
+            self.seconds,
+            self.requests,
+            self.errors
+        );
+        percentiles("  latency", self.nanos);
+    }
+}
+
+/// Runs a closed-loop load of `requests` (cycled) over `connections`
+/// keep-alive connections for `seconds` after a 2-second warm-up, on one
+/// thread.
+fn run_load(
+    addr: std::net::SocketAddr,
+    requests: Vec<Vec<u8>>,
+    connections: usize,
+    seconds: u64,
+) -> Result<LoadReport> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let requests = Arc::new(requests);
+    runtime.block_on(async move {
+        let warmup = Instant::now() + Duration::from_secs(2);
+        let end = warmup + Duration::from_secs(seconds);
+        let mut tasks = Vec::new();
+        for c in 0..connections {
+            let requests = requests.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut stream = tokio::net::TcpStream::connect(addr).await?;
+                stream.set_nodelay(true)?;
+                let mut buffer = Vec::with_capacity(64 << 10);
+                let mut nanos = Vec::new();
+                let (mut done, mut errors) = (0usize, 0usize);
+                let mut i = c;
+                loop {
+                    let started = Instant::now();
+                    if started >= end {
+                        break;
+                    }
+                    stream.write_all(&requests[i % requests.len()]).await?;
+                    let status = read_response(&mut stream, &mut buffer).await?;
+                    if started >= warmup {
+                        nanos.push(started.elapsed().as_nanos() as u64);
+                        done += 1;
+                        errors += usize::from(status != 200);
+                    }
+                    i += connections;
+                }
+                anyhow::Ok((done, errors, nanos))
+            }));
+        }
+        let mut report = LoadReport {
+            requests: 0,
+            errors: 0,
+            seconds: seconds as f64,
+            nanos: Vec::new(),
+        };
+        for task in tasks {
+            let (done, errors, nanos) = task.await??;
+            report.requests += done;
+            report.errors += errors;
+            report.nanos.extend(nanos);
+        }
+        Ok(report)
+    })
+}
+
+/// Reads one HTTP/1.1 response (Content-Length or chunked body) and
+/// returns its status.
+async fn read_response(stream: &mut tokio::net::TcpStream, buffer: &mut Vec<u8>) -> Result<u16> {
+    buffer.clear();
+    let header_end = loop {
+        if let Some(end) = find(buffer, b"\r\n\r\n") {
+            break end + 4;
+        }
+        read_more(stream, buffer).await?;
+    };
+    let head = std::str::from_utf8(&buffer[..header_end]).context("response head")?;
+    let status: u16 = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .context("response status")?;
+    let header = |name: &str| {
+        head.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+        })
+    };
+    if let Some(length) = header("content-length") {
+        let length: usize = length.parse()?;
+        while buffer.len() < header_end + length {
+            read_more(stream, buffer).await?;
+        }
+    } else if header("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
+        let mut at = header_end;
+        loop {
+            let line_end = loop {
+                if let Some(end) = find(&buffer[at..], b"\r\n") {
+                    break at + end;
+                }
+                read_more(stream, buffer).await?;
+            };
+            let size = usize::from_str_radix(
+                std::str::from_utf8(&buffer[at..line_end])?
+                    .split(';')
+                    .next()
+                    .unwrap_or("0")
+                    .trim(),
+                16,
+            )?;
+            let next = line_end + 2 + size + 2;
+            while buffer.len() < next {
+                read_more(stream, buffer).await?;
+            }
+            at = next;
+            if size == 0 {
+                break;
+            }
+        }
+    }
+    Ok(status)
+}
+
+async fn read_more(stream: &mut tokio::net::TcpStream, buffer: &mut Vec<u8>) -> Result<()> {
+    let mut chunk = [0u8; 16 << 10];
+    let n = stream.read(&mut chunk).await?;
+    if n == 0 {
+        bail!("the server closed the connection");
+    }
+    buffer.extend_from_slice(&chunk[..n]);
+    Ok(())
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+fn load_external(o: &Options) -> Result<()> {
+    let url = o.url.as_deref().context("load needs --url")?;
+    let rest = url
+        .strip_prefix("http://")
+        .context("load needs an http:// URL")?;
+    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let addr: std::net::SocketAddr =
+        anyhow::Context::context(host.parse(), "the URL host must be ip:port")?;
+    let body = std::fs::read_to_string(o.body_file.as_deref().context("load needs --body-file")?)?;
+    // One request per line of the body file, cycled.
+    let requests: Vec<Vec<u8>> = body
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|b| post_request(host, &format!("/{path}"), b))
+        .collect();
+    let report = run_load(addr, requests, o.connections, o.seconds)?;
+    report.print(&format!("{url}, {} connections", o.connections));
+    Ok(())
+}
+
+fn push(o: &Options, online: Arc<OnlineStore>) -> Result<()> {
+    let (addr, server) = start_server(online.clone(), None)?;
+    let features = o.features;
+    let mut rng = ChaCha8Rng::seed_from_u64(17);
+    let batch_rows = 1000;
+    let stamp = chrono::Utc::now().to_rfc3339();
+    let bodies: Vec<Vec<u8>> = (0..50)
+        .map(|_| {
+            let mut df = serde_json::Map::new();
+            let keys: Vec<usize> = (0..batch_rows)
+                .map(|_| rng.random_range(0..o.entities))
+                .collect();
+            df.insert("entity_id".into(), serde_json::json!(keys));
+            df.insert(
+                "event_timestamp".into(),
+                serde_json::json!(vec![&stamp; batch_rows]),
+            );
+            for f in 0..features {
+                let values: Vec<f64> = (0..batch_rows)
+                    .map(|_| (rng.random::<f64>() * 1e6).round() / 1e3)
+                    .collect();
+                df.insert(format!("f{f}"), serde_json::json!(values));
+            }
+            let body = serde_json::json!({"push_source_name": VIEW, "df": df, "to": "online"});
+            post_request(&addr.to_string(), "/push", &body.to_string())
+        })
+        .collect();
+    let report = run_load(addr, bodies, 2, o.seconds)?;
+    let rows_per_second = (report.requests * batch_rows) as f64 / report.seconds;
+    println!(
+        "HTTP /push (JSON), {batch_rows} rows x {features} features per request, 2 connections: \
+         {rows_per_second:.0} rows/s"
+    );
+    report.print("  per request");
+
+    // Flight DoPut: the same rows as Arrow record batches.
+    flight_push(o, online.clone(), &server)?;
+
+    // Push-to-visible: one row per push, sequentially; the clock stops when
+    // an in-process lookup (what every request path reads) sees the row.
+    let refs = vec![format!("{VIEW}:f0")];
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let nanos = runtime.block_on(async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        let mut buffer = Vec::new();
+        let mut nanos = Vec::new();
+        for i in 0..5_000u32 {
+            let entity = rng.random_range(0..o.entities);
+            let marker = 1e9 + f64::from(i);
+            let mut df = serde_json::Map::new();
+            df.insert("entity_id".into(), serde_json::json!([entity]));
+            df.insert(
+                "event_timestamp".into(),
+                serde_json::json!([chrono::Utc::now().to_rfc3339()]),
+            );
+            for f in 0..features {
+                df.insert(format!("f{f}"), serde_json::json!([marker]));
+            }
+            let body = serde_json::json!({"push_source_name": VIEW, "df": df}).to_string();
+            let request = post_request(&addr.to_string(), "/push", &body);
+            let started = Instant::now();
+            stream.write_all(&request).await?;
+            let status = read_response(&mut stream, &mut buffer).await?;
+            if status != 200 {
+                bail!("push answered {status}");
+            }
+            loop {
+                let batch = online.get(&refs, &[entity.to_string()], now_micros())?;
+                if batch.rows[0][0].0 == feature_store::FeatureValue::Float(marker) {
+                    break;
+                }
+                tokio::task::yield_now().await;
+            }
+            nanos.push(started.elapsed().as_nanos() as u64);
+        }
+        anyhow::Ok(nanos)
+    })?;
+    percentiles(
+        &format!("push-to-visible, 1 row x {features} features per HTTP push"),
+        nanos,
+    );
+    drop(server);
+    Ok(())
+}
+
+fn flight_push(
+    o: &Options,
+    online: Arc<OnlineStore>,
+    server: &tokio::runtime::Runtime,
+) -> Result<()> {
+    use arrow_flight::FlightClient;
+    use arrow_flight::encode::FlightDataEncoderBuilder;
+    use futures::TryStreamExt;
+
+    let pusher = Arc::new(feature_store::push::Pusher::online_only(online.clone()));
+    let flight = feature_store::flight::FlightServer::new(online, pusher);
+    let listener = server.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
+    let addr = listener.local_addr()?;
+    server.spawn(flight.serve(listener, std::future::pending::<()>()));
+
+    let batch_rows = 10_000;
+    let mut rng = ChaCha8Rng::seed_from_u64(19);
+    let now = now_micros();
+    let batches: Vec<arrow_array::RecordBatch> = (0..10)
+        .map(|_| {
+            let mut columns: Vec<(String, arrow_array::ArrayRef)> = vec![
+                (
+                    "entity_id".into(),
+                    Arc::new(arrow_array::Int64Array::from_iter_values(
+                        (0..batch_rows).map(|_| rng.random_range(0..o.entities as i64)),
+                    )),
+                ),
+                (
+                    "event_timestamp".into(),
+                    Arc::new(
+                        arrow_array::TimestampMicrosecondArray::from_iter_values(
+                            std::iter::repeat_n(now, batch_rows),
+                        )
+                        .with_timezone("UTC"),
+                    ),
+                ),
+            ];
+            for f in 0..o.features {
+                columns.push((
+                    format!("f{f}"),
+                    Arc::new(arrow_array::Float64Array::from_iter_values(
+                        (0..batch_rows).map(|_| rng.random::<f64>()),
+                    )),
+                ));
+            }
+            arrow_array::RecordBatch::try_from_iter(columns).map_err(anyhow::Error::from)
+        })
+        .collect::<Result<_>>()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let seconds = o.seconds;
+    let (rows, took) = runtime.block_on(async move {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
+            .connect()
+            .await?;
+        let mut client = FlightClient::new(channel);
+        let command = serde_json::json!({"command": "push", "feature_view": VIEW, "to": "online"});
+        let started = Instant::now();
+        let mut rows = 0usize;
+        while started.elapsed() < Duration::from_secs(seconds) {
+            let input = futures::stream::iter(batches.clone().into_iter().map(Ok));
+            let data = FlightDataEncoderBuilder::new()
+                .with_flight_descriptor(Some(arrow_flight::FlightDescriptor::new_cmd(
+                    command.to_string(),
+                )))
+                .build(input);
+            let results: Vec<_> = client.do_put(data).await?.try_collect().await?;
+            rows += results.len() * batch_rows;
+        }
+        anyhow::Ok((rows, started.elapsed()))
+    })?;
+    println!(
+        "Flight DoPut, {batch_rows}-row record batches x {} features, 1 stream: {:.0} rows/s",
+        o.features,
+        rows as f64 / took.as_secs_f64()
+    );
+    Ok(())
+}
+
+fn materialize(o: &Options) -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let store = DeltaStore::new(dir.path());
+    let view = view(o.gold_features);
+    let entities = (o.gold_rows / 10).max(1);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let started = Instant::now();
+    let df = gold_frame(o.gold_rows, entities, o.gold_features, 23)?;
+    runtime.block_on(store.write(
+        VIEW,
+        &df,
+        &feature_store::offline::WriteOptions::overwrite(),
+        &feature_store::CommitLineage::default(),
+    ))?;
+    drop(df);
+    println!(
+        "wrote a gold table of {} rows ({} entities x {} features) in {:.1} s",
+        o.gold_rows,
+        entities,
+        o.gold_features,
+        started.elapsed().as_secs_f64()
+    );
+    let online = OnlineStore::new(16 << 30);
+    online.register_view(view.clone());
+    let before = resident_bytes();
+    let started = Instant::now();
+    let report = runtime.block_on(feature_store::materialize::materialize(
+        &store, &online, &view, false,
+    ))?;
+    let took = started.elapsed();
+    let stats = online.stats();
+    let values = stats.entries as f64 * o.gold_features as f64;
+    println!(
+        "materialize (full) from Delta: {} rows read, {} entities written in {:.2} s \
+         ({:.0} rows/s); weigher {:.1} bytes/value, resident growth {:.1} bytes/value",
+        report.rows_read,
+        report.written,
+        took.as_secs_f64(),
+        report.rows_read as f64 / took.as_secs_f64(),
+        stats.weighted_bytes as f64 / values,
+        resident_bytes().saturating_sub(before) as f64 / values,
+    );
+    Ok(())
+}
