@@ -42,6 +42,7 @@ struct Options {
     gold_features: usize,
     url: Option<String>,
     body_file: Option<String>,
+    parquet: Option<String>,
 }
 
 fn main() -> Result<()> {
@@ -55,6 +56,7 @@ fn main() -> Result<()> {
         gold_features: 18,
         url: None,
         body_file: None,
+        parquet: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -68,6 +70,7 @@ fn main() -> Result<()> {
             "--gold-features" => o.gold_features = value()?.parse()?,
             "--url" => o.url = Some(value()?),
             "--body-file" => o.body_file = Some(value()?),
+            "--parquet" => o.parquet = Some(value()?),
             "--bench" => {} // cargo passes it
             mode if !mode.starts_with('-') => o.modes.push(mode.to_string()),
             other => bail!("unknown flag {other}"),
@@ -83,7 +86,7 @@ fn main() -> Result<()> {
     }
     let needs_store = o.modes.iter().any(|m| m != "materialize");
     let online = if needs_store {
-        Some(loaded_store(&o)?)
+        Some(loaded_store(&mut o)?)
     } else {
         None
     };
@@ -156,9 +159,18 @@ fn resident_bytes() -> u64 {
         .map_or(0, |kb| kb * 1024)
 }
 
-fn loaded_store(o: &Options) -> Result<Arc<OnlineStore>> {
+fn loaded_store(o: &mut Options) -> Result<Arc<OnlineStore>> {
+    let df = match &o.parquet {
+        // The same rows another store serves (benches/feast/compare.sh).
+        Some(path) => {
+            let df = ParquetReader::new(std::fs::File::open(path)?).finish()?;
+            o.entities = df.height();
+            o.features = df.width() - 3;
+            df
+        }
+        None => gold_frame(o.entities, o.entities, o.features, 7)?,
+    };
     let view = view(o.features);
-    let df = gold_frame(o.entities, o.entities, o.features, 7)?;
     let online = Arc::new(OnlineStore::new(16 << 30));
     online.register_view(view.clone());
     let before = resident_bytes();
@@ -209,21 +221,36 @@ fn lookup(o: &Options, online: &OnlineStore) {
     for key in keys.iter().take(10_000) {
         std::hint::black_box(online.get(&refs, key, now).ok());
     }
-    let mut nanos = Vec::with_capacity(n);
-    let started = Instant::now();
-    for key in &keys {
-        let t = Instant::now();
-        let batch = online.get(&refs, key, now);
-        nanos.push(t.elapsed().as_nanos() as u64);
-        std::hint::black_box(batch.ok());
+    let set = match online.resolve(&refs) {
+        Ok(set) => set,
+        Err(e) => panic!("resolving the bench features: {e}"),
+    };
+    for prepared in [false, true] {
+        let mut nanos = Vec::with_capacity(n);
+        let started = Instant::now();
+        for key in &keys {
+            let t = Instant::now();
+            let batch = if prepared {
+                online.get_set(&set, key, now)
+            } else {
+                online.get(&refs, key, now)
+            };
+            nanos.push(t.elapsed().as_nanos() as u64);
+            std::hint::black_box(batch.ok());
+        }
+        let total = started.elapsed();
+        println!(
+            "in-process lookup, 1 entity x {} features ({}), {n} lookups on one thread: {:.0} lookups/s",
+            o.features,
+            if prepared {
+                "features resolved once: get_set"
+            } else {
+                "references resolved per call: get"
+            },
+            n as f64 / total.as_secs_f64()
+        );
+        percentiles("  latency", nanos);
     }
-    let total = started.elapsed();
-    println!(
-        "in-process lookup, 1 entity x {} features, {n} lookups on one thread: {:.0} lookups/s",
-        o.features,
-        n as f64 / total.as_secs_f64()
-    );
-    percentiles("  latency", nanos);
     let hundred: Vec<String> = (0..100)
         .map(|_| rng.random_range(0..o.entities).to_string())
         .collect();
@@ -275,6 +302,21 @@ fn http(o: &Options, online: Arc<OnlineStore>) -> Result<()> {
     let (addr, _server) = start_server(online, None)?;
     let refs = view(o.features).feature_refs();
     let mut rng = ChaCha8Rng::seed_from_u64(13);
+    if let Some(file) = &o.body_file {
+        // One request body per line, cycled (the requests another server
+        // answers in benches/feast/compare.sh).
+        let requests: Vec<Vec<u8>> = std::fs::read_to_string(file)?
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|b| post_request(&addr.to_string(), "/get-online-features", b))
+            .collect();
+        let report = run_load(addr, requests, o.connections, o.seconds)?;
+        report.print(&format!(
+            "aurum /get-online-features, requests of {file}, {} connections",
+            o.connections
+        ));
+        return Ok(());
+    }
     for (entities, connections) in [(1usize, o.connections), (100, 4)] {
         let bodies: Vec<String> = (0..1000)
             .map(|_| {

@@ -89,16 +89,46 @@ pub struct MaterializeStats {
     pub skipped_older: usize,
 }
 
-/// Feature values for a batch of entities, row-major.
+/// Feature values for a batch of entities, row-major, in the order of the
+/// requested feature references.
 #[derive(Debug, Clone)]
 pub struct FeatureBatch {
-    /// The feature references, in column order.
-    pub features: Vec<String>,
     /// One row per entity: (value, status) per feature.
     pub rows: Vec<Vec<(FeatureValue, FeatureStatus)>>,
     /// One row per entity: the event time (microseconds) of the stored row
     /// each value came from, when there was one.
     pub event_micros: Vec<Vec<Option<i64>>>,
+}
+
+/// Resolved references: the view slot and column of each.
+type Columns = Vec<(Arc<ViewSlot>, usize)>;
+
+/// Feature references resolved to stored columns ([`OnlineStore::resolve`]).
+#[derive(Debug, Clone)]
+pub struct FeatureSet {
+    features: Vec<String>,
+    columns: Columns,
+    /// The store's view generation when resolved.
+    generation: u32,
+}
+
+impl FeatureSet {
+    /// The references, in column order.
+    pub fn features(&self) -> &[String] {
+        &self.features
+    }
+
+    /// The definitions of the views the references name, each once, in
+    /// order of first reference.
+    pub fn views(&self) -> Vec<&FeatureView> {
+        let mut views: Vec<&FeatureView> = Vec::new();
+        for (slot, _) in &self.columns {
+            if !views.iter().any(|v| v.name == slot.view.name) {
+                views.push(&slot.view);
+            }
+        }
+        views
+    }
 }
 
 /// Cache counters.
@@ -116,10 +146,39 @@ pub struct OnlineStats {
     pub evictions: u64,
 }
 
-#[derive(Debug, Clone, Hash, PartialEq, Eq)]
-struct RowKey {
-    view: u32,
-    entity: Box<str>,
+/// A stored row's key: the view's id (4 bytes, little-endian), then the
+/// entity key's bytes. A byte string, so a lookup can probe with a key
+/// built on the stack (`Box<[u8]>: Borrow<[u8]>`) instead of allocating.
+type RowKey = Box<[u8]>;
+
+const VIEW_ID_BYTES: usize = 4;
+
+fn row_key(view: u32, entity: &str) -> RowKey {
+    let mut key = Vec::with_capacity(VIEW_ID_BYTES + entity.len());
+    key.extend_from_slice(&view.to_le_bytes());
+    key.extend_from_slice(entity.as_bytes());
+    key.into_boxed_slice()
+}
+
+fn key_view(key: &[u8]) -> u32 {
+    let mut id = [0u8; VIEW_ID_BYTES];
+    id.copy_from_slice(&key[..VIEW_ID_BYTES]);
+    u32::from_le_bytes(id)
+}
+
+/// Calls `probe` with the key of (`view`, `entity`), built on the stack when
+/// it is short.
+fn with_row_key<R>(view: u32, entity: &str, probe: impl FnOnce(&[u8]) -> R) -> R {
+    const STACK: usize = 64;
+    let len = VIEW_ID_BYTES + entity.len();
+    if len <= STACK {
+        let mut key = [0u8; STACK];
+        key[..VIEW_ID_BYTES].copy_from_slice(&view.to_le_bytes());
+        key[VIEW_ID_BYTES..len].copy_from_slice(entity.as_bytes());
+        probe(&key[..len])
+    } else {
+        probe(&row_key(view, entity))
+    }
 }
 
 /// Rows and bytes one view holds. Maintained on write and in the removal
@@ -149,6 +208,8 @@ struct ViewSlot {
     /// The Delta version last materialized, plus one (0: none yet).
     delta_version_plus_one: AtomicU64,
     usage: Arc<ViewUsage>,
+    /// Feature name → column, so resolving a reference is one probe.
+    columns: HashMap<String, usize>,
 }
 
 /// Rows and memory one feature view holds in the online store.
@@ -167,9 +228,11 @@ pub struct OnlineStore {
     views: RwLock<HashMap<String, Arc<ViewSlot>>>,
     usage: UsageById,
     rows: Cache<RowKey, Arc<OnlineRow>>,
-    hits: AtomicU64,
-    misses: AtomicU64,
+    hits: Arc<AtomicU64>,
+    misses: Arc<AtomicU64>,
     evictions: Arc<AtomicU64>,
+    /// Held while the store lives; the housekeeper stops when it is gone.
+    _alive: Arc<()>,
     next_view_id: std::sync::atomic::AtomicU32,
 }
 
@@ -177,7 +240,7 @@ pub struct OnlineStore {
 /// header and values (strings by length).
 fn row_weight(key: &RowKey, row: &OnlineRow) -> u32 {
     let bytes = std::mem::size_of::<RowKey>()
-        + key.entity.len()
+        + key.len()
         + std::mem::size_of::<OnlineRow>()
         + row.values.iter().map(FeatureValue::weight).sum::<usize>();
     u32::try_from(bytes).unwrap_or(u32::MAX)
@@ -210,17 +273,27 @@ impl OnlineStore {
                     evicted.fetch_add(1, Ordering::Relaxed);
                 }
                 let by_id = listener_usage.read().unwrap_or_else(|e| e.into_inner());
-                if let Some(usage) = by_id.get(&key.view) {
+                if let Some(usage) = by_id.get(&key_view(&key)) {
                     usage.add(-1, -i64::from(row_weight(&key, &row)));
                 }
             })
             .build();
+        let hits = Arc::new(AtomicU64::new(0));
+        let misses = Arc::new(AtomicU64::new(0));
+        let alive = Arc::new(());
+        start_housekeeper(
+            rows.clone(),
+            Arc::downgrade(&alive),
+            hits.clone(),
+            misses.clone(),
+        );
         OnlineStore {
             views: RwLock::new(HashMap::new()),
             usage,
             rows,
-            hits: AtomicU64::new(0),
-            misses: AtomicU64::new(0),
+            hits,
+            misses,
+            _alive: alive,
             evictions,
             next_view_id: std::sync::atomic::AtomicU32::new(0),
         }
@@ -233,25 +306,33 @@ impl OnlineStore {
     /// the new one; they age out of the cache.
     pub fn register_view(&self, view: FeatureView) {
         let mut views = self.views.write().unwrap_or_else(|e| e.into_inner());
-        let id = self.next_view_id.fetch_add(1, Ordering::Relaxed);
+        // The id doubles as the store's view generation (FeatureSet).
+        let id = self.next_view_id.fetch_add(1, Ordering::AcqRel);
         if let Some(old) = views.get(&view.name) {
             let old_id = old.id;
             // Dropping the old rows eagerly frees the budget for the new ones.
             let _ = self
                 .rows
-                .invalidate_entries_if(move |key, _| key.view == old_id);
+                .invalidate_entries_if(move |key, _| key_view(key) == old_id);
         }
         let usage = Arc::new(ViewUsage::default());
         self.usage
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .insert(id, usage.clone());
+        let columns = view
+            .features
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (f.clone(), i))
+            .collect();
         let slot = ViewSlot {
             id,
             ttl_micros: view.ttl_micros(),
             view,
             delta_version_plus_one: AtomicU64::new(0),
             usage,
+            columns,
         };
         views.insert(slot.view.name.clone(), Arc::new(slot));
     }
@@ -370,56 +451,88 @@ impl OnlineStore {
         Ok(stats)
     }
 
+    /// Resolves `features` (`view:feature` references) once, for lookups
+    /// that repeat the same list (a model's inputs, a feature service): a
+    /// prepared [`FeatureSet`] skips parsing and name lookups on each call.
+    pub fn resolve<S: AsRef<str>>(&self, features: &[S]) -> Result<FeatureSet> {
+        let (columns, generation) = self.resolve_columns(features)?;
+        Ok(FeatureSet {
+            features: features.iter().map(|f| f.as_ref().to_string()).collect(),
+            columns,
+            generation,
+        })
+    }
+
+    fn resolve_columns<S: AsRef<str>>(&self, features: &[S]) -> Result<(Columns, u32)> {
+        let views = self.views.read().unwrap_or_else(|e| e.into_inner());
+        // Read under the lock that register_view holds while it changes
+        // both, so the generation matches the slots resolved.
+        let generation = self.next_view_id.load(Ordering::Acquire);
+        let mut columns: Columns = Vec::with_capacity(features.len());
+        for reference in features {
+            let reference = reference.as_ref();
+            let unknown = || Error::UnknownFeature(reference.to_string());
+            let (view, feature) = split_ref(reference).ok_or_else(unknown)?;
+            let slot = match columns.last() {
+                Some((last, _)) if last.view.name == view => last.clone(),
+                _ => views.get(view).cloned().ok_or_else(unknown)?,
+            };
+            let column = *slot.columns.get(feature).ok_or_else(unknown)?;
+            columns.push((slot, column));
+        }
+        Ok((columns, generation))
+    }
+
     /// Looks up `features` (`view:feature` references) for each entity key
     /// at time `now_micros`, enforcing each view's TTL.
-    pub fn get(
+    pub fn get<S: AsRef<str>>(
         &self,
-        features: &[String],
+        features: &[S],
         entity_keys: &[String],
         now_micros: i64,
     ) -> Result<FeatureBatch> {
-        // Resolve references once per call: (slot, column) per feature.
-        let mut resolved = Vec::with_capacity(features.len());
-        for reference in features {
-            let (view, feature) =
-                split_ref(reference).ok_or_else(|| Error::UnknownFeature(reference.clone()))?;
-            let slot = self
-                .slot(view)
-                .map_err(|_| Error::UnknownFeature(reference.clone()))?;
-            let column = slot
-                .view
-                .features
-                .iter()
-                .position(|f| f == feature)
-                .ok_or_else(|| Error::UnknownFeature(reference.clone()))?;
-            resolved.push((slot, column));
+        let (columns, _) = self.resolve_columns(features)?;
+        Ok(self.lookup(&columns, entity_keys, now_micros))
+    }
+
+    /// [`OnlineStore::get`] with features resolved beforehand. A set
+    /// resolved before a view was (re-)registered is resolved again.
+    pub fn get_set(
+        &self,
+        set: &FeatureSet,
+        entity_keys: &[String],
+        now_micros: i64,
+    ) -> Result<FeatureBatch> {
+        if set.generation != self.next_view_id.load(Ordering::Acquire) {
+            return self.get(&set.features, entity_keys, now_micros);
         }
+        Ok(self.lookup(&set.columns, entity_keys, now_micros))
+    }
+
+    fn lookup(&self, resolved: &Columns, entity_keys: &[String], now_micros: i64) -> FeatureBatch {
         let mut rows = Vec::with_capacity(entity_keys.len());
         let mut times = Vec::with_capacity(entity_keys.len());
         for entity in entity_keys {
             let mut row = Vec::with_capacity(resolved.len());
             let mut row_times = Vec::with_capacity(resolved.len());
-            // Consecutive features of one view share a probe.
-            let mut last: Option<(u32, Option<Arc<OnlineRow>>)> = None;
-            for (slot, column) in &resolved {
-                let found = match &last {
-                    Some((id, found)) if *id == slot.id => found.clone(),
-                    _ => {
-                        let found = self.rows.get(&RowKey {
-                            view: slot.id,
-                            entity: entity.as_str().into(),
-                        });
-                        if found.is_some() {
-                            self.hits.fetch_add(1, Ordering::Relaxed);
-                        } else {
-                            self.misses.fetch_add(1, Ordering::Relaxed);
-                        }
-                        last = Some((slot.id, found.clone()));
-                        found
-                    }
-                };
-                row_times.push(found.as_ref().map(|r| r.event_micros));
-                row.push(match found {
+            // Consecutive features of one view share a probe (and the row
+            // is borrowed, not re-counted, for each of them).
+            let mut probed: Option<u32> = None;
+            let mut found: Option<Arc<OnlineRow>> = None;
+            for (slot, column) in resolved {
+                if probed != Some(slot.id) {
+                    found = with_row_key(slot.id, entity, |key| self.rows.get(key));
+                    let counter = if found.is_some() {
+                        &self.hits
+                    } else {
+                        &self.misses
+                    };
+                    counter.fetch_add(1, Ordering::Relaxed);
+                    probed = Some(slot.id);
+                }
+                let stored = found.as_deref();
+                row_times.push(stored.map(|r| r.event_micros));
+                row.push(match stored {
                     None => (FeatureValue::Null, FeatureStatus::NotFound),
                     Some(r) if now_micros.saturating_sub(r.event_micros) > slot.ttl_micros => {
                         (FeatureValue::Null, FeatureStatus::OutsideMaxAge)
@@ -435,11 +548,10 @@ impl OnlineStore {
             rows.push(row);
             times.push(row_times);
         }
-        Ok(FeatureBatch {
-            features: features.to_vec(),
+        FeatureBatch {
             rows,
             event_micros: times,
-        })
+        }
     }
 
     /// Hit, miss and size counters.
@@ -480,10 +592,7 @@ impl OnlineStore {
     }
 
     fn put_if_newer(&self, slot: &ViewSlot, entity: &str, row: Arc<OnlineRow>) -> bool {
-        let key = RowKey {
-            view: slot.id,
-            entity: entity.into(),
-        };
+        let key = row_key(slot.id, entity);
         let weight = i64::from(row_weight(&key, &row));
         let result = self
             .rows
@@ -503,6 +612,47 @@ impl OnlineStore {
             slot.usage.add(1, weight);
         }
         written
+    }
+}
+
+/// Runs the cache's bookkeeping off the lookup path.
+///
+/// moka records every read in a small log that the reading thread itself
+/// replays (access order, frequency sketch) once 64 reads have queued: one
+/// lookup in 64 pays for 64, which is the whole p99 of a microsecond
+/// lookup. This thread replays the log before it fills, at an interval
+/// matched to the recent read rate (about 32 reads per run, between 100 µs
+/// and 10 ms), so readers almost never do. It ends when the store is
+/// dropped.
+fn start_housekeeper(
+    rows: Cache<RowKey, Arc<OnlineRow>>,
+    alive: std::sync::Weak<()>,
+    hits: Arc<AtomicU64>,
+    misses: Arc<AtomicU64>,
+) {
+    const MIN: std::time::Duration = std::time::Duration::from_micros(20);
+    const MAX: std::time::Duration = std::time::Duration::from_millis(10);
+    let reads = move || hits.load(Ordering::Relaxed) + misses.load(Ordering::Relaxed);
+    let spawned = std::thread::Builder::new()
+        .name("aurum-online-housekeeper".into())
+        .spawn(move || {
+            let mut interval = MAX;
+            let mut last = reads();
+            while alive.strong_count() > 0 {
+                std::thread::sleep(interval);
+                rows.run_pending_tasks();
+                let now = reads();
+                let per_interval = now.saturating_sub(last).max(1);
+                last = now;
+                // Aim for ~16 reads queued per run.
+                let scaled = interval.mul_f64(16.0 / per_interval as f64);
+                interval = scaled.clamp(MIN, MAX);
+            }
+        });
+    if let Err(e) = spawned {
+        // Without it, readers replay the log themselves: slower tails, same
+        // results.
+        tracing::warn!("could not start the online store's housekeeper: {e}");
     }
 }
 
@@ -707,13 +857,7 @@ mod tests {
         assert!(store.upsert("v", "1", row(2.0, 2 * DAY)).unwrap());
         assert!(!store.upsert("v", "2", row(2.0, 0)).unwrap());
         let stats = store.view_stats();
-        let per_row = u64::from(row_weight(
-            &RowKey {
-                view: 0,
-                entity: "1".into(),
-            },
-            &row(1.0, DAY),
-        ));
+        let per_row = u64::from(row_weight(&row_key(0, "1"), &row(1.0, DAY)));
         assert_eq!(
             stats,
             vec![ViewStats {

@@ -7,16 +7,20 @@
 //! answers. Statuses are enforced on read: a value older than its view's TTL
 //! comes back as null with `OUTSIDE_MAX_AGE`.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
-use std::collections::btree_map::Entry;
 use std::sync::Arc;
 
 use axum::Json;
+use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::rejection::JsonRejection;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
 use feature_store::definitions::split_ref;
-use feature_store::online::entity_key;
+use feature_store::online::{FeatureBatch, entity_key};
 use feature_store::{FeatureStatus, FeatureValue};
+use serde::ser::{SerializeSeq, SerializeStruct, Serializer};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -24,45 +28,19 @@ use crate::AppState;
 use crate::error::AppError;
 use crate::predict::{MAX_ROWS, invalid_key, key_part};
 
-/// The request body (Feast's).
+/// The request body (Feast's). Strings borrow from the request bytes.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct OnlineFeaturesRequest {
+pub struct OnlineFeaturesRequest<'a> {
     /// Join-key columns: key name → one value per entity.
-    pub entities: BTreeMap<String, Vec<Value>>,
+    #[serde(borrow)]
+    pub entities: BTreeMap<Cow<'a, str>, Vec<Value>>,
     /// `view:feature` references.
-    pub features: Vec<String>,
+    #[serde(borrow)]
+    pub features: Vec<Cow<'a, str>>,
     /// Name features `view__feature` instead of `feature`.
     #[serde(default)]
     pub full_feature_names: bool,
-}
-
-/// The response body (Feast's).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct OnlineFeaturesResponse {
-    /// Column names.
-    pub metadata: Metadata,
-    /// One column per name in `metadata.feature_names`.
-    pub results: Vec<ResultColumn>,
-}
-
-/// Column names of the response.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Metadata {
-    /// Entity key columns, then features.
-    pub feature_names: Vec<String>,
-}
-
-/// One column of the response.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ResultColumn {
-    /// One value per entity.
-    pub values: Vec<Value>,
-    /// One status per entity.
-    pub statuses: Vec<FeatureStatus>,
-    /// The event time of each value's row (RFC 3339; the epoch when there
-    /// was no row).
-    pub event_timestamps: Vec<String>,
 }
 
 const EPOCH: &str = "1970-01-01T00:00:00Z";
@@ -70,59 +48,41 @@ const EPOCH: &str = "1970-01-01T00:00:00Z";
 /// Handles `POST /get-online-features`.
 pub async fn get_online_features(
     State(state): State<Arc<AppState>>,
-    body: Result<Json<OnlineFeaturesRequest>, JsonRejection>,
-) -> Result<Json<OnlineFeaturesResponse>, AppError> {
-    let Json(request) =
-        body.map_err(|e| AppError::bad_request("invalid_request", e.body_text()))?;
+    body: Bytes,
+) -> Result<Response, AppError> {
+    let request: OnlineFeaturesRequest<'_> = serde_json::from_slice(&body).map_err(|e| {
+        AppError::bad_request("invalid_request", format!("invalid request body: {e}"))
+    })?;
     if request.features.is_empty() {
         return Err(AppError::bad_request(
             "invalid_request",
             "`features` lists no feature".to_string(),
         ));
     }
-    // Every referenced view must exist and share one set of join keys.
-    let mut join_keys: Option<Vec<String>> = None;
-    // Each view's definition is fetched once per request, however many of
-    // its features are asked for.
-    let mut views: BTreeMap<&str, feature_store::FeatureView> = BTreeMap::new();
-    for reference in &request.features {
-        let Some((view_name, feature)) = split_ref(reference) else {
-            return Err(AppError::bad_request(
-                "invalid_feature_reference",
-                format!("{reference:?} is not a view:feature reference"),
-            ));
-        };
-        let view = match views.entry(view_name) {
-            Entry::Occupied(known) => known.into_mut(),
-            Entry::Vacant(slot) => slot.insert(state.online.view(view_name).ok_or_else(|| {
-                AppError::not_found(
-                    "unknown_feature_view",
-                    format!("no feature view {view_name:?} (in {reference:?})"),
-                )
-            })?),
-        };
-        if !view.features.iter().any(|f| f == feature) {
-            return Err(AppError::not_found(
-                "unknown_feature",
-                format!("feature view {view_name:?} has no feature {feature:?}"),
-            ));
-        }
-        match &join_keys {
-            None => join_keys = Some(view.entity.join_keys.clone()),
-            Some(keys) if *keys != view.entity.join_keys => {
-                return Err(AppError::bad_request(
-                    "mixed_entities",
-                    format!(
-                        "feature view {view_name:?} is keyed by {:?}, other requested views by {keys:?}",
-                        view.entity.join_keys
-                    ),
-                ));
-            }
-            Some(_) => {}
-        }
+    let set = state
+        .online
+        .resolve(&request.features)
+        .map_err(|_| unknown_reference(&state, &request.features))?;
+    // Every referenced view must share one set of join keys.
+    let views = set.views();
+    let join_keys = views
+        .first()
+        .map(|v| v.entity.join_keys.clone())
+        .unwrap_or_default();
+    if let Some(other) = views.iter().find(|v| v.entity.join_keys != join_keys) {
+        return Err(AppError::bad_request(
+            "mixed_entities",
+            format!(
+                "feature view {:?} is keyed by {:?}, other requested views by {join_keys:?}",
+                other.name, other.entity.join_keys
+            ),
+        ));
     }
-    let join_keys = join_keys.unwrap_or_default();
-    if let Some(extra) = request.entities.keys().find(|k| !join_keys.contains(k)) {
+    if let Some(extra) = request
+        .entities
+        .keys()
+        .find(|k| !join_keys.iter().any(|j| j == k.as_ref()))
+    {
         return Err(AppError::bad_request(
             "unknown_entity_key",
             format!("{extra:?} is not a join key of the requested views ({join_keys:?})"),
@@ -130,7 +90,7 @@ pub async fn get_online_features(
     }
     let mut columns: Vec<&Vec<Value>> = Vec::with_capacity(join_keys.len());
     for key in &join_keys {
-        columns.push(request.entities.get(key).ok_or_else(|| {
+        columns.push(request.entities.get(key.as_str()).ok_or_else(|| {
             AppError::bad_request(
                 "missing_entity_key",
                 format!("the requested views need entity key {key:?}"),
@@ -151,6 +111,13 @@ pub async fn get_online_features(
     }
     let mut keys = Vec::with_capacity(rows);
     for row in 0..rows {
+        if let [column] = columns.as_slice() {
+            // One join key: the key is its text, without the join.
+            keys.push(key_part(&column[row]).map_err(|e| {
+                AppError::bad_request("invalid_entity_key", invalid_key(&join_keys[0], row, e))
+            })?);
+            continue;
+        }
         let mut parts = Vec::with_capacity(columns.len());
         for (key, column) in join_keys.iter().zip(&columns) {
             parts.push(key_part(&column[row]).map_err(|e| {
@@ -163,66 +130,220 @@ pub async fn get_online_features(
     let started = std::time::Instant::now();
     let batch = state
         .online
-        .get(&request.features, &keys, crate::predict::now_micros())?;
+        .get_set(&set, &keys, crate::predict::now_micros())?;
     state
         .metrics
         .lookup_seconds
         .observe(started.elapsed().as_secs_f64());
-    let mut names = join_keys.clone();
-    let mut results: Vec<ResultColumn> = columns
-        .iter()
-        .map(|column| ResultColumn {
-            values: (*column).clone(),
-            statuses: vec![FeatureStatus::Present; rows],
-            event_timestamps: vec![EPOCH.to_string(); rows],
-        })
-        .collect();
-    for (i, reference) in request.features.iter().enumerate() {
+
+    let mut names: Vec<Cow<'_, str>> = join_keys.iter().map(|k| Cow::from(k.as_str())).collect();
+    for reference in &request.features {
         let (view, feature) = split_ref(reference).unwrap_or(("", reference));
         names.push(if request.full_feature_names {
-            format!("{view}__{feature}")
+            Cow::Owned(format!("{view}__{feature}"))
         } else {
-            feature.to_string()
+            Cow::Borrowed(feature)
         });
-        let mut column = ResultColumn {
-            values: Vec::with_capacity(rows),
-            statuses: Vec::with_capacity(rows),
-            event_timestamps: Vec::with_capacity(rows),
-        };
-        for (row, times) in batch.rows.iter().zip(&batch.event_micros) {
-            let (value, status) = &row[i];
-            column.values.push(json_value(value));
-            column.statuses.push(*status);
-            column
-                .event_timestamps
-                .push(times[i].map(rfc3339).unwrap_or_else(|| EPOCH.to_string()));
-        }
-        results.push(column);
     }
-    Ok(Json(OnlineFeaturesResponse {
-        metadata: Metadata {
-            feature_names: names,
+    let answer = Answer {
+        metadata: AnswerMetadata {
+            feature_names: &names,
         },
-        results,
-    }))
+        results: AnswerColumns {
+            keys: &columns,
+            batch: &batch,
+            features: request.features.len(),
+        },
+    };
+    let mut bytes = Vec::with_capacity(256 + rows * request.features.len() * 64);
+    serde_json::to_writer(&mut bytes, &answer)
+        .map_err(|e| AppError::internal(format!("encoding the answer: {e}")))?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], bytes).into_response())
 }
 
-fn json_value(value: &FeatureValue) -> Value {
-    match value {
-        FeatureValue::Null => Value::Null,
-        FeatureValue::Int(v) => Value::from(*v),
-        FeatureValue::Float(v) => serde_json::Number::from_f64(*v)
-            .map(Value::Number)
-            .unwrap_or(Value::Null),
-        FeatureValue::Bool(v) => Value::Bool(*v),
-        FeatureValue::Str(s) => Value::String(s.to_string()),
+/// The error for a reference the store could not resolve: an unknown view
+/// or an unknown feature of a known view (both 404), or a malformed
+/// reference (400).
+fn unknown_reference(state: &AppState, references: &[Cow<'_, str>]) -> AppError {
+    for reference in references {
+        let Some((view_name, feature)) = split_ref(reference) else {
+            return AppError::bad_request(
+                "invalid_feature_reference",
+                format!("{reference:?} is not a view:feature reference"),
+            );
+        };
+        let Some(view) = state.online.view(view_name) else {
+            return AppError::not_found(
+                "unknown_feature_view",
+                format!("no feature view {view_name:?} (in {reference:?})"),
+            );
+        };
+        if !view.features.iter().any(|f| f == feature) {
+            return AppError::not_found(
+                "unknown_feature",
+                format!("feature view {view_name:?} has no feature {feature:?}"),
+            );
+        }
+    }
+    AppError::internal("a feature reference resolved on the second look; retry")
+}
+
+/// The response body (Feast's), serialized straight from the looked-up
+/// batch: column-major, entity keys first.
+#[derive(Serialize)]
+struct Answer<'a> {
+    metadata: AnswerMetadata<'a>,
+    results: AnswerColumns<'a>,
+}
+
+#[derive(Serialize)]
+struct AnswerMetadata<'a> {
+    feature_names: &'a [Cow<'a, str>],
+}
+
+struct AnswerColumns<'a> {
+    keys: &'a [&'a Vec<Value>],
+    batch: &'a FeatureBatch,
+    features: usize,
+}
+
+impl Serialize for AnswerColumns<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut seq = serializer.serialize_seq(Some(self.keys.len() + self.features))?;
+        for key in self.keys {
+            seq.serialize_element(&KeyColumn(key))?;
+        }
+        for i in 0..self.features {
+            seq.serialize_element(&FeatureColumn {
+                batch: self.batch,
+                index: i,
+            })?;
+        }
+        seq.end()
     }
 }
 
-fn rfc3339(micros: i64) -> String {
-    chrono::DateTime::from_timestamp_micros(micros)
-        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
-        .unwrap_or_else(|| EPOCH.to_string())
+/// An entity key column: the request's values, all PRESENT, at the epoch.
+struct KeyColumn<'a>(&'a [Value]);
+
+impl Serialize for KeyColumn<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut column = serializer.serialize_struct("ResultColumn", 3)?;
+        column.serialize_field("values", self.0)?;
+        column.serialize_field("statuses", &Repeat(FeatureStatus::Present, self.0.len()))?;
+        column.serialize_field("event_timestamps", &Repeat(EPOCH, self.0.len()))?;
+        column.end()
+    }
+}
+
+struct Repeat<T>(T, usize);
+
+impl<T: Serialize + Copy> Serialize for Repeat<T> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(std::iter::repeat_n(self.0, self.1))
+    }
+}
+
+/// One feature's column of the batch.
+struct FeatureColumn<'a> {
+    batch: &'a FeatureBatch,
+    index: usize,
+}
+
+impl Serialize for FeatureColumn<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let i = self.index;
+        let rows = &self.batch.rows;
+        let mut column = serializer.serialize_struct("ResultColumn", 3)?;
+        column.serialize_field("values", &Values(rows, i))?;
+        column.serialize_field("statuses", &Statuses(rows, i))?;
+        column.serialize_field("event_timestamps", &Stamps(&self.batch.event_micros, i))?;
+        column.end()
+    }
+}
+
+type Rows = [Vec<(FeatureValue, FeatureStatus)>];
+
+struct Values<'a>(&'a Rows, usize);
+
+impl Serialize for Values<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        // A non-finite float is not JSON: it goes out as null.
+        serializer.collect_seq(self.0.iter().map(|row| &row[self.1].0))
+    }
+}
+
+struct Statuses<'a>(&'a Rows, usize);
+
+impl Serialize for Statuses<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.0.iter().map(|row| row[self.1].1))
+    }
+}
+
+struct Stamps<'a>(&'a [Vec<Option<i64>>], usize);
+
+impl Serialize for Stamps<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.0.iter().map(|row| Stamp(row[self.1])))
+    }
+}
+
+/// An event time as RFC 3339 with microseconds (the epoch when absent).
+struct Stamp(Option<i64>);
+
+impl Serialize for Stamp {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            None => serializer.serialize_str(EPOCH),
+            Some(micros) => {
+                let mut buffer = [0u8; 32];
+                match rfc3339_micros(micros, &mut buffer) {
+                    Some(text) => serializer.serialize_str(text),
+                    None => serializer.serialize_str(EPOCH),
+                }
+            }
+        }
+    }
+}
+
+/// Formats `micros` since the epoch as `YYYY-MM-DDTHH:MM:SS.ffffffZ` into
+/// `buffer` without allocating (years 0 to 9999; `None` outside them).
+fn rfc3339_micros(micros: i64, buffer: &mut [u8; 32]) -> Option<&str> {
+    let seconds = micros.div_euclid(1_000_000);
+    let fraction = micros.rem_euclid(1_000_000);
+    let days = seconds.div_euclid(86_400);
+    let of_day = seconds.rem_euclid(86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    if !(0..=9999).contains(&year) {
+        return None;
+    }
+    let mut at = 0;
+    let mut put = |value: i64, digits: u32, after: u8| {
+        for d in (0..digits).rev() {
+            buffer[at] = b'0' + ((value / 10_i64.pow(d)) % 10) as u8;
+            at += 1;
+        }
+        buffer[at] = after;
+        at += 1;
+    };
+    put(year, 4, b'-');
+    put(month, 2, b'-');
+    put(day, 2, b'T');
+    put(of_day / 3_600, 2, b':');
+    put(of_day / 60 % 60, 2, b':');
+    put(of_day % 60, 2, b'.');
+    put(fraction, 6, b'Z');
+    std::str::from_utf8(&buffer[..at]).ok()
 }
 
 /// One feature of a view, as `GET /feature-views` lists it.
@@ -343,4 +464,31 @@ pub async fn materialize(
         );
     }
     Ok(Json(MaterializeResponse { views }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_format_like_chrono() {
+        for micros in [
+            0,
+            1,
+            -1,
+            951_782_400_000_000,     // 2000-02-29
+            1_795_000_000_123_456,   // 2026
+            253_402_300_799_999_999, // 9999-12-31T23:59:59.999999
+            -62_135_596_800_000_000, // 0001-01-01
+            4_107_542_399_000_000,   // 2100-02-28T23:59:59
+        ] {
+            let mut buffer = [0u8; 32];
+            let expected = chrono::DateTime::from_timestamp_micros(micros)
+                .unwrap()
+                .to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+            assert_eq!(rfc3339_micros(micros, &mut buffer), Some(expected.as_str()));
+        }
+        let mut buffer = [0u8; 32];
+        assert_eq!(rfc3339_micros(i64::MAX, &mut buffer), None);
+    }
 }
