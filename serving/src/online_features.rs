@@ -152,6 +152,7 @@ pub async fn get_online_features(
         results: AnswerColumns {
             keys: &columns,
             batch: &batch,
+            stamps: &StampTable::new(&batch, request.features.len()),
             features: request.features.len(),
         },
     };
@@ -204,6 +205,7 @@ struct AnswerMetadata<'a> {
 struct AnswerColumns<'a> {
     keys: &'a [&'a Vec<Value>],
     batch: &'a FeatureBatch,
+    stamps: &'a StampTable,
     features: usize,
 }
 
@@ -216,6 +218,7 @@ impl Serialize for AnswerColumns<'_> {
         for i in 0..self.features {
             seq.serialize_element(&FeatureColumn {
                 batch: self.batch,
+                stamps: self.stamps,
                 index: i,
             })?;
         }
@@ -247,6 +250,7 @@ impl<T: Serialize + Copy> Serialize for Repeat<T> {
 /// One feature's column of the batch.
 struct FeatureColumn<'a> {
     batch: &'a FeatureBatch,
+    stamps: &'a StampTable,
     index: usize,
 }
 
@@ -257,7 +261,7 @@ impl Serialize for FeatureColumn<'_> {
         let mut column = serializer.serialize_struct("ResultColumn", 3)?;
         column.serialize_field("values", &Values(rows, i))?;
         column.serialize_field("statuses", &Statuses(rows, i))?;
-        column.serialize_field("event_timestamps", &Stamps(&self.batch.event_micros, i))?;
+        column.serialize_field("event_timestamps", &Stamps(self.stamps, i))?;
         column.end()
     }
 }
@@ -281,35 +285,70 @@ impl Serialize for Statuses<'_> {
     }
 }
 
-struct Stamps<'a>(&'a [Vec<Option<i64>>], usize);
+struct Stamps<'a>(&'a StampTable, usize);
 
 impl Serialize for Stamps<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_seq(self.0.iter().map(|row| Stamp(row[self.1])))
+        let table = self.0;
+        serializer.collect_seq((0..table.rows).map(|row| table.text(row, self.1)))
     }
 }
 
-/// An event time as RFC 3339 with microseconds (the epoch when absent).
-struct Stamp(Option<i64>);
+/// Every event time of a batch formatted once: the features of one view
+/// share their row's time, so each (entity, view) is formatted once, not
+/// once per feature.
+struct StampTable {
+    texts: Vec<[u8; STAMP_LEN]>,
+    /// Per (row, feature): an index into `texts`, or `u32::MAX` (no row).
+    index: Vec<u32>,
+    rows: usize,
+    features: usize,
+}
 
-impl Serialize for Stamp {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        match self.0 {
-            None => serializer.serialize_str(EPOCH),
-            Some(micros) => {
-                let mut buffer = [0u8; 32];
-                match rfc3339_micros(micros, &mut buffer) {
-                    Some(text) => serializer.serialize_str(text),
-                    None => serializer.serialize_str(EPOCH),
-                }
+impl StampTable {
+    fn new(batch: &FeatureBatch, features: usize) -> Self {
+        let mut table = StampTable {
+            texts: Vec::with_capacity(batch.event_micros.len()),
+            index: Vec::with_capacity(batch.event_micros.len() * features),
+            rows: batch.event_micros.len(),
+            features,
+        };
+        for times in &batch.event_micros {
+            let mut last: Option<(i64, u32)> = None;
+            for time in times {
+                let at = match (time, last) {
+                    (None, _) => u32::MAX,
+                    (Some(micros), Some((previous, at))) if *micros == previous => at,
+                    (Some(micros), _) => match rfc3339_micros(*micros) {
+                        Some(text) => {
+                            let at = u32::try_from(table.texts.len()).unwrap_or(u32::MAX);
+                            table.texts.push(text);
+                            last = Some((*micros, at));
+                            at
+                        }
+                        None => u32::MAX,
+                    },
+                };
+                table.index.push(at);
             }
         }
+        table
+    }
+
+    fn text(&self, row: usize, feature: usize) -> &str {
+        self.index
+            .get(row * self.features + feature)
+            .and_then(|at| self.texts.get(*at as usize))
+            .and_then(|text| std::str::from_utf8(text).ok())
+            .unwrap_or(EPOCH)
     }
 }
 
-/// Formats `micros` since the epoch as `YYYY-MM-DDTHH:MM:SS.ffffffZ` into
-/// `buffer` without allocating (years 0 to 9999; `None` outside them).
-fn rfc3339_micros(micros: i64, buffer: &mut [u8; 32]) -> Option<&str> {
+const STAMP_LEN: usize = 27;
+
+/// Formats `micros` since the epoch as `YYYY-MM-DDTHH:MM:SS.ffffffZ`
+/// without allocating (years 0 to 9999; `None` outside them).
+fn rfc3339_micros(micros: i64) -> Option<[u8; STAMP_LEN]> {
     let seconds = micros.div_euclid(1_000_000);
     let fraction = micros.rem_euclid(1_000_000);
     let days = seconds.div_euclid(86_400);
@@ -327,23 +366,22 @@ fn rfc3339_micros(micros: i64, buffer: &mut [u8; 32]) -> Option<&str> {
     if !(0..=9999).contains(&year) {
         return None;
     }
-    let mut at = 0;
-    let mut put = |value: i64, digits: u32, after: u8| {
-        for d in (0..digits).rev() {
-            buffer[at] = b'0' + ((value / 10_i64.pow(d)) % 10) as u8;
-            at += 1;
-        }
-        buffer[at] = after;
-        at += 1;
+    let mut text = *b"0000-00-00T00:00:00.000000Z";
+    let two = |text: &mut [u8; STAMP_LEN], at: usize, value: i64| {
+        text[at] = b'0' + (value / 10) as u8;
+        text[at + 1] = b'0' + (value % 10) as u8;
     };
-    put(year, 4, b'-');
-    put(month, 2, b'-');
-    put(day, 2, b'T');
-    put(of_day / 3_600, 2, b':');
-    put(of_day / 60 % 60, 2, b':');
-    put(of_day % 60, 2, b'.');
-    put(fraction, 6, b'Z');
-    std::str::from_utf8(&buffer[..at]).ok()
+    two(&mut text, 0, year / 100);
+    two(&mut text, 2, year % 100);
+    two(&mut text, 5, month);
+    two(&mut text, 8, day);
+    two(&mut text, 11, of_day / 3_600);
+    two(&mut text, 14, of_day / 60 % 60);
+    two(&mut text, 17, of_day % 60);
+    two(&mut text, 20, fraction / 10_000);
+    two(&mut text, 22, fraction / 100 % 100);
+    two(&mut text, 24, fraction % 100);
+    Some(text)
 }
 
 /// One feature of a view, as `GET /feature-views` lists it.
@@ -482,13 +520,12 @@ mod tests {
             -62_135_596_800_000_000, // 0001-01-01
             4_107_542_399_000_000,   // 2100-02-28T23:59:59
         ] {
-            let mut buffer = [0u8; 32];
             let expected = chrono::DateTime::from_timestamp_micros(micros)
                 .unwrap()
                 .to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
-            assert_eq!(rfc3339_micros(micros, &mut buffer), Some(expected.as_str()));
+            let text = rfc3339_micros(micros).unwrap();
+            assert_eq!(std::str::from_utf8(&text).unwrap(), expected);
         }
-        let mut buffer = [0u8; 32];
-        assert_eq!(rfc3339_micros(i64::MAX, &mut buffer), None);
+        assert_eq!(rfc3339_micros(i64::MAX), None);
     }
 }
