@@ -224,30 +224,35 @@ impl Pusher {
             let frame = rows_frame(view, &rows)?;
             offline_version = Some(writer.append(view.name.clone(), frame).await?);
         }
+        let accepted = rows.len();
         let mut online_written = 0;
         if matches!(to, PushTo::Online | PushTo::OnlineAndOffline) {
-            for row in &rows {
-                let parts: Vec<String> = row.keys.iter().map(KeyValue::as_key_part).collect();
+            for row in rows {
+                let key = match row.keys.as_slice() {
+                    [single] => single.as_key_part(),
+                    keys => entity_key(&keys.iter().map(KeyValue::as_key_part).collect::<Vec<_>>()),
+                };
+                let event_micros = row.event_micros;
                 let written = self.online.upsert(
                     &view.name,
-                    &entity_key(&parts),
+                    &key,
                     OnlineRow {
-                        event_micros: row.event_micros,
+                        event_micros,
                         created_micros: row.created_micros,
-                        values: row.values.clone().into_boxed_slice(),
+                        values: row.values.into_boxed_slice(),
                     },
                 )?;
                 online_written += usize::from(written);
                 self.stats
                     .freshness_seconds
-                    .observe((now_micros() - row.event_micros) as f64 / 1e6);
+                    .observe((now_micros() - event_micros) as f64 / 1e6);
             }
         }
         self.stats
             .accepted
-            .fetch_add(count(rows.len()), Ordering::Relaxed);
+            .fetch_add(count(accepted), Ordering::Relaxed);
         Ok(PushOutcome {
-            accepted: rows.len(),
+            accepted,
             online_written,
             offline_version,
             rejected,

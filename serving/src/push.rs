@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::State;
-use axum::extract::rejection::JsonRejection;
+use axum::body::Bytes;
 use feature_store::push::{
     KeyValue, MAX_PUSH_ROWS, PushOutcome, PushRow, PushTo, Pusher, RejectedRow, check_columns,
     coerce,
@@ -46,10 +46,11 @@ pub struct PushRequest {
 /// Handles `POST /push`.
 pub async fn push(
     State(state): State<Arc<AppState>>,
-    body: Result<Json<PushRequest>, JsonRejection>,
+    body: Bytes,
 ) -> Result<Json<PushOutcome>, AppError> {
-    let Json(request) =
-        body.map_err(|e| AppError::bad_request("invalid_request", e.body_text()))?;
+    let request: PushRequest = serde_json::from_slice(&body).map_err(|e| {
+        AppError::bad_request("invalid_request", format!("invalid request body: {e}"))
+    })?;
     let view = state
         .online
         .view(&request.push_source_name)
