@@ -114,3 +114,18 @@ impl From<axum::extract::rejection::JsonRejection> for AppError {
         }
     }
 }
+
+impl From<axum::extract::rejection::BytesRejection> for AppError {
+    fn from(e: axum::extract::rejection::BytesRejection) -> Self {
+        let status = e.status();
+        AppError {
+            status,
+            code: if status == StatusCode::PAYLOAD_TOO_LARGE {
+                "too_large"
+            } else {
+                "invalid_request"
+            },
+            message: format!("{} (the limit is {} bytes)", e.body_text(), crate::MAX_BODY_BYTES),
+        }
+    }
+}

@@ -441,6 +441,13 @@ mod tests {
         let body = json!({"entities": {"customer_id": many}, "features": ["v:x1"]}).to_string();
         let (got, answer) = call(&state, "POST", "/get-online-features", &body).await;
         assert_eq!(got, StatusCode::PAYLOAD_TOO_LARGE, "{answer}");
+        // A body over the byte limit is refused before parsing, in JSON.
+        let huge = format!("{{\"pad\": \"{}\"}}", "x".repeat(MAX_BODY_BYTES));
+        for path in ["/get-online-features", "/push"] {
+            let (got, answer) = call(&state, "POST", path, &huge).await;
+            assert_eq!(got, StatusCode::PAYLOAD_TOO_LARGE, "{path}: {answer}");
+            assert_eq!(answer["error"]["code"], "too_large", "{path}: {answer}");
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

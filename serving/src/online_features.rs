@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::extract::rejection::JsonRejection;
 use axum::http::header;
@@ -48,8 +49,9 @@ const EPOCH: &str = "1970-01-01T00:00:00Z";
 /// Handles `POST /get-online-features`.
 pub async fn get_online_features(
     State(state): State<Arc<AppState>>,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, AppError> {
+    let body = body?;
     let request: OnlineFeaturesRequest<'_> = serde_json::from_slice(&body).map_err(|e| {
         AppError::bad_request("invalid_request", format!("invalid request body: {e}"))
     })?;

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::State;
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use feature_store::push::{
     KeyValue, MAX_PUSH_ROWS, PushOutcome, PushRow, PushTo, Pusher, RejectedRow, check_columns,
     coerce,
@@ -46,9 +47,9 @@ pub struct PushRequest {
 /// Handles `POST /push`.
 pub async fn push(
     State(state): State<Arc<AppState>>,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<PushOutcome>, AppError> {
-    let request: PushRequest = serde_json::from_slice(&body).map_err(|e| {
+    let request: PushRequest = serde_json::from_slice(&body?).map_err(|e| {
         AppError::bad_request("invalid_request", format!("invalid request body: {e}"))
     })?;
     let view = state
