@@ -77,6 +77,9 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             ),
         }
     }
+    for service in &project.feature_services {
+        online.register_service(service.clone());
+    }
     let models = registry.models()?;
     if !models.is_empty() {
         // Loading needs the ONNX Runtime library: fail with the command

@@ -50,6 +50,16 @@ impl FeatureView {
     }
 }
 
+/// A named list of features, usable wherever a feature list is (Feast's
+/// feature service).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FeatureService {
+    /// The service name.
+    pub name: String,
+    /// Its features as `view:feature` references, in order.
+    pub features: Vec<String>,
+}
+
 /// Splits a `view:feature` reference.
 pub fn split_ref(reference: &str) -> Option<(&str, &str)> {
     let (view, feature) = reference.split_once(':')?;

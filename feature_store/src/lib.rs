@@ -33,7 +33,7 @@ pub mod push;
 pub mod retrieval;
 pub mod silver;
 
-pub use definitions::{Entity, FeatureView};
+pub use definitions::{Entity, FeatureService, FeatureView};
 pub use error::{Error, Result};
 pub use offline::{CommitLineage, DeltaStore};
 pub use online::{FeatureStatus, FeatureValue, OnlineStore};

@@ -16,7 +16,7 @@ use moka::sync::Cache;
 use polars::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::definitions::{FeatureView, split_ref};
+use crate::definitions::{FeatureService, FeatureView, split_ref};
 use crate::error::{Error, Result};
 
 /// One feature value.
@@ -231,6 +231,7 @@ pub struct ViewStats {
 /// The in-memory online store.
 pub struct OnlineStore {
     views: RwLock<HashMap<String, Arc<ViewSlot>>>,
+    services: RwLock<HashMap<String, Arc<[String]>>>,
     usage: UsageById,
     rows: Rows,
     hits: Arc<AtomicU64>,
@@ -294,6 +295,7 @@ impl OnlineStore {
         );
         OnlineStore {
             views: RwLock::new(HashMap::new()),
+            services: RwLock::new(HashMap::new()),
             usage,
             rows,
             hits,
@@ -340,6 +342,24 @@ impl OnlineStore {
             columns,
         };
         views.insert(slot.view.name.clone(), Arc::new(slot));
+    }
+
+    /// Registers (or replaces) a feature service: a named feature list that
+    /// lookups can ask for by name.
+    pub fn register_service(&self, service: FeatureService) {
+        self.services
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(service.name, service.features.into());
+    }
+
+    /// The features of a registered feature service.
+    pub fn service(&self, name: &str) -> Option<Arc<[String]>> {
+        self.services
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .cloned()
     }
 
     /// Every registered view, by name.

@@ -37,6 +37,8 @@ pub struct Project {
     pub sources: Vec<Source>,
     /// Feature views.
     pub feature_views: Vec<ViewSpec>,
+    /// Feature services: named feature lists.
+    pub feature_services: Vec<crate::definitions::FeatureService>,
     /// A hash of the file's checked content.
     pub definition_hash: String,
 }
@@ -538,6 +540,16 @@ struct RawProject {
     source: Vec<RawSource>,
     #[serde(default)]
     feature_view: Vec<RawView>,
+    #[serde(default)]
+    feature_service: Vec<RawService>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawService {
+    name: Spanned<String>,
+    /// `view:feature` references, or a view's name for all its features.
+    features: Spanned<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -797,6 +809,19 @@ impl Checker<'_> {
             views.push(view);
         }
 
+        let mut services: Vec<crate::definitions::FeatureService> = Vec::new();
+        for (i, raw_service) in raw.feature_service.iter().enumerate() {
+            let service = self.check_service(i, raw_service, &views)?;
+            if services.iter().any(|x| x.name == service.name) {
+                return self.fail(
+                    raw_service.name.span(),
+                    format!("feature_service[{i}].name"),
+                    format!("feature service {:?} is declared twice", service.name),
+                );
+            }
+            services.push(service);
+        }
+
         let mut project = Project {
             root: root.to_path_buf(),
             name: raw.project.name,
@@ -804,6 +829,7 @@ impl Checker<'_> {
             entities,
             sources,
             feature_views: views,
+            feature_services: services,
             definition_hash: String::new(),
         };
         project.definition_hash = hash_json(
@@ -811,6 +837,60 @@ impl Checker<'_> {
             &(&project.sources, &project.feature_views),
         );
         Ok(project)
+    }
+
+    fn check_service(
+        &self,
+        i: usize,
+        raw: &RawService,
+        views: &[ViewSpec],
+    ) -> Result<crate::definitions::FeatureService> {
+        let field = format!("feature_service[{i}].features");
+        let span = raw.features.span();
+        if raw.features.get_ref().is_empty() {
+            return self.fail(
+                span,
+                field,
+                "a feature service needs at least one feature".into(),
+            );
+        }
+        let mut features: Vec<String> = Vec::new();
+        for entry in raw.features.get_ref() {
+            let (view_name, feature) = match entry.split_once(':') {
+                Some((view, feature)) => (view, Some(feature)),
+                None => (entry.as_str(), None),
+            };
+            let Some(view) = views.iter().find(|v| v.name == view_name) else {
+                return self.fail(
+                    span,
+                    field,
+                    format!("{entry:?}: no feature view named {view_name:?}"),
+                );
+            };
+            let names = view.feature_names();
+            let chosen: Vec<String> = match feature {
+                None => names,
+                Some(f) if names.iter().any(|n| n == f) => vec![f.to_string()],
+                Some(f) => {
+                    return self.fail(
+                        span,
+                        field,
+                        format!("{entry:?}: feature view {view_name:?} has no feature {f:?}"),
+                    );
+                }
+            };
+            for name in chosen {
+                let reference = format!("{view_name}:{name}");
+                if features.contains(&reference) {
+                    return self.fail(span, field, format!("{reference:?} is listed twice"));
+                }
+                features.push(reference);
+            }
+        }
+        Ok(crate::definitions::FeatureService {
+            name: raw.name.get_ref().clone(),
+            features,
+        })
     }
 
     fn check_source(&self, i: usize, s: &RawSource, earlier: &[Source]) -> Result<Source> {
@@ -1405,6 +1485,10 @@ functions = ["sum"]
     fn a_valid_file_loads() {
         let p = Project::parse(BASE, Path::new("aurum.toml"), Path::new("/p")).unwrap();
         assert_eq!(p.view("v").unwrap().feature_names(), vec!["amount_sum_1h"]);
+        let with_service =
+            format!("{BASE}\n[[feature_service]]\nname = \"s\"\nfeatures = [\"v\"]\n");
+        let p = Project::parse(&with_service, Path::new("aurum.toml"), Path::new("/p")).unwrap();
+        assert_eq!(p.feature_services[0].features, vec!["v:amount_sum_1h"]);
         assert_eq!(p.data_dir, Path::new("/p/data"));
     }
 
@@ -1437,6 +1521,11 @@ functions = ["sum"]
                 "aurum.toml:12: source[0].timestamp: \"amount\" must have type timestamp",
             ),
             ("name = \"t\"\n", "", "missing field `name`"),
+            (
+                "functions = [\"sum\"]\n",
+                "functions = [\"sum\"]\n[[feature_service]]\nname = \"s\"\nfeatures = [\"v:amount_sum_1d\"]\n",
+                "aurum.toml:31: feature_service[0].features: \"v:amount_sum_1d\": feature view \"v\" has no feature \"amount_sum_1d\"",
+            ),
             (
                 "{ name = \"ts\", type = \"timestamp\" }",
                 "{ name = \"ts\", type = \"decimal(3,4)\" }",

@@ -125,7 +125,11 @@ impl From<axum::extract::rejection::BytesRejection> for AppError {
             } else {
                 "invalid_request"
             },
-            message: format!("{} (the limit is {} bytes)", e.body_text(), crate::MAX_BODY_BYTES),
+            message: format!(
+                "{} (the limit is {} bytes)",
+                e.body_text(),
+                crate::MAX_BODY_BYTES
+            ),
         }
     }
 }

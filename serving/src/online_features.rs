@@ -13,8 +13,8 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::rejection::JsonRejection;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
@@ -36,9 +36,12 @@ pub struct OnlineFeaturesRequest<'a> {
     /// Join-key columns: key name → one value per entity.
     #[serde(borrow)]
     pub entities: BTreeMap<Cow<'a, str>, Vec<Value>>,
-    /// `view:feature` references.
-    #[serde(borrow)]
-    pub features: Vec<Cow<'a, str>>,
+    /// `view:feature` references (or give `feature_service`).
+    #[serde(borrow, default)]
+    pub features: Option<Vec<Cow<'a, str>>>,
+    /// A feature service's name, for its features.
+    #[serde(borrow, default)]
+    pub feature_service: Option<Cow<'a, str>>,
     /// Name features `view__feature` instead of `feature`.
     #[serde(default)]
     pub full_feature_names: bool,
@@ -55,7 +58,28 @@ pub async fn get_online_features(
     let request: OnlineFeaturesRequest<'_> = serde_json::from_slice(&body).map_err(|e| {
         AppError::bad_request("invalid_request", format!("invalid request body: {e}"))
     })?;
-    if request.features.is_empty() {
+    let features: Vec<Cow<'_, str>> = match (request.features, &request.feature_service) {
+        (Some(features), None) => features,
+        (None, Some(name)) => state
+            .online
+            .service(name)
+            .ok_or_else(|| {
+                AppError::not_found(
+                    "unknown_feature_service",
+                    format!("no feature service {name:?}"),
+                )
+            })?
+            .iter()
+            .map(|f| Cow::Owned(f.clone()))
+            .collect(),
+        _ => {
+            return Err(AppError::bad_request(
+                "invalid_request",
+                "give either `features` or `feature_service`".to_string(),
+            ));
+        }
+    };
+    if features.is_empty() {
         return Err(AppError::bad_request(
             "invalid_request",
             "`features` lists no feature".to_string(),
@@ -63,8 +87,8 @@ pub async fn get_online_features(
     }
     let set = state
         .online
-        .resolve(&request.features)
-        .map_err(|_| unknown_reference(&state, &request.features))?;
+        .resolve(&features)
+        .map_err(|_| unknown_reference(&state, &features))?;
     // Every referenced view must share one set of join keys.
     let views = set.views();
     let join_keys = views
@@ -139,7 +163,7 @@ pub async fn get_online_features(
         .observe(started.elapsed().as_secs_f64());
 
     let mut names: Vec<Cow<'_, str>> = join_keys.iter().map(|k| Cow::from(k.as_str())).collect();
-    for reference in &request.features {
+    for reference in &features {
         let (view, feature) = split_ref(reference).unwrap_or(("", reference));
         names.push(if request.full_feature_names {
             Cow::Owned(format!("{view}__{feature}"))
@@ -154,11 +178,11 @@ pub async fn get_online_features(
         results: AnswerColumns {
             keys: &columns,
             batch: &batch,
-            stamps: &StampTable::new(&batch, request.features.len()),
-            features: request.features.len(),
+            stamps: &StampTable::new(&batch, features.len()),
+            features: features.len(),
         },
     };
-    let mut bytes = Vec::with_capacity(256 + rows * request.features.len() * 64);
+    let mut bytes = Vec::with_capacity(256 + rows * features.len() * 64);
     serde_json::to_writer(&mut bytes, &answer)
         .map_err(|e| AppError::internal(format!("encoding the answer: {e}")))?;
     Ok(([(header::CONTENT_TYPE, "application/json")], bytes).into_response())

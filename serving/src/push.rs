@@ -12,8 +12,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::State;
 use axum::body::Bytes;
+use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use feature_store::push::{
     KeyValue, MAX_PUSH_ROWS, PushOutcome, PushRow, PushTo, Pusher, RejectedRow, check_columns,

@@ -137,6 +137,30 @@ fn serve_warm_starts_from_gold_and_answers_feast_requests() {
         assert_eq!(column["statuses"][2], "NOT_FOUND");
     }
 
+    // A feature service from the project file stands for its feature list.
+    let (status, by_service) = post(
+        &format!("{}/get-online-features", server.url),
+        &json!({"entities": {"customer_id": [1, 2, 999999]}, "feature_service": "fraud_detection"}),
+    );
+    assert_eq!(status, 200, "{by_service}");
+    assert_eq!(
+        by_service["metadata"]["feature_names"],
+        json!([
+            "customer_id",
+            "amount_count_1h",
+            "amount_sum_1d",
+            "amount_mean_7d",
+            "amount_ratio_1d_7d",
+            "merchant_id_distinct_count_7d"
+        ])
+    );
+    let (status, missing) = post(
+        &format!("{}/get-online-features", server.url),
+        &json!({"entities": {"customer_id": [1]}, "feature_service": "nope"}),
+    );
+    assert_eq!(status, 404, "{missing}");
+    assert_eq!(missing["error"]["code"], "unknown_feature_service");
+
     // The views are listed with their feature types and Delta versions.
     let views = get(&format!("{}/feature-views", server.url));
     assert_eq!(views[0]["name"], "customer_features");
