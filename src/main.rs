@@ -3,6 +3,7 @@
 mod demo;
 mod project_commands;
 mod serve;
+mod training_set;
 
 use project_commands as project;
 
@@ -43,6 +44,8 @@ enum Command {
     /// Load the gold tables' rows into a running server's online store
     /// (`--incremental`: only commits newer than the ones it holds).
     Materialize(project::MaterializeArgs),
+    /// Join a spine point-in-time with features from the gold tables.
+    TrainingSet(training_set::TrainingSetArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -74,6 +77,7 @@ fn main() -> std::process::ExitCode {
             Command::Vacuum(args) => project::vacuum(args).await,
             Command::Serve(args) => serve::run(args).await,
             Command::Materialize(args) => project::materialize(args).await,
+            Command::TrainingSet(args) => training_set::run(args).await,
         }
     });
     match result {

@@ -101,6 +101,19 @@ pub enum Error {
         /// The commit's error.
         message: String,
     },
+    /// A training-set spine lacks a column the request needs, or has it
+    /// with the wrong type.
+    #[error("{message}")]
+    InvalidSpine {
+        /// The column.
+        column: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A request is malformed (an empty or repeated feature list, a version
+    /// pinned for a view not requested, …).
+    #[error("{0}")]
+    InvalidRequest(String),
     /// A bug: an invariant of aurum's own code does not hold.
     #[error("internal error (a bug, please report): {0}")]
     Internal(String),

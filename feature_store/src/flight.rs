@@ -130,9 +130,11 @@ impl Command {
 fn status(e: Error) -> Status {
     let message = e.to_string();
     match e {
-        Error::InvalidPush { .. } | Error::Schema { .. } | Error::SchemaChange { .. } => {
-            Status::invalid_argument(message)
-        }
+        Error::InvalidPush { .. }
+        | Error::Schema { .. }
+        | Error::SchemaChange { .. }
+        | Error::InvalidSpine { .. }
+        | Error::InvalidRequest(_) => Status::invalid_argument(message),
         Error::UnknownFeature(_) | Error::TableMissing(_) | Error::NoOfflineStore { .. } => {
             Status::not_found(message)
         }

@@ -32,6 +32,7 @@ pub mod project;
 pub mod push;
 pub mod retrieval;
 pub mod silver;
+pub mod training_set;
 
 pub use definitions::{Entity, FeatureService, FeatureView};
 pub use error::{Error, Result};

@@ -402,6 +402,19 @@ impl DeltaStore {
         .map_err(|e| Error::Internal(format!("reading {name}: {e}")))?
     }
 
+    /// The Arrow schema of table `name` at `version` (latest when `None`),
+    /// and the version it is of.
+    pub async fn arrow_schema(
+        &self,
+        name: &str,
+        version: Option<u64>,
+    ) -> Result<(arrow_schema::Schema, u64)> {
+        let table = self.open(name, version).await?;
+        let snapshot = table.snapshot().map_err(Error::delta(name))?;
+        let read_version = u64::try_from(snapshot.version()).unwrap_or(0);
+        Ok((arrow_schema_of(name, &snapshot.schema())?, read_version))
+    }
+
     /// Reads table `name` at `version` (latest when `None`) into one frame,
     /// and returns the version read.
     pub async fn read(&self, name: &str, version: Option<u64>) -> Result<(DataFrame, u64)> {

@@ -73,6 +73,8 @@ impl From<feature_store::Error> for AppError {
             E::Parse { .. } => AppError::bad_request("unparseable_input", message),
             E::SchemaChange { .. } => AppError::bad_request("schema_change", message),
             E::InvalidPush { .. } => AppError::bad_request("invalid_push", message),
+            E::InvalidSpine { .. } => AppError::bad_request("invalid_spine", message),
+            E::InvalidRequest(_) => AppError::bad_request("invalid_request", message),
             E::NoOfflineStore { .. } => AppError::not_found("no_offline_store", message),
             E::OfflineWrite { .. } => AppError::bad_request("offline_write_failed", message),
             E::Polars { .. }
