@@ -58,7 +58,8 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     let state =
         Arc::new(AppState::new(online.clone(), registry.clone()).with_offline(store.clone()));
     let server = tokio::spawn(serving::serve(listener, state.clone(), shutdown_signal()));
-    let flight = feature_store::flight::FlightServer::new(online.clone(), state.pusher.clone());
+    let flight = feature_store::flight::FlightServer::new(online.clone(), state.pusher.clone())
+        .with_store(store.clone());
     let flight = tokio::spawn(flight.serve(flight_listener, shutdown_signal()));
 
     // Warm start: every view from its gold table, then every model.

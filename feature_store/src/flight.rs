@@ -20,41 +20,183 @@
 use std::future::Future;
 use std::sync::Arc;
 
+use std::collections::BTreeMap;
+
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Float64Type, Int64Type, TimestampMicrosecondType};
-use arrow_array::{Array, ArrayRef, RecordBatch};
+use arrow_array::{
+    Array, ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray,
+};
 use arrow_flight::decode::FlightRecordBatchStream;
+use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
 use arrow_flight::flight_descriptor::DescriptorType;
 use arrow_flight::flight_service_server::{FlightService, FlightServiceServer};
 use arrow_flight::{
-    Action, ActionType, Criteria, Empty, FlightData, FlightDescriptor, FlightInfo,
-    HandshakeRequest, HandshakeResponse, PollInfo, PutResult, SchemaResult, Ticket,
+    Action, ActionType, Criteria, Empty, FlightData, FlightDescriptor, FlightEndpoint, FlightInfo,
+    HandshakeRequest, HandshakeResponse, PollInfo, PutResult, SchemaAsIpc, SchemaResult, Ticket,
 };
-use arrow_schema::{DataType, TimeUnit};
+use arrow_ipc::writer::IpcWriteOptions;
+use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::definitions::FeatureView;
+use crate::definitions::{FeatureView, split_ref};
 use crate::error::Error;
-use crate::online::{FeatureValue, OnlineStore};
+use crate::interop;
+use crate::offline::DeltaStore;
+use crate::online::{FeatureStatus, FeatureValue, OnlineStore};
 use crate::push::{
     KeyValue, MAX_PUSH_ROWS, PushRow, PushTo, Pusher, RejectedRow, check_columns, coerce,
 };
+use crate::training_set::{self, TrainingSetRequest};
 
 /// The Flight service over an online store and its pusher.
 #[derive(Debug, Clone)]
 pub struct FlightServer {
     online: Arc<OnlineStore>,
     pusher: Arc<Pusher>,
+    store: Option<DeltaStore>,
 }
 
 impl FlightServer {
-    /// A service answering from `online` and pushing through `pusher`.
+    /// A service answering online lookups from `online` and pushing through
+    /// `pusher` (offline reads are refused until [`FlightServer::with_store`]).
     pub fn new(online: Arc<OnlineStore>, pusher: Arc<Pusher>) -> Self {
-        FlightServer { online, pusher }
+        FlightServer {
+            online,
+            pusher,
+            store: None,
+        }
+    }
+
+    /// The same service, serving feature views and training sets from the
+    /// gold tables of `store`.
+    pub fn with_store(mut self, store: DeltaStore) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    fn store(&self) -> Result<&DeltaStore, Status> {
+        self.store.as_ref().ok_or_else(|| {
+            Status::failed_precondition("this server was started without gold tables")
+        })
+    }
+
+    /// Expands a feature list or a feature service's name.
+    fn features(
+        &self,
+        features: &Option<Vec<String>>,
+        service: &Option<String>,
+    ) -> Result<Vec<String>, Status> {
+        match (features, service) {
+            (Some(features), None) => Ok(features.clone()),
+            (None, Some(name)) => self
+                .online
+                .service(name)
+                .map(|f| f.to_vec())
+                .ok_or_else(|| Status::not_found(format!("no feature service {name:?}"))),
+            _ => Err(Status::invalid_argument(
+                "give either \"features\" or \"feature_service\"",
+            )),
+        }
+    }
+
+    /// The Arrow schema of view `name`'s gold table at `version`.
+    async fn table_schema(&self, name: &str, version: Option<u64>) -> Result<Schema, Status> {
+        if self.online.view(name).is_none() {
+            return Err(Status::not_found(format!("no feature view {name:?}")));
+        }
+        let (schema, _) = self
+            .store()?
+            .arrow_schema(name, version)
+            .await
+            .map_err(status)?;
+        Ok(schema)
+    }
+
+    /// The columns `features` add to a result: name and Arrow field.
+    async fn feature_fields(
+        &self,
+        features: &[String],
+        full_feature_names: bool,
+    ) -> Result<Vec<Field>, Status> {
+        let views = self.online.views();
+        let plan = training_set::plan(&views, features).map_err(status)?;
+        let mut fields = Vec::new();
+        for (view, wanted) in plan {
+            let schema = self.table_schema(&view.name, None).await?;
+            for feature in wanted {
+                let field = schema
+                    .field_with_name(&feature)
+                    .map_err(|_| Status::not_found(format!("{}:{feature}", view.name)))?;
+                let name = if full_feature_names {
+                    format!("{}__{feature}", view.name)
+                } else {
+                    feature.clone()
+                };
+                fields.push(Field::new(name, field.data_type().clone(), true));
+            }
+        }
+        Ok(fields)
+    }
+
+    /// The result schema of `command`, before any data moves.
+    async fn schema_of(&self, command: &Command) -> Result<Schema, Status> {
+        match command {
+            Command::FeatureView { name, version, .. } => self.table_schema(name, *version).await,
+            Command::TrainingSet {
+                features,
+                feature_service,
+                full_feature_names,
+                ..
+            } => {
+                let features = self.features(features, feature_service)?;
+                Ok(Schema::new(
+                    self.feature_fields(&features, *full_feature_names).await?,
+                ))
+            }
+            Command::OnlineFeatures {
+                features,
+                feature_service,
+                full_feature_names,
+                ..
+            } => {
+                let features = self.features(features, feature_service)?;
+                let views = self.online.views();
+                let plan = training_set::plan(&views, &features).map_err(status)?;
+                let mut fields = Vec::new();
+                if let Some((view, _)) = plan.first() {
+                    let schema = self.table_schema(&view.name, None).await?;
+                    for key in &view.entity.join_keys {
+                        let dtype = schema
+                            .field_with_name(key)
+                            .map(|f| f.data_type().clone())
+                            .unwrap_or(DataType::Utf8);
+                        fields.push(Field::new(key, dtype, false));
+                    }
+                }
+                fields.extend(self.feature_fields(&features, *full_feature_names).await?);
+                Ok(Schema::new(fields))
+            }
+            Command::Push { feature_view, .. } => self.table_schema(feature_view, None).await,
+        }
+    }
+
+    fn info(&self, command: &Command, schema: &Schema) -> Result<FlightInfo, Status> {
+        let json = serde_json::to_vec(command)
+            .map_err(|e| Status::internal(format!("encoding a command: {e}")))?;
+        FlightInfo::new()
+            .try_with_schema(schema)
+            .map_err(|e| Status::internal(format!("encoding a schema: {e}")))
+            .map(|info| {
+                info.with_descriptor(FlightDescriptor::new_cmd(json.clone()))
+                    // The ticket is the command itself: any replica can
+                    // answer it, nothing is kept between calls.
+                    .with_endpoint(FlightEndpoint::new().with_ticket(Ticket::new(json)))
+            })
     }
 
     /// Serves on `listener` until `shutdown` completes.
@@ -84,9 +226,61 @@ impl FlightServer {
 }
 
 /// A Flight command (a descriptor's `cmd`), as JSON.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(tag = "command", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Command {
+    /// A feature view's gold table (`DoGet`), at a version (default: the
+    /// latest) and optionally only rows with event times in
+    /// `[start, end)` (RFC 3339).
+    FeatureView {
+        /// The feature view.
+        name: String,
+        /// The table version.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        version: Option<u64>,
+        /// Earliest event time included.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        start: Option<String>,
+        /// Event times before this one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        end: Option<String>,
+    },
+    /// Online feature values for a list of entities (`DoGet`): the join
+    /// keys, then one column per feature (null when missing, null or older
+    /// than the view's TTL).
+    OnlineFeatures {
+        /// `view:feature` references (or `feature_service`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        features: Option<Vec<String>>,
+        /// A feature service's name.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        feature_service: Option<String>,
+        /// Join key → one value per entity.
+        #[serde(default)]
+        entities: BTreeMap<String, Vec<serde_json::Value>>,
+        /// Name features `view__feature`.
+        #[serde(default)]
+        full_feature_names: bool,
+    },
+    /// A point-in-time training set (`DoExchange`): the client streams the
+    /// spine, the answer is the spine's columns followed by the features.
+    TrainingSet {
+        /// `view:feature` references (or `feature_service`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        features: Option<Vec<String>>,
+        /// A feature service's name.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        feature_service: Option<String>,
+        /// The spine's event-time column.
+        #[serde(default = "default_timestamp_column")]
+        timestamp_column: String,
+        /// Gold table versions to read, by view (default: the latest).
+        #[serde(default)]
+        as_of_versions: BTreeMap<String, u64>,
+        /// Name features `view__feature`.
+        #[serde(default)]
+        full_feature_names: bool,
+    },
     /// Push rows into a feature view (`DoPut`).
     Push {
         /// The feature view.
@@ -101,7 +295,25 @@ pub enum Command {
     },
 }
 
+fn default_timestamp_column() -> String {
+    crate::gold::EVENT_TIMESTAMP.to_string()
+}
+
 impl Command {
+    /// Reads a ticket: a JSON command.
+    pub fn from_ticket(ticket: &Ticket) -> Result<Command, Status> {
+        Command::from_json(&ticket.ticket)
+    }
+
+    fn from_json(bytes: &[u8]) -> Result<Command, Status> {
+        serde_json::from_slice(bytes).map_err(|e| {
+            Status::invalid_argument(format!(
+                "not a valid aurum command ({e}); expected JSON such as \
+                 {{\"command\": \"feature_view\", \"name\": \"customer_features\"}}"
+            ))
+        })
+    }
+
     /// Reads a descriptor: a JSON command, or a one-element path naming a
     /// feature view (an online push).
     pub fn from_descriptor(descriptor: &FlightDescriptor) -> Result<Command, Status> {
@@ -117,12 +329,7 @@ impl Command {
                 ))),
             };
         }
-        serde_json::from_slice(&descriptor.cmd).map_err(|e| {
-            Status::invalid_argument(format!(
-                "the descriptor's cmd is not a valid aurum command ({e}); expected JSON such as \
-                 {{\"command\": \"push\", \"feature_view\": \"customer_features\", \"to\": \"online\"}}"
-            ))
-        })
+        Command::from_json(&descriptor.cmd)
     }
 }
 
@@ -178,35 +385,101 @@ impl FlightService for FlightServer {
         &self,
         _request: Request<Criteria>,
     ) -> Result<Response<Self::ListFlightsStream>, Status> {
-        Err(not_served("ListFlights"))
+        let mut infos = Vec::new();
+        for view in self.online.views() {
+            let store = self.store()?;
+            if !store.exists(&view.name) {
+                continue;
+            }
+            let command = Command::FeatureView {
+                name: view.name.clone(),
+                version: None,
+                start: None,
+                end: None,
+            };
+            let schema = self.schema_of(&command).await?;
+            infos.push(Ok(self.info(&command, &schema)?));
+        }
+        for service in self.online.services() {
+            let command = Command::TrainingSet {
+                features: None,
+                feature_service: Some(service.name.clone()),
+                timestamp_column: default_timestamp_column(),
+                as_of_versions: BTreeMap::new(),
+                full_feature_names: false,
+            };
+            // A service over views without gold tables yet is not listed.
+            if let Ok(schema) = self.schema_of(&command).await {
+                infos.push(Ok(self.info(&command, &schema)?));
+            }
+        }
+        Ok(Response::new(futures::stream::iter(infos).boxed()))
     }
 
     async fn get_flight_info(
         &self,
-        _request: Request<FlightDescriptor>,
+        request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        Err(not_served("GetFlightInfo"))
+        let command = Command::from_descriptor(request.get_ref())?;
+        let schema = self.schema_of(&command).await?;
+        Ok(Response::new(self.info(&command, &schema)?))
     }
 
     async fn poll_flight_info(
         &self,
         _request: Request<FlightDescriptor>,
     ) -> Result<Response<PollInfo>, Status> {
-        Err(not_served("PollFlightInfo"))
+        Err(Status::unimplemented(
+            "PollFlightInfo is not served: every command answers at once through GetFlightInfo",
+        ))
     }
 
     async fn get_schema(
         &self,
-        _request: Request<FlightDescriptor>,
+        request: Request<FlightDescriptor>,
     ) -> Result<Response<SchemaResult>, Status> {
-        Err(not_served("GetSchema"))
+        let command = Command::from_descriptor(request.get_ref())?;
+        let schema = self.schema_of(&command).await?;
+        let result = SchemaAsIpc::new(&schema, &IpcWriteOptions::default())
+            .try_into()
+            .map_err(|e: arrow_schema::ArrowError| Status::internal(e.to_string()))?;
+        Ok(Response::new(result))
     }
 
     async fn do_get(
         &self,
-        _request: Request<Ticket>,
+        request: Request<Ticket>,
     ) -> Result<Response<Self::DoGetStream>, Status> {
-        Err(not_served("DoGet"))
+        let command = Command::from_ticket(request.get_ref())?;
+        let (schema, batches) = match command {
+            Command::FeatureView {
+                name,
+                version,
+                start,
+                end,
+            } => {
+                self.feature_view_batches(&name, version, start, end)
+                    .await?
+            }
+            Command::OnlineFeatures {
+                features,
+                feature_service,
+                entities,
+                full_feature_names,
+            } => {
+                let features = self.features(&features, &feature_service)?;
+                self.online_batches(&features, &entities, full_feature_names)?
+            }
+            Command::TrainingSet { .. } => {
+                return Err(Status::invalid_argument(
+                    "a training set needs the spine: send it with DoExchange",
+                ));
+            }
+            Command::Push { .. } => {
+                return Err(Status::invalid_argument("a push sends rows: use DoPut"));
+            }
+        };
+        Ok(Response::new(encode(schema, batches)))
     }
 
     async fn do_put(
@@ -225,9 +498,15 @@ impl FlightService for FlightServer {
             feature_view,
             to,
             allow_partial,
-        } = Command::from_descriptor(&descriptor)?;
+        } = Command::from_descriptor(&descriptor)?
+        else {
+            return Err(Status::invalid_argument(
+                "DoPut takes a push command: {\"command\": \"push\", \"feature_view\": ...}",
+            ));
+        };
         let view = self.view(&feature_view)?;
-        let data = futures::stream::once(async { Ok(first) })
+        let lead = (!first.data_header.is_empty()).then_some(Ok(first));
+        let data = futures::stream::iter(lead)
             .chain(stream)
             .map_err(FlightError::from);
         let mut batches = FlightRecordBatchStream::new_from_flight_data(data);
@@ -268,9 +547,119 @@ impl FlightService for FlightServer {
 
     async fn do_exchange(
         &self,
-        _request: Request<Streaming<FlightData>>,
+        request: Request<Streaming<FlightData>>,
     ) -> Result<Response<Self::DoExchangeStream>, Status> {
-        Err(not_served("DoExchange"))
+        let mut stream = request.into_inner();
+        let first = stream
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("DoExchange sent no data"))?;
+        let descriptor = first.flight_descriptor.clone().ok_or_else(|| {
+            Status::invalid_argument("DoExchange's first message carries no flight descriptor")
+        })?;
+        let Command::TrainingSet {
+            features,
+            feature_service,
+            timestamp_column,
+            as_of_versions,
+            full_feature_names,
+        } = Command::from_descriptor(&descriptor)?
+        else {
+            return Err(Status::invalid_argument(
+                "DoExchange takes a training_set command: {\"command\": \"training_set\", ...}",
+            ));
+        };
+        let request = TrainingSetRequest {
+            features: self.features(&features, &feature_service)?,
+            timestamp_column,
+            as_of_versions,
+            full_feature_names,
+        };
+        let views = self.online.views();
+        // Check the request before any table is read.
+        training_set::plan(&views, &request.features).map_err(status)?;
+        let store = self.store()?.clone();
+
+        // The spine is held once (as Arrow batches, then as a frame); the
+        // answer is joined and streamed in chunks, so it is never held
+        // whole beside the spine. A first message with only the descriptor
+        // (as pyarrow sends it) carries no data to decode.
+        let lead = (!first.data_header.is_empty()).then_some(Ok(first));
+        let data = futures::stream::iter(lead)
+            .chain(stream)
+            .map_err(FlightError::from);
+        let mut spine_stream = FlightRecordBatchStream::new_from_flight_data(data);
+        let mut spine_batches = Vec::new();
+        while let Some(batch) = spine_stream.next().await {
+            spine_batches.push(batch.map_err(|e| Status::invalid_argument(e.to_string()))?);
+        }
+        let spine_schema = spine_stream
+            .schema()
+            .cloned()
+            .or_else(|| spine_batches.first().map(|b| b.schema()))
+            .ok_or_else(|| Status::invalid_argument("DoExchange sent no spine schema"))?;
+        let spine = interop::batches_to_frame(&spine_schema, &spine_batches).map_err(status)?;
+        drop(spine_batches);
+        training_set::check_spine(
+            spine.schema(),
+            &training_set::plan(&views, &request.features).map_err(status)?,
+            &request.timestamp_column,
+        )
+        .map_err(status)?;
+        let loaded = training_set::load(&store, &views, &request)
+            .await
+            .map_err(status)?;
+        let versions = serde_json::to_string(&loaded.versions)
+            .map_err(|e| Status::internal(format!("encoding versions: {e}")))?;
+        let results = async_stream(move |sender| async move {
+            let height = spine.height();
+            let mut offset = 0;
+            let mut schema_sent = false;
+            while offset < height || !schema_sent {
+                let len = EXCHANGE_CHUNK_ROWS.min(height - offset);
+                let chunk = spine.slice(offset as i64, len);
+                offset += len;
+                let features = loaded.clone();
+                let joined = tokio::task::spawn_blocking(move || features.join(chunk))
+                    .await
+                    .map_err(|e| Status::internal(format!("the join stopped: {e}")))?
+                    .map_err(status)?;
+                let (schema, batches) = interop::frame_to_batches(&joined).map_err(status)?;
+                // The versions read ride in the schema's metadata, so a
+                // client can pin them to reproduce the set.
+                let schema = Arc::new(Schema::new_with_metadata(
+                    schema.fields().clone(),
+                    [(VERSIONS_METADATA.to_string(), versions.clone())].into(),
+                ));
+                let batches = batches
+                    .into_iter()
+                    .map(|b| b.with_schema(schema.clone()))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| Status::internal(format!("re-labelling batches: {e}")))?;
+                let mut encoded = FlightDataEncoderBuilder::new()
+                    .with_schema(schema)
+                    .build(futures::stream::iter(batches.into_iter().map(Ok)));
+                let mut first_message = true;
+                while let Some(data) = encoded.next().await {
+                    let data = data.map_err(|e| Status::internal(e.to_string()))?;
+                    // Only the first chunk sends the schema.
+                    if schema_sent && first_message && data.data_body.is_empty() {
+                        first_message = false;
+                        continue;
+                    }
+                    first_message = false;
+                    if sender.send(Ok(data)).await.is_err() {
+                        return Ok(());
+                    }
+                }
+                schema_sent = true;
+                if height == 0 {
+                    break;
+                }
+            }
+            Ok(())
+        });
+        Ok(Response::new(results))
     }
 
     async fn do_action(
@@ -285,6 +674,220 @@ impl FlightService for FlightServer {
         _request: Request<Empty>,
     ) -> Result<Response<Self::ListActionsStream>, Status> {
         Ok(Response::new(futures::stream::empty().boxed()))
+    }
+}
+
+/// The schema-metadata key of a training set's table versions (JSON, view →
+/// version).
+pub const VERSIONS_METADATA: &str = "aurum.versions";
+
+/// Spine rows joined and streamed per chunk by `DoExchange`.
+const EXCHANGE_CHUNK_ROWS: usize = 256 * 1024;
+
+/// Streams `batches` as Flight data with `schema` first.
+fn encode(
+    schema: SchemaRef,
+    batches: Vec<RecordBatch>,
+) -> BoxStream<'static, Result<FlightData, Status>> {
+    FlightDataEncoderBuilder::new()
+        .with_schema(schema)
+        .build(futures::stream::iter(batches.into_iter().map(Ok)))
+        .map_err(|e| Status::internal(e.to_string()))
+        .boxed()
+}
+
+impl FlightServer {
+    async fn feature_view_batches(
+        &self,
+        name: &str,
+        version: Option<u64>,
+        start: Option<String>,
+        end: Option<String>,
+    ) -> Result<(SchemaRef, Vec<RecordBatch>), Status> {
+        let view = self
+            .online
+            .view(name)
+            .ok_or_else(|| Status::not_found(format!("no feature view {name:?}")))?;
+        let micros = |field: &str, text: &Option<String>| -> Result<Option<i64>, Status> {
+            text.as_deref()
+                .map(|t| {
+                    chrono::DateTime::parse_from_rfc3339(t)
+                        .map(|t| t.timestamp_micros())
+                        .map_err(|_| {
+                            Status::invalid_argument(format!(
+                                "{field}: {t:?} is not an RFC 3339 timestamp"
+                            ))
+                        })
+                })
+                .transpose()
+        };
+        let (start, end) = (micros("start", &start)?, micros("end", &end)?);
+        let (frame, _) = self.store()?.read(name, version).await.map_err(status)?;
+        let ts = view.timestamp_column.clone();
+        let frame = tokio::task::spawn_blocking(move || {
+            let utc = polars::prelude::DataType::Datetime(
+                polars::prelude::TimeUnit::Microseconds,
+                Some(polars::prelude::TimeZone::UTC),
+            );
+            let as_time = |v: i64| polars::prelude::lit(v).cast(utc.clone());
+            let mut lazy = polars::prelude::IntoLazy::lazy(frame);
+            if let Some(start) = start {
+                lazy = lazy.filter(polars::prelude::col(ts.as_str()).gt_eq(as_time(start)));
+            }
+            if let Some(end) = end {
+                lazy = lazy.filter(polars::prelude::col(ts.as_str()).lt(as_time(end)));
+            }
+            lazy.collect()
+        })
+        .await
+        .map_err(|e| Status::internal(format!("reading {name}: {e}")))?
+        .map_err(|e| Status::internal(format!("filtering {name}: {e}")))?;
+        interop::frame_to_batches(&frame).map_err(status)
+    }
+
+    fn online_batches(
+        &self,
+        features: &[String],
+        entities: &BTreeMap<String, Vec<serde_json::Value>>,
+        full_feature_names: bool,
+    ) -> Result<(SchemaRef, Vec<RecordBatch>), Status> {
+        let set = self
+            .online
+            .resolve(features)
+            .map_err(|e| Status::not_found(e.to_string()))?;
+        let views = set.views();
+        let Some(first) = views.first() else {
+            return Err(Status::invalid_argument("the request lists no feature"));
+        };
+        let join_keys = first.entity.join_keys.clone();
+        if let Some(other) = views.iter().find(|v| v.entity.join_keys != join_keys) {
+            return Err(Status::invalid_argument(format!(
+                "feature view {:?} is keyed by {:?}, other requested views by {join_keys:?}",
+                other.name, other.entity.join_keys
+            )));
+        }
+        let mut key_columns = Vec::new();
+        for key in &join_keys {
+            key_columns.push(entities.get(key).ok_or_else(|| {
+                Status::invalid_argument(format!("entities has no join key {key:?}"))
+            })?);
+        }
+        if let Some(extra) = entities.keys().find(|k| !join_keys.contains(k)) {
+            return Err(Status::invalid_argument(format!(
+                "{extra:?} is not a join key of the requested views ({join_keys:?})"
+            )));
+        }
+        let rows = key_columns.first().map_or(0, |c| c.len());
+        if key_columns.iter().any(|c| c.len() != rows) {
+            return Err(Status::invalid_argument(
+                "entity key columns have different lengths",
+            ));
+        }
+        let part = |key: &str, row: usize, value: &serde_json::Value| match value {
+            serde_json::Value::String(s) => Ok(s.clone()),
+            serde_json::Value::Number(n) if n.is_i64() || n.is_u64() => Ok(n.to_string()),
+            other => Err(Status::invalid_argument(format!(
+                "entity key {key:?} row {row}: {other} is not an integer or a string"
+            ))),
+        };
+        let mut keys = Vec::with_capacity(rows);
+        for row in 0..rows {
+            let parts = join_keys
+                .iter()
+                .zip(&key_columns)
+                .map(|(key, column)| part(key, row, &column[row]))
+                .collect::<Result<Vec<_>, _>>()?;
+            keys.push(crate::online::entity_key(&parts));
+        }
+        let batch = self
+            .online
+            .get_set(&set, &keys, crate::push::now_micros())
+            .map_err(status)?;
+
+        let mut fields = Vec::new();
+        let mut arrays: Vec<ArrayRef> = Vec::new();
+        for (key, column) in join_keys.iter().zip(&key_columns) {
+            if column.iter().all(serde_json::Value::is_i64) {
+                fields.push(Field::new(key, DataType::Int64, false));
+                arrays.push(Arc::new(Int64Array::from_iter_values(
+                    column.iter().filter_map(serde_json::Value::as_i64),
+                )));
+            } else {
+                fields.push(Field::new(key, DataType::Utf8, false));
+                arrays.push(Arc::new(StringArray::from_iter_values(
+                    column
+                        .iter()
+                        .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_string)),
+                )));
+            }
+        }
+        for (i, reference) in features.iter().enumerate() {
+            let (view_name, feature) = split_ref(reference).unwrap_or(("", reference));
+            let name = if full_feature_names {
+                format!("{view_name}__{feature}")
+            } else {
+                feature.to_string()
+            };
+            let present = |row: &Vec<(FeatureValue, FeatureStatus)>| match &row[i] {
+                (value, FeatureStatus::Present) => Some(value.clone()),
+                _ => None,
+            };
+            let values: Vec<Option<FeatureValue>> = batch.rows.iter().map(present).collect();
+            let (dtype, array): (DataType, ArrayRef) = if values
+                .iter()
+                .flatten()
+                .all(|v| matches!(v, FeatureValue::Int(_)))
+                && values.iter().flatten().next().is_some()
+            {
+                (
+                    DataType::Int64,
+                    Arc::new(Int64Array::from_iter(values.iter().map(|v| match v {
+                        Some(FeatureValue::Int(x)) => Some(*x),
+                        _ => None,
+                    }))),
+                )
+            } else if values
+                .iter()
+                .flatten()
+                .any(|v| matches!(v, FeatureValue::Str(_)))
+            {
+                (
+                    DataType::Utf8,
+                    Arc::new(StringArray::from_iter(values.iter().map(|v| match v {
+                        Some(FeatureValue::Str(s)) => Some(s.to_string()),
+                        _ => None,
+                    }))),
+                )
+            } else if values.iter().flatten().next().is_some()
+                && values
+                    .iter()
+                    .flatten()
+                    .all(|v| matches!(v, FeatureValue::Bool(_)))
+            {
+                (
+                    DataType::Boolean,
+                    Arc::new(BooleanArray::from_iter(values.iter().map(|v| match v {
+                        Some(FeatureValue::Bool(b)) => Some(*b),
+                        _ => None,
+                    }))),
+                )
+            } else {
+                (
+                    DataType::Float64,
+                    Arc::new(Float64Array::from_iter(
+                        values
+                            .iter()
+                            .map(|v| v.as_ref().and_then(FeatureValue::as_f64)),
+                    )),
+                )
+            };
+            fields.push(Field::new(name, dtype, true));
+            arrays.push(array);
+        }
+        let schema = Arc::new(Schema::new(fields));
+        let batch = RecordBatch::try_new(schema.clone(), arrays)
+            .map_err(|e| Status::internal(format!("building the answer: {e}")))?;
+        Ok((schema, vec![batch]))
     }
 }
 

@@ -353,6 +353,20 @@ impl OnlineStore {
             .insert(service.name, service.features.into());
     }
 
+    /// Every registered feature service, by name.
+    pub fn services(&self) -> Vec<FeatureService> {
+        let services = self.services.read().unwrap_or_else(|e| e.into_inner());
+        let mut all: Vec<FeatureService> = services
+            .iter()
+            .map(|(name, features)| FeatureService {
+                name: name.clone(),
+                features: features.to_vec(),
+            })
+            .collect();
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        all
+    }
+
     /// The features of a registered feature service.
     pub fn service(&self, name: &str) -> Option<Arc<[String]>> {
         self.services

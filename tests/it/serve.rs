@@ -280,4 +280,54 @@ fn serve_warm_starts_from_gold_and_answers_feast_requests() {
     let (status, second) = post(&format!("{}/get-online-features", again.url), &request);
     assert_eq!(status, 200);
     assert_eq!(second, fresh);
+
+    // The README's notebook example, exactly as shipped, pulls a training
+    // set over Flight into pandas and polars: point-in-time values equal to
+    // what the online store serves now, spine order and labels kept, the
+    // gold version reported.
+    let output = Command::new(crate::demo::venv_python())
+        .arg(crate::demo::workspace().join("examples/notebook_training_set.py"))
+        .arg(&again.flight)
+        .output()
+        .expect("running the notebook example");
+    assert!(
+        output.status.success(),
+        "the notebook example failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let summary: Value = serde_json::from_str(stdout.lines().last().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("no JSON summary ({e}): {stdout}"));
+    assert_eq!(summary["rows"], 4, "{summary}");
+    assert_eq!(summary["polars_height"], 4);
+    assert_eq!(summary["labels"], json!([0, 1, 0, 0]));
+    assert_eq!(
+        summary["versions"]["customer_features"], gold["gold_version"],
+        "{summary}"
+    );
+    assert!(
+        stdout.contains("feature_service"),
+        "ListFlights lists services: {stdout}"
+    );
+    let (_, online) = post(
+        &format!("{}/get-online-features", again.url),
+        &json!({"entities": {"customer_id": [1, 2]}, "feature_service": "fraud_detection"}),
+    );
+    let names = online["metadata"]["feature_names"].as_array().unwrap();
+    for (row, customer) in ["1", "2"].iter().enumerate() {
+        for (i, name) in names.iter().enumerate().skip(1) {
+            let name = name.as_str().unwrap();
+            let served = &online["results"][i]["values"][row];
+            let trained = &summary["features"][customer][name];
+            assert_eq!(trained, served, "{name} of customer {customer}");
+        }
+    }
+    assert!(
+        summary["features"]["999999"]
+            .as_object()
+            .unwrap()
+            .values()
+            .all(Value::is_null),
+        "{summary}"
+    );
 }
