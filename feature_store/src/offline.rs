@@ -411,7 +411,7 @@ impl DeltaStore {
     ) -> Result<(arrow_schema::Schema, u64)> {
         let table = self.open(name, version).await?;
         let snapshot = table.snapshot().map_err(Error::delta(name))?;
-        let read_version = u64::try_from(snapshot.version()).unwrap_or(0);
+        let read_version = snapshot.version();
         Ok((arrow_schema_of(name, &snapshot.schema())?, read_version))
     }
 
