@@ -330,4 +330,41 @@ fn serve_warm_starts_from_gold_and_answers_feast_requests() {
             .all(Value::is_null),
         "{summary}"
     );
+
+    // DoGet of a view (latest, pinned, a time range) matches what Python's
+    // deltalake reads; online features come back as Arrow; bad requests get
+    // the status that names the problem, and the server keeps serving.
+    let gold_path = dir.join("data/delta/customer_features");
+    let answers = crate::demo::python_reader(
+        "flight_queries.py",
+        &[again.flight.as_ref(), gold_path.as_os_str()],
+    );
+    assert_eq!(answers["view_rows"], answers["delta_rows"], "{answers}");
+    assert_eq!(answers["info_schema_matches"], true, "{answers}");
+    assert_eq!(answers["version0_rows"], answers["delta_version0_rows"]);
+    assert!(answers["version0_rows"].as_u64() < answers["view_rows"].as_u64());
+    assert!(answers["recent_rows"].as_u64() < answers["view_rows"].as_u64());
+    assert_eq!(
+        answers["online"][2]["amount_sum_1d"],
+        Value::Null,
+        "{answers}"
+    );
+    assert_eq!(answers["online"][0]["customer_id"], 1);
+    let error = |name: &str| answers["errors"][name].as_str().unwrap_or("").to_string();
+    assert!(
+        error("missing_timestamp").contains("ArrowInvalid")
+            && error("missing_timestamp").contains("\"event_timestamp\""),
+        "{answers}"
+    );
+    assert!(
+        error("missing_key").contains("\"customer_id\""),
+        "{answers}"
+    );
+    assert!(error("unknown_view").contains("nope"), "{answers}");
+    assert!(
+        error("unknown_feature").contains("customer_features:nope"),
+        "{answers}"
+    );
+    assert!(error("malformed").contains("nmae"), "{answers}");
+    assert_eq!(answers["still_serving_rows"], 2);
 }
