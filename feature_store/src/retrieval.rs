@@ -262,4 +262,104 @@ mod tests {
         assert_eq!(x_at(false), Some(2.0));
         assert_eq!(x_at(true), Some(1.0));
     }
+    mod property {
+        use std::time::Duration;
+
+        use proptest::prelude::*;
+
+        use super::super::*;
+        use super::ts;
+        use crate::definitions::Entity;
+
+        /// A gold row: entity, event second, feature value (None: null).
+        type Row = (i64, i64, Option<i32>);
+
+        fn view(name: &str, ttl_seconds: u64) -> FeatureView {
+            FeatureView {
+                name: name.into(),
+                entity: Entity {
+                    name: "c".into(),
+                    join_keys: vec!["id".into()],
+                },
+                features: vec![format!("{name}_x")],
+                feature_types: Vec::new(),
+                timestamp_column: "ts".into(),
+                created_column: "created".into(),
+                ttl: Duration::from_secs(ttl_seconds),
+            }
+        }
+
+        /// Gold rows with created = row index, so of rows with equal entity
+        /// and event time the later one in the table wins.
+        fn gold(view: &FeatureView, rows: &[Row]) -> DataFrame {
+            let s = 1_000_000i64;
+            DataFrame::new_infer_height(vec![
+                Series::new("id".into(), rows.iter().map(|r| r.0).collect::<Vec<_>>()).into(),
+                ts(rows.iter().map(|r| r.1 * s).collect(), "ts"),
+                ts((0..rows.len() as i64).collect(), "created"),
+                Series::new(
+                    view.features[0].as_str().into(),
+                    rows.iter().map(|r| r.2.map(f64::from)).collect::<Vec<_>>(),
+                )
+                .into(),
+            ])
+            .unwrap()
+        }
+
+        /// The reference: a loop over spine rows and gold rows.
+        fn naive(spine: &[(i64, i64)], rows: &[Row], ttl: i64) -> Vec<Option<f64>> {
+            spine
+                .iter()
+                .map(|&(id, at)| {
+                    rows.iter()
+                        .enumerate()
+                        .filter(|(_, r)| r.0 == id && r.1 <= at && at - r.1 <= ttl)
+                        .max_by_key(|(i, r)| (r.1, *i))
+                        .and_then(|(_, r)| r.2.map(f64::from))
+                })
+                .collect()
+        }
+
+        fn rows() -> impl Strategy<Value = Vec<Row>> {
+            prop::collection::vec(
+                (0i64..4, 0i64..20, prop::option::weighted(0.8, -50i32..50)),
+                0..30,
+            )
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(64))]
+            #[test]
+            fn join_matches_a_naive_loop(
+                a in rows(),
+                b in rows(),
+                ttl_a in 0u64..8,
+                ttl_b in 0u64..25,
+                spine in prop::collection::vec((0i64..5, 0i64..25), 1..25),
+            ) {
+                let (va, vb) = (view("a", ttl_a), view("b", ttl_b));
+                let (ga, gb) = (gold(&va, &a), gold(&vb, &b));
+                let s = 1_000_000i64;
+                let frame = DataFrame::new_infer_height(vec![
+                    Series::new("id".into(), spine.iter().map(|r| r.0).collect::<Vec<_>>()).into(),
+                    ts(spine.iter().map(|r| r.1 * s).collect(), "at"),
+                    Series::new("n".into(), (0..spine.len() as i64).collect::<Vec<_>>()).into(),
+                ])
+                .unwrap();
+                let out = point_in_time_join(
+                    &Spine { frame, timestamp_column: "at".into() },
+                    &[(&va, &ga, &va.features), (&vb, &gb, &vb.features)],
+                    RetrievalOptions::default(),
+                )
+                .unwrap();
+                prop_assert_eq!(out.height(), spine.len());
+                let order: Vec<i64> = out.column("n").unwrap().i64().unwrap().into_no_null_iter().collect();
+                prop_assert_eq!(order, (0..spine.len() as i64).collect::<Vec<_>>());
+                for (name, rows, ttl) in [("a_x", &a, ttl_a), ("b_x", &b, ttl_b)] {
+                    let got: Vec<Option<f64>> = out.column(name).unwrap().f64().unwrap().iter().collect();
+                    prop_assert_eq!(got, naive(&spine, rows, ttl as i64), "{}", name);
+                }
+            }
+        }
+    }
 }
