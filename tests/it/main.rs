@@ -4,3 +4,4 @@
 mod demo;
 mod pipeline;
 mod serve;
+mod training_set;

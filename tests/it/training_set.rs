@@ -1,0 +1,156 @@
+//! `aurum training-set` through the real binary: a spine file joined
+//! point-in-time with gold features, pinned versions reproduce the same
+//! bytes after new data has arrived, and a bad spine is refused naming the
+//! column.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use polars::prelude::*;
+
+fn aurum(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_aurum"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("running aurum")
+}
+
+fn ok(dir: &Path, args: &[&str]) -> String {
+    let output = aurum(dir, args);
+    assert!(
+        output.status.success(),
+        "aurum {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn write_spine(path: &Path, timestamp_column: &str) {
+    let now = chrono::Utc::now().timestamp_micros() + 3_600_000_000;
+    let utc = DataType::Datetime(TimeUnit::Microseconds, Some(TimeZone::UTC));
+    // Fifty customers, so the later batch surely touches some of them, and
+    // one unknown.
+    let mut customers: Vec<i64> = (1..=50).collect();
+    customers.push(999_999);
+    let labels: Vec<i64> = customers.iter().map(|c| c % 2).collect();
+    let mut spine = DataFrame::new_infer_height(vec![
+        Series::new(timestamp_column.into(), vec![now; customers.len()])
+            .cast(&utc)
+            .unwrap()
+            .into(),
+        Column::new("customer_id".into(), customers),
+        Column::new("label".into(), labels),
+    ])
+    .unwrap();
+    ParquetWriter::new(std::fs::File::create(path).unwrap())
+        .finish(&mut spine)
+        .unwrap();
+}
+
+#[test]
+fn pinned_versions_reproduce_the_same_bytes() {
+    let project = tempfile::tempdir().unwrap();
+    let dir = project.path();
+    ok(dir, &["init", "."]);
+    ok(dir, &["generate", "--rows", "3000", "--seed", "5"]);
+    ok(dir, &["pipeline"]);
+    write_spine(&dir.join("spine.parquet"), "event_timestamp");
+
+    let first = ok(
+        dir,
+        &[
+            "training-set",
+            "--spine",
+            "spine.parquet",
+            "--features",
+            "fraud_detection",
+            "--out",
+            "a.parquet",
+        ],
+    );
+    let pin = first
+        .split("reproduce with ")
+        .nth(1)
+        .expect("the versions are reported")
+        .trim()
+        .to_string();
+    assert!(
+        pin.starts_with("--as-of-version customer_features="),
+        "{first}"
+    );
+    let a = std::fs::read(dir.join("a.parquet")).unwrap();
+    let trained = ParquetReader::new(std::fs::File::open(dir.join("a.parquet")).unwrap())
+        .finish()
+        .unwrap();
+    assert_eq!(trained.height(), 51);
+    assert_eq!(
+        trained
+            .get_column_names()
+            .iter()
+            .map(|c| c.as_str())
+            .collect::<Vec<_>>(),
+        [
+            "event_timestamp",
+            "customer_id",
+            "label",
+            "amount_count_1h",
+            "amount_sum_1d",
+            "amount_mean_7d",
+            "amount_ratio_1d_7d",
+            "merchant_id_distinct_count_7d"
+        ]
+    );
+
+    // New data arrives: unpinned, the answer changes; pinned, it is the
+    // same bytes.
+    ok(
+        dir,
+        &["generate", "--rows", "500", "--seed", "6", "--days", "0.04"],
+    );
+    ok(dir, &["pipeline"]);
+    ok(
+        dir,
+        &[
+            "training-set",
+            "--spine",
+            "spine.parquet",
+            "--features",
+            "fraud_detection",
+            "--out",
+            "b.parquet",
+        ],
+    );
+    let mut pinned = vec![
+        "training-set",
+        "--spine",
+        "spine.parquet",
+        "--features",
+        "fraud_detection",
+        "--out",
+        "c.parquet",
+    ];
+    pinned.extend(pin.split_whitespace());
+    ok(dir, &pinned);
+    assert_ne!(std::fs::read(dir.join("b.parquet")).unwrap(), a);
+    assert_eq!(std::fs::read(dir.join("c.parquet")).unwrap(), a);
+
+    // A spine without the timestamp column is refused, naming it.
+    write_spine(&dir.join("bad.parquet"), "at");
+    let output = aurum(
+        dir,
+        &[
+            "training-set",
+            "--spine",
+            "bad.parquet",
+            "--features",
+            "fraud_detection",
+            "--out",
+            "d.parquet",
+        ],
+    );
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("no column \"event_timestamp\""), "{stderr}");
+    assert!(!dir.join("d.parquet").exists());
+}
