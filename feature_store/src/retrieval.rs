@@ -12,6 +12,7 @@ use crate::error::{Error, Result};
 
 const ROW: &str = "__aurum_row";
 const FEATURE_TS: &str = "__aurum_feature_ts";
+const CREATED: &str = "__aurum_created";
 
 /// Which spine columns drive the join.
 #[derive(Debug, Clone)]
@@ -42,42 +43,45 @@ pub fn point_in_time_join(
     views: &[(&FeatureView, &DataFrame, &[String])],
     options: RetrievalOptions,
 ) -> Result<DataFrame> {
-    let ts_dtype = DataType::Datetime(TimeUnit::Microseconds, Some(TimeZone::UTC));
-    let spine_ts = spine.timestamp_column.as_str();
-    let mut result = spine
-        .frame
-        .clone()
-        .lazy()
-        .with_row_index(ROW, None)
-        .with_column(col(spine_ts).cast(ts_dtype.clone()).alias(spine_ts))
-        .sort([spine_ts], SortMultipleOptions::default());
-
-    let mut taken: Vec<String> = spine
-        .frame
-        .get_column_names()
+    let prepared = views
         .iter()
-        .map(|n| n.to_string())
-        .collect();
-    for (view, frame, features) in views {
-        for feature in features.iter() {
+        .map(|(view, frame, features)| PreparedView::new(view, frame, features, options))
+        .collect::<Result<Vec<_>>>()?;
+    join_prepared(spine, &prepared, options)
+}
+
+/// One view's gold rows made ready for as-of joins: projected to the keys,
+/// the event time and the wanted features (renamed as they will appear),
+/// de-duplicated (of rows with equal entity and event time the latest
+/// created wins) and sorted by event time. Preparing once and joining many
+/// spine chunks is how a large spine streams.
+#[derive(Debug, Clone)]
+pub struct PreparedView {
+    view: FeatureView,
+    /// The output names of the features, in order.
+    names: Vec<String>,
+    rows: DataFrame,
+}
+
+impl PreparedView {
+    /// Prepares `frame` (the view's gold rows) for joining `features`.
+    pub fn new(
+        view: &FeatureView,
+        frame: &DataFrame,
+        features: &[String],
+        options: RetrievalOptions,
+    ) -> Result<Self> {
+        let ts_dtype = DataType::Datetime(TimeUnit::Microseconds, Some(TimeZone::UTC));
+        let mut names = Vec::with_capacity(features.len());
+        for feature in features {
             if !view.features.contains(feature) {
                 return Err(Error::UnknownFeature(format!("{}:{feature}", view.name)));
             }
-            let name = if options.full_feature_names {
+            names.push(if options.full_feature_names {
                 format!("{}__{feature}", view.name)
             } else {
                 feature.clone()
-            };
-            if taken.contains(&name) {
-                return Err(Error::Schema {
-                    view: view.name.clone(),
-                    message: format!(
-                        "feature column {name:?} collides with a spine column or another \
-                         view's feature; use full feature names"
-                    ),
-                });
-            }
-            taken.push(name);
+            });
         }
         let keys: Vec<PlSmallStr> = view
             .entity
@@ -88,43 +92,120 @@ pub fn point_in_time_join(
         let mut wanted: Vec<Expr> = keys.iter().map(|k| col(k.clone())).collect();
         wanted.push(
             col(view.timestamp_column.as_str())
-                .cast(ts_dtype.clone())
+                .cast(ts_dtype)
                 .alias(FEATURE_TS),
         );
-        for feature in features.iter() {
-            let name = if options.full_feature_names {
-                format!("{}__{feature}", view.name)
-            } else {
-                feature.clone()
-            };
-            wanted.push(col(feature.as_str()).alias(name));
+        wanted.push(col(view.created_column.as_str()).alias(CREATED));
+        for (feature, name) in features.iter().zip(&names) {
+            wanted.push(col(feature.as_str()).alias(name.as_str()));
         }
-        // Of rows with equal entity and event time, the latest created wins.
-        let mut dedup_keys: Vec<Expr> = keys.iter().map(|k| col(k.clone())).collect();
-        dedup_keys.push(col(view.timestamp_column.as_str()));
-        let right = (*frame)
+        let failed = |e| Error::polars(format!("preparing {} for joins", view.name))(e);
+        let projected = frame
             .clone()
             .lazy()
-            .sort(
-                [view.created_column.as_str()],
-                SortMultipleOptions::default(),
-            )
-            .unique_stable_generic(Some(dedup_keys), UniqueKeepStrategy::Last)
             .select(wanted)
-            .sort([FEATURE_TS], SortMultipleOptions::default());
+            .collect()
+            .map_err(failed)?;
+        let mut identity: Vec<PlSmallStr> = keys.clone();
+        identity.push(FEATURE_TS.into());
+        // Rows with equal entity and event time are rare (re-computed late
+        // data); looking for them by hash is much cheaper than resolving
+        // them by sorting every column twice.
+        let duplicated = projected
+            .select(identity.clone())
+            .and_then(|ids| ids.is_duplicated())
+            .map_err(failed)?
+            .any();
+        let mut by_time: Vec<PlSmallStr> = vec![FEATURE_TS.into()];
+        let rows = if duplicated {
+            // Of equal (entity, event time), the latest created wins: sort
+            // so it comes last, keep the last of each.
+            by_time.extend(keys.iter().cloned());
+            by_time.push(CREATED.into());
+            projected
+                .lazy()
+                .sort(
+                    by_time,
+                    SortMultipleOptions::default().with_maintain_order(true),
+                )
+                .unique_stable_generic(
+                    Some(identity.iter().map(|c| col(c.clone())).collect()),
+                    UniqueKeepStrategy::Last,
+                )
+                .drop(by_name([CREATED], true, false))
+                .collect()
+        } else {
+            projected
+                .lazy()
+                .drop(by_name([CREATED], true, false))
+                .sort(by_time, SortMultipleOptions::default())
+                .collect()
+        }
+        .map_err(failed)?;
+        Ok(PreparedView {
+            view: view.clone(),
+            names,
+            rows,
+        })
+    }
+}
+
+/// Joins prepared views onto the spine (see [`point_in_time_join`]).
+pub fn join_prepared(
+    spine: &Spine,
+    views: &[PreparedView],
+    options: RetrievalOptions,
+) -> Result<DataFrame> {
+    let ts_dtype = DataType::Datetime(TimeUnit::Microseconds, Some(TimeZone::UTC));
+    let spine_ts = spine.timestamp_column.as_str();
+    let mut taken: Vec<String> = spine
+        .frame
+        .get_column_names()
+        .iter()
+        .map(|n| n.to_string())
+        .collect();
+    for prepared in views {
+        for name in &prepared.names {
+            if taken.contains(name) {
+                return Err(Error::Schema {
+                    view: prepared.view.name.clone(),
+                    message: format!(
+                        "feature column {name:?} collides with a spine column or another \
+                         view's feature; use full feature names"
+                    ),
+                });
+            }
+            taken.push(name.clone());
+        }
+    }
+    let mut result = spine
+        .frame
+        .clone()
+        .lazy()
+        .with_row_index(ROW, None)
+        .with_column(col(spine_ts).cast(ts_dtype).alias(spine_ts))
+        .sort([spine_ts], SortMultipleOptions::default());
+    for prepared in views {
+        let view = &prepared.view;
+        let keys: Vec<PlSmallStr> = view
+            .entity
+            .join_keys
+            .iter()
+            .map(|k| k.as_str().into())
+            .collect();
         // The same TTL as the online store, to the microsecond.
         let asof = AsOfOptions {
             strategy: AsofStrategy::Backward,
             tolerance: None,
             tolerance_str: Some(format!("{}us", view.ttl_micros()).into()),
             left_by: Some(keys.clone()),
-            right_by: Some(keys.clone()),
+            right_by: Some(keys),
             allow_eq: !options.strictly_before,
             check_sortedness: false,
         };
         result = result
             .join(
-                right,
+                prepared.rows.clone().lazy(),
                 [col(spine_ts)],
                 [col(FEATURE_TS)],
                 JoinArgs::new(JoinType::AsOf(Box::new(asof))),

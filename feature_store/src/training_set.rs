@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::definitions::{FeatureView, split_ref};
 use crate::error::{Error, Result};
 use crate::offline::DeltaStore;
-use crate::retrieval::{RetrievalOptions, Spine, point_in_time_join};
+use crate::retrieval::{PreparedView, RetrievalOptions, Spine, join_prepared};
 
 /// What to join onto a spine.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -116,7 +116,9 @@ pub fn check_spine(
 #[derive(Debug, Clone)]
 pub struct LoadedFeatures {
     plan: Vec<(FeatureView, Vec<String>)>,
-    frames: Vec<DataFrame>,
+    prepared: Vec<PreparedView>,
+    /// Each feature column's output name and type.
+    columns: Vec<(String, DataType)>,
     /// The gold table version read, by view.
     pub versions: BTreeMap<String, u64>,
     timestamp_column: String,
@@ -171,12 +173,44 @@ pub async fn load(
         versions.insert(view.name.clone(), version);
         frames.push(frame);
     }
+    let options = RetrievalOptions {
+        full_feature_names: request.full_feature_names,
+        strictly_before: false,
+    };
+    let plan: Vec<(FeatureView, Vec<String>)> = plan
+        .into_iter()
+        .map(|(view, wanted)| (view.clone(), wanted))
+        .collect();
+    let mut columns = Vec::new();
+    for ((view, wanted), frame) in plan.iter().zip(&frames) {
+        for feature in wanted {
+            let name = if options.full_feature_names {
+                format!("{}__{feature}", view.name)
+            } else {
+                feature.clone()
+            };
+            let dtype = frame
+                .column(feature)
+                .map(|c| c.dtype().clone())
+                .unwrap_or(DataType::Float64);
+            columns.push((name, dtype));
+        }
+    }
+    // Sorting and de-duplicating the gold rows is CPU work done once.
+    let for_prepare = plan.clone();
+    let prepared = tokio::task::spawn_blocking(move || {
+        for_prepare
+            .iter()
+            .zip(&frames)
+            .map(|((view, wanted), frame)| PreparedView::new(view, frame, wanted, options))
+            .collect::<Result<Vec<_>>>()
+    })
+    .await
+    .map_err(|e| Error::Internal(format!("preparing gold rows stopped: {e}")))??;
     Ok(LoadedFeatures {
-        plan: plan
-            .into_iter()
-            .map(|(view, wanted)| (view.clone(), wanted))
-            .collect(),
-        frames,
+        plan,
+        prepared,
+        columns,
         versions,
         timestamp_column: request.timestamp_column.clone(),
         full_feature_names: request.full_feature_names,
@@ -195,23 +229,8 @@ impl LoadedFeatures {
     }
 
     /// The feature columns a join appends to the spine's, with their types.
-    pub fn feature_columns(&self) -> Vec<(String, DataType)> {
-        let mut columns = Vec::new();
-        for ((view, wanted), frame) in self.plan.iter().zip(&self.frames) {
-            for feature in wanted {
-                let name = if self.full_feature_names {
-                    format!("{}__{feature}", view.name)
-                } else {
-                    feature.clone()
-                };
-                let dtype = frame
-                    .column(feature)
-                    .map(|c| c.dtype().clone())
-                    .unwrap_or(DataType::Float64);
-                columns.push((name, dtype));
-            }
-        }
-        columns
+    pub fn feature_columns(&self) -> &[(String, DataType)] {
+        &self.columns
     }
 
     /// Joins the features onto `spine` point-in-time (CPU work: call it off
@@ -219,18 +238,12 @@ impl LoadedFeatures {
     /// the same rows as the whole spine joined at once.
     pub fn join(&self, spine: DataFrame) -> Result<DataFrame> {
         self.check_spine(spine.schema())?;
-        let joins: Vec<(&FeatureView, &DataFrame, &[String])> = self
-            .plan
-            .iter()
-            .zip(&self.frames)
-            .map(|((view, wanted), frame)| (view, frame, wanted.as_slice()))
-            .collect();
-        point_in_time_join(
+        join_prepared(
             &Spine {
                 frame: spine,
                 timestamp_column: self.timestamp_column.clone(),
             },
-            &joins,
+            &self.prepared,
             RetrievalOptions {
                 full_feature_names: self.full_feature_names,
                 strictly_before: false,
