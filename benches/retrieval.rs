@@ -228,7 +228,9 @@ async fn join(
     let started = Instant::now();
     let loaded = training_set::load(store, views, &request).await?;
     let loaded_in = started.elapsed();
-    let frame = tokio::task::spawn_blocking(move || loaded.join(spine)).await??;
+    let frame =
+        tokio::task::spawn_blocking(move || loaded.join(spine).map_err(anyhow::Error::from))
+            .await??;
     let took = started.elapsed();
     println!(
         "  reading and preparing the gold rows {:.2} s, the join {:.2} s",
