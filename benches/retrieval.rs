@@ -47,6 +47,14 @@ struct Options {
 }
 
 fn main() -> Result<()> {
+    // AURUM_LOG=feature_store::training_set=debug shows the stages.
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("AURUM_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     let mut o = Options {
         modes: Vec::new(),
         spine_rows: 1_000_000,

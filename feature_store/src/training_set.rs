@@ -167,9 +167,17 @@ pub async fn load(
             .chain(wanted.iter())
             .cloned()
             .collect();
+        let started = std::time::Instant::now();
         let frame = store
             .read_files(&view.name, version, &files, Some(&columns))
             .await?;
+        tracing::debug!(
+            view = %view.name,
+            version,
+            rows = frame.height(),
+            seconds = started.elapsed().as_secs_f64(),
+            "read gold rows for a training set"
+        );
         versions.insert(view.name.clone(), version);
         frames.push(frame);
     }
@@ -197,6 +205,7 @@ pub async fn load(
         }
     }
     // Sorting and de-duplicating the gold rows is CPU work done once.
+    let started = std::time::Instant::now();
     let for_prepare = plan.clone();
     let prepared = tokio::task::spawn_blocking(move || {
         for_prepare
@@ -207,6 +216,10 @@ pub async fn load(
     })
     .await
     .map_err(|e| Error::Internal(format!("preparing gold rows stopped: {e}")))??;
+    tracing::debug!(
+        seconds = started.elapsed().as_secs_f64(),
+        "prepared gold rows for joins"
+    );
     Ok(LoadedFeatures {
         plan,
         prepared,
@@ -238,7 +251,9 @@ impl LoadedFeatures {
     /// the same rows as the whole spine joined at once.
     pub fn join(&self, spine: DataFrame) -> Result<DataFrame> {
         self.check_spine(spine.schema())?;
-        join_prepared(
+        let started = std::time::Instant::now();
+        let rows = spine.height();
+        let joined = join_prepared(
             &Spine {
                 frame: spine,
                 timestamp_column: self.timestamp_column.clone(),
@@ -248,7 +263,13 @@ impl LoadedFeatures {
                 full_feature_names: self.full_feature_names,
                 strictly_before: false,
             },
-        )
+        );
+        tracing::debug!(
+            rows,
+            seconds = started.elapsed().as_secs_f64(),
+            "joined a spine point-in-time"
+        );
+        joined
     }
 }
 
