@@ -458,8 +458,9 @@ impl FlightService for FlightServer {
                 start,
                 end,
             } => {
-                self.feature_view_batches(&name, version, start, end)
-                    .await?
+                return Ok(Response::new(
+                    self.feature_view_stream(&name, version, start, end).await?,
+                ));
             }
             Command::OnlineFeatures {
                 features,
@@ -689,6 +690,26 @@ const MAX_MESSAGE_BYTES: usize = 16 << 20;
 /// Spine rows joined and streamed per chunk by `DoExchange`.
 const EXCHANGE_CHUNK_ROWS: usize = 256 * 1024;
 
+/// The rows of `batch` whose timestamp column (`column`, microseconds) is
+/// in `[start, end)`.
+fn within(
+    batch: &RecordBatch,
+    column: usize,
+    start: Option<i64>,
+    end: Option<i64>,
+) -> Result<RecordBatch, arrow_schema::ArrowError> {
+    let times = arrow_cast::cast(
+        batch.column(column),
+        &DataType::Timestamp(TimeUnit::Microsecond, None),
+    )?;
+    let times = times.as_primitive::<TimestampMicrosecondType>();
+    let keep: BooleanArray = times
+        .iter()
+        .map(|t| Some(t.is_some_and(|t| start.is_none_or(|s| t >= s) && end.is_none_or(|e| t < e))))
+        .collect();
+    arrow::compute::filter_record_batch(batch, &keep)
+}
+
 /// Streams `batches` as Flight data with `schema` first.
 fn encode(
     schema: SchemaRef,
@@ -702,13 +723,16 @@ fn encode(
 }
 
 impl FlightServer {
-    async fn feature_view_batches(
+    /// A view's gold table as a stream of batches, read file by file while
+    /// earlier batches are sent; with `start`/`end`, only event times in
+    /// `[start, end)`.
+    async fn feature_view_stream(
         &self,
         name: &str,
         version: Option<u64>,
         start: Option<String>,
         end: Option<String>,
-    ) -> Result<(SchemaRef, Vec<RecordBatch>), Status> {
+    ) -> Result<BoxStream<'static, Result<FlightData, Status>>, Status> {
         let view = self
             .online
             .view(name)
@@ -727,27 +751,30 @@ impl FlightServer {
                 .transpose()
         };
         let (start, end) = (micros("start", &start)?, micros("end", &end)?);
-        let (frame, _) = self.store()?.read(name, version).await.map_err(status)?;
-        let ts = view.timestamp_column.clone();
-        let frame = tokio::task::spawn_blocking(move || {
-            let utc = polars::prelude::DataType::Datetime(
-                polars::prelude::TimeUnit::Microseconds,
-                Some(polars::prelude::TimeZone::UTC),
-            );
-            let as_time = |v: i64| polars::prelude::lit(v).cast(utc.clone());
-            let mut lazy = polars::prelude::IntoLazy::lazy(frame);
-            if let Some(start) = start {
-                lazy = lazy.filter(polars::prelude::col(ts.as_str()).gt_eq(as_time(start)));
-            }
-            if let Some(end) = end {
-                lazy = lazy.filter(polars::prelude::col(ts.as_str()).lt(as_time(end)));
-            }
-            lazy.collect()
+        let (schema, receiver) = self
+            .store()?
+            .stream_batches(name, version, 8)
+            .await
+            .map_err(status)?;
+        let time_column = schema
+            .index_of(&view.timestamp_column)
+            .map_err(|_| Status::internal(format!("{name} has no {}", view.timestamp_column)))?;
+        let batches = futures::stream::unfold(receiver, |mut receiver| async move {
+            receiver.recv().await.map(|batch| (batch, receiver))
         })
-        .await
-        .map_err(|e| Status::internal(format!("reading {name}: {e}")))?
-        .map_err(|e| Status::internal(format!("filtering {name}: {e}")))?;
-        interop::frame_to_batches(&frame).map_err(status)
+        .map(move |batch| {
+            let batch = batch.map_err(|e| FlightError::ExternalError(Box::new(e)))?;
+            if start.is_none() && end.is_none() {
+                return Ok(batch);
+            }
+            within(&batch, time_column, start, end).map_err(FlightError::Arrow)
+        });
+        Ok(FlightDataEncoderBuilder::new()
+            .with_max_flight_data_size(MAX_MESSAGE_BYTES)
+            .with_schema(schema)
+            .build(batches)
+            .map_err(|e| Status::internal(e.to_string()))
+            .boxed())
     }
 
     fn online_batches(

@@ -402,6 +402,44 @@ impl DeltaStore {
         .map_err(|e| Error::Internal(format!("reading {name}: {e}")))?
     }
 
+    /// Streams table `name` at `version` (latest when `None`) as arrow-rs
+    /// record batches in the table's schema, file by file and row group by
+    /// row group, without reading the whole table first: the Parquet
+    /// decoding runs on a blocking thread while the receiver sends what is
+    /// ready. Files written before a column was added give nulls for it.
+    /// Returns the schema and the receiving end (at most `buffer` batches
+    /// wait in it).
+    pub async fn stream_batches(
+        &self,
+        name: &str,
+        version: Option<u64>,
+        buffer: usize,
+    ) -> Result<(
+        arrow_schema::SchemaRef,
+        tokio::sync::mpsc::Receiver<Result<arrow_array::RecordBatch>>,
+    )> {
+        let (files, read_version) = self.files(name, version).await?;
+        let (schema, _) = self.arrow_schema(name, Some(read_version)).await?;
+        let schema = std::sync::Arc::new(schema);
+        let root = std::path::absolute(self.table_path(name)).map_err(|source| Error::Io {
+            path: self.table_path(name),
+            source,
+        })?;
+        let paths: Vec<PathBuf> = files.iter().map(|f| local_file(&root, &f.path)).collect();
+        let (sender, receiver) = tokio::sync::mpsc::channel(buffer.max(1));
+        let table_schema = schema.clone();
+        let table = name.to_string();
+        tokio::task::spawn_blocking(move || {
+            for path in paths {
+                if let Err(e) = stream_file(&table, &path, &table_schema, &sender) {
+                    let _ = sender.blocking_send(Err(e));
+                    return;
+                }
+            }
+        });
+        Ok((schema, receiver))
+    }
+
     /// The Arrow schema of table `name` at `version` (latest when `None`),
     /// and the version it is of.
     pub async fn arrow_schema(
@@ -631,6 +669,46 @@ fn table_url(name: &str, path: &Path) -> Result<url::Url> {
 
 /// The local path of a data file listed relative to the table root (or as
 /// an absolute `file://` URL).
+/// Sends the record batches of one data file, in `schema` (columns the file
+/// lacks are null; types are cast to the table's). Stops quietly when the
+/// receiver is gone.
+fn stream_file(
+    table: &str,
+    path: &Path,
+    schema: &arrow_schema::SchemaRef,
+    sender: &tokio::sync::mpsc::Sender<Result<arrow_array::RecordBatch>>,
+) -> Result<()> {
+    let arrow_err = |source| Error::Arrow {
+        context: format!("reading {} of {table}", path.display()),
+        source,
+    };
+    let file = std::fs::File::open(path).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+        .and_then(|builder| builder.with_batch_size(64 * 1024).build())
+        .map_err(|e| arrow_err(arrow_schema::ArrowError::ParquetError(e.to_string())))?;
+    for batch in reader {
+        let batch = batch.map_err(arrow_err)?;
+        let mut columns = Vec::with_capacity(schema.fields().len());
+        for field in schema.fields() {
+            let column = match batch.column_by_name(field.name()) {
+                Some(column) if column.data_type() == field.data_type() => column.clone(),
+                Some(column) => arrow_cast::cast(column, field.data_type()).map_err(arrow_err)?,
+                None => arrow_array::new_null_array(field.data_type(), batch.num_rows()),
+            };
+            columns.push(column);
+        }
+        let batch =
+            arrow_array::RecordBatch::try_new(schema.clone(), columns).map_err(arrow_err)?;
+        if sender.blocking_send(Ok(batch)).is_err() {
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
 fn local_file(root: &Path, listed: &str) -> PathBuf {
     if let Ok(url) = url::Url::parse(listed)
         && url.scheme() == "file"
