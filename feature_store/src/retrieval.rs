@@ -13,6 +13,7 @@ use crate::error::{Error, Result};
 const ROW: &str = "__aurum_row";
 const FEATURE_TS: &str = "__aurum_feature_ts";
 const CREATED: &str = "__aurum_created";
+const GOLD_ROW: &str = "__aurum_gold_row";
 
 /// Which spine columns drive the join.
 #[derive(Debug, Clone)]
@@ -50,17 +51,22 @@ pub fn point_in_time_join(
     join_prepared(spine, &prepared, options)
 }
 
-/// One view's gold rows made ready for as-of joins: projected to the keys,
-/// the event time and the wanted features (renamed as they will appear),
-/// de-duplicated (of rows with equal entity and event time the latest
-/// created wins) and sorted by event time. Preparing once and joining many
-/// spine chunks is how a large spine streams.
+/// One view's gold rows made ready for as-of joins. The join itself runs
+/// on narrow frames — entity keys, event time and a row number — and the
+/// wanted feature columns are gathered only for the matched rows, in spine
+/// order, at the end: the wide gold rows are never sorted, and the spine's
+/// own columns are never moved. Preparing once and joining many spine
+/// chunks is how a large spine streams.
 #[derive(Debug, Clone)]
 pub struct PreparedView {
     view: FeatureView,
     /// The output names of the features, in order.
     names: Vec<String>,
-    rows: DataFrame,
+    /// Keys, `FEATURE_TS` and `GOLD_ROW`: one row per (entity, event time),
+    /// the latest created, sorted by event time.
+    narrow: DataFrame,
+    /// The wanted feature columns, renamed, in gold row order.
+    features: DataFrame,
 }
 
 impl PreparedView {
@@ -83,69 +89,53 @@ impl PreparedView {
                 feature.clone()
             });
         }
+        let failed = |e| Error::polars(format!("preparing {} for joins", view.name))(e);
         let keys: Vec<PlSmallStr> = view
             .entity
             .join_keys
             .iter()
             .map(|k| k.as_str().into())
             .collect();
-        let mut wanted: Vec<Expr> = keys.iter().map(|k| col(k.clone())).collect();
-        wanted.push(
+        let mut feature_columns = Vec::with_capacity(features.len());
+        for (feature, name) in features.iter().zip(&names) {
+            let mut column = frame.column(feature).map_err(failed)?.clone();
+            column.rename(name.as_str().into());
+            feature_columns.push(column);
+        }
+        let feature_frame = DataFrame::new_infer_height(feature_columns).map_err(failed)?;
+
+        let mut narrow: Vec<Expr> = keys.iter().map(|k| col(k.clone())).collect();
+        narrow.push(
             col(view.timestamp_column.as_str())
                 .cast(ts_dtype)
                 .alias(FEATURE_TS),
         );
-        wanted.push(col(view.created_column.as_str()).alias(CREATED));
-        for (feature, name) in features.iter().zip(&names) {
-            wanted.push(col(feature.as_str()).alias(name.as_str()));
-        }
-        let failed = |e| Error::polars(format!("preparing {} for joins", view.name))(e);
-        let projected = frame
+        narrow.push(col(view.created_column.as_str()).alias(CREATED));
+        let mut identity: Vec<Expr> = keys.iter().map(|k| col(k.clone())).collect();
+        identity.push(col(FEATURE_TS));
+        let mut order: Vec<PlSmallStr> = vec![FEATURE_TS.into()];
+        order.extend(keys.iter().cloned());
+        order.push(CREATED.into());
+        // Of equal (entity, event time), the latest created wins: sorted so
+        // it comes last, it is the one kept.
+        let narrow = frame
             .clone()
             .lazy()
-            .select(wanted)
+            .select(narrow)
+            .with_row_index(GOLD_ROW, None)
+            .sort(
+                order,
+                SortMultipleOptions::default().with_maintain_order(true),
+            )
+            .unique_stable_generic(Some(identity), UniqueKeepStrategy::Last)
+            .drop(by_name([CREATED], true, false))
             .collect()
             .map_err(failed)?;
-        let mut identity: Vec<PlSmallStr> = keys.clone();
-        identity.push(FEATURE_TS.into());
-        // Rows with equal entity and event time are rare (re-computed late
-        // data); looking for them by hash is much cheaper than resolving
-        // them by sorting every column twice.
-        let duplicated = projected
-            .select(identity.clone())
-            .and_then(|ids| ids.is_duplicated())
-            .map_err(failed)?
-            .any();
-        let mut by_time: Vec<PlSmallStr> = vec![FEATURE_TS.into()];
-        let rows = if duplicated {
-            // Of equal (entity, event time), the latest created wins: sort
-            // so it comes last, keep the last of each.
-            by_time.extend(keys.iter().cloned());
-            by_time.push(CREATED.into());
-            projected
-                .lazy()
-                .sort(
-                    by_time,
-                    SortMultipleOptions::default().with_maintain_order(true),
-                )
-                .unique_stable_generic(
-                    Some(identity.iter().map(|c| col(c.clone())).collect()),
-                    UniqueKeepStrategy::Last,
-                )
-                .drop(by_name([CREATED], true, false))
-                .collect()
-        } else {
-            projected
-                .lazy()
-                .drop(by_name([CREATED], true, false))
-                .sort(by_time, SortMultipleOptions::default())
-                .collect()
-        }
-        .map_err(failed)?;
         Ok(PreparedView {
             view: view.clone(),
             names,
-            rows,
+            narrow,
+            features: feature_frame,
         })
     }
 }
@@ -164,6 +154,7 @@ pub fn join_prepared(
         .iter()
         .map(|n| n.to_string())
         .collect();
+    let mut keys: Vec<PlSmallStr> = Vec::new();
     for prepared in views {
         for name in &prepared.names {
             if taken.contains(name) {
@@ -177,17 +168,26 @@ pub fn join_prepared(
             }
             taken.push(name.clone());
         }
+        for key in &prepared.view.entity.join_keys {
+            if !keys.iter().any(|k| k == key.as_str()) {
+                keys.push(key.as_str().into());
+            }
+        }
     }
+    // The spine, narrowed to what the joins read, with its row numbers.
+    let mut narrow: Vec<Expr> = keys.iter().map(|k| col(k.clone())).collect();
+    narrow.push(col(spine_ts).cast(ts_dtype.clone()).alias(spine_ts));
     let mut result = spine
         .frame
         .clone()
         .lazy()
+        .select(narrow)
         .with_row_index(ROW, None)
-        .with_column(col(spine_ts).cast(ts_dtype).alias(spine_ts))
         .sort([spine_ts], SortMultipleOptions::default());
-    for prepared in views {
+    let matched: Vec<String> = (0..views.len()).map(|i| format!("{GOLD_ROW}{i}")).collect();
+    for (prepared, matched) in views.iter().zip(&matched) {
         let view = &prepared.view;
-        let keys: Vec<PlSmallStr> = view
+        let view_keys: Vec<PlSmallStr> = view
             .entity
             .join_keys
             .iter()
@@ -198,25 +198,53 @@ pub fn join_prepared(
             strategy: AsofStrategy::Backward,
             tolerance: None,
             tolerance_str: Some(format!("{}us", view.ttl_micros()).into()),
-            left_by: Some(keys.clone()),
-            right_by: Some(keys),
+            left_by: Some(view_keys.clone()),
+            right_by: Some(view_keys),
             allow_eq: !options.strictly_before,
             check_sortedness: false,
         };
         result = result
             .join(
-                prepared.rows.clone().lazy(),
+                prepared.narrow.clone().lazy().select(
+                    [col(FEATURE_TS), col(GOLD_ROW).alias(matched.as_str())]
+                        .into_iter()
+                        .chain(view.entity.join_keys.iter().map(|k| col(k.as_str())))
+                        .collect::<Vec<_>>(),
+                ),
                 [col(spine_ts)],
                 [col(FEATURE_TS)],
                 JoinArgs::new(JoinType::AsOf(Box::new(asof))),
             )
             .drop(by_name([FEATURE_TS], true, false));
     }
-    result
+    let rows = result
         .sort([ROW], SortMultipleOptions::default())
-        .drop(by_name([ROW], true, false))
+        .select(matched.iter().map(|m| col(m.as_str())).collect::<Vec<_>>())
         .collect()
-        .map_err(Error::polars("point-in-time join"))
+        .map_err(Error::polars("point-in-time join"))?;
+    // Gather each view's features for the matched gold rows, in spine
+    // order; no match gives nulls.
+    let mut out = spine.frame.clone();
+    let spine_ts_column = out
+        .column(spine_ts)
+        .map_err(Error::polars("point-in-time join"))?
+        .cast(&ts_dtype)
+        .map_err(Error::polars("point-in-time join"))?;
+    out.with_column(spine_ts_column)
+        .map_err(Error::polars("point-in-time join"))?;
+    for (prepared, matched) in views.iter().zip(&matched) {
+        let index = rows
+            .column(matched)
+            .and_then(|c| c.idx().cloned())
+            .map_err(Error::polars("point-in-time join"))?;
+        let gathered = prepared
+            .features
+            .take(&index)
+            .map_err(Error::polars(format!("gathering {}", prepared.view.name)))?;
+        out.hstack_mut(gathered.columns())
+            .map_err(Error::polars("point-in-time join"))?;
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
