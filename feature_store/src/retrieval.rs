@@ -111,13 +111,18 @@ impl PreparedView {
                 .alias(FEATURE_TS),
         );
         narrow.push(col(view.created_column.as_str()).alias(CREATED));
-        let mut identity: Vec<Expr> = keys.iter().map(|k| col(k.clone())).collect();
-        identity.push(col(FEATURE_TS));
         let mut order: Vec<PlSmallStr> = vec![FEATURE_TS.into()];
         order.extend(keys.iter().cloned());
         order.push(CREATED.into());
-        // Of equal (entity, event time), the latest created wins: sorted so
-        // it comes last, it is the one kept.
+        // Of equal (entity, event time), the latest created wins: sorted by
+        // time, entity, then created, equal pairs are adjacent and the
+        // winner is the last of its run; a row followed by one with the same
+        // entity and time is dropped (no hashing needed).
+        let same_as_next =
+            |name: &str| col(name).eq(col(name).shift(lit(-1))).fill_null(lit(false));
+        let superseded = keys.iter().fold(same_as_next(FEATURE_TS), |all, key| {
+            all.and(same_as_next(key))
+        });
         let narrow = frame
             .clone()
             .lazy()
@@ -127,7 +132,7 @@ impl PreparedView {
                 order,
                 SortMultipleOptions::default().with_maintain_order(true),
             )
-            .unique_stable_generic(Some(identity), UniqueKeepStrategy::Last)
+            .filter(superseded.not())
             .drop(by_name([CREATED], true, false))
             .collect()
             .map_err(failed)?;
