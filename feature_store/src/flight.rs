@@ -209,7 +209,7 @@ impl FlightServer {
             .add_service(
                 FlightServiceServer::new(self)
                     .max_decoding_message_size(64 << 20)
-                    .max_encoding_message_size(2 * MAX_MESSAGE_BYTES),
+                    .max_encoding_message_size(64 << 20),
             )
             .serve_with_incoming_shutdown(
                 tonic::transport::server::TcpIncoming::from(listener),
@@ -387,8 +387,9 @@ impl FlightService for FlightServer {
     ) -> Result<Response<Self::ListFlightsStream>, Status> {
         let mut infos = Vec::new();
         for view in self.online.views() {
-            let store = self.store()?;
-            if !store.exists(&view.name) {
+            // Views without a gold table (or a server without gold tables)
+            // have no schema to list yet.
+            if !self.store.as_ref().is_some_and(|s| s.exists(&view.name)) {
                 continue;
             }
             let command = Command::FeatureView {
@@ -512,7 +513,9 @@ impl FlightService for FlightServer {
             .map_err(FlightError::from);
         let mut batches = FlightRecordBatchStream::new_from_flight_data(data);
         let pusher = self.pusher.clone();
-        let results = async_stream(move |sender| async move {
+        // Results are small and a client may read them only after writing
+        // every batch: their queue must never stop ingestion.
+        let results = async_stream(PUT_RESULTS_CAPACITY, move |sender| async move {
             let mut stream_row = 0usize;
             while let Some(batch) = batches.next().await {
                 let batch = batch.map_err(|e| Status::invalid_argument(e.to_string()))?;
@@ -612,7 +615,7 @@ impl FlightService for FlightServer {
             .map_err(status)?;
         let versions = serde_json::to_string(&loaded.versions)
             .map_err(|e| Status::internal(format!("encoding versions: {e}")))?;
-        let results = async_stream(move |sender| async move {
+        let results = async_stream(16, move |sender| async move {
             let height = spine.height();
             let mut offset = 0;
             let mut schema_sent = false;
@@ -683,9 +686,16 @@ impl FlightService for FlightServer {
 /// version).
 pub const VERSIONS_METADATA: &str = "aurum.versions";
 
-/// The size Flight data messages are cut to: large messages cost fewer
-/// per-message overheads on both sides (arrow-flight's default is 2 MiB).
-const MAX_MESSAGE_BYTES: usize = 16 << 20;
+/// The size Flight data messages are cut to: arrow-flight's default, under
+/// the 4 MiB that gRPC clients (Rust, Go, Java) accept by default.
+const MAX_MESSAGE_BYTES: usize = 2 << 20;
+
+/// `PutResult`s that may wait for a client that reads them only at the end
+/// (each is a short JSON document).
+const PUT_RESULTS_CAPACITY: usize = 1 << 20;
+
+/// The most entities one online-features ticket may ask for (as over HTTP).
+const MAX_ONLINE_ENTITIES: usize = 10_000;
 
 /// Spine rows joined and streamed per chunk by `DoExchange`. Each as-of join
 /// re-groups the whole prepared gold side by entity (about 1.7 s for 10 M
@@ -818,6 +828,11 @@ impl FlightServer {
                 "entity key columns have different lengths",
             ));
         }
+        if rows > MAX_ONLINE_ENTITIES {
+            return Err(Status::resource_exhausted(format!(
+                "{rows} entities in one request; the limit is {MAX_ONLINE_ENTITIES}"
+            )));
+        }
         let part = |key: &str, row: usize, value: &serde_json::Value| match value {
             serde_json::Value::String(s) => Ok(s.clone()),
             serde_json::Value::Number(n) if n.is_i64() || n.is_u64() => Ok(n.to_string()),
@@ -868,12 +883,31 @@ impl FlightServer {
                 _ => None,
             };
             let values: Vec<Option<FeatureValue>> = batch.rows.iter().map(present).collect();
-            let (dtype, array): (DataType, ArrayRef) = if values
-                .iter()
-                .flatten()
-                .all(|v| matches!(v, FeatureValue::Int(_)))
-                && values.iter().flatten().next().is_some()
-            {
+            // The declared type decides the column type; undeclared, the
+            // values do.
+            let declared = self
+                .online
+                .view(view_name)
+                .and_then(|v| {
+                    v.features
+                        .iter()
+                        .position(|f| f == feature)
+                        .and_then(|i| v.feature_types.get(i).cloned())
+                })
+                .unwrap_or_default();
+            let any = values.iter().flatten().next().is_some();
+            let all = |f: fn(&FeatureValue) -> bool| any && values.iter().flatten().all(f);
+            let int = declared == "int64"
+                || (declared.is_empty() && all(|v| matches!(v, FeatureValue::Int(_))));
+            let text = matches!(declared.as_str(), "string" | "categorical")
+                || (declared.is_empty()
+                    && values
+                        .iter()
+                        .flatten()
+                        .any(|v| matches!(v, FeatureValue::Str(_))));
+            let boolean = declared == "bool"
+                || (declared.is_empty() && all(|v| matches!(v, FeatureValue::Bool(_))));
+            let (dtype, array): (DataType, ArrayRef) = if int {
                 (
                     DataType::Int64,
                     Arc::new(Int64Array::from_iter(values.iter().map(|v| match v {
@@ -881,11 +915,7 @@ impl FlightServer {
                         _ => None,
                     }))),
                 )
-            } else if values
-                .iter()
-                .flatten()
-                .any(|v| matches!(v, FeatureValue::Str(_)))
-            {
+            } else if text {
                 (
                     DataType::Utf8,
                     Arc::new(StringArray::from_iter(values.iter().map(|v| match v {
@@ -893,12 +923,7 @@ impl FlightServer {
                         _ => None,
                     }))),
                 )
-            } else if values.iter().flatten().next().is_some()
-                && values
-                    .iter()
-                    .flatten()
-                    .all(|v| matches!(v, FeatureValue::Bool(_)))
-            {
+            } else if boolean {
                 (
                     DataType::Boolean,
                     Arc::new(BooleanArray::from_iter(values.iter().map(|v| match v {
@@ -926,21 +951,26 @@ impl FlightServer {
     }
 }
 
-/// Runs `produce` as a task feeding a stream: what it sends is streamed,
-/// and an error it returns ends the stream with that status.
-fn async_stream<T, F, Fut>(produce: F) -> BoxStream<'static, Result<T, Status>>
+/// Runs `produce` as a task feeding a stream of at most `capacity` waiting
+/// items: what it sends is streamed, an error it returns ends the stream
+/// with that status, and so does a panic (as `INTERNAL`), so a failure
+/// never looks like a complete answer.
+fn async_stream<T, F, Fut>(capacity: usize, produce: F) -> BoxStream<'static, Result<T, Status>>
 where
     T: Send + 'static,
     F: FnOnce(tokio::sync::mpsc::Sender<Result<T, Status>>) -> Fut,
     Fut: Future<Output = Result<(), Status>> + Send + 'static,
 {
-    let (sender, receiver) = tokio::sync::mpsc::channel(16);
+    let (sender, receiver) = tokio::sync::mpsc::channel(capacity);
     let errors = sender.clone();
-    let work = produce(sender);
+    let work = tokio::spawn(produce(sender));
     tokio::spawn(async move {
-        if let Err(status) = work.await {
-            let _ = errors.send(Err(status)).await;
-        }
+        let failure = match work.await {
+            Ok(Ok(())) => return,
+            Ok(Err(status)) => status,
+            Err(e) => Status::internal(format!("the server failed while answering: {e}")),
+        };
+        let _ = errors.send(Err(failure)).await;
     });
     futures::stream::unfold(receiver, |mut receiver| async move {
         receiver.recv().await.map(|item| (item, receiver))
@@ -1126,6 +1156,7 @@ fn batch_rows(
                 view.timestamp_column
             )
         })?;
+        let event_micros = crate::push::check_time(&view.timestamp_column, event_micros)?;
         let created_micros = match &created {
             Some(cells) => time(&view.created_column, cells)?.unwrap_or(now),
             None => now,

@@ -429,12 +429,28 @@ impl DeltaStore {
         let (sender, receiver) = tokio::sync::mpsc::channel(buffer.max(1));
         let table_schema = schema.clone();
         let table = name.to_string();
-        tokio::task::spawn_blocking(move || {
+        let failures = sender.clone();
+        let reading = tokio::task::spawn_blocking(move || {
             for path in paths {
+                if sender.is_closed() {
+                    return;
+                }
                 if let Err(e) = stream_file(&table, &path, &table_schema, &sender) {
                     let _ = sender.blocking_send(Err(e));
                     return;
                 }
+            }
+        });
+        // A panic while decoding ends the stream with an error, not as if
+        // the table had ended.
+        let table = name.to_string();
+        tokio::spawn(async move {
+            if let Err(e) = reading.await {
+                let _ = failures
+                    .send(Err(Error::Internal(format!(
+                        "reading {table} stopped: {e}"
+                    ))))
+                    .await;
             }
         });
         Ok((schema, receiver))

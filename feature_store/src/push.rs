@@ -143,6 +143,23 @@ pub fn coerce(feature: &str, declared: &str, value: FeatureValue) -> Result<Feat
     })
 }
 
+/// The earliest event time a push accepts: 0001-01-01T00:00:00Z.
+pub const MIN_EVENT_MICROS: i64 = -62_135_596_800_000_000;
+/// The latest event time a push accepts: 9999-12-31T23:59:59.999999Z.
+pub const MAX_EVENT_MICROS: i64 = 253_402_300_799_999_999;
+
+/// Checks a pushed timestamp of `column` is within years 1 to 9999 (an
+/// event time far in the future would pin an online row forever).
+pub fn check_time(column: &str, micros: i64) -> Result<i64, String> {
+    if (MIN_EVENT_MICROS..=MAX_EVENT_MICROS).contains(&micros) {
+        Ok(micros)
+    } else {
+        Err(format!(
+            "{column}: {micros} µs since the epoch is outside years 1 to 9999"
+        ))
+    }
+}
+
 /// Counters of pushed rows, shared by every edge that pushes.
 #[derive(Debug)]
 pub struct PushStats {
@@ -245,7 +262,7 @@ impl Pusher {
                 online_written += usize::from(written);
                 self.stats
                     .freshness_seconds
-                    .observe((now_micros() - event_micros) as f64 / 1e6);
+                    .observe(now_micros().saturating_sub(event_micros) as f64 / 1e6);
             }
         }
         self.stats
@@ -312,11 +329,28 @@ fn rows_frame(view: &FeatureView, rows: &[PushRow]) -> Result<DataFrame> {
     }
     for (i, feature) in view.features.iter().enumerate() {
         let values = rows.iter().map(|r| &r.values[i]);
-        let declared = view
-            .feature_types
-            .get(i)
-            .map(String::as_str)
-            .unwrap_or("float64");
+        // Undeclared, the values decide (so a string or a boolean is not
+        // written as a float).
+        let inferred = || {
+            let mut present = rows
+                .iter()
+                .map(|r| &r.values[i])
+                .filter(|v| **v != FeatureValue::Null);
+            match present.next() {
+                Some(FeatureValue::Str(_)) => "string",
+                Some(FeatureValue::Bool(_)) => "bool",
+                Some(FeatureValue::Int(_))
+                    if present.all(|v| matches!(v, FeatureValue::Int(_))) =>
+                {
+                    "int64"
+                }
+                _ => "float64",
+            }
+        };
+        let declared = match view.feature_types.get(i).map(String::as_str) {
+            Some(declared) if !declared.is_empty() => declared,
+            _ => inferred(),
+        };
         let name: PlSmallStr = feature.as_str().into();
         columns.push(match declared {
             "int64" => Column::new(
@@ -396,11 +430,18 @@ async fn write_batches(store: DeltaStore, mut receiver: mpsc::Receiver<Pending>)
         while let Ok(next) = receiver.try_recv() {
             batch.push(next);
         }
-        let mut by_view: BTreeMap<String, Vec<(DataFrame, Reply)>> = BTreeMap::new();
+        // Frames are grouped by view and by schema: a push whose columns do
+        // not stack with another's (a string key where others sent integers)
+        // fails alone instead of failing the whole group.
+        let mut by_view: BTreeMap<(String, String), Vec<(DataFrame, Reply)>> = BTreeMap::new();
         for (view, frame, reply) in batch {
-            by_view.entry(view).or_default().push((frame, reply));
+            let shape = format!("{:?}", frame.schema());
+            by_view
+                .entry((view, shape))
+                .or_default()
+                .push((frame, reply));
         }
-        for (view, parts) in by_view {
+        for ((view, _), parts) in by_view {
             let mut frames = parts.iter().map(|(f, _)| f.clone());
             let mut all = frames.next().unwrap_or_default();
             let mut result: Result<u64, String> = Ok(0);

@@ -62,12 +62,15 @@ pub async fn push(
             )
         })?;
     let (rows, rejected) = parse_rows(&view, &request, &state.pusher)?;
-    Ok(Json(
-        state
-            .pusher
-            .apply(&view, rows, rejected, request.to)
-            .await?,
-    ))
+    // Applied in a task of its own: a client that goes away while the
+    // offline commit is written must not leave the rows in gold but not
+    // online.
+    let pusher = state.pusher.clone();
+    let to = request.to;
+    let applied = tokio::spawn(async move { pusher.apply(&view, rows, rejected, to).await })
+        .await
+        .map_err(|e| AppError::internal(format!("applying the push stopped: {e}")))??;
+    Ok(Json(applied))
 }
 
 /// Validates every row of the request: all of them, or (with
@@ -139,6 +142,7 @@ fn parse_row(
         }
     };
     let event_micros = time(&view.timestamp_column, true)?.unwrap_or(now);
+    let event_micros = feature_store::push::check_time(&view.timestamp_column, event_micros)?;
     let created_micros = time(&view.created_column, false)?.unwrap_or(now);
     let mut values = Vec::with_capacity(view.features.len());
     for (i, feature) in view.features.iter().enumerate() {

@@ -252,6 +252,10 @@ fn serve_warm_starts_from_gold_and_answers_feast_requests() {
         ],
     );
     assert_eq!(flight["outcome"]["accepted"], 2, "{flight}");
+    assert_eq!(
+        flight["many"], 2000,
+        "one result per batch, none lost: {flight}"
+    );
     assert_eq!(flight["outcome"]["online_written"], 2, "{flight}");
     let flight_version = flight["outcome"]["offline_version"].as_u64().unwrap();
     assert_eq!(flight_version, pushed_version + 1);

@@ -39,13 +39,29 @@ def push(data, to):
     return json.loads(answer.to_pybytes())
 
 
+def push_many(data):
+    """One batch per row, every result read only after the last write: the
+    server must keep reading while results wait."""
+    command = {"command": "push", "feature_view": view, "to": "online"}
+    descriptor = flight.FlightDescriptor.for_command(json.dumps(command))
+    writer, reader = client.do_put(descriptor, data.schema)
+    writer.write_table(data, max_chunksize=1)
+    writer.done_writing()
+    results = 0
+    while reader.read() is not None:
+        results += 1
+    writer.close()
+    return results
+
+
 outcome = push(table([entity, entity + 1]), "online_and_offline")
+many = push_many(table(list(range(entity + 10, entity + 2010))))
 try:
     push(table([entity + 2, None]), "online")
     error = None
 except (flight.FlightError, pa.ArrowException) as e:
     error = str(e)
-print(json.dumps({"outcome": outcome, "error": error}))
+print(json.dumps({"outcome": outcome, "error": error, "many": many}))
 sys.stdout.flush()
 # pyarrow's native threads may abort an orderly interpreter exit.
 os._exit(0)
