@@ -20,6 +20,9 @@
 //! load generator's CPU is counted on the same 2 cores.
 
 use std::sync::Arc;
+
+#[path = "common/memory.rs"]
+mod memory;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -147,18 +150,6 @@ fn gold_frame(rows: usize, entities: usize, features: usize, seed: u64) -> Resul
     Ok(DataFrame::new_infer_height(columns)?)
 }
 
-fn resident_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<u64>().ok())
-        })
-        .map_or(0, |kb| kb * 1024)
-}
-
 fn loaded_store(o: &mut Options) -> Result<Arc<OnlineStore>> {
     let df = match &o.parquet {
         // The same rows another store serves (benches/feast/compare.sh).
@@ -173,7 +164,7 @@ fn loaded_store(o: &mut Options) -> Result<Arc<OnlineStore>> {
     let view = view(o.features);
     let online = Arc::new(OnlineStore::new(16 << 30));
     online.register_view(view.clone());
-    let before = resident_bytes();
+    let before = memory::resident_bytes();
     let started = Instant::now();
     online.materialize(&view, &df, 0)?;
     let took = started.elapsed();
@@ -187,7 +178,7 @@ fn loaded_store(o: &mut Options) -> Result<Arc<OnlineStore>> {
         o.features,
         took.as_secs_f64(),
         stats.weighted_bytes as f64 / values,
-        resident_bytes().saturating_sub(before) as f64 / values,
+        memory::resident_bytes().saturating_sub(before) as f64 / values,
     );
     Ok(online)
 }
@@ -712,7 +703,7 @@ fn materialize(o: &Options) -> Result<()> {
     );
     let online = OnlineStore::new(16 << 30);
     online.register_view(view.clone());
-    let before = resident_bytes();
+    let before = memory::resident_bytes();
     let started = Instant::now();
     let report = runtime.block_on(feature_store::materialize::materialize(
         &store, &online, &view, false,
@@ -728,7 +719,7 @@ fn materialize(o: &Options) -> Result<()> {
         took.as_secs_f64(),
         report.rows_read as f64 / took.as_secs_f64(),
         stats.weighted_bytes as f64 / values,
-        resident_bytes().saturating_sub(before) as f64 / values,
+        memory::resident_bytes().saturating_sub(before) as f64 / values,
     );
     Ok(())
 }

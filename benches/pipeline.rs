@@ -9,6 +9,9 @@
 //! each stage through /proc/self/clear_refs.
 
 use std::path::Path;
+
+#[path = "common/memory.rs"]
+mod memory;
 use std::time::Instant;
 
 use feature_store::Project;
@@ -48,7 +51,7 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     let quiet = |_: &str| {};
 
-    reset_peak();
+    memory::reset_peak();
     let started = Instant::now();
     let files = fraud::generate(
         &project.data_dir.join("bronze"),
@@ -64,7 +67,7 @@ fn main() -> anyhow::Result<()> {
     let generate_peak = peak_mib();
     let bytes = std::fs::metadata(&files.transactions)?.len();
 
-    reset_peak();
+    memory::reset_peak();
     let full = runtime.block_on(pipeline::run(&project, &PipelineOptions::default(), &quiet))?;
     let full_peak = peak_mib();
     let tx = full
@@ -84,7 +87,7 @@ fn main() -> anyhow::Result<()> {
             customers: Some(files.customers),
         },
     )?;
-    reset_peak();
+    memory::reset_peak();
     let incremental =
         runtime.block_on(pipeline::run(&project, &PipelineOptions::default(), &quiet))?;
     let incremental_peak = peak_mib();
@@ -149,18 +152,6 @@ fn bench_project(dir: &Path) -> anyhow::Result<Project> {
     Ok(Project::load(&dir.join("aurum.toml"))?)
 }
 
-fn reset_peak() {
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
-}
-
 fn peak_mib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-        })
-        .map(|kb| kb / 1024)
-        .unwrap_or(0)
+    memory::peak_bytes() >> 20
 }

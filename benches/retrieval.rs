@@ -20,6 +20,9 @@
 //! one whole gold table, and DoExchange of the spine to a pandas frame.
 
 use std::collections::BTreeMap;
+
+#[path = "common/memory.rs"]
+mod memory;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -204,22 +207,6 @@ fn all_features(views: &[FeatureView]) -> Vec<String> {
     views.iter().flat_map(FeatureView::feature_refs).collect()
 }
 
-fn reset_peak() {
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
-}
-
-fn peak_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<u64>().ok())
-        })
-        .map_or(0, |kb| kb * 1024)
-}
-
 async fn join(
     store: &DeltaStore,
     views: &[FeatureView],
@@ -232,7 +219,7 @@ async fn join(
         as_of_versions: BTreeMap::new(),
         full_feature_names: false,
     };
-    reset_peak();
+    memory::reset_peak();
     let started = Instant::now();
     let loaded = training_set::load(store, views, &request).await?;
     let loaded_in = started.elapsed();
@@ -264,7 +251,7 @@ async fn join(
         o.features,
         o.feature_rows,
         took.as_secs_f64(),
-        peak_bytes() as f64 / (1u64 << 30) as f64,
+        memory::peak_bytes() as f64 / (1u64 << 30) as f64,
         set.frame.height(),
         set.frame.width()
     );

@@ -488,30 +488,18 @@ impl FlightService for FlightServer {
         &self,
         request: Request<Streaming<FlightData>>,
     ) -> Result<Response<Self::DoPutStream>, Status> {
-        let mut stream = request.into_inner();
-        let first = stream
-            .message()
-            .await?
-            .ok_or_else(|| Status::invalid_argument("DoPut sent no data"))?;
-        let descriptor = first.flight_descriptor.clone().ok_or_else(|| {
-            Status::invalid_argument("DoPut's first message carries no flight descriptor")
-        })?;
+        let (command, mut batches) = command_and_batches("DoPut", request.into_inner()).await?;
         let Command::Push {
             feature_view,
             to,
             allow_partial,
-        } = Command::from_descriptor(&descriptor)?
+        } = command
         else {
             return Err(Status::invalid_argument(
                 "DoPut takes a push command: {\"command\": \"push\", \"feature_view\": ...}",
             ));
         };
         let view = self.view(&feature_view)?;
-        let lead = (!first.data_header.is_empty()).then_some(Ok(first));
-        let data = futures::stream::iter(lead)
-            .chain(stream)
-            .map_err(FlightError::from);
-        let mut batches = FlightRecordBatchStream::new_from_flight_data(data);
         let pusher = self.pusher.clone();
         // Results are small and a client may read them only after writing
         // every batch: their queue must never stop ingestion.
@@ -553,21 +541,15 @@ impl FlightService for FlightServer {
         &self,
         request: Request<Streaming<FlightData>>,
     ) -> Result<Response<Self::DoExchangeStream>, Status> {
-        let mut stream = request.into_inner();
-        let first = stream
-            .message()
-            .await?
-            .ok_or_else(|| Status::invalid_argument("DoExchange sent no data"))?;
-        let descriptor = first.flight_descriptor.clone().ok_or_else(|| {
-            Status::invalid_argument("DoExchange's first message carries no flight descriptor")
-        })?;
+        let (command, mut spine_stream) =
+            command_and_batches("DoExchange", request.into_inner()).await?;
         let Command::TrainingSet {
             features,
             feature_service,
             timestamp_column,
             as_of_versions,
             full_feature_names,
-        } = Command::from_descriptor(&descriptor)?
+        } = command
         else {
             return Err(Status::invalid_argument(
                 "DoExchange takes a training_set command: {\"command\": \"training_set\", ...}",
@@ -586,13 +568,7 @@ impl FlightService for FlightServer {
 
         // The spine is held once (as Arrow batches, then as a frame); the
         // answer is joined and streamed in chunks, so it is never held
-        // whole beside the spine. A first message with only the descriptor
-        // (as pyarrow sends it) carries no data to decode.
-        let lead = (!first.data_header.is_empty()).then_some(Ok(first));
-        let data = futures::stream::iter(lead)
-            .chain(stream)
-            .map_err(FlightError::from);
-        let mut spine_stream = FlightRecordBatchStream::new_from_flight_data(data);
+        // whole beside the spine.
         let mut spine_batches = Vec::new();
         while let Some(batch) = spine_stream.next().await {
             spine_batches.push(batch.map_err(|e| Status::invalid_argument(e.to_string()))?);
@@ -951,6 +927,31 @@ impl FlightServer {
             .map_err(|e| Status::internal(format!("building the answer: {e}")))?;
         Ok((schema, vec![batch]))
     }
+}
+
+/// Reads the command from the descriptor of a client stream's first
+/// message (`call` names the call in errors) and decodes the rest as record
+/// batches. A first message with only the descriptor (as pyarrow sends it
+/// for `DoExchange`) carries no data to decode.
+async fn command_and_batches(
+    call: &str,
+    mut stream: Streaming<FlightData>,
+) -> Result<(Command, FlightRecordBatchStream), Status> {
+    let first = stream
+        .message()
+        .await?
+        .ok_or_else(|| Status::invalid_argument(format!("{call} sent no data")))?;
+    let descriptor = first.flight_descriptor.clone().ok_or_else(|| {
+        Status::invalid_argument(format!(
+            "{call}'s first message carries no flight descriptor"
+        ))
+    })?;
+    let command = Command::from_descriptor(&descriptor)?;
+    let lead = (!first.data_header.is_empty()).then_some(Ok(first));
+    let data = futures::stream::iter(lead)
+        .chain(stream)
+        .map_err(FlightError::from);
+    Ok((command, FlightRecordBatchStream::new_from_flight_data(data)))
 }
 
 /// Runs `produce` as a task feeding a stream of at most `capacity` waiting

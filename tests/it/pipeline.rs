@@ -8,7 +8,7 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
-fn aurum(dir: &Path, args: &[&str]) -> Output {
+pub(crate) fn aurum(dir: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_aurum"))
         .args(args)
         .current_dir(dir)
@@ -17,7 +17,7 @@ fn aurum(dir: &Path, args: &[&str]) -> Output {
         .expect("running aurum")
 }
 
-fn ok(dir: &Path, args: &[&str]) -> String {
+pub(crate) fn ok(dir: &Path, args: &[&str]) -> String {
     let output = aurum(dir, args);
     assert!(
         output.status.success(),

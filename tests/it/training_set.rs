@@ -4,23 +4,32 @@
 //! column.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
+
+use crate::pipeline::{aurum, ok};
 
 use polars::prelude::*;
 
-fn aurum(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_aurum"))
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("running aurum")
+/// `aurum training-set` with the example's feature service, spine `spine`
+/// and output `out`, plus `extra` arguments.
+fn training_set(dir: &Path, spine: &str, out: &str, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "training-set",
+        "--spine",
+        spine,
+        "--features",
+        "fraud_detection",
+        "--out",
+        out,
+    ];
+    args.extend(extra);
+    aurum(dir, &args)
 }
 
-fn ok(dir: &Path, args: &[&str]) -> String {
-    let output = aurum(dir, args);
+fn succeeded(output: Output) -> String {
     assert!(
         output.status.success(),
-        "aurum {args:?}: {}",
+        "aurum training-set: {}",
         String::from_utf8_lossy(&output.stderr)
     );
     String::from_utf8_lossy(&output.stdout).into_owned()
@@ -57,18 +66,7 @@ fn pinned_versions_reproduce_the_same_bytes() {
     ok(dir, &["pipeline"]);
     write_spine(&dir.join("spine.parquet"), "event_timestamp");
 
-    let first = ok(
-        dir,
-        &[
-            "training-set",
-            "--spine",
-            "spine.parquet",
-            "--features",
-            "fraud_detection",
-            "--out",
-            "a.parquet",
-        ],
-    );
+    let first = succeeded(training_set(dir, "spine.parquet", "a.parquet", &[]));
     let pin = first
         .split("reproduce with ")
         .nth(1)
@@ -109,46 +107,15 @@ fn pinned_versions_reproduce_the_same_bytes() {
         &["generate", "--rows", "500", "--seed", "6", "--days", "0.04"],
     );
     ok(dir, &["pipeline"]);
-    ok(
-        dir,
-        &[
-            "training-set",
-            "--spine",
-            "spine.parquet",
-            "--features",
-            "fraud_detection",
-            "--out",
-            "b.parquet",
-        ],
-    );
-    let mut pinned = vec![
-        "training-set",
-        "--spine",
-        "spine.parquet",
-        "--features",
-        "fraud_detection",
-        "--out",
-        "c.parquet",
-    ];
-    pinned.extend(pin.split_whitespace());
-    ok(dir, &pinned);
+    succeeded(training_set(dir, "spine.parquet", "b.parquet", &[]));
+    let pins: Vec<&str> = pin.split_whitespace().collect();
+    succeeded(training_set(dir, "spine.parquet", "c.parquet", &pins));
     assert_ne!(std::fs::read(dir.join("b.parquet")).unwrap(), a);
     assert_eq!(std::fs::read(dir.join("c.parquet")).unwrap(), a);
 
     // A spine without the timestamp column is refused, naming it.
     write_spine(&dir.join("bad.parquet"), "at");
-    let output = aurum(
-        dir,
-        &[
-            "training-set",
-            "--spine",
-            "bad.parquet",
-            "--features",
-            "fraud_detection",
-            "--out",
-            "d.parquet",
-        ],
-    );
+    let output = training_set(dir, "bad.parquet", "d.parquet", &[]);
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("no column \"event_timestamp\""), "{stderr}");
