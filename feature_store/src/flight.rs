@@ -47,7 +47,9 @@ use crate::definitions::{FeatureView, split_ref};
 use crate::error::Error;
 use crate::interop;
 use crate::offline::DeltaStore;
-use crate::online::{FeatureStatus, FeatureValue, OnlineStore};
+use crate::online::{
+    EntityKeyError, FeatureStatus, FeatureValue, LookupKeys, OnlineStore, lookup_keys,
+};
 use crate::push::{
     KeyValue, MAX_PUSH_ROWS, PushRow, PushTo, Pusher, RejectedRow, check_columns, coerce,
 };
@@ -563,7 +565,7 @@ impl FlightService for FlightServer {
         };
         let views = self.online.views();
         // Check the request before any table is read.
-        training_set::plan(&views, &request.features).map_err(status)?;
+        let plan = training_set::plan(&views, &request.features).map_err(status)?;
         let store = self.store()?.clone();
 
         // The spine is held once (as Arrow batches, then as a frame); the
@@ -580,12 +582,8 @@ impl FlightService for FlightServer {
             .ok_or_else(|| Status::invalid_argument("DoExchange sent no spine schema"))?;
         let spine = interop::batches_to_frame(&spine_schema, &spine_batches).map_err(status)?;
         drop(spine_batches);
-        training_set::check_spine(
-            spine.schema(),
-            &training_set::plan(&views, &request.features).map_err(status)?,
-            &request.timestamp_column,
-        )
-        .map_err(status)?;
+        training_set::check_spine(spine.schema(), &plan, &request.timestamp_column)
+            .map_err(status)?;
         let loaded = training_set::load(&store, &views, &request)
             .await
             .map_err(status)?;
@@ -671,9 +669,6 @@ const MAX_MESSAGE_BYTES: usize = 3 << 20;
 /// `PutResult`s that may wait for a client that reads them only at the end
 /// (each is a short JSON document).
 const PUT_RESULTS_CAPACITY: usize = 1 << 20;
-
-/// The most entities one online-features ticket may ask for (as over HTTP).
-const MAX_ONLINE_ENTITIES: usize = 10_000;
 
 /// Spine rows joined and streamed per chunk by `DoExchange`. Each as-of join
 /// re-groups the whole prepared gold side by entity (about 1.7 s for 10 M
@@ -778,55 +773,14 @@ impl FlightServer {
             .online
             .resolve(features)
             .map_err(|e| Status::not_found(e.to_string()))?;
-        let views = set.views();
-        let Some(first) = views.first() else {
-            return Err(Status::invalid_argument("the request lists no feature"));
-        };
-        let join_keys = first.entity.join_keys.clone();
-        if let Some(other) = views.iter().find(|v| v.entity.join_keys != join_keys) {
-            return Err(Status::invalid_argument(format!(
-                "feature view {:?} is keyed by {:?}, other requested views by {join_keys:?}",
-                other.name, other.entity.join_keys
-            )));
-        }
-        let mut key_columns = Vec::new();
-        for key in &join_keys {
-            key_columns.push(entities.get(key).ok_or_else(|| {
-                Status::invalid_argument(format!("entities has no join key {key:?}"))
-            })?);
-        }
-        if let Some(extra) = entities.keys().find(|k| !join_keys.contains(k)) {
-            return Err(Status::invalid_argument(format!(
-                "{extra:?} is not a join key of the requested views ({join_keys:?})"
-            )));
-        }
-        let rows = key_columns.first().map_or(0, |c| c.len());
-        if key_columns.iter().any(|c| c.len() != rows) {
-            return Err(Status::invalid_argument(
-                "entity key columns have different lengths",
-            ));
-        }
-        if rows > MAX_ONLINE_ENTITIES {
-            return Err(Status::resource_exhausted(format!(
-                "{rows} entities in one request; the limit is {MAX_ONLINE_ENTITIES}"
-            )));
-        }
-        let part = |key: &str, row: usize, value: &serde_json::Value| match value {
-            serde_json::Value::String(s) => Ok(s.clone()),
-            serde_json::Value::Number(n) if n.is_i64() || n.is_u64() => Ok(n.to_string()),
-            other => Err(Status::invalid_argument(format!(
-                "entity key {key:?} row {row}: {other} is not an integer or a string"
-            ))),
-        };
-        let mut keys = Vec::with_capacity(rows);
-        for row in 0..rows {
-            let parts = join_keys
-                .iter()
-                .zip(&key_columns)
-                .map(|(key, column)| part(key, row, &column[row]))
-                .collect::<Result<Vec<_>, _>>()?;
-            keys.push(crate::online::entity_key(&parts));
-        }
+        let LookupKeys {
+            join_keys,
+            columns: key_columns,
+            keys,
+        } = lookup_keys(&set, entities).map_err(|e| match e {
+            EntityKeyError::TooMany(_) => Status::resource_exhausted(e.to_string()),
+            _ => Status::invalid_argument(e.to_string()),
+        })?;
         let batch = self
             .online
             .get_set(&set, &keys, crate::push::now_micros())

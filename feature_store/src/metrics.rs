@@ -45,11 +45,6 @@ impl Histogram {
         self.total.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// The number of observations.
-    pub fn count(&self) -> u64 {
-        self.total.load(Ordering::Relaxed)
-    }
-
     /// Appends the histogram in Prometheus text format.
     pub fn render(&self, name: &str, help: &str, out: &mut String) {
         let _ = writeln!(out, "# HELP {name} {help}");

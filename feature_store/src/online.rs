@@ -118,11 +118,6 @@ pub struct FeatureSet {
 }
 
 impl FeatureSet {
-    /// The references, in column order.
-    pub fn features(&self) -> &[String] {
-        &self.features
-    }
-
     /// The definitions of the views the references name, each once, in
     /// order of first reference.
     pub fn views(&self) -> Vec<&FeatureView> {
@@ -133,6 +128,142 @@ impl FeatureSet {
             }
         }
         views
+    }
+}
+
+/// The most entities one lookup request may name (over HTTP or Flight).
+pub const MAX_LOOKUP_ENTITIES: usize = 10_000;
+
+/// Why a lookup request's entity columns do not fit the requested views.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EntityKeyError {
+    /// The requested views have different join keys.
+    #[error("feature view {view:?} is keyed by {keys:?}, other requested views by {expected:?}")]
+    MixedEntities {
+        /// The view that differs.
+        view: String,
+        /// Its join keys.
+        keys: Vec<String>,
+        /// The first view's join keys.
+        expected: Vec<String>,
+    },
+    /// A column that is no join key of the views.
+    #[error("{key:?} is not a join key of the requested views ({join_keys:?})")]
+    UnknownKey {
+        /// The column.
+        key: String,
+        /// The views' join keys.
+        join_keys: Vec<String>,
+    },
+    /// A join key without a column.
+    #[error("the requested views need entity key {0:?}")]
+    MissingKey(String),
+    /// Key columns of different lengths.
+    #[error("entity key columns have different lengths")]
+    Ragged,
+    /// More entities than [`MAX_LOOKUP_ENTITIES`].
+    #[error("{0} entities in one request; the limit is {MAX_LOOKUP_ENTITIES}")]
+    TooMany(usize),
+    /// A key value that is neither an integer nor a string.
+    #[error("entity key {key:?} row {row}: {value} is not an integer or a string")]
+    InvalidKey {
+        /// The join key.
+        key: String,
+        /// The row.
+        row: usize,
+        /// The value, as JSON.
+        value: String,
+    },
+}
+
+/// A lookup request's entity columns, checked against the requested views.
+#[derive(Debug)]
+pub struct LookupKeys<'a> {
+    /// The views' join keys, in order.
+    pub join_keys: Vec<String>,
+    /// The request's column of each join key.
+    pub columns: Vec<&'a [serde_json::Value]>,
+    /// The online key of each entity.
+    pub keys: Vec<String>,
+}
+
+/// Checks a request's `entities` (join key → one JSON value per entity)
+/// against the views of `set` and builds each entity's online key.
+pub fn lookup_keys<'a, K: std::borrow::Borrow<str> + Ord>(
+    set: &FeatureSet,
+    entities: &'a std::collections::BTreeMap<K, Vec<serde_json::Value>>,
+) -> Result<LookupKeys<'a>, EntityKeyError> {
+    let views = set.views();
+    let join_keys = views
+        .first()
+        .map(|v| v.entity.join_keys.clone())
+        .unwrap_or_default();
+    if let Some(other) = views.iter().find(|v| v.entity.join_keys != join_keys) {
+        return Err(EntityKeyError::MixedEntities {
+            view: other.name.clone(),
+            keys: other.entity.join_keys.clone(),
+            expected: join_keys,
+        });
+    }
+    if let Some(extra) = entities
+        .keys()
+        .map(|k| k.borrow())
+        .find(|k| !join_keys.iter().any(|j| j == k))
+    {
+        return Err(EntityKeyError::UnknownKey {
+            key: extra.to_string(),
+            join_keys,
+        });
+    }
+    let mut columns = Vec::with_capacity(join_keys.len());
+    for key in &join_keys {
+        let column = entities
+            .get(key.as_str())
+            .ok_or_else(|| EntityKeyError::MissingKey(key.clone()))?;
+        columns.push(column.as_slice());
+    }
+    let rows = columns.first().map_or(0, |c| c.len());
+    if columns.iter().any(|c| c.len() != rows) {
+        return Err(EntityKeyError::Ragged);
+    }
+    if rows > MAX_LOOKUP_ENTITIES {
+        return Err(EntityKeyError::TooMany(rows));
+    }
+    let part = |key: &String, row: usize, value: &serde_json::Value| {
+        key_part(value).ok_or_else(|| EntityKeyError::InvalidKey {
+            key: key.clone(),
+            row,
+            value: value.to_string(),
+        })
+    };
+    let mut keys = Vec::with_capacity(rows);
+    for row in 0..rows {
+        keys.push(match (join_keys.as_slice(), columns.as_slice()) {
+            // One join key: the key is its text, without the join.
+            ([key], [column]) => part(key, row, &column[row])?,
+            _ => entity_key(
+                &join_keys
+                    .iter()
+                    .zip(&columns)
+                    .map(|(key, column)| part(key, row, &column[row]))
+                    .collect::<Result<Vec<_>, _>>()?,
+            ),
+        });
+    }
+    Ok(LookupKeys {
+        join_keys,
+        columns,
+        keys,
+    })
+}
+
+/// One entity-key value as the online store keys it: a string as it is, an
+/// integer in decimal; anything else has no key.
+pub fn key_part(value: &serde_json::Value) -> Option<String> {
+    match value {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Number(n) if n.is_i64() || n.is_u64() => Some(n.to_string()),
+        _ => None,
     }
 }
 

@@ -117,8 +117,6 @@ pub fn check_spine(
 pub struct LoadedFeatures {
     plan: Vec<(FeatureView, Vec<String>)>,
     prepared: Vec<PreparedView>,
-    /// Each feature column's output name and type.
-    columns: Vec<(String, DataType)>,
     /// The gold table version read, by view.
     pub versions: BTreeMap<String, u64>,
     timestamp_column: String,
@@ -189,21 +187,6 @@ pub async fn load(
         .into_iter()
         .map(|(view, wanted)| (view.clone(), wanted))
         .collect();
-    let mut columns = Vec::new();
-    for ((view, wanted), frame) in plan.iter().zip(&frames) {
-        for feature in wanted {
-            let name = if options.full_feature_names {
-                format!("{}__{feature}", view.name)
-            } else {
-                feature.clone()
-            };
-            let dtype = frame
-                .column(feature)
-                .map(|c| c.dtype().clone())
-                .unwrap_or(DataType::Float64);
-            columns.push((name, dtype));
-        }
-    }
     // Sorting and de-duplicating the gold rows is CPU work done once.
     let started = std::time::Instant::now();
     let for_prepare = plan.clone();
@@ -223,7 +206,6 @@ pub async fn load(
     Ok(LoadedFeatures {
         plan,
         prepared,
-        columns,
         versions,
         timestamp_column: request.timestamp_column.clone(),
         full_feature_names: request.full_feature_names,
@@ -239,11 +221,6 @@ impl LoadedFeatures {
             .map(|(view, wanted)| (view, wanted.clone()))
             .collect();
         check_spine(schema, &plan, &self.timestamp_column)
-    }
-
-    /// The feature columns a join appends to the spine's, with their types.
-    pub fn feature_columns(&self) -> &[(String, DataType)] {
-        &self.columns
     }
 
     /// Joins the features onto `spine` point-in-time (CPU work: call it off

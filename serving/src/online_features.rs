@@ -19,7 +19,7 @@ use axum::extract::rejection::JsonRejection;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use feature_store::definitions::split_ref;
-use feature_store::online::{FeatureBatch, entity_key};
+use feature_store::online::{EntityKeyError, FeatureBatch, LookupKeys, lookup_keys};
 use feature_store::{FeatureStatus, FeatureValue};
 use serde::ser::{SerializeSeq, SerializeStruct, Serializer};
 use serde::{Deserialize, Serialize};
@@ -27,7 +27,6 @@ use serde_json::Value;
 
 use crate::AppState;
 use crate::error::AppError;
-use crate::predict::{MAX_ROWS, invalid_key, key_part};
 
 /// The request body (Feast's). Strings borrow from the request bytes.
 #[derive(Debug, Clone, Deserialize)]
@@ -89,69 +88,27 @@ pub async fn get_online_features(
         .online
         .resolve(&features)
         .map_err(|_| unknown_reference(&state, &features))?;
-    // Every referenced view must share one set of join keys.
-    let views = set.views();
-    let join_keys = views
-        .first()
-        .map(|v| v.entity.join_keys.clone())
-        .unwrap_or_default();
-    if let Some(other) = views.iter().find(|v| v.entity.join_keys != join_keys) {
-        return Err(AppError::bad_request(
-            "mixed_entities",
-            format!(
-                "feature view {:?} is keyed by {:?}, other requested views by {join_keys:?}",
-                other.name, other.entity.join_keys
-            ),
-        ));
-    }
-    if let Some(extra) = request
-        .entities
-        .keys()
-        .find(|k| !join_keys.iter().any(|j| j == k.as_ref()))
-    {
-        return Err(AppError::bad_request(
-            "unknown_entity_key",
-            format!("{extra:?} is not a join key of the requested views ({join_keys:?})"),
-        ));
-    }
-    let mut columns: Vec<&Vec<Value>> = Vec::with_capacity(join_keys.len());
-    for key in &join_keys {
-        columns.push(request.entities.get(key.as_str()).ok_or_else(|| {
-            AppError::bad_request(
-                "missing_entity_key",
-                format!("the requested views need entity key {key:?}"),
-            )
-        })?);
-    }
-    let rows = columns.first().map(|c| c.len()).unwrap_or(0);
-    if columns.iter().any(|c| c.len() != rows) {
-        return Err(AppError::bad_request(
-            "ragged_entities",
-            "entity key columns have different lengths".to_string(),
-        ));
-    }
-    if rows > MAX_ROWS {
-        return Err(AppError::payload_too_large(format!(
-            "{rows} entities in one request; the limit is {MAX_ROWS}"
-        )));
-    }
-    let mut keys = Vec::with_capacity(rows);
-    for row in 0..rows {
-        if let [column] = columns.as_slice() {
-            // One join key: the key is its text, without the join.
-            keys.push(key_part(&column[row]).map_err(|e| {
-                AppError::bad_request("invalid_entity_key", invalid_key(&join_keys[0], row, e))
-            })?);
-            continue;
+    let LookupKeys {
+        join_keys,
+        columns,
+        keys,
+    } = lookup_keys(&set, &request.entities).map_err(|e| {
+        let message = e.to_string();
+        match e {
+            EntityKeyError::MixedEntities { .. } => {
+                AppError::bad_request("mixed_entities", message)
+            }
+            EntityKeyError::UnknownKey { .. } => {
+                AppError::bad_request("unknown_entity_key", message)
+            }
+            EntityKeyError::MissingKey(_) => AppError::bad_request("missing_entity_key", message),
+            EntityKeyError::Ragged => AppError::bad_request("ragged_entities", message),
+            EntityKeyError::TooMany(_) => AppError::payload_too_large(message),
+            EntityKeyError::InvalidKey { .. } => {
+                AppError::bad_request("invalid_entity_key", message)
+            }
         }
-        let mut parts = Vec::with_capacity(columns.len());
-        for (key, column) in join_keys.iter().zip(&columns) {
-            parts.push(key_part(&column[row]).map_err(|e| {
-                AppError::bad_request("invalid_entity_key", invalid_key(key, row, e))
-            })?);
-        }
-        keys.push(entity_key(&parts));
-    }
+    })?;
 
     let started = std::time::Instant::now();
     let batch = state
@@ -182,7 +139,7 @@ pub async fn get_online_features(
             features: features.len(),
         },
     };
-    let mut bytes = Vec::with_capacity(256 + rows * features.len() * 64);
+    let mut bytes = Vec::with_capacity(256 + keys.len() * features.len() * 64);
     serde_json::to_writer(&mut bytes, &answer)
         .map_err(|e| AppError::internal(format!("encoding the answer: {e}")))?;
     Ok(([(header::CONTENT_TYPE, "application/json")], bytes).into_response())
@@ -229,7 +186,7 @@ struct AnswerMetadata<'a> {
 }
 
 struct AnswerColumns<'a> {
-    keys: &'a [&'a Vec<Value>],
+    keys: &'a [&'a [Value]],
     batch: &'a FeatureBatch,
     stamps: &'a StampTable,
     features: usize,

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::State;
 use axum::extract::rejection::JsonRejection;
-use feature_store::online::entity_key;
+use feature_store::online::{EntityKeyError, entity_key, key_part};
 use feature_store::{FeatureStatus, FeatureValue};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -15,7 +15,7 @@ use crate::AppState;
 use crate::error::AppError;
 
 /// The most rows one request may ask for.
-pub const MAX_ROWS: usize = 10_000;
+pub const MAX_ROWS: usize = feature_store::online::MAX_LOOKUP_ENTITIES;
 
 /// The request body.
 #[derive(Debug, Clone, Deserialize)]
@@ -249,8 +249,13 @@ fn entity_keys(
         })?;
         let mut strings = Vec::with_capacity(rows);
         for (row, value) in values.iter().enumerate() {
-            strings.push(key_part(value).map_err(|e| {
-                AppError::bad_request("invalid_entity_key", invalid_key(key, row, e))
+            strings.push(key_part(value).ok_or_else(|| {
+                let error = EntityKeyError::InvalidKey {
+                    key: key.clone(),
+                    row,
+                    value: value.to_string(),
+                };
+                AppError::bad_request("invalid_entity_key", error.to_string())
             })?);
         }
         columns.push(strings);
@@ -258,21 +263,6 @@ fn entity_keys(
     Ok((0..rows)
         .map(|row| entity_key(&columns.iter().map(|c| c[row].as_str()).collect::<Vec<_>>()))
         .collect())
-}
-
-/// One entity-key value of a request as the online store keys it: a string
-/// as it is, an integer in decimal; anything else is refused (returned).
-pub(crate) fn key_part(value: &Value) -> Result<String, &Value> {
-    match value {
-        Value::String(s) => Ok(s.clone()),
-        Value::Number(n) if n.is_i64() || n.is_u64() => Ok(n.to_string()),
-        other => Err(other),
-    }
-}
-
-/// The message for a key value [`key_part`] refused.
-pub(crate) fn invalid_key(key: &str, row: usize, value: &Value) -> String {
-    format!("entity key {key:?} row {row}: {value} is not an integer or a string")
 }
 
 fn numeric(value: &Value) -> Option<f32> {
