@@ -917,7 +917,9 @@ fn read_parquet_files(
             .vstack_mut(&frame)
             .map_err(Error::polars(format!("stacking files of {name}")))?;
     }
-    first.rechunk_mut();
+    // Left in chunks (a file's row groups, then files): copying a wide
+    // table into one chunk per column costs more than the read itself, and
+    // readers that want contiguous columns rechunk just those.
     Ok(first)
 }
 

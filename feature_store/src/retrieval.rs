@@ -3,17 +3,16 @@
 //! For each spine row and feature view: the latest feature row of the same
 //! entity with `event_timestamp <= spine timestamp` and within the view's TTL,
 //! ties broken by the created timestamp; missing → null. The spine's columns,
-//! row order and row count are kept. Built on polars' as-of join by entity.
+//! row order and row count are kept. Each view's gold rows are indexed once
+//! by entity (a hash map to a time-sorted run); each spine row then costs one
+//! lookup and one binary search, in parallel, and the feature columns are
+//! gathered with polars.
 
 use polars::prelude::*;
+use rayon::prelude::*;
 
 use crate::definitions::FeatureView;
 use crate::error::{Error, Result};
-
-const ROW: &str = "__aurum_row";
-const FEATURE_TS: &str = "__aurum_feature_ts";
-const CREATED: &str = "__aurum_created";
-const GOLD_ROW: &str = "__aurum_gold_row";
 
 /// Which spine columns drive the join.
 #[derive(Debug, Clone)]
@@ -51,33 +50,44 @@ pub fn point_in_time_join(
     join_prepared(spine, &prepared, options)
 }
 
-/// One view's gold rows made ready for as-of joins. The join itself runs
-/// on narrow frames — entity keys, event time and a row number — and the
-/// wanted feature columns are gathered only for the matched rows, in spine
-/// order, at the end: the wide gold rows are never sorted, and the spine's
-/// own columns are never moved. Preparing once and joining many spine
-/// chunks is how a large spine streams.
+/// One view's gold rows made ready for as-of joins: each entity's rows
+/// gathered together and sorted by (event time, created time, row), so a
+/// spine row finds its match with one hash lookup and one binary search,
+/// and the wanted feature columns are gathered only for the matched rows,
+/// in spine order, at the end. The wide gold rows are never sorted, the
+/// spine's own columns never move, and nothing is regrouped per join:
+/// preparing once and joining many spine chunks is how a large spine
+/// streams.
 #[derive(Debug, Clone)]
 pub struct PreparedView {
     view: FeatureView,
     /// The output names of the features, in order.
     names: Vec<String>,
-    /// Keys, `FEATURE_TS` and `GOLD_ROW`: one row per (entity, event time),
-    /// the latest created, sorted by event time.
-    narrow: DataFrame,
+    /// What each join key holds, in the view's key order.
+    key_kinds: Vec<KeyKind>,
+    /// Entity key → entity number.
+    entities: EntityIndex,
+    /// Entity `e`'s rows are `starts[e]..starts[e + 1]` of `times`/`rows`.
+    starts: Vec<usize>,
+    /// Event times (microseconds), ascending within each entity; of equal
+    /// times, the latest created comes last.
+    times: Vec<i64>,
+    /// The gold row of each entry of `times`.
+    rows: Vec<IdxSize>,
     /// The wanted feature columns, renamed, in gold row order.
     features: DataFrame,
 }
 
 impl PreparedView {
     /// Prepares `frame` (the view's gold rows) for joining `features`.
+    /// Gold rows with a null key or event time can never match and are
+    /// left out of the index.
     pub fn new(
         view: &FeatureView,
         frame: &DataFrame,
         features: &[String],
         options: RetrievalOptions,
     ) -> Result<Self> {
-        let ts_dtype = DataType::Datetime(TimeUnit::Microseconds, Some(TimeZone::UTC));
         let mut names = Vec::with_capacity(features.len());
         for feature in features {
             if !view.features.contains(feature) {
@@ -90,12 +100,6 @@ impl PreparedView {
             });
         }
         let failed = |e| Error::polars(format!("preparing {} for joins", view.name))(e);
-        let keys: Vec<PlSmallStr> = view
-            .entity
-            .join_keys
-            .iter()
-            .map(|k| k.as_str().into())
-            .collect();
         let mut feature_columns = Vec::with_capacity(features.len());
         for (feature, name) in features.iter().zip(&names) {
             let mut column = frame.column(feature).map_err(failed)?.clone();
@@ -103,45 +107,144 @@ impl PreparedView {
             feature_columns.push(column);
         }
         let feature_frame = DataFrame::new_infer_height(feature_columns).map_err(failed)?;
+        let keys = view
+            .entity
+            .join_keys
+            .iter()
+            .map(|key| KeyColumn::of(frame, key))
+            .collect::<std::result::Result<Vec<_>, String>>()
+            .map_err(|message| Error::Schema {
+                view: view.name.clone(),
+                message: format!("join key {message}"),
+            })?;
+        let event = micros(frame, &view.timestamp_column).map_err(failed)?;
+        let created = micros(frame, &view.created_column).map_err(failed)?;
 
-        let mut narrow: Vec<Expr> = keys.iter().map(|k| col(k.clone())).collect();
-        narrow.push(
-            col(view.timestamp_column.as_str())
-                .cast(ts_dtype)
-                .alias(FEATURE_TS),
-        );
-        narrow.push(col(view.created_column.as_str()).alias(CREATED));
-        let mut order: Vec<PlSmallStr> = vec![FEATURE_TS.into()];
-        order.extend(keys.iter().cloned());
-        order.push(CREATED.into());
-        // Of equal (entity, event time), the latest created wins: sorted by
-        // time, entity, then created, equal pairs are adjacent and the
-        // winner is the last of its run; a row followed by one with the same
-        // entity and time is dropped (no hashing needed).
-        let same_as_next =
-            |name: &str| col(name).eq(col(name).shift(lit(-1))).fill_null(lit(false));
-        let superseded = keys.iter().fold(same_as_next(FEATURE_TS), |all, key| {
-            all.and(same_as_next(key))
+        let mut entities = EntityIndex::for_keys(&keys);
+        let mut entity_of = Vec::with_capacity(frame.height());
+        visit_keys(&keys, frame.height(), |key| {
+            entity_of.push(key.map_or(NO_ENTITY, |key| entities.insert(key)));
         });
-        let narrow = frame
-            .clone()
-            .lazy()
-            .select(narrow)
-            .with_row_index(GOLD_ROW, None)
-            .sort(
-                order,
-                SortMultipleOptions::default().with_maintain_order(true),
-            )
-            .filter(superseded.not())
-            .drop(by_name([CREATED], true, false))
-            .collect()
-            .map_err(failed)?;
+        // A counting sort by entity, then a small sort within each entity.
+        // Plain slices in the loops: rows without an event time are marked
+        // first, so the hot loops never test validity.
+        if let Some(valid) = event.downcast_as_array().validity() {
+            for (entity, valid) in entity_of.iter_mut().zip(valid.iter()) {
+                if !valid {
+                    *entity = NO_ENTITY;
+                }
+            }
+        }
+        let event = event.downcast_as_array().values().as_slice();
+        // A row without a created time loses every tie.
+        let created: Vec<i64> = created.iter().map(|c| c.unwrap_or(i64::MIN)).collect();
+        if IdxSize::try_from(entity_of.len()).is_err() {
+            return Err(Error::Schema {
+                view: view.name.clone(),
+                message: "the gold table has more rows than a join can index".into(),
+            });
+        }
+        let mut starts = vec![0usize; entities.len() + 1];
+        for &entity in &entity_of {
+            if entity != NO_ENTITY {
+                starts[entity as usize + 1] += 1;
+            }
+        }
+        for e in 1..starts.len() {
+            starts[e] += starts[e - 1];
+        }
+        let mut next = starts.clone();
+        let mut entries = vec![Entry::default(); starts[starts.len() - 1]];
+        for (row, &entity) in entity_of.iter().enumerate() {
+            if entity == NO_ENTITY {
+                continue;
+            }
+            let slot = &mut next[entity as usize];
+            entries[*slot] = Entry {
+                time: event[row],
+                created: created[row],
+                row: row as IdxSize,
+            };
+            *slot += 1;
+        }
+        drop(entity_of);
+        let mut slices = Vec::with_capacity(entities.len());
+        let mut rest = entries.as_mut_slice();
+        for e in 0..entities.len() {
+            let (head, tail) = rest.split_at_mut(starts[e + 1] - starts[e]);
+            slices.push(head);
+            rest = tail;
+        }
+        slices
+            .par_iter_mut()
+            .for_each(|slice| slice.sort_unstable_by_key(|e| (e.time, e.created, e.row)));
         Ok(PreparedView {
             view: view.clone(),
             names,
-            narrow,
+            key_kinds: keys.iter().map(KeyColumn::kind).collect(),
+            entities,
+            starts,
+            times: entries.iter().map(|e| e.time).collect(),
+            rows: entries.iter().map(|e| e.row).collect(),
             features: feature_frame,
         })
+    }
+
+    /// The gold row matched by each spine row (null: none), in spine order.
+    fn matches(
+        &self,
+        spine: &DataFrame,
+        spine_times: &Int64Chunked,
+        strictly_before: bool,
+    ) -> Result<IdxCa> {
+        let view = &self.view;
+        let mut keys = Vec::with_capacity(view.entity.join_keys.len());
+        for (key, kind) in view.entity.join_keys.iter().zip(&self.key_kinds) {
+            let column = KeyColumn::of(spine, key).map_err(|message| Error::InvalidSpine {
+                column: key.clone(),
+                message: format!("the spine's join key {message}"),
+            })?;
+            if column.kind() != *kind {
+                return Err(Error::InvalidSpine {
+                    column: key.clone(),
+                    message: format!(
+                        "the spine's {key:?} holds {}, but feature view {:?} keys it by {}",
+                        column.kind(),
+                        view.name,
+                        kind
+                    ),
+                });
+            }
+            keys.push(column);
+        }
+        let mut entity_of = Vec::with_capacity(spine.height());
+        visit_keys(&keys, spine.height(), |key| {
+            entity_of.push(
+                key.and_then(|key| self.entities.get(key))
+                    .unwrap_or(NO_ENTITY),
+            );
+        });
+        let times: Vec<Option<i64>> = spine_times.iter().collect();
+        let ttl = i128::from(view.ttl_micros());
+        let found: Vec<Option<IdxSize>> = entity_of
+            .par_iter()
+            .zip(times.par_iter())
+            .map(|(&entity, &at)| {
+                let at = at?;
+                let entity = (entity != NO_ENTITY).then_some(entity as usize)?;
+                let (first, end) = (self.starts[entity], self.starts[entity + 1]);
+                let times = &self.times[first..end];
+                let before = if strictly_before {
+                    times.partition_point(|&t| t < at)
+                } else {
+                    times.partition_point(|&t| t <= at)
+                };
+                let at_or_before = before.checked_sub(1)?;
+                let age = i128::from(at) - i128::from(times[at_or_before]);
+                (age <= ttl).then(|| self.rows[first + at_or_before])
+            })
+            .collect();
+        Ok(found.into_iter().collect())
     }
 }
 
@@ -151,7 +254,6 @@ pub fn join_prepared(
     views: &[PreparedView],
     options: RetrievalOptions,
 ) -> Result<DataFrame> {
-    let ts_dtype = DataType::Datetime(TimeUnit::Microseconds, Some(TimeZone::UTC));
     let spine_ts = spine.timestamp_column.as_str();
     let mut taken: Vec<String> = spine
         .frame
@@ -159,7 +261,6 @@ pub fn join_prepared(
         .iter()
         .map(|n| n.to_string())
         .collect();
-    let mut keys: Vec<PlSmallStr> = Vec::new();
     for prepared in views {
         for name in &prepared.names {
             if taken.contains(name) {
@@ -173,75 +274,30 @@ pub fn join_prepared(
             }
             taken.push(name.clone());
         }
-        for key in &prepared.view.entity.join_keys {
-            if !keys.iter().any(|k| k == key.as_str()) {
-                keys.push(key.as_str().into());
-            }
-        }
     }
-    // The spine, narrowed to what the joins read, with its row numbers.
-    let mut narrow: Vec<Expr> = keys.iter().map(|k| col(k.clone())).collect();
-    narrow.push(col(spine_ts).cast(ts_dtype.clone()).alias(spine_ts));
-    let mut result = spine
+    let failed = Error::polars("point-in-time join");
+    let spine_ts_column = spine
         .frame
-        .clone()
-        .lazy()
-        .select(narrow)
-        .with_row_index(ROW, None)
-        .sort([spine_ts], SortMultipleOptions::default());
-    let matched: Vec<String> = (0..views.len()).map(|i| format!("{GOLD_ROW}{i}")).collect();
-    for (prepared, matched) in views.iter().zip(&matched) {
-        let view = &prepared.view;
-        let view_keys: Vec<PlSmallStr> = view
-            .entity
-            .join_keys
-            .iter()
-            .map(|k| k.as_str().into())
-            .collect();
-        // The same TTL as the online store, to the microsecond.
-        let asof = AsOfOptions {
-            strategy: AsofStrategy::Backward,
-            tolerance: None,
-            tolerance_str: Some(format!("{}us", view.ttl_micros()).into()),
-            left_by: Some(view_keys.clone()),
-            right_by: Some(view_keys),
-            allow_eq: !options.strictly_before,
-            check_sortedness: false,
-        };
-        result = result
-            .join(
-                prepared.narrow.clone().lazy().select(
-                    [col(FEATURE_TS), col(GOLD_ROW).alias(matched.as_str())]
-                        .into_iter()
-                        .chain(view.entity.join_keys.iter().map(|k| col(k.as_str())))
-                        .collect::<Vec<_>>(),
-                ),
-                [col(spine_ts)],
-                [col(FEATURE_TS)],
-                JoinArgs::new(JoinType::AsOf(Box::new(asof))),
-            )
-            .drop(by_name([FEATURE_TS], true, false));
-    }
-    let rows = result
-        .sort([ROW], SortMultipleOptions::default())
-        .select(matched.iter().map(|m| col(m.as_str())).collect::<Vec<_>>())
-        .collect()
-        .map_err(Error::polars("point-in-time join"))?;
-    // Gather each view's features for the matched gold rows, in spine
-    // order; no match gives nulls.
-    let mut out = spine.frame.clone();
-    let spine_ts_column = out
         .column(spine_ts)
+        .map_err(|_| Error::InvalidSpine {
+            column: spine_ts.to_string(),
+            message: format!("the spine has no column {spine_ts:?} (its event timestamp)"),
+        })?
+        .cast(&utc_micros())
+        .map_err(failed)?;
+    let spine_times = spine_ts_column
+        .datetime()
         .map_err(Error::polars("point-in-time join"))?
-        .cast(&ts_dtype)
-        .map_err(Error::polars("point-in-time join"))?;
+        .physical()
+        .rechunk()
+        .into_owned();
+    let mut out = spine.frame.clone();
     out.with_column(spine_ts_column)
         .map_err(Error::polars("point-in-time join"))?;
-    for (prepared, matched) in views.iter().zip(&matched) {
-        let index = rows
-            .column(matched)
-            .and_then(|c| c.idx().cloned())
-            .map_err(Error::polars("point-in-time join"))?;
+    // Each view's features for its matched gold rows, in spine order; no
+    // match gives nulls.
+    for prepared in views {
+        let index = prepared.matches(&spine.frame, &spine_times, options.strictly_before)?;
         let gathered = prepared
             .features
             .take(&index)
@@ -250,6 +306,185 @@ pub fn join_prepared(
             .map_err(Error::polars("point-in-time join"))?;
     }
     Ok(out)
+}
+
+/// Marks a row whose key is null or unknown.
+const NO_ENTITY: u32 = u32::MAX;
+
+/// One gold row in the index.
+#[derive(Debug, Clone, Copy, Default)]
+struct Entry {
+    time: i64,
+    created: i64,
+    row: IdxSize,
+}
+
+/// What a join key column holds once normalized.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum KeyKind {
+    Integer,
+    String,
+}
+
+impl std::fmt::Display for KeyKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            KeyKind::Integer => "integers",
+            KeyKind::String => "strings",
+        })
+    }
+}
+
+/// A join key column: any integer type read as `i64`, strings (and
+/// categoricals) as strings.
+enum KeyColumn {
+    Integer(Int64Chunked),
+    String(StringChunked),
+}
+
+impl KeyColumn {
+    /// Column `name` of `frame` as a key, or why it cannot be one.
+    fn of(frame: &DataFrame, name: &str) -> std::result::Result<Self, String> {
+        let column = frame
+            .column(name)
+            .map_err(|_| format!("{name:?} is missing"))?;
+        let dtype = column.dtype();
+        let cast = |to: &DataType| {
+            column
+                .strict_cast(to)
+                .map_err(|e| format!("{name:?} ({dtype}) cannot be read as {to}: {e}"))
+        };
+        if dtype.is_integer() {
+            let column = cast(&DataType::Int64)?;
+            let values = column.i64().map_err(|e| format!("{name:?}: {e}"))?;
+            Ok(KeyColumn::Integer(values.rechunk().into_owned()))
+        } else if matches!(dtype, DataType::String | DataType::Categorical(..)) {
+            let column = cast(&DataType::String)?;
+            let values = column.str().map_err(|e| format!("{name:?}: {e}"))?;
+            Ok(KeyColumn::String(values.rechunk().into_owned()))
+        } else {
+            Err(format!(
+                "{name:?} holds {dtype}; entity keys are integers or strings"
+            ))
+        }
+    }
+
+    fn kind(&self) -> KeyKind {
+        match self {
+            KeyColumn::Integer(_) => KeyKind::Integer,
+            KeyColumn::String(_) => KeyKind::String,
+        }
+    }
+}
+
+/// A row's entity key as the index hashes it.
+#[derive(Clone, Copy)]
+enum KeyRef<'a> {
+    /// A single integer key.
+    Integer(i64),
+    /// Any other key: its parts encoded one after the other.
+    Encoded(&'a [u8]),
+}
+
+/// Calls `f` with each row's key (`None` when a part is null), in order.
+fn visit_keys(columns: &[KeyColumn], height: usize, mut f: impl FnMut(Option<KeyRef<'_>>)) {
+    if let [KeyColumn::Integer(values)] = columns {
+        values.iter().for_each(|v| f(v.map(KeyRef::Integer)));
+        return;
+    }
+    let mut buffer = Vec::new();
+    'rows: for row in 0..height {
+        buffer.clear();
+        for column in columns {
+            // Parts are tagged and strings length-prefixed, so different
+            // keys never encode alike.
+            match column {
+                KeyColumn::Integer(values) => match values.get(row) {
+                    Some(v) => {
+                        buffer.push(b'i');
+                        buffer.extend_from_slice(&v.to_le_bytes());
+                    }
+                    None => {
+                        f(None);
+                        continue 'rows;
+                    }
+                },
+                KeyColumn::String(values) => match values.get(row) {
+                    Some(s) => {
+                        buffer.push(b's');
+                        buffer.extend_from_slice(&(s.len() as u64).to_le_bytes());
+                        buffer.extend_from_slice(s.as_bytes());
+                    }
+                    None => {
+                        f(None);
+                        continue 'rows;
+                    }
+                },
+            }
+        }
+        f(Some(KeyRef::Encoded(&buffer)));
+    }
+}
+
+type FoldMap<K> = std::collections::HashMap<K, u32, foldhash::fast::RandomState>;
+
+/// Entity keys numbered in order of first appearance.
+#[derive(Debug, Clone)]
+enum EntityIndex {
+    Integer(FoldMap<i64>),
+    Encoded(FoldMap<Box<[u8]>>),
+}
+
+impl EntityIndex {
+    fn for_keys(keys: &[KeyColumn]) -> Self {
+        match keys {
+            [KeyColumn::Integer(_)] => EntityIndex::Integer(FoldMap::default()),
+            _ => EntityIndex::Encoded(FoldMap::default()),
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            EntityIndex::Integer(map) => map.len(),
+            EntityIndex::Encoded(map) => map.len(),
+        }
+    }
+
+    /// The entity's number, numbering it if new.
+    fn insert(&mut self, key: KeyRef<'_>) -> u32 {
+        let next = self.len() as u32;
+        match (self, key) {
+            (EntityIndex::Integer(map), KeyRef::Integer(k)) => *map.entry(k).or_insert(next),
+            (EntityIndex::Encoded(map), KeyRef::Encoded(k)) => match map.get(k) {
+                Some(&e) => e,
+                None => {
+                    map.insert(k.into(), next);
+                    next
+                }
+            },
+            // Both sides of a join visit keys of the same layout.
+            _ => NO_ENTITY,
+        }
+    }
+
+    fn get(&self, key: KeyRef<'_>) -> Option<u32> {
+        match (self, key) {
+            (EntityIndex::Integer(map), KeyRef::Integer(k)) => map.get(&k).copied(),
+            (EntityIndex::Encoded(map), KeyRef::Encoded(k)) => map.get(k).copied(),
+            _ => None,
+        }
+    }
+}
+
+/// Timestamps are compared in UTC microseconds.
+fn utc_micros() -> DataType {
+    DataType::Datetime(TimeUnit::Microseconds, Some(TimeZone::UTC))
+}
+
+/// Column `name` of `frame` as UTC microseconds.
+fn micros(frame: &DataFrame, name: &str) -> PolarsResult<Int64Chunked> {
+    let column = frame.column(name)?.cast(&utc_micros())?;
+    Ok(column.datetime()?.physical().rechunk().into_owned())
 }
 
 #[cfg(test)]
@@ -376,6 +611,99 @@ mod tests {
         assert_eq!(x_at(false), Some(2.0));
         assert_eq!(x_at(true), Some(1.0));
     }
+    #[test]
+    fn composite_string_keys_nulls_and_key_type_mismatch() {
+        let view = FeatureView {
+            name: "v".into(),
+            entity: Entity {
+                name: "merchant_day".into(),
+                join_keys: vec!["merchant".into(), "shard".into()],
+            },
+            features: vec!["x".into()],
+            feature_types: Vec::new(),
+            timestamp_column: "ts".into(),
+            created_column: "created".into(),
+            ttl: Duration::from_secs(100),
+        };
+        let s = 1_000_000i64;
+        // ("a", 1) and ("a", 2) are different entities; ("ab", 1) must not
+        // collide with ("a", 1) however the parts are laid out. A row with a
+        // null key part or a null event time never matches.
+        let gold = DataFrame::new_infer_height(vec![
+            Series::new(
+                "merchant".into(),
+                [Some("a"), Some("a"), Some("ab"), None, Some("a")],
+            )
+            .into(),
+            Series::new("shard".into(), [1i32, 2, 1, 1, 1]).into(),
+            ts(vec![10 * s, 10 * s, 10 * s, 10 * s, 5 * s], "ts"),
+            ts(vec![10 * s, 10 * s, 10 * s, 10 * s, 5 * s], "created"),
+            Series::new("x".into(), [1.0f64, 2.0, 3.0, 4.0, 5.0]).into(),
+        ])
+        .unwrap();
+        let mut gold = gold;
+        let null_time: Column = Series::new(
+            "ts".into(),
+            [
+                Some(10 * s),
+                Some(10 * s),
+                Some(10 * s),
+                Some(10 * s),
+                None::<i64>,
+            ],
+        )
+        .cast(&DataType::Datetime(
+            TimeUnit::Microseconds,
+            Some(TimeZone::UTC),
+        ))
+        .unwrap()
+        .into();
+        gold.with_column(null_time).unwrap();
+        let spine = DataFrame::new_infer_height(vec![
+            Series::new(
+                "merchant".into(),
+                [Some("a"), Some("a"), Some("ab"), None, Some("b")],
+            )
+            .into(),
+            // A narrower integer type than the gold table's still matches.
+            Series::new("shard".into(), [1i64, 2, 1, 1, 1]).into(),
+            ts(vec![20 * s; 5], "at"),
+        ])
+        .unwrap();
+        let wanted = vec!["x".to_string()];
+        let out = point_in_time_join(
+            &Spine {
+                frame: spine.clone(),
+                timestamp_column: "at".into(),
+            },
+            &[(&view, &gold, &wanted)],
+            RetrievalOptions::default(),
+        )
+        .unwrap();
+        let x: Vec<Option<f64>> = out.column("x").unwrap().f64().unwrap().iter().collect();
+        assert_eq!(x, vec![Some(1.0), Some(2.0), Some(3.0), None, None]);
+
+        // A string key read from an integer column is refused, naming it.
+        let mut wrong = spine;
+        wrong
+            .with_column(Series::new("merchant".into(), [1i64, 2, 3, 4, 5]).into())
+            .unwrap();
+        let err = point_in_time_join(
+            &Spine {
+                frame: wrong,
+                timestamp_column: "at".into(),
+            },
+            &[(&view, &gold, &wanted)],
+            RetrievalOptions::default(),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&err, Error::InvalidSpine { column, .. } if column == "merchant"),
+            "{err}"
+        );
+        assert!(err.to_string().contains("integers"), "{err}");
+    }
+
     mod property {
         use std::time::Duration;
 
