@@ -1,7 +1,11 @@
-//! Moving frames between polars and arrow-rs (which deltalake speaks).
+//! Moving frames between polars and arrow-rs (which deltalake and
+//! arrow-flight speak).
 //!
-//! polars carries its own Arrow implementation, so frames cross through the
-//! Arrow IPC format in memory: one copy, no unsafe code, and exact types.
+//! polars carries its own Arrow implementation. Frames go to arrow-rs
+//! through the Arrow C data interface, which both implement: the column
+//! buffers are shared, not copied (only strings, which polars keeps as
+//! views, are rewritten to the classic layout). Batches come back to polars
+//! through the Arrow IPC format in memory: one copy, and exact types.
 
 use std::io::Cursor;
 use std::sync::Arc;
@@ -16,27 +20,64 @@ use crate::error::{Error, Result};
 /// strings as `Utf8`, timestamps in microseconds with a UTC zone. The schema
 /// is returned too, since a frame without rows gives no batches.
 pub fn frame_to_batches(df: &DataFrame) -> Result<(SchemaRef, Vec<RecordBatch>)> {
-    let mut buf = Vec::new();
-    let mut df = df.clone();
-    IpcWriter::new(&mut buf)
-        .with_compat_level(CompatLevel::oldest())
-        .finish(&mut df)
-        .map_err(Error::polars("writing a frame as Arrow IPC"))?;
     let arrow_err = |context: &str| {
         let context = context.to_string();
         move |source| Error::Arrow { context, source }
     };
-    let reader = arrow_ipc::reader::FileReader::try_new(Cursor::new(buf), None)
-        .map_err(arrow_err("reading polars IPC"))?;
-    let schema = delta_schema(&reader.schema());
-    let batches = reader
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(arrow_err("reading polars IPC batches"))?;
-    let batches = batches
+    let mut df = df.clone();
+    // Each batch takes the same chunk of every column.
+    df.align_chunks_par();
+    let polars_fields: Vec<polars_arrow::datatypes::Field> = df
+        .columns()
         .iter()
-        .map(|b| delta_compatible(b, &schema).map_err(arrow_err("casting to Delta types")))
+        .map(|c| c.field().to_arrow(CompatLevel::oldest()))
+        .collect();
+    let fields = polars_fields
+        .iter()
+        .map(|field| {
+            let exported = c_schema(field);
+            Field::try_from(&exported).map_err(arrow_err("importing a polars field"))
+        })
         .collect::<Result<Vec<_>>>()?;
+    let schema = delta_schema(&Schema::new(fields.clone()));
+    let native = Arc::new(Schema::new(fields));
+    let mut batches = Vec::new();
+    for chunk in df.iter_chunks(CompatLevel::oldest(), true) {
+        let columns = chunk
+            .into_arrays()
+            .into_iter()
+            .zip(&polars_fields)
+            .map(|(array, field)| {
+                let exported = c_schema(field);
+                let array = polars_arrow::ffi::export_array_to_c(array);
+                // SAFETY: polars' `ArrowArray` and arrow-rs' `FFI_ArrowArray`
+                // are both `#[repr(C)]` definitions of the C data interface's
+                // `ArrowArray` struct (same fields, same order; `transmute`
+                // checks the sizes). Ownership moves with the value: arrow-rs
+                // calls the release callback polars set when the array drops.
+                let array: arrow::ffi::FFI_ArrowArray = unsafe { std::mem::transmute(array) };
+                // SAFETY: `array` was just exported with the type described by
+                // `exported`, which outlives the call.
+                let data = unsafe { arrow::ffi::from_ffi(array, &exported) }
+                    .map_err(arrow_err("importing a polars column"))?;
+                Ok(arrow_array::make_array(data))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let batch = RecordBatch::try_new(native.clone(), columns)
+            .map_err(arrow_err("assembling a batch"))?;
+        batches
+            .push(delta_compatible(&batch, &schema).map_err(arrow_err("casting to Delta types"))?);
+    }
     Ok((schema, batches))
+}
+
+/// A polars field exported to the C data interface, as arrow-rs reads it.
+fn c_schema(field: &polars_arrow::datatypes::Field) -> arrow::ffi::FFI_ArrowSchema {
+    let exported = polars_arrow::ffi::export_field_to_c(field);
+    // SAFETY: as for arrays: both types are `#[repr(C)]` definitions of the
+    // C data interface's `ArrowSchema`; arrow-rs releases it through the
+    // callback polars set.
+    unsafe { std::mem::transmute(exported) }
 }
 
 /// Converts Arrow record batches to one polars frame.
@@ -117,5 +158,43 @@ mod tests {
         assert_eq!(schema.field(1).data_type(), &DataType::Utf8);
         let back = batches_to_frame(&schema, &batches).unwrap();
         assert!(back.equals_missing(&df), "{back} != {df}");
+    }
+
+    #[test]
+    fn chunked_frames_with_times_nulls_and_no_rows_convert() {
+        let utc = polars::prelude::DataType::Datetime(
+            polars::prelude::TimeUnit::Microseconds,
+            Some(TimeZone::UTC),
+        );
+        let part = |ids: &[i64], names: &[Option<&str>]| {
+            DataFrame::new_infer_height(vec![
+                Series::new("id".into(), ids).into(),
+                Series::new("name".into(), names).into(),
+                Series::new("at".into(), ids).cast(&utc).unwrap().into(),
+            ])
+            .unwrap()
+        };
+        // Two chunks per column, and one column chunked differently.
+        let mut df = part(&[1, 2], &[Some("a"), None]);
+        df.vstack_mut(&part(&[3], &[Some("long string past the inline size")]))
+            .unwrap();
+        df.with_column(Series::new("x".into(), [Some(0.5f64), None, Some(2.0)]).into())
+            .unwrap();
+        let (schema, batches) = frame_to_batches(&df).unwrap();
+        assert_eq!(
+            schema.field(2).data_type(),
+            &arrow_schema::DataType::Timestamp(
+                arrow_schema::TimeUnit::Microsecond,
+                Some("UTC".into())
+            )
+        );
+        assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 3);
+        let back = batches_to_frame(&schema, &batches).unwrap();
+        assert!(back.equals_missing(&df), "{back} != {df}");
+
+        let empty = df.head(Some(0));
+        let (schema, batches) = frame_to_batches(&empty).unwrap();
+        assert_eq!(schema.fields().len(), 4);
+        assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 0);
     }
 }
