@@ -7,7 +7,6 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use feature_store::DeltaStore;
 use feature_store::training_set::{self, TrainingSetRequest};
-use polars::prelude::{ParquetReader, SerReader};
 
 use crate::project::ProjectArg;
 
@@ -36,6 +35,10 @@ pub struct TrainingSetArgs {
     /// The Parquet file to write.
     #[arg(long)]
     out: PathBuf,
+    /// Spine rows joined and written at a time: memory holds the gold rows
+    /// the features need and one batch, however large the spine.
+    #[arg(long, default_value_t = training_set::DEFAULT_BATCH_ROWS)]
+    batch_rows: usize,
 }
 
 pub async fn run(args: TrainingSetArgs) -> Result<()> {
@@ -63,11 +66,6 @@ pub async fn run(args: TrainingSetArgs) -> Result<()> {
             .with_context(|| format!("--as-of-version {pin:?}: {version:?} is not a version"))?;
         as_of_versions.insert(view.to_string(), version);
     }
-    let spine = std::fs::File::open(&args.spine)
-        .with_context(|| format!("opening the spine {}", args.spine.display()))?;
-    let spine = ParquetReader::new(spine)
-        .finish()
-        .with_context(|| format!("reading the spine {} as Parquet", args.spine.display()))?;
     let views: Vec<_> = project
         .feature_views
         .iter()
@@ -80,8 +78,15 @@ pub async fn run(args: TrainingSetArgs) -> Result<()> {
         full_feature_names: args.full_feature_names,
     };
     let store = DeltaStore::new(project.delta_dir());
-    let mut set = training_set::training_set(&store, &views, spine, &request).await?;
-    training_set::write_parquet(&mut set.frame, &args.out)?;
+    let set = training_set::write_streaming(
+        &store,
+        &views,
+        &request,
+        &args.spine,
+        &args.out,
+        args.batch_rows,
+    )
+    .await?;
     let pins: Vec<String> = set
         .versions
         .iter()
@@ -89,8 +94,8 @@ pub async fn run(args: TrainingSetArgs) -> Result<()> {
         .collect();
     println!(
         "wrote {} rows x {} columns to {}; reproduce with {}",
-        set.frame.height(),
-        set.frame.width(),
+        set.rows,
+        set.columns,
         args.out.display(),
         pins.join(" ")
     );

@@ -4,10 +4,9 @@
 //! polars carries its own Arrow implementation. Frames go to arrow-rs
 //! through the Arrow C data interface, which both implement: the column
 //! buffers are shared, not copied (only strings, which polars keeps as
-//! views, are rewritten to the classic layout). Batches come back to polars
-//! through the Arrow IPC format in memory: one copy, and exact types.
+//! views, are rewritten to the classic layout), and the same holds for
+//! batches coming back.
 
-use std::io::Cursor;
 use std::sync::Arc;
 
 use arrow_array::RecordBatch;
@@ -80,24 +79,61 @@ fn c_schema(field: &polars_arrow::datatypes::Field) -> arrow::ffi::FFI_ArrowSche
     unsafe { std::mem::transmute(exported) }
 }
 
-/// Converts Arrow record batches to one polars frame.
+/// Converts Arrow record batches to one polars frame (one chunk per batch;
+/// no rows copied, except strings into polars' layout).
 pub fn batches_to_frame(schema: &Schema, batches: &[RecordBatch]) -> Result<DataFrame> {
-    let arrow_err = |source| Error::Arrow {
-        context: "writing batches as Arrow IPC".into(),
-        source,
-    };
-    let mut buf = Vec::new();
-    {
-        let mut writer =
-            arrow_ipc::writer::FileWriter::try_new(&mut buf, schema).map_err(arrow_err)?;
-        for batch in batches {
-            writer.write(batch).map_err(arrow_err)?;
-        }
-        writer.finish().map_err(arrow_err)?;
+    let arrow_err = |context: String| move |source| Error::Arrow { context, source };
+    let polars_err = |context: String| Error::polars(context);
+    let mut chunks: Vec<Vec<Box<dyn polars_arrow::array::Array>>> =
+        vec![Vec::with_capacity(batches.len()); schema.fields().len()];
+    let mut dtypes = Vec::with_capacity(schema.fields().len());
+    for field in schema.fields() {
+        let exported = arrow::ffi::FFI_ArrowSchema::try_from(field.as_ref())
+            .map_err(arrow_err(format!("exporting column {:?}", field.name())))?;
+        // SAFETY: arrow-rs' `FFI_ArrowSchema` and polars' `ArrowSchema` are
+        // both `#[repr(C)]` definitions of the C data interface's
+        // `ArrowSchema` (`transmute` checks the sizes); polars releases it
+        // through the callback arrow-rs set.
+        let exported: polars_arrow::ffi::ArrowSchema = unsafe { std::mem::transmute(exported) };
+        // SAFETY: `exported` is a valid schema arrow-rs just produced.
+        let imported = unsafe { polars_arrow::ffi::import_field_from_c(&exported) }
+            .map_err(polars_err(format!("importing column {:?}", field.name())))?;
+        dtypes.push(imported.dtype);
     }
-    IpcReader::new(Cursor::new(buf))
-        .finish()
-        .map_err(Error::polars("reading Arrow IPC into polars"))
+    for batch in batches {
+        for (i, column) in batch.columns().iter().enumerate() {
+            let name = schema.field(i).name();
+            let array = arrow::ffi::FFI_ArrowArray::new(&column.to_data());
+            // SAFETY: as for the schema: both are `#[repr(C)]` definitions
+            // of the C data interface's `ArrowArray`; polars releases the
+            // array (and with it arrow-rs' buffers) through arrow-rs'
+            // callback.
+            let array: polars_arrow::ffi::ArrowArray = unsafe { std::mem::transmute(array) };
+            // SAFETY: `array` holds data of the type `dtypes[i]` describes:
+            // the batch's schema is `schema`.
+            let imported =
+                unsafe { polars_arrow::ffi::import_array_from_c(array, dtypes[i].clone()) }
+                    .map_err(polars_err(format!("importing column {name:?}")))?;
+            chunks[i].push(imported);
+        }
+    }
+    let columns = schema
+        .fields()
+        .iter()
+        .zip(chunks)
+        .zip(&dtypes)
+        .map(|((field, chunks), dtype)| {
+            let name: PlSmallStr = field.name().as_str().into();
+            if chunks.is_empty() {
+                let dtype = polars::prelude::DataType::from_arrow_dtype(dtype);
+                return Ok(Column::from(Series::new_empty(name, &dtype)));
+            }
+            Series::try_from((name, chunks))
+                .map(Column::from)
+                .map_err(polars_err(format!("assembling column {:?}", field.name())))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    DataFrame::new_infer_height(columns).map_err(polars_err("assembling a frame".into()))
 }
 
 fn delta_type(dt: &DataType) -> DataType {

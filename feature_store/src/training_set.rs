@@ -6,7 +6,8 @@
 //! gold table is read once, at the pinned version or the latest, with only
 //! the columns the join needs. The result reports the version of every
 //! table it read, so the same request with those versions pinned returns
-//! the same rows (and, written by [`write_parquet`], the same bytes).
+//! the same rows (and, written by [`write_parquet`] or [`write_streaming`],
+//! the same bytes).
 
 use std::collections::BTreeMap;
 
@@ -270,6 +271,112 @@ pub async fn training_set(
         .await
         .map_err(|e| Error::Internal(format!("the training-set join stopped: {e}")))??;
     Ok(TrainingSet { frame, versions })
+}
+
+/// Spine rows joined and written at a time by [`write_streaming`] unless
+/// told otherwise.
+pub const DEFAULT_BATCH_ROWS: usize = 1 << 17;
+
+/// What [`write_streaming`] wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WrittenSet {
+    /// Rows written (the spine's).
+    pub rows: usize,
+    /// Columns written: the spine's, then the features.
+    pub columns: usize,
+    /// The gold table version read, by view.
+    pub versions: BTreeMap<String, u64>,
+}
+
+/// Joins the spine in the Parquet file `spine` with the requested features
+/// and writes the training set to `out` as Parquet, `batch_rows` spine rows
+/// at a time: memory holds the gold rows the request needs and one batch,
+/// however large the spine. The same request, pinned versions and batch
+/// size give the same bytes. On error, `out` is removed rather than left
+/// half written.
+pub async fn write_streaming(
+    store: &DeltaStore,
+    views: &[FeatureView],
+    request: &TrainingSetRequest,
+    spine: &std::path::Path,
+    out: &std::path::Path,
+    batch_rows: usize,
+) -> Result<WrittenSet> {
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+    if batch_rows == 0 {
+        return Err(Error::InvalidRequest(
+            "the batch size must be at least one row".into(),
+        ));
+    }
+    let spine_name = spine.display().to_string();
+    let not_parquet = move |e: &dyn std::fmt::Display| {
+        Error::InvalidRequest(format!(
+            "the spine {spine_name} is not a readable Parquet file: {e}"
+        ))
+    };
+    let file = std::fs::File::open(spine).map_err(|source| Error::Io {
+        path: spine.to_path_buf(),
+        source,
+    })?;
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| not_parquet(&e))?;
+    let arrow_schema = reader.schema().clone();
+    let empty = crate::interop::batches_to_frame(&arrow_schema, &[])?;
+    // A spine without a needed column fails before any table is read.
+    check_spine(
+        empty.schema(),
+        &plan(views, &request.features)?,
+        &request.timestamp_column,
+    )?;
+    let reader = reader
+        .with_batch_size(batch_rows)
+        .build()
+        .map_err(|e| not_parquet(&e))?;
+    let loaded = load(store, views, request).await?;
+    let versions = loaded.versions.clone();
+    let out_path = out.to_path_buf();
+    let written = tokio::task::spawn_blocking(move || {
+        let write = || -> Result<(usize, usize)> {
+            let file = std::fs::File::create(&out_path).map_err(|source| Error::Io {
+                path: out_path.clone(),
+                source,
+            })?;
+            let writing = Error::polars(format!("writing {}", out_path.display()));
+            // The schema comes from joining the empty spine, so a spine
+            // without rows still gives a file with every column.
+            let schema = loaded.join(empty)?.schema().clone();
+            let mut writer = ParquetWriter::new(file)
+                .with_compression(ParquetCompression::Zstd(None))
+                .batched(&schema)
+                .map_err(writing)?;
+            let mut rows = 0;
+            for batch in reader {
+                let batch = batch.map_err(|e| not_parquet(&e))?;
+                let chunk = crate::interop::batches_to_frame(&arrow_schema, &[batch])?;
+                let joined = loaded.join(chunk)?;
+                rows += joined.height();
+                writer
+                    .write_batch(&joined)
+                    .map_err(Error::polars(format!("writing {}", out_path.display())))?;
+            }
+            writer
+                .finish()
+                .map_err(Error::polars(format!("writing {}", out_path.display())))?;
+            Ok((rows, schema.len()))
+        };
+        let written = write();
+        if written.is_err() {
+            let _ = std::fs::remove_file(&out_path);
+        }
+        written
+    })
+    .await
+    .map_err(|e| Error::Internal(format!("writing the training set stopped: {e}")))??;
+    Ok(WrittenSet {
+        rows: written.0,
+        columns: written.1,
+        versions,
+    })
 }
 
 /// Writes `frame` as Parquet deterministically: the same frame gives the

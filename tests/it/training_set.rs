@@ -113,6 +113,30 @@ fn pinned_versions_reproduce_the_same_bytes() {
     assert_ne!(std::fs::read(dir.join("b.parquet")).unwrap(), a);
     assert_eq!(std::fs::read(dir.join("c.parquet")).unwrap(), a);
 
+    // Streamed seven spine rows at a time, the same rows come out.
+    let mut args = pins.clone();
+    args.extend(["--batch-rows", "7"]);
+    succeeded(training_set(dir, "spine.parquet", "e.parquet", &args));
+    let streamed = ParquetReader::new(std::fs::File::open(dir.join("e.parquet")).unwrap())
+        .finish()
+        .unwrap();
+    assert!(streamed.equals_missing(&trained), "{streamed} != {trained}");
+
+    // A file that is not Parquet is refused as such, and nothing is written.
+    std::fs::write(
+        dir.join("text.parquet"),
+        "customer_id,event_timestamp\n1,2\n",
+    )
+    .unwrap();
+    let output = training_set(dir, "text.parquet", "f.parquet", &[]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("is not a readable Parquet file"),
+        "{stderr}"
+    );
+    assert!(!dir.join("f.parquet").exists());
+
     // A spine without the timestamp column is refused, naming it.
     write_spine(&dir.join("bad.parquet"), "at");
     let output = training_set(dir, "bad.parquet", "d.parquet", &[]);
