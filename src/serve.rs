@@ -88,8 +88,14 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         registry::runtime::environment()?;
     }
     for name in &models {
-        let model = state.models.load_latest(&registry, name, args.sessions)?;
-        println!("loaded model {name} v{}", model.version.version);
+        match state.models.load_latest(&registry, name, args.sessions) {
+            Ok(model) => println!("loaded model {name} v{}", model.version.version),
+            // A model created (through MLflow) with no servable version yet.
+            Err(registry::Error::VersionNotFound { .. }) => {
+                println!("model {name} has no READY version; not served")
+            }
+            Err(e) => return Err(e.into()),
+        }
     }
     state.set_ready(true);
     println!("ready");

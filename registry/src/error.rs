@@ -51,6 +51,60 @@ pub enum Error {
     /// The model does not exist at all.
     #[error("no model named {0:?} is registered")]
     ModelNotFound(String),
+    /// A model of that name exists already.
+    #[error("a model named {0:?} is registered already")]
+    ModelExists(String),
+    /// The model has no such alias.
+    #[error("model {model} has no alias {alias:?}")]
+    AliasNotFound {
+        /// The model name.
+        model: String,
+        /// The alias asked for.
+        alias: String,
+    },
+    /// A version cannot be deleted while aliases point at it.
+    #[error(
+        "version {version} of {model} cannot be deleted: alias {aliases} points at it; move the alias first"
+    )]
+    VersionAliased {
+        /// The model name.
+        model: String,
+        /// The version.
+        version: u64,
+        /// The aliases pointing at it, comma-separated.
+        aliases: String,
+    },
+    /// A model cannot be deleted while it has aliases.
+    #[error("model {model} cannot be deleted: it has aliases ({aliases}); delete them first")]
+    ModelAliased {
+        /// The model name.
+        model: String,
+        /// Its aliases, comma-separated.
+        aliases: String,
+    },
+    /// A rollback found no earlier version to go back to.
+    #[error("cannot roll {alias} of {model} back: {reason}")]
+    NothingToRollBack {
+        /// The model name.
+        model: String,
+        /// The alias.
+        alias: String,
+        /// Why.
+        reason: String,
+    },
+    /// A request parameter is not acceptable (a filter, a page token, an
+    /// alias or tag name); the message names it.
+    #[error("{0}")]
+    InvalidParameter(String),
+    /// A call to an MLflow server failed.
+    #[error("MLflow server {url}: {message}")]
+    Mlflow {
+        /// The URL called.
+        url: String,
+        /// What went wrong (the server's error code and message, or the
+        /// transport error).
+        message: String,
+    },
     /// A stored file does not hash to its recorded digest.
     #[error("stored model file {path} is corrupt: expected sha256 {expected}, found {actual}")]
     Corrupt {

@@ -12,10 +12,17 @@
 //! is part of validating it.
 
 pub mod error;
+pub mod manage;
 pub mod model;
 pub mod runtime;
+pub mod search;
 pub mod store;
 
 pub use error::{Error, Result};
-pub use model::{Lineage, ModelVersion, NewVersion, Signature, TensorSpec};
+pub use manage::CHAMPION;
+pub use model::{
+    AliasChange, Lineage, ModelVersion, NewVersion, RegisteredModel, Signature, TensorSpec,
+    VersionStatus,
+};
+pub use search::Page;
 pub use store::Registry;

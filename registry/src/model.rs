@@ -31,6 +31,83 @@ pub struct ModelVersion {
     pub lineage: Lineage,
     /// Free-form tags.
     pub tags: BTreeMap<String, String>,
+    /// Whether the version can be served.
+    #[serde(default)]
+    pub status: VersionStatus,
+    /// Why registration failed, for a `FailedRegistration` version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_message: Option<String>,
+    /// Where the file was imported from (a path or URI), if anywhere.
+    #[serde(default)]
+    pub source: String,
+    /// When the metadata last changed (RFC 3339, UTC); the creation time
+    /// until then.
+    #[serde(default)]
+    pub updated_at: String,
+}
+
+impl ModelVersion {
+    /// Whether the version holds a validated model.
+    pub fn is_ready(&self) -> bool {
+        self.status == VersionStatus::Ready
+    }
+}
+
+/// The state of a version, as MLflow names them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum VersionStatus {
+    /// Validated and stored: servable.
+    #[default]
+    Ready,
+    /// The file could not be imported or validated; nothing is stored but
+    /// the record of the attempt.
+    FailedRegistration,
+}
+
+impl VersionStatus {
+    /// MLflow's name for the status.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VersionStatus::Ready => "READY",
+            VersionStatus::FailedRegistration => "FAILED_REGISTRATION",
+        }
+    }
+}
+
+/// A registered model: the name its versions share, and its own metadata.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RegisteredModel {
+    /// The model name.
+    pub name: String,
+    /// When the model was created (RFC 3339, UTC).
+    pub created_at: String,
+    /// When the model's metadata last changed (RFC 3339, UTC).
+    pub updated_at: String,
+    /// Free text.
+    #[serde(default)]
+    pub description: String,
+    /// Free-form tags.
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+}
+
+/// One move of an alias, as recorded in the model's append-only history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AliasChange {
+    /// When (RFC 3339, UTC).
+    pub at: String,
+    /// Who moved it.
+    pub who: String,
+    /// The alias.
+    pub alias: String,
+    /// The version it pointed at before (none: it did not exist).
+    pub from: Option<u64>,
+    /// The version it points at after (none: it was deleted).
+    pub to: Option<u64>,
+    /// Whether this move was a rollback.
+    #[serde(default)]
+    pub rollback: bool,
 }
 
 /// The data and code a version was trained from.
@@ -62,6 +139,8 @@ pub struct NewVersion {
     pub lineage: Lineage,
     /// Free-form tags.
     pub tags: BTreeMap<String, String>,
+    /// Where the file comes from (a path or URI), recorded with the version.
+    pub source: String,
 }
 
 /// The input and output tensors of a model.

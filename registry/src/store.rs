@@ -2,12 +2,20 @@
 //!
 //! Layout under the root:
 //! - `blobs/<sha256>.onnx`: model files, content-addressed, written once;
-//! - `models/<name>/versions/<version>.json`: one metadata document per version.
+//! - `models/<name>/model.json`: the registered model (description, tags);
+//! - `models/<name>/versions/<version>.json`: one metadata document per version;
+//! - `models/<name>/aliases.json`: alias → version;
+//! - `models/<name>/alias-history.jsonl`: every alias move, appended, never
+//!   rewritten;
+//! - `models/<name>/.lock`: held (an OS file lock) by whoever changes the
+//!   model's documents, so processes (the CLI, servers) never interleave.
 //!
 //! A version exists exactly when its metadata document exists. The document is
 //! written to a temporary file, synced, and then hard-linked to its final name,
 //! which fails if the name is taken: version numbers are never reused and two
-//! concurrent registrations cannot both claim one.
+//! concurrent registrations cannot both claim one. Documents that change are
+//! replaced by writing a temporary file and renaming it over the old one, so a
+//! reader sees the old or the new document, never half of one.
 
 use std::fs;
 use std::io::Write;
@@ -16,7 +24,7 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
-use crate::model::{ModelVersion, NewVersion};
+use crate::model::{ModelVersion, NewVersion, VersionStatus};
 use crate::runtime;
 
 /// A model registry rooted at a directory.
@@ -40,30 +48,32 @@ impl Registry {
         &self.root
     }
 
-    /// Validates an ONNX model and registers it as the next version of `name`.
+    /// Validates an ONNX model and registers it as the next version of `name`
+    /// (creating the registered model if it does not exist).
     ///
-    /// The model must load in ONNX Runtime, and its first input must take one
-    /// column per declared feature. Nothing is written unless it does.
+    /// The model must load in ONNX Runtime. When features are declared, its
+    /// first input must take one float32 column per feature and its first
+    /// output must be float32 (what `/predict` feeds and reads). Nothing is
+    /// written unless it passes.
     pub fn register(&self, name: &str, onnx: &[u8], new: NewVersion) -> Result<ModelVersion> {
         validate_name(name)?;
         let session = runtime::load_session(name, onnx)?;
         let signature = runtime::signature(&session);
+        drop(session);
         check_features(name, &signature, &new)?;
 
         let sha256 = hex::encode(Sha256::digest(onnx));
         self.write_blob(&sha256, onnx)?;
-
-        let versions_dir = self.versions_dir(name);
-        fs::create_dir_all(&versions_dir).map_err(|e| Error::io(&versions_dir, e))?;
         let imputation = if new.imputation.is_empty() {
             vec![0.0; new.features.len()]
         } else {
             new.imputation
         };
-        let mut version = ModelVersion {
+        let now = now();
+        let version = ModelVersion {
             name: name.to_string(),
             version: 0,
-            created_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            created_at: now.clone(),
             description: new.description,
             sha256,
             signature,
@@ -72,8 +82,56 @@ impl Registry {
             metrics: new.metrics,
             lineage: new.lineage,
             tags: new.tags,
+            status: VersionStatus::Ready,
+            status_message: None,
+            source: new.source,
+            updated_at: now,
         };
-        let mut next = self.versions(name)?.last().map_or(1, |v| v.version + 1);
+        self.commit_version(version)
+    }
+
+    /// Records a registration that failed (for the MLflow API, where a
+    /// version is created first and its file imported after): the version
+    /// gets a number and status `FAILED_REGISTRATION` with `message`, and
+    /// holds no model. It is never served.
+    pub fn register_failed(
+        &self,
+        name: &str,
+        new: NewVersion,
+        message: &str,
+    ) -> Result<ModelVersion> {
+        validate_name(name)?;
+        let now = now();
+        let version = ModelVersion {
+            name: name.to_string(),
+            version: 0,
+            created_at: now.clone(),
+            description: new.description,
+            sha256: String::new(),
+            signature: crate::Signature {
+                inputs: Vec::new(),
+                outputs: Vec::new(),
+            },
+            features: new.features,
+            imputation: new.imputation,
+            metrics: new.metrics,
+            lineage: new.lineage,
+            tags: new.tags,
+            status: VersionStatus::FailedRegistration,
+            status_message: Some(message.to_string()),
+            source: new.source,
+            updated_at: now,
+        };
+        self.commit_version(version)
+    }
+
+    /// Gives `version` the next free number of its model and writes it.
+    fn commit_version(&self, mut version: ModelVersion) -> Result<ModelVersion> {
+        let name = version.name.clone();
+        self.ensure_model(&name)?;
+        let versions_dir = self.versions_dir(&name);
+        fs::create_dir_all(&versions_dir).map_err(|e| Error::io(&versions_dir, e))?;
+        let mut next = self.highest_number(&name)? + 1;
         loop {
             version.version = next;
             let final_path = versions_dir.join(format!("{next}.json"));
@@ -87,7 +145,12 @@ impl Registry {
             match linked {
                 Ok(()) => {
                     sync_dir(&versions_dir)?;
-                    tracing::info!(model = name, version = next, "registered model version");
+                    tracing::info!(
+                        model = %name,
+                        version = next,
+                        status = version.status.as_str(),
+                        "registered model version"
+                    );
                     return Ok(version);
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => next += 1,
@@ -96,7 +159,7 @@ impl Registry {
         }
     }
 
-    /// The names of the models with at least one version, sorted.
+    /// The names of the registered models, sorted.
     pub fn models(&self) -> Result<Vec<String>> {
         let dir = self.root.join("models");
         let entries = match fs::read_dir(&dir) {
@@ -109,7 +172,8 @@ impl Registry {
             let entry = entry.map_err(|e| Error::io(&dir, e))?;
             if let Some(name) = entry.file_name().to_str()
                 && validate_name(name).is_ok()
-                && !self.versions(name)?.is_empty()
+                && (self.model_dir(name).join("model.json").is_file()
+                    || !self.version_numbers(name)?.is_empty())
             {
                 names.push(name.to_string());
             }
@@ -120,6 +184,40 @@ impl Registry {
 
     /// Every version of `name`, oldest first.
     pub fn versions(&self, name: &str) -> Result<Vec<ModelVersion>> {
+        self.version_numbers(name)?
+            .into_iter()
+            .map(|n| self.version(name, n))
+            .collect()
+    }
+
+    /// The highest version number `name` has used, deleted ones included
+    /// (0 when none): numbers are never reused.
+    fn highest_number(&self, name: &str) -> Result<u64> {
+        let dir = self.versions_dir(name);
+        let entries = match fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(Error::io(&dir, e)),
+        };
+        let mut highest = 0;
+        for entry in entries {
+            let entry = entry.map_err(|e| Error::io(&dir, e))?;
+            let file_name = entry.file_name();
+            let Some(name) = file_name.to_str() else {
+                continue;
+            };
+            let stem = name
+                .strip_suffix(".json")
+                .or_else(|| name.strip_suffix(".deleted"));
+            if let Some(number) = stem.and_then(|s| s.parse::<u64>().ok()) {
+                highest = highest.max(number);
+            }
+        }
+        Ok(highest)
+    }
+
+    /// The version numbers of `name`, ascending.
+    pub(crate) fn version_numbers(&self, name: &str) -> Result<Vec<u64>> {
         validate_name(name)?;
         let dir = self.versions_dir(name);
         let entries = match fs::read_dir(&dir) {
@@ -139,7 +237,7 @@ impl Registry {
             }
         }
         numbers.sort_unstable();
-        numbers.into_iter().map(|n| self.version(name, n)).collect()
+        Ok(numbers)
     }
 
     /// One version of `name`.
@@ -156,18 +254,45 @@ impl Registry {
             }
             Err(e) => return Err(Error::io(&path, e)),
         };
-        serde_json::from_slice(&bytes).map_err(|source| Error::Metadata { path, source })
+        let mut version: ModelVersion =
+            serde_json::from_slice(&bytes).map_err(|source| Error::Metadata { path, source })?;
+        // The directory names the model (a rename moves the directory).
+        version.name = name.to_string();
+        if version.updated_at.is_empty() {
+            version.updated_at = version.created_at.clone();
+        }
+        Ok(version)
     }
 
-    /// The newest version of `name`.
+    /// The newest servable (`READY`) version of `name`.
     pub fn latest(&self, name: &str) -> Result<ModelVersion> {
-        self.versions(name)?
-            .pop()
-            .ok_or_else(|| Error::ModelNotFound(name.to_string()))
+        let versions = self.versions(name)?;
+        if versions.is_empty() && !self.model_dir(name).join("model.json").is_file() {
+            return Err(Error::ModelNotFound(name.to_string()));
+        }
+        versions
+            .into_iter()
+            .rev()
+            .find(ModelVersion::is_ready)
+            .ok_or_else(|| Error::VersionNotFound {
+                model: name.to_string(),
+                version: "ready".to_string(),
+            })
     }
 
     /// The ONNX bytes of a version, checked against the recorded digest.
     pub fn model_bytes(&self, version: &ModelVersion) -> Result<Vec<u8>> {
+        if !version.is_ready() {
+            return Err(Error::InvalidParameter(format!(
+                "version {} of {} holds no model: its registration failed ({})",
+                version.version,
+                version.name,
+                version
+                    .status_message
+                    .as_deref()
+                    .unwrap_or("no reason recorded")
+            )));
+        }
         let path = self.blob_path(&version.sha256);
         let bytes = fs::read(&path).map_err(|e| Error::io(&path, e))?;
         let actual = hex::encode(Sha256::digest(&bytes));
@@ -181,8 +306,17 @@ impl Registry {
         Ok(bytes)
     }
 
+    /// The path of a version's ONNX file (for streaming it out).
+    pub fn blob_path_of(&self, version: &ModelVersion) -> Option<PathBuf> {
+        version.is_ready().then(|| self.blob_path(&version.sha256))
+    }
+
+    pub(crate) fn model_dir(&self, name: &str) -> PathBuf {
+        self.root.join("models").join(name)
+    }
+
     fn versions_dir(&self, name: &str) -> PathBuf {
-        self.root.join("models").join(name).join("versions")
+        self.model_dir(name).join("versions")
     }
 
     fn blob_path(&self, sha256: &str) -> PathBuf {
@@ -201,7 +335,7 @@ impl Registry {
     }
 }
 
-fn validate_name(name: &str) -> Result<()> {
+pub(crate) fn validate_name(name: &str) -> Result<()> {
     let ok = !name.is_empty()
         && name.len() <= 128
         && !name.starts_with('.')
@@ -220,8 +354,13 @@ fn check_features(name: &str, signature: &crate::Signature, new: &NewVersion) ->
         model: name.to_string(),
         message,
     };
-    // aurum feeds one float32 matrix [batch, features] and reads a float32
-    // first output; anything else could load but never serve.
+    // Without declared features the model is served with raw tensors only
+    // (the Open Inference Protocol), whatever its inputs.
+    if new.features.is_empty() && new.imputation.is_empty() {
+        return Ok(());
+    }
+    // `/predict` feeds one float32 matrix [batch, features] and reads a
+    // float32 first output; anything else could load but never serve.
     let [input] = signature.inputs.as_slice() else {
         return Err(mismatch(format!(
             "the model has {} inputs; aurum serves models with one [batch, features] float32 input",
@@ -244,11 +383,6 @@ fn check_features(name: &str, signature: &crate::Signature, new: &NewVersion) ->
         }
         None => return Err(mismatch("the model has no outputs".to_string())),
     }
-    if new.features.is_empty() {
-        return Err(mismatch(
-            "no features were declared for the model input".to_string(),
-        ));
-    }
     if let Some(&width) = input.shape.last()
         && width >= 0
         && width as usize != new.features.len()
@@ -270,12 +404,15 @@ fn check_features(name: &str, signature: &crate::Signature, new: &NewVersion) ->
     Ok(())
 }
 
-fn write_temp(dir: &Path, bytes: &[u8]) -> Result<PathBuf> {
+/// Writes `bytes` to a new, uniquely named temporary file in `dir`, synced.
+pub(crate) fn write_temp(dir: &Path, bytes: &[u8]) -> Result<PathBuf> {
     let nonce = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())
         .unwrap_or_default();
-    let path = dir.join(format!(".tmp-{}-{nonce}", std::process::id()));
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let count = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let path = dir.join(format!(".tmp-{}-{nonce}-{count}", std::process::id()));
     let mut file = fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -286,7 +423,24 @@ fn write_temp(dir: &Path, bytes: &[u8]) -> Result<PathBuf> {
     Ok(path)
 }
 
-fn sync_dir(dir: &Path) -> Result<()> {
+/// Replaces `path` with `bytes` atomically (a temporary file renamed over
+/// it), so readers see the old or the new document.
+pub(crate) fn replace_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = write_temp(dir, bytes)?;
+    if let Err(e) = fs::rename(&tmp, path) {
+        let _ = fs::remove_file(&tmp);
+        return Err(Error::io(path, e));
+    }
+    sync_dir(dir)
+}
+
+/// The current time as the registry records it.
+pub(crate) fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
     fs::File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| Error::io(dir, e))

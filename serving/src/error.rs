@@ -36,6 +36,15 @@ impl AppError {
         }
     }
 
+    /// A 409: the request conflicts with the current state.
+    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
+        AppError {
+            status: StatusCode::CONFLICT,
+            code,
+            message: message.into(),
+        }
+    }
+
     /// A 413: the request asks for more than one request may.
     pub fn payload_too_large(message: impl Into<String>) -> Self {
         AppError {
@@ -100,6 +109,18 @@ impl From<registry::Error> for AppError {
             E::InvalidModel { .. } | E::SignatureMismatch { .. } => {
                 AppError::bad_request("invalid_model", message)
             }
+            E::AliasNotFound { .. } => AppError::not_found("alias_not_found", message),
+            E::ModelExists(_) => AppError::conflict("model_exists", message),
+            E::VersionAliased { .. } | E::ModelAliased { .. } => {
+                AppError::conflict("aliased", message)
+            }
+            E::NothingToRollBack { .. } => AppError::conflict("nothing_to_roll_back", message),
+            E::InvalidParameter(_) => AppError::bad_request("invalid_parameter", message),
+            E::Mlflow { .. } => AppError {
+                status: StatusCode::BAD_GATEWAY,
+                code: "mlflow_unavailable",
+                message,
+            },
             E::RuntimeMissing { .. } | E::Corrupt { .. } | E::Io { .. } | E::Metadata { .. } => {
                 AppError::internal(message)
             }

@@ -11,6 +11,7 @@
 
 pub mod error;
 pub mod metrics;
+pub mod mlflow;
 pub mod models;
 pub mod online_features;
 pub mod predict;
@@ -106,6 +107,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/metrics", get(metrics::metrics))
         .route("/health/live", get(live))
         .route("/health/ready", get(ready))
+        .merge(mlflow::routes())
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }

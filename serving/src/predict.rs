@@ -75,8 +75,20 @@ pub async fn predict(
             ),
         )
     })?;
-    let rows = row_count(&request)?;
     let features = &model.version.features;
+    if features.is_empty() {
+        return Err(AppError::bad_request(
+            "no_feature_list",
+            format!(
+                "model {} v{} was registered without a feature list (the {} tag when \
+                 registered through MLflow), so /predict cannot assemble its input",
+                model.version.name,
+                model.version.version,
+                crate::mlflow::FEATURES_TAG
+            ),
+        ));
+    }
+    let rows = row_count(&request)?;
     let width = features.len();
     let mut matrix = vec![f32::NAN; rows * width];
     let mut statuses: Vec<BTreeMap<String, FeatureStatus>> = vec![BTreeMap::new(); rows];

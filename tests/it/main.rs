@@ -2,6 +2,7 @@
 //! real clients. One test binary for all of them keeps link time down.
 
 mod demo;
+mod model_registry;
 mod pipeline;
 mod serve;
 mod training_set;

@@ -62,6 +62,7 @@ pub fn register(
         metrics: model.metrics.clone(),
         lineage,
         tags,
+        source: String::new(),
     };
     Ok(registry.register(name, &model.onnx, new)?)
 }

@@ -1,0 +1,490 @@
+//! Changing a registered model: its own metadata, its versions' mutable
+//! fields, deletion, renaming, and aliases with their history.
+//!
+//! Every change takes the model's lock (an OS file lock on
+//! `models/<name>/.lock`), reads, and replaces whole documents atomically.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Write;
+
+use crate::error::{Error, Result};
+use crate::model::{AliasChange, ModelVersion, RegisteredModel};
+use crate::store::{Registry, now, replace_file, sync_dir, validate_name, write_temp};
+
+/// The alias that `rollback` moves back by default.
+pub const CHAMPION: &str = "champion";
+
+impl Registry {
+    /// Creates a registered model with no versions.
+    pub fn create_model(
+        &self,
+        name: &str,
+        description: &str,
+        tags: BTreeMap<String, String>,
+    ) -> Result<RegisteredModel> {
+        validate_name(name)?;
+        for key in tags.keys() {
+            validate_tag_key(key)?;
+        }
+        let now = now();
+        let model = RegisteredModel {
+            name: name.to_string(),
+            created_at: now.clone(),
+            updated_at: now,
+            description: description.to_string(),
+            tags,
+        };
+        if self.create_model_record(&model)? {
+            Ok(model)
+        } else {
+            Err(Error::ModelExists(name.to_string()))
+        }
+    }
+
+    /// Creates the model's record unless it exists; `true` when created.
+    fn create_model_record(&self, model: &RegisteredModel) -> Result<bool> {
+        let dir = self.model_dir(&model.name);
+        fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        let path = dir.join("model.json");
+        if path.is_file() {
+            return Ok(false);
+        }
+        let tmp = write_temp(&dir, &to_json(&path, model)?)?;
+        // A hard link fails if the name is taken: of two creators, one wins.
+        let linked = fs::hard_link(&tmp, &path);
+        let _ = fs::remove_file(&tmp);
+        match linked {
+            Ok(()) => {
+                sync_dir(&dir)?;
+                Ok(true)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(Error::io(&path, e)),
+        }
+    }
+
+    /// Makes sure `name` has a model record (registering a version creates
+    /// the model).
+    pub(crate) fn ensure_model(&self, name: &str) -> Result<()> {
+        let now = now();
+        self.create_model_record(&RegisteredModel {
+            name: name.to_string(),
+            created_at: now.clone(),
+            updated_at: now,
+            description: String::new(),
+            tags: BTreeMap::new(),
+        })?;
+        Ok(())
+    }
+
+    /// A registered model.
+    pub fn model(&self, name: &str) -> Result<RegisteredModel> {
+        validate_name(name)?;
+        let path = self.model_dir(name).join("model.json");
+        match fs::read(&path) {
+            Ok(bytes) => {
+                let mut model: RegisteredModel = serde_json::from_slice(&bytes)
+                    .map_err(|source| Error::Metadata { path, source })?;
+                model.name = name.to_string();
+                Ok(model)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                // Registries written before models had records.
+                let first = self
+                    .versions(name)?
+                    .into_iter()
+                    .next()
+                    .ok_or_else(|| Error::ModelNotFound(name.to_string()))?;
+                Ok(RegisteredModel {
+                    name: name.to_string(),
+                    created_at: first.created_at.clone(),
+                    updated_at: first.created_at,
+                    description: String::new(),
+                    tags: BTreeMap::new(),
+                })
+            }
+            Err(e) => Err(Error::io(&path, e)),
+        }
+    }
+
+    /// Changes a model's description.
+    pub fn set_model_description(&self, name: &str, description: &str) -> Result<RegisteredModel> {
+        self.change_model(name, |model| {
+            model.description = description.to_string();
+            Ok(())
+        })
+    }
+
+    /// Sets a tag on a model.
+    pub fn set_model_tag(&self, name: &str, key: &str, value: &str) -> Result<RegisteredModel> {
+        validate_tag_key(key)?;
+        self.change_model(name, |model| {
+            model.tags.insert(key.to_string(), value.to_string());
+            Ok(())
+        })
+    }
+
+    /// Removes a tag from a model (no error if it was not set).
+    pub fn delete_model_tag(&self, name: &str, key: &str) -> Result<RegisteredModel> {
+        self.change_model(name, |model| {
+            model.tags.remove(key);
+            Ok(())
+        })
+    }
+
+    fn change_model(
+        &self,
+        name: &str,
+        change: impl FnOnce(&mut RegisteredModel) -> Result<()>,
+    ) -> Result<RegisteredModel> {
+        self.model(name)?;
+        let _lock = self.lock(name)?;
+        let mut model = self.model(name)?;
+        change(&mut model)?;
+        model.updated_at = now();
+        let path = self.model_dir(name).join("model.json");
+        replace_file(&path, &to_json(&path, &model)?)?;
+        Ok(model)
+    }
+
+    /// Renames a model with all its versions, aliases and history.
+    pub fn rename_model(&self, name: &str, new_name: &str) -> Result<RegisteredModel> {
+        validate_name(new_name)?;
+        self.model(name)?;
+        let _lock = self.lock(name)?;
+        let (from, to) = (self.model_dir(name), self.model_dir(new_name));
+        if to.exists() {
+            return Err(Error::ModelExists(new_name.to_string()));
+        }
+        fs::rename(&from, &to).map_err(|e| Error::io(&from, e))?;
+        sync_dir(&self.root().join("models"))?;
+        // The lock held is the renamed directory's: update in place rather
+        // than through `change_model`, which would take it a second time.
+        let mut model = self.model(new_name)?;
+        model.updated_at = now();
+        let path = to.join("model.json");
+        replace_file(&path, &to_json(&path, &model)?)?;
+        Ok(model)
+    }
+
+    /// Deletes a model and its versions; refused while it has aliases.
+    /// Stored files stay (other versions may share them).
+    pub fn delete_model(&self, name: &str) -> Result<()> {
+        self.model(name)?;
+        let _lock = self.lock(name)?;
+        let aliases = self.aliases(name)?;
+        if !aliases.is_empty() {
+            return Err(Error::ModelAliased {
+                model: name.to_string(),
+                aliases: aliases.keys().cloned().collect::<Vec<_>>().join(", "),
+            });
+        }
+        let dir = self.model_dir(name);
+        // Renamed out of the way first, so the model vanishes at once.
+        let doomed = self
+            .root()
+            .join("models")
+            .join(format!(".deleted-{name}-{}", std::process::id()));
+        fs::rename(&dir, &doomed).map_err(|e| Error::io(&dir, e))?;
+        fs::remove_dir_all(&doomed).map_err(|e| Error::io(&doomed, e))?;
+        tracing::info!(model = name, "deleted model");
+        Ok(())
+    }
+
+    /// Changes a version's description.
+    pub fn set_version_description(
+        &self,
+        name: &str,
+        version: u64,
+        description: &str,
+    ) -> Result<ModelVersion> {
+        self.change_version(name, version, |v| {
+            v.description = description.to_string();
+            Ok(())
+        })
+    }
+
+    /// Sets a tag on a version.
+    pub fn set_version_tag(
+        &self,
+        name: &str,
+        version: u64,
+        key: &str,
+        value: &str,
+    ) -> Result<ModelVersion> {
+        validate_tag_key(key)?;
+        self.change_version(name, version, |v| {
+            v.tags.insert(key.to_string(), value.to_string());
+            Ok(())
+        })
+    }
+
+    /// Removes a tag from a version (no error if it was not set).
+    pub fn delete_version_tag(&self, name: &str, version: u64, key: &str) -> Result<ModelVersion> {
+        self.change_version(name, version, |v| {
+            v.tags.remove(key);
+            Ok(())
+        })
+    }
+
+    fn change_version(
+        &self,
+        name: &str,
+        version: u64,
+        change: impl FnOnce(&mut ModelVersion) -> Result<()>,
+    ) -> Result<ModelVersion> {
+        self.version(name, version)?;
+        let _lock = self.lock(name)?;
+        let mut current = self.version(name, version)?;
+        change(&mut current)?;
+        current.updated_at = now();
+        let path = self
+            .model_dir(name)
+            .join("versions")
+            .join(format!("{version}.json"));
+        replace_file(&path, &to_json(&path, &current)?)?;
+        Ok(current)
+    }
+
+    /// Deletes a version; refused while an alias points at it. Its number
+    /// is never reused.
+    pub fn delete_version(&self, name: &str, version: u64) -> Result<()> {
+        self.version(name, version)?;
+        let _lock = self.lock(name)?;
+        let pointing: Vec<String> = self
+            .aliases(name)?
+            .into_iter()
+            .filter(|(_, v)| *v == version)
+            .map(|(alias, _)| alias)
+            .collect();
+        if !pointing.is_empty() {
+            return Err(Error::VersionAliased {
+                model: name.to_string(),
+                version,
+                aliases: pointing.join(", "),
+            });
+        }
+        let dir = self.model_dir(name).join("versions");
+        // A tombstone keeps the number taken, so a later registration does
+        // not reuse it.
+        let tombstone = dir.join(format!("{version}.deleted"));
+        fs::write(&tombstone, b"").map_err(|e| Error::io(&tombstone, e))?;
+        let path = dir.join(format!("{version}.json"));
+        fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
+        sync_dir(&dir)?;
+        tracing::info!(model = name, version, "deleted model version");
+        Ok(())
+    }
+
+    /// The model's aliases: alias → version.
+    pub fn aliases(&self, name: &str) -> Result<BTreeMap<String, u64>> {
+        validate_name(name)?;
+        let path = self.model_dir(name).join("aliases.json");
+        match fs::read(&path) {
+            Ok(bytes) => {
+                serde_json::from_slice(&bytes).map_err(|source| Error::Metadata { path, source })
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
+            Err(e) => Err(Error::io(&path, e)),
+        }
+    }
+
+    /// The version an alias points at.
+    pub fn by_alias(&self, name: &str, alias: &str) -> Result<ModelVersion> {
+        let aliases = self.aliases(name)?;
+        let Some(&version) = aliases.get(alias) else {
+            self.model(name)?;
+            return Err(Error::AliasNotFound {
+                model: name.to_string(),
+                alias: alias.to_string(),
+            });
+        };
+        self.version(name, version)
+    }
+
+    /// Points `alias` at `version` (which must be `READY`), recording who
+    /// moved it. Returns the change recorded.
+    pub fn set_alias(
+        &self,
+        name: &str,
+        alias: &str,
+        version: u64,
+        who: &str,
+    ) -> Result<AliasChange> {
+        validate_alias(alias)?;
+        let target = self.version(name, version)?;
+        if !target.is_ready() {
+            return Err(Error::InvalidParameter(format!(
+                "version {version} of {name} cannot take alias {alias:?}: its registration failed"
+            )));
+        }
+        let _lock = self.lock(name)?;
+        self.move_alias(name, alias, Some(version), who, false)
+    }
+
+    /// Deletes an alias, recording who did.
+    pub fn delete_alias(&self, name: &str, alias: &str, who: &str) -> Result<AliasChange> {
+        self.model(name)?;
+        let _lock = self.lock(name)?;
+        if !self.aliases(name)?.contains_key(alias) {
+            return Err(Error::AliasNotFound {
+                model: name.to_string(),
+                alias: alias.to_string(),
+            });
+        }
+        self.move_alias(name, alias, None, who, false)
+    }
+
+    /// Moves `alias` (usually [`CHAMPION`]) back to the version it pointed
+    /// at before its current one: each rollback undoes one earlier move,
+    /// so repeated rollbacks walk back through the history.
+    pub fn rollback(&self, name: &str, alias: &str, who: &str) -> Result<AliasChange> {
+        self.model(name)?;
+        let _lock = self.lock(name)?;
+        let cannot = |reason: &str| Error::NothingToRollBack {
+            model: name.to_string(),
+            alias: alias.to_string(),
+            reason: reason.to_string(),
+        };
+        // Replay the alias's history as a stack: a move pushes, a rollback
+        // pops, a deletion clears.
+        let mut stack: Vec<u64> = Vec::new();
+        for change in self.alias_history(name)? {
+            if change.alias != alias {
+                continue;
+            }
+            match (change.rollback, change.to) {
+                (true, _) => {
+                    stack.pop();
+                }
+                (false, Some(to)) => stack.push(to),
+                (false, None) => stack.clear(),
+            }
+        }
+        let current = *stack
+            .last()
+            .ok_or_else(|| cannot("it points at no version"))?;
+        let previous = stack[..stack.len() - 1]
+            .iter()
+            .rev()
+            .copied()
+            .find(|&v| v != current && self.version(name, v).is_ok_and(|v| v.is_ready()))
+            .ok_or_else(|| cannot(&format!("version {current} is the first it pointed at")))?;
+        self.move_alias(name, alias, Some(previous), who, true)
+    }
+
+    /// Every alias move of the model, oldest first.
+    pub fn alias_history(&self, name: &str) -> Result<Vec<AliasChange>> {
+        validate_name(name)?;
+        let path = self.model_dir(name).join("alias-history.jsonl");
+        let text = match fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(Error::io(&path, e)),
+        };
+        text.lines()
+            .filter(|line| !line.trim().is_empty())
+            .map(|line| {
+                serde_json::from_str(line).map_err(|source| Error::Metadata {
+                    path: path.clone(),
+                    source,
+                })
+            })
+            .collect()
+    }
+
+    /// Moves an alias (the caller holds the lock): the history line is
+    /// appended and synced before the alias document changes, so every
+    /// alias state has its history.
+    fn move_alias(
+        &self,
+        name: &str,
+        alias: &str,
+        to: Option<u64>,
+        who: &str,
+        rollback: bool,
+    ) -> Result<AliasChange> {
+        let mut aliases = self.aliases(name)?;
+        let change = AliasChange {
+            at: now(),
+            who: who.to_string(),
+            alias: alias.to_string(),
+            from: aliases.get(alias).copied(),
+            to,
+            rollback,
+        };
+        let history = self.model_dir(name).join("alias-history.jsonl");
+        let mut line = serde_json::to_vec(&change).map_err(|source| Error::Metadata {
+            path: history.clone(),
+            source,
+        })?;
+        line.push(b'\n');
+        let mut file = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&history)
+            .map_err(|e| Error::io(&history, e))?;
+        file.write_all(&line).map_err(|e| Error::io(&history, e))?;
+        file.sync_all().map_err(|e| Error::io(&history, e))?;
+        match to {
+            Some(version) => aliases.insert(alias.to_string(), version),
+            None => aliases.remove(alias),
+        };
+        let path = self.model_dir(name).join("aliases.json");
+        replace_file(&path, &to_json(&path, &aliases)?)?;
+        tracing::info!(model = name, alias, from = ?change.from, to = ?to, who, rollback, "moved alias");
+        Ok(change)
+    }
+
+    /// Takes the model's lock (released when the returned file drops).
+    fn lock(&self, name: &str) -> Result<fs::File> {
+        let path = self.model_dir(name).join(".lock");
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| Error::io(&path, e))?;
+        file.lock().map_err(|e| Error::io(&path, e))?;
+        Ok(file)
+    }
+}
+
+fn to_json(path: &std::path::Path, value: &impl serde::Serialize) -> Result<Vec<u8>> {
+    serde_json::to_vec_pretty(value).map_err(|source| Error::Metadata {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Alias names: 1-64 letters, digits, `_` or `-`, not `latest` and not
+/// `v<number>` (MLflow reserves those for version references).
+pub fn validate_alias(alias: &str) -> Result<()> {
+    let shaped = !alias.is_empty()
+        && alias.len() <= 64
+        && alias
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-'));
+    let reserved = alias.eq_ignore_ascii_case("latest")
+        || (alias.len() > 1
+            && alias[..1].eq_ignore_ascii_case("v")
+            && alias[1..].chars().all(|c| c.is_ascii_digit()));
+    if shaped && !reserved {
+        Ok(())
+    } else {
+        Err(Error::InvalidParameter(format!(
+            "invalid alias {alias:?}: use 1-64 letters, digits, '_' or '-', not \"latest\" or v<number>"
+        )))
+    }
+}
+
+/// Tag keys: 1-250 characters, no control characters.
+fn validate_tag_key(key: &str) -> Result<()> {
+    if key.is_empty() || key.len() > 250 || key.chars().any(char::is_control) {
+        return Err(Error::InvalidParameter(format!(
+            "invalid tag key {key:?}: use 1-250 characters without control characters"
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,200 @@
+//! The registry's domain API on real ONNX models (built with the training
+//! crate's graph builder, loaded by ONNX Runtime): aliases and their
+//! history, rollback, deletion rules, renaming, concurrent registrations.
+
+use registry::{Error, NewVersion, Registry};
+use training::onnx::{Dim, GraphBuilder};
+
+/// A valid model: sigmoid(x · w) over `width` float features.
+pub fn model(width: usize, seed: f32) -> Vec<u8> {
+    let mut g = GraphBuilder::new("linear");
+    let weights: Vec<f32> = (0..width).map(|i| seed + i as f32).collect();
+    g.input("x", &[Dim::Dynamic("batch"), Dim::Fixed(width as i64)])
+        .output("y", &[Dim::Dynamic("batch"), Dim::Fixed(1)])
+        .constant("w", &[width as i64, 1], &weights)
+        .node("MatMul", &["x", "w"], &["z"])
+        .node("Sigmoid", &["z"], &["y"]);
+    g.finish("test model")
+}
+
+fn features(width: usize) -> NewVersion {
+    NewVersion {
+        features: (0..width).map(|i| format!("v:f{i}")).collect(),
+        ..NewVersion::default()
+    }
+}
+
+#[test]
+fn aliases_move_with_history_and_roll_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = Registry::open(dir.path()).unwrap();
+    for seed in 1..=3 {
+        registry
+            .register("fraud", &model(2, seed as f32), features(2))
+            .unwrap();
+    }
+    for version in 1..=3 {
+        registry
+            .set_alias("fraud", "champion", version, "ana")
+            .unwrap();
+    }
+    registry.set_alias("fraud", "challenger", 1, "bo").unwrap();
+    assert_eq!(registry.by_alias("fraud", "champion").unwrap().version, 3);
+    let history = registry.alias_history("fraud").unwrap();
+    assert_eq!(history.len(), 4);
+    assert_eq!(
+        (history[2].from, history[2].to, history[2].who.as_str()),
+        (Some(2), Some(3), "ana")
+    );
+
+    // Each rollback undoes one move, then there is nothing left to undo.
+    assert_eq!(
+        registry.rollback("fraud", "champion", "cy").unwrap().to,
+        Some(2)
+    );
+    assert_eq!(
+        registry.rollback("fraud", "champion", "cy").unwrap().to,
+        Some(1)
+    );
+    let err = registry.rollback("fraud", "champion", "cy").unwrap_err();
+    assert!(matches!(err, Error::NothingToRollBack { .. }), "{err}");
+    let last = registry.alias_history("fraud").unwrap().pop().unwrap();
+    assert!(last.rollback && last.who == "cy" && last.from == Some(2));
+
+    // A version an alias points at cannot be deleted; numbers are not reused.
+    let err = registry.delete_version("fraud", 1).unwrap_err();
+    assert!(err.to_string().contains("champion"), "{err}");
+    assert!(err.to_string().contains("challenger"), "{err}");
+    registry.delete_version("fraud", 2).unwrap();
+    assert!(matches!(
+        registry.version("fraud", 2),
+        Err(Error::VersionNotFound { .. })
+    ));
+    registry.delete_version("fraud", 3).unwrap();
+    let next = registry
+        .register("fraud", &model(2, 9.0), features(2))
+        .unwrap();
+    assert_eq!(next.version, 4);
+
+    // Tags and descriptions change; a rename keeps versions and aliases.
+    registry
+        .set_version_tag("fraud", 4, "stage", "shadow")
+        .unwrap();
+    registry
+        .set_version_description("fraud", 4, "retrained")
+        .unwrap();
+    registry.set_model_tag("fraud", "team", "risk").unwrap();
+    registry.rename_model("fraud", "fraud_v2").unwrap();
+    assert!(matches!(
+        registry.model("fraud"),
+        Err(Error::ModelNotFound(_))
+    ));
+    let v4 = registry.version("fraud_v2", 4).unwrap();
+    assert_eq!(
+        (
+            v4.name.as_str(),
+            v4.tags["stage"].as_str(),
+            v4.description.as_str()
+        ),
+        ("fraud_v2", "shadow", "retrained")
+    );
+    assert_eq!(
+        registry.by_alias("fraud_v2", "champion").unwrap().version,
+        1
+    );
+    assert_eq!(registry.model("fraud_v2").unwrap().tags["team"], "risk");
+
+    // A model with aliases is not deleted; without, it is.
+    let err = registry.delete_model("fraud_v2").unwrap_err();
+    assert!(matches!(err, Error::ModelAliased { .. }), "{err}");
+    registry
+        .delete_alias("fraud_v2", "champion", "ana")
+        .unwrap();
+    registry
+        .delete_alias("fraud_v2", "challenger", "ana")
+        .unwrap();
+    registry.delete_model("fraud_v2").unwrap();
+    assert!(registry.models().unwrap().is_empty());
+}
+
+#[test]
+fn bad_names_and_aliases_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = Registry::open(dir.path()).unwrap();
+    registry.register("m", &model(1, 1.0), features(1)).unwrap();
+    for bad in ["", "../x", "a/b", "a\u{7}b", ".hidden", &"n".repeat(200)] {
+        let err = registry
+            .create_model(bad, "", Default::default())
+            .unwrap_err();
+        assert!(matches!(err, Error::InvalidName(_)), "{bad:?}: {err}");
+    }
+    for bad in ["", "latest", "v3", "a b", "x/y"] {
+        let err = registry.set_alias("m", bad, 1, "t").unwrap_err();
+        assert!(matches!(err, Error::InvalidParameter(_)), "{bad:?}: {err}");
+    }
+    assert!(matches!(
+        registry.set_alias("m", "champion", 7, "t"),
+        Err(Error::VersionNotFound { .. })
+    ));
+    assert!(matches!(
+        registry.by_alias("m", "nobody"),
+        Err(Error::AliasNotFound { .. })
+    ));
+    assert!(matches!(
+        registry.create_model("m", "", Default::default()),
+        Err(Error::ModelExists(_))
+    ));
+}
+
+#[test]
+fn concurrent_registrations_get_distinct_numbers() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = Registry::open(dir.path()).unwrap();
+    let handles: Vec<_> = (0..8)
+        .map(|i| {
+            let registry = registry.clone();
+            std::thread::spawn(move || {
+                registry
+                    .register("m", &model(2, i as f32), features(2))
+                    .unwrap()
+                    .version
+            })
+        })
+        .collect();
+    let mut numbers: Vec<u64> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    numbers.sort_unstable();
+    assert_eq!(numbers, (1..=8).collect::<Vec<_>>());
+}
+
+/// The official `mlflow` Python client drives aurum's MLflow-compatible API
+/// (served in process on a loopback port): models, versions from an ONNX
+/// file, aliases, tags, search with filters and pages, errors, download.
+#[test]
+fn the_official_mlflow_client_works_against_aurum() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = Registry::open(dir.path().join("registry")).unwrap();
+    let onnx = dir.path().join("model.onnx");
+    std::fs::write(&onnx, model(2, 0.5)).unwrap();
+    let online = std::sync::Arc::new(feature_store::OnlineStore::new(1 << 20));
+    let state = std::sync::Arc::new(serving::AppState::new(online, registry));
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    runtime.spawn(serving::serve(listener, state, std::future::pending()));
+
+    let work = dir.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let output = std::process::Command::new(crate::demo::venv_python())
+        .arg(crate::demo::workspace().join("tests/python/mlflow_registry.py"))
+        .args([url.as_str(), onnx.to_str().unwrap(), work.to_str().unwrap()])
+        .output()
+        .expect("running the MLflow client");
+    assert!(
+        output.status.success(),
+        "the MLflow client failed: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
