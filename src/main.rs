@@ -2,6 +2,7 @@
 
 mod demo;
 mod project_commands;
+mod registry_commands;
 mod serve;
 mod training_set;
 
@@ -46,6 +47,9 @@ enum Command {
     Materialize(project::MaterializeArgs),
     /// Join a spine point-in-time with features from the gold tables.
     TrainingSet(training_set::TrainingSetArgs),
+    /// The model registry: list, show, register, alias, rollback, history,
+    /// delete, and push to / pull from an MLflow server.
+    Registry(registry_commands::RegistryArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -78,6 +82,7 @@ fn main() -> std::process::ExitCode {
             Command::Serve(args) => serve::run(args).await,
             Command::Materialize(args) => project::materialize(args).await,
             Command::TrainingSet(args) => training_set::run(args).await,
+            Command::Registry(args) => registry_commands::run(args).await,
         }
     });
     match result {

@@ -13,6 +13,7 @@
 
 pub mod error;
 pub mod manage;
+pub mod mlflow_client;
 pub mod model;
 pub mod runtime;
 pub mod search;
@@ -20,6 +21,7 @@ pub mod store;
 
 pub use error::{Error, Result};
 pub use manage::CHAMPION;
+pub use mlflow_client::{MlflowClient, SyncReport};
 pub use model::{
     AliasChange, Lineage, ModelVersion, NewVersion, RegisteredModel, Signature, TensorSpec,
     VersionStatus,

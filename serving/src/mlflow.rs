@@ -632,7 +632,7 @@ async fn create_version(
 
 /// The tag that declares a version's features (`view:feature`, comma
 /// separated, in input column order) when it is created through MLflow.
-pub const FEATURES_TAG: &str = "aurum.features";
+pub use registry::mlflow_client::FEATURES_TAG;
 
 /// The ONNX bytes at a `model-versions/create` source, or why not.
 fn read_source(source: &str) -> Result<Vec<u8>, String> {

@@ -198,3 +198,157 @@ fn the_official_mlflow_client_works_against_aurum() {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+/// A real `mlflow server` (from the test virtualenv) on a loopback port
+/// with a temporary backend store, stopped on drop.
+struct MlflowServer {
+    child: std::process::Child,
+    url: String,
+}
+
+impl Drop for MlflowServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_mlflow(dir: &std::path::Path) -> MlflowServer {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let python = crate::demo::venv_python();
+    let mlflow = python.with_file_name("mlflow");
+    let log = std::fs::File::create(dir.join("mlflow.log")).unwrap();
+    let child = std::process::Command::new(&mlflow)
+        .args([
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--workers",
+            "1",
+            "--backend-store-uri",
+            &format!("sqlite:///{}", dir.join("mlflow.db").display()),
+            "--artifacts-destination",
+            &dir.join("artifacts").display().to_string(),
+        ])
+        .env(
+            "PATH",
+            format!("{}:/usr/bin:/bin", python.parent().unwrap().display()),
+        )
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("starting mlflow server");
+    let server = MlflowServer {
+        child,
+        url: format!("http://127.0.0.1:{port}"),
+    };
+    // MLflow prints no machine-readable ready line: poll its health
+    // endpoint, with a deadline.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let healthy = runtime.block_on(async {
+            reqwest::get(format!("{}/health", server.url))
+                .await
+                .is_ok_and(|r| r.status().is_success())
+        });
+        if healthy {
+            return server;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "mlflow server did not start: {}",
+            std::fs::read_to_string(dir.join("mlflow.log")).unwrap_or_default()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+}
+
+/// `aurum registry push` registers versions, metadata and aliases in a real
+/// MLflow server; `aurum registry pull` imports them into another project.
+#[test]
+fn push_to_and_pull_from_a_real_mlflow_server() {
+    use crate::pipeline::ok;
+
+    let dir = tempfile::tempdir().unwrap();
+    let mlflow = start_mlflow(dir.path());
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    for project in [&a, &b] {
+        ok(dir.path(), &["init", project.to_str().unwrap()]);
+    }
+    for seed in [1.0, 2.0] {
+        let file = dir.path().join(format!("m{seed}.onnx"));
+        std::fs::write(&file, model(2, seed)).unwrap();
+        ok(
+            &a,
+            &[
+                "registry",
+                "register",
+                "fraud",
+                file.to_str().unwrap(),
+                "--features",
+                "v:f0,v:f1",
+            ],
+        );
+    }
+    ok(&a, &["registry", "alias", "fraud", "champion", "2"]);
+    let pushed = ok(
+        &a,
+        &["registry", "push", "fraud", "--mlflow-uri", &mlflow.url],
+    );
+    assert!(
+        pushed.contains("2 pushed, 0 already there; aliases set: champion=v2"),
+        "{pushed}"
+    );
+    let again = ok(
+        &a,
+        &["registry", "push", "fraud", "--mlflow-uri", &mlflow.url],
+    );
+    assert!(again.contains("0 pushed, 2 already there"), "{again}");
+
+    let pulled = ok(
+        &b,
+        &["registry", "pull", "fraud", "--mlflow-uri", &mlflow.url],
+    );
+    assert!(
+        pulled.contains("2 pulled, 0 already here; aliases set: champion=v2"),
+        "{pulled}"
+    );
+    let here = Registry::open(a.join("data/registry")).unwrap();
+    let there = Registry::open(b.join("data/registry")).unwrap();
+    for (x, y) in here
+        .versions("fraud")
+        .unwrap()
+        .iter()
+        .zip(there.versions("fraud").unwrap())
+    {
+        assert_eq!(
+            (x.version, &x.sha256, &x.features),
+            (y.version, &y.sha256, &y.features)
+        );
+    }
+    assert_eq!(there.by_alias("fraud", "champion").unwrap().version, 2);
+    let again = ok(
+        &b,
+        &["registry", "pull", "fraud", "--mlflow-uri", &mlflow.url],
+    );
+    assert!(again.contains("0 pulled, 2 already here"), "{again}");
+
+    // An unknown model is named in MLflow's words.
+    let output = crate::pipeline::aurum(
+        &b,
+        &["registry", "pull", "nobody", "--mlflow-uri", &mlflow.url],
+    );
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("RESOURCE_DOES_NOT_EXIST"), "{stderr}");
+}
