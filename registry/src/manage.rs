@@ -427,6 +427,7 @@ impl Registry {
             .map_err(|e| Error::io(&history, e))?;
         file.write_all(&line).map_err(|e| Error::io(&history, e))?;
         file.sync_all().map_err(|e| Error::io(&history, e))?;
+        crate::store::crash_point("alias-before-replace");
         match to {
             Some(version) => aliases.insert(alias.to_string(), version),
             None => aliases.remove(alias),

@@ -140,6 +140,7 @@ impl Registry {
                 source,
             })?;
             let tmp = write_temp(&versions_dir, &body)?;
+            crash_point("registry-before-link");
             let linked = fs::hard_link(&tmp, &final_path);
             let _ = fs::remove_file(&tmp);
             match linked {
@@ -402,6 +403,17 @@ fn check_features(name: &str, signature: &crate::Signature, new: &NewVersion) ->
         )));
     }
     Ok(())
+}
+
+/// The fault-injection point a test may set with `AURUM_CRASH_AT`: the
+/// process aborts there, as if killed, with no cleanup.
+pub(crate) fn crash_point(point: &str) {
+    static CRASH_AT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    let at = CRASH_AT.get_or_init(|| std::env::var("AURUM_CRASH_AT").ok());
+    if at.as_deref() == Some(point) {
+        eprintln!("AURUM_CRASH_AT={point}: aborting");
+        std::process::abort();
+    }
 }
 
 /// Writes `bytes` to a new, uniquely named temporary file in `dir`, synced.

@@ -352,3 +352,35 @@ fn push_to_and_pull_from_a_real_mlflow_server() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("RESOURCE_DOES_NOT_EXIST"), "{stderr}");
 }
+
+/// A registration killed after the file and a temporary metadata document
+/// were written, before the version was linked into place, leaves no
+/// version; the next registration takes number 1.
+#[test]
+fn a_registration_killed_mid_write_leaves_no_version() {
+    use crate::pipeline::ok;
+
+    let dir = tempfile::tempdir().unwrap();
+    ok(dir.path(), &["init", "."]);
+    let file = dir.path().join("m.onnx");
+    std::fs::write(&file, model(2, 1.0)).unwrap();
+    let args = [
+        "registry",
+        "register",
+        "fraud",
+        file.to_str().unwrap(),
+        "--features",
+        "v:f0,v:f1",
+    ];
+    let crashed = std::process::Command::new(env!("CARGO_BIN_EXE_aurum"))
+        .args(args)
+        .current_dir(dir.path())
+        .env("AURUM_CRASH_AT", "registry-before-link")
+        .output()
+        .unwrap();
+    assert!(!crashed.status.success(), "the crash point was not reached");
+    let registry = Registry::open(dir.path().join("data/registry")).unwrap();
+    assert!(registry.versions("fraud").unwrap().is_empty());
+    let out = ok(dir.path(), &args);
+    assert!(out.contains("registered fraud v1"), "{out}");
+}
