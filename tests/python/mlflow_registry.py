@@ -38,6 +38,19 @@ assert v1.creation_timestamp > 1_600_000_000_000, v1.creation_timestamp
 v2 = client.create_model_version("fraud", "file://" + onnx_path)
 assert str(v2.version) == "2" and v2.status == "READY", v2
 
+# An MLflow model directory whose MLmodel names the ONNX file.
+model_dir = os.path.join(work, "mlflow_model")
+os.makedirs(model_dir, exist_ok=True)
+with open(onnx_path, "rb") as f, open(os.path.join(model_dir, "scorer.onnx"), "wb") as g:
+    g.write(f.read())
+with open(os.path.join(model_dir, "MLmodel"), "w") as f:
+    f.write("artifact_path: model\nflavors:\n  onnx:\n    data: scorer.onnx\n")
+client.create_registered_model("dir_model")
+from_dir = client.create_model_version("dir_model", model_dir)
+assert from_dir.status == "READY" and from_dir.source == model_dir, from_dir
+fails_with("INVALID_PARAMETER_VALUE", client.create_registered_model, "bad\u0007name")
+fails_with("INVALID_PARAMETER_VALUE", client.create_registered_model, "x" * 300)
+
 # A source that is not an ONNX model: the version is recorded as failed.
 garbage = os.path.join(work, "garbage.onnx")
 with open(garbage, "wb") as f:
@@ -80,7 +93,7 @@ while True:
     token = page.token
     if not token:
         break
-assert names == ["fraud"] + [f"other_{i}" for i in range(5)], names
+assert names == ["dir_model", "fraud"] + [f"other_{i}" for i in range(5)], names
 versions = client.search_model_versions("name='fraud'")
 assert sorted(str(v.version) for v in versions) == ["1", "2", "3"], versions
 
