@@ -152,7 +152,19 @@ impl Registry {
     pub fn rename_model(&self, name: &str, new_name: &str) -> Result<RegisteredModel> {
         validate_name(new_name)?;
         self.model(name)?;
-        let _lock = self.lock(name)?;
+        // Both names' locks, in a fixed order so two renames cannot deadlock.
+        let (first, second) = if name <= new_name {
+            (name, new_name)
+        } else {
+            (new_name, name)
+        };
+        let _first = self.lock(first)?;
+        let _second = if first == second {
+            None
+        } else {
+            Some(self.lock(second)?)
+        };
+        self.model(name)?;
         let (from, to) = (self.model_dir(name), self.model_dir(new_name));
         if to.exists() {
             return Err(Error::ModelExists(new_name.to_string()));
@@ -173,6 +185,7 @@ impl Registry {
     pub fn delete_model(&self, name: &str) -> Result<()> {
         self.model(name)?;
         let _lock = self.lock(name)?;
+        self.model(name)?;
         let aliases = self.aliases(name)?;
         if !aliases.is_empty() {
             return Err(Error::ModelAliased {
@@ -252,6 +265,7 @@ impl Registry {
     pub fn delete_version(&self, name: &str, version: u64) -> Result<()> {
         self.version(name, version)?;
         let _lock = self.lock(name)?;
+        self.version(name, version)?;
         let pointing: Vec<String> = self
             .aliases(name)?
             .into_iter()
@@ -313,13 +327,15 @@ impl Registry {
         who: &str,
     ) -> Result<AliasChange> {
         validate_alias(alias)?;
+        self.version(name, version)?;
+        let _lock = self.lock(name)?;
+        // Checked under the lock, so a concurrent deletion cannot slip in.
         let target = self.version(name, version)?;
         if !target.is_ready() {
             return Err(Error::InvalidParameter(format!(
                 "version {version} of {name} cannot take alias {alias:?}: its registration failed"
             )));
         }
-        let _lock = self.lock(name)?;
         self.move_alias(name, alias, Some(version), who, false)
     }
 
@@ -347,25 +363,32 @@ impl Registry {
             alias: alias.to_string(),
             reason: reason.to_string(),
         };
-        // Replay the alias's history as a stack: a move pushes, a rollback
-        // pops, a deletion clears.
+        // Replay the alias's history as a stack: a move pushes; a rollback
+        // cuts the stack back to the version it moved to; a deletion clears.
         let mut stack: Vec<u64> = Vec::new();
         for change in self.alias_history(name)? {
             if change.alias != alias {
                 continue;
             }
             match (change.rollback, change.to) {
-                (true, _) => {
-                    stack.pop();
-                }
+                (true, Some(to)) => match stack.iter().rposition(|&v| v == to) {
+                    Some(at) => stack.truncate(at + 1),
+                    None => stack = vec![to],
+                },
                 (false, Some(to)) => stack.push(to),
-                (false, None) => stack.clear(),
+                (_, None) => stack.clear(),
             }
         }
-        let current = *stack
-            .last()
+        // The alias document is the truth about where the alias is now.
+        let current = *self
+            .aliases(name)?
+            .get(alias)
             .ok_or_else(|| cannot("it points at no version"))?;
-        let previous = stack[..stack.len() - 1]
+        let before = match stack.iter().rposition(|&v| v == current) {
+            Some(at) => &stack[..at],
+            None => &stack[..],
+        };
+        let previous = before
             .iter()
             .rev()
             .copied()
@@ -438,9 +461,13 @@ impl Registry {
         Ok(change)
     }
 
-    /// Takes the model's lock (released when the returned file drops).
-    fn lock(&self, name: &str) -> Result<fs::File> {
-        let path = self.model_dir(name).join(".lock");
+    /// Takes the model's lock (released when the returned file drops). Lock
+    /// files live in `locks/`, outside the model's directory, so a rename or
+    /// deletion never leaves a waiter holding a lock on a moved file.
+    pub(crate) fn lock(&self, name: &str) -> Result<fs::File> {
+        let dir = self.root().join("locks");
+        fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        let path = dir.join(format!("{name}.lock"));
         let file = fs::OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -468,9 +495,9 @@ pub fn validate_alias(alias: &str) -> Result<()> {
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-'));
     let reserved = alias.eq_ignore_ascii_case("latest")
-        || (alias.len() > 1
-            && alias[..1].eq_ignore_ascii_case("v")
-            && alias[1..].chars().all(|c| c.is_ascii_digit()));
+        || alias
+            .strip_prefix(['v', 'V'])
+            .is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()));
     if shaped && !reserved {
         Ok(())
     } else {

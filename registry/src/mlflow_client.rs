@@ -36,6 +36,8 @@ pub struct SyncReport {
     pub skipped: usize,
     /// Aliases set: alias → version on the receiving side.
     pub aliases: BTreeMap<String, u64>,
+    /// Aliases not set because aurum does not accept their names.
+    pub skipped_aliases: Vec<String>,
 }
 
 /// A client of one MLflow server.
@@ -207,7 +209,7 @@ impl MlflowClient {
         let artifact_uri = run["run"]["info"]["artifact_uri"]
             .as_str()
             .unwrap_or_default();
-        let Some(root) = artifact_uri.strip_prefix("mlflow-artifacts:") else {
+        let Some(root) = proxied_path(artifact_uri) else {
             return Err(self.fail(
                 "runs/create",
                 format!(
@@ -216,26 +218,9 @@ impl MlflowClient {
                 ),
             ));
         };
-        let root = root.trim_start_matches('/');
-        let mlmodel = format!(
-            "artifact_path: model\nflavors:\n  onnx:\n    data: model.onnx\nmodel_uuid: {}\n",
-            version.sha256
-        );
-        for (file, body) in [("model.onnx", bytes), ("MLmodel", mlmodel.into_bytes())] {
-            let path = format!("/api/2.0/mlflow-artifacts/artifacts/{root}/model/{file}");
-            let response = self
-                .http
-                .put(format!("{}{path}", self.base))
-                .body(body)
-                .send()
-                .await
-                .map_err(|e| self.fail(&path, e))?;
-            if !response.status().is_success() {
-                let status = response.status();
-                let text = response.text().await.unwrap_or_default();
-                return Err(self.fail(&path, format!("{status}: {text}")));
-            }
-        }
+        // Metrics and parameters first (in batches within MLflow's limits:
+        // 1000 metrics, 100 parameters of up to 6000 characters per call),
+        // so a refusal comes before any file is uploaded.
         let now = chrono::Utc::now().timestamp_millis();
         let metrics: Vec<Value> = version
             .metrics
@@ -247,14 +232,39 @@ impl MlflowClient {
             .lineage
             .parameters
             .iter()
+            .filter(|(_, v)| v.len() <= 6000)
             .map(|(k, v)| json!({"key": k, "value": v}))
             .collect();
-        self.call(
-            reqwest::Method::POST,
-            "runs/log-batch",
-            Some(&json!({"run_id": run_id, "metrics": metrics, "params": params})),
-        )
-        .await?;
+        for chunk in 0..metrics.len().div_ceil(100).max(params.len().div_ceil(100)) {
+            let slice = |items: &[Value]| -> Vec<Value> {
+                items.iter().skip(chunk * 100).take(100).cloned().collect()
+            };
+            self.call(
+                reqwest::Method::POST,
+                "runs/log-batch",
+                Some(&json!({"run_id": run_id, "metrics": slice(&metrics), "params": slice(&params)})),
+            )
+            .await?;
+        }
+        let mlmodel = format!(
+            "artifact_path: model\nflavors:\n  onnx:\n    data: model.onnx\nmodel_uuid: {}\n",
+            version.sha256
+        );
+        for (file, body) in [("model.onnx", bytes), ("MLmodel", mlmodel.into_bytes())] {
+            let path = format!("/api/2.0/mlflow-artifacts/artifacts/{root}/model/{file}");
+            let response = self
+                .http
+                .put(self.artifact_url(&root, &["model", file])?)
+                .body(body)
+                .send()
+                .await
+                .map_err(|e| self.fail(&path, e))?;
+            if !response.status().is_success() {
+                let status = response.status();
+                let text = response.text().await.unwrap_or_default();
+                return Err(self.fail(&path, format!("{status}: {text}")));
+            }
+        }
         self.call(
             reqwest::Method::POST,
             "runs/update",
@@ -311,7 +321,7 @@ impl MlflowClient {
         }
         remote.sort_by_key(|v| number(v).unwrap_or_default());
         let mut pulled: BTreeMap<String, u64> = BTreeMap::new();
-        for version in registry.versions(name).unwrap_or_default() {
+        for version in registry.versions(name)? {
             if let Some(source) = version.tags.get(SOURCE_TAG) {
                 pulled.insert(source.clone(), version.version);
             }
@@ -420,24 +430,26 @@ impl MlflowClient {
             )
             .await?;
         let uri = answer["artifact_uri"].as_str().unwrap_or_default();
-        let Some(root) = uri.strip_prefix("mlflow-artifacts:") else {
+        let Some(root) = proxied_path(uri) else {
             return Err(self.fail(
                 "model-versions/get-download-uri",
                 format!("version {version} of {name} is stored at {uri:?}; aurum pulls through the server's artifact proxy (mlflow-artifacts:)"),
             ));
         };
-        let root = root.trim_matches('/');
         let list_path = "/api/2.0/mlflow-artifacts/artifacts";
-        let listing: Value = self
+        let response = self
             .http
             .get(format!("{}{list_path}", self.base))
-            .query(&[("path", root)])
+            .query(&[("path", root.as_str())])
             .send()
             .await
-            .map_err(|e| self.fail(list_path, e))?
-            .json()
-            .await
             .map_err(|e| self.fail(list_path, e))?;
+        if !response.status().is_success() {
+            let status = response.status();
+            let text = response.text().await.unwrap_or_default();
+            return Err(self.fail(list_path, format!("listing {root}: {status}: {text}")));
+        }
+        let listing: Value = response.json().await.map_err(|e| self.fail(list_path, e))?;
         let files: Vec<&str> = listing["files"]
             .as_array()
             .into_iter()
@@ -456,7 +468,7 @@ impl MlflowClient {
         let path = format!("{list_path}/{root}/{file}");
         let response = self
             .http
-            .get(format!("{}{path}", self.base))
+            .get(self.artifact_url(&root, &["", file])?)
             .send()
             .await
             .map_err(|e| self.fail(&path, e))?;
@@ -469,6 +481,35 @@ impl MlflowClient {
             .map_err(|e| self.fail(&path, e))?
             .to_vec())
     }
+}
+
+impl MlflowClient {
+    /// The artifact-proxy URL of `root` joined with `parts`, each part
+    /// percent-encoded as a path segment.
+    fn artifact_url(&self, root: &str, parts: &[&str]) -> Result<reqwest::Url> {
+        let mut url =
+            reqwest::Url::parse(&format!("{}/api/2.0/mlflow-artifacts/artifacts", self.base))
+                .map_err(|e| self.fail("", e))?;
+        {
+            let mut segments = url
+                .path_segments_mut()
+                .map_err(|_| self.fail("", "the MLflow URI cannot take a path"))?;
+            segments.extend(root.split('/').filter(|s| !s.is_empty()));
+            segments.extend(parts.iter().filter(|s| !s.is_empty()));
+        }
+        Ok(url)
+    }
+}
+
+/// The path under the artifact proxy of an `mlflow-artifacts:` URI (either
+/// `mlflow-artifacts:/path` or `mlflow-artifacts://host:port/path`).
+fn proxied_path(uri: &str) -> Option<String> {
+    let rest = uri.strip_prefix("mlflow-artifacts:")?;
+    let path = match rest.strip_prefix("//") {
+        Some(with_authority) => with_authority.split_once('/').map_or("", |(_, p)| p),
+        None => rest,
+    };
+    Some(path.trim_matches('/').to_string())
 }
 
 fn tag(version: &Value, key: &str) -> Option<String> {

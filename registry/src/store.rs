@@ -129,6 +129,10 @@ impl Registry {
     fn commit_version(&self, mut version: ModelVersion) -> Result<ModelVersion> {
         let name = version.name.clone();
         self.ensure_model(&name)?;
+        // Under the model's lock, so a concurrent rename or deletion cannot
+        // move the directory between here and the commit.
+        let _lock = self.lock(&name)?;
+        self.ensure_model(&name)?;
         let versions_dir = self.versions_dir(&name);
         fs::create_dir_all(&versions_dir).map_err(|e| Error::io(&versions_dir, e))?;
         let mut next = self.highest_number(&name)? + 1;

@@ -98,6 +98,51 @@ pub fn routes() -> Router<Arc<AppState>> {
             "/api/2.0/mlflow-artifacts/artifacts/{*path}",
             get(download_artifact),
         )
+        .layer(axum::middleware::from_fn(same_origin_json))
+}
+
+/// Refuses requests a web page in a browser could forge: a change must be
+/// sent as JSON (`Content-Type: application/json`, which a cross-site page
+/// cannot send without a CORS preflight this server never grants), and a
+/// request whose `Origin` is not this server is refused whatever its
+/// method.
+async fn same_origin_json(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let headers = request.headers();
+    if let Some(origin) = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) {
+        let host = headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or_default();
+        let origin_host = origin.split_once("://").map_or(origin, |(_, rest)| rest);
+        if origin_host != host {
+            return MlflowError {
+                status: StatusCode::FORBIDDEN,
+                code: "PERMISSION_DENIED",
+                message: format!("requests from origin {origin} are not accepted"),
+            }
+            .into_response();
+        }
+    }
+    if request.method() != axum::http::Method::GET {
+        let json = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|c| c.to_str().ok())
+            .is_some_and(|c| c.trim_start().starts_with("application/json"));
+        if !json {
+            return MlflowError {
+                status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                code: "INVALID_PARAMETER_VALUE",
+                message: "requests that change the registry must send a JSON body \
+                          (Content-Type: application/json)"
+                    .to_string(),
+            }
+            .into_response();
+        }
+    }
+    next.run(request).await
 }
 
 /// An error in MLflow's shape.
@@ -649,8 +694,25 @@ fn read_source(source: &str) -> Result<Vec<u8>, String> {
         PathBuf::from(source)
     };
     let file = if path.is_dir() { onnx_in(&path)? } else { path };
+    // Only regular files (not devices or pipes), and no more than ONNX's
+    // protobuf limit.
+    let metadata =
+        std::fs::metadata(&file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+    if !metadata.is_file() {
+        return Err(format!("{} is not a regular file", file.display()));
+    }
+    if metadata.len() > MAX_IMPORT_BYTES {
+        return Err(format!(
+            "{} is {} bytes; an ONNX model is at most {MAX_IMPORT_BYTES}",
+            file.display(),
+            metadata.len()
+        ));
+    }
     std::fs::read(&file).map_err(|e| format!("cannot read {}: {e}", file.display()))
 }
+
+/// The largest file `model-versions/create` imports (protobuf's 2 GiB).
+const MAX_IMPORT_BYTES: u64 = 2 << 30;
 
 /// The ONNX file of an MLflow model directory: the one its `MLmodel` names
 /// (`data:` of the onnx flavor), else the only `*.onnx` file in it.
@@ -663,6 +725,15 @@ fn onnx_in(dir: &Path) -> Result<PathBuf, String> {
             .map(|d| d.trim().trim_matches(['"', '\'']))
             .find(|d| d.ends_with(".onnx"));
         if let Some(data) = named {
+            let inside = Path::new(data)
+                .components()
+                .all(|c| matches!(c, std::path::Component::Normal(_)));
+            if !inside {
+                return Err(format!(
+                    "the MLmodel in {} names {data:?}, which is not inside the model directory",
+                    dir.display()
+                ));
+            }
             return Ok(dir.join(data));
         }
     }
@@ -781,15 +852,26 @@ async fn search_versions(
 
 async fn download_uri(
     State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
     RawQuery(q): RawQuery,
     body: Bytes,
 ) -> Answer {
     let p = Params::read(q, &body)?;
     let (name, version) = (p.str("name")?, p.version()?);
+    // An absolute URI of this server, so a client whose tracking URI points
+    // elsewhere still downloads from here; `mlflow-artifacts:` (resolved
+    // against the tracking URI) when the request names no host.
+    let base = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map_or_else(
+            || "mlflow-artifacts:".to_string(),
+            |host| format!("http://{host}/api/2.0/mlflow-artifacts/artifacts"),
+        );
     blocking(&state, move |r| {
         r.version(&name, version)?;
         Ok(Json(
-            json!({"artifact_uri": format!("mlflow-artifacts:/models/{name}/{version}")}),
+            json!({"artifact_uri": format!("{base}/models/{name}/{version}")}),
         ))
     })
     .await

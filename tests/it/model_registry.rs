@@ -128,7 +128,7 @@ fn bad_names_and_aliases_are_refused() {
             .unwrap_err();
         assert!(matches!(err, Error::InvalidName(_)), "{bad:?}: {err}");
     }
-    for bad in ["", "latest", "v3", "a b", "x/y"] {
+    for bad in ["", "latest", "v3", "a b", "x/y", "é1"] {
         let err = registry.set_alias("m", bad, 1, "t").unwrap_err();
         assert!(matches!(err, Error::InvalidParameter(_)), "{bad:?}: {err}");
     }
@@ -197,6 +197,63 @@ fn the_official_mlflow_client_works_against_aurum() {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
+
+    // What a web page could forge is refused: a change not sent as JSON,
+    // and any request from another origin.
+    let delete = format!("{url}/api/2.0/mlflow/registered-models/delete");
+    let status = |request: reqwest::RequestBuilder| {
+        runtime.block_on(async { request.send().await.unwrap().status().as_u16() })
+    };
+    let client = reqwest::Client::new();
+    assert_eq!(
+        status(
+            client
+                .post(&delete)
+                .header("content-type", "text/plain")
+                .body(r#"{"name": "dir_model"}"#)
+        ),
+        415
+    );
+    assert_eq!(
+        status(
+            client
+                .post(&delete)
+                .header("origin", "http://evil.example")
+                .json(&serde_json::json!({"name": "dir_model"}))
+        ),
+        403
+    );
+    assert_eq!(
+        status(
+            client
+                .post(&delete)
+                .json(&serde_json::json!({"name": "dir_model"}))
+        ),
+        200
+    );
+}
+
+/// Rolling back past a deleted version lands on the one before it, and the
+/// next rollback goes further back rather than nowhere.
+#[test]
+fn rollback_skips_deleted_versions_and_keeps_walking_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = Registry::open(dir.path()).unwrap();
+    for seed in 1..=4 {
+        registry
+            .register("m", &model(1, seed as f32), features(1))
+            .unwrap();
+    }
+    for version in [1, 2, 3, 4] {
+        registry.set_alias("m", "champion", version, "t").unwrap();
+    }
+    registry.delete_version("m", 3).unwrap();
+    assert_eq!(registry.rollback("m", "champion", "t").unwrap().to, Some(2));
+    assert_eq!(registry.rollback("m", "champion", "t").unwrap().to, Some(1));
+    assert!(registry.rollback("m", "champion", "t").is_err());
+    // A move after rollbacks starts a new line of history.
+    registry.set_alias("m", "champion", 4, "t").unwrap();
+    assert_eq!(registry.rollback("m", "champion", "t").unwrap().to, Some(1));
 }
 
 /// A real `mlflow server` (from the test virtualenv) on a loopback port

@@ -101,7 +101,18 @@ downloaded = mlflow.artifacts.download_artifacts(artifact_uri="models:/fraud/2",
 with open(os.path.join(downloaded, "model.onnx"), "rb") as f, open(onnx_path, "rb") as g:
     assert f.read() == g.read(), "the downloaded model differs"
 uri = client.get_model_version_download_uri("fraud", "2")
-assert uri == "mlflow-artifacts:/models/fraud/2", uri
+assert uri == url + "/api/2.0/mlflow-artifacts/artifacts/models/fraud/2", uri
+
+# With only the registry pointing at aurum, the download still comes from it.
+os.environ["MLFLOW_TRACKING_URI"] = "http://127.0.0.1:9"
+mlflow.set_tracking_uri("http://127.0.0.1:9")
+mlflow.set_registry_uri(url)
+again = mlflow.artifacts.download_artifacts(artifact_uri="models:/fraud/1",
+                                            dst_path=os.path.join(work, "again"))
+with open(os.path.join(again, "model.onnx"), "rb") as f, open(onnx_path, "rb") as g:
+    assert f.read() == g.read(), "the second download differs"
+mlflow.set_tracking_uri(url)
+os.environ["MLFLOW_TRACKING_URI"] = url
 
 # Parallel requests registering the same model get distinct numbers.
 from concurrent.futures import ThreadPoolExecutor  # noqa: E402
