@@ -13,6 +13,7 @@ pub mod error;
 pub mod metrics;
 pub mod mlflow;
 pub mod models;
+pub mod oip;
 pub mod online_features;
 pub mod predict;
 pub mod push;
@@ -108,6 +109,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/health/live", get(live))
         .route("/health/ready", get(ready))
         .merge(mlflow::routes())
+        .merge(oip::routes())
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }
@@ -247,6 +249,164 @@ mod tests {
             status,
             serde_json::from_slice(&bytes).unwrap_or(Value::Null),
         )
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn open_inference_protocol_serves_metadata_and_infers() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = state(dir.path());
+        let (status, server) = call(&state, "GET", "/v2", "").await;
+        assert_eq!(
+            (status, server["name"].as_str()),
+            (StatusCode::OK, Some("aurum"))
+        );
+        let (status, _) = call(&state, "GET", "/v2/health/live", "").await;
+        assert_eq!(status, StatusCode::OK);
+        let (status, meta) = call(&state, "GET", "/v2/models/m", "").await;
+        assert_eq!(status, StatusCode::OK, "{meta}");
+        assert_eq!(meta["inputs"][0]["datatype"], "FP32");
+        assert_eq!(meta["inputs"][0]["shape"], json!([-1, 2]));
+        let input = meta["inputs"][0]["name"].as_str().unwrap().to_string();
+        let (status, _) = call(&state, "GET", "/v2/models/m/ready", "").await;
+        assert_eq!(status, StatusCode::OK);
+
+        // Flat and nested data are the same tensor; the id comes back.
+        let request = |data: Value, shape: Value, datatype: &str| {
+            json!({"id": "r1", "inputs": [
+                {"name": input, "shape": shape, "datatype": datatype, "data": data}
+            ]})
+            .to_string()
+        };
+        let (status, flat) = call(
+            &state,
+            "POST",
+            "/v2/models/m/infer",
+            &request(json!([1.0, 2.0, 15.0, 3.0]), json!([2, 2]), "FP32"),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{flat}");
+        let (_, nested) = call(
+            &state,
+            "POST",
+            "/v2/models/m/infer",
+            &request(json!([[1.0, 2.0], [15.0, 3.0]]), json!([2, 2]), "FP32"),
+        )
+        .await;
+        assert_eq!(flat, nested);
+        assert_eq!(flat["id"], "r1");
+        assert_eq!(flat["model_version"], "1");
+        let output = &flat["outputs"][0];
+        assert_eq!(output["datatype"], "FP32");
+        assert_eq!(output["data"].as_array().unwrap().len(), 2);
+
+        // Any READY version is served on demand.
+        let v1 = state.registry.version("m", 1).unwrap();
+        let bytes = state.registry.model_bytes(&v1).unwrap();
+        let new = registry::NewVersion {
+            features: v1.features.clone(),
+            ..registry::NewVersion::default()
+        };
+        state.registry.register("m", &bytes, new).unwrap();
+        let (status, v2) = call(
+            &state,
+            "POST",
+            "/v2/models/m/versions/2/infer",
+            &request(json!([1.0, 2.0, 15.0, 3.0]), json!([2, 2]), "FP32"),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{v2}");
+        assert_eq!(
+            (v2["model_version"].clone(), v2["outputs"].clone()),
+            (json!("2"), flat["outputs"].clone())
+        );
+
+        // Client mistakes are 4xx errors naming the problem.
+        for (uri, body, want, needle) in [
+            (
+                "/v2/models/m/infer",
+                request(json!([1, 2]), json!([1, 2]), "INT64"),
+                400,
+                "FP32",
+            ),
+            (
+                "/v2/models/m/infer",
+                request(json!([1.0, 2.0, 3.0]), json!([1, 3]), "FP32"),
+                400,
+                "shape",
+            ),
+            (
+                "/v2/models/m/infer",
+                request(json!([1.0, 2.0, 3.0]), json!([2, 2]), "FP32"),
+                400,
+                "needs 4",
+            ),
+            (
+                "/v2/models/m/infer",
+                request(json!(["a", 2.0]), json!([1, 2]), "FP32"),
+                400,
+                "not a number",
+            ),
+            (
+                "/v2/models/m/infer",
+                "{\"inputs\": [{\"name\": \"nope\"}]}".to_string(),
+                400,
+                "no input",
+            ),
+            (
+                "/v2/models/m/infer",
+                "{\"inputs\": []}".to_string(),
+                400,
+                "lacks input",
+            ),
+            (
+                "/v2/models/m/infer",
+                "{not json".to_string(),
+                400,
+                "not valid JSON",
+            ),
+            (
+                "/v2/models/nobody/infer",
+                request(json!([1.0, 2.0]), json!([1, 2]), "FP32"),
+                404,
+                "not served",
+            ),
+            (
+                "/v2/models/m/versions/9/infer",
+                request(json!([1.0, 2.0]), json!([1, 2]), "FP32"),
+                404,
+                "no version 9",
+            ),
+            (
+                "/v2/models/m/versions/x/ready",
+                String::new(),
+                404,
+                "versions are numbers",
+            ),
+        ] {
+            let method = if uri.ends_with("ready") {
+                "GET"
+            } else {
+                "POST"
+            };
+            let (status, body) = call(&state, method, uri, &body).await;
+            assert_eq!(status.as_u16(), want, "{uri}: {body}");
+            let message = body["error"].as_str().unwrap_or_default();
+            assert!(
+                message.contains(needle),
+                "{uri}: {message:?} lacks {needle:?}"
+            );
+        }
+        let mut unknown_output: Value =
+            serde_json::from_str(&request(json!([1.0, 2.0]), json!([1, 2]), "FP32")).unwrap();
+        unknown_output["outputs"] = json!([{"name": "nothing"}]);
+        let (status, body) = call(
+            &state,
+            "POST",
+            "/v2/models/m/infer",
+            &unknown_output.to_string(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

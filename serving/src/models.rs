@@ -49,6 +49,21 @@ impl LoadedModel {
         })
     }
 
+    /// Runs `f` with a session of the pool: the first free one from a
+    /// rotating start, or waits on one when all are busy.
+    pub fn with_session<T>(&self, f: impl FnOnce(&mut Session) -> T) -> T {
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let n = self.sessions.len();
+        let mut guard = (0..n)
+            .find_map(|k| self.sessions[(start + k) % n].try_lock().ok())
+            .unwrap_or_else(|| {
+                self.sessions[start % n]
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+            });
+        f(&mut guard)
+    }
+
     /// Runs the model on `rows` rows of `features` (row-major, one column
     /// per registered feature) and returns each row's first output values.
     pub fn predict(&self, features: Vec<f32>, rows: usize) -> Result<Vec<Vec<f32>>, AppError> {
@@ -88,10 +103,11 @@ impl LoadedModel {
     }
 }
 
-/// The models a server serves, by name.
+/// The models a server serves, by name, and the versions loaded on demand.
 #[derive(Debug, Default)]
 pub struct ModelSet {
     models: RwLock<HashMap<String, Arc<LoadedModel>>>,
+    versions: RwLock<HashMap<(String, u64), Arc<LoadedModel>>>,
 }
 
 impl ModelSet {
@@ -118,6 +134,39 @@ impl ModelSet {
             .unwrap_or_else(|e| e.into_inner())
             .get(name)
             .cloned()
+    }
+
+    /// Version `version` of `name`: the served one if it is that version,
+    /// else loaded from the registry on first use (any `READY` version)
+    /// and kept.
+    pub fn version(
+        &self,
+        registry: &Registry,
+        name: &str,
+        version: u64,
+        pool_size: usize,
+    ) -> Result<Arc<LoadedModel>, registry::Error> {
+        if let Some(served) = self.get(name).filter(|m| m.version.version == version) {
+            return Ok(served);
+        }
+        let key = (name.to_string(), version);
+        if let Some(loaded) = self
+            .versions
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+        {
+            return Ok(loaded.clone());
+        }
+        let record = registry.version(name, version)?;
+        let model = Arc::new(LoadedModel::load(registry, record, pool_size)?);
+        Ok(self
+            .versions
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(key)
+            .or_insert(model)
+            .clone())
     }
 
     /// Names of the models served.

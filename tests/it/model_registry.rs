@@ -441,3 +441,93 @@ fn a_registration_killed_mid_write_leaves_no_version() {
     let out = ok(dir.path(), &args);
     assert!(out.contains("registered fraud v1"), "{out}");
 }
+
+/// A scikit-learn gradient-boosted classifier exported by skl2onnx (zipmap
+/// off: an INT64 label and FP32 probabilities) is registered and served
+/// through the Open Inference Protocol, and answers what scikit-learn does.
+#[test]
+fn an_skl2onnx_model_answers_like_scikit_learn_over_the_open_inference_protocol() {
+    let dir = tempfile::tempdir().unwrap();
+    let onnx = dir.path().join("gbt.onnx");
+    let output = std::process::Command::new(crate::demo::venv_python())
+        .arg(crate::demo::workspace().join("tests/python/skl2onnx_model.py"))
+        .arg(&onnx)
+        .output()
+        .expect("running skl2onnx");
+    assert!(
+        output.status.success(),
+        "skl2onnx failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let expected: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let registry = Registry::open(dir.path().join("registry")).unwrap();
+    registry
+        .register("gbt", &std::fs::read(&onnx).unwrap(), NewVersion::default())
+        .unwrap();
+    let online = std::sync::Arc::new(feature_store::OnlineStore::new(1 << 20));
+    let state = std::sync::Arc::new(serving::AppState::new(online, registry));
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    runtime.spawn(serving::serve(listener, state, std::future::pending()));
+
+    let get = |path: &str| -> serde_json::Value {
+        runtime.block_on(async {
+            reqwest::get(format!("{url}{path}"))
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap()
+        })
+    };
+    let meta = get("/v2/models/gbt/versions/1");
+    let input = meta["inputs"][0]["name"].as_str().unwrap().to_string();
+    assert_eq!(meta["inputs"][0]["datatype"], "FP32", "{meta}");
+    let rows = expected["rows"].as_array().unwrap();
+    let body = serde_json::json!({
+        "id": "sk",
+        "inputs": [{"name": input, "shape": [rows.len(), 8], "datatype": "FP32", "data": rows}],
+    });
+    let answer: serde_json::Value = runtime.block_on(async {
+        let response = reqwest::Client::new()
+            .post(format!("{url}/v2/models/gbt/versions/1/infer"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 200);
+        response.json().await.unwrap()
+    });
+    let output = |datatype: &str| {
+        answer["outputs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|o| o["datatype"] == datatype)
+            .unwrap_or_else(|| panic!("no {datatype} output in {answer}"))
+            .clone()
+    };
+    let labels = output("INT64");
+    assert_eq!(labels["data"], expected["labels"], "{answer}");
+    let probabilities = output("FP32");
+    assert_eq!(probabilities["shape"], serde_json::json!([rows.len(), 2]));
+    let got: Vec<f64> = probabilities["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    let want: Vec<f64> = expected["probabilities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r.as_array().unwrap().iter().map(|v| v.as_f64().unwrap()))
+        .collect();
+    for (g, w) in got.iter().zip(&want) {
+        assert!((g - w).abs() < 1e-5, "ONNX Runtime {g} vs scikit-learn {w}");
+    }
+    assert_eq!(answer["id"], "sk");
+}

@@ -1,0 +1,520 @@
+//! The Open Inference Protocol (KServe V2) REST endpoints.
+//!
+//! `GET /v2`, `/v2/health/live`, `/v2/health/ready`, model metadata and
+//! readiness at `/v2/models/{m}[/versions/{v}][/ready]`, and
+//! `POST /v2/models/{m}[/versions/{v}]/infer` with the protocol's tensor JSON
+//! (`name`, `shape`, `datatype`, `data` flat or nested; `id` echoed;
+//! `outputs` selecting outputs). Without a version, the model the server
+//! serves under that name answers; with one, any `READY` version of the
+//! registry, loaded on first use. Errors are `{"error": "..."}` with a 4xx
+//! status for a client's mistake.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use ort::value::{DynValue, Tensor, ValueType};
+use registry::TensorSpec;
+use serde_json::{Value, json};
+
+use crate::AppState;
+use crate::models::LoadedModel;
+
+/// The most tensor elements one request may send.
+pub const MAX_ELEMENTS: usize = 1 << 24;
+
+/// Sessions per version loaded on demand.
+const ON_DEMAND_SESSIONS: usize = 2;
+
+/// The routes, mounted by [`crate::app`].
+pub fn routes() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/v2", get(server_metadata))
+        .route("/v2/health/live", get(live))
+        .route("/v2/health/ready", get(ready))
+        .route("/v2/models/{model}", get(model_metadata))
+        .route("/v2/models/{model}/ready", get(model_ready))
+        .route("/v2/models/{model}/infer", post(infer))
+        .route(
+            "/v2/models/{model}/versions/{version}",
+            get(version_metadata),
+        )
+        .route(
+            "/v2/models/{model}/versions/{version}/ready",
+            get(version_ready),
+        )
+        .route(
+            "/v2/models/{model}/versions/{version}/infer",
+            post(version_infer),
+        )
+}
+
+/// An error in the protocol's shape: `{"error": "..."}`.
+#[derive(Debug)]
+pub struct OipError {
+    status: StatusCode,
+    message: String,
+}
+
+impl OipError {
+    fn bad(message: impl Into<String>) -> Self {
+        OipError {
+            status: StatusCode::BAD_REQUEST,
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for OipError {
+    fn into_response(self) -> Response {
+        (self.status, Json(json!({"error": self.message}))).into_response()
+    }
+}
+
+impl From<registry::Error> for OipError {
+    fn from(e: registry::Error) -> Self {
+        let message = e.to_string();
+        let status = match crate::AppError::from(e).status {
+            StatusCode::NOT_FOUND => StatusCode::NOT_FOUND,
+            s if s.is_client_error() => StatusCode::BAD_REQUEST,
+            s => s,
+        };
+        OipError { status, message }
+    }
+}
+
+async fn server_metadata() -> Json<Value> {
+    Json(json!({"name": "aurum", "version": env!("CARGO_PKG_VERSION"), "extensions": []}))
+}
+
+async fn live() -> Json<Value> {
+    Json(json!({"live": true}))
+}
+
+async fn ready(State(state): State<Arc<AppState>>) -> (StatusCode, Json<Value>) {
+    let ready = state.is_ready();
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(json!({"ready": ready})))
+}
+
+/// The model `name` at `version` (the served one when `None`).
+async fn resolve(
+    state: &Arc<AppState>,
+    name: &str,
+    version: Option<&str>,
+) -> Result<Arc<LoadedModel>, OipError> {
+    let Some(version) = version else {
+        return state.models.get(name).ok_or_else(|| OipError {
+            status: StatusCode::NOT_FOUND,
+            message: format!(
+                "model {name:?} is not served (served: {})",
+                state.models.names().join(", ")
+            ),
+        });
+    };
+    let number: u64 = version.parse().map_err(|_| OipError {
+        status: StatusCode::NOT_FOUND,
+        message: format!("model {name:?} has no version {version:?}: versions are numbers"),
+    })?;
+    let (state, name) = (state.clone(), name.to_string());
+    tokio::task::spawn_blocking(move || {
+        state
+            .models
+            .version(&state.registry, &name, number, ON_DEMAND_SESSIONS)
+    })
+    .await
+    .map_err(|e| OipError {
+        status: StatusCode::INTERNAL_SERVER_ERROR,
+        message: format!("loading the model stopped: {e}"),
+    })?
+    .map_err(OipError::from)
+}
+
+fn datatype(dtype: &str) -> &str {
+    match dtype {
+        "f32" => "FP32",
+        "f64" => "FP64",
+        "f16" => "FP16",
+        "i64" => "INT64",
+        "i32" => "INT32",
+        "i16" => "INT16",
+        "i8" => "INT8",
+        "u8" => "UINT8",
+        "u16" => "UINT16",
+        "u32" => "UINT32",
+        "u64" => "UINT64",
+        "bool" => "BOOL",
+        "String" => "BYTES",
+        other => other,
+    }
+}
+
+fn tensor_metadata(spec: &TensorSpec) -> Value {
+    json!({"name": spec.name, "datatype": datatype(&spec.dtype), "shape": spec.shape})
+}
+
+fn metadata(model: &LoadedModel) -> Json<Value> {
+    let v = &model.version;
+    Json(json!({
+        "name": v.name,
+        "versions": [v.version.to_string()],
+        "platform": "onnxruntime_onnx",
+        "inputs": v.signature.inputs.iter().map(tensor_metadata).collect::<Vec<_>>(),
+        "outputs": v.signature.outputs.iter().map(tensor_metadata).collect::<Vec<_>>(),
+    }))
+}
+
+async fn model_metadata(
+    State(state): State<Arc<AppState>>,
+    Path(model): Path<String>,
+) -> Result<Json<Value>, OipError> {
+    let model = resolve(&state, &model, None).await?;
+    Ok(metadata(&model))
+}
+
+async fn version_metadata(
+    State(state): State<Arc<AppState>>,
+    Path((model, version)): Path<(String, String)>,
+) -> Result<Json<Value>, OipError> {
+    let model = resolve(&state, &model, Some(&version)).await?;
+    Ok(metadata(&model))
+}
+
+async fn model_ready(
+    State(state): State<Arc<AppState>>,
+    Path(model): Path<String>,
+) -> Result<Json<Value>, OipError> {
+    let m = resolve(&state, &model, None).await?;
+    Ok(Json(json!({"name": m.version.name, "ready": true})))
+}
+
+async fn version_ready(
+    State(state): State<Arc<AppState>>,
+    Path((model, version)): Path<(String, String)>,
+) -> Result<Json<Value>, OipError> {
+    let m = resolve(&state, &model, Some(&version)).await?;
+    Ok(Json(
+        json!({"name": m.version.name, "version": m.version.version.to_string(), "ready": true}),
+    ))
+}
+
+async fn infer(
+    State(state): State<Arc<AppState>>,
+    Path(model): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, OipError> {
+    let model = resolve(&state, &model, None).await?;
+    run(model, body).await
+}
+
+async fn version_infer(
+    State(state): State<Arc<AppState>>,
+    Path((model, version)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<Json<Value>, OipError> {
+    let model = resolve(&state, &model, Some(&version)).await?;
+    run(model, body).await
+}
+
+/// One input tensor of a request, checked against the model.
+enum InputData {
+    F32(Vec<f32>),
+    F64(Vec<f64>),
+    I64(Vec<i64>),
+    I32(Vec<i32>),
+    Bool(Vec<bool>),
+}
+
+async fn run(model: Arc<LoadedModel>, body: Bytes) -> Result<Json<Value>, OipError> {
+    let request: Value = serde_json::from_slice(&body)
+        .map_err(|e| OipError::bad(format!("the request body is not valid JSON: {e}")))?;
+    let id = request.get("id").cloned();
+    let inputs = request
+        .get("inputs")
+        .and_then(Value::as_array)
+        .ok_or_else(|| OipError::bad("the request needs \"inputs\": a list of tensors"))?;
+    let signature = &model.version.signature;
+    let mut prepared: Vec<(String, Vec<i64>, InputData)> = Vec::with_capacity(inputs.len());
+    let mut total = 0usize;
+    for input in inputs {
+        let name = input
+            .get("name")
+            .and_then(Value::as_str)
+            .ok_or_else(|| OipError::bad("every input needs a \"name\""))?;
+        let spec = signature
+            .inputs
+            .iter()
+            .find(|s| s.name == name)
+            .ok_or_else(|| {
+                OipError::bad(format!(
+                    "the model has no input {name:?} (its inputs: {})",
+                    signature
+                        .inputs
+                        .iter()
+                        .map(|s| s.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
+            })?;
+        if prepared.iter().any(|(n, _, _)| n == name) {
+            return Err(OipError::bad(format!("input {name:?} is given twice")));
+        }
+        let shape: Vec<i64> = input
+            .get("shape")
+            .and_then(Value::as_array)
+            .and_then(|s| s.iter().map(Value::as_i64).collect::<Option<Vec<_>>>())
+            .filter(|s| s.iter().all(|&d| d >= 0))
+            .ok_or_else(|| {
+                OipError::bad(format!(
+                    "input {name:?} needs a \"shape\" of non-negative integers"
+                ))
+            })?;
+        if shape.len() != spec.shape.len()
+            || shape
+                .iter()
+                .zip(&spec.shape)
+                .any(|(&got, &want)| want >= 0 && got != want)
+        {
+            return Err(OipError::bad(format!(
+                "input {name:?} has shape {shape:?}; the model takes {:?} (-1: any size)",
+                spec.shape
+            )));
+        }
+        let elements = shape
+            .iter()
+            .try_fold(1usize, |n, &d| n.checked_mul(d as usize))
+            .filter(|&n| n <= MAX_ELEMENTS)
+            .ok_or_else(|| {
+                OipError::bad(format!(
+                    "input {name:?} is larger than {MAX_ELEMENTS} elements"
+                ))
+            })?;
+        total += elements;
+        if total > MAX_ELEMENTS {
+            return Err(OipError::bad(format!(
+                "the inputs hold more than {MAX_ELEMENTS} elements"
+            )));
+        }
+        let given = input
+            .get("datatype")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let wanted = datatype(&spec.dtype);
+        if given != wanted {
+            return Err(OipError::bad(format!(
+                "input {name:?} is declared {given:?}; the model takes {wanted}"
+            )));
+        }
+        let mut flat = Vec::with_capacity(elements);
+        flatten(
+            input.get("data").unwrap_or(&Value::Null),
+            &mut flat,
+            elements,
+        )
+        .map_err(|why| OipError::bad(format!("input {name:?}: {why}")))?;
+        if flat.len() != elements {
+            return Err(OipError::bad(format!(
+                "input {name:?} has {} values; shape {shape:?} needs {elements}",
+                flat.len()
+            )));
+        }
+        let bad_value = |i: usize, what: &str| {
+            OipError::bad(format!(
+                "input {name:?}: value {i} ({}) is not {what}",
+                flat[i]
+            ))
+        };
+        let data = match wanted {
+            "FP32" | "FP64" => {
+                let mut values = Vec::with_capacity(elements);
+                for (i, v) in flat.iter().enumerate() {
+                    values.push(v.as_f64().ok_or_else(|| bad_value(i, "a number"))?);
+                }
+                if wanted == "FP32" {
+                    InputData::F32(values.into_iter().map(|v| v as f32).collect())
+                } else {
+                    InputData::F64(values)
+                }
+            }
+            "INT64" | "INT32" => {
+                let mut values = Vec::with_capacity(elements);
+                for (i, v) in flat.iter().enumerate() {
+                    values.push(v.as_i64().ok_or_else(|| bad_value(i, "an integer"))?);
+                }
+                if wanted == "INT64" {
+                    InputData::I64(values)
+                } else {
+                    InputData::I32(
+                        values
+                            .iter()
+                            .enumerate()
+                            .map(|(i, &v)| {
+                                i32::try_from(v).map_err(|_| bad_value(i, "a 32-bit integer"))
+                            })
+                            .collect::<Result<_, _>>()?,
+                    )
+                }
+            }
+            "BOOL" => InputData::Bool(
+                flat.iter()
+                    .enumerate()
+                    .map(|(i, v)| v.as_bool().ok_or_else(|| bad_value(i, "a boolean")))
+                    .collect::<Result<_, _>>()?,
+            ),
+            other => {
+                return Err(OipError::bad(format!(
+                    "input {name:?} is {other}, which this server does not accept yet"
+                )));
+            }
+        };
+        prepared.push((name.to_string(), shape, data));
+    }
+    if let Some(missing) = signature
+        .inputs
+        .iter()
+        .find(|s| !prepared.iter().any(|(n, _, _)| n == &s.name))
+    {
+        return Err(OipError::bad(format!(
+            "the request lacks input {:?}",
+            missing.name
+        )));
+    }
+    let requested: Option<Vec<String>> =
+        request
+            .get("outputs")
+            .and_then(Value::as_array)
+            .map(|list| {
+                list.iter()
+                    .filter_map(|o| o.get("name").and_then(Value::as_str).map(String::from))
+                    .collect()
+            });
+    if let Some(unknown) = requested
+        .iter()
+        .flatten()
+        .find(|n| !signature.outputs.iter().any(|s| &s.name == *n))
+    {
+        return Err(OipError::bad(format!(
+            "the model has no output {unknown:?}"
+        )));
+    }
+    let runner = model.clone();
+    let outputs = tokio::task::spawn_blocking(move || execute(&runner, prepared, requested))
+        .await
+        .map_err(|e| OipError {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            message: format!("inference stopped: {e}"),
+        })??;
+    let mut answer = json!({
+        "model_name": model.version.name,
+        "model_version": model.version.version.to_string(),
+        "outputs": outputs,
+    });
+    if let Some(id) = id {
+        answer["id"] = id;
+    }
+    Ok(Json(answer))
+}
+
+/// Appends the leaves of `data` (nested lists allowed) to `out`.
+fn flatten(data: &Value, out: &mut Vec<Value>, limit: usize) -> Result<(), String> {
+    match data {
+        Value::Array(items) => {
+            for item in items {
+                flatten(item, out, limit)?;
+            }
+            Ok(())
+        }
+        Value::Null if out.is_empty() => Err("needs \"data\"".to_string()),
+        leaf => {
+            if out.len() >= limit {
+                return Err(format!("has more values than its shape holds ({limit})"));
+            }
+            out.push(leaf.clone());
+            Ok(())
+        }
+    }
+}
+
+fn execute(
+    model: &LoadedModel,
+    inputs: Vec<(String, Vec<i64>, InputData)>,
+    requested: Option<Vec<String>>,
+) -> Result<Vec<Value>, OipError> {
+    let failed = |e: ort::Error| OipError::bad(format!("ONNX Runtime refused the inputs: {e}"));
+    let mut values: Vec<(String, DynValue)> = Vec::with_capacity(inputs.len());
+    for (name, shape, data) in inputs {
+        let value = match data {
+            InputData::F32(v) => Tensor::from_array((shape, v)).map(|t| t.into_dyn()),
+            InputData::F64(v) => Tensor::from_array((shape, v)).map(|t| t.into_dyn()),
+            InputData::I64(v) => Tensor::from_array((shape, v)).map(|t| t.into_dyn()),
+            InputData::I32(v) => Tensor::from_array((shape, v)).map(|t| t.into_dyn()),
+            InputData::Bool(v) => Tensor::from_array((shape, v)).map(|t| t.into_dyn()),
+        }
+        .map_err(failed)?;
+        values.push((name, value));
+    }
+    model.with_session(|session| {
+        let outputs = session.run(values).map_err(failed)?;
+        let mut answer = Vec::new();
+        for (name, value) in outputs.iter() {
+            if requested
+                .as_ref()
+                .is_some_and(|r| !r.iter().any(|n| n == name))
+            {
+                continue;
+            }
+            let unsupported = |what: &dyn std::fmt::Display| {
+                OipError::bad(format!(
+                    "output {name:?} is {what}, which the protocol's JSON cannot carry here; \
+                     request the other outputs with \"outputs\""
+                ))
+            };
+            let ValueType::Tensor { ty, .. } = value.dtype() else {
+                return Err(unsupported(value.dtype()));
+            };
+            let internal = |e: ort::Error| OipError {
+                status: StatusCode::INTERNAL_SERVER_ERROR,
+                message: format!("reading output {name:?}: {e}"),
+            };
+            let (shape, data): (Vec<i64>, Value) = match ty.to_string().as_str() {
+                "f32" => {
+                    let (s, d) = value.try_extract_tensor::<f32>().map_err(internal)?;
+                    (s.to_vec(), json!(d))
+                }
+                "f64" => {
+                    let (s, d) = value.try_extract_tensor::<f64>().map_err(internal)?;
+                    (s.to_vec(), json!(d))
+                }
+                "i64" => {
+                    let (s, d) = value.try_extract_tensor::<i64>().map_err(internal)?;
+                    (s.to_vec(), json!(d))
+                }
+                "i32" => {
+                    let (s, d) = value.try_extract_tensor::<i32>().map_err(internal)?;
+                    (s.to_vec(), json!(d))
+                }
+                "bool" => {
+                    let (s, d) = value.try_extract_tensor::<bool>().map_err(internal)?;
+                    (s.to_vec(), json!(d))
+                }
+                other => return Err(unsupported(&other)),
+            };
+            answer.push(json!({
+                "name": name,
+                "datatype": datatype(&ty.to_string()),
+                "shape": shape,
+                "data": data,
+            }));
+        }
+        Ok(answer)
+    })
+}
