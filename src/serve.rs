@@ -35,6 +35,14 @@ pub struct ServeArgs {
     /// ONNX Runtime sessions per model (concurrent inferences).
     #[arg(long, default_value_t = 2)]
     sessions: usize,
+    /// The alias each model is served at (a model without it serves its
+    /// newest version).
+    #[arg(long, default_value = registry::CHAMPION)]
+    serve_alias: String,
+    /// How often, in milliseconds, the registry is checked for a new
+    /// version to serve (moved alias, new registration).
+    #[arg(long, default_value_t = 2000)]
+    reload_interval_ms: u64,
 }
 
 pub async fn run(args: ServeArgs) -> Result<()> {
@@ -87,16 +95,28 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         // that installs it rather than later on a request.
         registry::runtime::environment()?;
     }
+    // The first pass loads every model before the server reports ready;
+    // the watcher then keeps the served versions in step with the registry.
+    let reload = serving::reload::ReloadOptions {
+        alias: args.serve_alias.clone(),
+        interval: std::time::Duration::from_millis(args.reload_interval_ms.max(100)),
+        sessions: args.sessions,
+    };
+    let first = {
+        let (state, reload) = (state.clone(), reload.clone());
+        tokio::task::spawn_blocking(move || serving::reload::sync_once(&state, &reload))
+            .await
+            .context("loading the models")?
+    };
+    for (name, version) in first {
+        println!("serving model {name} v{version}");
+    }
     for name in &models {
-        match state.models.load_latest(&registry, name, args.sessions) {
-            Ok(model) => println!("loaded model {name} v{}", model.version.version),
-            // A model created (through MLflow) with no servable version yet.
-            Err(registry::Error::VersionNotFound { .. }) => {
-                println!("model {name} has no READY version; not served")
-            }
-            Err(e) => return Err(e.into()),
+        if state.models.get(name).is_none() {
+            println!("model {name} has no version to serve yet");
         }
     }
+    serving::reload::spawn(state.clone(), reload);
     state.set_ready(true);
     println!("ready");
 

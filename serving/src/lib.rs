@@ -17,6 +17,7 @@ pub mod oip;
 pub mod online_features;
 pub mod predict;
 pub mod push;
+pub mod reload;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -50,6 +51,8 @@ pub struct AppState {
     pub pusher: Arc<feature_store::push::Pusher>,
     /// Counters and histograms for `/metrics`.
     pub metrics: metrics::Metrics,
+    /// Counters of the model watcher.
+    pub reload: reload::ReloadStats,
     ready: AtomicBool,
 }
 
@@ -64,6 +67,7 @@ impl AppState {
             models: ModelSet::default(),
             offline: None,
             metrics: metrics::Metrics::default(),
+            reload: reload::ReloadStats::default(),
             ready: AtomicBool::new(false),
         }
     }

@@ -48,6 +48,18 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     let stats = state.online.stats();
     for (name, help, kind, value) in [
         (
+            "aurum_model_swaps_total",
+            "Model versions swapped in without a restart.",
+            "counter",
+            state.reload.swaps.load(Ordering::Relaxed),
+        ),
+        (
+            "aurum_model_load_failures_total",
+            "Model versions that failed to load or warm up (the old version kept serving).",
+            "counter",
+            state.reload.failures.load(Ordering::Relaxed),
+        ),
+        (
             "aurum_online_hits_total",
             "Lookups that found a row.",
             "counter",

@@ -169,6 +169,15 @@ impl ModelSet {
             .clone())
     }
 
+    /// Serves `model` as `name`, replacing what was served (requests that
+    /// already hold the old one finish with it).
+    pub fn insert(&self, name: &str, model: Arc<LoadedModel>) {
+        self.models
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.to_string(), model);
+    }
+
     /// Names of the models served.
     pub fn names(&self) -> Vec<String> {
         let mut names: Vec<String> = self

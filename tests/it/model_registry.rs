@@ -531,3 +531,113 @@ fn an_skl2onnx_model_answers_like_scikit_learn_over_the_open_inference_protocol(
     }
     assert_eq!(answer["id"], "sk");
 }
+
+/// While requests keep coming, moving `champion` swaps the served version
+/// without one failed request; a version that cannot load leaves the old
+/// one serving and is counted.
+#[test]
+fn moving_the_champion_swaps_versions_under_load_without_a_failed_request() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let dir = tempfile::tempdir().unwrap();
+    let registry = Registry::open(dir.path().join("registry")).unwrap();
+    registry.register("m", &model(2, 1.0), features(2)).unwrap();
+    registry.set_alias("m", "champion", 1, "t").unwrap();
+    let online = Arc::new(feature_store::OnlineStore::new(1 << 20));
+    let state = Arc::new(serving::AppState::new(online, registry.clone()));
+    let options = serving::reload::ReloadOptions {
+        interval: std::time::Duration::from_millis(50),
+        ..serving::reload::ReloadOptions::default()
+    };
+    assert_eq!(
+        serving::reload::sync_once(&state, &options),
+        [("m".to_string(), 1)]
+    );
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let url = format!(
+        "http://{}/v2/models/m/infer",
+        listener.local_addr().unwrap()
+    );
+    runtime.spawn(serving::serve(
+        listener,
+        state.clone(),
+        std::future::pending(),
+    ));
+    let _watcher = runtime.enter();
+    serving::reload::spawn(state.clone(), options);
+
+    // A client that never stops asking, recording every answer.
+    let stop = Arc::new(AtomicBool::new(false));
+    let seen = Arc::new(std::sync::Mutex::new(Vec::<(u16, String)>::new()));
+    let client = {
+        let (stop, seen, url) = (stop.clone(), seen.clone(), url.clone());
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let http = reqwest::Client::new();
+            let body = serde_json::json!({"inputs": [
+                {"name": "x", "shape": [1, 2], "datatype": "FP32", "data": [0.5, 0.25]}
+            ]});
+            while !stop.load(Ordering::Relaxed) {
+                let (status, version) = runtime.block_on(async {
+                    let response = http.post(&url).json(&body).send().await.unwrap();
+                    let status = response.status().as_u16();
+                    let answer: serde_json::Value = response.json().await.unwrap_or_default();
+                    (
+                        status,
+                        answer["model_version"].as_str().unwrap_or("").to_string(),
+                    )
+                });
+                seen.lock().unwrap().push((status, version));
+            }
+        })
+    };
+    let wait_for = |what: &str, done: &dyn Fn() -> bool| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !done() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "timed out waiting for {what}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    };
+    let answered = |version: &str| seen.lock().unwrap().iter().any(|(_, v)| v == version);
+    wait_for("answers from v1", &|| answered("1"));
+    registry.register("m", &model(2, 2.0), features(2)).unwrap();
+    registry.set_alias("m", "champion", 2, "t").unwrap();
+    wait_for("answers from v2", &|| answered("2"));
+
+    // v3's stored file goes missing: it cannot load, v2 keeps serving.
+    let v3 = registry.register("m", &model(2, 3.0), features(2)).unwrap();
+    std::fs::remove_file(
+        dir.path()
+            .join("registry/blobs")
+            .join(format!("{}.onnx", v3.sha256)),
+    )
+    .unwrap();
+    registry.set_alias("m", "champion", 3, "t").unwrap();
+    wait_for("the failed load", &|| {
+        state.reload.failures.load(Ordering::Relaxed) == 1
+    });
+    let after = seen.lock().unwrap().len();
+    wait_for("more answers", &|| seen.lock().unwrap().len() > after + 20);
+    stop.store(true, Ordering::Relaxed);
+    client.join().unwrap();
+
+    let seen = seen.lock().unwrap();
+    let failed = seen.iter().filter(|(status, _)| *status != 200).count();
+    assert_eq!(failed, 0, "{failed} of {} requests failed", seen.len());
+    assert!(
+        seen.iter().all(|(_, v)| v == "1" || v == "2"),
+        "a version other than 1 and 2 answered"
+    );
+    assert_eq!(seen.last().unwrap().1, "2");
+    assert_eq!(state.reload.swaps.load(Ordering::Relaxed), 2);
+}
