@@ -69,24 +69,13 @@ impl Registry {
         } else {
             new.imputation
         };
-        let now = now();
-        let version = ModelVersion {
-            name: name.to_string(),
-            version: 0,
-            created_at: now.clone(),
-            description: new.description,
+        let version = record(
+            name,
+            NewVersion { imputation, ..new },
             sha256,
             signature,
-            features: new.features,
-            imputation,
-            metrics: new.metrics,
-            lineage: new.lineage,
-            tags: new.tags,
-            status: VersionStatus::Ready,
-            status_message: None,
-            source: new.source,
-            updated_at: now,
-        };
+            None,
+        );
         self.commit_version(version)
     }
 
@@ -101,27 +90,11 @@ impl Registry {
         message: &str,
     ) -> Result<ModelVersion> {
         validate_name(name)?;
-        let now = now();
-        let version = ModelVersion {
-            name: name.to_string(),
-            version: 0,
-            created_at: now.clone(),
-            description: new.description,
-            sha256: String::new(),
-            signature: crate::Signature {
-                inputs: Vec::new(),
-                outputs: Vec::new(),
-            },
-            features: new.features,
-            imputation: new.imputation,
-            metrics: new.metrics,
-            lineage: new.lineage,
-            tags: new.tags,
-            status: VersionStatus::FailedRegistration,
-            status_message: Some(message.to_string()),
-            source: new.source,
-            updated_at: now,
+        let empty = crate::Signature {
+            inputs: Vec::new(),
+            outputs: Vec::new(),
         };
+        let version = record(name, new, String::new(), empty, Some(message));
         self.commit_version(version)
     }
 
@@ -269,20 +242,31 @@ impl Registry {
         Ok(version)
     }
 
-    /// The newest servable (`READY`) version of `name`.
+    /// The newest servable (`READY`) version of `name`, reading version
+    /// documents from the newest down only until one is ready.
     pub fn latest(&self, name: &str) -> Result<ModelVersion> {
-        let versions = self.versions(name)?;
-        if versions.is_empty() && !self.model_dir(name).join("model.json").is_file() {
+        let numbers = self.version_numbers(name)?;
+        if numbers.is_empty() && !self.model_dir(name).join("model.json").is_file() {
             return Err(Error::ModelNotFound(name.to_string()));
         }
-        versions
-            .into_iter()
-            .rev()
-            .find(ModelVersion::is_ready)
-            .ok_or_else(|| Error::VersionNotFound {
-                model: name.to_string(),
-                version: "ready".to_string(),
-            })
+        for number in numbers.into_iter().rev() {
+            let version = self.version(name, number)?;
+            if version.is_ready() {
+                return Ok(version);
+            }
+        }
+        Err(Error::VersionNotFound {
+            model: name.to_string(),
+            version: "ready".to_string(),
+        })
+    }
+
+    /// The newest version of `name`, whatever its status (`None`: none).
+    pub fn newest(&self, name: &str) -> Result<Option<ModelVersion>> {
+        self.version_numbers(name)?
+            .last()
+            .map(|&n| self.version(name, n))
+            .transpose()
     }
 
     /// The ONNX bytes of a version, checked against the recorded digest.
@@ -337,6 +321,39 @@ impl Registry {
         let tmp = write_temp(&dir, bytes)?;
         fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
         sync_dir(&dir)
+    }
+}
+
+/// A version's record before it gets its number: `READY`, or failed with
+/// `failure` as its status message.
+fn record(
+    name: &str,
+    new: NewVersion,
+    sha256: String,
+    signature: crate::Signature,
+    failure: Option<&str>,
+) -> ModelVersion {
+    let now = now();
+    ModelVersion {
+        name: name.to_string(),
+        version: 0,
+        created_at: now.clone(),
+        description: new.description,
+        sha256,
+        signature,
+        features: new.features,
+        imputation: new.imputation,
+        metrics: new.metrics,
+        lineage: new.lineage,
+        tags: new.tags,
+        status: if failure.is_some() {
+            VersionStatus::FailedRegistration
+        } else {
+            VersionStatus::Ready
+        },
+        status_message: failure.map(str::to_string),
+        source: new.source,
+        updated_at: now,
     }
 }
 

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{RawQuery, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -216,6 +216,30 @@ type Answer = Result<Json<Value>, MlflowError>;
 /// A request's parameters: the query string's, then the JSON body's.
 struct Params(Map<String, Value>);
 
+impl<S: Send + Sync> axum::extract::FromRequest<S> for Params {
+    type Rejection = MlflowError;
+
+    async fn from_request(
+        request: axum::extract::Request,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        let query = request.uri().query().map(str::to_string);
+        let body = Bytes::from_request(request, state)
+            .await
+            .map_err(|e| MlflowError {
+                status: e.status(),
+                code: "INVALID_PARAMETER_VALUE",
+                message: e.body_text(),
+            })?;
+        Params::read(query, &body)
+    }
+}
+
+/// The empty answer of a call that only changes something.
+fn done() -> Answer {
+    Ok(Json(json!({})))
+}
+
 impl Params {
     fn read(query: Option<String>, body: &Bytes) -> Result<Self, MlflowError> {
         let mut map = Map::new();
@@ -374,9 +398,8 @@ fn version_json(version: &ModelVersion, aliases: &BTreeMap<String, u64>) -> Valu
 fn model_json(registry: &Registry, model: &RegisteredModel) -> Result<Value, MlflowError> {
     let aliases = registry.aliases(&model.name)?;
     let latest: Vec<Value> = registry
-        .versions(&model.name)?
-        .last()
-        .map(|v| version_json(v, &aliases))
+        .newest(&model.name)?
+        .map(|v| version_json(&v, &aliases))
         .into_iter()
         .collect();
     Ok(json!({
@@ -416,12 +439,7 @@ fn who(headers: &HeaderMap) -> String {
         .to_string()
 }
 
-async fn create_model(
-    State(state): State<Arc<AppState>>,
-    RawQuery(q): RawQuery,
-    body: Bytes,
-) -> Answer {
-    let p = Params::read(q, &body)?;
+async fn create_model(State(state): State<Arc<AppState>>, p: Params) -> Answer {
     let (name, description, tags) = (
         p.str("name")?,
         p.opt_str("description")?.unwrap_or_default(),
@@ -434,21 +452,12 @@ async fn create_model(
     .await
 }
 
-async fn get_model(
-    State(state): State<Arc<AppState>>,
-    RawQuery(q): RawQuery,
-    body: Bytes,
-) -> Answer {
-    let name = Params::read(q, &body)?.str("name")?;
+async fn get_model(State(state): State<Arc<AppState>>, p: Params) -> Answer {
+    let name = p.str("name")?;
     blocking(&state, move |r| model_answer(r, &name)).await
 }
 
-async fn update_model(
-    State(state): State<Arc<AppState>>,
-    RawQuery(q): RawQuery,
-    body: Bytes,
-) -> Answer {
-    let p = Params::read(q, &body)?;
+async fn update_model(State(state): State<Arc<AppState>>, p: Params) -> Answer {
     let (name, description) = (
         p.str("name")?,
         p.opt_str("description")?.unwrap_or_default(),
@@ -460,12 +469,7 @@ async fn update_model(
     .await
 }
 
-async fn rename_model(
-    State(state): State<Arc<AppState>>,
-    RawQuery(q): RawQuery,
-    body: Bytes,
-) -> Answer {
-    let p = Params::read(q, &body)?;
+async fn rename_model(State(state): State<Arc<AppState>>, p: Params) -> Answer {
     let (name, new_name) = (p.str("name")?, p.str("new_name")?);
     blocking(&state, move |r| {
         r.rename_model(&name, &new_name)?;
@@ -474,25 +478,16 @@ async fn rename_model(
     .await
 }
 
-async fn delete_model(
-    State(state): State<Arc<AppState>>,
-    RawQuery(q): RawQuery,
-    body: Bytes,
-) -> Answer {
-    let name = Params::read(q, &body)?.str("name")?;
+async fn delete_model(State(state): State<Arc<AppState>>, p: Params) -> Answer {
+    let name = p.str("name")?;
     blocking(&state, move |r| {
         r.delete_model(&name)?;
-        Ok(Json(json!({})))
+        done()
     })
     .await
 }
 
-async fn set_model_tag(
-    State(state): State<Arc<AppState>>,
-    RawQuery(q): RawQuery,
-    body: Bytes,
-) -> Answer {
-    let p = Params::read(q, &body)?;
+async fn set_model_tag(State(state): State<Arc<AppState>>, p: Params) -> Answer {
     let (name, key, value) = (
         p.str("name")?,
         p.str("key")?,
@@ -500,31 +495,21 @@ async fn set_model_tag(
     );
     blocking(&state, move |r| {
         r.set_model_tag(&name, &key, &value)?;
-        Ok(Json(json!({})))
+        done()
     })
     .await
 }
 
-async fn delete_model_tag(
-    State(state): State<Arc<AppState>>,
-    RawQuery(q): RawQuery,
-    body: Bytes,
-) -> Answer {
-    let p = Params::read(q, &body)?;
+async fn delete_model_tag(State(state): State<Arc<AppState>>, p: Params) -> Answer {
     let (name, key) = (p.str("name")?, p.str("key")?);
     blocking(&state, move |r| {
         r.delete_model_tag(&name, &key)?;
-        Ok(Json(json!({})))
+        done()
     })
     .await
 }
 
-async fn search_models(
-    State(state): State<Arc<AppState>>,
-    RawQuery(q): RawQuery,
-    body: Bytes,
-) -> Answer {
-    let p = Params::read(q, &body)?;
+async fn search_models(State(state): State<Arc<AppState>>, p: Params) -> Answer {
     let filter = p.opt_str("filter")?.unwrap_or_default();
     let max_results = p.max_results(100)?;
     let token = p.opt_str("page_token")?;
@@ -544,44 +529,27 @@ async fn search_models(
     .await
 }
 
-async fn set_alias(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    RawQuery(q): RawQuery,
-    body: Bytes,
-) -> Answer {
-    let p = Params::read(q, &body)?;
+async fn set_alias(State(state): State<Arc<AppState>>, headers: HeaderMap, p: Params) -> Answer {
     let (name, alias, version) = (p.str("name")?, p.str("alias")?, p.version()?);
     let who = who(&headers);
     blocking(&state, move |r| {
         r.set_alias(&name, &alias, version, &who)?;
-        Ok(Json(json!({})))
+        done()
     })
     .await
 }
 
-async fn delete_alias(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    RawQuery(q): RawQuery,
-    body: Bytes,
-) -> Answer {
-    let p = Params::read(q, &body)?;
+async fn delete_alias(State(state): State<Arc<AppState>>, headers: HeaderMap, p: Params) -> Answer {
     let (name, alias) = (p.str("name")?, p.str("alias")?);
     let who = who(&headers);
     blocking(&state, move |r| {
         r.delete_alias(&name, &alias, &who)?;
-        Ok(Json(json!({})))
+        done()
     })
     .await
 }
 
-async fn get_by_alias(
-    State(state): State<Arc<AppState>>,
-    RawQuery(q): RawQuery,
-    body: Bytes,
-) -> Answer {
-    let p = Params::read(q, &body)?;
+async fn get_by_alias(State(state): State<Arc<AppState>>, p: Params) -> Answer {
     let (name, alias) = (p.str("name")?, p.str("alias")?);
     blocking(&state, move |r| {
         let version = r.by_alias(&name, &alias)?;
@@ -590,12 +558,7 @@ async fn get_by_alias(
     .await
 }
 
-async fn latest_versions(
-    State(state): State<Arc<AppState>>,
-    RawQuery(q): RawQuery,
-    body: Bytes,
-) -> Answer {
-    let p = Params::read(q, &body)?;
+async fn latest_versions(State(state): State<Arc<AppState>>, p: Params) -> Answer {
     let name = p.str("name")?;
     // Stages are an MLflow 1 notion; every aurum version is in "None".
     let wants_none = match p.0.get("stages") {
@@ -617,9 +580,8 @@ async fn latest_versions(
         r.model(&name)?;
         let aliases = r.aliases(&name)?;
         let latest: Vec<Value> = if wants_none {
-            r.versions(&name)?
-                .last()
-                .map(|v| version_json(v, &aliases))
+            r.newest(&name)?
+                .map(|v| version_json(&v, &aliases))
                 .into_iter()
                 .collect()
         } else {
@@ -630,12 +592,7 @@ async fn latest_versions(
     .await
 }
 
-async fn create_version(
-    State(state): State<Arc<AppState>>,
-    RawQuery(q): RawQuery,
-    body: Bytes,
-) -> Answer {
-    let p = Params::read(q, &body)?;
+async fn create_version(State(state): State<Arc<AppState>>, p: Params) -> Answer {
     let name = p.str("name")?;
     let source = p.str("source")?;
     let tags = p.tags()?;
@@ -754,22 +711,12 @@ fn onnx_in(dir: &Path) -> Result<PathBuf, String> {
     }
 }
 
-async fn get_version(
-    State(state): State<Arc<AppState>>,
-    RawQuery(q): RawQuery,
-    body: Bytes,
-) -> Answer {
-    let p = Params::read(q, &body)?;
+async fn get_version(State(state): State<Arc<AppState>>, p: Params) -> Answer {
     let (name, version) = (p.str("name")?, p.version()?);
     blocking(&state, move |r| version_answer(r, &name, version)).await
 }
 
-async fn update_version(
-    State(state): State<Arc<AppState>>,
-    RawQuery(q): RawQuery,
-    body: Bytes,
-) -> Answer {
-    let p = Params::read(q, &body)?;
+async fn update_version(State(state): State<Arc<AppState>>, p: Params) -> Answer {
     let (name, version) = (p.str("name")?, p.version()?);
     let description = p.opt_str("description")?.unwrap_or_default();
     blocking(&state, move |r| {
@@ -779,55 +726,35 @@ async fn update_version(
     .await
 }
 
-async fn delete_version(
-    State(state): State<Arc<AppState>>,
-    RawQuery(q): RawQuery,
-    body: Bytes,
-) -> Answer {
-    let p = Params::read(q, &body)?;
+async fn delete_version(State(state): State<Arc<AppState>>, p: Params) -> Answer {
     let (name, version) = (p.str("name")?, p.version()?);
     blocking(&state, move |r| {
         r.delete_version(&name, version)?;
-        Ok(Json(json!({})))
+        done()
     })
     .await
 }
 
-async fn set_version_tag(
-    State(state): State<Arc<AppState>>,
-    RawQuery(q): RawQuery,
-    body: Bytes,
-) -> Answer {
-    let p = Params::read(q, &body)?;
+async fn set_version_tag(State(state): State<Arc<AppState>>, p: Params) -> Answer {
     let (name, version, key) = (p.str("name")?, p.version()?, p.str("key")?);
     let value = p.opt_str("value")?.unwrap_or_default();
     blocking(&state, move |r| {
         r.set_version_tag(&name, version, &key, &value)?;
-        Ok(Json(json!({})))
+        done()
     })
     .await
 }
 
-async fn delete_version_tag(
-    State(state): State<Arc<AppState>>,
-    RawQuery(q): RawQuery,
-    body: Bytes,
-) -> Answer {
-    let p = Params::read(q, &body)?;
+async fn delete_version_tag(State(state): State<Arc<AppState>>, p: Params) -> Answer {
     let (name, version, key) = (p.str("name")?, p.version()?, p.str("key")?);
     blocking(&state, move |r| {
         r.delete_version_tag(&name, version, &key)?;
-        Ok(Json(json!({})))
+        done()
     })
     .await
 }
 
-async fn search_versions(
-    State(state): State<Arc<AppState>>,
-    RawQuery(q): RawQuery,
-    body: Bytes,
-) -> Answer {
-    let p = Params::read(q, &body)?;
+async fn search_versions(State(state): State<Arc<AppState>>, p: Params) -> Answer {
     let filter = p.opt_str("filter")?.unwrap_or_default();
     let max_results = p.max_results(10_000)?;
     let token = p.opt_str("page_token")?;
@@ -850,13 +777,7 @@ async fn search_versions(
     .await
 }
 
-async fn download_uri(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    RawQuery(q): RawQuery,
-    body: Bytes,
-) -> Answer {
-    let p = Params::read(q, &body)?;
+async fn download_uri(State(state): State<Arc<AppState>>, headers: HeaderMap, p: Params) -> Answer {
     let (name, version) = (p.str("name")?, p.version()?);
     // An absolute URI of this server, so a client whose tracking URI points
     // elsewhere still downloads from here; `mlflow-artifacts:` (resolved
@@ -914,8 +835,7 @@ fn mlmodel(version: &ModelVersion) -> String {
     )
 }
 
-async fn list_artifacts(State(state): State<Arc<AppState>>, RawQuery(q): RawQuery) -> Answer {
-    let p = Params::read(q, &Bytes::new())?;
+async fn list_artifacts(State(state): State<Arc<AppState>>, p: Params) -> Answer {
     let path = p.opt_str("path")?.unwrap_or_default();
     blocking(&state, move |r| {
         // Only a version's directory lists files (a file's path lists

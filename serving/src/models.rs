@@ -76,30 +76,21 @@ impl LoadedModel {
         }
         let input = TensorRef::from_array_view(([rows, width], features.as_slice()))
             .map_err(|e| AppError::internal(format!("building the input tensor: {e}")))?;
-        let start = self.next.fetch_add(1, Ordering::Relaxed);
-        let n = self.sessions.len();
-        // Take the first free session from a rotating start; wait on one if
-        // all are busy.
-        let mut guard = (0..n)
-            .find_map(|k| self.sessions[(start + k) % n].try_lock().ok())
-            .unwrap_or_else(|| {
-                self.sessions[start % n]
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-            });
-        let outputs = guard
-            .run(ort::inputs![input])
-            .map_err(|e| AppError::internal(format!("ONNX Runtime failed: {e}")))?;
-        let (shape, values) = outputs[0]
-            .try_extract_tensor::<f32>()
-            .map_err(|e| AppError::internal(format!("reading the model output: {e}")))?;
-        let per_row = values.len().checked_div(rows).unwrap_or(0);
-        if per_row * rows != values.len() {
-            return Err(AppError::internal(format!(
-                "model output shape {shape:?} does not split into {rows} rows"
-            )));
-        }
-        Ok(values.chunks(per_row.max(1)).map(<[f32]>::to_vec).collect())
+        self.with_session(|session| {
+            let outputs = session
+                .run(ort::inputs![input])
+                .map_err(|e| AppError::internal(format!("ONNX Runtime failed: {e}")))?;
+            let (shape, values) = outputs[0]
+                .try_extract_tensor::<f32>()
+                .map_err(|e| AppError::internal(format!("reading the model output: {e}")))?;
+            let per_row = values.len().checked_div(rows).unwrap_or(0);
+            if per_row * rows != values.len() {
+                return Err(AppError::internal(format!(
+                    "model output shape {shape:?} does not split into {rows} rows"
+                )));
+            }
+            Ok(values.chunks(per_row.max(1)).map(<[f32]>::to_vec).collect())
+        })
     }
 }
 

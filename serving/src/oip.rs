@@ -18,7 +18,9 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use ort::value::{DynValue, Tensor, ValueType};
+use ort::value::{
+    DynValue, PrimitiveTensorElementType, Tensor, TensorElementType, ValueRef, ValueType,
+};
 use registry::TensorSpec;
 use serde_json::{Value, json};
 
@@ -485,29 +487,15 @@ fn execute(
                 status: StatusCode::INTERNAL_SERVER_ERROR,
                 message: format!("reading output {name:?}: {e}"),
             };
-            let (shape, data): (Vec<i64>, Value) = match ty.to_string().as_str() {
-                "f32" => {
-                    let (s, d) = value.try_extract_tensor::<f32>().map_err(internal)?;
-                    (s.to_vec(), json!(d))
-                }
-                "f64" => {
-                    let (s, d) = value.try_extract_tensor::<f64>().map_err(internal)?;
-                    (s.to_vec(), json!(d))
-                }
-                "i64" => {
-                    let (s, d) = value.try_extract_tensor::<i64>().map_err(internal)?;
-                    (s.to_vec(), json!(d))
-                }
-                "i32" => {
-                    let (s, d) = value.try_extract_tensor::<i32>().map_err(internal)?;
-                    (s.to_vec(), json!(d))
-                }
-                "bool" => {
-                    let (s, d) = value.try_extract_tensor::<bool>().map_err(internal)?;
-                    (s.to_vec(), json!(d))
-                }
-                other => return Err(unsupported(&other)),
-            };
+            let (shape, data) = match ty {
+                TensorElementType::Float32 => tensor_json::<f32>(&value),
+                TensorElementType::Float64 => tensor_json::<f64>(&value),
+                TensorElementType::Int64 => tensor_json::<i64>(&value),
+                TensorElementType::Int32 => tensor_json::<i32>(&value),
+                TensorElementType::Bool => tensor_json::<bool>(&value),
+                other => return Err(unsupported(other)),
+            }
+            .map_err(internal)?;
             answer.push(json!({
                 "name": name,
                 "datatype": datatype(&ty.to_string()),
@@ -517,4 +505,12 @@ fn execute(
         }
         Ok(answer)
     })
+}
+
+/// An output tensor's shape and its values as a flat JSON list.
+fn tensor_json<T: PrimitiveTensorElementType + serde::Serialize>(
+    value: &ValueRef<'_>,
+) -> ort::Result<(Vec<i64>, Value)> {
+    let (shape, data) = value.try_extract_tensor::<T>()?;
+    Ok((shape.to_vec(), json!(data)))
 }

@@ -24,6 +24,30 @@ fn features(width: usize) -> NewVersion {
     }
 }
 
+/// Serves `registry` in process on a loopback port: the runtime (the server
+/// lives as long as it does), the state and the server's base URL.
+fn serve_in_process(
+    registry: Registry,
+) -> (
+    tokio::runtime::Runtime,
+    std::sync::Arc<serving::AppState>,
+    String,
+) {
+    let online = std::sync::Arc::new(feature_store::OnlineStore::new(1 << 20));
+    let state = std::sync::Arc::new(serving::AppState::new(online, registry));
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    runtime.spawn(serving::serve(
+        listener,
+        state.clone(),
+        std::future::pending(),
+    ));
+    (runtime, state, url)
+}
+
 #[test]
 fn aliases_move_with_history_and_roll_back() {
     let dir = tempfile::tempdir().unwrap();
@@ -175,14 +199,7 @@ fn the_official_mlflow_client_works_against_aurum() {
     let registry = Registry::open(dir.path().join("registry")).unwrap();
     let onnx = dir.path().join("model.onnx");
     std::fs::write(&onnx, model(2, 0.5)).unwrap();
-    let online = std::sync::Arc::new(feature_store::OnlineStore::new(1 << 20));
-    let state = std::sync::Arc::new(serving::AppState::new(online, registry));
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let listener = runtime
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    runtime.spawn(serving::serve(listener, state, std::future::pending()));
+    let (runtime, _state, url) = serve_in_process(registry);
 
     let work = dir.path().join("work");
     std::fs::create_dir_all(&work).unwrap();
@@ -464,14 +481,7 @@ fn an_skl2onnx_model_answers_like_scikit_learn_over_the_open_inference_protocol(
     registry
         .register("gbt", &std::fs::read(&onnx).unwrap(), NewVersion::default())
         .unwrap();
-    let online = std::sync::Arc::new(feature_store::OnlineStore::new(1 << 20));
-    let state = std::sync::Arc::new(serving::AppState::new(online, registry));
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let listener = runtime
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    runtime.spawn(serving::serve(listener, state, std::future::pending()));
+    let (runtime, _state, url) = serve_in_process(registry);
 
     let get = |path: &str| -> serde_json::Value {
         runtime.block_on(async {
@@ -544,8 +554,7 @@ fn moving_the_champion_swaps_versions_under_load_without_a_failed_request() {
     let registry = Registry::open(dir.path().join("registry")).unwrap();
     registry.register("m", &model(2, 1.0), features(2)).unwrap();
     registry.set_alias("m", "champion", 1, "t").unwrap();
-    let online = Arc::new(feature_store::OnlineStore::new(1 << 20));
-    let state = Arc::new(serving::AppState::new(online, registry.clone()));
+    let (runtime, state, base) = serve_in_process(registry.clone());
     let options = serving::reload::ReloadOptions {
         interval: std::time::Duration::from_millis(50),
         ..serving::reload::ReloadOptions::default()
@@ -554,19 +563,7 @@ fn moving_the_champion_swaps_versions_under_load_without_a_failed_request() {
         serving::reload::sync_once(&state, &options),
         [("m".to_string(), 1)]
     );
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let listener = runtime
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .unwrap();
-    let url = format!(
-        "http://{}/v2/models/m/infer",
-        listener.local_addr().unwrap()
-    );
-    runtime.spawn(serving::serve(
-        listener,
-        state.clone(),
-        std::future::pending(),
-    ));
+    let url = format!("{base}/v2/models/m/infer");
     let _watcher = runtime.enter();
     serving::reload::spawn(state.clone(), options);
 
