@@ -13,7 +13,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use feature_store::{DeltaStore, OnlineStore};
 use registry::Registry;
-use serving::AppState;
+use serving::{AppState, Limits, PredictionLog, ServingConfig};
 
 use crate::project::ProjectArg;
 
@@ -43,6 +43,21 @@ pub struct ServeArgs {
     /// version to serve (moved alias, new registration).
     #[arg(long, default_value_t = 2000)]
     reload_interval_ms: u64,
+    /// Requests answered at once; more are refused with 503 and
+    /// `Retry-After` (load shedding instead of an unbounded queue).
+    #[arg(long, default_value_t = 4096)]
+    max_in_flight: usize,
+    /// The longest a request may take, in milliseconds (then 503).
+    #[arg(long, default_value_t = 30_000)]
+    request_timeout_ms: u64,
+    /// The bearer token admin routes (`/materialize`, `/admin/reload`,
+    /// MLflow writes) require; also read from `AURUM_ADMIN_TOKEN`. Without
+    /// one, admin routes are open (the default address is loopback only).
+    #[arg(long)]
+    admin_token: Option<String>,
+    /// Do not log predictions to the `predictions` Delta table.
+    #[arg(long)]
+    no_prediction_log: bool,
 }
 
 pub async fn run(args: ServeArgs) -> Result<()> {
@@ -63,8 +78,43 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     let online = Arc::new(OnlineStore::new(args.memory_mib << 20));
     let registry = Registry::open(project.registry_dir())?;
     let store = DeltaStore::new(project.delta_dir());
-    let state =
-        Arc::new(AppState::new(online.clone(), registry.clone()).with_offline(store.clone()));
+    let config = ServingConfig::from_sections(&args.serve_alias, &project.models)?;
+    let admin_token = args
+        .admin_token
+        .clone()
+        .or_else(|| std::env::var("AURUM_ADMIN_TOKEN").ok())
+        .filter(|t| !t.is_empty());
+    if admin_token.is_none() && !args.addr.ip().is_loopback() {
+        tracing::warn!(addr = %args.addr, "admin routes are open on a non-loopback address; set --admin-token");
+    }
+    let limits = Limits {
+        max_in_flight: args.max_in_flight.max(1),
+        request_timeout: std::time::Duration::from_millis(args.request_timeout_ms.max(1)),
+        admin_token,
+        ..Limits::default()
+    };
+    let reload = serving::reload::ReloadOptions {
+        interval: std::time::Duration::from_millis(args.reload_interval_ms.max(100)),
+        sessions: args.sessions,
+    };
+    let mut state = AppState::new(online.clone(), registry.clone())
+        .with_offline(store.clone())
+        .with_config(config)
+        .with_limits(limits)
+        .with_reload(reload);
+    if !args.no_prediction_log {
+        let logs = DeltaStore::new(project.data_dir.join("logs"));
+        println!(
+            "logging predictions to {}",
+            logs.table_path(serving::prediction_log::TABLE).display()
+        );
+        state = state.with_prediction_log(PredictionLog::start(
+            logs,
+            serving::prediction_log::TABLE,
+            serving::prediction_log::LogOptions::default(),
+        ));
+    }
+    let state = Arc::new(state);
     let server = tokio::spawn(serving::serve(listener, state.clone(), shutdown_signal()));
     let flight = feature_store::flight::FlightServer::new(online.clone(), state.pusher.clone())
         .with_store(store.clone());
@@ -97,33 +147,31 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     }
     // The first pass loads every model before the server reports ready;
     // the watcher then keeps the served versions in step with the registry.
-    let reload = serving::reload::ReloadOptions {
-        alias: args.serve_alias.clone(),
-        interval: std::time::Duration::from_millis(args.reload_interval_ms.max(100)),
-        sessions: args.sessions,
-    };
     let first = {
-        let (state, reload) = (state.clone(), reload.clone());
-        tokio::task::spawn_blocking(move || serving::reload::sync_once(&state, &reload))
+        let state = state.clone();
+        tokio::task::spawn_blocking(move || serving::reload::sync_once(&state))
             .await
             .context("loading the models")?
     };
-    for (name, version) in first {
-        println!("serving model {name} v{version}");
+    for (name, alias, version) in first {
+        println!("serving model {name} v{version} as {alias}");
     }
     for name in &models {
         if state.models.get(name).is_none() {
             println!("model {name} has no version to serve yet");
         }
     }
-    serving::reload::spawn(state.clone(), reload);
+    serving::reload::spawn(state.clone());
     state.set_ready(true);
     println!("ready");
 
-    server
-        .await
-        .context("the server task failed")?
-        .context("serving HTTP")?;
+    // Graceful shutdown: the server stops accepting, answers what is in
+    // flight, and then what the prediction log holds is written.
+    let served = server.await.context("the server task failed")?;
+    if let Some(log) = &state.prediction_log {
+        log.close().await;
+    }
+    served.context("serving HTTP")?;
     flight
         .await
         .context("the Flight task failed")?

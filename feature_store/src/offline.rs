@@ -1007,10 +1007,19 @@ fn compare_schemas(table: &arrow_schema::Schema, new: &arrow_schema::Schema) -> 
     }
 }
 
-/// Types equal up to string/large-string and view variants, which Delta
-/// does not tell apart.
+/// Types equal up to string/large-string, list/large-list and view
+/// variants (and list element names), which Delta does not tell apart.
 fn same_type(a: &arrow_schema::DataType, b: &arrow_schema::DataType) -> bool {
     use arrow_schema::DataType as D;
+    let element = |t: &D| match t {
+        D::List(f) | D::LargeList(f) | D::ListView(f) | D::LargeListView(f) => {
+            Some(f.data_type().clone())
+        }
+        _ => None,
+    };
+    if let (Some(x), Some(y)) = (element(a), element(b)) {
+        return same_type(&x, &y);
+    }
     let norm = |t: &D| match t {
         D::Utf8 | D::LargeUtf8 | D::Utf8View => D::Utf8,
         D::Binary | D::LargeBinary | D::BinaryView => D::Binary,

@@ -39,8 +39,24 @@ pub struct Project {
     pub feature_views: Vec<ViewSpec>,
     /// Feature services: named feature lists.
     pub feature_services: Vec<crate::definitions::FeatureService>,
+    /// The `[[model]]` sections, by model name. Their keys belong to the
+    /// crates that train and serve models (the feature store knows nothing
+    /// of models): each reads its own sub-table and reports its own errors.
+    pub models: Vec<ModelSection>,
     /// A hash of the file's checked content.
     pub definition_hash: String,
+}
+
+/// A `[[model]]` section of the project file: a model's name and the
+/// tables other crates read (`[model.serving]`, `[model.training]`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelSection {
+    /// The registered model's name.
+    pub name: String,
+    /// The line the section's name is on, for error messages.
+    pub line: usize,
+    /// Every key of the section but `name`.
+    pub table: toml::Table,
 }
 
 /// The file format of a bronze source.
@@ -542,6 +558,8 @@ struct RawProject {
     feature_view: Vec<RawView>,
     #[serde(default)]
     feature_service: Vec<RawService>,
+    #[serde(default)]
+    model: Vec<Spanned<toml::Table>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -822,6 +840,34 @@ impl Checker<'_> {
             services.push(service);
         }
 
+        let mut models: Vec<ModelSection> = Vec::new();
+        for (i, m) in raw.model.into_iter().enumerate() {
+            let span = m.span();
+            let mut table = m.into_inner();
+            let name = match table.remove("name") {
+                Some(toml::Value::String(name)) if !name.is_empty() => name,
+                _ => {
+                    return self.fail(
+                        span,
+                        format!("model[{i}].name"),
+                        "a [[model]] section needs a name (the registered model's)".into(),
+                    );
+                }
+            };
+            if models.iter().any(|x| x.name == name) {
+                return self.fail(
+                    span,
+                    format!("model[{i}].name"),
+                    format!("model {name:?} is declared twice"),
+                );
+            }
+            models.push(ModelSection {
+                line: line_of(self.text, &span),
+                name,
+                table,
+            });
+        }
+
         let mut project = Project {
             root: root.to_path_buf(),
             name: raw.project.name,
@@ -830,6 +876,7 @@ impl Checker<'_> {
             sources,
             feature_views: views,
             feature_services: services,
+            models,
             definition_hash: String::new(),
         };
         project.definition_hash = hash_json(

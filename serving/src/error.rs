@@ -2,7 +2,7 @@
 //! `{"error": {"code": "...", "message": "..."}}` in one place.
 
 use axum::Json;
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
@@ -54,6 +54,34 @@ impl AppError {
         }
     }
 
+    /// A 422: the request is well-formed but cannot be answered as asked.
+    pub fn unprocessable(code: &'static str, message: impl Into<String>) -> Self {
+        AppError {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// A 503 with `Retry-After`: the server sheds load rather than queue
+    /// without bound.
+    pub fn overloaded(message: impl Into<String>) -> Self {
+        AppError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            code: "overloaded",
+            message: message.into(),
+        }
+    }
+
+    /// A 401: an admin route without the right bearer token.
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        AppError {
+            status: StatusCode::UNAUTHORIZED,
+            code: "unauthorized",
+            message: message.into(),
+        }
+    }
+
     /// A 500: a fault of the server, not of the request.
     pub fn internal(message: impl Into<String>) -> Self {
         AppError {
@@ -64,10 +92,31 @@ impl AppError {
     }
 }
 
+/// The code of an error answer, left in the response's extensions for the
+/// metrics middleware to count.
+#[derive(Debug, Clone, Copy)]
+pub struct ErrorCode(pub &'static str);
+
+/// Seconds a shed request is asked to wait before retrying.
+pub const RETRY_AFTER_SECONDS: u32 = 1;
+
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         let body = Json(json!({"error": {"code": self.code, "message": self.message}}));
-        (self.status, body).into_response()
+        let mut response = (self.status, body).into_response();
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
+        }
+        if self.status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"aurum\""),
+            );
+        }
+        response.extensions_mut().insert(ErrorCode(self.code));
+        response
     }
 }
 

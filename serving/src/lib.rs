@@ -9,32 +9,40 @@
 //! This is the only crate that speaks HTTP. It uses the feature store and the
 //! registry through their library APIs.
 
+pub mod edge;
 pub mod error;
 pub mod metrics;
 pub mod mlflow;
 pub mod models;
 pub mod oip;
 pub mod online_features;
+pub mod policy;
 pub mod predict;
+pub mod prediction_log;
 pub mod push;
 pub mod reload;
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use axum::Json;
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::middleware::from_fn_with_state;
 use axum::routing::{get, post};
 use feature_store::OnlineStore;
 use registry::Registry;
 use serde_json::json;
 use tokio::net::TcpListener;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+pub use edge::Limits;
 pub use error::AppError;
 pub use models::{LoadedModel, ModelSet};
+pub use policy::{ServingConfig, ServingPolicy};
+pub use prediction_log::PredictionLog;
 
 /// Everything a request handler needs.
 #[derive(Debug)]
@@ -53,6 +61,17 @@ pub struct AppState {
     pub metrics: metrics::Metrics,
     /// Counters of the model watcher.
     pub reload: reload::ReloadStats,
+    /// How the watcher loads models.
+    pub reload_options: reload::ReloadOptions,
+    /// How each model is served (aliases, A/B split, shadow, batching).
+    pub config: ServingConfig,
+    /// Protections: in-flight limit, timeout, admin token.
+    pub limits: Limits,
+    /// Where predictions are logged, when they are.
+    pub prediction_log: Option<PredictionLog>,
+    in_flight: Arc<Semaphore>,
+    shadows: Arc<Semaphore>,
+    request_ids: (u32, AtomicU64),
     ready: AtomicBool,
 }
 
@@ -68,8 +87,73 @@ impl AppState {
             offline: None,
             metrics: metrics::Metrics::default(),
             reload: reload::ReloadStats::default(),
+            reload_options: reload::ReloadOptions::default(),
+            config: ServingConfig::default(),
+            in_flight: Arc::new(Semaphore::new(Limits::default().max_in_flight)),
+            shadows: Arc::new(Semaphore::new(Limits::default().max_shadow_in_flight)),
+            limits: Limits::default(),
+            prediction_log: None,
+            request_ids: (std::process::id() ^ random_u32(), AtomicU64::new(0)),
             ready: AtomicBool::new(false),
         }
+    }
+
+    /// The same state serving models under `config`.
+    pub fn with_config(mut self, config: ServingConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// The same state with these protections.
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.in_flight = Arc::new(Semaphore::new(limits.max_in_flight.max(1)));
+        self.shadows = Arc::new(Semaphore::new(limits.max_shadow_in_flight));
+        self.limits = limits;
+        self
+    }
+
+    /// The same state, loading models as `options` says.
+    pub fn with_reload(mut self, options: reload::ReloadOptions) -> Self {
+        self.reload_options = options;
+        self
+    }
+
+    /// The same state, logging every prediction to `log`.
+    pub fn with_prediction_log(mut self, log: PredictionLog) -> Self {
+        self.prediction_log = Some(log);
+        self
+    }
+
+    /// A slot for one more request, or `None` at the in-flight limit.
+    pub fn admit(&self) -> Option<OwnedSemaphorePermit> {
+        self.in_flight.clone().try_acquire_owned().ok()
+    }
+
+    /// Requests being answered now.
+    pub fn in_flight(&self) -> usize {
+        self.limits
+            .max_in_flight
+            .max(1)
+            .saturating_sub(self.in_flight.available_permits())
+    }
+
+    /// A slot for one shadow run, or `None` when too many run.
+    pub fn admit_shadow(&self) -> Option<OwnedSemaphorePermit> {
+        self.shadows.clone().try_acquire_owned().ok()
+    }
+
+    /// Shadow runs in progress.
+    pub fn shadow_in_flight(&self) -> usize {
+        self.limits
+            .max_shadow_in_flight
+            .saturating_sub(self.shadows.available_permits())
+    }
+
+    /// A new request id, unique within this process and unlikely to repeat
+    /// across processes.
+    pub fn new_request_id(&self) -> Arc<str> {
+        let n = self.request_ids.1.fetch_add(1, Ordering::Relaxed);
+        Arc::from(format!("{:08x}-{n:x}", self.request_ids.0))
     }
 
     /// The same state, materializing from (and pushing offline to) the
@@ -100,6 +184,14 @@ pub const MAX_BODY_BYTES: usize = 8 << 20;
 
 /// The HTTP application.
 pub fn app(state: Arc<AppState>) -> Router {
+    let admin = Router::new()
+        .route("/materialize", post(online_features::materialize))
+        .route("/admin/reload", post(reload::reload_now))
+        .route_layer(from_fn_with_state(state.clone(), edge::require_admin));
+    let mlflow = mlflow::routes().route_layer(from_fn_with_state(
+        state.clone(),
+        edge::require_admin_for_writes,
+    ));
     Router::new()
         .route("/predict", post(predict::predict))
         .route(
@@ -107,15 +199,23 @@ pub fn app(state: Arc<AppState>) -> Router {
             post(online_features::get_online_features),
         )
         .route("/feature-views", get(online_features::feature_views))
-        .route("/materialize", post(online_features::materialize))
         .route("/push", post(push::push))
         .route("/metrics", get(metrics::metrics))
         .route("/health/live", get(live))
         .route("/health/ready", get(ready))
-        .merge(mlflow::routes())
+        .merge(admin)
+        .merge(mlflow)
         .merge(oip::routes())
+        .layer(from_fn_with_state(state.clone(), edge::edge))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
+}
+
+fn random_u32() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(predict::now_micros() as u64);
+    hasher.finish() as u32
 }
 
 /// Serves `app(state)` on `listener` until `shutdown` completes, then lets

@@ -1,21 +1,31 @@
-//! Models loaded for serving, with a small pool of ONNX Runtime sessions each.
+//! Models loaded for serving: each version with a small pool of ONNX
+//! Runtime sessions and, when its policy asks, a micro-batcher; and the set
+//! of models served, each with its A/B arms.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock, mpsc};
+use std::time::Instant;
 
 use ort::session::Session;
 use ort::value::TensorRef;
 use registry::{ModelVersion, Registry};
 
 use crate::error::AppError;
+use crate::policy::BatchOptions;
+
+/// Each row's output values.
+pub type Outputs = Vec<Vec<f32>>;
 
 /// A registered version loaded into ONNX Runtime.
 pub struct LoadedModel {
     /// The registry's record of the version.
     pub version: ModelVersion,
-    sessions: Vec<Mutex<Session>>,
-    next: AtomicUsize,
+    /// Its input names (the registered feature list), shared with every
+    /// logged prediction.
+    pub feature_names: Arc<[String]>,
+    pool: Arc<SessionPool>,
+    batcher: Option<Batcher>,
 }
 
 impl std::fmt::Debug for LoadedModel {
@@ -23,7 +33,8 @@ impl std::fmt::Debug for LoadedModel {
         f.debug_struct("LoadedModel")
             .field("name", &self.version.name)
             .field("version", &self.version.version)
-            .field("sessions", &self.sessions.len())
+            .field("sessions", &self.pool.sessions.len())
+            .field("batching", &self.batcher.is_some())
             .finish()
     }
 }
@@ -43,15 +54,67 @@ impl LoadedModel {
             .map(|_| registry::runtime::load_session(&label, &bytes).map(Mutex::new))
             .collect::<Result<_, _>>()?;
         Ok(LoadedModel {
+            pool: Arc::new(SessionPool {
+                width: version.features.len(),
+                sessions,
+                next: AtomicUsize::new(0),
+            }),
+            feature_names: Arc::from(version.features.clone()),
             version,
-            sessions,
-            next: AtomicUsize::new(0),
+            batcher: None,
         })
+    }
+
+    /// The same model with dynamic micro-batching: one worker thread per
+    /// session collects concurrent [`infer`](Self::infer) calls into one
+    /// inference.
+    pub fn with_batching(mut self, options: BatchOptions) -> Self {
+        self.batcher = Some(Batcher::start(
+            &format!("{}-v{}", self.version.name, self.version.version),
+            self.pool.clone(),
+            options,
+        ));
+        self
     }
 
     /// Runs `f` with a session of the pool: the first free one from a
     /// rotating start, or waits on one when all are busy.
     pub fn with_session<T>(&self, f: impl FnOnce(&mut Session) -> T) -> T {
+        self.pool.with_session(f)
+    }
+
+    /// Runs the model on `rows` rows of `features` (row-major, one column
+    /// per registered feature) now, on this thread, and returns each row's
+    /// first output values.
+    pub fn predict(&self, features: Vec<f32>, rows: usize) -> Result<Outputs, AppError> {
+        self.pool.run(&features, rows)
+    }
+
+    /// Like [`predict`](Self::predict), through the micro-batcher when the
+    /// model has one.
+    pub async fn infer(&self, features: Vec<f32>, rows: usize) -> Result<Outputs, AppError> {
+        match &self.batcher {
+            None => self.predict(features, rows),
+            Some(batcher) => batcher.submit(features, rows).await,
+        }
+    }
+
+    /// Requests waiting in the micro-batcher's queue (0 without batching).
+    pub fn queued(&self) -> usize {
+        self.batcher
+            .as_ref()
+            .map_or(0, |b| b.depth.load(Ordering::Relaxed))
+    }
+}
+
+struct SessionPool {
+    width: usize,
+    sessions: Vec<Mutex<Session>>,
+    next: AtomicUsize,
+}
+
+impl SessionPool {
+    fn with_session<T>(&self, f: impl FnOnce(&mut Session) -> T) -> T {
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         let n = self.sessions.len();
         let mut guard = (0..n)
@@ -64,17 +127,15 @@ impl LoadedModel {
         f(&mut guard)
     }
 
-    /// Runs the model on `rows` rows of `features` (row-major, one column
-    /// per registered feature) and returns each row's first output values.
-    pub fn predict(&self, features: Vec<f32>, rows: usize) -> Result<Vec<Vec<f32>>, AppError> {
-        let width = self.version.features.len();
+    fn run(&self, features: &[f32], rows: usize) -> Result<Outputs, AppError> {
+        let width = self.width;
         if features.len() != rows * width {
             return Err(AppError::internal(format!(
                 "assembled {} values for {rows} rows of {width} features",
                 features.len()
             )));
         }
-        let input = TensorRef::from_array_view(([rows, width], features.as_slice()))
+        let input = TensorRef::from_array_view(([rows, width], features))
             .map_err(|e| AppError::internal(format!("building the input tensor: {e}")))?;
         self.with_session(|session| {
             let outputs = session
@@ -94,15 +155,152 @@ impl LoadedModel {
     }
 }
 
+/// A request waiting to be batched.
+struct Job {
+    features: Vec<f32>,
+    rows: usize,
+    reply: tokio::sync::oneshot::Sender<Result<Outputs, AppError>>,
+}
+
+/// The queue in front of a model's batching workers. Dropping it closes the
+/// queue, and the workers exit once it is empty.
+struct Batcher {
+    queue: mpsc::SyncSender<Job>,
+    depth: Arc<AtomicUsize>,
+}
+
+/// Requests a batcher queues before refusing more (per model).
+const BATCH_QUEUE: usize = 4096;
+
+impl Batcher {
+    fn start(label: &str, pool: Arc<SessionPool>, options: BatchOptions) -> Self {
+        let (queue, jobs) = mpsc::sync_channel::<Job>(BATCH_QUEUE);
+        let jobs = Arc::new(Mutex::new(jobs));
+        let depth = Arc::new(AtomicUsize::new(0));
+        for worker in 0..pool.sessions.len() {
+            let (jobs, pool, depth) = (jobs.clone(), pool.clone(), depth.clone());
+            let spawned = std::thread::Builder::new()
+                .name(format!("batch-{label}-{worker}"))
+                .spawn(move || batch_worker(&jobs, &pool, &depth, options));
+            if let Err(e) = spawned {
+                tracing::error!(model = label, error = %e, "starting a batching worker");
+            }
+        }
+        Batcher { queue, depth }
+    }
+
+    async fn submit(&self, features: Vec<f32>, rows: usize) -> Result<Outputs, AppError> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.depth.fetch_add(1, Ordering::Relaxed);
+        if self
+            .queue
+            .try_send(Job {
+                features,
+                rows,
+                reply,
+            })
+            .is_err()
+        {
+            self.depth.fetch_sub(1, Ordering::Relaxed);
+            return Err(AppError::overloaded(
+                "the model's batching queue is full; retry shortly",
+            ));
+        }
+        answer
+            .await
+            .unwrap_or_else(|_| Err(AppError::internal("the batching worker stopped")))
+    }
+}
+
+/// Takes the first waiting job, then more until `max_rows` rows or
+/// `max_delay` after the first, runs them as one inference and answers
+/// each. Workers take turns collecting (the queue's lock), and run in
+/// parallel.
+fn batch_worker(
+    jobs: &Mutex<mpsc::Receiver<Job>>,
+    pool: &SessionPool,
+    depth: &AtomicUsize,
+    options: BatchOptions,
+) {
+    loop {
+        let mut batch = Vec::new();
+        {
+            let queue = jobs.lock().unwrap_or_else(|e| e.into_inner());
+            let Ok(first) = queue.recv() else { return };
+            let deadline = Instant::now() + options.max_delay;
+            let mut rows = first.rows;
+            batch.push(first);
+            while rows < options.max_rows {
+                let left = deadline.saturating_duration_since(Instant::now());
+                match queue.recv_timeout(left) {
+                    Ok(job) => {
+                        rows += job.rows;
+                        batch.push(job);
+                    }
+                    Err(_) => break,
+                }
+            }
+        }
+        depth.fetch_sub(batch.len(), Ordering::Relaxed);
+        let rows: usize = batch.iter().map(|j| j.rows).sum();
+        let mut features = Vec::with_capacity(rows * pool.width);
+        for job in &batch {
+            features.extend_from_slice(&job.features);
+        }
+        match pool.run(&features, rows) {
+            Ok(outputs) => {
+                let mut outputs = outputs.into_iter();
+                for job in batch {
+                    let mine: Outputs = outputs.by_ref().take(job.rows).collect();
+                    let _ = job.reply.send(Ok(mine));
+                }
+            }
+            Err(e) => {
+                for job in batch {
+                    let _ = job.reply.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+}
+
+/// A served model: the version at its primary alias and those at its other
+/// arms' (and shadow's) aliases. Replaced whole on every change, so a
+/// request sees one consistent set.
+#[derive(Debug, Clone)]
+pub struct Served {
+    /// The version at the primary alias (or the newest, without it).
+    pub primary: Arc<LoadedModel>,
+    /// What the primary is served as: the alias, or `latest`.
+    pub primary_arm: String,
+    arms: Vec<(String, Arc<LoadedModel>)>,
+}
+
+impl Served {
+    /// The model at `alias`, when loaded.
+    pub fn arm(&self, alias: &str) -> Option<&Arc<LoadedModel>> {
+        if alias == self.primary_arm {
+            return Some(&self.primary);
+        }
+        self.arms.iter().find(|(a, _)| a == alias).map(|(_, m)| m)
+    }
+
+    /// Every loaded model with the alias it serves.
+    pub fn all(&self) -> impl Iterator<Item = (&str, &Arc<LoadedModel>)> {
+        std::iter::once((self.primary_arm.as_str(), &self.primary))
+            .chain(self.arms.iter().map(|(a, m)| (a.as_str(), m)))
+    }
+}
+
 /// The models a server serves, by name, and the versions loaded on demand.
 #[derive(Debug, Default)]
 pub struct ModelSet {
-    models: RwLock<HashMap<String, Arc<LoadedModel>>>,
+    served: RwLock<HashMap<String, Arc<Served>>>,
     versions: RwLock<HashMap<(String, u64), Arc<LoadedModel>>>,
 }
 
 impl ModelSet {
-    /// Loads the latest version of `name` and serves it.
+    /// Loads the latest version of `name` and serves it (as `latest`).
     pub fn load_latest(
         &self,
         registry: &Registry,
@@ -111,23 +309,38 @@ impl ModelSet {
     ) -> Result<Arc<LoadedModel>, registry::Error> {
         let version = registry.latest(name)?;
         let model = Arc::new(LoadedModel::load(registry, version, pool_size)?);
-        self.models
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(name.to_string(), model.clone());
+        self.insert(name, "latest", model.clone());
         Ok(model)
     }
 
-    /// The model served as `name`.
+    /// The model served as `name` (its primary arm).
     pub fn get(&self, name: &str) -> Option<Arc<LoadedModel>> {
-        self.models
+        self.served(name).map(|s| s.primary.clone())
+    }
+
+    /// Everything served as `name`.
+    pub fn served(&self, name: &str) -> Option<Arc<Served>> {
+        self.served
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .get(name)
             .cloned()
     }
 
-    /// Version `version` of `name`: the served one if it is that version,
+    /// Every served model.
+    pub fn all(&self) -> Vec<(String, Arc<Served>)> {
+        let mut all: Vec<_> = self
+            .served
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(n, s)| (n.clone(), s.clone()))
+            .collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all
+    }
+
+    /// Version `version` of `name`: a served one if it is that version,
     /// else loaded from the registry on first use (any `READY` version)
     /// and kept.
     pub fn version(
@@ -137,8 +350,10 @@ impl ModelSet {
         version: u64,
         pool_size: usize,
     ) -> Result<Arc<LoadedModel>, registry::Error> {
-        if let Some(served) = self.get(name).filter(|m| m.version.version == version) {
-            return Ok(served);
+        if let Some(served) = self.served(name)
+            && let Some((_, model)) = served.all().find(|(_, m)| m.version.version == version)
+        {
+            return Ok(model.clone());
         }
         let key = (name.to_string(), version);
         if let Some(loaded) = self
@@ -160,25 +375,39 @@ impl ModelSet {
             .clone())
     }
 
-    /// Serves `model` as `name`, replacing what was served (requests that
-    /// already hold the old one finish with it).
-    pub fn insert(&self, name: &str, model: Arc<LoadedModel>) {
-        self.models
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(name.to_string(), model);
+    /// Serves `model` as `name`'s primary arm, served as `arm`, replacing
+    /// what was served (requests that already hold the old one finish with
+    /// it). The other arms stay.
+    pub fn insert(&self, name: &str, arm: &str, model: Arc<LoadedModel>) {
+        let mut served = self.served.write().unwrap_or_else(|e| e.into_inner());
+        let arms = served.get(name).map(|s| s.arms.clone()).unwrap_or_default();
+        served.insert(
+            name.to_string(),
+            Arc::new(Served {
+                primary: model,
+                primary_arm: arm.to_string(),
+                arms,
+            }),
+        );
+    }
+
+    /// Serves `model` at `alias` beside `name`'s primary (or stops serving
+    /// that alias, with `None`). Ignored while `name` has no primary.
+    pub fn set_arm(&self, name: &str, alias: &str, model: Option<Arc<LoadedModel>>) {
+        let mut served = self.served.write().unwrap_or_else(|e| e.into_inner());
+        let Some(current) = served.get(name) else {
+            return;
+        };
+        let mut next = Served::clone(current);
+        next.arms.retain(|(a, _)| a != alias);
+        if let Some(model) = model {
+            next.arms.push((alias.to_string(), model));
+        }
+        served.insert(name.to_string(), Arc::new(next));
     }
 
     /// Names of the models served.
     pub fn names(&self) -> Vec<String> {
-        let mut names: Vec<String> = self
-            .models
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .keys()
-            .cloned()
-            .collect();
-        names.sort();
-        names
+        self.all().into_iter().map(|(n, _)| n).collect()
     }
 }

@@ -15,16 +15,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use axum::Json;
+use axum::extract::State;
 use registry::{ModelVersion, Registry};
 
 use crate::AppState;
+use crate::error::AppError;
 use crate::models::LoadedModel;
+use crate::policy::BatchOptions;
 
-/// How the watcher chooses and loads versions.
+/// How the watcher loads versions.
 #[derive(Debug, Clone)]
 pub struct ReloadOptions {
-    /// The alias served (models without it serve their newest version).
-    pub alias: String,
     /// How often the registry is checked.
     pub interval: Duration,
     /// ONNX Runtime sessions per loaded model.
@@ -34,7 +36,6 @@ pub struct ReloadOptions {
 impl Default for ReloadOptions {
     fn default() -> Self {
         ReloadOptions {
-            alias: registry::CHAMPION.to_string(),
             interval: Duration::from_secs(2),
             sessions: 2,
         }
@@ -48,22 +49,23 @@ pub struct ReloadStats {
     pub swaps: AtomicU64,
     /// Versions that failed to load or warm up.
     pub failures: AtomicU64,
-    /// The last failure per model and version, so it is not retried until
-    /// the target changes.
-    failed: Mutex<HashMap<String, u64>>,
+    /// The last failure per model, alias and version, so it is not retried
+    /// until the target changes.
+    failed: Mutex<HashMap<(String, String), u64>>,
 }
 
-/// The version `name` should be served at: its `alias`, else its newest
-/// `READY` version; `None` when it has neither.
+/// The version `name`'s primary arm should serve, and what it is served
+/// as: its `alias`, else its newest `READY` version (as `latest`); `None`
+/// when it has neither.
 pub fn target(
     registry: &Registry,
     name: &str,
     alias: &str,
-) -> registry::Result<Option<ModelVersion>> {
+) -> registry::Result<Option<(ModelVersion, String)>> {
     match registry.by_alias(name, alias) {
-        Ok(version) => Ok(Some(version)),
+        Ok(version) => Ok(Some((version, alias.to_string()))),
         Err(registry::Error::AliasNotFound { .. }) => match registry.latest(name) {
-            Ok(version) => Ok(Some(version)),
+            Ok(version) => Ok(Some((version, "latest".to_string()))),
             Err(registry::Error::VersionNotFound { .. }) => Ok(None),
             Err(e) => Err(e),
         },
@@ -71,10 +73,12 @@ pub fn target(
     }
 }
 
-/// One pass over the registry (blocking): loads, warms up and swaps in every
-/// model whose target differs from the version served. Returns the
-/// `(model, version)` pairs swapped in.
-pub fn sync_once(state: &AppState, options: &ReloadOptions) -> Vec<(String, u64)> {
+/// One pass over the registry (blocking): for every model, loads, warms
+/// up and swaps in each alias its policy serves (the primary, the other
+/// A/B arms, the shadow) whose version differs from the one served; an
+/// arm whose alias was removed stops being served (its traffic goes to
+/// the primary). Returns the `(model, alias, version)` swapped in.
+pub fn sync_once(state: &AppState) -> Vec<(String, String, u64)> {
     let mut swapped = Vec::new();
     let names = match state.registry.models() {
         Ok(names) => names,
@@ -83,46 +87,116 @@ pub fn sync_once(state: &AppState, options: &ReloadOptions) -> Vec<(String, u64)
             return swapped;
         }
     };
+    let primary_alias = state.config.default_alias.as_str();
     for name in names {
-        let wanted = match target(&state.registry, &name, &options.alias) {
-            Ok(Some(version)) => version,
+        let policy = state.config.policy(&name);
+        // The primary: the default alias, or the newest version.
+        let (primary, primary_arm) = match target(&state.registry, &name, primary_alias) {
+            Ok(Some(found)) => found,
             Ok(None) => continue,
             Err(e) => {
                 tracing::error!(model = %name, error = %e, "resolving the version to serve");
                 continue;
             }
         };
-        let served = state.models.get(&name).map(|m| m.version.version);
-        if served == Some(wanted.version) {
-            continue;
-        }
-        let stats = &state.reload;
-        let mut failed = stats.failed.lock().unwrap_or_else(|e| e.into_inner());
-        if failed.get(&name) == Some(&wanted.version) {
-            continue;
-        }
-        match load_and_warm(&state.registry, wanted.clone(), options.sessions) {
-            Ok(model) => {
-                failed.remove(&name);
-                state.models.insert(&name, Arc::new(model));
-                stats.swaps.fetch_add(1, Ordering::Relaxed);
-                tracing::info!(model = %name, from = ?served, to = wanted.version, "serving a new version");
-                swapped.push((name, wanted.version));
+        let served = state.models.served(&name);
+        let current = served
+            .as_ref()
+            .map(|s| (s.primary.version.version, s.primary_arm.clone()));
+        if current.as_ref().map(|(v, _)| *v) != Some(primary.version) {
+            if let Some(model) = load(state, &name, primary_alias, primary, policy.batch) {
+                state.models.insert(&name, &primary_arm, model.clone());
+                swapped.push((name.clone(), primary_arm.clone(), model.version.version));
             }
-            Err(e) => {
-                failed.insert(name.clone(), wanted.version);
-                stats.failures.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(
-                    model = %name,
-                    version = wanted.version,
-                    still_serving = ?served,
-                    error = %e,
-                    "a new version failed to load; the old one keeps serving"
-                );
+        } else if current.as_ref().map(|(_, a)| a.as_str()) != Some(primary_arm.as_str())
+            && let Some(served) = &served
+        {
+            // Same version, now reached through the alias (or no longer).
+            state
+                .models
+                .insert(&name, &primary_arm, served.primary.clone());
+        }
+        if state.models.served(&name).is_none() {
+            continue;
+        }
+        // The other arms and the shadow: only at their aliases.
+        for alias in policy.aliases().filter(|a| *a != primary_alias) {
+            let served = state.models.served(&name);
+            let loaded = served
+                .as_ref()
+                .and_then(|s| s.arm(alias))
+                .map(|m| m.version.version);
+            match state.registry.by_alias(&name, alias) {
+                Ok(version) if loaded == Some(version.version) => {}
+                Ok(version) => {
+                    let wanted = version.version;
+                    // Another arm may already hold this version.
+                    let shared = served.as_ref().and_then(|s| {
+                        s.all()
+                            .find(|(_, m)| m.version.version == wanted)
+                            .map(|(_, m)| m.clone())
+                    });
+                    let model = shared.or_else(|| load(state, &name, alias, version, policy.batch));
+                    if let Some(model) = model {
+                        state.models.set_arm(&name, alias, Some(model));
+                        swapped.push((name.clone(), alias.to_string(), wanted));
+                    }
+                }
+                Err(registry::Error::AliasNotFound { .. }) => {
+                    if loaded.is_some() {
+                        tracing::info!(model = %name, alias, "alias removed; its arm's traffic goes to the primary");
+                        state.models.set_arm(&name, alias, None);
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(model = %name, alias, error = %e, "resolving an arm's version");
+                }
             }
         }
     }
     swapped
+}
+
+/// Loads and warms up `version` for `name` at `alias`, counting and
+/// remembering a failure (not retried until the alias moves).
+fn load(
+    state: &AppState,
+    name: &str,
+    alias: &str,
+    version: ModelVersion,
+    batch: Option<BatchOptions>,
+) -> Option<Arc<LoadedModel>> {
+    let stats = &state.reload;
+    let key = (name.to_string(), alias.to_string());
+    let number = version.version;
+    let mut failed = stats.failed.lock().unwrap_or_else(|e| e.into_inner());
+    if failed.get(&key) == Some(&number) {
+        return None;
+    }
+    match load_and_warm(&state.registry, version, state.reload_options.sessions) {
+        Ok(model) => {
+            failed.remove(&key);
+            stats.swaps.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(model = %name, alias, version = number, "serving a new version");
+            let model = match batch {
+                Some(options) => model.with_batching(options),
+                None => model,
+            };
+            Some(Arc::new(model))
+        }
+        Err(e) => {
+            failed.insert(key, number);
+            stats.failures.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(
+                model = %name,
+                alias,
+                version = number,
+                error = %e,
+                "a new version failed to load; the old one keeps serving"
+            );
+            None
+        }
+    }
 }
 
 /// Loads a version and runs one inference on it, so its first request pays
@@ -142,15 +216,33 @@ fn load_and_warm(
     Ok(model)
 }
 
-/// Runs [`sync_once`] every `options.interval` until the runtime stops.
-pub fn spawn(state: Arc<AppState>, options: ReloadOptions) -> tokio::task::JoinHandle<()> {
+/// Runs [`sync_once`] every `state.reload_options.interval` until the
+/// runtime stops.
+pub fn spawn(state: Arc<AppState>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         loop {
-            tokio::time::sleep(options.interval).await;
-            let (state, options) = (state.clone(), options.clone());
-            if let Err(e) = tokio::task::spawn_blocking(move || sync_once(&state, &options)).await {
+            tokio::time::sleep(state.reload_options.interval).await;
+            let state = state.clone();
+            if let Err(e) = tokio::task::spawn_blocking(move || sync_once(&state)).await {
                 tracing::error!(error = %e, "the model watcher stopped a pass");
             }
         }
     })
+}
+
+/// `POST /admin/reload`: one watcher pass now, answering what was swapped
+/// in (for deployments that move an alias and want it served at once).
+pub async fn reload_now(
+    State(state): State<Arc<AppState>>,
+) -> Result<Json<serde_json::Value>, AppError> {
+    let swapped = tokio::task::spawn_blocking(move || sync_once(&state))
+        .await
+        .map_err(|e| AppError::internal(format!("the reload pass failed: {e}")))?;
+    let swapped: Vec<serde_json::Value> = swapped
+        .into_iter()
+        .map(|(model, alias, version)| {
+            serde_json::json!({"model": model, "alias": alias, "version": version})
+        })
+        .collect();
+    Ok(Json(serde_json::json!({ "swapped": swapped })))
 }

@@ -26,16 +26,32 @@ fn features(width: usize) -> NewVersion {
 
 /// Serves `registry` in process on a loopback port: the runtime (the server
 /// lives as long as it does), the state and the server's base URL.
-fn serve_in_process(
+pub fn serve_in_process(
     registry: Registry,
 ) -> (
     tokio::runtime::Runtime,
     std::sync::Arc<serving::AppState>,
     String,
 ) {
+    serve_configured(registry, |state| state)
+}
+
+/// Like [`serve_in_process`], with the state configured by `configure`
+/// (called inside the server's runtime, so it may start tasks).
+pub fn serve_configured(
+    registry: Registry,
+    configure: impl FnOnce(serving::AppState) -> serving::AppState,
+) -> (
+    tokio::runtime::Runtime,
+    std::sync::Arc<serving::AppState>,
+    String,
+) {
     let online = std::sync::Arc::new(feature_store::OnlineStore::new(1 << 20));
-    let state = std::sync::Arc::new(serving::AppState::new(online, registry));
     let runtime = tokio::runtime::Runtime::new().unwrap();
+    let state = {
+        let _inside = runtime.enter();
+        std::sync::Arc::new(configure(serving::AppState::new(online, registry)))
+    };
     let listener = runtime
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
         .unwrap();
@@ -554,18 +570,19 @@ fn moving_the_champion_swaps_versions_under_load_without_a_failed_request() {
     let registry = Registry::open(dir.path().join("registry")).unwrap();
     registry.register("m", &model(2, 1.0), features(2)).unwrap();
     registry.set_alias("m", "champion", 1, "t").unwrap();
-    let (runtime, state, base) = serve_in_process(registry.clone());
     let options = serving::reload::ReloadOptions {
         interval: std::time::Duration::from_millis(50),
         ..serving::reload::ReloadOptions::default()
     };
+    let (runtime, state, base) =
+        serve_configured(registry.clone(), |state| state.with_reload(options));
     assert_eq!(
-        serving::reload::sync_once(&state, &options),
-        [("m".to_string(), 1)]
+        serving::reload::sync_once(&state),
+        [("m".to_string(), "champion".to_string(), 1)]
     );
     let url = format!("{base}/v2/models/m/infer");
     let _watcher = runtime.enter();
-    serving::reload::spawn(state.clone(), options);
+    serving::reload::spawn(state.clone());
 
     // A client that never stops asking, recording every answer.
     let stop = Arc::new(AtomicBool::new(false));
