@@ -168,6 +168,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     // Graceful shutdown: the server stops accepting, answers what is in
     // flight, and then what the prediction log holds is written.
     let served = server.await.context("the server task failed")?;
+    state.drain_shadows().await;
     if let Some(log) = &state.prediction_log {
         log.close().await;
     }

@@ -142,6 +142,15 @@ impl AppState {
         self.shadows.clone().try_acquire_owned().ok()
     }
 
+    /// Waits until no shadow run is in progress (for shutdown, so their
+    /// predictions reach the log).
+    pub async fn drain_shadows(&self) {
+        let all = u32::try_from(self.limits.max_shadow_in_flight).unwrap_or(u32::MAX);
+        if all > 0 {
+            let _ = self.shadows.acquire_many(all).await;
+        }
+    }
+
     /// Shadow runs in progress.
     pub fn shadow_in_flight(&self) -> usize {
         self.limits
@@ -247,6 +256,7 @@ async fn ready(State(state): State<Arc<AppState>>) -> (StatusCode, Json<serde_js
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::Ordering;
     use std::time::Duration;
 
     use axum::body::Body;
@@ -278,6 +288,15 @@ mod tests {
     /// A served model `m` over view `v`: customer 1 fresh, customer 2 stale,
     /// customer 3 unknown.
     fn state(dir: &std::path::Path) -> Arc<AppState> {
+        state_with(dir, |state| state)
+    }
+
+    /// Like [`state`], with the state configured by `configure` and the
+    /// model loaded the way the server's watcher loads it.
+    fn state_with(
+        dir: &std::path::Path,
+        configure: impl FnOnce(AppState) -> AppState,
+    ) -> Arc<AppState> {
         let n = 400;
         let x1: Vec<f64> = (0..n).map(|i| f64::from(i % 20)).collect();
         let x2: Vec<f64> = (0..n).map(|i| f64::from((i * 7) % 13)).collect();
@@ -327,8 +346,8 @@ mod tests {
         let online = Arc::new(OnlineStore::new(1 << 20));
         online.register_view(view());
         online.materialize(&view(), &gold, 7).unwrap();
-        let state = Arc::new(AppState::new(online, registry.clone()));
-        state.models.load_latest(&registry, "m", 1).unwrap();
+        let state = Arc::new(configure(AppState::new(online, registry.clone())));
+        assert_eq!(reload::sync_once(&state).len(), 1);
         state
     }
 
@@ -779,6 +798,207 @@ mod tests {
             let message = answer["error"]["message"].as_str().unwrap();
             assert!(message.contains(needle), "{body} → {message}");
         }
+    }
+
+    fn policy(text: &str) -> ServingConfig {
+        let table: toml::Table = toml::from_str(text).unwrap();
+        let section = feature_store::project::ModelSection {
+            name: "m".into(),
+            line: 1,
+            table,
+        };
+        ServingConfig::from_sections("champion", &[section]).unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reject_policy_refuses_rows_with_missing_features() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = state_with(dir.path(), |s| {
+            s.with_config(policy("[serving]\nmissing_features = \"reject\""))
+        });
+        let body = json!({"model": "m", "entities": {"customer_id": [1]}}).to_string();
+        let (status, answer) = call(&state, "POST", "/predict", &body).await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+        let body = json!({"model": "m", "entities": {"customer_id": [1, 3]}}).to_string();
+        let (status, answer) = call(&state, "POST", "/predict", &body).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{answer}");
+        assert_eq!(answer["error"]["code"], "missing_features");
+        let message = answer["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains("row 1: v:x1 NotFound, v:x2 NotFound"),
+            "{message}"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn micro_batching_answers_as_single_inference_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let plain = state(dir.path());
+        let dir2 = tempfile::tempdir().unwrap();
+        let batched = state_with(dir2.path(), |s| {
+            s.with_config(policy(
+                "[serving]\nbatch = { max_rows = 8, max_delay_us = 2000 }",
+            ))
+        });
+        let body =
+            |x1: f64| json!({"model": "m", "features": {"x1": [x1], "x2": [x1 / 2.0]}}).to_string();
+        let mut calls = Vec::new();
+        for i in 0..32 {
+            let (batched, body) = (batched.clone(), body(f64::from(i)));
+            calls.push(tokio::spawn(async move {
+                call(&batched, "POST", "/predict", &body).await
+            }));
+        }
+        for (i, handle) in calls.into_iter().enumerate() {
+            let (status, answer) = handle.await.unwrap();
+            assert_eq!(status, StatusCode::OK, "{answer}");
+            let (_, alone) = call(&plain, "POST", "/predict", &body(i as f64)).await;
+            assert_eq!(
+                answer["predictions"][0]["prediction"],
+                alone["predictions"][0]["prediction"]
+            );
+        }
+        // Concurrent requests shared inferences.
+        let key = metrics::ArmKey {
+            model: "m".into(),
+            version: 1,
+            arm: "latest".into(),
+            shadow: false,
+        };
+        let requests = batched.metrics.arm(&key);
+        assert_eq!(requests.batch_rows.count(), 32);
+        let model = batched.models.get("m").unwrap();
+        let inferences = model.batch_rows().unwrap();
+        assert_eq!(inferences.sum(), 32.0);
+        assert!(inferences.count() < 32, "{} inferences", inferences.count());
+        let text = metrics_text(&batched).await;
+        assert!(
+            text.contains("aurum_batch_inference_rows_sum{model=\"m\",version=\"1\"} 32\n"),
+            "{text}"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn overload_is_shed_and_slow_requests_time_out() {
+        let dir = tempfile::tempdir().unwrap();
+        // A lone request waits 100 ms in the batcher for company.
+        let state = state_with(dir.path(), |s| {
+            s.with_config(policy(
+                "[serving]\nbatch = { max_rows = 64, max_delay_us = 100000 }",
+            ))
+            .with_limits(Limits {
+                max_in_flight: 1,
+                request_timeout: Duration::from_secs(10),
+                ..Limits::default()
+            })
+        });
+        let body = json!({"model": "m", "features": {"x1": [1.0], "x2": [2.0]}}).to_string();
+        let first = {
+            let (state, body) = (state.clone(), body.clone());
+            tokio::spawn(async move { call(&state, "POST", "/predict", &body).await })
+        };
+        while state.in_flight() == 0 {
+            tokio::task::yield_now().await;
+        }
+        let request = Request::builder()
+            .method("POST")
+            .uri("/predict")
+            .body(Body::from(body.clone()))
+            .unwrap();
+        let shed = app(state.clone()).oneshot(request).await.unwrap();
+        assert_eq!(shed.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(shed.headers()["retry-after"], "1");
+        assert_eq!(first.await.unwrap().0, StatusCode::OK);
+        assert_eq!(state.metrics.shed.load(Ordering::Relaxed), 1);
+
+        let dir = tempfile::tempdir().unwrap();
+        let slow = state_with(dir.path(), |s| {
+            s.with_config(policy(
+                "[serving]\nbatch = { max_rows = 64, max_delay_us = 100000 }",
+            ))
+            .with_limits(Limits {
+                request_timeout: Duration::from_millis(10),
+                ..Limits::default()
+            })
+        });
+        let (status, answer) = call(&slow, "POST", "/predict", &body).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{answer}");
+        assert!(
+            answer["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("limit of 10 ms"),
+            "{answer}"
+        );
+        assert_eq!(slow.metrics.timeouts.load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn admin_routes_need_the_token_when_one_is_set() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = state_with(dir.path(), |s| {
+            s.with_limits(Limits {
+                admin_token: Some("s3cret".into()),
+                ..Limits::default()
+            })
+        });
+        let send = |method: &str, uri: &str, token: Option<&str>| {
+            let mut request = Request::builder()
+                .method(method)
+                .uri(uri)
+                .header("content-type", "application/json");
+            if let Some(token) = token {
+                request = request.header("authorization", format!("Bearer {token}"));
+            }
+            let request = request.body(Body::from("{}")).unwrap();
+            let app = app(state.clone());
+            async move { app.oneshot(request).await.unwrap().status() }
+        };
+        assert_eq!(
+            send("POST", "/admin/reload", None).await,
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            send("POST", "/admin/reload", Some("guess")).await,
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            send("POST", "/admin/reload", Some("s3cret")).await,
+            StatusCode::OK
+        );
+        assert_eq!(
+            send("POST", "/api/2.0/mlflow/registered-models/create", None).await,
+            StatusCode::UNAUTHORIZED
+        );
+        // Reads and predictions stay open.
+        assert_eq!(
+            send("GET", "/api/2.0/mlflow/registered-models/search", None).await,
+            StatusCode::OK
+        );
+        let body = json!({"model": "m", "features": {"x1": [1.0], "x2": [2.0]}}).to_string();
+        assert_eq!(
+            call(&state, "POST", "/predict", &body).await.0,
+            StatusCode::OK
+        );
+        let text = metrics_text(&state).await;
+        assert!(
+            text.contains(
+                "aurum_http_errors_total{route=\"/admin/reload\",status=\"401\",code=\"unauthorized\"} 2\n"
+            ),
+            "{text}"
+        );
+    }
+
+    async fn metrics_text(state: &Arc<AppState>) -> String {
+        let request = Request::builder()
+            .uri("/metrics")
+            .body(Body::empty())
+            .unwrap();
+        let response = app(state.clone()).oneshot(request).await.unwrap();
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 22)
+            .await
+            .unwrap();
+        String::from_utf8(bytes.to_vec()).unwrap()
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

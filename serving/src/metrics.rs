@@ -240,6 +240,45 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
         &mut out,
     );
     m.render_predictions(&mut out);
+    let mut batch_lines = String::new();
+    let mut served_lines = String::new();
+    for (name, served) in state.models.all() {
+        let mut seen = Vec::new();
+        for (arm, model) in served.all() {
+            let _ = writeln!(
+                served_lines,
+                "aurum_model_served_version{{model=\"{}\",arm=\"{}\"}} {}",
+                label_value(&name),
+                label_value(arm),
+                model.version.version
+            );
+            if let Some(rows) = model.batch_rows()
+                && !seen.contains(&model.version.version)
+            {
+                seen.push(model.version.version);
+                let labels = format!(
+                    "model=\"{}\",version=\"{}\"",
+                    label_value(&name),
+                    model.version.version
+                );
+                rows.render_labeled("aurum_batch_inference_rows", &labels, &mut batch_lines);
+            }
+        }
+    }
+    header(
+        "aurum_batch_inference_rows",
+        "Rows per micro-batched inference, per model version.",
+        "histogram",
+        &mut out,
+    );
+    out.push_str(&batch_lines);
+    header(
+        "aurum_model_served_version",
+        "The version each model serves at each arm.",
+        "gauge",
+        &mut out,
+    );
+    out.push_str(&served_lines);
     let log = state
         .prediction_log
         .as_ref()

@@ -12,6 +12,7 @@ use ort::value::TensorRef;
 use registry::{ModelVersion, Registry};
 
 use crate::error::AppError;
+use crate::metrics::{Histogram, ROW_BUCKETS};
 use crate::policy::BatchOptions;
 
 /// Each row's output values.
@@ -99,6 +100,11 @@ impl LoadedModel {
         }
     }
 
+    /// Rows per batched inference, when the model batches.
+    pub fn batch_rows(&self) -> Option<&Histogram> {
+        self.batcher.as_ref().map(|b| &*b.rows)
+    }
+
     /// Requests waiting in the micro-batcher's queue (0 without batching).
     pub fn queued(&self) -> usize {
         self.batcher
@@ -167,6 +173,7 @@ struct Job {
 struct Batcher {
     queue: mpsc::SyncSender<Job>,
     depth: Arc<AtomicUsize>,
+    rows: Arc<Histogram>,
 }
 
 /// Requests a batcher queues before refusing more (per model).
@@ -177,16 +184,18 @@ impl Batcher {
         let (queue, jobs) = mpsc::sync_channel::<Job>(BATCH_QUEUE);
         let jobs = Arc::new(Mutex::new(jobs));
         let depth = Arc::new(AtomicUsize::new(0));
+        let rows = Arc::new(Histogram::counts(ROW_BUCKETS));
         for worker in 0..pool.sessions.len() {
-            let (jobs, pool, depth) = (jobs.clone(), pool.clone(), depth.clone());
+            let (jobs, pool, depth, rows) =
+                (jobs.clone(), pool.clone(), depth.clone(), rows.clone());
             let spawned = std::thread::Builder::new()
                 .name(format!("batch-{label}-{worker}"))
-                .spawn(move || batch_worker(&jobs, &pool, &depth, options));
+                .spawn(move || batch_worker(&jobs, &pool, &depth, &rows, options));
             if let Err(e) = spawned {
                 tracing::error!(model = label, error = %e, "starting a batching worker");
             }
         }
-        Batcher { queue, depth }
+        Batcher { queue, depth, rows }
     }
 
     async fn submit(&self, features: Vec<f32>, rows: usize) -> Result<Outputs, AppError> {
@@ -220,6 +229,7 @@ fn batch_worker(
     jobs: &Mutex<mpsc::Receiver<Job>>,
     pool: &SessionPool,
     depth: &AtomicUsize,
+    batch_rows: &Histogram,
     options: BatchOptions,
 ) {
     loop {
@@ -243,6 +253,7 @@ fn batch_worker(
         }
         depth.fetch_sub(batch.len(), Ordering::Relaxed);
         let rows: usize = batch.iter().map(|j| j.rows).sum();
+        batch_rows.observe(rows as f64);
         let mut features = Vec::with_capacity(rows * pool.width);
         for job in &batch {
             features.extend_from_slice(&job.features);
