@@ -268,6 +268,8 @@ mod tests {
 
     use super::*;
 
+    mod route_fuzz;
+
     const DAY: i64 = 86_400_000_000;
 
     fn view() -> FeatureView {
