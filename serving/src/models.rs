@@ -18,6 +18,17 @@ use crate::policy::BatchOptions;
 /// Each row's output values.
 pub type Outputs = Vec<Vec<f32>>;
 
+/// The one number a row's answer leads with: a two-column output is a
+/// binary classifier's `[P(0), P(1)]` (skl2onnx), answered by `P(1)`;
+/// otherwise the first value.
+pub fn headline(output: &[f32]) -> f32 {
+    match output {
+        [_, positive] => *positive,
+        [first, ..] => *first,
+        [] => f32::NAN,
+    }
+}
+
 /// A registered version loaded into ONNX Runtime.
 pub struct LoadedModel {
     /// The registry's record of the version.
@@ -57,6 +68,14 @@ impl LoadedModel {
         Ok(LoadedModel {
             pool: Arc::new(SessionPool {
                 width: version.features.len(),
+                // Classifiers exported by skl2onnx answer a label (int64)
+                // first and the probabilities (f32) second: read the first
+                // float output.
+                output: version
+                    .signature
+                    .outputs
+                    .iter()
+                    .position(|o| o.dtype == "f32"),
                 sessions,
                 next: AtomicUsize::new(0),
             }),
@@ -86,7 +105,7 @@ impl LoadedModel {
 
     /// Runs the model on `rows` rows of `features` (row-major, one column
     /// per registered feature) now, on this thread, and returns each row's
-    /// first output values.
+    /// values of the model's first float output.
     pub fn predict(&self, features: Vec<f32>, rows: usize) -> Result<Outputs, AppError> {
         self.pool.run(&features, rows)
     }
@@ -115,6 +134,7 @@ impl LoadedModel {
 
 struct SessionPool {
     width: usize,
+    output: Option<usize>,
     sessions: Vec<Mutex<Session>>,
     next: AtomicUsize,
 }
@@ -143,11 +163,14 @@ impl SessionPool {
         }
         let input = TensorRef::from_array_view(([rows, width], features))
             .map_err(|e| AppError::internal(format!("building the input tensor: {e}")))?;
+        let output = self.output.ok_or_else(|| {
+            AppError::internal("the model has no float output for /predict to answer with")
+        })?;
         self.with_session(|session| {
             let outputs = session
                 .run(ort::inputs![input])
                 .map_err(|e| AppError::internal(format!("ONNX Runtime failed: {e}")))?;
-            let (shape, values) = outputs[0]
+            let (shape, values) = outputs[output]
                 .try_extract_tensor::<f32>()
                 .map_err(|e| AppError::internal(format!("reading the model output: {e}")))?;
             let per_row = values.len().checked_div(rows).unwrap_or(0);

@@ -19,7 +19,7 @@ use crate::AppState;
 use crate::edge::RequestId;
 use crate::error::AppError;
 use crate::metrics::ArmKey;
-use crate::models::LoadedModel;
+use crate::models::{LoadedModel, headline};
 use crate::policy::{ARM_HEADER, MissingFeatures, sticky_hash};
 use crate::prediction_log::PredictionRecord;
 
@@ -60,8 +60,13 @@ pub struct RowPrediction {
     pub version: u64,
     /// The A/B arm that answered.
     pub arm: String,
-    /// The model's first output for the row (a probability for classifiers).
+    /// The model's answer for the row: its first float output, or for a
+    /// two-column probability output (binary classifiers exported by
+    /// skl2onnx: `[P(0), P(1)]`) the positive class's probability.
     pub prediction: f32,
+    /// Every value of that output for the row, when it has more than one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scores: Vec<f32>,
     /// Features that were not present, with their status; the model imputed
     /// them with their training means.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -212,7 +217,8 @@ pub async fn predict(
                 model: request.model.clone(),
                 version: model.version.version,
                 arm: (*arm).to_string(),
-                prediction: output.first().copied().unwrap_or(f32::NAN),
+                prediction: headline(&output),
+                scores: if output.len() > 1 { output } else { Vec::new() },
                 feature_statuses: statuses,
             });
         }

@@ -299,7 +299,7 @@ pub fn frame(records: &[PredictionRecord]) -> PolarsResult<DataFrame> {
             "prediction".into(),
             records
                 .iter()
-                .map(|r| r.outputs.first().copied())
+                .map(|r| (!r.outputs.is_empty()).then(|| crate::models::headline(&r.outputs)))
                 .collect::<Vec<_>>(),
         )
         .into(),

@@ -3,6 +3,7 @@
 
 mod demo;
 mod model_registry;
+mod model_server;
 mod pipeline;
 mod serve;
 mod training_set;

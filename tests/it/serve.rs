@@ -9,9 +9,9 @@ use std::process::{Child, Command, Stdio};
 
 use serde_json::{Value, json};
 
-struct Server {
-    child: Child,
-    url: String,
+pub(crate) struct Server {
+    pub(crate) child: Child,
+    pub(crate) url: String,
     flight: String,
 }
 
@@ -24,7 +24,7 @@ impl Drop for Server {
 
 /// Starts `aurum serve` on an ephemeral port and returns once it prints
 /// `ready` (after the warm start), so no polling or sleeping is needed.
-fn start(dir: &Path) -> Server {
+pub(crate) fn start(dir: &Path) -> Server {
     let mut child = Command::new(env!("CARGO_BIN_EXE_aurum"))
         .args([
             "serve",
@@ -82,7 +82,7 @@ fn call(request: reqwest::RequestBuilder) -> (u16, Value) {
     })
 }
 
-fn aurum(dir: &Path, args: &[&str]) {
+pub(crate) fn aurum(dir: &Path, args: &[&str]) {
     let output = Command::new(env!("CARGO_BIN_EXE_aurum"))
         .args(args)
         .current_dir(dir)

@@ -1,0 +1,301 @@
+//! The model server under load (issue 7): `/predict` of one entity whose 8
+//! features come from the online store, through the whole server (request
+//! ids, metrics, prediction log, A/B routing), with an optional hot swap of
+//! the served version in the middle of the run and optional
+//! micro-batching; and the same load generator for any other server (the
+//! FastAPI baseline of `benches/serving/compare_fastapi.sh`).
+//!
+//! usage:
+//!   cargo bench --bench serving -- aurum --model M.onnx --parquet F.parquet
+//!        --body-file B.jsonl [--seconds S] [--connections C] [--swap]
+//!        [--batch ROWS:DELAY_US] [--no-log]
+//!   cargo bench --bench serving -- load --url URL --body-file B.jsonl
+//!        [--seconds S] [--connections C]
+//!
+//! The server runs in this process on its own 2-thread runtime, the load
+//! generator on one more thread: all on the same 2 cores, as the baseline's
+//! uvicorn workers share them with the same generator.
+
+#[path = "common/load.rs"]
+mod load;
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use feature_store::online::OnlineStore;
+use feature_store::{DeltaStore, Entity, FeatureView};
+use load::{post_request, run_load};
+use polars::prelude::*;
+use serving::metrics::{ArmKey, Histogram};
+use serving::policy::{BatchOptions, ServingPolicy};
+
+const VIEW: &str = "bench";
+const MODEL: &str = "gbt";
+
+#[derive(Default)]
+struct Options {
+    mode: String,
+    model: Option<String>,
+    parquet: Option<String>,
+    body_file: Option<String>,
+    url: Option<String>,
+    seconds: u64,
+    connections: usize,
+    swap: bool,
+    batch: Option<BatchOptions>,
+    no_log: bool,
+}
+
+fn main() -> Result<()> {
+    let mut o = Options {
+        seconds: 10,
+        connections: 16,
+        ..Options::default()
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let mut value = || args.next().context("a flag needs a value");
+        match arg.as_str() {
+            "--model" => o.model = Some(value()?),
+            "--parquet" => o.parquet = Some(value()?),
+            "--body-file" => o.body_file = Some(value()?),
+            "--url" => o.url = Some(value()?),
+            "--seconds" => o.seconds = value()?.parse()?,
+            "--connections" => o.connections = value()?.parse()?,
+            "--swap" => o.swap = true,
+            "--no-log" => o.no_log = true,
+            "--batch" => {
+                let v = value()?;
+                let (rows, delay) = v.split_once(':').context("--batch ROWS:DELAY_US")?;
+                o.batch = Some(BatchOptions {
+                    max_rows: rows.parse()?,
+                    max_delay: Duration::from_micros(delay.parse()?),
+                });
+            }
+            "--bench" => {} // cargo passes it
+            mode if !mode.starts_with('-') => o.mode = mode.to_string(),
+            other => bail!("unknown flag {other}"),
+        }
+    }
+    match o.mode.as_str() {
+        "aurum" => aurum(&o),
+        "load" => load_external(&o),
+        other => bail!("unknown mode {other:?}: aurum or load"),
+    }
+}
+
+fn bodies(o: &Options) -> Result<Vec<String>> {
+    let file = o.body_file.as_deref().context("--body-file is needed")?;
+    Ok(std::fs::read_to_string(file)?
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(str::to_string)
+        .collect())
+}
+
+fn load_external(o: &Options) -> Result<()> {
+    let url = o.url.as_deref().context("load needs --url")?;
+    let rest = url
+        .strip_prefix("http://")
+        .context("load needs an http:// URL")?;
+    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let addr: std::net::SocketAddr =
+        anyhow::Context::context(host.parse(), "the URL host must be ip:port")?;
+    let requests: Vec<Vec<u8>> = bodies(o)?
+        .iter()
+        .map(|b| post_request(host, &format!("/{path}"), b))
+        .collect();
+    let report = run_load(addr, requests, o.connections, o.seconds)?;
+    report.print(&format!("{url}, {} connections", o.connections));
+    Ok(())
+}
+
+fn view(features: usize) -> FeatureView {
+    FeatureView {
+        name: VIEW.into(),
+        entity: Entity {
+            name: "entity".into(),
+            join_keys: vec!["entity_id".into()],
+        },
+        features: (0..features).map(|i| format!("f{i}")).collect(),
+        feature_types: vec!["float64".into(); features],
+        timestamp_column: "event_timestamp".into(),
+        created_column: "created_timestamp".into(),
+        ttl: Duration::from_secs(86_400),
+    }
+}
+
+fn aurum(o: &Options) -> Result<()> {
+    registry::runtime::environment()?;
+    let df = ParquetReader::new(std::fs::File::open(
+        o.parquet.as_deref().context("aurum needs --parquet")?,
+    )?)
+    .finish()?;
+    let width = df.width() - 3;
+    let view = view(width);
+    let online = Arc::new(OnlineStore::new(4 << 30));
+    online.register_view(view.clone());
+    online.materialize(&view, &df, 0)?;
+    drop(df);
+
+    let dir = tempfile::tempdir()?;
+    let registry = registry::Registry::open(dir.path().join("registry"))?;
+    let bytes = std::fs::read(o.model.as_deref().context("aurum needs --model")?)?;
+    let new = || registry::NewVersion {
+        features: view.feature_refs(),
+        ..registry::NewVersion::default()
+    };
+    registry.register(MODEL, &bytes, new())?;
+    registry.set_alias(MODEL, registry::CHAMPION, 1, "bench")?;
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let (state, addr) = runtime.block_on(async {
+        let mut config = serving::ServingConfig::new(registry::CHAMPION);
+        if let Some(batch) = o.batch {
+            let mut policy = ServingPolicy::single(registry::CHAMPION);
+            policy.batch = Some(batch);
+            config.set(MODEL, policy);
+        }
+        let mut state = serving::AppState::new(online, registry.clone())
+            .with_config(config)
+            .with_reload(serving::reload::ReloadOptions {
+                interval: Duration::from_millis(200),
+                sessions: 2,
+            });
+        if !o.no_log {
+            state = state.with_prediction_log(serving::PredictionLog::start(
+                DeltaStore::new(dir.path().join("logs")),
+                serving::prediction_log::TABLE,
+                serving::prediction_log::LogOptions::default(),
+            ));
+        }
+        let state = Arc::new(state);
+        serving::reload::sync_once(&state);
+        serving::reload::spawn(state.clone());
+        state.set_ready(true);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        tokio::spawn(serving::serve(
+            listener,
+            state.clone(),
+            std::future::pending::<()>(),
+        ));
+        anyhow::Ok((state, addr))
+    })?;
+
+    // The model alone, for the overhead the server adds.
+    let model = state.models.get(MODEL).context("the model is served")?;
+    let row = vec![0.1f32; width];
+    let started = Instant::now();
+    let calls = 20_000;
+    for _ in 0..calls {
+        let answer = model.predict(row.clone(), 1);
+        std::hint::black_box(answer.map_err(|e| anyhow::anyhow!(e.message))?);
+    }
+    println!(
+        "ONNX Runtime alone: {:.2} µs per one-row inference",
+        started.elapsed().as_secs_f64() * 1e6 / f64::from(calls)
+    );
+
+    let bodies = bodies(o)?;
+    // Answers for the first bodies, for the script to compare with the
+    // baseline's.
+    let check = runtime.block_on(async {
+        let client = reqwest::Client::new();
+        let mut lines = Vec::new();
+        for body in bodies.iter().take(3) {
+            let answer: serde_json::Value = client
+                .post(format!("http://{addr}/predict"))
+                .header("content-type", "application/json")
+                .body(body.clone())
+                .send()
+                .await?
+                .json()
+                .await?;
+            lines.push(format!(
+                "check: {} -> {}",
+                body,
+                answer["predictions"][0]["prediction"]
+            ));
+        }
+        anyhow::Ok(lines)
+    })?;
+    for line in check {
+        println!("{line}");
+    }
+
+    let swapper = o.swap.then(|| {
+        let (registry, bytes, features) = (registry.clone(), bytes.clone(), view.feature_refs());
+        let at = Duration::from_secs(2 + o.seconds / 2);
+        std::thread::spawn(move || -> Result<Instant> {
+            std::thread::sleep(at);
+            let new = registry::NewVersion {
+                features,
+                ..registry::NewVersion::default()
+            };
+            let v2 = registry.register(MODEL, &bytes, new)?;
+            registry.set_alias(MODEL, registry::CHAMPION, v2.version, "bench")?;
+            Ok(Instant::now())
+        })
+    });
+    let requests: Vec<Vec<u8>> = bodies
+        .iter()
+        .map(|b| post_request(&addr.to_string(), "/predict", b))
+        .collect();
+    let report = run_load(addr, requests, o.connections, o.seconds)?;
+    let label = format!(
+        "aurum /predict (1 entity, {width} features from the online store), {} connections{}{}",
+        o.connections,
+        if o.batch.is_some() {
+            ", micro-batching"
+        } else {
+            ""
+        },
+        if o.no_log { ", no prediction log" } else { "" }
+    );
+    report.print(&label);
+    if let Some(swapper) = swapper {
+        swapper
+            .join()
+            .map_err(|_| anyhow::anyhow!("the swap thread panicked"))??;
+        println!(
+            "hot swap during the run: {} swaps, {} load failures, serving v{} at the end",
+            state.reload.swaps.load(Ordering::Relaxed),
+            state.reload.failures.load(Ordering::Relaxed),
+            state.models.get(MODEL).map_or(0, |m| m.version.version)
+        );
+    }
+
+    // Where a request's time goes, from the server's own histograms.
+    let mean_us = |h: &Histogram| h.sum() / h.count().max(1) as f64 * 1e6;
+    let arm = state.metrics.arm(&ArmKey {
+        model: MODEL.into(),
+        version: 1,
+        arm: registry::CHAMPION.into(),
+        shadow: false,
+    });
+    println!(
+        "per-request stages (mean, v1): parse {:.2} µs, feature fetch {:.2} µs, inference {:.2} µs, \
+         serialize {:.2} µs; handler total {:.2} µs; whole route (with middleware) {:.2} µs",
+        mean_us(&state.metrics.parse_seconds),
+        mean_us(&arm.feature_seconds),
+        mean_us(&arm.inference_seconds),
+        mean_us(&state.metrics.serialize_seconds),
+        mean_us(&arm.request_seconds),
+        mean_us(&state.metrics.route("/predict")),
+    );
+    if let Some(log) = &state.prediction_log {
+        runtime.block_on(log.close());
+        println!(
+            "prediction log: {} rows written, {} dropped",
+            log.stats().written.load(Ordering::Relaxed),
+            log.stats().dropped.load(Ordering::Relaxed)
+        );
+    }
+    Ok(())
+}
