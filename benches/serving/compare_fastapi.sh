@@ -75,5 +75,9 @@ echo "ratio: throughput aurum/fastapi = $(echo "scale=2; $(rps "$aurum_out") / $
 
 echo "== aurum with a hot swap of the served version mid-run"
 bench aurum "${common[@]}" --swap
-echo "== aurum with micro-batching (max 32 rows, 200 µs)"
-bench aurum "${common[@]}" --batch 32:200
+echo "== aurum without the prediction log"
+bench aurum "${common[@]}" --no-log
+for batch in 8:100 16:500; do
+    echo "== aurum with micro-batching (max rows:max delay µs = $batch)"
+    bench aurum "${common[@]}" --batch "$batch"
+done

@@ -381,8 +381,9 @@ fn check_features(name: &str, signature: &crate::Signature, new: &NewVersion) ->
     if new.features.is_empty() && new.imputation.is_empty() {
         return Ok(());
     }
-    // `/predict` feeds one float32 matrix [batch, features] and reads a
-    // float32 first output; anything else could load but never serve.
+    // `/predict` feeds one float32 matrix [batch, features] and reads the
+    // first float32 output (classifiers exported by skl2onnx put an int64
+    // label first); anything else could load but never serve.
     let [input] = signature.inputs.as_slice() else {
         return Err(mismatch(format!(
             "the model has {} inputs; aurum serves models with one [batch, features] float32 input",
@@ -395,15 +396,20 @@ fn check_features(name: &str, signature: &crate::Signature, new: &NewVersion) ->
             input.name, input.dtype, input.shape
         )));
     }
-    match signature.outputs.first() {
-        Some(output) if output.dtype == "f32" => {}
-        Some(output) => {
-            return Err(mismatch(format!(
-                "the first output {:?} is {}; aurum needs a float32 first output",
-                output.name, output.dtype
-            )));
-        }
-        None => return Err(mismatch("the model has no outputs".to_string())),
+    if !signature.outputs.iter().any(|o| o.dtype == "f32") {
+        let outputs: Vec<String> = signature
+            .outputs
+            .iter()
+            .map(|o| format!("{:?} {}", o.name, o.dtype))
+            .collect();
+        return Err(mismatch(format!(
+            "no output is float32 (outputs: {}); aurum answers with the first float32 output",
+            if outputs.is_empty() {
+                "none".to_string()
+            } else {
+                outputs.join(", ")
+            }
+        )));
     }
     if let Some(&width) = input.shape.last()
         && width >= 0

@@ -54,11 +54,8 @@ pub async fn edge(
     next: Next,
 ) -> Response {
     let started = Instant::now();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or("unmatched", MatchedPath::as_str)
-        .to_string();
+    let matched = request.extensions().get::<MatchedPath>().cloned();
+    let route = matched.as_ref().map_or("unmatched", MatchedPath::as_str);
     let id = request
         .headers()
         .get(REQUEST_ID)
@@ -80,7 +77,9 @@ pub async fn edge(
         }
         Some(_permit) => {
             request.extensions_mut().insert(RequestId(id.clone()));
-            let span = tracing::info_span!("request", request_id = %id, method = %request.method(), route = %route);
+            // A debug-level span: free unless debug logs are on. Events that
+            // matter at info and above name the request id themselves.
+            let span = tracing::debug_span!("request", request_id = %id, method = %request.method(), route = %route);
             let answer = tokio::time::timeout(
                 state.limits.request_timeout,
                 next.run(request).instrument(span.clone()),
@@ -93,7 +92,7 @@ pub async fn edge(
                         .metrics
                         .timeouts
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    tracing::warn!(parent: &span, "request timed out");
+                    tracing::warn!(request_id = %id, route = %route, "request timed out");
                     AppError::overloaded(format!(
                         "the request took longer than the server's limit of {} ms",
                         state.limits.request_timeout.as_millis()
@@ -109,7 +108,7 @@ pub async fn edge(
             .extensions()
             .get::<ErrorCode>()
             .map_or_else(|| fallback_code(status.as_u16()), |c| c.0);
-        state.metrics.error(&route, status.as_u16(), code);
+        state.metrics.error(route, status.as_u16(), code);
         if status.is_server_error() {
             tracing::warn!(request_id = %id, route = %route, status = status.as_u16(), code, "error answer");
         }

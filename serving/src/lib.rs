@@ -161,8 +161,13 @@ impl AppState {
     /// A new request id, unique within this process and unlikely to repeat
     /// across processes.
     pub fn new_request_id(&self) -> Arc<str> {
+        use std::io::Write;
         let n = self.request_ids.1.fetch_add(1, Ordering::Relaxed);
-        Arc::from(format!("{:08x}-{n:x}", self.request_ids.0))
+        let mut buffer = [0u8; 32];
+        let mut cursor = std::io::Cursor::new(&mut buffer[..]);
+        let _ = write!(cursor, "{:08x}-{n:x}", self.request_ids.0);
+        let end = usize::try_from(cursor.position()).unwrap_or(0);
+        Arc::from(std::str::from_utf8(&buffer[..end]).unwrap_or_default())
     }
 
     /// The same state, materializing from (and pushing offline to) the
@@ -234,6 +239,11 @@ pub async fn serve(
     state: Arc<AppState>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    use axum::serve::ListenerExt;
+    // Answers go out as soon as they are written (no Nagle delay).
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, app(state))
         .with_graceful_shutdown(shutdown)
         .await

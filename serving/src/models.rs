@@ -12,7 +12,7 @@ use ort::value::TensorRef;
 use registry::{ModelVersion, Registry};
 
 use crate::error::AppError;
-use crate::metrics::{Histogram, ROW_BUCKETS};
+use crate::metrics::{ArmKey, ArmMetrics, Histogram, Metrics, ROW_BUCKETS};
 use crate::policy::BatchOptions;
 
 /// Each row's output values.
@@ -38,6 +38,25 @@ pub struct LoadedModel {
     pub feature_names: Arc<[String]>,
     pool: Arc<SessionPool>,
     batcher: Option<Batcher>,
+    /// This version's metrics per arm (and shadow), found without building
+    /// a key on every request.
+    arm_metrics: RwLock<Vec<(String, bool, Arc<ArmMetrics>)>>,
+    /// How this version's features are fetched, per view (resolved once).
+    feeds: RwLock<Vec<Arc<ViewFeed>>>,
+}
+
+/// A view's part of a model's input, resolved against the online store
+/// once: its join keys and its features as a prepared set.
+#[derive(Debug)]
+pub struct ViewFeed {
+    /// The view's name.
+    pub view: String,
+    /// The view's join keys, in key order.
+    pub join_keys: Vec<String>,
+    /// The references fetched from the view, in input order.
+    pub references: Vec<String>,
+    /// Those references, resolved.
+    pub set: feature_store::online::FeatureSet,
 }
 
 impl std::fmt::Debug for LoadedModel {
@@ -82,6 +101,8 @@ impl LoadedModel {
             feature_names: Arc::from(version.features.clone()),
             version,
             batcher: None,
+            arm_metrics: RwLock::default(),
+            feeds: RwLock::default(),
         })
     }
 
@@ -117,6 +138,68 @@ impl LoadedModel {
             None => self.predict(features, rows),
             Some(batcher) => batcher.submit(features, rows).await,
         }
+    }
+
+    /// This version's metrics as served at `arm` (`shadow`: as a shadow),
+    /// registered in `metrics` on first use.
+    pub fn metrics_for(&self, metrics: &Metrics, arm: &str, shadow: bool) -> Arc<ArmMetrics> {
+        let cached = self.arm_metrics.read().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, _, m)) = cached.iter().find(|(a, s, _)| a == arm && *s == shadow) {
+            return m.clone();
+        }
+        drop(cached);
+        let m = metrics.arm(&ArmKey {
+            model: self.version.name.clone(),
+            version: self.version.version,
+            arm: arm.to_string(),
+            shadow,
+        });
+        self.arm_metrics
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((arm.to_string(), shadow, m.clone()));
+        m
+    }
+
+    /// The feed of `view` for exactly `references`: cached after the first
+    /// request, resolved with `online` on a miss. `None` when the store
+    /// does not hold the view or cannot resolve a reference.
+    pub fn feed<'a>(
+        &self,
+        online: &feature_store::OnlineStore,
+        view: &str,
+        references: impl ExactSizeIterator<Item = &'a String> + Clone,
+    ) -> Option<Arc<ViewFeed>> {
+        let same = |feed: &ViewFeed| {
+            feed.view == view
+                && feed.references.len() == references.len()
+                && feed.references.iter().zip(references.clone()).all(|(a, b)| a == b)
+        };
+        if let Some(feed) = self
+            .feeds
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .find(|f| same(f))
+        {
+            return Some(feed.clone());
+        }
+        let definition = online.view(view)?;
+        let references: Vec<String> = references.cloned().collect();
+        let set = online.resolve(&references).ok()?;
+        let feed = Arc::new(ViewFeed {
+            view: view.to_string(),
+            join_keys: definition.entity.join_keys,
+            references,
+            set,
+        });
+        let mut feeds = self.feeds.write().unwrap_or_else(|e| e.into_inner());
+        // Requests that supply some features fetch other subsets; keep the
+        // cache small.
+        if feeds.len() < 16 {
+            feeds.push(feed.clone());
+        }
+        Some(feed)
     }
 
     /// Rows per batched inference, when the model batches.

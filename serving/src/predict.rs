@@ -18,7 +18,6 @@ use serde_json::Value;
 use crate::AppState;
 use crate::edge::RequestId;
 use crate::error::AppError;
-use crate::metrics::ArmKey;
 use crate::models::{LoadedModel, headline};
 use crate::policy::{ARM_HEADER, MissingFeatures, sticky_hash};
 use crate::prediction_log::PredictionRecord;
@@ -179,20 +178,17 @@ pub async fn predict(
         let fetched = started.elapsed();
         let outputs = model.infer(input, row_ids.len()).await?;
         let inferred = started.elapsed() - fetched;
-        let key = ArmKey {
-            model: request.model.clone(),
-            version: model.version.version,
-            arm: (*arm).to_string(),
-            shadow: false,
-        };
-        let metrics = state.metrics.arm(&key);
+        let metrics = model.metrics_for(&state.metrics, arm, false);
         metrics.feature_seconds.observe(fetched.as_secs_f64());
         metrics.inference_seconds.observe(inferred.as_secs_f64());
         metrics.batch_rows.observe(row_ids.len() as f64);
         timings.push(metrics);
         feature_versions.extend(versions);
         let arm_name: Arc<str> = Arc::from(*arm);
+        let model_name: Arc<str> = Arc::from(request.model.as_str());
         let width = model.version.features.len();
+        let one_row = row_ids.len() == 1;
+        let mut raw = Some(raw);
         for ((k, &row), (output, statuses)) in row_ids
             .iter()
             .enumerate()
@@ -202,13 +198,18 @@ pub async fn predict(
                 records.push(PredictionRecord {
                     request_id: request_id.clone(),
                     time_micros,
-                    model: Arc::from(request.model.as_str()),
+                    model: model_name.clone(),
                     version: model.version.version,
                     arm: arm_name.clone(),
                     shadow: false,
                     entity: entities.get(row).cloned().unwrap_or_default(),
                     feature_names: model.feature_names.clone(),
-                    features: raw[k * width..(k + 1) * width].to_vec(),
+                    // One row: the record takes the assembled values.
+                    features: match (one_row, &mut raw) {
+                        (true, raw) => raw.take().unwrap_or_default(),
+                        (false, Some(raw)) => raw[k * width..(k + 1) * width].to_vec(),
+                        (false, None) => Vec::new(),
+                    },
                     outputs: output.clone(),
                     latency_micros: 0,
                 });
@@ -315,12 +316,9 @@ impl ShadowRun {
             }
         };
         let inferred = started.elapsed() - fetched;
-        let metrics = self.state.metrics.arm(&ArmKey {
-            model: self.request.model.clone(),
-            version: self.model.version.version,
-            arm: self.arm.clone(),
-            shadow: true,
-        });
+        let metrics = self
+            .model
+            .metrics_for(&self.state.metrics, &self.arm, true);
         metrics.feature_seconds.observe(fetched.as_secs_f64());
         metrics.inference_seconds.observe(inferred.as_secs_f64());
         metrics.batch_rows.observe(rows as f64);
@@ -449,22 +447,28 @@ fn assemble(
 
     let now = now_micros();
     for (view_name, columns) in by_view {
-        let view = state.online.view(view_name).ok_or_else(|| {
-            AppError::internal(format!(
-                "model {} v{} reads feature view {view_name:?}, which the online store does not hold",
-                model.version.name, model.version.version
-            ))
-        })?;
-        let keys = entity_keys(request, &view.entity.join_keys, view_name, row_ids)?;
-        let refs: Vec<String> = columns.iter().map(|(_, r)| (*r).clone()).collect();
-        // The model's feature list comes from the registry: a reference the
-        // store cannot resolve is a deployment fault, not the caller's.
-        let batch = state.online.get(&refs, &keys, now).map_err(|e| {
-            AppError::internal(format!(
-                "model {} v{} cannot be fed: {e}",
-                model.version.name, model.version.version
-            ))
-        })?;
+        // The model's feature list comes from the registry: a view or
+        // reference the store cannot resolve is a deployment fault, not the
+        // caller's.
+        let feed = model
+            .feed(&state.online, view_name, columns.iter().map(|(_, r)| *r))
+            .ok_or_else(|| {
+                AppError::internal(format!(
+                    "model {} v{} reads features of view {view_name:?} that the online store \
+                     does not hold",
+                    model.version.name, model.version.version
+                ))
+            })?;
+        let keys = entity_keys(request, &feed.join_keys, view_name, row_ids)?;
+        let batch = state
+            .online
+            .get_set(&feed.set, &keys, now)
+            .map_err(|e| {
+                AppError::internal(format!(
+                    "model {} v{} cannot be fed: {e}",
+                    model.version.name, model.version.version
+                ))
+            })?;
         for (k, values) in batch.rows.into_iter().enumerate() {
             for ((column, reference), (value, status)) in columns.iter().zip(values) {
                 match (status, value.as_f64()) {

@@ -196,8 +196,20 @@ async fn write_loop(
                 batch.push(record);
             }
         }
-        for chunk in batch.chunks(options.max_batch.max(1)) {
-            commit(&store, &table, chunk, &stats).await;
+        // Building the frame and encoding Parquet are CPU work: done on a
+        // blocking thread, so no request waits behind them on a runtime
+        // worker.
+        let (store, table, stats) = (store.clone(), table.clone(), stats.clone());
+        let max_batch = options.max_batch.max(1);
+        let runtime = tokio::runtime::Handle::current();
+        let done = tokio::task::spawn_blocking(move || {
+            for chunk in batch.chunks(max_batch) {
+                runtime.block_on(commit(&store, &table, chunk, &stats));
+            }
+        })
+        .await;
+        if let Err(e) = done {
+            tracing::error!(error = %e, "a prediction log commit stopped");
         }
     }
 }
@@ -238,33 +250,39 @@ pub fn frame(records: &[PredictionRecord]) -> PolarsResult<DataFrame> {
     let strings = |f: fn(&PredictionRecord) -> &str, name: &str| -> Column {
         Series::new(name.into(), records.iter().map(f).collect::<Vec<&str>>()).into()
     };
-    let floats = |values: &[f32], nan_is_null: bool| -> Series {
-        let values: Vec<Option<f32>> = values
-            .iter()
-            .map(|v| (!(nan_is_null && v.is_nan())).then_some(*v))
-            .collect();
-        Series::new(PlSmallStr::EMPTY, values)
-    };
-    let names: ListChunked = records
-        .iter()
-        .map(|r| {
-            Some(Series::new(
-                PlSmallStr::EMPTY,
-                r.feature_names
+    // List columns built in place (one values buffer each), not from a
+    // Series per row: the log's writer must stay cheap beside the server.
+    let list = |name: &str, pick: fn(&PredictionRecord) -> &[f32], nan_is_null: bool| {
+        let values: usize = records.iter().map(|r| pick(r).len()).sum();
+        let mut builder = ListPrimitiveChunkedBuilder::<Float32Type>::new(
+            name.into(),
+            records.len(),
+            values,
+            DataType::Float32,
+        );
+        for record in records {
+            builder.append_iter(
+                pick(record)
                     .iter()
-                    .map(String::as_str)
-                    .collect::<Vec<_>>(),
-            ))
-        })
-        .collect();
-    let features: ListChunked = records
-        .iter()
-        .map(|r| Some(floats(&r.features, true)))
-        .collect();
-    let outputs: ListChunked = records
-        .iter()
-        .map(|r| Some(floats(&r.outputs, false)))
-        .collect();
+                    .map(|v| (!(nan_is_null && v.is_nan())).then_some(*v)),
+            );
+        }
+        builder.finish().into_series()
+    };
+    let features = list("features", |r| &r.features, true);
+    let outputs = list("outputs", |r| &r.outputs, false);
+    // One string per row (Parquet dictionary-encodes the repeats).
+    let mut names: Vec<Arc<str>> = Vec::with_capacity(records.len());
+    let mut last: Option<(&Arc<[String]>, Arc<str>)> = None;
+    for record in records {
+        let joined = match &last {
+            Some((list, joined)) if Arc::ptr_eq(list, &record.feature_names) => joined.clone(),
+            _ => Arc::from(record.feature_names.join(",")),
+        };
+        last = Some((&record.feature_names, joined.clone()));
+        names.push(joined);
+    }
+    let names: Vec<&str> = names.iter().map(|n| &**n).collect();
     let time = Series::new(
         "time".into(),
         records.iter().map(|r| r.time_micros).collect::<Vec<_>>(),
@@ -292,9 +310,9 @@ pub fn frame(records: &[PredictionRecord]) -> PolarsResult<DataFrame> {
         )
         .into(),
         strings(|r| &r.entity, "entity"),
-        names.into_series().with_name("feature_names".into()).into(),
-        features.into_series().with_name("features".into()).into(),
-        outputs.into_series().with_name("outputs".into()).into(),
+        Series::new("feature_names".into(), names).into(),
+        features.into(),
+        outputs.into(),
         Series::new(
             "prediction".into(),
             records
