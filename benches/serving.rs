@@ -219,8 +219,7 @@ fn aurum(o: &Options) -> Result<()> {
                 .await?;
             lines.push(format!(
                 "check: {} -> {}",
-                body,
-                answer["predictions"][0]["prediction"]
+                body, answer["predictions"][0]["prediction"]
             ));
         }
         anyhow::Ok(lines)

@@ -124,7 +124,10 @@ pub fn run_load(
 
 /// Reads one HTTP/1.1 response (Content-Length or chunked body) and
 /// returns its status.
-pub async fn read_response(stream: &mut tokio::net::TcpStream, buffer: &mut Vec<u8>) -> Result<u16> {
+pub async fn read_response(
+    stream: &mut tokio::net::TcpStream,
+    buffer: &mut Vec<u8>,
+) -> Result<u16> {
     buffer.clear();
     let header_end = loop {
         if let Some(end) = find(buffer, b"\r\n\r\n") {
@@ -192,4 +195,3 @@ async fn read_more(stream: &mut tokio::net::TcpStream, buffer: &mut Vec<u8>) -> 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
-

@@ -115,7 +115,7 @@ pub async fn edge(
     }
     state
         .metrics
-        .route(&route)
+        .route(route)
         .observe(started.elapsed().as_secs_f64());
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(REQUEST_ID, value);

@@ -173,7 +173,11 @@ impl LoadedModel {
         let same = |feed: &ViewFeed| {
             feed.view == view
                 && feed.references.len() == references.len()
-                && feed.references.iter().zip(references.clone()).all(|(a, b)| a == b)
+                && feed
+                    .references
+                    .iter()
+                    .zip(references.clone())
+                    .all(|(a, b)| a == b)
         };
         if let Some(feed) = self
             .feeds

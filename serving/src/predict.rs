@@ -316,9 +316,7 @@ impl ShadowRun {
             }
         };
         let inferred = started.elapsed() - fetched;
-        let metrics = self
-            .model
-            .metrics_for(&self.state.metrics, &self.arm, true);
+        let metrics = self.model.metrics_for(&self.state.metrics, &self.arm, true);
         metrics.feature_seconds.observe(fetched.as_secs_f64());
         metrics.inference_seconds.observe(inferred.as_secs_f64());
         metrics.batch_rows.observe(rows as f64);
@@ -460,15 +458,12 @@ fn assemble(
                 ))
             })?;
         let keys = entity_keys(request, &feed.join_keys, view_name, row_ids)?;
-        let batch = state
-            .online
-            .get_set(&feed.set, &keys, now)
-            .map_err(|e| {
-                AppError::internal(format!(
-                    "model {} v{} cannot be fed: {e}",
-                    model.version.name, model.version.version
-                ))
-            })?;
+        let batch = state.online.get_set(&feed.set, &keys, now).map_err(|e| {
+            AppError::internal(format!(
+                "model {} v{} cannot be fed: {e}",
+                model.version.name, model.version.version
+            ))
+        })?;
         for (k, values) in batch.rows.into_iter().enumerate() {
             for ((column, reference), (value, status)) in columns.iter().zip(values) {
                 match (status, value.as_f64()) {

@@ -74,7 +74,11 @@ fn ab_split_shadow_and_prediction_log_through_the_real_server() {
     );
     std::fs::write(&file, text).unwrap();
     let registry = Registry::open(dir.join("data/registry")).unwrap();
-    for (seed, alias) in [(0.001, "champion"), (0.002, "challenger"), (0.003, "candidate")] {
+    for (seed, alias) in [
+        (0.001, "champion"),
+        (0.002, "challenger"),
+        (0.003, "candidate"),
+    ] {
         let new = NewVersion {
             features: FEATURES.iter().map(|f| f.to_string()).collect(),
             ..NewVersion::default()
@@ -120,7 +124,12 @@ fn ab_split_shadow_and_prediction_log_through_the_real_server() {
     let (status, answer, _) = predict(&url, &body, Some("blue"));
     assert_eq!(status, 400, "{answer}");
     assert_eq!(answer["error"]["code"], "unknown_arm");
-    assert!(answer["error"]["message"].as_str().unwrap().contains("\"blue\""));
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("\"blue\"")
+    );
 
     // Per-arm metrics, and the versions each arm serves.
     let text = metrics(&url);
@@ -176,5 +185,10 @@ fn ab_split_shadow_and_prediction_log_through_the_real_server() {
     assert_eq!(log["feature_names"], json!(FEATURES));
     assert_eq!(log["feature_widths"], json!([3]));
     assert_eq!(log["predictions_in_range"], true);
-    assert!(log["entities"][0].as_str().unwrap().starts_with("customer_id="));
+    assert!(
+        log["entities"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("customer_id=")
+    );
 }
