@@ -27,7 +27,7 @@ print(
             "shadow_request_ids": sorted(df.filter(pl.col("shadow"))["request_id"].to_list()),
             "entities": sorted(set(live["entity"].to_list())),
             "feature_widths": sorted(set(len(f) for f in df["features"].to_list())),
-            "feature_names": df["feature_names"][0].to_list(),
+            "feature_names": df["feature_names"][0].split(","),
             "min_latency_us": int(df["latency_us"].min()),
             "predictions_in_range": bool(df["prediction"].is_between(0.0, 1.0).all()),
             "commits": table.version() + 1,
