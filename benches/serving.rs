@@ -19,6 +19,10 @@
 #[path = "common/load.rs"]
 mod load;
 
+// The allocator `aurum serve` runs with.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};

@@ -8,6 +8,12 @@ mod training_set;
 
 use project_commands as project;
 
+// mimalloc: the server allocates small buffers per request on one thread
+// and frees some on another (the prediction log's writer), where glibc's
+// malloc costs ~15 % of /predict throughput (BENCHMARKS.md, issue 7).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::{Parser, Subcommand};
 
 /// aurum: an MLOps feature store and model server.
