@@ -6,6 +6,9 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// What went wrong while training, with the input that caused it.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// A `[model.training]` table that cannot be used.
+    #[error("{0}")]
+    Spec(String),
     /// The training set is unusable.
     #[error("training set: {0}")]
     TrainingSet(String),

@@ -11,9 +11,11 @@
 //! knows nothing of HTTP or serving.
 
 pub mod error;
+pub mod fit;
 pub mod logistic;
 pub mod metrics;
 pub mod onnx;
+pub mod spec;
 
 pub use error::{Error, Result};
 pub use logistic::{TrainOptions, TrainedModel, train_logistic};

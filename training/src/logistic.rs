@@ -210,7 +210,7 @@ fn bce_with_logits(logits: &Tensor, targets: &Tensor) -> candle_core::Result<Ten
     (logits.relu()? - (logits * targets)? + softplus)?.mean_all()
 }
 
-fn float_column(df: &DataFrame, name: &str) -> Result<Vec<f32>> {
+pub(crate) fn float_column(df: &DataFrame, name: &str) -> Result<Vec<f32>> {
     let column = df
         .column(name)
         .map_err(|_| Error::TrainingSet(format!("column {name:?} is missing")))?;
@@ -229,7 +229,7 @@ fn float_column(df: &DataFrame, name: &str) -> Result<Vec<f32>> {
 
 /// The first validation row: the latest `fraction` of rows, moved forward
 /// past ties so that validation is strictly later than training.
-fn time_split(df: &DataFrame, timestamp: &str, fraction: f64) -> Result<usize> {
+pub(crate) fn time_split(df: &DataFrame, timestamp: &str, fraction: f64) -> Result<usize> {
     let n = df.height();
     let column = df
         .column(timestamp)
@@ -252,7 +252,7 @@ fn time_split(df: &DataFrame, timestamp: &str, fraction: f64) -> Result<usize> {
     Ok(split)
 }
 
-fn mean_std(values: &[f32]) -> (f32, f32) {
+pub(crate) fn mean_std(values: &[f32]) -> (f32, f32) {
     let present: Vec<f64> = values
         .iter()
         .filter(|v| !v.is_nan())
