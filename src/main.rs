@@ -4,6 +4,7 @@ mod demo;
 mod project_commands;
 mod registry_commands;
 mod serve;
+mod train_commands;
 mod training_set;
 
 use project_commands as project;
@@ -56,6 +57,12 @@ enum Command {
     /// The model registry: list, show, register, alias, rollback, history,
     /// delete, and push to / pull from an MLflow server.
     Registry(registry_commands::RegistryArgs),
+    /// Train each model of the project's [model.training] specs on its
+    /// point-in-time training set, register it as `challenger`.
+    Train(train_commands::TrainArgs),
+    /// Retrain models whose tables have new versions since their newest
+    /// registered version (skipping the others); once, or on an interval.
+    Retrain(train_commands::RetrainArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -89,6 +96,8 @@ fn main() -> std::process::ExitCode {
             Command::Materialize(args) => project::materialize(args).await,
             Command::TrainingSet(args) => training_set::run(args).await,
             Command::Registry(args) => registry_commands::run(args).await,
+            Command::Train(args) => train_commands::train(args).await,
+            Command::Retrain(args) => train_commands::retrain(args).await,
         }
     });
     match result {

@@ -6,4 +6,5 @@ mod model_registry;
 mod model_server;
 mod pipeline;
 mod serve;
+mod training;
 mod training_set;

@@ -67,10 +67,13 @@ fn ab_split_shadow_and_prediction_log_through_the_real_server() {
     aurum(dir, &["generate", "--rows", "2000", "--seed", "5"]);
     aurum(dir, &["pipeline"]);
     let file = dir.join("aurum.toml");
-    let mut text = std::fs::read_to_string(&file).unwrap();
-    text.push_str(
-        "\n[[model]]\nname = \"fraud\"\n[model.serving]\n\
-         split = { champion = 50, challenger = 50 }\nshadow = \"candidate\"\n",
+    // The example project serves `fraud` 90/10; make it 50/50 with a shadow.
+    let text = std::fs::read_to_string(&file).unwrap();
+    let split = "split = { champion = 90, challenger = 10 }";
+    assert!(text.contains(split));
+    let text = text.replace(
+        split,
+        "split = { champion = 50, challenger = 50 }\nshadow = \"candidate\"",
     );
     std::fs::write(&file, text).unwrap();
     let registry = Registry::open(dir.join("data/registry")).unwrap();

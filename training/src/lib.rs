@@ -12,6 +12,7 @@
 
 pub mod error;
 pub mod fit;
+pub mod job;
 pub mod logistic;
 pub mod metrics;
 pub mod onnx;

@@ -1,0 +1,465 @@
+//! A training job: a model spec → its point-in-time training set from the
+//! project's Delta tables → a fitted model → a registered version with
+//! lineage, aliased `challenger`, and optionally promoted to `champion`
+//! when it beats the champion on the same validation window.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use feature_store::training_set::{self, TrainingSetRequest};
+use feature_store::{DeltaStore, Project};
+use registry::{Lineage, NewVersion, Registry};
+
+use crate::error::{Error, Result};
+use crate::fit::{self, Fitted};
+use crate::metrics;
+use crate::spec::{FeatureList, ModelSpec, Task};
+
+/// The alias a newly trained version gets.
+pub const CHALLENGER: &str = "challenger";
+
+/// How a job runs.
+#[derive(Debug, Clone, Default)]
+pub struct JobOptions {
+    /// Train even when no table has a new version since the last training.
+    pub force: bool,
+    /// Move `champion` to the new version when it beats the champion.
+    pub promote_if_better: bool,
+    /// The run's identifier, recorded in the lineage.
+    pub run_id: String,
+    /// Who runs it, recorded in the alias history.
+    pub who: String,
+}
+
+/// What a job reports as it goes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Progress {
+    /// A stage started.
+    Stage(&'static str),
+    /// A stage finished after `seconds`, with a one-line summary.
+    Done(&'static str, f64, String),
+    /// An epoch ended with this validation loss (of at most `epochs`).
+    Epoch(usize, usize, f64),
+}
+
+/// How a job ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// Nothing new to learn from.
+    Skipped {
+        /// Why, in a sentence.
+        reason: String,
+    },
+    /// A version was registered.
+    Registered(Report),
+}
+
+/// A registered version and how it compares with the champion.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Report {
+    /// The model.
+    pub model: String,
+    /// The new version.
+    pub version: u64,
+    /// Its ONNX file's sha256.
+    pub sha256: String,
+    /// Rows of the training and validation splits.
+    pub rows: (usize, usize),
+    /// The table versions trained on.
+    pub table_versions: BTreeMap<String, u64>,
+    /// The validation metrics.
+    pub metrics: BTreeMap<String, f64>,
+    /// The promotion metric: the new version's value and the champion's
+    /// on the same validation rows (when there is a comparable champion).
+    pub comparison: (String, f64, Option<f64>),
+    /// Whether `champion` now points at the new version, and why (not).
+    pub promoted: (bool, String),
+    /// Seconds per stage.
+    pub stages: Vec<(&'static str, f64)>,
+}
+
+/// The `view:feature` references a spec names, in order.
+pub fn feature_refs(project: &Project, spec: &ModelSpec) -> Result<Vec<String>> {
+    let named = match &spec.features {
+        FeatureList::Service(name) => project
+            .feature_services
+            .iter()
+            .find(|s| &s.name == name)
+            .map(|s| s.features.clone())
+            .ok_or_else(|| {
+                Error::Spec(format!(
+                    "model {}: no feature service named {name:?}",
+                    spec.name
+                ))
+            })?,
+        FeatureList::References(list) => list.clone(),
+    };
+    let mut refs = Vec::new();
+    for reference in named {
+        if reference.contains(':') {
+            refs.push(reference);
+        } else {
+            let view = project.view(&reference).ok_or_else(|| {
+                Error::Spec(format!(
+                    "model {}: {reference:?} is neither a view:feature reference nor a view",
+                    spec.name
+                ))
+            })?;
+            refs.extend(view.feature_view().feature_refs());
+        }
+    }
+    Ok(refs)
+}
+
+/// Runs one training job for `spec`.
+pub async fn run(
+    project: &Project,
+    spec: &ModelSpec,
+    registry: &Registry,
+    options: &JobOptions,
+    progress: &(dyn Fn(Progress) + Sync),
+) -> Result<Outcome> {
+    let mut stages = Vec::new();
+    let refs = feature_refs(project, spec)?;
+    let views: Vec<_> = project
+        .feature_views
+        .iter()
+        .map(|v| v.feature_view())
+        .collect();
+    let store = DeltaStore::new(project.delta_dir());
+
+    // The versions to train on, pinned before anything is read: the skip
+    // decision and the training set see the same tables.
+    let plan = training_set::plan(&views, &refs)
+        .map_err(|e| Error::Spec(format!("model {}: {e}", spec.name)))?;
+    let mut table_versions = BTreeMap::new();
+    for table in plan
+        .iter()
+        .map(|(view, _)| view.name.clone())
+        .chain([spec.spine_table.clone()])
+    {
+        let version = store
+            .latest_version(&table)
+            .await
+            .map_err(|e| Error::Spec(format!("model {}: table {table}: {e}", spec.name)))?
+            .ok_or_else(|| {
+                Error::Spec(format!(
+                    "model {}: table {table} does not exist yet (run `aurum pipeline`)",
+                    spec.name
+                ))
+            })?;
+        table_versions.insert(table, version);
+    }
+    if !options.force
+        && let Some(last) = registry.newest(&spec.name)?
+        && last.lineage.table_versions == table_versions
+    {
+        return Ok(Outcome::Skipped {
+            reason: format!(
+                "no new data since v{} was trained ({})",
+                last.version,
+                describe_versions(&table_versions)
+            ),
+        });
+    }
+
+    progress(Progress::Stage("training set"));
+    let started = Instant::now();
+    let (spine, _) = store
+        .read(&spec.spine_table, Some(table_versions[&spec.spine_table]))
+        .await
+        .map_err(|e| Error::Spec(format!("model {}: the spine table: {e}", spec.name)))?;
+    let mut keys: Vec<String> = Vec::new();
+    for (view, _) in &plan {
+        for key in &view.entity.join_keys {
+            if !keys.contains(key) {
+                keys.push(key.clone());
+            }
+        }
+    }
+    let mut wanted = keys.clone();
+    wanted.extend([spec.spine_timestamp.clone(), spec.label.clone()]);
+    for column in &wanted {
+        if spine.column(column).is_err() {
+            return Err(Error::Spec(format!(
+                "model {}: the spine table {} has no column {column:?}",
+                spec.name, spec.spine_table
+            )));
+        }
+    }
+    let spine = spine.select(wanted).map_err(|source| Error::Data {
+        context: "selecting the spine".into(),
+        source,
+    })?;
+    let request = TrainingSetRequest {
+        features: refs.clone(),
+        timestamp_column: spec.spine_timestamp.clone(),
+        as_of_versions: plan
+            .iter()
+            .map(|(view, _)| (view.name.clone(), table_versions[&view.name]))
+            .collect(),
+        full_feature_names: true,
+    };
+    let set = training_set::training_set(&store, &views, spine, &request)
+        .await
+        .map_err(|e| Error::Spec(format!("model {}: the training set: {e}", spec.name)))?;
+    let seconds = started.elapsed().as_secs_f64();
+    stages.push(("training set", seconds));
+    progress(Progress::Done(
+        "training set",
+        seconds,
+        format!(
+            "{} rows x {} features; {}",
+            set.frame.height(),
+            refs.len(),
+            describe_versions(&table_versions)
+        ),
+    ));
+
+    let columns: Vec<String> = refs.iter().map(|r| r.replacen(':', "__", 1)).collect();
+    let frame = set.frame;
+    let hyper = spec.hyper.clone();
+    let task = spec.task;
+    let (label, timestamp) = (spec.label.clone(), spec.spine_timestamp.clone());
+    progress(Progress::Stage("training"));
+    let started = Instant::now();
+    let epochs = hyper.epochs;
+    let (fitted, data_sha) = tokio::task::block_in_place(|| -> Result<(Fitted, String)> {
+        let sha = crate::training_set_sha256(&frame)?;
+        let data = fit::dataset(
+            &frame,
+            &columns,
+            &label,
+            &timestamp,
+            task,
+            hyper.validation_fraction,
+        )?;
+        drop(frame);
+        let fitted = fit::fit(&data, task, &hyper, &|epoch, loss| {
+            progress(Progress::Epoch(epoch, epochs, loss));
+        })?;
+        Ok((fitted, sha))
+    })?;
+    let seconds = started.elapsed().as_secs_f64();
+    stages.push(("training", seconds));
+    let metric = spec.promote_metric.clone();
+    let value = fitted.metrics.get(&metric).copied().ok_or_else(|| {
+        Error::Spec(format!(
+            "model {}: promote_metric {metric:?} is not a metric of this task (have: {})",
+            spec.name,
+            fitted
+                .metrics
+                .keys()
+                .filter(|k| k.starts_with("val_") && !k.starts_with("val_calibration"))
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+    })?;
+    progress(Progress::Done(
+        "training",
+        seconds,
+        format!(
+            "{} epochs; {metric} {value:.4}; {} training and {} validation rows",
+            fitted.epochs_run, fitted.metrics["train_rows"], fitted.metrics["validation_rows"]
+        ),
+    ));
+
+    progress(Progress::Stage("registering"));
+    let started = Instant::now();
+    let mut parameters: BTreeMap<String, String> = hyper_parameters(spec);
+    parameters.insert(
+        "training_seconds".into(),
+        format!("{:.3}", fitted.metrics["training_seconds"]),
+    );
+    let mut tags = BTreeMap::new();
+    tags.insert("framework".to_string(), "candle".to_string());
+    tags.insert("task".to_string(), parameters["task"].clone());
+    tags.insert("family".to_string(), parameters["family"].clone());
+    let version = registry.register(
+        &spec.name,
+        &fitted.onnx,
+        NewVersion {
+            description: format!(
+                "{} {} on {} features, trained on {} rows",
+                parameters["family"],
+                parameters["task"],
+                refs.len(),
+                fitted.metrics["train_rows"]
+            ),
+            features: refs.clone(),
+            imputation: fitted.means.clone(),
+            metrics: fitted.metrics.clone(),
+            lineage: Lineage {
+                table_versions: table_versions.clone(),
+                training_set_sha256: data_sha,
+                run_id: options.run_id.clone(),
+                parameters,
+            },
+            tags,
+            source: String::new(),
+        },
+    )?;
+    registry.set_alias(&spec.name, CHALLENGER, version.version, &options.who)?;
+
+    // The champion on the same validation rows.
+    let champion = match registry.by_alias(&spec.name, registry::CHAMPION) {
+        Ok(champion) if champion.version != version.version => Some(champion),
+        Ok(_) | Err(registry::Error::AliasNotFound { .. }) => None,
+        Err(e) => return Err(e.into()),
+    };
+    let champion_value = match &champion {
+        Some(champion) if champion.features == refs => {
+            let bytes = registry.model_bytes(champion)?;
+            let predictions = predict_onnx(&bytes, &champion.imputation, &fitted, refs.len())?;
+            evaluate(&metric, task, &predictions, &fitted.validation_labels)
+        }
+        _ => None,
+    };
+    let better = |new: f64, old: f64| {
+        if spec.higher_is_better() {
+            new >= old + spec.promote_margin
+        } else {
+            new <= old - spec.promote_margin
+        }
+    };
+    let promoted = match (&champion, champion_value) {
+        _ if !options.promote_if_better => (false, "not asked to promote".to_string()),
+        (None, _) => (true, "there was no champion".to_string()),
+        (Some(c), Some(old)) if better(value, old) => (
+            true,
+            format!(
+                "{metric} {value:.4} beats champion v{}'s {old:.4} by the margin {}",
+                c.version, spec.promote_margin
+            ),
+        ),
+        (Some(c), Some(old)) => (
+            false,
+            format!(
+                "{metric} {value:.4} does not beat champion v{}'s {old:.4} by the margin {}",
+                c.version, spec.promote_margin
+            ),
+        ),
+        (Some(c), None) => (
+            false,
+            format!(
+                "champion v{} reads other features, so it was not compared on this window",
+                c.version
+            ),
+        ),
+    };
+    if promoted.0 {
+        registry.set_alias(
+            &spec.name,
+            registry::CHAMPION,
+            version.version,
+            &options.who,
+        )?;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    stages.push(("registering", seconds));
+    progress(Progress::Done(
+        "registering",
+        seconds,
+        format!(
+            "v{} as {CHALLENGER}; {}",
+            version.version,
+            if promoted.0 {
+                format!("promoted to champion: {}", promoted.1)
+            } else {
+                format!("champion kept: {}", promoted.1)
+            }
+        ),
+    ));
+    Ok(Outcome::Registered(Report {
+        model: spec.name.clone(),
+        version: version.version,
+        sha256: version.sha256,
+        rows: (
+            fitted.metrics["train_rows"] as usize,
+            fitted.metrics["validation_rows"] as usize,
+        ),
+        table_versions,
+        metrics: fitted.metrics,
+        comparison: (metric, value, champion_value),
+        promoted,
+        stages,
+    }))
+}
+
+fn hyper_parameters(spec: &ModelSpec) -> BTreeMap<String, String> {
+    let mut parameters: BTreeMap<String, String> = spec.hyper.parameters().into_iter().collect();
+    parameters.insert(
+        "task".into(),
+        match spec.task {
+            Task::BinaryClassification => "binary_classification".into(),
+            Task::Regression => "regression".into(),
+        },
+    );
+    parameters.insert("label".into(), spec.label.clone());
+    parameters.insert("spine".into(), spec.spine_table.clone());
+    parameters
+}
+
+fn describe_versions(versions: &BTreeMap<String, u64>) -> String {
+    versions
+        .iter()
+        .map(|(t, v)| format!("{t} v{v}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Another model's answers on the validation rows (its first float output;
+/// a two-column output is read as `[P(0), P(1)]`).
+fn predict_onnx(
+    bytes: &[u8],
+    imputation: &[f32],
+    fitted: &Fitted,
+    width: usize,
+) -> Result<Vec<f32>> {
+    let mut session = registry::runtime::load_session("champion", bytes)?;
+    let mut input = fitted.validation_features.clone();
+    for (i, v) in input.iter_mut().enumerate() {
+        if v.is_nan()
+            && let Some(mean) = imputation.get(i % width)
+        {
+            *v = *mean;
+        }
+    }
+    let rows = input.len() / width.max(1);
+    let tensor = ort::value::TensorRef::from_array_view(([rows, width], input.as_slice()))
+        .map_err(|e| Error::TrainingSet(format!("the champion's input: {e}")))?;
+    let outputs = session
+        .run(ort::inputs![tensor])
+        .map_err(|e| Error::TrainingSet(format!("running the champion: {e}")))?;
+    for (_, value) in outputs.iter() {
+        if let Ok((_, values)) = value.try_extract_tensor::<f32>() {
+            let per_row = values.len() / rows.max(1);
+            return Ok(values
+                .chunks(per_row.max(1))
+                .map(|row| if row.len() == 2 { row[1] } else { row[0] })
+                .collect());
+        }
+    }
+    Err(Error::TrainingSet(
+        "the champion has no float output".into(),
+    ))
+}
+
+/// A named validation metric of predictions.
+fn evaluate(metric: &str, task: Task, predictions: &[f32], labels: &[f32]) -> Option<f64> {
+    match (task, metric) {
+        (Task::BinaryClassification, "val_roc_auc") => metrics::roc_auc(predictions, labels),
+        (Task::BinaryClassification, "val_pr_auc") => metrics::pr_auc(predictions, labels),
+        (Task::BinaryClassification, "val_log_loss") => {
+            Some(metrics::log_loss(predictions, labels))
+        }
+        (Task::BinaryClassification, "val_accuracy") => {
+            Some(metrics::accuracy(predictions, labels, 0.5))
+        }
+        (Task::Regression, "val_rmse") => Some(metrics::regression(predictions, labels).0),
+        (Task::Regression, "val_mae") => Some(metrics::regression(predictions, labels).1),
+        (Task::Regression, "val_r2") => Some(metrics::regression(predictions, labels).2),
+        _ => None,
+    }
+}
