@@ -17,7 +17,8 @@ use rand_chacha::ChaCha8Rng;
 use training::spec::{ClassWeight, Family, Hyperparameters, Task};
 
 fn main() -> Result<()> {
-    let (mut rows, mut features, mut epochs, mut batch) = (1_000_000usize, 50usize, 5usize, 2048usize);
+    let (mut rows, mut features, mut epochs, mut batch) =
+        (1_000_000usize, 50usize, 5usize, 2048usize);
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = || args.next().context("a flag needs a value");
@@ -37,7 +38,10 @@ fn main() -> Result<()> {
         started.elapsed().as_secs_f64()
     );
     let names: Vec<String> = (0..features).map(|j| format!("f{j}")).collect();
-    for (label, family) in [("logistic regression", Family::Linear), ("MLP 2 x 64", Family::Mlp)] {
+    for (label, family) in [
+        ("logistic regression", Family::Linear),
+        ("MLP 2 x 64", Family::Mlp),
+    ] {
         memory::reset_peak();
         let started = Instant::now();
         let data = training::fit::dataset(&df, &names, "y", "ts", Task::BinaryClassification, 0.2)?;
@@ -72,9 +76,13 @@ fn synthetic(rows: usize, features: usize, seed: u64) -> Result<DataFrame> {
     let mut columns: Vec<Vec<Option<f32>>> = vec![Vec::with_capacity(rows); features];
     let mut y = Vec::with_capacity(rows);
     for _ in 0..rows {
-        let x: Vec<f32> = (0..features).map(|_| rng.random::<f32>() * 2.0 - 1.0).collect();
+        let x: Vec<f32> = (0..features)
+            .map(|_| rng.random::<f32>() * 2.0 - 1.0)
+            .collect();
         let logit = -2.0 + 2.0 * x[0] - 1.5 * x[1] + x[2] + 0.8 * x[3] * x[4] - 0.5 * x[5];
-        y.push(i64::from(rng.random::<f32>() < 1.0 / (1.0 + (-logit).exp())));
+        y.push(i64::from(
+            rng.random::<f32>() < 1.0 / (1.0 + (-logit).exp()),
+        ));
         for (j, v) in x.into_iter().enumerate() {
             columns[j].push((rng.random::<f32>() >= 0.02).then_some(v));
         }
@@ -85,6 +93,9 @@ fn synthetic(rows: usize, features: usize, seed: u64) -> Result<DataFrame> {
         .map(|(j, c)| Column::new(format!("f{j}").into(), c))
         .collect();
     frame.push(Column::new("y".into(), y));
-    frame.push(Column::new("ts".into(), (0..rows as i64).collect::<Vec<_>>()));
+    frame.push(Column::new(
+        "ts".into(),
+        (0..rows as i64).collect::<Vec<_>>(),
+    ));
     Ok(DataFrame::new_infer_height(frame)?)
 }
