@@ -23,20 +23,21 @@ use std::sync::Arc;
 
 #[path = "common/load.rs"]
 mod load;
+#[path = "common/view.rs"]
+mod view;
+use view::{VIEW, view};
 #[path = "common/memory.rs"]
 mod memory;
 use load::{percentiles, post_request, read_response, run_load};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use feature_store::DeltaStore;
 use feature_store::online::OnlineStore;
-use feature_store::{DeltaStore, Entity, FeatureView};
 use polars::prelude::*;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tokio::io::AsyncWriteExt;
-
-const VIEW: &str = "bench";
 
 struct Options {
     modes: Vec<String>,
@@ -110,21 +111,6 @@ fn main() -> Result<()> {
 
 fn now_micros() -> i64 {
     feature_store::push::now_micros()
-}
-
-fn view(features: usize) -> FeatureView {
-    FeatureView {
-        name: VIEW.into(),
-        entity: Entity {
-            name: "entity".into(),
-            join_keys: vec!["entity_id".into()],
-        },
-        features: (0..features).map(|i| format!("f{i}")).collect(),
-        feature_types: vec!["float64".into(); features],
-        timestamp_column: "event_timestamp".into(),
-        created_column: "created_timestamp".into(),
-        ttl: Duration::from_secs(86_400),
-    }
 }
 
 /// `rows` gold rows over `entities` entities (row i belongs to entity

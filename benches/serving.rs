@@ -18,6 +18,9 @@
 
 #[path = "common/load.rs"]
 mod load;
+#[path = "common/view.rs"]
+mod view;
+use view::view;
 
 // The allocator `aurum serve` runs with.
 #[global_allocator]
@@ -28,14 +31,13 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use feature_store::DeltaStore;
 use feature_store::online::OnlineStore;
-use feature_store::{DeltaStore, Entity, FeatureView};
 use load::{post_request, run_load};
 use polars::prelude::*;
 use serving::metrics::{ArmKey, Histogram};
 use serving::policy::{BatchOptions, ServingPolicy};
 
-const VIEW: &str = "bench";
 const MODEL: &str = "gbt";
 
 #[derive(Default)]
@@ -114,21 +116,6 @@ fn load_external(o: &Options) -> Result<()> {
     let report = run_load(addr, requests, o.connections, o.seconds)?;
     report.print(&format!("{url}, {} connections", o.connections));
     Ok(())
-}
-
-fn view(features: usize) -> FeatureView {
-    FeatureView {
-        name: VIEW.into(),
-        entity: Entity {
-            name: "entity".into(),
-            join_keys: vec!["entity_id".into()],
-        },
-        features: (0..features).map(|i| format!("f{i}")).collect(),
-        feature_types: vec!["float64".into(); features],
-        timestamp_column: "event_timestamp".into(),
-        created_column: "created_timestamp".into(),
-        ttl: Duration::from_secs(86_400),
-    }
 }
 
 fn aurum(o: &Options) -> Result<()> {

@@ -132,17 +132,6 @@ impl Metrics {
             .or_default() += 1;
     }
 
-    /// Error answers so far with `code`, over every route.
-    pub fn errors_with_code(&self, code: &str) -> u64 {
-        self.errors
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .filter(|((_, _, c), _)| *c == code)
-            .map(|(_, n)| n)
-            .sum()
-    }
-
     fn render_predictions(&self, out: &mut String) {
         let arms: BTreeMap<ArmKey, Arc<ArmMetrics>> = self
             .arms
@@ -242,6 +231,7 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     m.render_predictions(&mut out);
     let mut batch_lines = String::new();
     let mut served_lines = String::new();
+    let mut queued_for_batching = 0;
     for (name, served) in state.models.all() {
         let mut seen = Vec::new();
         for (arm, model) in served.all() {
@@ -256,6 +246,7 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
                 && !seen.contains(&model.version.version)
             {
                 seen.push(model.version.version);
+                queued_for_batching += model.queued();
                 let labels = format!(
                     "model=\"{}\",version=\"{}\"",
                     label_value(&name),
@@ -283,12 +274,6 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
         .prediction_log
         .as_ref()
         .map(|l| (l.stats(), l.queued()));
-    let queued_for_batching: usize = state
-        .models
-        .all()
-        .iter()
-        .flat_map(|(_, s)| s.all().map(|(_, m)| m.queued()).collect::<Vec<_>>())
-        .sum();
     let push = state.pusher.stats();
     push.freshness_seconds.render(
         "aurum_push_freshness_seconds",

@@ -509,7 +509,7 @@ fn plain_loss(task: Task, out: &Tensor, targets: &[f32]) -> Result<f64> {
 
 /// Per-row binary cross-entropy on logits, in the stable form
 /// max(z, 0) − z·y + ln(1 + e^−|z|).
-fn bce_with_logits(logits: &Tensor, targets: &Tensor) -> candle_core::Result<Tensor> {
+pub(crate) fn bce_with_logits(logits: &Tensor, targets: &Tensor) -> candle_core::Result<Tensor> {
     let softplus = logits.abs()?.neg()?.exp()?.affine(1.0, 1.0)?.log()?;
     logits.relu()? - (logits * targets)? + softplus
 }

@@ -165,32 +165,37 @@ pub async fn run(
 
     progress(Progress::Stage("training set"));
     let started = Instant::now();
-    let (spine, _) = store
-        .read(&spec.spine_table, Some(table_versions[&spec.spine_table]))
-        .await
-        .map_err(|e| Error::Spec(format!("model {}: the spine table: {e}", spec.name)))?;
-    let mut keys: Vec<String> = Vec::new();
+    let mut wanted: Vec<String> = Vec::new();
     for (view, _) in &plan {
         for key in &view.entity.join_keys {
-            if !keys.contains(key) {
-                keys.push(key.clone());
+            if !wanted.contains(key) {
+                wanted.push(key.clone());
             }
         }
     }
-    let mut wanted = keys.clone();
     wanted.extend([spec.spine_timestamp.clone(), spec.label.clone()]);
-    for column in &wanted {
-        if spine.column(column).is_err() {
-            return Err(Error::Spec(format!(
-                "model {}: the spine table {} has no column {column:?}",
-                spec.name, spec.spine_table
-            )));
-        }
+    // Only the spine columns the join and the label need are read.
+    let spine_error =
+        |e: feature_store::Error| Error::Spec(format!("model {}: the spine table: {e}", spec.name));
+    let spine_version = table_versions[&spec.spine_table];
+    let (schema, _) = store
+        .arrow_schema(&spec.spine_table, Some(spine_version))
+        .await
+        .map_err(spine_error)?;
+    if let Some(column) = wanted.iter().find(|c| schema.field_with_name(c).is_err()) {
+        return Err(Error::Spec(format!(
+            "model {}: the spine table {} has no column {column:?}",
+            spec.name, spec.spine_table
+        )));
     }
-    let spine = spine.select(wanted).map_err(|source| Error::Data {
-        context: "selecting the spine".into(),
-        source,
-    })?;
+    let (files, _) = store
+        .files(&spec.spine_table, Some(spine_version))
+        .await
+        .map_err(spine_error)?;
+    let spine = store
+        .read_files(&spec.spine_table, spine_version, &files, Some(&wanted))
+        .await
+        .map_err(spine_error)?;
     let request = TrainingSetRequest {
         features: refs.clone(),
         timestamp_column: spec.spine_timestamp.clone(),
@@ -203,18 +208,13 @@ pub async fn run(
     let set = training_set::training_set(&store, &views, spine, &request)
         .await
         .map_err(|e| Error::Spec(format!("model {}: the training set: {e}", spec.name)))?;
-    let seconds = started.elapsed().as_secs_f64();
-    stages.push(("training set", seconds));
-    progress(Progress::Done(
-        "training set",
-        seconds,
-        format!(
-            "{} rows x {} features; {}",
-            set.frame.height(),
-            refs.len(),
-            describe_versions(&table_versions)
-        ),
-    ));
+    let summary = format!(
+        "{} rows x {} features; {}",
+        set.frame.height(),
+        refs.len(),
+        describe_versions(&table_versions)
+    );
+    finish(&mut stages, progress, "training set", started, summary);
 
     let columns: Vec<String> = refs.iter().map(|r| r.replacen(':', "__", 1)).collect();
     let frame = set.frame;
@@ -240,8 +240,6 @@ pub async fn run(
         })?;
         Ok((fitted, sha))
     })?;
-    let seconds = started.elapsed().as_secs_f64();
-    stages.push(("training", seconds));
     let metric = spec.promote_metric.clone();
     let value = fitted.metrics.get(&metric).copied().ok_or_else(|| {
         Error::Spec(format!(
@@ -256,14 +254,11 @@ pub async fn run(
                 .join(", ")
         ))
     })?;
-    progress(Progress::Done(
-        "training",
-        seconds,
-        format!(
-            "{} epochs; {metric} {value:.4}; {} training and {} validation rows",
-            fitted.epochs_run, fitted.metrics["train_rows"], fitted.metrics["validation_rows"]
-        ),
-    ));
+    let summary = format!(
+        "{} epochs; {metric} {value:.4}; {} training and {} validation rows",
+        fitted.epochs_run, fitted.metrics["train_rows"], fitted.metrics["validation_rows"]
+    );
+    finish(&mut stages, progress, "training", started, summary);
 
     progress(Progress::Stage("registering"));
     let started = Instant::now();
@@ -356,21 +351,16 @@ pub async fn run(
             &options.who,
         )?;
     }
-    let seconds = started.elapsed().as_secs_f64();
-    stages.push(("registering", seconds));
-    progress(Progress::Done(
-        "registering",
-        seconds,
-        format!(
-            "v{} as {CHALLENGER}; {}",
-            version.version,
-            if promoted.0 {
-                format!("promoted to champion: {}", promoted.1)
-            } else {
-                format!("champion kept: {}", promoted.1)
-            }
-        ),
-    ));
+    let summary = format!(
+        "v{} as {CHALLENGER}; {}",
+        version.version,
+        if promoted.0 {
+            format!("promoted to champion: {}", promoted.1)
+        } else {
+            format!("champion kept: {}", promoted.1)
+        }
+    );
+    finish(&mut stages, progress, "registering", started, summary);
     Ok(Outcome::Registered(Report {
         model: spec.name.clone(),
         version: version.version,
@@ -385,6 +375,19 @@ pub async fn run(
         promoted,
         stages,
     }))
+}
+
+/// Records a finished stage's time and tells `progress`.
+fn finish(
+    stages: &mut Vec<(&'static str, f64)>,
+    progress: &(dyn Fn(Progress) + Sync),
+    stage: &'static str,
+    started: Instant,
+    summary: String,
+) {
+    let seconds = started.elapsed().as_secs_f64();
+    stages.push((stage, seconds));
+    progress(Progress::Done(stage, seconds, summary));
 }
 
 fn hyper_parameters(spec: &ModelSpec) -> BTreeMap<String, String> {

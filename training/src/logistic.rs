@@ -127,7 +127,7 @@ pub fn train_logistic(
     )?;
     for _ in 0..options.epochs {
         let logits = x.matmul(w.as_tensor())?.broadcast_add(b.as_tensor())?;
-        optimizer.backward_step(&bce_with_logits(&logits, &y)?)?;
+        optimizer.backward_step(&crate::fit::bce_with_logits(&logits, &y)?.mean_all()?)?;
     }
 
     let xv = Tensor::from_vec(standardized(split..n), (n - split, f), &device)?;
@@ -201,13 +201,6 @@ fn export_onnx(
         .node("Sigmoid", &["logit"], &[OUTPUT])
         .metadata("aurum.features", &features.join(","));
     g.finish("aurum logistic regression: impute, standardize, linear, sigmoid")
-}
-
-/// Mean binary cross-entropy on logits, in the stable form
-/// max(z, 0) − z·y + ln(1 + e^−|z|).
-fn bce_with_logits(logits: &Tensor, targets: &Tensor) -> candle_core::Result<Tensor> {
-    let softplus = logits.abs()?.neg()?.exp()?.affine(1.0, 1.0)?.log()?;
-    (logits.relu()? - (logits * targets)? + softplus)?.mean_all()
 }
 
 pub(crate) fn float_column(df: &DataFrame, name: &str) -> Result<Vec<f32>> {
