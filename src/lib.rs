@@ -3,3 +3,4 @@
 //! and that benchmarks reuse.
 
 pub mod demo_project;
+pub mod drift_data;

@@ -1,6 +1,7 @@
 //! The `aurum` command line: definitions and glue over the library crates.
 
 mod demo;
+mod drift_commands;
 mod project_commands;
 mod registry_commands;
 mod serve;
@@ -63,6 +64,11 @@ enum Command {
     /// Retrain models whose tables have new versions since their newest
     /// registered version (skipping the others); once, or on an interval.
     Retrain(train_commands::RetrainArgs),
+    /// Drift of a dataset against a model version's reference profile (or
+    /// of any two datasets): an HTML report with charts, or JSON.
+    Drift(drift_commands::DriftArgs),
+    /// A/B analysis of the served arms from the outcomes sent to /feedback.
+    Ab(drift_commands::AbArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -98,6 +104,8 @@ fn main() -> std::process::ExitCode {
             Command::Registry(args) => registry_commands::run(args).await,
             Command::Train(args) => train_commands::train(args).await,
             Command::Retrain(args) => train_commands::retrain(args).await,
+            Command::Drift(args) => drift_commands::drift(args).await,
+            Command::Ab(args) => drift_commands::ab(args).await,
         }
     });
     match result {

@@ -9,10 +9,13 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use feature_store::{DeltaStore, OnlineStore};
 use registry::Registry;
+use serving::monitor::{Monitor, MonitorOptions};
 use serving::{AppState, Limits, PredictionLog, ServingConfig};
 
 use crate::project::ProjectArg;
@@ -58,6 +61,36 @@ pub struct ServeArgs {
     /// Do not log predictions to the `predictions` Delta table.
     #[arg(long)]
     no_prediction_log: bool,
+    /// Turn off live drift monitoring and `/feedback`.
+    #[arg(long)]
+    no_monitor: bool,
+    /// Seconds between drift evaluations.
+    #[arg(long, default_value_t = 30)]
+    drift_interval_s: u64,
+    /// Predictions per model version in the drift window.
+    #[arg(long, default_value_t = 10_000)]
+    drift_window_rows: usize,
+    /// Only predictions younger than this many seconds are evaluated.
+    #[arg(long, default_value_t = 3600)]
+    drift_window_s: u64,
+    /// Windows with fewer predictions are not judged.
+    #[arg(long, default_value_t = 100)]
+    drift_min_rows: usize,
+    /// The dataset drifts when at least this share of features drift.
+    #[arg(long, default_value_t = 0.5)]
+    drift_share: f64,
+    /// Consecutive drifted evaluations before an alert (and clean ones
+    /// before it clears).
+    #[arg(long, default_value_t = 2)]
+    drift_alert_after: u32,
+    /// POST each drift alert (and its resolution) as JSON to this URL.
+    #[arg(long)]
+    drift_webhook: Option<String>,
+    /// When a model starts alerting, run its retraining job (as `aurum
+    /// retrain` would: only if its tables have new versions; the new
+    /// version becomes `challenger`).
+    #[arg(long)]
+    retrain_on_drift: bool,
 }
 
 pub async fn run(args: ServeArgs) -> Result<()> {
@@ -102,17 +135,48 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         .with_config(config)
         .with_limits(limits)
         .with_reload(reload);
-    if !args.no_prediction_log {
-        let logs = DeltaStore::new(project.data_dir.join("logs"));
-        println!(
-            "logging predictions to {}",
-            logs.table_path(serving::prediction_log::TABLE).display()
-        );
-        state = state.with_prediction_log(PredictionLog::start(
-            logs,
-            serving::prediction_log::TABLE,
+    let logs = DeltaStore::new(project.data_dir.join("logs"));
+    let monitor = if args.no_monitor {
+        None
+    } else {
+        let options = MonitorOptions {
+            window_rows: args.drift_window_rows.max(1),
+            window_age: Duration::from_secs(args.drift_window_s.max(1)),
+            interval: Duration::from_secs(args.drift_interval_s.max(1)),
+            min_rows: args.drift_min_rows,
+            drift: drift::DriftOptions {
+                drift_share: args.drift_share,
+                ..drift::DriftOptions::default()
+            },
+            alert_after: args.drift_alert_after.max(1),
+            clear_after: args.drift_alert_after.max(1),
+            webhook: args.drift_webhook.clone(),
+            ..MonitorOptions::default()
+        };
+        let monitor = Monitor::new(options)
+            .map_err(|e| anyhow::anyhow!(e.message))?
+            .with_feedback_table(logs.clone());
+        Some(Arc::new(monitor))
+    };
+    if !args.no_prediction_log || monitor.is_some() {
+        let table = (!args.no_prediction_log).then(|| {
+            println!(
+                "logging predictions to {}",
+                logs.table_path(serving::prediction_log::TABLE).display()
+            );
+            (logs.clone(), serving::prediction_log::TABLE.to_string())
+        });
+        state = state.with_prediction_log(PredictionLog::start_with(
+            table,
+            monitor.clone(),
             serving::prediction_log::LogOptions::default(),
         ));
+    }
+    if let Some(monitor) = &monitor {
+        if args.retrain_on_drift {
+            monitor.set_alert_hook(retrain_hook(&project)?);
+        }
+        state = state.with_monitor(monitor.clone());
     }
     let state = Arc::new(state);
     let server = tokio::spawn(serving::serve(listener, state.clone(), shutdown_signal()));
@@ -162,6 +226,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         }
     }
     serving::reload::spawn(state.clone());
+    serving::monitor::spawn(state.clone());
     state.set_ready(true);
     println!("ready");
 
@@ -178,6 +243,50 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         .context("the Flight task failed")?
         .context("serving Arrow Flight")?;
     Ok(())
+}
+
+/// The alert hook of `--retrain-on-drift`: a drift alert on a model with a
+/// `[model.training]` spec runs its retraining job in the background (one
+/// job at a time; alerts during a job are logged and skipped).
+fn retrain_hook(project: &feature_store::Project) -> Result<serving::monitor::AlertHook> {
+    let specs: Vec<training::spec::ModelSpec> = training::spec::specs(&project.models)?;
+    let project = Arc::new(project.clone());
+    let running = Arc::new(AtomicBool::new(false));
+    let runtime = tokio::runtime::Handle::current();
+    Ok(Box::new(move |alert: &serving::monitor::Alert| {
+        if alert.state != "drift" {
+            return;
+        }
+        let Some(spec) = specs.iter().find(|s| s.name == alert.model).cloned() else {
+            tracing::info!(model = %alert.model, "drift alert: the model has no [model.training] spec to retrain");
+            return;
+        };
+        if running.swap(true, Ordering::AcqRel) {
+            tracing::info!(model = %alert.model, "drift alert: a retraining job is already running");
+            return;
+        }
+        let (project, running) = (project.clone(), running.clone());
+        runtime.spawn(async move {
+            tracing::info!(model = %spec.name, "drift alert: running the retraining job");
+            let options = training::job::JobOptions {
+                force: false,
+                promote_if_better: false,
+                run_id: format!("drift-{}", chrono::Utc::now().format("%Y%m%dT%H%M%S")),
+                who: "aurum serve (drift alert)".into(),
+            };
+            let outcome = match registry::Registry::open(project.registry_dir()) {
+                Ok(registry) => training::job::run(&project, &spec, &registry, &options, &|_| {})
+                    .await
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            match outcome {
+                Ok(outcome) => tracing::info!(model = %spec.name, outcome = ?outcome, "drift retraining finished"),
+                Err(e) => tracing::error!(model = %spec.name, error = %e, "drift retraining failed"),
+            }
+            running.store(false, Ordering::Release);
+        });
+    }))
 }
 
 async fn shutdown_signal() {

@@ -19,6 +19,10 @@ use serde::{Deserialize, Serialize};
 use crate::sort::sorted_finite;
 use crate::{Error, Result};
 
+/// The name a model version's reference profile is stored under (as JSON,
+/// beside the version in the registry).
+pub const REFERENCE_PROFILE: &str = "reference_profile.json";
+
 /// Points a numeric column's quantile sketch keeps.
 pub const SKETCH_POINTS: usize = 2048;
 /// Quantile bins a numeric column keeps for PSI and Jensen–Shannon.

@@ -286,6 +286,8 @@ impl Registry {
         fs::write(&tombstone, b"").map_err(|e| Error::io(&tombstone, e))?;
         let path = dir.join(format!("{version}.json"));
         fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
+        // Its attachments go with it (a later version never reuses the number).
+        let _ = fs::remove_dir_all(self.attachments_dir(name, version));
         sync_dir(&dir)?;
         tracing::info!(model = name, version, "deleted model version");
         Ok(())

@@ -5,6 +5,8 @@
 //! - `models/<name>/model.json`: the registered model (description, tags);
 //! - `models/<name>/versions/<version>.json`: one metadata document per version;
 //! - `models/<name>/aliases.json`: alias → version;
+//! - `models/<name>/attachments/<version>/<key>`: documents kept beside a
+//!   version (its drift reference profile), replaced atomically;
 //! - `models/<name>/alias-history.jsonl`: every alias move, appended, never
 //!   rewritten;
 //! - `models/<name>/.lock`: held (an OS file lock) by whoever changes the
@@ -293,6 +295,37 @@ impl Registry {
             });
         }
         Ok(bytes)
+    }
+
+    /// Stores `bytes` as the attachment `key` of a version (a document kept
+    /// beside the model, e.g. its drift reference profile), replacing any
+    /// earlier one atomically. The registry does not read attachments.
+    pub fn put_attachment(&self, name: &str, version: u64, key: &str, bytes: &[u8]) -> Result<()> {
+        validate_name(key)?;
+        self.version(name, version)?;
+        let dir = self.attachments_dir(name, version);
+        fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        let tmp = write_temp(&dir, bytes)?;
+        let path = dir.join(key);
+        fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
+        sync_dir(&dir)
+    }
+
+    /// The attachment `key` of a version, if it has one.
+    pub fn attachment(&self, name: &str, version: u64, key: &str) -> Result<Option<Vec<u8>>> {
+        validate_name(key)?;
+        let path = self.attachments_dir(name, version).join(key);
+        match fs::read(&path) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io(&path, e)),
+        }
+    }
+
+    pub(crate) fn attachments_dir(&self, name: &str, version: u64) -> PathBuf {
+        self.model_dir(name)
+            .join("attachments")
+            .join(version.to_string())
     }
 
     /// The path of a version's ONNX file (for streaming it out).

@@ -11,9 +11,11 @@
 
 pub mod edge;
 pub mod error;
+pub mod feedback;
 pub mod metrics;
 pub mod mlflow;
 pub mod models;
+pub mod monitor;
 pub mod oip;
 pub mod online_features;
 pub mod policy;
@@ -69,6 +71,9 @@ pub struct AppState {
     pub limits: Limits,
     /// Where predictions are logged, when they are.
     pub prediction_log: Option<PredictionLog>,
+    /// The live drift and quality monitor, when on (it is fed by the
+    /// prediction log's writer).
+    pub monitor: Option<Arc<monitor::Monitor>>,
     in_flight: Arc<Semaphore>,
     shadows: Arc<Semaphore>,
     request_ids: (u32, AtomicU64),
@@ -93,6 +98,7 @@ impl AppState {
             shadows: Arc::new(Semaphore::new(Limits::default().max_shadow_in_flight)),
             limits: Limits::default(),
             prediction_log: None,
+            monitor: None,
             request_ids: (std::process::id() ^ random_u32(), AtomicU64::new(0)),
             ready: AtomicBool::new(false),
         }
@@ -121,6 +127,14 @@ impl AppState {
     /// The same state, logging every prediction to `log`.
     pub fn with_prediction_log(mut self, log: PredictionLog) -> Self {
         self.prediction_log = Some(log);
+        self
+    }
+
+    /// The same state with a live monitor. The monitor sees what the
+    /// prediction log's writer hands it: start that log with
+    /// [`PredictionLog::start_with`] and the same monitor.
+    pub fn with_monitor(mut self, monitor: Arc<monitor::Monitor>) -> Self {
+        self.monitor = Some(monitor);
         self
     }
 
@@ -214,6 +228,8 @@ pub fn app(state: Arc<AppState>) -> Router {
         )
         .route("/feature-views", get(online_features::feature_views))
         .route("/push", post(push::push))
+        .route("/drift/{model}", get(monitor::drift_report))
+        .route("/feedback", post(feedback::feedback))
         .route("/metrics", get(metrics::metrics))
         .route("/health/live", get(live))
         .route("/health/ready", get(ready))

@@ -229,6 +229,9 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
         &mut out,
     );
     m.render_predictions(&mut out);
+    if let Some(monitor) = &state.monitor {
+        monitor.render_metrics(&mut out);
+    }
     let mut batch_lines = String::new();
     let mut served_lines = String::new();
     let mut queued_for_batching = 0;

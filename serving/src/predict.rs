@@ -197,6 +197,7 @@ pub async fn predict(
             if logging {
                 records.push(PredictionRecord {
                     request_id: request_id.clone(),
+                    row: u32::try_from(row).unwrap_or(u32::MAX),
                     time_micros,
                     model: model_name.clone(),
                     version: model.version.version,
@@ -333,6 +334,7 @@ impl ShadowRun {
         for (row, output) in outputs.into_iter().enumerate() {
             log.record(PredictionRecord {
                 request_id: self.request_id.clone(),
+                row: u32::try_from(row).unwrap_or(u32::MAX),
                 time_micros: self.time_micros,
                 model: model.clone(),
                 version: self.model.version.version,

@@ -10,7 +10,7 @@
 //! turns into memory growth or latency. [`PredictionLog::close`] flushes
 //! what is queued (graceful shutdown).
 //!
-//! Table columns: `request_id`, `time` (UTC µs), `model`, `version`, `arm`,
+//! Table columns: `request_id`, `row` (of the request), `time` (UTC µs), `model`, `version`, `arm`,
 //! `shadow`, `entity` (`key=value` pairs), `feature_names`, `features`
 //! (the values as assembled, null where missing before imputation),
 //! `outputs` (the model's first output for the row), `prediction`,
@@ -30,6 +30,8 @@ use tokio::sync::{Notify, mpsc};
 pub struct PredictionRecord {
     /// The request's id (also in the `x-request-id` response header).
     pub request_id: Arc<str>,
+    /// The row of the request the prediction answers (from 0).
+    pub row: u32,
     /// When the request arrived, in microseconds since the epoch (UTC).
     pub time_micros: i64,
     /// The model name.
@@ -103,12 +105,23 @@ impl PredictionLog {
     /// Starts the writer task (call inside a tokio runtime), appending to
     /// table `table` of `store`.
     pub fn start(store: DeltaStore, table: &str, options: LogOptions) -> Self {
+        Self::start_with(Some((store, table.to_string())), None, options)
+    }
+
+    /// Starts the writer task (call inside a tokio runtime): records are
+    /// appended to `table` (a store and a table name) when given, and then
+    /// handed to `monitor` when given.
+    pub fn start_with(
+        table: Option<(DeltaStore, String)>,
+        monitor: Option<Arc<crate::monitor::Monitor>>,
+        options: LogOptions,
+    ) -> Self {
         let (queue, records) = mpsc::channel(options.capacity.max(1));
         let stats = Arc::new(LogStats::default());
         let stop = Arc::new(Notify::new());
         let writer = tokio::spawn(write_loop(
-            store,
-            table.to_string(),
+            table,
+            monitor,
             options.clone(),
             records,
             stats.clone(),
@@ -159,8 +172,8 @@ impl PredictionLog {
 }
 
 async fn write_loop(
-    store: DeltaStore,
-    table: String,
+    table: Option<(DeltaStore, String)>,
+    monitor: Option<Arc<crate::monitor::Monitor>>,
     options: LogOptions,
     mut records: mpsc::Receiver<PredictionRecord>,
     stats: Arc<LogStats>,
@@ -199,12 +212,22 @@ async fn write_loop(
         // Building the frame and encoding Parquet are CPU work: done on a
         // blocking thread, so no request waits behind them on a runtime
         // worker.
-        let (store, table, stats) = (store.clone(), table.clone(), stats.clone());
+        let (table, stats, monitor) = (table.clone(), stats.clone(), monitor.clone());
         let max_batch = options.max_batch.max(1);
         let runtime = tokio::runtime::Handle::current();
         let done = tokio::task::spawn_blocking(move || {
-            for chunk in batch.chunks(max_batch) {
-                runtime.block_on(commit(&store, &table, chunk, &stats));
+            match &table {
+                Some((store, table)) => {
+                    for chunk in batch.chunks(max_batch) {
+                        runtime.block_on(commit(store, table, chunk, &stats));
+                    }
+                }
+                // Not logged to a table: only the monitor reads them.
+                None => {}
+            }
+            // The monitor takes the rows (their buffers move, no copies).
+            if let Some(monitor) = monitor {
+                monitor.observe(batch);
             }
         })
         .await;
@@ -293,6 +316,11 @@ pub fn frame(records: &[PredictionRecord]) -> PolarsResult<DataFrame> {
     ))?;
     DataFrame::new_infer_height(vec![
         strings(|r| &r.request_id, "request_id"),
+        Series::new(
+            "row".into(),
+            records.iter().map(|r| i64::from(r.row)).collect::<Vec<_>>(),
+        )
+        .into(),
         time.into(),
         strings(|r| &r.model, "model"),
         Series::new(
@@ -338,6 +366,7 @@ mod tests {
 
     fn record(i: usize) -> PredictionRecord {
         PredictionRecord {
+            row: 0,
             request_id: Arc::from(format!("r{i}")),
             time_micros: 1_700_000_000_000_000 + i as i64,
             model: Arc::from("m"),

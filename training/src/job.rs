@@ -295,6 +295,16 @@ pub async fn run(
             source: String::new(),
         },
     )?;
+    // The reference drift is measured against: the validation rows (the
+    // latest of the training set) and the model's out-of-sample
+    // predictions on them.
+    let profile = reference_profile(&fitted, &refs)?;
+    registry.put_attachment(
+        &spec.name,
+        version.version,
+        drift::profile::REFERENCE_PROFILE,
+        &profile,
+    )?;
     registry.set_alias(&spec.name, CHALLENGER, version.version, &options.who)?;
 
     // The champion on the same validation rows.
@@ -388,6 +398,38 @@ fn finish(
     let seconds = started.elapsed().as_secs_f64();
     stages.push((stage, seconds));
     progress(Progress::Done(stage, seconds, summary));
+}
+
+/// The drift reference of a fitted model, as JSON: its validation rows'
+/// features (named as registered) and its predictions on them.
+fn reference_profile(fitted: &Fitted, refs: &[String]) -> Result<Vec<u8>> {
+    let width = refs.len();
+    let rows = fitted.validation_predictions.len();
+    let columns: Vec<drift::Column> = refs
+        .iter()
+        .enumerate()
+        .map(|(j, name)| drift::Column {
+            name: name.clone(),
+            values: drift::Values::Numeric(
+                (0..rows)
+                    .map(|i| f64::from(fitted.validation_features[i * width + j]))
+                    .collect(),
+            ),
+        })
+        .collect();
+    let prediction = drift::Column {
+        name: "prediction".into(),
+        values: drift::Values::Numeric(
+            fitted
+                .validation_predictions
+                .iter()
+                .map(|&p| f64::from(p))
+                .collect(),
+        ),
+    };
+    let profile = drift::Profile::build(&columns, Some(&prediction))
+        .map_err(|e| Error::Spec(format!("profiling the validation rows: {e}")))?;
+    serde_json::to_vec(&profile).map_err(|e| Error::Spec(format!("encoding the profile: {e}")))
 }
 
 fn hyper_parameters(spec: &ModelSpec) -> BTreeMap<String, String> {
