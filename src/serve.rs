@@ -61,6 +61,10 @@ pub struct ServeArgs {
     /// Do not log predictions to the `predictions` Delta table.
     #[arg(long)]
     no_prediction_log: bool,
+    /// The longest a logged prediction waits for its commit (and for the
+    /// drift monitor to see it), in milliseconds.
+    #[arg(long, default_value_t = 5000)]
+    prediction_log_flush_ms: u64,
     /// Turn off live drift monitoring and `/feedback`.
     #[arg(long)]
     no_monitor: bool,
@@ -169,7 +173,10 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         state = state.with_prediction_log(PredictionLog::start_with(
             table,
             monitor.clone(),
-            serving::prediction_log::LogOptions::default(),
+            serving::prediction_log::LogOptions {
+                flush_interval: Duration::from_millis(args.prediction_log_flush_ms.max(1)),
+                ..serving::prediction_log::LogOptions::default()
+            },
         ));
     }
     if let Some(monitor) = &monitor {

@@ -25,6 +25,11 @@ impl Drop for Server {
 /// Starts `aurum serve` on an ephemeral port and returns once it prints
 /// `ready` (after the warm start), so no polling or sleeping is needed.
 pub(crate) fn start(dir: &Path) -> Server {
+    start_with(dir, &[])
+}
+
+/// [`start`] with more `aurum serve` flags.
+pub(crate) fn start_with(dir: &Path, flags: &[&str]) -> Server {
     let mut child = Command::new(env!("CARGO_BIN_EXE_aurum"))
         .args([
             "serve",
@@ -33,6 +38,7 @@ pub(crate) fn start(dir: &Path) -> Server {
             "--flight-addr",
             "127.0.0.1:0",
         ])
+        .args(flags)
         .current_dir(dir)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())

@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use crate::serve::aurum;
 
-fn json(dir: &Path, args: &[&str]) -> Value {
+pub(crate) fn json(dir: &Path, args: &[&str]) -> Value {
     let output = Command::new(env!("CARGO_BIN_EXE_aurum"))
         .args(args)
         .current_dir(dir)
