@@ -8,7 +8,7 @@
 //! usage:
 //!   cargo bench --bench serving -- aurum --model M.onnx --parquet F.parquet
 //!        --body-file B.jsonl [--seconds S] [--connections C] [--swap]
-//!        [--batch ROWS:DELAY_US] [--no-log]
+//!        [--batch ROWS:DELAY_US] [--no-log] [--monitor]
 //!   cargo bench --bench serving -- load --url URL --body-file B.jsonl
 //!        [--seconds S] [--connections C]
 //!
@@ -52,6 +52,7 @@ struct Options {
     swap: bool,
     batch: Option<BatchOptions>,
     no_log: bool,
+    monitor: bool,
 }
 
 fn main() -> Result<()> {
@@ -72,6 +73,7 @@ fn main() -> Result<()> {
             "--connections" => o.connections = value()?.parse()?,
             "--swap" => o.swap = true,
             "--no-log" => o.no_log = true,
+            "--monitor" => o.monitor = true,
             "--batch" => {
                 let v = value()?;
                 let (rows, delay) = v.split_once(':').context("--batch ROWS:DELAY_US")?;
@@ -129,6 +131,7 @@ fn aurum(o: &Options) -> Result<()> {
     let online = Arc::new(OnlineStore::new(4 << 30));
     online.register_view(view.clone());
     online.materialize(&view, &df, 0)?;
+    let reference = reference_profile(&df, &view.feature_refs())?;
     drop(df);
 
     let dir = tempfile::tempdir()?;
@@ -140,6 +143,7 @@ fn aurum(o: &Options) -> Result<()> {
     };
     registry.register(MODEL, &bytes, new())?;
     registry.set_alias(MODEL, registry::CHAMPION, 1, "bench")?;
+    registry.put_attachment(MODEL, 1, drift::profile::REFERENCE_PROFILE, &reference)?;
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -158,16 +162,37 @@ fn aurum(o: &Options) -> Result<()> {
                 interval: Duration::from_millis(200),
                 sessions: 2,
             });
-        if !o.no_log {
-            state = state.with_prediction_log(serving::PredictionLog::start(
-                DeltaStore::new(dir.path().join("logs")),
-                serving::prediction_log::TABLE,
+        // The drift monitor as `aurum serve` runs it, evaluating every
+        // second (30 s by default) against a profile of the served features.
+        let monitor = o.monitor.then(|| {
+            Arc::new(
+                serving::monitor::Monitor::new(serving::monitor::MonitorOptions {
+                    interval: Duration::from_secs(1),
+                    ..serving::monitor::MonitorOptions::default()
+                })
+                .expect("default monitor options are valid"),
+            )
+        });
+        if !o.no_log || monitor.is_some() {
+            let table = (!o.no_log).then(|| {
+                (
+                    DeltaStore::new(dir.path().join("logs")),
+                    serving::prediction_log::TABLE.to_string(),
+                )
+            });
+            state = state.with_prediction_log(serving::PredictionLog::start_with(
+                table,
+                monitor.clone(),
                 serving::prediction_log::LogOptions::default(),
             ));
+        }
+        if let Some(monitor) = monitor {
+            state = state.with_monitor(monitor);
         }
         let state = Arc::new(state);
         serving::reload::sync_once(&state);
         serving::reload::spawn(state.clone());
+        serving::monitor::spawn(state.clone());
         state.set_ready(true);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
@@ -288,4 +313,24 @@ fn aurum(o: &Options) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// The served features' profile (the monitor's reference), as JSON.
+fn reference_profile(df: &DataFrame, refs: &[String]) -> Result<Vec<u8>> {
+    let mut columns = Vec::new();
+    for reference in refs {
+        let name = reference.rsplit(':').next().unwrap_or(reference);
+        let values = df.column(name)?.cast(&DataType::Float64)?;
+        columns.push(drift::Column {
+            name: reference.clone(),
+            values: drift::Values::Numeric(
+                values
+                    .f64()?
+                    .iter()
+                    .map(|v| v.unwrap_or(f64::NAN))
+                    .collect(),
+            ),
+        });
+    }
+    Ok(serde_json::to_vec(&drift::Profile::build(&columns, None)?)?)
 }

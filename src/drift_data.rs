@@ -40,12 +40,12 @@ pub async fn read_frame(path: &Path) -> Result<DataFrame> {
     }
     let path = path.to_path_buf();
     tokio::task::spawn_blocking(move || -> Result<DataFrame> {
-        let file = std::fs::File::open(&path)
-            .with_context(|| format!("opening {}", path.display()))?;
+        let file =
+            std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
         ParquetReader::new(file)
             .finish()
             .map_err(anyhow::Error::from)
-                .with_context(|| format!("{} is not a readable Parquet file", path.display()))
+            .with_context(|| format!("{} is not a readable Parquet file", path.display()))
     })
     .await
     .context("the Parquet reader stopped")?
@@ -66,7 +66,10 @@ pub fn columns(df: &DataFrame) -> Result<Dataset> {
                 .with_context(|| format!("reading column {name} as numbers"))?;
             let ca = cast.f64()?;
             drift::Values::Numeric(ca.iter().map(|v| v.unwrap_or(f64::NAN)).collect())
-        } else if matches!(dtype, DataType::String | DataType::Categorical(..) | DataType::Enum(..)) {
+        } else if matches!(
+            dtype,
+            DataType::String | DataType::Categorical(..) | DataType::Enum(..)
+        ) {
             let cast = column
                 .cast(&DataType::String)
                 .map_err(anyhow::Error::from)

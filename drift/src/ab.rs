@@ -46,7 +46,11 @@ impl Tally {
 
     /// The mean (0 for no outcomes).
     pub fn mean(&self) -> f64 {
-        if self.n == 0 { 0.0 } else { self.sum / self.n as f64 }
+        if self.n == 0 {
+            0.0
+        } else {
+            self.sum / self.n as f64
+        }
     }
 
     /// The sample variance (n − 1; 0 below two outcomes).
@@ -200,9 +204,7 @@ pub fn analyze(
                 "the outcomes of arm {name} are not finite numbers"
             )));
         }
-        if kind == OutcomeKind::Proportion
-            && (tally.sum < 0.0 || tally.sum > tally.n as f64)
-        {
+        if kind == OutcomeKind::Proportion && (tally.sum < 0.0 || tally.sum > tally.n as f64) {
             return Err(Error::InvalidOption(format!(
                 "arm {name} has {} successes in {} outcomes: proportions need 0/1 outcomes",
                 tally.sum, tally.n
@@ -223,7 +225,11 @@ pub fn analyze(
             let se = (var_p(c) + var_p(t)).sqrt();
             let required = stats::sample_size_proportions(
                 c.mean().clamp(0.0, 1.0),
-                if options.higher_is_better { options.mde } else { -options.mde },
+                if options.higher_is_better {
+                    options.mde
+                } else {
+                    -options.mde
+                },
                 options.alpha,
                 options.power,
             );
@@ -242,8 +248,8 @@ pub fn analyze(
             };
             let se = (c.variance() / c.n.max(1) as f64 + t.variance() / t.n.max(1) as f64).sqrt();
             let std = ((c.variance() + t.variance()) / 2.0).sqrt();
-            let required = stats::sample_size_means(std, options.mde, options.alpha, options.power)
-                .max(2);
+            let required =
+                stats::sample_size_means(std, options.mde, options.alpha, options.power).max(2);
             ("welch_t", w.t, w.p_value, Some(w.df), se, required)
         }
     };
@@ -402,7 +408,10 @@ mod tests {
         let same = analyze(
             OutcomeKind::Continuous,
             ("champion", Tally::of((0..4000).map(|i| f64::from(i % 7)))),
-            ("challenger", Tally::of((0..4000).map(|i| f64::from((i + 3) % 7)))),
+            (
+                "challenger",
+                Tally::of((0..4000).map(|i| f64::from((i + 3) % 7))),
+            ),
             lower,
         )
         .unwrap();
@@ -412,13 +421,38 @@ mod tests {
     #[test]
     fn bad_designs_are_refused() {
         for options in [
-            AbOptions { alpha: 0.0, ..AbOptions::default() },
-            AbOptions { power: 1.0, ..AbOptions::default() },
-            AbOptions { mde: f64::NAN, ..AbOptions::default() },
+            AbOptions {
+                alpha: 0.0,
+                ..AbOptions::default()
+            },
+            AbOptions {
+                power: 1.0,
+                ..AbOptions::default()
+            },
+            AbOptions {
+                mde: f64::NAN,
+                ..AbOptions::default()
+            },
         ] {
-            assert!(analyze(OutcomeKind::Proportion, ("a", tally(1, 2)), ("b", tally(1, 2)), options).is_err());
+            assert!(
+                analyze(
+                    OutcomeKind::Proportion,
+                    ("a", tally(1, 2)),
+                    ("b", tally(1, 2)),
+                    options
+                )
+                .is_err()
+            );
         }
         let not_binary = Tally::of([2.0, 3.0]);
-        assert!(analyze(OutcomeKind::Proportion, ("a", not_binary), ("b", tally(1, 2)), AbOptions::default()).is_err());
+        assert!(
+            analyze(
+                OutcomeKind::Proportion,
+                ("a", not_binary),
+                ("b", tally(1, 2)),
+                AbOptions::default()
+            )
+            .is_err()
+        );
     }
 }

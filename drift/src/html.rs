@@ -56,11 +56,15 @@ Reference {rr} rows, current {cr} rows.</p>\n",
         if c.chart.labels.is_empty() {
             continue;
         }
-        let _ = write!(
+        let _ = writeln!(
             out,
-            "<figure><figcaption>{}{}</figcaption>{}</figure>\n",
+            "<figure><figcaption>{}{}</figcaption>{}</figure>",
             escape(&c.column),
-            if c.drifted { " <span class=\"bad\">drifted</span>" } else { "" },
+            if c.drifted {
+                " <span class=\"bad\">drifted</span>"
+            } else {
+                ""
+            },
             chart_svg(c)
         );
     }

@@ -53,7 +53,11 @@ pub struct Regression {
 /// Quality of scores (probabilities of the positive class) against labels.
 /// Non-finite scores are left out. `None` for no usable pairs.
 pub fn classification(pairs: &[(f64, bool)]) -> Option<Classification> {
-    let mut pairs: Vec<(f64, bool)> = pairs.iter().copied().filter(|(s, _)| s.is_finite()).collect();
+    let mut pairs: Vec<(f64, bool)> = pairs
+        .iter()
+        .copied()
+        .filter(|(s, _)| s.is_finite())
+        .collect();
     if pairs.is_empty() {
         return None;
     }
@@ -80,7 +84,11 @@ pub fn classification(pairs: &[(f64, bool)]) -> Option<Classification> {
             upper: (i + 1) as f64 / 10.0,
             count,
             mean_score: if count == 0 { 0.0 } else { sum / count as f64 },
-            observed_rate: if count == 0 { 0.0 } else { pos as f64 / count as f64 },
+            observed_rate: if count == 0 {
+                0.0
+            } else {
+                pos as f64 / count as f64
+            },
         })
         .collect();
     let calibration_error = calibration
@@ -141,7 +149,8 @@ mod tests {
 
     #[test]
     fn auc_of_a_perfect_and_a_tied_ranking() {
-        let perfect = classification(&[(0.1, false), (0.2, false), (0.8, true), (0.9, true)]).unwrap();
+        let perfect =
+            classification(&[(0.1, false), (0.2, false), (0.8, true), (0.9, true)]).unwrap();
         assert_eq!(perfect.roc_auc, Some(1.0));
         assert_eq!(perfect.accuracy, 1.0);
         let tied = classification(&[(0.5, false), (0.5, true)]).unwrap();

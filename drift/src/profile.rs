@@ -198,14 +198,12 @@ impl ColumnProfile {
             }
             Values::Categorical(values) => {
                 let (counts, nulls) = count_categories(values);
-                let mut categories: Vec<(String, u64)> =
-                    counts.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+                let mut categories: Vec<(String, u64)> = counts
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v))
+                    .collect();
                 categories.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-                let other = categories
-                    .iter()
-                    .skip(MAX_CATEGORIES)
-                    .map(|(_, c)| c)
-                    .sum();
+                let other = categories.iter().skip(MAX_CATEGORIES).map(|(_, c)| c).sum();
                 categories.truncate(MAX_CATEGORIES);
                 ColumnProfile {
                     name: column.name.clone(),
@@ -370,7 +368,11 @@ mod tests {
         assert_eq!(s.sketch.len(), SKETCH_POINTS);
         assert!(!s.exact);
         assert_eq!(s.bin_counts.iter().sum::<u64>(), 100_000);
-        assert!(s.bin_counts.iter().all(|&c| c == 10_000), "{:?}", s.bin_counts);
+        assert!(
+            s.bin_counts.iter().all(|&c| c == 10_000),
+            "{:?}",
+            s.bin_counts
+        );
         assert!((s.mean - 499.995).abs() < 1e-9);
         assert!(s.discrete.is_none());
     }

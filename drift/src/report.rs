@@ -28,8 +28,8 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::profile::{
-    Column, ColumnProfile, NumericSummary, Profile, Summary, Values,
-    bin_counts_sorted, category_table, count_categories,
+    Column, ColumnProfile, NumericSummary, Profile, Summary, Values, bin_counts_sorted,
+    category_table, count_categories,
 };
 use crate::sort::sorted_finite;
 use crate::stats::{self, KsMethod};
@@ -286,12 +286,18 @@ impl Profile {
             }
         }
         let prediction = match (&self.prediction, prediction) {
-            (Some(reference), Some(current)) => {
-                Some(compare_column(reference, Some(current), self.rows, options)?)
-            }
+            (Some(reference), Some(current)) => Some(compare_column(
+                reference,
+                Some(current),
+                self.rows,
+                options,
+            )?),
             _ => None,
         };
-        let tested = columns.iter().filter(|c| c.status == Status::Tested).count();
+        let tested = columns
+            .iter()
+            .filter(|c| c.status == Status::Tested)
+            .count();
         let drifted = columns.iter().filter(|c| c.drifted).count();
         let share = if tested == 0 {
             0.0
@@ -373,11 +379,7 @@ fn compare_column(
         out.reference_null_share = reference.null_share();
         return Ok(out);
     };
-    let configured = options
-        .columns
-        .get(name)
-        .copied()
-        .or(options.all_columns);
+    let configured = options.columns.get(name).copied().or(options.all_columns);
     let small = reference_rows <= options.small_reference_rows;
     match (&reference.summary, &current.values) {
         (Summary::Numeric(r), Values::Numeric(values)) => {
@@ -454,9 +456,8 @@ fn compare_numeric(
             rc.push(0);
             cc.push(unseen);
         }
-        let method_is_numeric = configured.is_some_and(|t| {
-            matches!(t.method, Method::Ks | Method::Wasserstein)
-        });
+        let method_is_numeric =
+            configured.is_some_and(|t| matches!(t.method, Method::Ks | Method::Wasserstein));
         if !method_is_numeric {
             let mut out = compare_counts(
                 &profile.name,
@@ -495,7 +496,11 @@ fn compare_numeric(
     }
     out.chart = numeric_chart(reference, &sorted);
     let test = configured.unwrap_or(ColumnTest {
-        method: if small { Method::Ks } else { Method::Wasserstein },
+        method: if small {
+            Method::Ks
+        } else {
+            Method::Wasserstein
+        },
         threshold: None,
     });
     let threshold = test.threshold.unwrap_or(test.method.default_threshold());
@@ -518,7 +523,10 @@ fn compare_numeric(
                 );
                 return out;
             }
-            (stats::wasserstein(&reference.sketch, &sorted) / reference.std, None)
+            (
+                stats::wasserstein(&reference.sketch, &sorted) / reference.std,
+                None,
+            )
         }
         Method::Psi | Method::JensenShannon | Method::ChiSquared => {
             let cc = bin_counts_sorted(&reference.bin_edges, &sorted);
@@ -617,7 +625,13 @@ fn shares(counts: &[u64]) -> Vec<f64> {
     let total: u64 = counts.iter().sum();
     counts
         .iter()
-        .map(|&c| if total == 0 { 0.0 } else { c as f64 / total as f64 })
+        .map(|&c| {
+            if total == 0 {
+                0.0
+            } else {
+                c as f64 / total as f64
+            }
+        })
         .collect()
 }
 
@@ -626,7 +640,11 @@ fn shares(counts: &[u64]) -> Vec<f64> {
 fn numeric_chart(reference: &NumericSummary, current: &[f64]) -> Chart {
     let lo = reference.min.min(current[0]);
     let hi = reference.max.max(current[current.len() - 1]);
-    let (lo, hi) = if hi > lo { (lo, hi) } else { (lo - 0.5, lo + 0.5) };
+    let (lo, hi) = if hi > lo {
+        (lo, hi)
+    } else {
+        (lo - 0.5, lo + 0.5)
+    };
     let width = (hi - lo) / CHART_BINS as f64;
     let edges: Vec<f64> = (0..=CHART_BINS).map(|k| lo + width * k as f64).collect();
     let inner = &edges[1..CHART_BINS];

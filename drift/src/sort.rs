@@ -49,7 +49,7 @@ fn radix_sort(mut keys: Vec<u64>) -> Vec<u64> {
     }
     let mut scratch = vec![0u64; keys.len()];
     for (pass, count) in counts.iter().enumerate() {
-        if count.iter().any(|&c| c == keys.len()) {
+        if count.contains(&keys.len()) {
             continue;
         }
         let mut offsets = [0usize; BUCKETS];

@@ -122,7 +122,7 @@ fn ks_exact_p(d: f64, n: u64, m: u64) -> f64 {
 /// The survival function of the Kolmogorov distribution (scipy's
 /// `kstwobign.sf`).
 pub fn kolmogorov_sf(x: f64) -> f64 {
-    if !(x > 0.0) {
+    if x.is_nan() || x <= 0.0 {
         return 1.0;
     }
     if x < 1.0 {
@@ -255,7 +255,13 @@ fn shares(counts: &[u64]) -> Vec<f64> {
     let total: u64 = counts.iter().sum();
     counts
         .iter()
-        .map(|&c| if total == 0 { 0.0 } else { c as f64 / total as f64 })
+        .map(|&c| {
+            if total == 0 {
+                0.0
+            } else {
+                c as f64 / total as f64
+            }
+        })
         .collect()
 }
 
@@ -277,7 +283,7 @@ pub fn welch(mean_a: f64, var_a: f64, n_a: u64, mean_b: f64, var_b: f64, n_b: u6
     let (na, nb) = (n_a as f64, n_b as f64);
     let (sa, sb) = (var_a / na, var_b / nb);
     let se2 = sa + sb;
-    if !(se2 > 0.0) {
+    if se2.is_nan() || se2 <= 0.0 {
         let same = mean_a == mean_b;
         return WelchResult {
             t: 0.0,
@@ -304,7 +310,7 @@ pub fn two_proportion_z(successes_a: u64, n_a: u64, successes_b: u64, n_b: u64) 
     let (na, nb) = (n_a as f64, n_b as f64);
     let pooled = (successes_a + successes_b) as f64 / (na + nb);
     let se = (pooled * (1.0 - pooled) * (1.0 / na + 1.0 / nb)).sqrt();
-    if !(se > 0.0) {
+    if se.is_nan() || se <= 0.0 {
         return (0.0, 1.0);
     }
     let z = (successes_b as f64 / nb - successes_a as f64 / na) / se;
@@ -319,7 +325,8 @@ pub fn sample_size_proportions(baseline: f64, mde: f64, alpha: f64, power: f64) 
     let normal = standard_normal();
     let za = normal.inverse_cdf(1.0 - alpha / 2.0);
     let zb = normal.inverse_cdf(power);
-    let num = za * (2.0 * pbar * (1.0 - pbar)).sqrt() + zb * (p1 * (1.0 - p1) + p2 * (1.0 - p2)).sqrt();
+    let num =
+        za * (2.0 * pbar * (1.0 - pbar)).sqrt() + zb * (p1 * (1.0 - p1) + p2 * (1.0 - p2)).sqrt();
     let n = (num * num / (mde * mde)).ceil();
     if n.is_finite() { n as u64 } else { u64::MAX }
 }

@@ -48,7 +48,12 @@ fn dataset(rng: &mut ChaCha8Rng, rows: usize, shift: f64) -> Vec<Column> {
 
 /// Runs `TRIALS` reference/current pairs; counts dataset verdicts and
 /// column verdicts that drifted.
-fn trials(seed: u64, reference_rows: usize, current_rows: usize, shift: f64) -> (usize, usize, usize) {
+fn trials(
+    seed: u64,
+    reference_rows: usize,
+    current_rows: usize,
+    shift: f64,
+) -> (usize, usize, usize) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let (mut datasets, mut columns, mut tested) = (0, 0, 0);
     for _ in 0..TRIALS {
@@ -79,13 +84,22 @@ fn small_references_use_hypothesis_tests() {
         .compare(&dataset(&mut rng, 300, 0.0), None, &DriftOptions::default())
         .unwrap();
     assert_eq!(report.column("x0").unwrap().method, Some(Method::Ks));
-    assert_eq!(report.column("category").unwrap().method, Some(Method::ChiSquared));
+    assert_eq!(
+        report.column("category").unwrap().method,
+        Some(Method::ChiSquared)
+    );
     let large = Profile::build(&dataset(&mut rng, 2_000, 0.0), None)
         .unwrap()
         .compare(&dataset(&mut rng, 300, 0.0), None, &DriftOptions::default())
         .unwrap();
-    assert_eq!(large.column("x0").unwrap().method, Some(Method::Wasserstein));
-    assert_eq!(large.column("category").unwrap().method, Some(Method::JensenShannon));
+    assert_eq!(
+        large.column("x0").unwrap().method,
+        Some(Method::Wasserstein)
+    );
+    assert_eq!(
+        large.column("category").unwrap().method,
+        Some(Method::JensenShannon)
+    );
 }
 
 #[test]
@@ -93,24 +107,42 @@ fn a_planted_shift_is_detected_with_power_of_at_least_95_percent() {
     // Small reference (KS, chi-squared): a shift of 0.4 standard deviations
     // (and 8 points of category share) over 500 vs 500 rows.
     let (datasets, _, _) = trials(11, 500, 500, 0.4);
-    assert!(datasets as f64 >= 0.95 * TRIALS as f64, "small: {datasets} of {TRIALS}");
+    assert!(
+        datasets as f64 >= 0.95 * TRIALS as f64,
+        "small: {datasets} of {TRIALS}"
+    );
     // Large reference (normalized Wasserstein, Jensen–Shannon at 0.1): a
     // shift of 0.25 standard deviations over 5,000 vs 2,000 rows.
     let (datasets, _, _) = trials(12, 5_000, 2_000, 0.25);
-    assert!(datasets as f64 >= 0.95 * TRIALS as f64, "large: {datasets} of {TRIALS}");
+    assert!(
+        datasets as f64 >= 0.95 * TRIALS as f64,
+        "large: {datasets} of {TRIALS}"
+    );
 }
 
 #[test]
 fn identical_distributions_raise_drift_in_at_most_5_percent_of_trials() {
     let (datasets, columns, tested) = trials(21, 500, 500, 0.0);
-    assert!(datasets as f64 <= 0.05 * TRIALS as f64, "small: {datasets} of {TRIALS}");
+    assert!(
+        datasets as f64 <= 0.05 * TRIALS as f64,
+        "small: {datasets} of {TRIALS}"
+    );
     // Each column test has size at most alpha (0.05); over 1,000 column
     // tests allow the binomial's 3-sigma spread above it.
     let rate = columns as f64 / tested as f64;
-    assert!(rate <= 0.05 + 3.0 * (0.05f64 * 0.95 / tested as f64).sqrt(), "columns: {columns} of {tested}");
+    assert!(
+        rate <= 0.05 + 3.0 * (0.05f64 * 0.95 / tested as f64).sqrt(),
+        "columns: {columns} of {tested}"
+    );
     let (datasets, columns, tested) = trials(22, 5_000, 2_000, 0.0);
-    assert!(datasets as f64 <= 0.05 * TRIALS as f64, "large: {datasets} of {TRIALS}");
-    assert!(columns as f64 <= 0.05 * tested as f64, "large columns: {columns} of {tested}");
+    assert!(
+        datasets as f64 <= 0.05 * TRIALS as f64,
+        "large: {datasets} of {TRIALS}"
+    );
+    assert!(
+        columns as f64 <= 0.05 * tested as f64,
+        "large columns: {columns} of {tested}"
+    );
 }
 
 fn numeric(name: &str, values: Vec<f64>) -> Column {
@@ -128,7 +160,11 @@ fn awkward_data_gets_defined_results() {
         numeric("nulls", vec![f64::NAN; 100]),
         Column {
             name: "city".into(),
-            values: Values::Categorical((0..100).map(|i| Some(if i % 2 == 0 { "a" } else { "b" }.into())).collect()),
+            values: Values::Categorical(
+                (0..100)
+                    .map(|i| Some(if i % 2 == 0 { "a" } else { "b" }.into()))
+                    .collect(),
+            ),
         },
     ];
     let profile = Profile::build(&reference, None).unwrap();
@@ -137,35 +173,58 @@ fn awkward_data_gets_defined_results() {
         numeric("x", vec![]),
         numeric("constant", vec![]),
         numeric("nulls", vec![]),
-        Column { name: "city".into(), values: Values::Categorical(vec![]) },
+        Column {
+            name: "city".into(),
+            values: Values::Categorical(vec![]),
+        },
     ];
-    let r = profile.compare(&empty, None, &DriftOptions::default()).unwrap();
+    let r = profile
+        .compare(&empty, None, &DriftOptions::default())
+        .unwrap();
     assert_eq!(r.tested_columns, 0);
     assert!(!r.dataset_drift);
     assert!(r.note.is_some());
-    assert!(r.columns.iter().all(|c| c.status == Status::Skipped && c.note.is_some()));
+    assert!(
+        r.columns
+            .iter()
+            .all(|c| c.status == Status::Skipped && c.note.is_some())
+    );
     // Constant feature moving, all-null column, unseen category.
     let current = vec![
         numeric("x", (0..100).map(f64::from).collect()),
-        numeric("constant", vec![4.0; 50]
-            .into_iter()
-            .chain(vec![3.0; 50])
-            .collect()),
+        numeric(
+            "constant",
+            vec![4.0; 50].into_iter().chain(vec![3.0; 50]).collect(),
+        ),
         numeric("nulls", vec![f64::NAN; 100]),
         Column {
             name: "city".into(),
-            values: Values::Categorical((0..100).map(|i| Some(if i % 3 == 0 { "zz" } else { "a" }.into())).collect()),
+            values: Values::Categorical(
+                (0..100)
+                    .map(|i| Some(if i % 3 == 0 { "zz" } else { "a" }.into()))
+                    .collect(),
+            ),
         },
     ];
-    let r = profile.compare(&current, None, &DriftOptions::default()).unwrap();
+    let r = profile
+        .compare(&current, None, &DriftOptions::default())
+        .unwrap();
     let constant = r.column("constant").unwrap();
     assert!(constant.drifted, "{constant:?}");
-    assert!(constant.chart.labels.contains(&"(unseen values)".to_string()));
+    assert!(
+        constant
+            .chart
+            .labels
+            .contains(&"(unseen values)".to_string())
+    );
     let nulls = r.column("nulls").unwrap();
     assert_eq!(nulls.status, Status::Skipped);
     assert!(nulls.note.as_deref().unwrap().contains("missing"));
     let city = r.column("city").unwrap();
-    assert!(city.drifted && city.chart.labels.contains(&"zz".to_string()), "{city:?}");
+    assert!(
+        city.drifted && city.chart.labels.contains(&"zz".to_string()),
+        "{city:?}"
+    );
     let x = r.column("x").unwrap();
     assert_eq!(x.statistic, Some(0.0));
     // Everything is serializable without NaN.
@@ -175,7 +234,12 @@ fn awkward_data_gets_defined_results() {
     let html = drift::html::render("t", "s", &r, &[]);
     assert!(html.contains("<svg") && html.contains("zz"));
     // A numeric reference against a categorical column is an error naming it.
-    let wrong = vec![Column { name: "x".into(), values: Values::Categorical(vec![None]) }];
-    let e = profile.compare(&wrong, None, &DriftOptions::default()).unwrap_err();
+    let wrong = vec![Column {
+        name: "x".into(),
+        values: Values::Categorical(vec![None]),
+    }];
+    let e = profile
+        .compare(&wrong, None, &DriftOptions::default())
+        .unwrap_err();
     assert!(e.to_string().contains("column x is numeric"), "{e}");
 }

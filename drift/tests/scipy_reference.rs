@@ -59,10 +59,20 @@ fn two_sample_statistics_match_scipy() {
         );
         if let Some(exact) = case["ks_pvalue_exact"].as_f64() {
             let ours = stats::ks_test(&a, &b, n, m, KsMethod::Exact);
-            close(ours.p_value.unwrap(), exact, 1e-7, &format!("{name} KS exact p"));
+            close(
+                ours.p_value.unwrap(),
+                exact,
+                1e-7,
+                &format!("{name} KS exact p"),
+            );
         }
         let w = stats::wasserstein(&a, &b);
-        close(w, case["wasserstein"].as_f64().unwrap(), 1e-10, &format!("{name} W"));
+        close(
+            w,
+            case["wasserstein"].as_f64().unwrap(),
+            1e-10,
+            &format!("{name} W"),
+        );
         let std = {
             let mean = a.iter().sum::<f64>() / a.len() as f64;
             (a.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / a.len() as f64).sqrt()
@@ -84,15 +94,30 @@ fn categorical_statistics_match_scipy() {
         let r = counts(&case["reference_counts"]);
         let c = counts(&case["current_counts"]);
         let chi = stats::chi_squared(&r, &c);
-        close(chi.statistic, case["chi2"].as_f64().unwrap(), 1e-10, &format!("{name} chi2"));
-        close(chi.p_value.unwrap(), case["p_value"].as_f64().unwrap(), 1e-8, &format!("{name} chi2 p"));
+        close(
+            chi.statistic,
+            case["chi2"].as_f64().unwrap(),
+            1e-10,
+            &format!("{name} chi2"),
+        );
+        close(
+            chi.p_value.unwrap(),
+            case["p_value"].as_f64().unwrap(),
+            1e-8,
+            &format!("{name} chi2 p"),
+        );
         close(
             stats::jensen_shannon(&r, &c),
             case["jensenshannon"].as_f64().unwrap(),
             1e-10,
             &format!("{name} JS"),
         );
-        close(stats::psi(&r, &c), case["psi"].as_f64().unwrap(), 1e-10, &format!("{name} PSI"));
+        close(
+            stats::psi(&r, &c),
+            case["psi"].as_f64().unwrap(),
+            1e-10,
+            &format!("{name} PSI"),
+        );
     }
 }
 
@@ -102,18 +127,48 @@ fn welch_and_proportion_tests_match_scipy() {
     for case in f["welch"].as_array().unwrap() {
         let name = case["name"].as_str().unwrap();
         let (a, b) = (floats(&case["a"]), floats(&case["b"]));
-        let (ta, tb) = (drift::ab::Tally::of(a.iter().copied()), drift::ab::Tally::of(b.iter().copied()));
-        let r = stats::welch(ta.mean(), ta.variance(), ta.n, tb.mean(), tb.variance(), tb.n);
+        let (ta, tb) = (
+            drift::ab::Tally::of(a.iter().copied()),
+            drift::ab::Tally::of(b.iter().copied()),
+        );
+        let r = stats::welch(
+            ta.mean(),
+            ta.variance(),
+            ta.n,
+            tb.mean(),
+            tb.variance(),
+            tb.n,
+        );
         close(r.t, case["t"].as_f64().unwrap(), 1e-9, &format!("{name} t"));
-        close(r.df, case["df"].as_f64().unwrap(), 1e-9, &format!("{name} df"));
-        close(r.p_value, case["p_value"].as_f64().unwrap(), 1e-7, &format!("{name} p"));
+        close(
+            r.df,
+            case["df"].as_f64().unwrap(),
+            1e-9,
+            &format!("{name} df"),
+        );
+        close(
+            r.p_value,
+            case["p_value"].as_f64().unwrap(),
+            1e-7,
+            &format!("{name} p"),
+        );
     }
     for case in f["two_proportion"].as_array().unwrap() {
         let name = case["name"].as_str().unwrap();
         let get = |k: &str| case[k].as_u64().unwrap();
-        let (z, p) = stats::two_proportion_z(get("successes_a"), get("n_a"), get("successes_b"), get("n_b"));
+        let (z, p) = stats::two_proportion_z(
+            get("successes_a"),
+            get("n_a"),
+            get("successes_b"),
+            get("n_b"),
+        );
         close(z, case["z"].as_f64().unwrap(), 1e-10, &format!("{name} z"));
-        close(p, case["p_value"].as_f64().unwrap(), 1e-8, &format!("{name} p"));
+        close(
+            p,
+            case["p_value"].as_f64().unwrap(),
+            1e-8,
+            &format!("{name} p"),
+        );
     }
     for case in f["sample_size"].as_array().unwrap() {
         let get = |k: &str| case[k].as_f64().unwrap();
@@ -125,6 +180,11 @@ fn welch_and_proportion_tests_match_scipy() {
     }
     for case in f["kolmogorov_sf"].as_array().unwrap() {
         let x = case["x"].as_f64().unwrap();
-        close(stats::kolmogorov_sf(x), case["sf"].as_f64().unwrap(), 1e-10, &format!("Q({x})"));
+        close(
+            stats::kolmogorov_sf(x),
+            case["sf"].as_f64().unwrap(),
+            1e-10,
+            &format!("Q({x})"),
+        );
     }
 }

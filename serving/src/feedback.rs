@@ -33,6 +33,11 @@ use crate::prediction_log::PredictionRecord;
 /// The Delta table outcomes are appended to (beside the prediction log).
 pub const TABLE: &str = "feedback";
 
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
+/// A prediction for an entity: when, the request, the row.
+type EntityRow = (i64, Arc<str>, u32);
+
 /// Entity rows remembered per model and entity key.
 const PER_ENTITY: usize = 8;
 
@@ -51,22 +56,24 @@ pub(crate) struct Served {
 #[derive(Debug)]
 pub(crate) struct Recent {
     capacity: usize,
-    by_request: HashMap<Arc<str>, Vec<(u32, Served)>>,
+    by_request: FastMap<Arc<str>, Vec<(u32, Served)>>,
     order: VecDeque<Arc<str>>,
-    by_entity: HashMap<(Arc<str>, String), VecDeque<(i64, Arc<str>, u32)>>,
+    by_entity: FastMap<(Arc<str>, String), VecDeque<EntityRow>>,
 }
 
 impl Recent {
     pub(crate) fn new(capacity: usize) -> Self {
         Recent {
             capacity: capacity.max(1),
-            by_request: HashMap::new(),
+            by_request: FastMap::default(),
             order: VecDeque::new(),
-            by_entity: HashMap::new(),
+            by_entity: FastMap::default(),
         }
     }
 
-    pub(crate) fn insert(&mut self, r: &PredictionRecord) {
+    /// Remembers `r`'s answer; takes its entity label (the caller keeps
+    /// the rest of the record).
+    pub(crate) fn insert(&mut self, r: &mut PredictionRecord) {
         let served = Served {
             model: r.model.clone(),
             version: r.version,
@@ -90,7 +97,7 @@ impl Recent {
         if !r.entity.is_empty() {
             let rows = self
                 .by_entity
-                .entry((r.model.clone(), r.entity.clone()))
+                .entry((r.model.clone(), std::mem::take(&mut r.entity)))
                 .or_default();
             if rows.len() == PER_ENTITY {
                 rows.pop_front();
@@ -114,7 +121,9 @@ impl Recent {
     }
 
     fn by_entity(&self, model: &str, entity: &str, at: Option<i64>) -> Option<(Arc<str>, u32)> {
-        let rows = self.by_entity.get(&(Arc::from(model), entity.to_string()))?;
+        let rows = self
+            .by_entity
+            .get(&(Arc::from(model), entity.to_string()))?;
         rows.iter()
             .rev()
             .find(|(t, id, _)| at.is_none_or(|at| *t <= at) && self.by_request.contains_key(id))
@@ -201,15 +210,24 @@ pub async fn feedback(
         ));
     };
     let request: FeedbackRequest = serde_json::from_slice(&body).map_err(|e| {
-        AppError::bad_request("invalid_json", format!("the feedback body does not fit: {e}"))
+        AppError::bad_request(
+            "invalid_json",
+            format!("the feedback body does not fit: {e}"),
+        )
     })?;
     if request.outcomes.is_empty() {
-        return Err(AppError::bad_request("empty_feedback", "`outcomes` is empty"));
+        return Err(AppError::bad_request(
+            "empty_feedback",
+            "`outcomes` is empty",
+        ));
     }
     if request.outcomes.len() > MAX_ITEMS {
         return Err(AppError::bad_request(
             "too_much_feedback",
-            format!("{} outcomes in one request; send at most {MAX_ITEMS}", request.outcomes.len()),
+            format!(
+                "{} outcomes in one request; send at most {MAX_ITEMS}",
+                request.outcomes.len()
+            ),
         ));
     }
     // Every item checked before any is applied.
@@ -226,7 +244,9 @@ pub async fn feedback(
                 if item.time.is_some() || item.model.is_some() {
                     return Err(AppError::bad_request(
                         "invalid_feedback",
-                        format!("outcome {i}: `time` and `model` go with `entity`, not `request_id`"),
+                        format!(
+                            "outcome {i}: `time` and `model` go with `entity`, not `request_id`"
+                        ),
                     ));
                 }
                 Target::Request(id.clone(), item.row.unwrap_or(0))
@@ -241,7 +261,9 @@ pub async fn feedback(
                 if entity.is_empty() || item.row.is_some() {
                     return Err(AppError::bad_request(
                         "invalid_feedback",
-                        format!("outcome {i}: `entity` must name at least one key, and takes no `row`"),
+                        format!(
+                            "outcome {i}: `entity` must name at least one key, and takes no `row`"
+                        ),
                     ));
                 }
                 let mut label = String::new();
@@ -249,7 +271,9 @@ pub async fn feedback(
                     let Some(part) = feature_store::online::key_part(value) else {
                         return Err(AppError::bad_request(
                             "invalid_feedback",
-                            format!("outcome {i}: entity key {name} must be a string or an integer"),
+                            format!(
+                                "outcome {i}: entity key {name} must be a string or an integer"
+                            ),
                         ));
                     };
                     if !label.is_empty() {
@@ -299,7 +323,9 @@ pub async fn feedback(
                 };
                 not_applied.push(Unapplied {
                     index: i,
-                    reason: format!("no remembered prediction of {model} for {entity} at that time"),
+                    reason: format!(
+                        "no remembered prediction of {model} for {entity} at that time"
+                    ),
                 });
                 continue;
             };
@@ -324,7 +350,11 @@ pub async fn feedback(
         .unknown
         .fetch_add(not_applied.len() as u64, Ordering::Relaxed);
     if rows.is_empty() {
-        let first: Vec<String> = not_applied.iter().take(3).map(|u| u.reason.clone()).collect();
+        let first: Vec<String> = not_applied
+            .iter()
+            .take(3)
+            .map(|u| u.reason.clone())
+            .collect();
         return Err(AppError::not_found(
             "unknown_predictions",
             format!(
@@ -336,20 +366,25 @@ pub async fn feedback(
     }
     // Durable first: if the table cannot be written, nothing is counted
     // and the marks are undone, so the caller can retry.
-    if let Some(store) = &monitor.feedback_store {
-        if let Err(e) = append(store, &rows, received).await {
-            let mut recent = monitor.recent.lock().unwrap_or_else(|e| e.into_inner());
-            for (id, row, _, _) in &rows {
-                if let Some(s) = recent.get_mut(id, *row) {
-                    s.labelled = false;
-                }
+    if let Some(store) = &monitor.feedback_store
+        && let Err(e) = append(store, &rows, received).await
+    {
+        let mut recent = monitor.recent.lock().unwrap_or_else(|e| e.into_inner());
+        for (id, row, _, _) in &rows {
+            if let Some(s) = recent.get_mut(id, *row) {
+                s.labelled = false;
             }
-            return Err(AppError::internal(format!("writing the feedback table: {e}")));
         }
+        return Err(AppError::internal(format!(
+            "writing the feedback table: {e}"
+        )));
     }
     {
         let window = monitor.options().performance_window.max(1);
-        let mut performance = monitor.performance.lock().unwrap_or_else(|e| e.into_inner());
+        let mut performance = monitor
+            .performance
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         for (_, _, s, outcome) in &rows {
             let p = performance
                 .entry((s.model.to_string(), s.version, s.arm.to_string()))
@@ -361,11 +396,13 @@ pub async fn feedback(
             p.total += 1;
         }
     }
-    Ok(Json(serde_json::to_value(FeedbackAnswer {
-        accepted: rows.len(),
-        not_applied,
-    })
-    .unwrap_or_default()))
+    Ok(Json(
+        serde_json::to_value(FeedbackAnswer {
+            accepted: rows.len(),
+            not_applied,
+        })
+        .unwrap_or_default(),
+    ))
 }
 
 async fn append(
@@ -375,23 +412,55 @@ async fn append(
 ) -> Result<(), String> {
     let micros = |name: &str, v: Vec<i64>| -> PolarsResult<Column> {
         Ok(Series::new(name.into(), v)
-            .cast(&DataType::Datetime(TimeUnit::Microseconds, Some(TimeZone::UTC)))?
+            .cast(&DataType::Datetime(
+                TimeUnit::Microseconds,
+                Some(TimeZone::UTC),
+            ))?
             .into())
     };
     let frame = (|| -> PolarsResult<DataFrame> {
         DataFrame::new_infer_height(vec![
-            Series::new("request_id".into(), rows.iter().map(|r| r.0.as_str()).collect::<Vec<_>>()).into(),
-            Series::new("row".into(), rows.iter().map(|r| i64::from(r.1)).collect::<Vec<_>>()).into(),
-            Series::new("model".into(), rows.iter().map(|r| &*r.2.model).collect::<Vec<_>>()).into(),
             Series::new(
-                "version".into(),
-                rows.iter().map(|r| i64::try_from(r.2.version).unwrap_or(i64::MAX)).collect::<Vec<_>>(),
+                "request_id".into(),
+                rows.iter().map(|r| r.0.as_str()).collect::<Vec<_>>(),
             )
             .into(),
-            Series::new("arm".into(), rows.iter().map(|r| &*r.2.arm).collect::<Vec<_>>()).into(),
-            micros("prediction_time", rows.iter().map(|r| r.2.time_micros).collect())?,
-            Series::new("prediction".into(), rows.iter().map(|r| r.2.prediction).collect::<Vec<_>>()).into(),
-            Series::new("outcome".into(), rows.iter().map(|r| r.3).collect::<Vec<_>>()).into(),
+            Series::new(
+                "row".into(),
+                rows.iter().map(|r| i64::from(r.1)).collect::<Vec<_>>(),
+            )
+            .into(),
+            Series::new(
+                "model".into(),
+                rows.iter().map(|r| &*r.2.model).collect::<Vec<_>>(),
+            )
+            .into(),
+            Series::new(
+                "version".into(),
+                rows.iter()
+                    .map(|r| i64::try_from(r.2.version).unwrap_or(i64::MAX))
+                    .collect::<Vec<_>>(),
+            )
+            .into(),
+            Series::new(
+                "arm".into(),
+                rows.iter().map(|r| &*r.2.arm).collect::<Vec<_>>(),
+            )
+            .into(),
+            micros(
+                "prediction_time",
+                rows.iter().map(|r| r.2.time_micros).collect(),
+            )?,
+            Series::new(
+                "prediction".into(),
+                rows.iter().map(|r| r.2.prediction).collect::<Vec<_>>(),
+            )
+            .into(),
+            Series::new(
+                "outcome".into(),
+                rows.iter().map(|r| r.3).collect::<Vec<_>>(),
+            )
+            .into(),
             micros("received_time", vec![received; rows.len()])?,
         ])
     })()
@@ -426,7 +495,10 @@ pub struct PerformanceRow {
 
 /// Live quality of `model`, per version and arm.
 pub(crate) fn performance_rows(monitor: &Monitor, model: &str) -> Vec<PerformanceRow> {
-    let performance = monitor.performance.lock().unwrap_or_else(|e| e.into_inner());
+    let performance = monitor
+        .performance
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
     performance
         .iter()
         .filter(|((m, _, _), _)| m == model)
@@ -459,8 +531,16 @@ pub(crate) fn performance_table(rows: &[PerformanceRow]) -> drift::html::Table {
     drift::html::Table {
         caption: "Live quality from /feedback".into(),
         headers: [
-            "version", "arm", "outcomes", "window", "ROC AUC", "accuracy", "calibration error",
-            "Brier", "RMSE", "MAE",
+            "version",
+            "arm",
+            "outcomes",
+            "window",
+            "ROC AUC",
+            "accuracy",
+            "calibration error",
+            "Brier",
+            "RMSE",
+            "MAE",
         ]
         .map(String::from)
         .to_vec(),
@@ -488,7 +568,10 @@ pub(crate) fn performance_table(rows: &[PerformanceRow]) -> drift::html::Table {
 
 /// The feedback gauges.
 pub(crate) fn render_metrics(monitor: &Monitor, out: &mut String) {
-    let performance = monitor.performance.lock().unwrap_or_else(|e| e.into_inner());
+    let performance = monitor
+        .performance
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
     let mut totals = String::new();
     let mut quality: BTreeMap<&str, String> = BTreeMap::new();
     for ((model, version, arm), p) in performance.iter() {
@@ -515,7 +598,12 @@ pub(crate) fn render_metrics(monitor: &Monitor, out: &mut String) {
             put("aurum_model_mae", Some(g.mae));
         }
     }
-    metric_header("aurum_feedback_total", "Outcomes received per model version and arm.", "counter", out);
+    metric_header(
+        "aurum_feedback_total",
+        "Outcomes received per model version and arm.",
+        "counter",
+        out,
+    );
     out.push_str(&totals);
     metric_header(
         "aurum_feedback_not_applied_total",
@@ -529,9 +617,18 @@ pub(crate) fn render_metrics(monitor: &Monitor, out: &mut String) {
         monitor.feedback_stats.unknown.load(Ordering::Relaxed)
     );
     for (name, help) in [
-        ("aurum_model_roc_auc", "Live ROC AUC over the quality window."),
-        ("aurum_model_accuracy", "Live accuracy at 0.5 over the quality window."),
-        ("aurum_model_calibration_error", "Live expected calibration error (10 bins)."),
+        (
+            "aurum_model_roc_auc",
+            "Live ROC AUC over the quality window.",
+        ),
+        (
+            "aurum_model_accuracy",
+            "Live accuracy at 0.5 over the quality window.",
+        ),
+        (
+            "aurum_model_calibration_error",
+            "Live expected calibration error (10 bins).",
+        ),
         ("aurum_model_brier", "Live Brier score."),
         ("aurum_model_rmse", "Live RMSE over the quality window."),
         ("aurum_model_mae", "Live MAE over the quality window."),

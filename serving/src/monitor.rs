@@ -134,9 +134,9 @@ pub type AlertHook = Box<dyn Fn(&Alert) + Send + Sync>;
 /// The live monitor.
 pub struct Monitor {
     options: MonitorOptions,
-    windows: Mutex<HashMap<(Arc<str>, u64), Window>>,
+    windows: Mutex<HashMap<(Arc<str>, u64), Window, foldhash::fast::RandomState>>,
     states: RwLock<BTreeMap<(String, u64), VersionState>>,
-    profiles: Mutex<HashMap<(String, u64), Option<Arc<Profile>>>>,
+    profiles: Mutex<HashMap<(String, u64), Arc<Profile>>>,
     pub(crate) recent: Mutex<Recent>,
     pub(crate) performance: Mutex<BTreeMap<(String, u64, String), VersionPerformance>>,
     hook: OnceLock<AlertHook>,
@@ -168,9 +168,10 @@ struct WindowRow {
 impl Monitor {
     /// A monitor watching as `options` says.
     pub fn new(options: MonitorOptions) -> Result<Self, AppError> {
-        options.drift.validate().map_err(|e| {
-            AppError::bad_request("invalid_drift_options", e.to_string())
-        })?;
+        options
+            .drift
+            .validate()
+            .map_err(|e| AppError::bad_request("invalid_drift_options", e.to_string()))?;
         if let Some(url) = &options.webhook
             && !(url.starts_with("http://") || url.starts_with("https://"))
         {
@@ -215,9 +216,10 @@ impl Monitor {
         if records.is_empty() {
             return;
         }
+        let mut records = records;
         {
             let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
-            for r in records.iter().filter(|r| !r.shadow) {
+            for r in records.iter_mut().filter(|r| !r.shadow) {
                 recent.insert(r);
             }
         }
@@ -308,7 +310,12 @@ impl Monitor {
     }
 
     /// A fresh evaluation of one version's window (alert state untouched).
-    pub fn evaluate(&self, registry: &registry::Registry, model: &str, version: u64) -> VersionState {
+    pub fn evaluate(
+        &self,
+        registry: &registry::Registry,
+        model: &str,
+        version: u64,
+    ) -> VersionState {
         let now = chrono::Utc::now();
         let cutoff = now.timestamp_micros()
             - i64::try_from(self.options.window_age.as_micros()).unwrap_or(i64::MAX);
@@ -394,7 +401,12 @@ impl Monitor {
             .collect()
     }
 
-    fn profile(&self, registry: &registry::Registry, model: &str, version: u64) -> Option<Arc<Profile>> {
+    fn profile(
+        &self,
+        registry: &registry::Registry,
+        model: &str,
+        version: u64,
+    ) -> Option<Arc<Profile>> {
         let key = (model.to_string(), version);
         if let Some(cached) = self
             .profiles
@@ -402,7 +414,7 @@ impl Monitor {
             .unwrap_or_else(|e| e.into_inner())
             .get(&key)
         {
-            return cached.clone();
+            return Some(cached.clone());
         }
         let loaded = match registry.attachment(model, version, drift::profile::REFERENCE_PROFILE) {
             Ok(Some(bytes)) => match serde_json::from_slice::<Profile>(&bytes) {
@@ -420,11 +432,11 @@ impl Monitor {
         };
         // Found profiles are kept; a missing one is looked for again next
         // time (it may be set while the server runs).
-        if loaded.is_some() {
+        if let Some(profile) = &loaded {
             self.profiles
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .insert(key, loaded.clone());
+                .insert(key, profile.clone());
         }
         loaded
     }
@@ -432,9 +444,10 @@ impl Monitor {
     /// Announces alert changes: a log line each, the webhook, the hook.
     pub async fn announce(&self, alerts: Vec<Alert>) {
         for alert in alerts {
-            self.stats
-                .alerts
-                .fetch_add(u64::from(alert.state == "drift"), std::sync::atomic::Ordering::Relaxed);
+            self.stats.alerts.fetch_add(
+                u64::from(alert.state == "drift"),
+                std::sync::atomic::Ordering::Relaxed,
+            );
             if alert.state == "drift" {
                 tracing::warn!(
                     model = %alert.model,
@@ -473,15 +486,29 @@ impl Monitor {
         let mut alerting = String::new();
         let mut rows = String::new();
         for s in &states {
-            let base = format!("model=\"{}\",version=\"{}\"", label_value(&s.model), s.version);
+            let base = format!(
+                "model=\"{}\",version=\"{}\"",
+                label_value(&s.model),
+                s.version
+            );
             let _ = writeln!(rows, "aurum_drift_window_rows{{{base}}} {}", s.window_rows);
-            let _ = writeln!(alerting, "aurum_drift_alerting{{{base}}} {}", u8::from(s.alerting));
+            let _ = writeln!(
+                alerting,
+                "aurum_drift_alerting{{{base}}} {}",
+                u8::from(s.alerting)
+            );
             let Some(report) = &s.report else { continue };
             let _ = writeln!(share, "aurum_drift_share{{{base}}} {}", report.drift_share);
-            let _ = writeln!(dataset, "aurum_drift_dataset_drifted{{{base}}} {}", u8::from(report.dataset_drift));
+            let _ = writeln!(
+                dataset,
+                "aurum_drift_dataset_drifted{{{base}}} {}",
+                u8::from(report.dataset_drift)
+            );
             for c in report.columns.iter().chain(&report.prediction) {
                 let Some(method) = c.method else { continue };
-                let Some(statistic) = c.statistic else { continue };
+                let Some(statistic) = c.statistic else {
+                    continue;
+                };
                 let labels = format!(
                     "{base},feature=\"{}\",test=\"{}\"",
                     label_value(&c.column),
@@ -491,27 +518,86 @@ impl Monitor {
                 if let Some(p) = c.p_value {
                     let _ = writeln!(p_values, "aurum_drift_p_value{{{labels}}} {p}");
                 }
-                let _ = writeln!(drifted, "aurum_drift_feature_drifted{{{labels}}} {}", u8::from(c.drifted));
+                let _ = writeln!(
+                    drifted,
+                    "aurum_drift_feature_drifted{{{labels}}} {}",
+                    u8::from(c.drifted)
+                );
             }
         }
         for (name, help, body) in [
-            ("aurum_drift_score", "The drift statistic per feature (and the prediction) of the last evaluation.", &scores),
-            ("aurum_drift_p_value", "The p-value per feature, for hypothesis tests.", &p_values),
-            ("aurum_drift_feature_drifted", "1 when the feature drifted at the last evaluation.", &drifted),
-            ("aurum_drift_share", "The share of tested features that drifted.", &share),
-            ("aurum_drift_dataset_drifted", "1 when the dataset drifted at the last evaluation.", &dataset),
-            ("aurum_drift_alerting", "1 while a drift alert is raised (with hysteresis).", &alerting),
-            ("aurum_drift_window_rows", "Rows in the evaluated window.", &rows),
+            (
+                "aurum_drift_score",
+                "The drift statistic per feature (and the prediction) of the last evaluation.",
+                &scores,
+            ),
+            (
+                "aurum_drift_p_value",
+                "The p-value per feature, for hypothesis tests.",
+                &p_values,
+            ),
+            (
+                "aurum_drift_feature_drifted",
+                "1 when the feature drifted at the last evaluation.",
+                &drifted,
+            ),
+            (
+                "aurum_drift_share",
+                "The share of tested features that drifted.",
+                &share,
+            ),
+            (
+                "aurum_drift_dataset_drifted",
+                "1 when the dataset drifted at the last evaluation.",
+                &dataset,
+            ),
+            (
+                "aurum_drift_alerting",
+                "1 while a drift alert is raised (with hysteresis).",
+                &alerting,
+            ),
+            (
+                "aurum_drift_window_rows",
+                "Rows in the evaluated window.",
+                &rows,
+            ),
         ] {
             metric_header(name, help, "gauge", out);
             out.push_str(body);
         }
-        metric_header("aurum_drift_evaluations_total", "Evaluation passes of the drift monitor.", "counter", out);
-        let _ = writeln!(out, "aurum_drift_evaluations_total {}", self.stats.evaluations.load(Relaxed));
-        metric_header("aurum_drift_alerts_total", "Drift alerts raised.", "counter", out);
-        let _ = writeln!(out, "aurum_drift_alerts_total {}", self.stats.alerts.load(Relaxed));
-        metric_header("aurum_drift_webhook_failures_total", "Alert webhook deliveries that failed.", "counter", out);
-        let _ = writeln!(out, "aurum_drift_webhook_failures_total {}", self.stats.webhook_failures.load(Relaxed));
+        metric_header(
+            "aurum_drift_evaluations_total",
+            "Evaluation passes of the drift monitor.",
+            "counter",
+            out,
+        );
+        let _ = writeln!(
+            out,
+            "aurum_drift_evaluations_total {}",
+            self.stats.evaluations.load(Relaxed)
+        );
+        metric_header(
+            "aurum_drift_alerts_total",
+            "Drift alerts raised.",
+            "counter",
+            out,
+        );
+        let _ = writeln!(
+            out,
+            "aurum_drift_alerts_total {}",
+            self.stats.alerts.load(Relaxed)
+        );
+        metric_header(
+            "aurum_drift_webhook_failures_total",
+            "Alert webhook deliveries that failed.",
+            "counter",
+            out,
+        );
+        let _ = writeln!(
+            out,
+            "aurum_drift_webhook_failures_total {}",
+            self.stats.webhook_failures.load(Relaxed)
+        );
         crate::feedback::render_metrics(self, out);
     }
 }
@@ -628,7 +714,14 @@ pub async fn drift_report(
         .map_err(|e| AppError::internal(format!("the drift evaluation stopped: {e}")))?;
     let performance = crate::feedback::performance_rows(&monitor, &model);
     if html {
-        let page = render_html(&model, version, &arms, &fresh, &performance, monitor.options());
+        let page = render_html(
+            &model,
+            version,
+            &arms,
+            &fresh,
+            &performance,
+            monitor.options(),
+        );
         return Ok(([(header::CONTENT_TYPE, "text/html; charset=utf-8")], page).into_response());
     }
     Ok(axum::Json(DriftAnswer {

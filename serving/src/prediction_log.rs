@@ -216,14 +216,11 @@ async fn write_loop(
         let max_batch = options.max_batch.max(1);
         let runtime = tokio::runtime::Handle::current();
         let done = tokio::task::spawn_blocking(move || {
-            match &table {
-                Some((store, table)) => {
-                    for chunk in batch.chunks(max_batch) {
-                        runtime.block_on(commit(store, table, chunk, &stats));
-                    }
+            // Without a table only the monitor reads the records.
+            if let Some((store, table)) = &table {
+                for chunk in batch.chunks(max_batch) {
+                    runtime.block_on(commit(store, table, chunk, &stats));
                 }
-                // Not logged to a table: only the monitor reads them.
-                None => {}
             }
             // The monitor takes the rows (their buffers move, no copies).
             if let Some(monitor) = monitor {

@@ -2,9 +2,9 @@
 //! real clients. One test binary for all of them keeps link time down.
 
 mod demo;
-mod monitoring;
 mod model_registry;
 mod model_server;
+mod monitoring;
 mod pipeline;
 mod serve;
 mod training;

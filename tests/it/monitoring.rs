@@ -102,7 +102,11 @@ fn drift_feedback_and_ab_analysis_through_the_binary() {
     let profile: drift::Profile = serde_json::from_slice(&bytes).unwrap();
     let v1 = registry.version("fraud", 1).unwrap();
     assert_eq!(
-        profile.columns.iter().map(|c| c.name.clone()).collect::<Vec<_>>(),
+        profile
+            .columns
+            .iter()
+            .map(|c| c.name.clone())
+            .collect::<Vec<_>>(),
         v1.features
     );
     assert!(profile.prediction.is_some());
@@ -110,12 +114,22 @@ fn drift_feedback_and_ab_analysis_through_the_binary() {
     // Batch drift of the gold table against v1's reference.
     let report = aurum_json(
         dir,
-        &["drift", "--model", "fraud", "--current", "data/delta/customer_features", "--json"],
+        &[
+            "drift",
+            "--model",
+            "fraud",
+            "--current",
+            "data/delta/customer_features",
+            "--json",
+        ],
     );
     assert!(report["tested_columns"].as_u64().unwrap() > 0, "{report}");
     for c in report["columns"].as_array().unwrap() {
         if c["status"] == "tested" {
-            assert!(c["statistic"].is_number() && c["threshold"].is_number(), "{c}");
+            assert!(
+                c["statistic"].is_number() && c["threshold"].is_number(),
+                "{c}"
+            );
             assert!(c["drifted"].is_boolean());
         }
     }
@@ -123,12 +137,31 @@ fn drift_feedback_and_ab_analysis_through_the_binary() {
     // Any two datasets: a planted shift in x, none in city.
     let a = dir.join("a.parquet");
     let b = dir.join("b.parquet");
-    let cities = |n: usize| (0..n).map(|i| ["lisbon", "oslo", "rome"][i % 3]).collect::<Vec<_>>();
-    write_parquet(&a, (0..3000).map(|i| f64::from(i % 100)).collect(), cities(3000));
-    write_parquet(&b, (0..2000).map(|i| f64::from(i % 100) + 30.0).collect(), cities(2000));
+    let cities = |n: usize| {
+        (0..n)
+            .map(|i| ["lisbon", "oslo", "rome"][i % 3])
+            .collect::<Vec<_>>()
+    };
+    write_parquet(
+        &a,
+        (0..3000).map(|i| f64::from(i % 100)).collect(),
+        cities(3000),
+    );
+    write_parquet(
+        &b,
+        (0..2000).map(|i| f64::from(i % 100) + 30.0).collect(),
+        cities(2000),
+    );
     let report = aurum_json(
         dir,
-        &["drift", "--reference", "a.parquet", "--current", "b.parquet", "--json"],
+        &[
+            "drift",
+            "--reference",
+            "a.parquet",
+            "--current",
+            "b.parquet",
+            "--json",
+        ],
     );
     let column = |name: &str| {
         report["columns"]
@@ -145,20 +178,56 @@ fn drift_feedback_and_ab_analysis_through_the_binary() {
     assert_eq!(column("city")["drifted"], false, "{report}");
     aurum(
         dir,
-        &["drift", "--reference", "a.parquet", "--current", "b.parquet", "--out", "report.html"],
+        &[
+            "drift",
+            "--reference",
+            "a.parquet",
+            "--current",
+            "b.parquet",
+            "--out",
+            "report.html",
+        ],
     );
     let page = std::fs::read_to_string(dir.join("report.html")).unwrap();
-    assert!(page.contains("<svg") && page.contains("dataset drift detected"), "{page}");
-    let error = fails(dir, &["drift", "--reference", "a.parquet", "--current", "missing.parquet"]);
+    assert!(
+        page.contains("<svg") && page.contains("dataset drift detected"),
+        "{page}"
+    );
+    let error = fails(
+        dir,
+        &[
+            "drift",
+            "--reference",
+            "a.parquet",
+            "--current",
+            "missing.parquet",
+        ],
+    );
     assert!(error.contains("missing.parquet"), "{error}");
-    let error = fails(dir, &["drift", "--reference", "a.parquet", "--current", "b.parquet", "--test", "x=magic"]);
+    let error = fails(
+        dir,
+        &[
+            "drift",
+            "--reference",
+            "a.parquet",
+            "--current",
+            "b.parquet",
+            "--test",
+            "x=magic",
+        ],
+    );
     assert!(error.contains("unknown drift test \"magic\""), "{error}");
 
     // Live: the server watches what it serves.
     let server = start_with(
         dir,
         &[
-            "--drift-interval-s", "1", "--drift-min-rows", "20", "--prediction-log-flush-ms", "100",
+            "--drift-interval-s",
+            "1",
+            "--drift-min-rows",
+            "20",
+            "--prediction-log-flush-ms",
+            "100",
         ],
     );
     let url = server.url.clone();
@@ -166,23 +235,35 @@ fn drift_feedback_and_ab_analysis_through_the_binary() {
     for customer in 1..=60 {
         for arm in ["champion", "challenger"] {
             let body = json!({"model": "fraud", "entities": {"customer_id": [customer]}});
-            let (status, text, id) = http("POST", &format!("{url}/predict"), Some(&body), Some(arm));
+            let (status, text, id) =
+                http("POST", &format!("{url}/predict"), Some(&body), Some(arm));
             assert_eq!(status, 200, "{text}");
             let answer = json_of(&text);
             let prediction = answer["predictions"][0]["prediction"].as_f64().unwrap();
             served.push((id, arm, prediction));
         }
     }
-    let live = wait_for(&format!("{url}/drift/fraud"), |b| b["window_rows"].as_u64() >= Some(60));
+    let live = wait_for(&format!("{url}/drift/fraud"), |b| {
+        b["window_rows"].as_u64() >= Some(60)
+    });
     assert_eq!(live["version"], 1);
-    assert!(live["report"]["tested_columns"].as_u64().unwrap() > 0, "{live}");
+    assert!(
+        live["report"]["tested_columns"].as_u64().unwrap() > 0,
+        "{live}"
+    );
     assert!(live["report"]["prediction"]["method"].is_string(), "{live}");
     let (status, page, _) = http("GET", &format!("{url}/drift/fraud?format=html"), None, None);
     assert_eq!(status, 200);
-    assert!(page.contains("<svg") && page.contains("Drift — fraud"), "{page}");
+    assert!(
+        page.contains("<svg") && page.contains("Drift — fraud"),
+        "{page}"
+    );
     std::fs::write(dir.join("live_report.html"), &page).unwrap();
     let (status, text, _) = http("GET", &format!("{url}/drift/nope"), None, None);
-    assert_eq!((status, json_of(&text)["error"]["code"].clone()), (404, json!("model_not_found")));
+    assert_eq!(
+        (status, json_of(&text)["error"]["code"].clone()),
+        (404, json!("model_not_found"))
+    );
     let (status, _, _) = http("GET", &format!("{url}/drift/fraud?format=pdf"), None, None);
     assert_eq!(status, 400);
     // The periodic evaluation's gauges.
@@ -198,30 +279,54 @@ fn drift_feedback_and_ab_analysis_through_the_binary() {
         .iter()
         .map(|(id, arm, p)| {
             let said = f64::from(u8::from(*p >= 0.5));
-            let truth = if *arm == "challenger" { said } else { 1.0 - said };
+            let truth = if *arm == "challenger" {
+                said
+            } else {
+                1.0 - said
+            };
             json!({"request_id": id, "outcome": truth})
         })
         .collect();
     let feedback = format!("{url}/feedback");
-    let (status, text, _) = http("POST", &feedback, Some(&json!({"outcomes": outcomes})), None);
+    let (status, text, _) = http(
+        "POST",
+        &feedback,
+        Some(&json!({"outcomes": outcomes})),
+        None,
+    );
     assert_eq!(status, 200, "{text}");
     assert_eq!(json_of(&text)["accepted"], 120, "{text}");
     // Defined refusals: labelled twice, unknown ids, malformed items.
-    let (status, text, _) = http("POST", &feedback, Some(&json!({"outcomes": outcomes[..1]})), None);
+    let (status, text, _) = http(
+        "POST",
+        &feedback,
+        Some(&json!({"outcomes": outcomes[..1]})),
+        None,
+    );
     assert_eq!(status, 404, "{text}");
     assert!(text.contains("already has an outcome"), "{text}");
     let unknown = json!({"outcomes": [{"request_id": "no-such-request", "outcome": 1}]});
     let (status, text, _) = http("POST", &feedback, Some(&unknown), None);
-    assert_eq!((status, json_of(&text)["error"]["code"].clone()), (404, json!("unknown_predictions")));
+    assert_eq!(
+        (status, json_of(&text)["error"]["code"].clone()),
+        (404, json!("unknown_predictions"))
+    );
     let malformed = json!({"outcomes": [{"request_id": "x"}]});
     assert_eq!(http("POST", &feedback, Some(&malformed), None).0, 400);
-    let both = json!({"outcomes": [{"request_id": "x", "entity": {"customer_id": 1}, "outcome": 1}]});
+    let both =
+        json!({"outcomes": [{"request_id": "x", "entity": {"customer_id": 1}, "outcome": 1}]});
     assert_eq!(http("POST", &feedback, Some(&both), None).0, 400);
     // By entity: the latest prediction for the customer.
     let body = json!({"model": "fraud", "entities": {"customer_id": [61]}});
-    let (status, _, id) = http("POST", &format!("{url}/predict"), Some(&body), Some("challenger"));
+    let (status, _, id) = http(
+        "POST",
+        &format!("{url}/predict"),
+        Some(&body),
+        Some("challenger"),
+    );
     assert_eq!(status, 200);
-    let by_entity = json!({"model": "fraud", "outcomes": [{"entity": {"customer_id": 61}, "outcome": 0}]});
+    let by_entity =
+        json!({"model": "fraud", "outcomes": [{"entity": {"customer_id": 61}, "outcome": 0}]});
     let accepted = {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -269,7 +374,11 @@ fn drift_feedback_and_ab_analysis_through_the_binary() {
     assert_eq!(registry.by_alias("fraud", "champion").unwrap().version, 2);
     let history = registry.alias_history("fraud").unwrap();
     assert!(
-        history.last().unwrap().who.contains("aurum ab report --apply"),
+        history
+            .last()
+            .unwrap()
+            .who
+            .contains("aurum ab report --apply"),
         "{history:?}"
     );
 }
