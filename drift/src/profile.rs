@@ -11,7 +11,7 @@
 //! of each of its [`MAX_CATEGORIES`] most frequent categories and of the
 //! rest.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{HashMap, HashSet};
 
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -322,16 +322,16 @@ pub(crate) fn category_table(
 ) -> (Vec<String>, Vec<u64>, Vec<u64>) {
     let mut labels = Vec::new();
     let (mut r, mut c) = (Vec::new(), Vec::new());
-    let mut known = BTreeMap::new();
+    let mut known = HashSet::new();
     for (name, count) in &reference.categories {
-        known.insert(name.as_str(), ());
+        known.insert(name.as_str());
         labels.push(name.clone());
         r.push(*count);
         c.push(current.get(name.as_str()).copied().unwrap_or(0));
     }
     let mut unseen: Vec<(&str, u64)> = current
         .iter()
-        .filter(|(k, _)| !known.contains_key(*k))
+        .filter(|(k, _)| !known.contains(*k))
         .map(|(k, v)| (*k, *v))
         .collect();
     unseen.sort();

@@ -32,7 +32,7 @@ use crate::profile::{
     category_table, count_categories,
 };
 use crate::sort::sorted_finite;
-use crate::stats::{self, KsMethod};
+use crate::stats::{self, KsMethod, shares};
 use crate::{Error, Result};
 
 /// A drift test.
@@ -619,20 +619,6 @@ fn finish(out: &mut ColumnDrift, method: Method, statistic: f64, p: Option<f64>,
 
 fn mean(values: &[f64]) -> Option<f64> {
     (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
-}
-
-fn shares(counts: &[u64]) -> Vec<f64> {
-    let total: u64 = counts.iter().sum();
-    counts
-        .iter()
-        .map(|&c| {
-            if total == 0 {
-                0.0
-            } else {
-                c as f64 / total as f64
-            }
-        })
-        .collect()
 }
 
 /// Equal-width bins over both samples' range; the reference's shares come

@@ -112,9 +112,6 @@ fn ks_exact_p(d: f64, n: u64, m: u64) -> f64 {
             };
             prob[j] = from_a + from_b;
         }
-        if i == 0 {
-            // Row 0 was computed with prob[j] meaning (0, j) already.
-        }
     }
     1.0 - prob[m]
 }
@@ -251,7 +248,8 @@ pub fn jensen_shannon(reference: &[u64], current: &[u64]) -> f64 {
     divergence.max(0.0).sqrt()
 }
 
-fn shares(counts: &[u64]) -> Vec<f64> {
+/// Each count's share of their total (all 0 for no counts).
+pub(crate) fn shares(counts: &[u64]) -> Vec<f64> {
     let total: u64 = counts.iter().sum();
     counts
         .iter()

@@ -179,13 +179,14 @@ struct FeedbackRequest {
 
 /// An outcome that was not applied.
 #[derive(Debug, Serialize)]
-struct Unapplied {
+pub struct Unapplied {
     index: usize,
     reason: String,
 }
 
+/// The answer of `POST /feedback`.
 #[derive(Debug, Serialize)]
-struct FeedbackAnswer {
+pub struct FeedbackAnswer {
     accepted: usize,
     not_applied: Vec<Unapplied>,
 }
@@ -202,7 +203,7 @@ const MAX_ITEMS: usize = 100_000;
 pub async fn feedback(
     State(state): State<Arc<AppState>>,
     body: Bytes,
-) -> Result<Json<Value>, AppError> {
+) -> Result<Json<FeedbackAnswer>, AppError> {
     let Some(monitor) = state.monitor.clone() else {
         return Err(AppError::not_found(
             "monitoring_off",
@@ -314,20 +315,19 @@ pub async fn feedback(
         let mut recent = monitor.recent.lock().unwrap_or_else(|e| e.into_inner());
         for (i, (target, item)) in targets.into_iter().zip(&request.outcomes).enumerate() {
             let found = match &target {
-                Target::Request(id, row) => Some((Arc::<str>::from(id.as_str()), *row)),
-                Target::Entity(model, entity, at) => recent.by_entity(model, entity, *at),
+                Target::Request(id, row) => Ok((Arc::<str>::from(id.as_str()), *row)),
+                Target::Entity(model, entity, at) => {
+                    recent.by_entity(model, entity, *at).ok_or_else(|| {
+                        format!("no remembered prediction of {model} for {entity} at that time")
+                    })
+                }
             };
-            let Some((id, row)) = found else {
-                let Target::Entity(model, entity, _) = &target else {
-                    unreachable!("request ids are always found above")
-                };
-                not_applied.push(Unapplied {
-                    index: i,
-                    reason: format!(
-                        "no remembered prediction of {model} for {entity} at that time"
-                    ),
-                });
-                continue;
+            let (id, row) = match found {
+                Ok(found) => found,
+                Err(reason) => {
+                    not_applied.push(Unapplied { index: i, reason });
+                    continue;
+                }
             };
             match recent.get_mut(&id, row) {
                 None => not_applied.push(Unapplied {
@@ -396,13 +396,10 @@ pub async fn feedback(
             p.total += 1;
         }
     }
-    Ok(Json(
-        serde_json::to_value(FeedbackAnswer {
-            accepted: rows.len(),
-            not_applied,
-        })
-        .unwrap_or_default(),
-    ))
+    Ok(Json(FeedbackAnswer {
+        accepted: rows.len(),
+        not_applied,
+    }))
 }
 
 async fn append(

@@ -565,39 +565,26 @@ impl Monitor {
             metric_header(name, help, "gauge", out);
             out.push_str(body);
         }
-        metric_header(
-            "aurum_drift_evaluations_total",
-            "Evaluation passes of the drift monitor.",
-            "counter",
-            out,
-        );
-        let _ = writeln!(
-            out,
-            "aurum_drift_evaluations_total {}",
-            self.stats.evaluations.load(Relaxed)
-        );
-        metric_header(
-            "aurum_drift_alerts_total",
-            "Drift alerts raised.",
-            "counter",
-            out,
-        );
-        let _ = writeln!(
-            out,
-            "aurum_drift_alerts_total {}",
-            self.stats.alerts.load(Relaxed)
-        );
-        metric_header(
-            "aurum_drift_webhook_failures_total",
-            "Alert webhook deliveries that failed.",
-            "counter",
-            out,
-        );
-        let _ = writeln!(
-            out,
-            "aurum_drift_webhook_failures_total {}",
-            self.stats.webhook_failures.load(Relaxed)
-        );
+        for (name, help, counter) in [
+            (
+                "aurum_drift_evaluations_total",
+                "Evaluation passes of the drift monitor.",
+                &self.stats.evaluations,
+            ),
+            (
+                "aurum_drift_alerts_total",
+                "Drift alerts raised.",
+                &self.stats.alerts,
+            ),
+            (
+                "aurum_drift_webhook_failures_total",
+                "Alert webhook deliveries that failed.",
+                &self.stats.webhook_failures,
+            ),
+        ] {
+            metric_header(name, help, "counter", out);
+            let _ = writeln!(out, "{name} {}", counter.load(Relaxed));
+        }
         crate::feedback::render_metrics(self, out);
     }
 }
@@ -755,7 +742,11 @@ fn render_html(
         state.evaluated_at,
         if state.alerting { "; ALERTING" } else { "" }
     );
-    let mut tables = vec![crate::feedback::performance_table(performance)];
+    // Live quality joins the page once outcomes have arrived.
+    let tables: Vec<drift::html::Table> = (!performance.is_empty())
+        .then(|| crate::feedback::performance_table(performance))
+        .into_iter()
+        .collect();
     let empty;
     let report = match &state.report {
         Some(r) => r,
@@ -775,8 +766,5 @@ fn render_html(
             &empty
         }
     };
-    if performance.is_empty() {
-        tables.clear();
-    }
     drift::html::render(&format!("Drift — {model}"), &subtitle, report, &tables)
 }

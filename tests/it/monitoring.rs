@@ -67,18 +67,24 @@ fn fails(dir: &Path, args: &[&str]) -> String {
 
 /// Polls `GET url` until `done` holds for its JSON (the monitor sees rows
 /// once the prediction log's writer hands them over).
-fn wait_for(url: &str, done: impl Fn(&Value) -> bool) -> Value {
+fn eventually<T>(what: &str, attempt: impl Fn() -> Option<T>) -> T {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let (status, text, _) = http("GET", url, None, None);
-        assert_eq!(status, 200, "{text}");
-        let body = json_of(&text);
-        if done(&body) {
-            return body;
+        if let Some(done) = attempt() {
+            return done;
         }
-        assert!(Instant::now() < deadline, "gave up waiting: {body}");
+        assert!(Instant::now() < deadline, "gave up waiting for {what}");
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// `GET url` until `done` holds for its JSON.
+fn wait_for(url: &str, done: impl Fn(&Value) -> bool) -> Value {
+    eventually(url, || {
+        let (status, text, _) = http("GET", url, None, None);
+        assert_eq!(status, 200, "{text}");
+        Some(json_of(&text)).filter(|body| done(body))
+    })
 }
 
 #[test]
@@ -267,10 +273,11 @@ fn drift_feedback_and_ab_analysis_through_the_binary() {
     let (status, _, _) = http("GET", &format!("{url}/drift/fraud?format=pdf"), None, None);
     assert_eq!(status, 400);
     // The periodic evaluation's gauges.
-    wait_for(&format!("{url}/drift/fraud"), |_| {
+    eventually("the drift gauges", || {
         let (_, metrics, _) = http("GET", &format!("{url}/metrics"), None, None);
-        metrics.contains("aurum_drift_score{model=\"fraud\",version=\"1\"")
-            && metrics.contains("aurum_drift_window_rows{model=\"fraud\",version=\"2\"}")
+        (metrics.contains("aurum_drift_score{model=\"fraud\",version=\"1\"")
+            && metrics.contains("aurum_drift_window_rows{model=\"fraud\",version=\"2\"}"))
+        .then_some(())
     });
 
     // Feedback: the challenger's answers turn out right, the champion's
@@ -327,17 +334,10 @@ fn drift_feedback_and_ab_analysis_through_the_binary() {
     assert_eq!(status, 200);
     let by_entity =
         json!({"model": "fraud", "outcomes": [{"entity": {"customer_id": 61}, "outcome": 0}]});
-    let accepted = {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let (status, text, _) = http("POST", &feedback, Some(&by_entity), None);
-            if status == 200 {
-                break json_of(&text);
-            }
-            assert!(Instant::now() < deadline, "{id}: {text}");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    };
+    let accepted = eventually(&format!("request {id} to be remembered"), || {
+        let (status, text, _) = http("POST", &feedback, Some(&by_entity), None);
+        (status == 200).then(|| json_of(&text))
+    });
     assert_eq!(accepted["accepted"], 1);
 
     // Live quality per version and arm.
