@@ -6,6 +6,8 @@ CARGO ?= cargo
 
 ## Run the whole product end to end in a temporary project.
 demo: onnxruntime
+	@echo "Building aurum: the first build compiles every dependency (about 25 minutes on 2 cores); cargo shows its progress."
+	$(CARGO) build --bin aurum
 	$(CARGO) run --quiet -- demo
 
 ## Everything CI checks: formatting, clippy, and every test.

@@ -32,7 +32,7 @@ use load::{percentiles, post_request, read_response, run_load};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use feature_store::DeltaStore;
+use delta::DeltaStore;
 use feature_store::online::OnlineStore;
 use polars::prelude::*;
 use rand::{Rng, SeedableRng};
@@ -110,7 +110,7 @@ fn main() -> Result<()> {
 }
 
 fn now_micros() -> i64 {
-    feature_store::push::now_micros()
+    feature_store::online::push::now_micros()
 }
 
 /// `rows` gold rows over `entities` entities (row i belongs to entity
@@ -419,8 +419,10 @@ fn flight_push(
     use arrow_flight::encode::FlightDataEncoderBuilder;
     use futures::TryStreamExt;
 
-    let pusher = Arc::new(feature_store::push::Pusher::online_only(online.clone()));
-    let flight = feature_store::flight::FlightServer::new(online, pusher);
+    let pusher = Arc::new(feature_store::online::push::Pusher::online_only(
+        online.clone(),
+    ));
+    let flight = flight::FlightServer::new(online, pusher);
     let listener = server.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
     let addr = listener.local_addr()?;
     server.spawn(flight.serve(listener, std::future::pending::<()>()));
@@ -503,8 +505,8 @@ fn materialize(o: &Options) -> Result<()> {
     runtime.block_on(store.write(
         VIEW,
         &df,
-        &feature_store::offline::WriteOptions::overwrite(),
-        &feature_store::CommitLineage::default(),
+        &delta::WriteOptions::overwrite(),
+        &delta::CommitLineage::default(),
     ))?;
     drop(df);
     println!(
@@ -518,7 +520,7 @@ fn materialize(o: &Options) -> Result<()> {
     online.register_view(view.clone());
     let before = memory::resident_bytes();
     let started = Instant::now();
-    let report = runtime.block_on(feature_store::materialize::materialize(
+    let report = runtime.block_on(feature_store::online::materialize::materialize(
         &store, &online, &view, false,
     ))?;
     let took = started.elapsed();

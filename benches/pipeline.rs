@@ -14,8 +14,8 @@ use std::path::Path;
 mod memory;
 use std::time::Instant;
 
+use aurum::example::{self, GenerateOptions};
 use feature_store::Project;
-use feature_store::fraud::{self, GenerateOptions};
 use feature_store::pipeline::{self, PipelineOptions};
 
 const HOUR: i64 = 3_600_000_000;
@@ -53,7 +53,7 @@ fn main() -> anyhow::Result<()> {
 
     memory::reset_peak();
     let started = Instant::now();
-    let files = fraud::generate(
+    let files = example::generate(
         &project.data_dir.join("bronze"),
         &GenerateOptions {
             rows,
@@ -77,7 +77,7 @@ fn main() -> anyhow::Result<()> {
         .expect("transactions");
 
     let increment = rows / 100;
-    fraud::generate(
+    example::generate(
         &project.data_dir.join("bronze"),
         &GenerateOptions {
             rows: increment,
@@ -144,7 +144,7 @@ fn main() -> anyhow::Result<()> {
 
 /// The example project with one feature view of 3 windows × 5 aggregations.
 fn bench_project(dir: &Path) -> anyhow::Result<Project> {
-    let text = fraud::EXAMPLE_PROJECT;
+    let text = example::EXAMPLE_PROJECT;
     let cut = text
         .find("[[feature_view.aggregation]]\ncolumn = \"merchant_id\"")
         .expect("example layout");

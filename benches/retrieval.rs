@@ -28,8 +28,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use feature_store::training_set::{self, TrainingSetRequest};
-use feature_store::{DeltaStore, Entity, FeatureView};
+use delta::DeltaStore;
+use feature_store::retrieval::training_set::{self, TrainingSetRequest};
+use feature_store::{Entity, FeatureView};
 use polars::prelude::*;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -50,7 +51,7 @@ struct Options {
 }
 
 fn main() -> Result<()> {
-    // AURUM_LOG=feature_store::training_set=debug shows the stages.
+    // AURUM_LOG=feature_store::retrieval::training_set=debug shows the stages.
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("AURUM_LOG")
@@ -165,8 +166,8 @@ async fn write_views(store: &DeltaStore, o: &Options) -> Result<Vec<FeatureView>
             .write(
                 &view.name,
                 &df,
-                &feature_store::offline::WriteOptions::overwrite(),
-                &feature_store::CommitLineage::default(),
+                &delta::WriteOptions::overwrite(),
+                &delta::CommitLineage::default(),
             )
             .await?;
         views.push(view);
@@ -269,8 +270,10 @@ fn flight(
     for view in views {
         online.register_view(view.clone());
     }
-    let pusher = Arc::new(feature_store::push::Pusher::online_only(online.clone()));
-    let server = feature_store::flight::FlightServer::new(online, pusher).with_store(store.clone());
+    let pusher = Arc::new(feature_store::online::push::Pusher::online_only(
+        online.clone(),
+    ));
+    let server = flight::FlightServer::new(online, pusher).with_store(store.clone());
     let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
     let addr = listener.local_addr()?;
     runtime.spawn(server.serve(listener, std::future::pending::<()>()));
@@ -341,8 +344,8 @@ async fn from_parquet(o: &Options) -> Result<()> {
         .write(
             "bench",
             &gold,
-            &feature_store::offline::WriteOptions::overwrite(),
-            &feature_store::CommitLineage::default(),
+            &delta::WriteOptions::overwrite(),
+            &delta::CommitLineage::default(),
         )
         .await?;
     let request = TrainingSetRequest {

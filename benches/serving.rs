@@ -31,7 +31,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use feature_store::DeltaStore;
+use delta::DeltaStore;
 use feature_store::online::OnlineStore;
 use load::{post_request, run_load};
 use polars::prelude::*;
@@ -166,9 +166,9 @@ fn aurum(o: &Options) -> Result<()> {
         // second (30 s by default) against a profile of the served features.
         let monitor = o.monitor.then(|| {
             Arc::new(
-                serving::monitor::Monitor::new(serving::monitor::MonitorOptions {
+                monitoring::Monitor::new(monitoring::MonitorOptions {
                     interval: Duration::from_secs(1),
-                    ..serving::monitor::MonitorOptions::default()
+                    ..monitoring::MonitorOptions::default()
                 })
                 .expect("default monitor options are valid"),
             )
@@ -177,13 +177,13 @@ fn aurum(o: &Options) -> Result<()> {
             let table = (!o.no_log).then(|| {
                 (
                     DeltaStore::new(dir.path().join("logs")),
-                    serving::prediction_log::TABLE.to_string(),
+                    monitoring::predictions::TABLE.to_string(),
                 )
             });
-            state = state.with_prediction_log(serving::PredictionLog::start_with(
+            state = state.with_prediction_log(monitoring::PredictionLog::start_with(
                 table,
                 monitor.clone(),
-                serving::prediction_log::LogOptions::default(),
+                monitoring::LogOptions::default(),
             ));
         }
         if let Some(monitor) = monitor {

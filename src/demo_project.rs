@@ -5,17 +5,18 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
+use crate::example::{self, GenerateOptions};
 use anyhow::{Context, Result, bail};
-use feature_store::fraud::{self, GenerateOptions};
+use delta::DeltaStore;
 use feature_store::pipeline::{self, PipelineOptions};
 use feature_store::retrieval::{RetrievalOptions, Spine, point_in_time_join};
-use feature_store::{DeltaStore, OnlineStore, Project};
+use feature_store::{OnlineStore, Project};
 use registry::{Lineage, Registry};
 use serde::Serialize;
 use serving::AppState;
 
 /// The registered model's name.
-pub const MODEL: &str = fraud::MODEL;
+pub const MODEL: &str = example::MODEL;
 
 /// How much data to make.
 #[derive(Debug, Clone)]
@@ -81,17 +82,17 @@ pub async fn build(
     registry::runtime::environment()?;
     let project_file = dir.join(feature_store::project::PROJECT_FILE);
     if !project_file.exists() {
-        fraud::init(dir)?;
+        example::init(dir)?;
     }
     let project = Project::load(&project_file)?;
     let delta = DeltaStore::new(project.delta_dir());
     let spec = project
-        .view(fraud::CUSTOMER_VIEW)
-        .with_context(|| format!("the project has no feature view {}", fraud::CUSTOMER_VIEW))?;
+        .view(example::CUSTOMER_VIEW)
+        .with_context(|| format!("the project has no feature view {}", example::CUSTOMER_VIEW))?;
     let view = spec.feature_view();
 
     progress("generating bronze transactions");
-    let bronze = fraud::generate(
+    let bronze = example::generate(
         &project.data_dir.join("bronze"),
         &GenerateOptions {
             rows: options.rows,
@@ -110,7 +111,7 @@ pub async fn build(
         .find(|s| s.source == "transactions")
         .context("the pipeline did not process transactions")?;
     let silver_version = delta
-        .latest_version(fraud::SILVER_TABLE)
+        .latest_version(example::SILVER_TABLE)
         .await?
         .context("no silver table was written")?;
     let gold_version = delta
@@ -124,15 +125,15 @@ pub async fn build(
     let (gold, gold_version) = delta.read(&view.name, Some(gold_version)).await?;
     let materialized = online.materialize(&view, &gold, gold_version)?;
     let (silver, silver_version) = delta
-        .read(fraud::SILVER_TABLE, Some(silver_version))
+        .read(example::SILVER_TABLE, Some(silver_version))
         .await?;
 
     progress("point-in-time training set");
     let spine = Spine {
         frame: silver
-            .select(["customer_id", fraud::EVENT_TIME, fraud::LABEL])
+            .select(["customer_id", example::EVENT_TIME, example::LABEL])
             .context("selecting the spine")?,
-        timestamp_column: fraud::EVENT_TIME.into(),
+        timestamp_column: example::EVENT_TIME.into(),
     };
     // Each transaction is scored with the features known just before it,
     // as the online store serves them when a new transaction arrives.
@@ -150,15 +151,15 @@ pub async fn build(
     let model = training::train_logistic(
         &training_set,
         &view.features,
-        fraud::LABEL,
-        fraud::EVENT_TIME,
+        example::LABEL,
+        example::EVENT_TIME,
         &train_options,
     )?;
 
     progress("exporting ONNX and registering");
     let registry = Registry::open(project.registry_dir())?;
     let mut table_versions = BTreeMap::new();
-    table_versions.insert(fraud::SILVER_TABLE.to_string(), silver_version);
+    table_versions.insert(example::SILVER_TABLE.to_string(), silver_version);
     table_versions.insert(view.name.clone(), gold_version);
     let mut parameters = BTreeMap::new();
     parameters.insert("seed".to_string(), options.seed.to_string());

@@ -4,10 +4,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use aurum::drift_data;
-use drift::ab::{AbOptions, Decision, OutcomeKind, Tally};
-use drift::{Column, DriftOptions, DriftReport, Profile, Values};
-use feature_store::DeltaStore;
-use polars::prelude::*;
+use delta::DeltaStore;
+use drift::{Column, DriftOptions, DriftReport, Profile};
+use monitoring::ab::{self, AbMetric};
+use monitoring::feedback;
+use monitoring::predictions::{self, PredictionQuery};
 use registry::Registry;
 
 use crate::project::ProjectArg;
@@ -67,9 +68,22 @@ pub async fn drift(args: DriftArgs) -> Result<()> {
             let registry = Registry::open(project.registry_dir())?;
             let version = resolve_version(&registry, model, args.version)?;
             let profile = reference_profile(&registry, model, version)?;
-            let (current, prediction) = if let Some(range) = log_range(current_arg)? {
-                let logs = DeltaStore::new(project.data_dir.join("logs"));
-                prediction_log_columns(&logs, model, version, range).await?
+            let (current, prediction) = if let Some((from, to)) = log_range(current_arg)? {
+                let logs = DeltaStore::new(project.data_dir.join(monitoring::LOG_DIR));
+                let query = PredictionQuery {
+                    model: model.clone(),
+                    version,
+                    from_micros: from,
+                    to_micros: to,
+                };
+                let Some(window) = predictions::read_window(&logs, &query).await? else {
+                    bail!(
+                        "there is no prediction log at {} (serve predictions first)",
+                        logs.table_path(predictions::TABLE).display()
+                    );
+                };
+                let (columns, prediction) = window.into_columns();
+                (columns, Some(prediction))
             } else {
                 let data = drift_data::load(current_arg).await?;
                 let features = registry.version(model, version)?.features;
@@ -173,15 +187,18 @@ fn resolve_version(registry: &Registry, model: &str, version: Option<u64>) -> Re
 }
 
 fn reference_profile(registry: &Registry, model: &str, version: u64) -> Result<Profile> {
-    let Some(bytes) = registry.attachment(model, version, drift::profile::REFERENCE_PROFILE)?
-    else {
-        bail!(
+    match monitoring::reference_profile(registry, model, version) {
+        Ok(Some(profile)) => Ok(profile),
+        Ok(None) => bail!(
             "version {version} of {model} has no reference profile: versions trained by `aurum \
              train` get one; set one with `aurum drift --model {model} --version {version} \
              --set-reference DATA`"
-        );
-    };
-    serde_json::from_slice(&bytes).context("reading the reference profile")
+        ),
+        Err(monitoring::Error::Profile(e)) => {
+            Err(anyhow::Error::new(e).context("reading the reference profile"))
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// `log` or `log:FROM..TO` → the time range (µs), else `None` (a path).
@@ -209,86 +226,6 @@ fn log_range(arg: &Path) -> Result<Option<(Option<i64>, Option<i64>)>> {
         ))
     };
     Ok(Some((parse(from)?, parse(to)?)))
-}
-
-/// The live (not shadow) predictions of one version in a time range, as
-/// feature columns and the prediction column.
-async fn prediction_log_columns(
-    logs: &DeltaStore,
-    model: &str,
-    version: u64,
-    (from, to): (Option<i64>, Option<i64>),
-) -> Result<(Vec<Column>, Option<Column>)> {
-    if !logs.exists(serving::prediction_log::TABLE) {
-        bail!(
-            "there is no prediction log at {} (serve predictions first)",
-            logs.table_path(serving::prediction_log::TABLE).display()
-        );
-    }
-    let (df, _) = logs.read(serving::prediction_log::TABLE, None).await?;
-    let (model, version) = (model.to_string(), i64::try_from(version)?);
-    tokio::task::spawn_blocking(move || -> Result<(Vec<Column>, Option<Column>)> {
-        let micros = col("time").cast(DataType::Int64);
-        let mut keep = col("model")
-            .eq(lit(model.clone()))
-            .and(col("version").eq(lit(version)))
-            .and(col("shadow").not());
-        if let Some(from) = from {
-            keep = keep.and(micros.clone().gt_eq(lit(from)));
-        }
-        if let Some(to) = to {
-            keep = keep.and(micros.lt(lit(to)));
-        }
-        let df = df.lazy().filter(keep).collect()?;
-        let rows = df.height();
-        let names: Vec<String> = match df.column("feature_names")?.str()?.get(0) {
-            Some(joined) if !joined.is_empty() => joined.split(',').map(str::to_string).collect(),
-            _ => Vec::new(),
-        };
-        let width = names.len();
-        let mut values = vec![Vec::with_capacity(rows); width];
-        let lists = df.column("features")?.list()?.clone();
-        for (row, list) in lists.amortized_iter().enumerate() {
-            let Some(list) = list else {
-                bail!("prediction log row {row} has no features");
-            };
-            let cast = list.as_ref().cast(&DataType::Float64)?;
-            let ca = cast.f64()?;
-            if ca.len() != width {
-                bail!(
-                    "prediction log row {row} has {} features where {width} are named",
-                    ca.len()
-                );
-            }
-            for (j, v) in ca.iter().enumerate() {
-                values[j].push(v.unwrap_or(f64::NAN));
-            }
-        }
-        let columns = names
-            .into_iter()
-            .zip(values)
-            .map(|(name, values)| Column {
-                name,
-                values: Values::Numeric(values),
-            })
-            .collect();
-        let prediction = df
-            .column("prediction")?
-            .cast(&DataType::Float64)?
-            .f64()?
-            .iter()
-            .map(|v| v.unwrap_or(f64::NAN))
-            .collect();
-        Ok((
-            columns,
-            Some(Column {
-                name: "prediction".into(),
-                values: Values::Numeric(prediction),
-            }),
-        ))
-    })
-    .await
-    .context("reading the prediction log stopped")?
 }
 
 /// A dataset's columns named as the model's features (`view:feature`),
@@ -456,100 +393,36 @@ async fn ab_report(args: AbReportArgs) -> Result<()> {
             args.control
         );
     };
-    let logs = DeltaStore::new(project.data_dir.join("logs"));
-    if !logs.exists(serving::feedback::TABLE) {
+    let logs = DeltaStore::new(project.data_dir.join(monitoring::LOG_DIR));
+    let Some(outcomes) = feedback::read_outcomes(&logs, &args.model).await? else {
         bail!(
             "no outcomes yet: {} does not exist (send them to POST /feedback)",
-            logs.table_path(serving::feedback::TABLE).display()
+            logs.table_path(feedback::TABLE).display()
         );
-    }
-    let (df, _) = logs.read(serving::feedback::TABLE, None).await?;
-    let model = args.model.clone();
-    let df = tokio::task::spawn_blocking(move || {
-        df.lazy().filter(col("model").eq(lit(model))).collect()
-    })
-    .await??;
-    // (arm, version, prediction, outcome)
-    let arms = df.column("arm")?.str()?.clone();
-    let versions = df.column("version")?.i64()?.clone();
-    let predictions = df.column("prediction")?.cast(&DataType::Float64)?;
-    let predictions = predictions.f64()?.clone();
-    let outcomes = df.column("outcome")?.f64()?.clone();
-    let binary = outcomes.iter().flatten().all(|y| y == 0.0 || y == 1.0);
+    };
+    // The metric is checked after the read, as the outcomes decide the
+    // default and whether accuracy applies.
     let metric = args
         .metric
-        .clone()
-        .unwrap_or_else(|| if binary { "accuracy" } else { "absolute_error" }.into());
-    let (kind, higher_is_better) = match metric.as_str() {
-        "accuracy" if binary => (OutcomeKind::Proportion, true),
-        "accuracy" => bail!("--metric accuracy needs 0/1 outcomes"),
-        "outcome" if binary => (OutcomeKind::Proportion, true),
-        "outcome" => (OutcomeKind::Continuous, true),
-        "absolute_error" => (OutcomeKind::Continuous, false),
-        other => bail!("--metric {other:?}: use accuracy, outcome or absolute_error"),
-    };
-    let value = |p: f64, y: f64| match metric.as_str() {
-        "accuracy" => f64::from(u8::from((p >= 0.5) == (y == 1.0))),
-        "outcome" => y,
-        _ => (p - y).abs(),
-    };
+        .as_deref()
+        .map(AbMetric::parse)
+        .transpose()
+        .map_err(metric_error)?;
     // Each arm's outcomes under the version its alias points at now.
-    let mut tallies: std::collections::BTreeMap<String, (u64, Tally)> = Default::default();
-    for i in 0..df.height() {
-        let (Some(arm), Some(version), Some(p), Some(y)) = (
-            arms.get(i),
-            versions.get(i),
-            predictions.get(i),
-            outcomes.get(i),
-        ) else {
-            continue;
-        };
-        let Some(&current) = aliases.get(arm) else {
-            continue;
-        };
-        if u64::try_from(version).ok() != Some(current) {
-            continue;
-        }
-        tallies
-            .entry(arm.to_string())
-            .or_insert((current, Tally::default()))
-            .1
-            .add(value(p, y));
-    }
-    let control = tallies
-        .get(&args.control)
-        .map(|(_, t)| *t)
-        .unwrap_or_default();
-    let mde = match args.mde {
-        Some(m) => m,
-        None if kind == OutcomeKind::Proportion => 0.02,
-        None => (control.variance().sqrt() / 10.0).max(f64::MIN_POSITIVE),
-    };
-    let options = AbOptions {
-        alpha: args.alpha,
-        power: args.power,
-        mde,
-        higher_is_better,
-    };
-    let mut results = Vec::new();
-    for (arm, (version, tally)) in &tallies {
-        if *arm == args.control {
-            continue;
-        }
-        let r = drift::ab::analyze(kind, (&args.control, control), (arm, *tally), options)?;
-        results.push((arm.clone(), *version, r));
-    }
+    let inputs = ab::ab_inputs(&outcomes, &aliases, &args.control, metric).map_err(metric_error)?;
+    let results = inputs.compare(inputs.options(args.mde, args.alpha, args.power))?;
     if results.is_empty() {
         bail!(
             "no outcomes for any arm other than {} (at the versions the aliases point at now)",
             args.control
         );
     }
+    let metric = inputs.metric.as_str();
     if args.json {
         let doc: Vec<serde_json::Value> = results
             .iter()
-            .map(|(arm, version, r)| {
-                serde_json::json!({"arm": arm, "version": version, "control_version": control_version, "metric": metric, "result": r})
+            .map(|c| {
+                serde_json::json!({"arm": c.arm, "version": c.version, "control_version": control_version, "metric": metric, "result": c.result})
             })
             .collect();
         println!("{}", serde_json::to_string_pretty(&doc)?);
@@ -559,7 +432,12 @@ async fn ab_report(args: AbReportArgs) -> Result<()> {
             args.model,
             drift::ab::PEEKING_RULE
         );
-        for (arm, version, r) in &results {
+        for ab::ArmComparison {
+            arm,
+            version,
+            result: r,
+        } in &results
+        {
             println!(
                 "  {} v{control_version}: n {} mean {:.4} [{:.4}, {:.4}]",
                 args.control, r.control.n, r.control.mean, r.control.ci_low, r.control.ci_high
@@ -586,35 +464,36 @@ async fn ab_report(args: AbReportArgs) -> Result<()> {
         }
     }
     // The best promotable arm, if any.
-    let winner = results
-        .iter()
-        .filter(|(_, _, r)| r.decision == Decision::Promote)
-        .max_by(|a, b| {
-            let key = |r: &drift::ab::AbResult| {
-                if higher_is_better {
-                    r.difference
-                } else {
-                    -r.difference
-                }
-            };
-            key(&a.2).total_cmp(&key(&b.2))
-        });
+    let winner = ab::winner(&results, inputs.higher_is_better);
     if args.apply {
         match winner {
-            Some((arm, version, _)) => {
+            Some(w) => {
                 let change = registry.set_alias(
                     &args.model,
                     &args.control,
-                    *version,
-                    &format!("aurum ab report --apply ({arm} won)"),
+                    w.version,
+                    &format!("aurum ab report --apply ({} won)", w.arm),
                 )?;
                 println!(
                     "applied: {} of {} now points at v{} (was {:?})",
-                    args.control, args.model, version, change.from
+                    args.control, args.model, w.version, change.from
                 );
             }
             None => println!("nothing applied: no arm is to be promoted"),
         }
     }
     Ok(())
+}
+
+/// The metric errors worded for the command line's `--metric`.
+fn metric_error(e: monitoring::Error) -> anyhow::Error {
+    match e {
+        monitoring::Error::UnknownMetric(other) => {
+            anyhow::anyhow!("--metric {other:?}: use accuracy, outcome or absolute_error")
+        }
+        monitoring::Error::MetricNeedsBinary => {
+            anyhow::anyhow!("--metric accuracy needs 0/1 outcomes")
+        }
+        other => other.into(),
+    }
 }

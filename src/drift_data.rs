@@ -1,10 +1,11 @@
-//! Datasets for drift reports: Parquet files, Delta tables and the
-//! prediction log, read into the drift crate's columns.
+//! Datasets for drift reports: Parquet files and Delta tables, read into
+//! the drift crate's columns. (The prediction log is read by
+//! `monitoring::predictions::read_window`.)
 
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
-use feature_store::DeltaStore;
+use delta::DeltaStore;
 use polars::prelude::*;
 
 /// A dataset read for a drift report, and the columns left out (with why).

@@ -6,9 +6,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use feature_store::fraud::{self, GenerateOptions};
+use aurum::example::{self, GenerateOptions};
+use delta::DeltaStore;
+use feature_store::Project;
+use feature_store::pipeline::lineage;
 use feature_store::pipeline::{self, PipelineOptions, PipelineReport};
-use feature_store::{DeltaStore, Project, lineage};
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// Where the project is.
@@ -102,7 +104,7 @@ pub struct OptimizeArgs {
     #[arg(long)]
     table: Option<String>,
     /// Target rows per file.
-    #[arg(long, default_value_t = feature_store::offline::DEFAULT_ROWS_PER_FILE)]
+    #[arg(long, default_value_t = delta::DEFAULT_ROWS_PER_FILE)]
     rows_per_file: usize,
 }
 
@@ -127,7 +129,7 @@ pub struct VacuumArgs {
 }
 
 pub fn init(args: InitArgs) -> Result<()> {
-    let path = fraud::init(&args.dir)?;
+    let path = example::init(&args.dir)?;
     println!("wrote {}", path.display());
     println!(
         "next: cd {} && aurum generate --rows 100000 && aurum pipeline",
@@ -151,7 +153,7 @@ pub fn generate(args: GenerateArgs) -> Result<()> {
         bail!("--rows must be positive and --days between 0 and 3650");
     }
     let spinner = spinner(&format!("generating {} transactions", args.rows));
-    let files = fraud::generate(
+    let files = example::generate(
         &project.data_dir.join("bronze"),
         &GenerateOptions {
             rows: args.rows,

@@ -13,10 +13,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use feature_store::{DeltaStore, OnlineStore};
+use delta::DeltaStore;
+use feature_store::OnlineStore;
+use monitoring::{Alert, AlertHook, LogOptions, Monitor, MonitorOptions, PredictionLog};
 use registry::Registry;
-use serving::monitor::{Monitor, MonitorOptions};
-use serving::{AppState, Limits, PredictionLog, ServingConfig};
+use serving::{AppState, Limits, ServingConfig};
 
 use crate::project::ProjectArg;
 
@@ -139,7 +140,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         .with_config(config)
         .with_limits(limits)
         .with_reload(reload);
-    let logs = DeltaStore::new(project.data_dir.join("logs"));
+    let logs = DeltaStore::new(project.data_dir.join(monitoring::LOG_DIR));
     let monitor = if args.no_monitor {
         None
     } else {
@@ -157,25 +158,23 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             webhook: args.drift_webhook.clone(),
             ..MonitorOptions::default()
         };
-        let monitor = Monitor::new(options)
-            .map_err(|e| anyhow::anyhow!(e.message))?
-            .with_feedback_table(logs.clone());
+        let monitor = Monitor::new(options)?.with_feedback_table(logs.clone());
         Some(Arc::new(monitor))
     };
     if !args.no_prediction_log || monitor.is_some() {
         let table = (!args.no_prediction_log).then(|| {
             println!(
                 "logging predictions to {}",
-                logs.table_path(serving::prediction_log::TABLE).display()
+                logs.table_path(monitoring::predictions::TABLE).display()
             );
-            (logs.clone(), serving::prediction_log::TABLE.to_string())
+            (logs.clone(), monitoring::predictions::TABLE.to_string())
         });
         state = state.with_prediction_log(PredictionLog::start_with(
             table,
             monitor.clone(),
-            serving::prediction_log::LogOptions {
+            LogOptions {
                 flush_interval: Duration::from_millis(args.prediction_log_flush_ms.max(1)),
-                ..serving::prediction_log::LogOptions::default()
+                ..LogOptions::default()
             },
         ));
     }
@@ -187,15 +186,16 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     }
     let state = Arc::new(state);
     let server = tokio::spawn(serving::serve(listener, state.clone(), shutdown_signal()));
-    let flight = feature_store::flight::FlightServer::new(online.clone(), state.pusher.clone())
-        .with_store(store.clone());
+    let flight =
+        flight::FlightServer::new(online.clone(), state.pusher.clone()).with_store(store.clone());
     let flight = tokio::spawn(flight.serve(flight_listener, shutdown_signal()));
 
     // Warm start: every view from its gold table, then every model.
     for spec in &project.feature_views {
         let view = spec.feature_view();
         online.register_view(view.clone());
-        let report = feature_store::materialize::materialize(&store, &online, &view, false).await?;
+        let report =
+            feature_store::online::materialize::materialize(&store, &online, &view, false).await?;
         match report.to_version {
             Some(version) => println!(
                 "loaded {} entities of {} (Delta v{version})",
@@ -255,12 +255,12 @@ pub async fn run(args: ServeArgs) -> Result<()> {
 /// The alert hook of `--retrain-on-drift`: a drift alert on a model with a
 /// `[model.training]` spec runs its retraining job in the background (one
 /// job at a time; alerts during a job are logged and skipped).
-fn retrain_hook(project: &feature_store::Project) -> Result<serving::monitor::AlertHook> {
+fn retrain_hook(project: &feature_store::Project) -> Result<AlertHook> {
     let specs: Vec<training::spec::ModelSpec> = training::spec::specs(&project.models)?;
     let project = Arc::new(project.clone());
     let running = Arc::new(AtomicBool::new(false));
     let runtime = tokio::runtime::Handle::current();
-    Ok(Box::new(move |alert: &serving::monitor::Alert| {
+    Ok(Box::new(move |alert: &Alert| {
         if alert.state != "drift" {
             return;
         }

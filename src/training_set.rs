@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
-use feature_store::DeltaStore;
-use feature_store::training_set::{self, TrainingSetRequest};
+use delta::DeltaStore;
+use feature_store::retrieval::training_set::{self, TrainingSetRequest};
 
 use crate::project::ProjectArg;
 

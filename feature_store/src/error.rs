@@ -16,25 +16,10 @@ pub enum Error {
         /// The polars error.
         source: polars::error::PolarsError,
     },
-    /// A Delta Lake operation failed.
-    #[error("Delta table {table}: {source}")]
-    Delta {
-        /// The table name or location.
-        table: String,
-        /// The deltalake error.
-        source: deltalake::DeltaTableError,
-    },
-    /// Converting between polars and Arrow failed.
-    #[error("Arrow conversion ({context}): {source}")]
-    Arrow {
-        /// What was being converted.
-        context: String,
-        /// The arrow error.
-        source: arrow_schema::ArrowError,
-    },
-    /// A Delta table that should exist does not.
-    #[error("Delta table {0} does not exist yet; run the pipeline first")]
-    TableMissing(String),
+    /// Reading or writing a Delta table failed. Boxed: the Delta layer's
+    /// error is large, and every `Result` of this crate would carry its size.
+    #[error(transparent)]
+    Delta(Box<delta::Error>),
     /// Data does not have the shape a feature view declares.
     #[error("feature view {view}: {message}")]
     Schema {
@@ -69,14 +54,6 @@ pub enum Error {
         /// The 1-based data row (the header is row 0), when known.
         row: Option<usize>,
         /// What is wrong.
-        message: String,
-    },
-    /// A write would change a table's schema in a way not allowed.
-    #[error("table {table}: {message}")]
-    SchemaChange {
-        /// The table.
-        table: String,
-        /// The difference and what allows it.
         message: String,
     },
     /// Pushed rows do not fit the feature view's schema.
@@ -128,17 +105,15 @@ pub enum Error {
 }
 
 impl Error {
-    pub(crate) fn polars(
-        context: impl Into<String>,
-    ) -> impl FnOnce(polars::error::PolarsError) -> Self {
+    /// Wraps a polars error with what was being done.
+    pub fn polars(context: impl Into<String>) -> impl FnOnce(polars::error::PolarsError) -> Self {
         let context = context.into();
         move |source| Error::Polars { context, source }
     }
+}
 
-    pub(crate) fn delta(
-        table: impl Into<String>,
-    ) -> impl FnOnce(deltalake::DeltaTableError) -> Self {
-        let table = table.into();
-        move |source| Error::Delta { table, source }
+impl From<delta::Error> for Error {
+    fn from(e: delta::Error) -> Self {
+        Error::Delta(Box::new(e))
     }
 }

@@ -127,20 +127,34 @@ impl From<feature_store::Error> for AppError {
         match e {
             E::UnknownFeature(_) => AppError::bad_request("unknown_feature", message),
             E::Schema { .. } => AppError::bad_request("invalid_features", message),
-            E::TableMissing(_) => AppError::not_found("table_missing", message),
             E::Parse { .. } => AppError::bad_request("unparseable_input", message),
-            E::SchemaChange { .. } => AppError::bad_request("schema_change", message),
             E::InvalidPush { .. } => AppError::bad_request("invalid_push", message),
             E::InvalidSpine { .. } => AppError::bad_request("invalid_spine", message),
             E::InvalidRequest(_) => AppError::bad_request("invalid_request", message),
             E::NoOfflineStore { .. } => AppError::not_found("no_offline_store", message),
             E::OfflineWrite { .. } => AppError::bad_request("offline_write_failed", message),
+            E::Delta(e) => (*e).into(),
+            E::Polars { .. }
+            | E::Io { .. }
+            | E::Project { .. }
+            | E::ProjectMissing(_)
+            | E::Internal(_) => AppError::internal(message),
+        }
+    }
+}
+
+impl From<delta::Error> for AppError {
+    fn from(e: delta::Error) -> Self {
+        use delta::Error as E;
+        let message = e.to_string();
+        match e {
+            E::UnknownColumn { .. } => AppError::bad_request("invalid_features", message),
+            E::TableMissing(_) => AppError::not_found("table_missing", message),
+            E::SchemaChange { .. } => AppError::bad_request("schema_change", message),
             E::Polars { .. }
             | E::Delta { .. }
             | E::Arrow { .. }
             | E::Io { .. }
-            | E::Project { .. }
-            | E::ProjectMissing(_)
             | E::Internal(_) => AppError::internal(message),
         }
     }

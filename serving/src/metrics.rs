@@ -230,7 +230,7 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     );
     m.render_predictions(&mut out);
     if let Some(monitor) = &state.monitor {
-        monitor.render_metrics(&mut out);
+        crate::monitor_metrics::render(monitor, &mut out);
     }
     let mut batch_lines = String::new();
     let mut served_lines = String::new();

@@ -18,16 +18,7 @@ use crate::policy::BatchOptions;
 /// Each row's output values.
 pub type Outputs = Vec<Vec<f32>>;
 
-/// The one number a row's answer leads with: a two-column output is a
-/// binary classifier's `[P(0), P(1)]` (skl2onnx), answered by `P(1)`;
-/// otherwise the first value.
-pub fn headline(output: &[f32]) -> f32 {
-    match output {
-        [_, positive] => *positive,
-        [first, ..] => *first,
-        [] => f32::NAN,
-    }
-}
+pub use monitoring::headline;
 
 /// A registered version loaded into ONNX Runtime.
 pub struct LoadedModel {

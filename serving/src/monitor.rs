@@ -1,609 +1,51 @@
-//! Live drift monitoring: per model version, a sliding window of the
-//! features it was served and the predictions it made, compared with the
-//! version's reference profile every [`MonitorOptions::interval`].
-//!
-//! The monitor never touches the request path: it is fed by the prediction
-//! log's writer (which already receives every record), after the records
-//! are committed, so its cost is a move of each row into a ring buffer on
-//! that background thread. Evaluation runs on a blocking thread.
-//!
-//! Windows hold at most [`MonitorOptions::window_rows`] rows and only rows
-//! younger than [`MonitorOptions::window_age`] are evaluated. A window with
-//! fewer than [`MonitorOptions::min_rows`] rows is not judged (its state
-//! says so). Alerts have hysteresis: a version starts alerting after
-//! [`MonitorOptions::alert_after`] consecutive evaluations with dataset
-//! drift, and stops after [`MonitorOptions::clear_after`] consecutive ones
-//! without; each change is a log line, an optional webhook POST and a call
-//! of the alert hook (which `aurum serve --retrain-on-drift` uses).
+//! The HTTP side of live drift monitoring ([`monitoring::Monitor`]):
+//! `GET /drift/{model}` (JSON, or the HTML report page), the periodic
+//! evaluation loop, and delivery of alert changes to the webhook.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::fmt::Write as _;
-use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{Path, Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use drift::{Column, DriftOptions, DriftReport, Profile, Values};
-use feature_store::metrics::{header as metric_header, label_value};
+use drift::DriftReport;
+use monitoring::{Alert, Monitor, MonitorOptions, PerformanceRow, VersionState};
 use serde::{Deserialize, Serialize};
 
 use crate::AppState;
 use crate::error::AppError;
-use crate::feedback::{Recent, VersionPerformance};
-use crate::prediction_log::PredictionRecord;
 
-/// How the monitor watches.
-#[derive(Debug, Clone)]
-pub struct MonitorOptions {
-    /// The most rows a version's window holds (oldest dropped first).
-    pub window_rows: usize,
-    /// Rows older than this are not evaluated.
-    pub window_age: Duration,
-    /// How often windows are evaluated.
-    pub interval: Duration,
-    /// Windows with fewer rows are not judged.
-    pub min_rows: usize,
-    /// Tests, thresholds and the dataset share.
-    pub drift: DriftOptions,
-    /// Consecutive drifted evaluations before an alert.
-    pub alert_after: u32,
-    /// Consecutive clean evaluations before the alert clears.
-    pub clear_after: u32,
-    /// Where alerts are POSTed as JSON, if anywhere.
-    pub webhook: Option<String>,
-    /// Request ids remembered for `/feedback`.
-    pub recent_requests: usize,
-    /// Labelled predictions kept per version and arm for live quality.
-    pub performance_window: usize,
-}
-
-impl Default for MonitorOptions {
-    fn default() -> Self {
-        MonitorOptions {
-            window_rows: 10_000,
-            window_age: Duration::from_secs(3600),
-            interval: Duration::from_secs(30),
-            min_rows: 100,
-            drift: DriftOptions::default(),
-            alert_after: 2,
-            clear_after: 2,
-            webhook: None,
-            recent_requests: 200_000,
-            performance_window: 10_000,
-        }
-    }
-}
-
-/// An alert raised or cleared.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Alert {
-    /// The model.
-    pub model: String,
-    /// The version.
-    pub version: u64,
-    /// `drift` when raised, `resolved` when cleared.
-    pub state: &'static str,
-    /// Share of drifted features.
-    pub drift_share: f64,
-    /// The features that drifted.
-    pub drifted_features: Vec<String>,
-    /// Rows evaluated.
-    pub window_rows: usize,
-    /// When (RFC 3339).
-    pub at: String,
-}
-
-/// Counters of the monitor, for `/metrics`.
-#[derive(Debug, Default)]
-pub struct MonitorStats {
-    /// Evaluation passes run.
-    pub evaluations: std::sync::atomic::AtomicU64,
-    /// Alerts raised.
-    pub alerts: std::sync::atomic::AtomicU64,
-    /// Webhook deliveries that failed.
-    pub webhook_failures: std::sync::atomic::AtomicU64,
-}
-
-/// The latest evaluation of one version.
-#[derive(Debug, Clone, Serialize)]
-pub struct VersionState {
-    /// The model.
-    pub model: String,
-    /// The version.
-    pub version: u64,
-    /// Rows evaluated.
-    pub window_rows: usize,
-    /// When (RFC 3339).
-    pub evaluated_at: String,
-    /// Why there is no report (no profile, too few rows).
-    pub note: Option<String>,
-    /// Whether the version is alerting.
-    pub alerting: bool,
-    /// The report, when one was made.
-    pub report: Option<DriftReport>,
-    #[serde(skip)]
-    drift_streak: u32,
-    #[serde(skip)]
-    clear_streak: u32,
-}
-
-/// A hook called with every alert change.
-pub type AlertHook = Box<dyn Fn(&Alert) + Send + Sync>;
-
-/// The live monitor.
-pub struct Monitor {
-    options: MonitorOptions,
-    windows: Mutex<HashMap<(Arc<str>, u64), Window, foldhash::fast::RandomState>>,
-    states: RwLock<BTreeMap<(String, u64), VersionState>>,
-    profiles: Mutex<HashMap<(String, u64), Arc<Profile>>>,
-    pub(crate) recent: Mutex<Recent>,
-    pub(crate) performance: Mutex<BTreeMap<(String, u64, String), VersionPerformance>>,
-    hook: OnceLock<AlertHook>,
-    pub(crate) feedback_store: Option<feature_store::DeltaStore>,
-    /// The monitor's counters.
-    pub stats: MonitorStats,
-    pub(crate) feedback_stats: crate::feedback::FeedbackStats,
-}
-
-impl std::fmt::Debug for Monitor {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Monitor")
-            .field("options", &self.options)
-            .finish_non_exhaustive()
-    }
-}
-
-struct Window {
-    feature_names: Arc<[String]>,
-    rows: VecDeque<WindowRow>,
-}
-
-struct WindowRow {
-    time_micros: i64,
-    features: Vec<f32>,
-    prediction: f32,
-}
-
-impl Monitor {
-    /// A monitor watching as `options` says.
-    pub fn new(options: MonitorOptions) -> Result<Self, AppError> {
-        options
-            .drift
-            .validate()
-            .map_err(|e| AppError::bad_request("invalid_drift_options", e.to_string()))?;
-        if let Some(url) = &options.webhook
-            && !(url.starts_with("http://") || url.starts_with("https://"))
-        {
-            return Err(AppError::bad_request(
-                "invalid_webhook",
-                format!("the alert webhook {url:?} is not an http(s) URL"),
-            ));
-        }
-        Ok(Monitor {
-            recent: Mutex::new(Recent::new(options.recent_requests)),
-            options,
-            windows: Mutex::default(),
-            states: RwLock::default(),
-            profiles: Mutex::default(),
-            performance: Mutex::default(),
-            hook: OnceLock::new(),
-            feedback_store: None,
-            stats: MonitorStats::default(),
-            feedback_stats: Default::default(),
-        })
-    }
-
-    /// The same monitor, appending outcomes to the `feedback` table of
-    /// `store`.
-    pub fn with_feedback_table(mut self, store: feature_store::DeltaStore) -> Self {
-        self.feedback_store = Some(store);
-        self
-    }
-
-    /// The options.
-    pub fn options(&self) -> &MonitorOptions {
-        &self.options
-    }
-
-    /// Calls `hook` with every alert change (set once).
-    pub fn set_alert_hook(&self, hook: AlertHook) {
-        let _ = self.hook.set(hook);
-    }
-
-    /// Takes in logged predictions (the prediction log's writer calls this).
-    pub fn observe(&self, records: Vec<PredictionRecord>) {
-        if records.is_empty() {
-            return;
-        }
-        let mut records = records;
-        {
-            let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
-            for r in records.iter_mut().filter(|r| !r.shadow) {
-                recent.insert(r);
-            }
-        }
-        let mut windows = self.windows.lock().unwrap_or_else(|e| e.into_inner());
-        for r in records {
-            let window = windows
-                .entry((r.model.clone(), r.version))
-                .or_insert_with(|| Window {
-                    feature_names: r.feature_names.clone(),
-                    rows: VecDeque::new(),
-                });
-            if window.rows.len() >= self.options.window_rows {
-                window.rows.pop_front();
-            }
-            let prediction = if r.outputs.is_empty() {
-                f32::NAN
-            } else {
-                crate::models::headline(&r.outputs)
-            };
-            window.rows.push_back(WindowRow {
-                time_micros: r.time_micros,
-                features: r.features,
-                prediction,
-            });
-        }
-    }
-
-    /// Evaluates every window (a periodic pass: advances alert hysteresis)
-    /// and returns the alert changes.
-    pub fn evaluate_all(&self, registry: &registry::Registry) -> Vec<Alert> {
-        let keys: Vec<(Arc<str>, u64)> = {
-            let windows = self.windows.lock().unwrap_or_else(|e| e.into_inner());
-            windows.keys().cloned().collect()
-        };
-        let mut alerts = Vec::new();
-        for (model, version) in keys {
-            let fresh = self.evaluate(registry, &model, version);
-            let mut states = self.states.write().unwrap_or_else(|e| e.into_inner());
-            let key = (model.to_string(), version);
-            let previous = states.remove(&key);
-            let mut state = fresh;
-            let (mut drift_streak, mut clear_streak, mut alerting) = previous
-                .map(|p| (p.drift_streak, p.clear_streak, p.alerting))
-                .unwrap_or((0, 0, false));
-            if let Some(report) = &state.report {
-                if report.dataset_drift {
-                    drift_streak += 1;
-                    clear_streak = 0;
-                } else {
-                    clear_streak += 1;
-                    drift_streak = 0;
-                }
-                let change = if !alerting && drift_streak >= self.options.alert_after.max(1) {
-                    alerting = true;
-                    Some("drift")
-                } else if alerting && clear_streak >= self.options.clear_after.max(1) {
-                    alerting = false;
-                    Some("resolved")
-                } else {
-                    None
-                };
-                if let Some(change) = change {
-                    alerts.push(Alert {
-                        model: key.0.clone(),
-                        version,
-                        state: change,
-                        drift_share: report.drift_share,
-                        drifted_features: report
-                            .columns
-                            .iter()
-                            .filter(|c| c.drifted)
-                            .map(|c| c.column.clone())
-                            .collect(),
-                        window_rows: state.window_rows,
-                        at: state.evaluated_at.clone(),
-                    });
-                }
-            }
-            state.drift_streak = drift_streak;
-            state.clear_streak = clear_streak;
-            state.alerting = alerting;
-            states.insert(key, state);
-        }
-        self.stats
-            .evaluations
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        alerts
-    }
-
-    /// A fresh evaluation of one version's window (alert state untouched).
-    pub fn evaluate(
-        &self,
-        registry: &registry::Registry,
-        model: &str,
-        version: u64,
-    ) -> VersionState {
-        let now = chrono::Utc::now();
-        let cutoff = now.timestamp_micros()
-            - i64::try_from(self.options.window_age.as_micros()).unwrap_or(i64::MAX);
-        let (names, columns, predictions, rows) = {
-            let windows = self.windows.lock().unwrap_or_else(|e| e.into_inner());
-            match windows.get(&(Arc::from(model), version)) {
-                Some(w) => {
-                    let live: Vec<&WindowRow> =
-                        w.rows.iter().filter(|r| r.time_micros >= cutoff).collect();
-                    let width = w.feature_names.len();
-                    let columns: Vec<Vec<f64>> = (0..width)
-                        .map(|j| {
-                            live.iter()
-                                .map(|r| r.features.get(j).map_or(f64::NAN, |v| f64::from(*v)))
-                                .collect()
-                        })
-                        .collect();
-                    let predictions: Vec<f64> =
-                        live.iter().map(|r| f64::from(r.prediction)).collect();
-                    (w.feature_names.clone(), columns, predictions, live.len())
-                }
-                None => (Arc::from(Vec::new()), Vec::new(), Vec::new(), 0),
-            }
-        };
-        let alerting = self
-            .states
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&(model.to_string(), version))
-            .is_some_and(|s| s.alerting);
-        let mut state = VersionState {
-            model: model.to_string(),
-            version,
-            window_rows: rows,
-            evaluated_at: now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-            note: None,
-            alerting,
-            report: None,
-            drift_streak: 0,
-            clear_streak: 0,
-        };
-        let Some(profile) = self.profile(registry, model, version) else {
-            state.note = Some(format!(
-                "version {version} of {model} has no reference profile: versions trained by \
-                 `aurum train` get one; for others run `aurum drift --model {model} --version \
-                 {version} --set-reference <data>`"
-            ));
-            return state;
-        };
-        if rows < self.options.min_rows {
-            state.note = Some(format!(
-                "{rows} predictions in the window; drift is judged from {} on",
-                self.options.min_rows
-            ));
-            return state;
-        }
-        let current: Vec<Column> = names
-            .iter()
-            .zip(columns)
-            .map(|(name, values)| Column {
-                name: name.clone(),
-                values: Values::Numeric(values),
-            })
-            .collect();
-        let prediction = Column {
-            name: "prediction".into(),
-            values: Values::Numeric(predictions),
-        };
-        match profile.compare(&current, Some(&prediction), &self.options.drift) {
-            Ok(report) => state.report = Some(report),
-            Err(e) => state.note = Some(format!("drift could not be computed: {e}")),
-        }
-        state
-    }
-
-    /// The latest periodic evaluations.
-    pub fn states(&self) -> Vec<VersionState> {
-        self.states
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .cloned()
-            .collect()
-    }
-
-    fn profile(
-        &self,
-        registry: &registry::Registry,
-        model: &str,
-        version: u64,
-    ) -> Option<Arc<Profile>> {
-        let key = (model.to_string(), version);
-        if let Some(cached) = self
-            .profiles
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&key)
-        {
-            return Some(cached.clone());
-        }
-        let loaded = match registry.attachment(model, version, drift::profile::REFERENCE_PROFILE) {
-            Ok(Some(bytes)) => match serde_json::from_slice::<Profile>(&bytes) {
-                Ok(p) => Some(Arc::new(p)),
-                Err(e) => {
-                    tracing::warn!(model, version, error = %e, "unreadable reference profile");
-                    None
-                }
-            },
-            Ok(None) => None,
-            Err(e) => {
-                tracing::warn!(model, version, error = %e, "reading the reference profile");
-                return None;
-            }
-        };
-        // Found profiles are kept; a missing one is looked for again next
-        // time (it may be set while the server runs).
-        if let Some(profile) = &loaded {
-            self.profiles
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(key, profile.clone());
-        }
-        loaded
-    }
-
-    /// Announces alert changes: a log line each, the webhook, the hook.
-    pub async fn announce(&self, alerts: Vec<Alert>) {
-        for alert in alerts {
-            self.stats.alerts.fetch_add(
-                u64::from(alert.state == "drift"),
-                std::sync::atomic::Ordering::Relaxed,
-            );
-            if alert.state == "drift" {
-                tracing::warn!(
-                    model = %alert.model,
-                    version = alert.version,
-                    drift_share = alert.drift_share,
-                    features = %alert.drifted_features.join(","),
-                    "drift alert: the served data no longer looks like the training data"
-                );
-            } else {
-                tracing::info!(model = %alert.model, version = alert.version, "drift alert resolved");
-            }
-            if let Some(hook) = self.hook.get() {
-                hook(&alert);
-            }
-            if let Some(url) = &self.options.webhook {
-                let delivered = post_json(url, &alert).await;
-                if let Err(e) = delivered {
-                    self.stats
-                        .webhook_failures
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    tracing::warn!(url, error = %e, "the drift alert webhook failed");
-                }
-            }
-        }
-    }
-
-    /// The monitor's gauges in Prometheus' text format.
-    pub fn render_metrics(&self, out: &mut String) {
-        use std::sync::atomic::Ordering::Relaxed;
-        let states = self.states();
-        let mut scores = String::new();
-        let mut p_values = String::new();
-        let mut drifted = String::new();
-        let mut share = String::new();
-        let mut dataset = String::new();
-        let mut alerting = String::new();
-        let mut rows = String::new();
-        for s in &states {
-            let base = format!(
-                "model=\"{}\",version=\"{}\"",
-                label_value(&s.model),
-                s.version
-            );
-            let _ = writeln!(rows, "aurum_drift_window_rows{{{base}}} {}", s.window_rows);
-            let _ = writeln!(
-                alerting,
-                "aurum_drift_alerting{{{base}}} {}",
-                u8::from(s.alerting)
-            );
-            let Some(report) = &s.report else { continue };
-            let _ = writeln!(share, "aurum_drift_share{{{base}}} {}", report.drift_share);
-            let _ = writeln!(
-                dataset,
-                "aurum_drift_dataset_drifted{{{base}}} {}",
-                u8::from(report.dataset_drift)
-            );
-            for c in report.columns.iter().chain(&report.prediction) {
-                let Some(method) = c.method else { continue };
-                let Some(statistic) = c.statistic else {
-                    continue;
-                };
-                let labels = format!(
-                    "{base},feature=\"{}\",test=\"{}\"",
-                    label_value(&c.column),
-                    method.as_str()
-                );
-                let _ = writeln!(scores, "aurum_drift_score{{{labels}}} {statistic}");
-                if let Some(p) = c.p_value {
-                    let _ = writeln!(p_values, "aurum_drift_p_value{{{labels}}} {p}");
-                }
-                let _ = writeln!(
-                    drifted,
-                    "aurum_drift_feature_drifted{{{labels}}} {}",
-                    u8::from(c.drifted)
-                );
-            }
-        }
-        for (name, help, body) in [
-            (
-                "aurum_drift_score",
-                "The drift statistic per feature (and the prediction) of the last evaluation.",
-                &scores,
-            ),
-            (
-                "aurum_drift_p_value",
-                "The p-value per feature, for hypothesis tests.",
-                &p_values,
-            ),
-            (
-                "aurum_drift_feature_drifted",
-                "1 when the feature drifted at the last evaluation.",
-                &drifted,
-            ),
-            (
-                "aurum_drift_share",
-                "The share of tested features that drifted.",
-                &share,
-            ),
-            (
-                "aurum_drift_dataset_drifted",
-                "1 when the dataset drifted at the last evaluation.",
-                &dataset,
-            ),
-            (
-                "aurum_drift_alerting",
-                "1 while a drift alert is raised (with hysteresis).",
-                &alerting,
-            ),
-            (
-                "aurum_drift_window_rows",
-                "Rows in the evaluated window.",
-                &rows,
-            ),
-        ] {
-            metric_header(name, help, "gauge", out);
-            out.push_str(body);
-        }
-        for (name, help, counter) in [
-            (
-                "aurum_drift_evaluations_total",
-                "Evaluation passes of the drift monitor.",
-                &self.stats.evaluations,
-            ),
-            (
-                "aurum_drift_alerts_total",
-                "Drift alerts raised.",
-                &self.stats.alerts,
-            ),
-            (
-                "aurum_drift_webhook_failures_total",
-                "Alert webhook deliveries that failed.",
-                &self.stats.webhook_failures,
-            ),
-        ] {
-            metric_header(name, help, "counter", out);
-            let _ = writeln!(out, "{name} {}", counter.load(Relaxed));
-        }
-        crate::feedback::render_metrics(self, out);
-    }
-}
-
+/// POSTs `alert` to `url`. The error never holds the URL: webhook URLs
+/// carry secrets (Slack and Teams put the token in the path).
 async fn post_json(url: &str, alert: &Alert) -> Result<(), String> {
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
         .build()
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| e.without_url().to_string())?;
     let response = client
         .post(url)
         .json(alert)
         .send()
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| e.without_url().to_string())?;
     if response.status().is_success() {
         Ok(())
     } else {
         Err(format!("the webhook answered {}", response.status()))
+    }
+}
+
+/// Announces alert changes one by one: the monitor's counter, log line and
+/// hook, then the webhook POST (when one is set).
+async fn announce(monitor: &Monitor, alerts: Vec<Alert>) {
+    for alert in alerts {
+        monitor.announce(&alert);
+        if let Some(url) = &monitor.options().webhook
+            && let Err(e) = post_json(url, &alert).await
+        {
+            monitor.record_webhook_failure();
+            tracing::warn!(error = %e, "the drift alert webhook failed");
+        }
     }
 }
 
@@ -613,14 +55,14 @@ pub fn spawn(state: Arc<AppState>) {
         return;
     };
     tokio::spawn(async move {
-        let mut ticks = tokio::time::interval(monitor.options.interval);
+        let mut ticks = tokio::time::interval(monitor.options().interval);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ticks.tick().await;
         loop {
             ticks.tick().await;
             let (m, registry) = (monitor.clone(), state.registry.clone());
             match tokio::task::spawn_blocking(move || m.evaluate_all(&registry)).await {
-                Ok(alerts) => monitor.announce(alerts).await,
+                Ok(alerts) => announce(&monitor, alerts).await,
                 Err(e) => tracing::error!(error = %e, "a drift evaluation stopped"),
             }
         }
@@ -647,7 +89,7 @@ struct DriftAnswer {
     served: Vec<ServedArm>,
     #[serde(flatten)]
     state: VersionState,
-    performance: Vec<crate::feedback::PerformanceRow>,
+    performance: Vec<PerformanceRow>,
 }
 
 #[derive(Debug, Serialize)]
@@ -699,7 +141,7 @@ pub async fn drift_report(
     let fresh = tokio::task::spawn_blocking(move || m.evaluate(&registry, &name, version))
         .await
         .map_err(|e| AppError::internal(format!("the drift evaluation stopped: {e}")))?;
-    let performance = crate::feedback::performance_rows(&monitor, &model);
+    let performance = monitor.performance(&model);
     if html {
         let page = render_html(
             &model,
@@ -726,7 +168,7 @@ fn render_html(
     version: u64,
     arms: &[ServedArm],
     state: &VersionState,
-    performance: &[crate::feedback::PerformanceRow],
+    performance: &[PerformanceRow],
     options: &MonitorOptions,
 ) -> String {
     let served = arms
@@ -744,7 +186,7 @@ fn render_html(
     );
     // Live quality joins the page once outcomes have arrived.
     let tables: Vec<drift::html::Table> = (!performance.is_empty())
-        .then(|| crate::feedback::performance_table(performance))
+        .then(|| performance_table(performance))
         .into_iter()
         .collect();
     let empty;
@@ -767,4 +209,45 @@ fn render_html(
         }
     };
     drift::html::render(&format!("Drift — {model}"), &subtitle, report, &tables)
+}
+
+/// The live quality as a report table.
+fn performance_table(rows: &[PerformanceRow]) -> drift::html::Table {
+    let f = |v: Option<f64>| v.map_or("—".to_string(), |v| format!("{v:.4}"));
+    drift::html::Table {
+        caption: "Live quality from /feedback".into(),
+        headers: [
+            "version",
+            "arm",
+            "outcomes",
+            "window",
+            "ROC AUC",
+            "accuracy",
+            "calibration error",
+            "Brier",
+            "RMSE",
+            "MAE",
+        ]
+        .map(String::from)
+        .to_vec(),
+        rows: rows
+            .iter()
+            .map(|r| {
+                let c = r.classification.as_ref();
+                let g = r.regression.as_ref();
+                vec![
+                    r.version.to_string(),
+                    r.arm.clone(),
+                    r.feedback.to_string(),
+                    r.window.to_string(),
+                    f(c.and_then(|c| c.roc_auc)),
+                    f(c.map(|c| c.accuracy)),
+                    f(c.map(|c| c.calibration_error)),
+                    f(c.map(|c| c.brier)),
+                    f(g.map(|g| g.rmse)),
+                    f(g.map(|g| g.mae)),
+                ]
+            })
+            .collect(),
+    }
 }

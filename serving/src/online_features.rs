@@ -18,8 +18,8 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::rejection::JsonRejection;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use feature_store::definitions::split_ref;
 use feature_store::online::{EntityKeyError, FeatureBatch, LookupKeys, lookup_keys};
+use feature_store::schema::split_ref;
 use feature_store::{FeatureStatus, FeatureValue};
 use serde::ser::{SerializeSeq, SerializeStruct, Serializer};
 use serde::{Deserialize, Serialize};
@@ -442,7 +442,7 @@ fn yes() -> bool {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct MaterializeResponse {
     /// Per view.
-    pub views: Vec<feature_store::materialize::MaterializeReport>,
+    pub views: Vec<feature_store::online::materialize::MaterializeReport>,
 }
 
 /// Handles `POST /materialize`: loads new gold rows into the online store.
@@ -475,7 +475,7 @@ pub async fn materialize(
     let mut views = Vec::new();
     for view in selected {
         views.push(
-            feature_store::materialize::materialize(
+            feature_store::online::materialize::materialize(
                 store,
                 &state.online,
                 &view,

@@ -12,6 +12,7 @@ use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use feature_store::online::{EntityKeyError, entity_key, key_part};
 use feature_store::{FeatureStatus, FeatureValue};
+use monitoring::PredictionRecord;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -20,7 +21,6 @@ use crate::edge::RequestId;
 use crate::error::AppError;
 use crate::models::{LoadedModel, headline};
 use crate::policy::{ARM_HEADER, MissingFeatures, sticky_hash};
-use crate::prediction_log::PredictionRecord;
 
 /// The most rows one request may ask for.
 pub const MAX_ROWS: usize = feature_store::online::MAX_LOOKUP_ENTITIES;

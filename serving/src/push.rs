@@ -15,7 +15,7 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use feature_store::push::{
+use feature_store::online::push::{
     KeyValue, MAX_PUSH_ROWS, PushOutcome, PushRow, PushTo, Pusher, RejectedRow, check_columns,
     coerce,
 };
@@ -94,7 +94,7 @@ fn parse_rows(
             "{rows} rows in one push; the limit is {MAX_PUSH_ROWS}"
         )));
     }
-    let now = feature_store::push::now_micros();
+    let now = feature_store::online::push::now_micros();
     let mut parsed = Vec::with_capacity(rows);
     let mut rejected = Vec::new();
     for row in 0..rows {
@@ -142,7 +142,8 @@ fn parse_row(
         }
     };
     let event_micros = time(&view.timestamp_column, true)?.unwrap_or(now);
-    let event_micros = feature_store::push::check_time(&view.timestamp_column, event_micros)?;
+    let event_micros =
+        feature_store::online::push::check_time(&view.timestamp_column, event_micros)?;
     let created_micros = time(&view.created_column, false)?.unwrap_or(now);
     let mut values = Vec::with_capacity(view.features.len());
     for (i, feature) in view.features.iter().enumerate() {

@@ -2,6 +2,7 @@
 //! real clients. One test binary for all of them keeps link time down.
 
 mod demo;
+mod incremental;
 mod model_registry;
 mod model_server;
 mod monitoring;

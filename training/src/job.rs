@@ -6,8 +6,9 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use feature_store::training_set::{self, TrainingSetRequest};
-use feature_store::{DeltaStore, Project};
+use delta::DeltaStore;
+use feature_store::Project;
+use feature_store::retrieval::training_set::{self, TrainingSetRequest};
 use registry::{Lineage, NewVersion, Registry};
 
 use crate::error::{Error, Result};
@@ -176,7 +177,7 @@ pub async fn run(
     wanted.extend([spec.spine_timestamp.clone(), spec.label.clone()]);
     // Only the spine columns the join and the label need are read.
     let spine_error =
-        |e: feature_store::Error| Error::Spec(format!("model {}: the spine table: {e}", spec.name));
+        |e: delta::Error| Error::Spec(format!("model {}: the spine table: {e}", spec.name));
     let spine_version = table_versions[&spec.spine_table];
     let (schema, _) = store
         .arrow_schema(&spec.spine_table, Some(spine_version))

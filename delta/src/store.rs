@@ -1,0 +1,552 @@
+//! Delta tables under one directory: create, append, overwrite, read, list
+//! data files, history and lineage.
+//!
+//! deltalake owns the transaction log (versions, commits, commit info);
+//! polars reads the Parquet data files of a snapshot. Every commit aurum
+//! writes records its lineage (see [`crate::CommitLineage`]) in the commit
+//! info under the key [`crate::LINEAGE_KEY`], where Spark, Databricks and
+//! `deltalake` users can see it.
+
+use std::path::{Path, PathBuf};
+
+use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
+use deltalake::kernel::{Action, MetadataExt};
+use deltalake::operations::create::CreateBuilder;
+use deltalake::protocol::{DeltaOperation, SaveMode};
+use deltalake::{DeltaTable, DeltaTableError};
+use futures::StreamExt;
+use polars::prelude::*;
+
+use crate::error::{Error, Result};
+use crate::files::{local_file, read_parquet_files, stream_file, write_files};
+use crate::interop;
+use crate::lineage::{CommitLineage, LINEAGE_KEY};
+use crate::schema::{SchemaDiff, arrow_schema_of, compare_schemas, empty_frame, kernel_schema};
+
+/// How a write treats existing data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteMode {
+    /// Add rows to the table.
+    Append,
+    /// Replace the table's rows (older versions stay readable).
+    Overwrite,
+}
+
+/// Which differences between the frame's and the table's schema a write
+/// accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SchemaChange {
+    /// The schemas must be equal.
+    Refuse,
+    /// New columns may be added; existing ones must keep name and type.
+    AddColumns,
+    /// Anything, for an overwrite that was explicitly allowed to break
+    /// readers.
+    Any,
+}
+
+/// How to write.
+#[derive(Debug, Clone)]
+pub struct WriteOptions {
+    /// Append or overwrite.
+    pub mode: WriteMode,
+    /// Accepted schema differences.
+    pub schema_change: SchemaChange,
+    /// Rows per data file (files are cut at batch boundaries past this).
+    pub rows_per_file: usize,
+    /// Data files (paths relative to the table) removed in the same commit,
+    /// for copy-on-write rewrites.
+    pub remove: Vec<String>,
+}
+
+impl WriteOptions {
+    /// Appends with no schema change, two million rows per file.
+    pub fn append() -> Self {
+        WriteOptions {
+            mode: WriteMode::Append,
+            schema_change: SchemaChange::Refuse,
+            rows_per_file: DEFAULT_ROWS_PER_FILE,
+            remove: Vec::new(),
+        }
+    }
+
+    /// Overwrites with no schema change.
+    pub fn overwrite() -> Self {
+        WriteOptions {
+            mode: WriteMode::Overwrite,
+            ..WriteOptions::append()
+        }
+    }
+}
+
+/// The default data file size in rows.
+pub const DEFAULT_ROWS_PER_FILE: usize = 2_000_000;
+
+/// One data file of a table snapshot.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DataFile {
+    /// The path relative to the table root, as in the log.
+    pub path: String,
+    /// Bytes.
+    pub size: i64,
+    /// Rows, from the file statistics.
+    pub rows: Option<usize>,
+    /// Minimum values by column, from the file statistics (JSON).
+    pub min_values: serde_json::Map<String, serde_json::Value>,
+    /// Maximum values by column, from the file statistics (JSON).
+    pub max_values: serde_json::Map<String, serde_json::Value>,
+}
+
+impl DataFile {
+    /// The maximum of a timestamp column, in microseconds, when the
+    /// statistics hold it.
+    pub fn max_micros(&self, column: &str) -> Option<i64> {
+        stat_micros(self.max_values.get(column)?)
+    }
+
+    /// The minimum of a timestamp column, in microseconds.
+    pub fn min_micros(&self, column: &str) -> Option<i64> {
+        stat_micros(self.min_values.get(column)?)
+    }
+}
+
+fn stat_micros(value: &serde_json::Value) -> Option<i64> {
+    let text = value.as_str()?;
+    chrono::DateTime::parse_from_rfc3339(text)
+        .ok()
+        .map(|t| t.timestamp_micros())
+}
+
+/// One commit of a table's history.
+#[derive(Debug, Clone)]
+pub struct Commit {
+    /// The version the commit produced.
+    pub version: u64,
+    /// The commit time, milliseconds since the epoch.
+    pub timestamp_ms: Option<i64>,
+    /// The Delta operation name, e.g. `WRITE`.
+    pub operation: Option<String>,
+    /// aurum's lineage, when aurum wrote the commit.
+    pub lineage: Option<CommitLineage>,
+}
+
+/// Delta tables stored under one directory, one sub-directory per table.
+#[derive(Debug, Clone)]
+pub struct DeltaStore {
+    root: PathBuf,
+}
+
+impl DeltaStore {
+    /// A store rooted at `root` (created on first write).
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        DeltaStore { root: root.into() }
+    }
+
+    /// The directory holding the tables.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The directory of table `name`.
+    pub fn table_path(&self, name: &str) -> PathBuf {
+        self.root.join(name)
+    }
+
+    /// Whether table `name` exists.
+    pub fn exists(&self, name: &str) -> bool {
+        self.table_path(name).join("_delta_log").is_dir()
+    }
+
+    /// The names of the tables in the store, sorted.
+    pub fn tables(&self) -> Result<Vec<String>> {
+        let mut names = Vec::new();
+        let entries = match std::fs::read_dir(&self.root) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(names),
+            Err(source) => {
+                return Err(Error::Io {
+                    path: self.root.clone(),
+                    source,
+                });
+            }
+        };
+        for entry in entries.flatten() {
+            if entry.path().join("_delta_log").is_dir() {
+                names.push(entry.file_name().to_string_lossy().into_owned());
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    /// Writes `df` to table `name` in one commit carrying `lineage`, creating
+    /// the table if needed, and returns the new table version.
+    ///
+    /// Data files are written first and committed in one Delta transaction,
+    /// so readers see all of the write or none of it. An overwrite removes
+    /// the previous files in the same commit (they stay readable by time
+    /// travel until vacuumed). A write of zero rows still commits, so that
+    /// the lineage of an empty batch (e.g. every row quarantined) is kept.
+    pub async fn write(
+        &self,
+        name: &str,
+        df: &DataFrame,
+        options: &WriteOptions,
+        lineage: &CommitLineage,
+    ) -> Result<u64> {
+        let path = self.table_path(name);
+        std::fs::create_dir_all(&path).map_err(|source| Error::Io {
+            path: path.clone(),
+            source,
+        })?;
+        let (schema, _) = interop::frame_to_batches(&df.head(Some(0)))?;
+        let url = table_url(name, &path)?;
+        let mut lineage = lineage.clone();
+        if lineage.aurum_version.is_empty() {
+            lineage.aurum_version = env!("CARGO_PKG_VERSION").to_string();
+        }
+        let lineage_json = serde_json::to_value(&lineage).unwrap_or(serde_json::Value::Null);
+        let properties =
+            CommitProperties::default().with_metadata([(LINEAGE_KEY.to_string(), lineage_json)]);
+        let adds = write_files(name, &path, df, options.rows_per_file).await?;
+
+        if !path.join("_delta_log").is_dir() {
+            let kernel_schema = kernel_schema(name, &schema)?;
+            let table = CreateBuilder::new()
+                .with_location(url.as_str())
+                .with_table_name(name)
+                .with_columns(kernel_schema.fields().cloned())
+                .with_actions(adds.into_iter().map(Action::Add))
+                .with_commit_properties(properties)
+                .await
+                .map_err(Error::delta(name))?;
+            return table
+                .version()
+                .ok_or_else(|| Error::TableMissing(name.to_string()));
+        }
+
+        let table = self.open(name, None).await?;
+        let snapshot = table.snapshot().map_err(Error::delta(name))?;
+        let mut actions: Vec<Action> = adds.into_iter().map(Action::Add).collect();
+        // Schema: equal, evolved (a Metadata action), or refused.
+        let table_schema = arrow_schema_of(name, &snapshot.schema())?;
+        match compare_schemas(&table_schema, &schema) {
+            SchemaDiff::Equal => {}
+            diff => {
+                let allowed = matches!(
+                    (&diff, options.schema_change),
+                    (_, SchemaChange::Any) | (SchemaDiff::Added(_), SchemaChange::AddColumns)
+                );
+                if !allowed {
+                    return Err(Error::SchemaChange {
+                        table: name.to_string(),
+                        message: diff.describe(),
+                    });
+                }
+                let kernel_schema = kernel_schema(name, &schema)?;
+                let metadata = snapshot
+                    .metadata()
+                    .clone()
+                    .with_schema(&kernel_schema)
+                    .map_err(|source| Error::delta(name)(DeltaTableError::Kernel { source }))?;
+                actions.push(Action::Metadata(metadata));
+            }
+        }
+        let save_mode = match options.mode {
+            WriteMode::Append => {
+                if !options.remove.is_empty() {
+                    let remove: std::collections::HashSet<&str> =
+                        options.remove.iter().map(String::as_str).collect();
+                    actions.extend(
+                        snapshot
+                            .log_data()
+                            .iter()
+                            .filter(|file| remove.contains(file.path().as_ref()))
+                            .map(|file| Action::Remove(file.remove_action(true))),
+                    );
+                }
+                SaveMode::Append
+            }
+            WriteMode::Overwrite => {
+                actions.extend(
+                    snapshot
+                        .log_data()
+                        .iter()
+                        .map(|file| Action::Remove(file.remove_action(true))),
+                );
+                SaveMode::Overwrite
+            }
+        };
+        let operation = DeltaOperation::Write {
+            mode: save_mode,
+            partition_by: None,
+            predicate: None,
+        };
+        let commit = CommitBuilder::from(properties)
+            .with_actions(actions)
+            .build(Some(snapshot), table.log_store(), operation)
+            .await
+            .map_err(Error::delta(name))?;
+        Ok(commit.version())
+    }
+
+    /// The data files of `name` at `version` (latest when `None`), with
+    /// their statistics, and the version listed.
+    pub async fn files(&self, name: &str, version: Option<u64>) -> Result<(Vec<DataFile>, u64)> {
+        let table = self.open(name, version).await?;
+        let read_version = table
+            .version()
+            .ok_or_else(|| Error::TableMissing(name.to_string()))?;
+        let snapshot = table.snapshot().map_err(Error::delta(name))?;
+        let files = snapshot
+            .log_data()
+            .iter()
+            .map(|file| {
+                let stats: serde_json::Value = file
+                    .stats()
+                    .and_then(|s| serde_json::from_str(&s).ok())
+                    .unwrap_or(serde_json::Value::Null);
+                let object = |key: &str| {
+                    stats
+                        .get(key)
+                        .and_then(|v| v.as_object())
+                        .cloned()
+                        .unwrap_or_default()
+                };
+                DataFile {
+                    path: file.path().to_string(),
+                    size: file.size(),
+                    rows: file.num_records(),
+                    min_values: object("minValues"),
+                    max_values: object("maxValues"),
+                }
+            })
+            .collect();
+        Ok((files, read_version))
+    }
+
+    /// Reads the given data files of `name` (as listed by [`files`] at
+    /// `version`) into one frame with the table's schema at that version;
+    /// `columns` projects. Files written before a column was added get
+    /// nulls for it.
+    ///
+    /// [`files`]: DeltaStore::files
+    pub async fn read_files(
+        &self,
+        name: &str,
+        version: u64,
+        files: &[DataFile],
+        columns: Option<&[String]>,
+    ) -> Result<DataFrame> {
+        let table = self.open(name, Some(version)).await?;
+        let schema = table.snapshot().map_err(Error::delta(name))?.schema();
+        let template = empty_frame(name, &schema)?;
+        let wanted: Vec<String> = match columns {
+            Some(c) => c.to_vec(),
+            None => template
+                .get_column_names()
+                .into_iter()
+                .map(|c| c.to_string())
+                .collect(),
+        };
+        for c in &wanted {
+            if template.column(c).is_err() {
+                return Err(Error::UnknownColumn {
+                    table: name.to_string(),
+                    column: c.clone(),
+                });
+            }
+        }
+        let root = std::path::absolute(self.table_path(name)).map_err(|source| Error::Io {
+            path: self.table_path(name),
+            source,
+        })?;
+        let paths: Vec<PathBuf> = files.iter().map(|f| local_file(&root, &f.path)).collect();
+        let names: Vec<String> = wanted.clone();
+        let template_for_read = template.clone();
+        let table_name = name.to_string();
+        // Parquet decoding is CPU work: keep it off the async workers.
+        tokio::task::spawn_blocking(move || {
+            read_parquet_files(&table_name, &paths, &names, &template_for_read)
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("reading {name}: {e}")))?
+    }
+
+    /// Streams table `name` at `version` (latest when `None`) as arrow-rs
+    /// record batches in the table's schema, file by file and row group by
+    /// row group, without reading the whole table first: the Parquet
+    /// decoding runs on a blocking thread while the receiver sends what is
+    /// ready. Files written before a column was added give nulls for it.
+    /// Returns the schema and the receiving end (at most `buffer` batches
+    /// wait in it).
+    pub async fn stream_batches(
+        &self,
+        name: &str,
+        version: Option<u64>,
+        buffer: usize,
+    ) -> Result<(
+        arrow_schema::SchemaRef,
+        tokio::sync::mpsc::Receiver<Result<arrow_array::RecordBatch>>,
+    )> {
+        let (files, read_version) = self.files(name, version).await?;
+        let (schema, _) = self.arrow_schema(name, Some(read_version)).await?;
+        let schema = std::sync::Arc::new(schema);
+        let root = std::path::absolute(self.table_path(name)).map_err(|source| Error::Io {
+            path: self.table_path(name),
+            source,
+        })?;
+        let paths: Vec<PathBuf> = files.iter().map(|f| local_file(&root, &f.path)).collect();
+        let (sender, receiver) = tokio::sync::mpsc::channel(buffer.max(1));
+        let table_schema = schema.clone();
+        let table = name.to_string();
+        let failures = sender.clone();
+        let reading = tokio::task::spawn_blocking(move || {
+            for path in paths {
+                if sender.is_closed() {
+                    return;
+                }
+                if let Err(e) = stream_file(&table, &path, &table_schema, &sender) {
+                    let _ = sender.blocking_send(Err(e));
+                    return;
+                }
+            }
+        });
+        // A panic while decoding ends the stream with an error, not as if
+        // the table had ended.
+        let table = name.to_string();
+        tokio::spawn(async move {
+            if let Err(e) = reading.await {
+                let _ = failures
+                    .send(Err(Error::Internal(format!(
+                        "reading {table} stopped: {e}"
+                    ))))
+                    .await;
+            }
+        });
+        Ok((schema, receiver))
+    }
+
+    /// The Arrow schema of table `name` at `version` (latest when `None`),
+    /// and the version it is of.
+    pub async fn arrow_schema(
+        &self,
+        name: &str,
+        version: Option<u64>,
+    ) -> Result<(arrow_schema::Schema, u64)> {
+        let table = self.open(name, version).await?;
+        let snapshot = table.snapshot().map_err(Error::delta(name))?;
+        let read_version = snapshot.version();
+        Ok((arrow_schema_of(name, &snapshot.schema())?, read_version))
+    }
+
+    /// Reads table `name` at `version` (latest when `None`) into one frame,
+    /// and returns the version read.
+    pub async fn read(&self, name: &str, version: Option<u64>) -> Result<(DataFrame, u64)> {
+        let (files, read_version) = self.files(name, version).await?;
+        let df = self.read_files(name, read_version, &files, None).await?;
+        Ok((df, read_version))
+    }
+
+    /// The files of `name` at `to` that were not in the table at `from`:
+    /// for an append-only table, exactly the data added in between. A file
+    /// rewritten by a copy-on-write commit shows up as new too, which makes
+    /// downstream work redo its rows rather than miss them. Files written by
+    /// compaction hold no new rows and are left out.
+    pub async fn files_added(
+        &self,
+        name: &str,
+        from: Option<u64>,
+        to: Option<u64>,
+    ) -> Result<(Vec<DataFile>, u64)> {
+        let (now, to_version) = self.files(name, to).await?;
+        let Some(from) = from else {
+            return Ok((now, to_version));
+        };
+        let (before, _) = self.files(name, Some(from)).await?;
+        let mut known: std::collections::HashSet<String> =
+            before.into_iter().map(|f| f.path).collect();
+        for commit in self.history(name).await? {
+            if commit.version > from
+                && commit.version <= to_version
+                && let Some(lineage) = commit.lineage
+            {
+                known.extend(lineage.compacted_files);
+            }
+        }
+        Ok((
+            now.into_iter()
+                .filter(|f| !known.contains(&f.path))
+                .collect(),
+            to_version,
+        ))
+    }
+
+    /// Every commit of `name`, newest first.
+    pub async fn history(&self, name: &str) -> Result<Vec<Commit>> {
+        let table = self.open(name, None).await?;
+        let latest = table.version().unwrap_or(0);
+        // The log lists commits newest first, one per version.
+        let mut history = table.history(None);
+        let mut commits = Vec::new();
+        let mut version = latest;
+        while let Some(info) = history.next().await {
+            let info = info.map_err(Error::delta(name))?;
+            commits.push(Commit {
+                version,
+                timestamp_ms: info.timestamp,
+                operation: info.operation.clone(),
+                lineage: info
+                    .info
+                    .get(LINEAGE_KEY)
+                    .and_then(|v| serde_json::from_value(v.clone()).ok()),
+            });
+            version = version.saturating_sub(1);
+        }
+        Ok(commits)
+    }
+
+    /// The latest version of table `name`, or `None` if it does not exist.
+    pub async fn latest_version(&self, name: &str) -> Result<Option<u64>> {
+        let path = self.table_path(name);
+        if !path.join("_delta_log").is_dir() {
+            return Ok(None);
+        }
+        let table = self.open(name, None).await?;
+        Ok(table.version())
+    }
+
+    /// The lineage recorded by the commit that produced `version` of `name`.
+    pub async fn lineage(&self, name: &str, version: u64) -> Result<Option<CommitLineage>> {
+        let table = self.open(name, Some(version)).await?;
+        let mut history = table.history(Some(1));
+        while let Some(info) = history.next().await {
+            let info = info.map_err(Error::delta(name))?;
+            if let Some(value) = info.info.get(LINEAGE_KEY) {
+                return Ok(serde_json::from_value(value.clone()).ok());
+            }
+        }
+        Ok(None)
+    }
+
+    pub(crate) async fn open(&self, name: &str, version: Option<u64>) -> Result<DeltaTable> {
+        let path = self.table_path(name);
+        if !path.join("_delta_log").is_dir() {
+            return Err(Error::TableMissing(name.to_string()));
+        }
+        let url = table_url(name, &path)?;
+        match version {
+            Some(v) => deltalake::open_table_with_version(url, v).await,
+            None => deltalake::open_table(url).await,
+        }
+        .map_err(Error::delta(name))
+    }
+}
+
+fn table_url(name: &str, path: &Path) -> Result<url::Url> {
+    let absolute = std::path::absolute(path).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    deltalake::ensure_table_uri(absolute.to_string_lossy()).map_err(Error::delta(name))
+}

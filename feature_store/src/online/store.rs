@@ -1,0 +1,1124 @@
+//! The online store: the latest feature row per entity, in process memory.
+//!
+//! Rows live in one moka cache keyed by (view, entity key), bounded by a
+//! memory budget through a weigher. A lookup resolves its feature references
+//! to (view, column) once, then costs one hash probe per entity and view, so
+//! its cost does not grow with the number of registered views. TTL is
+//! enforced on read: a row older than its view's TTL is reported as
+//! `OUTSIDE_MAX_AGE` and its values are withheld.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use moka::ops::compute::Op;
+use moka::sync::Cache;
+use polars::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::schema::{FeatureService, FeatureView, split_ref};
+
+/// One feature value.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum FeatureValue {
+    /// No value.
+    Null,
+    /// An integer.
+    Int(i64),
+    /// A floating-point number.
+    Float(f64),
+    /// A boolean.
+    Bool(bool),
+    /// A string.
+    Str(Arc<str>),
+}
+
+impl FeatureValue {
+    /// The value as a number, when it is one.
+    pub fn as_f64(&self) -> Option<f64> {
+        match self {
+            FeatureValue::Int(v) => Some(*v as f64),
+            FeatureValue::Float(v) => Some(*v),
+            FeatureValue::Bool(v) => Some(f64::from(u8::from(*v))),
+            FeatureValue::Null | FeatureValue::Str(_) => None,
+        }
+    }
+
+    fn weight(&self) -> usize {
+        std::mem::size_of::<Self>()
+            + match self {
+                FeatureValue::Str(s) => s.len(),
+                _ => 0,
+            }
+    }
+}
+
+/// The status of one feature of one entity, named as Feast names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum FeatureStatus {
+    /// The value is present and fresh.
+    Present,
+    /// No row exists for the entity.
+    NotFound,
+    /// A row exists but the feature is null.
+    NullValue,
+    /// The row is older than the view's TTL.
+    OutsideMaxAge,
+}
+
+/// The latest row of one entity in one view.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OnlineRow {
+    /// The row's event time, microseconds since the epoch.
+    pub event_micros: i64,
+    /// The row's created time, microseconds since the epoch (breaks ties).
+    pub created_micros: i64,
+    /// Feature values in the view's feature order.
+    pub values: Box<[FeatureValue]>,
+}
+
+/// The outcome of materializing a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MaterializeStats {
+    /// Entities whose row was written.
+    pub written: usize,
+    /// Entities skipped because the store already held a newer row.
+    pub skipped_older: usize,
+}
+
+/// Feature values for a batch of entities, row-major, in the order of the
+/// requested feature references.
+#[derive(Debug, Clone)]
+pub struct FeatureBatch {
+    /// One row per entity: (value, status) per feature.
+    pub rows: Vec<Vec<(FeatureValue, FeatureStatus)>>,
+    /// One row per entity: the event time (microseconds) of the stored row
+    /// each value came from, when there was one.
+    pub event_micros: Vec<Vec<Option<i64>>>,
+}
+
+/// The stored rows. Keys are hashed with foldhash (seeded per process):
+/// several times faster than the default SipHash on short keys, which is a
+/// visible share of a microsecond lookup.
+type Rows = Cache<RowKey, Arc<OnlineRow>, foldhash::fast::RandomState>;
+
+/// Resolved references: the view slot and column of each.
+type Columns = Vec<(Arc<ViewSlot>, usize)>;
+
+/// Feature references resolved to stored columns ([`OnlineStore::resolve`]).
+#[derive(Debug, Clone)]
+pub struct FeatureSet {
+    features: Vec<String>,
+    columns: Columns,
+    /// The store's view generation when resolved.
+    generation: u32,
+}
+
+impl FeatureSet {
+    /// The definitions of the views the references name, each once, in
+    /// order of first reference.
+    pub fn views(&self) -> Vec<&FeatureView> {
+        let mut views: Vec<&FeatureView> = Vec::new();
+        for (slot, _) in &self.columns {
+            if !views.iter().any(|v| v.name == slot.view.name) {
+                views.push(&slot.view);
+            }
+        }
+        views
+    }
+}
+
+/// The most entities one lookup request may name (over HTTP or Flight).
+pub const MAX_LOOKUP_ENTITIES: usize = 10_000;
+
+/// Why a lookup request's entity columns do not fit the requested views.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EntityKeyError {
+    /// The requested views have different join keys.
+    #[error("feature view {view:?} is keyed by {keys:?}, other requested views by {expected:?}")]
+    MixedEntities {
+        /// The view that differs.
+        view: String,
+        /// Its join keys.
+        keys: Vec<String>,
+        /// The first view's join keys.
+        expected: Vec<String>,
+    },
+    /// A column that is no join key of the views.
+    #[error("{key:?} is not a join key of the requested views ({join_keys:?})")]
+    UnknownKey {
+        /// The column.
+        key: String,
+        /// The views' join keys.
+        join_keys: Vec<String>,
+    },
+    /// A join key without a column.
+    #[error("the requested views need entity key {0:?}")]
+    MissingKey(String),
+    /// Key columns of different lengths.
+    #[error("entity key columns have different lengths")]
+    Ragged,
+    /// More entities than [`MAX_LOOKUP_ENTITIES`].
+    #[error("{0} entities in one request; the limit is {MAX_LOOKUP_ENTITIES}")]
+    TooMany(usize),
+    /// A key value that is neither an integer nor a string.
+    #[error("entity key {key:?} row {row}: {value} is not an integer or a string")]
+    InvalidKey {
+        /// The join key.
+        key: String,
+        /// The row.
+        row: usize,
+        /// The value, as JSON.
+        value: String,
+    },
+}
+
+/// A lookup request's entity columns, checked against the requested views.
+#[derive(Debug)]
+pub struct LookupKeys<'a> {
+    /// The views' join keys, in order.
+    pub join_keys: Vec<String>,
+    /// The request's column of each join key.
+    pub columns: Vec<&'a [serde_json::Value]>,
+    /// The online key of each entity.
+    pub keys: Vec<String>,
+}
+
+/// Checks a request's `entities` (join key → one JSON value per entity)
+/// against the views of `set` and builds each entity's online key.
+pub fn lookup_keys<'a, K: std::borrow::Borrow<str> + Ord>(
+    set: &FeatureSet,
+    entities: &'a std::collections::BTreeMap<K, Vec<serde_json::Value>>,
+) -> Result<LookupKeys<'a>, EntityKeyError> {
+    let views = set.views();
+    let join_keys = views
+        .first()
+        .map(|v| v.entity.join_keys.clone())
+        .unwrap_or_default();
+    if let Some(other) = views.iter().find(|v| v.entity.join_keys != join_keys) {
+        return Err(EntityKeyError::MixedEntities {
+            view: other.name.clone(),
+            keys: other.entity.join_keys.clone(),
+            expected: join_keys,
+        });
+    }
+    if let Some(extra) = entities
+        .keys()
+        .map(|k| k.borrow())
+        .find(|k| !join_keys.iter().any(|j| j == k))
+    {
+        return Err(EntityKeyError::UnknownKey {
+            key: extra.to_string(),
+            join_keys,
+        });
+    }
+    let mut columns = Vec::with_capacity(join_keys.len());
+    for key in &join_keys {
+        let column = entities
+            .get(key.as_str())
+            .ok_or_else(|| EntityKeyError::MissingKey(key.clone()))?;
+        columns.push(column.as_slice());
+    }
+    let rows = columns.first().map_or(0, |c| c.len());
+    if columns.iter().any(|c| c.len() != rows) {
+        return Err(EntityKeyError::Ragged);
+    }
+    if rows > MAX_LOOKUP_ENTITIES {
+        return Err(EntityKeyError::TooMany(rows));
+    }
+    let part = |key: &String, row: usize, value: &serde_json::Value| {
+        key_part(value).ok_or_else(|| EntityKeyError::InvalidKey {
+            key: key.clone(),
+            row,
+            value: value.to_string(),
+        })
+    };
+    let mut keys = Vec::with_capacity(rows);
+    for row in 0..rows {
+        keys.push(match (join_keys.as_slice(), columns.as_slice()) {
+            // One join key: the key is its text, without the join.
+            ([key], [column]) => part(key, row, &column[row])?,
+            _ => entity_key(
+                &join_keys
+                    .iter()
+                    .zip(&columns)
+                    .map(|(key, column)| part(key, row, &column[row]))
+                    .collect::<Result<Vec<_>, _>>()?,
+            ),
+        });
+    }
+    Ok(LookupKeys {
+        join_keys,
+        columns,
+        keys,
+    })
+}
+
+/// One entity-key value as the online store keys it: a string as it is, an
+/// integer in decimal; anything else has no key.
+pub fn key_part(value: &serde_json::Value) -> Option<String> {
+    match value {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Number(n) if n.is_i64() || n.is_u64() => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// Cache counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct OnlineStats {
+    /// Lookups that found a row.
+    pub hits: u64,
+    /// Lookups that found none.
+    pub misses: u64,
+    /// Rows held.
+    pub entries: u64,
+    /// Bytes held, as the weigher counts them.
+    pub weighted_bytes: u64,
+    /// Rows evicted to stay within the memory budget.
+    pub evictions: u64,
+}
+
+/// A stored row's key: the view's id (4 bytes, little-endian), then the
+/// entity key's bytes. A byte string, so a lookup can probe with a key
+/// built on the stack (`Box<[u8]>: Borrow<[u8]>`) instead of allocating.
+type RowKey = Box<[u8]>;
+
+const VIEW_ID_BYTES: usize = 4;
+
+fn row_key(view: u32, entity: &str) -> RowKey {
+    let mut key = Vec::with_capacity(VIEW_ID_BYTES + entity.len());
+    key.extend_from_slice(&view.to_le_bytes());
+    key.extend_from_slice(entity.as_bytes());
+    key.into_boxed_slice()
+}
+
+fn key_view(key: &[u8]) -> u32 {
+    let mut id = [0u8; VIEW_ID_BYTES];
+    id.copy_from_slice(&key[..VIEW_ID_BYTES]);
+    u32::from_le_bytes(id)
+}
+
+/// Calls `probe` with the key of (`view`, `entity`), built on the stack when
+/// it is short.
+fn with_row_key<R>(view: u32, entity: &str, probe: impl FnOnce(&[u8]) -> R) -> R {
+    const STACK: usize = 64;
+    let len = VIEW_ID_BYTES + entity.len();
+    if len <= STACK {
+        let mut key = [0u8; STACK];
+        key[..VIEW_ID_BYTES].copy_from_slice(&view.to_le_bytes());
+        key[VIEW_ID_BYTES..len].copy_from_slice(entity.as_bytes());
+        probe(&key[..len])
+    } else {
+        probe(&row_key(view, entity))
+    }
+}
+
+/// Rows and bytes one view holds. Maintained on write and in the removal
+/// listener (replacement, eviction, invalidation), so it is exact once the
+/// cache's pending maintenance has run.
+#[derive(Debug, Default)]
+struct ViewUsage {
+    entries: AtomicI64,
+    bytes: AtomicI64,
+}
+
+impl ViewUsage {
+    fn add(&self, entries: i64, bytes: i64) {
+        self.entries.fetch_add(entries, Ordering::Relaxed);
+        self.bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+}
+
+/// Per-view usage, by view id: shared with the cache's removal listener.
+type UsageById = Arc<RwLock<HashMap<u32, Arc<ViewUsage>>>>;
+
+#[derive(Debug)]
+struct ViewSlot {
+    id: u32,
+    view: FeatureView,
+    ttl_micros: i64,
+    /// The Delta version last materialized, plus one (0: none yet).
+    delta_version_plus_one: AtomicU64,
+    usage: Arc<ViewUsage>,
+    /// Feature name → column, so resolving a reference is one probe.
+    columns: HashMap<String, usize>,
+}
+
+/// Rows and memory one feature view holds in the online store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ViewStats {
+    /// The feature view.
+    pub view: String,
+    /// Entities held.
+    pub entries: u64,
+    /// Bytes held, as the weigher counts them.
+    pub bytes: u64,
+}
+
+/// The in-memory online store.
+pub struct OnlineStore {
+    views: RwLock<HashMap<String, Arc<ViewSlot>>>,
+    services: RwLock<HashMap<String, Arc<[String]>>>,
+    usage: UsageById,
+    rows: Rows,
+    hits: Arc<AtomicU64>,
+    misses: Arc<AtomicU64>,
+    evictions: Arc<AtomicU64>,
+    /// Held while the store lives; the housekeeper stops when it is gone.
+    _alive: Arc<()>,
+    next_view_id: std::sync::atomic::AtomicU32,
+}
+
+/// The bytes a stored row costs, as the weigher counts them: key, row
+/// header and values (strings by length).
+fn row_weight(key: &RowKey, row: &OnlineRow) -> u32 {
+    let bytes = std::mem::size_of::<RowKey>()
+        + key.len()
+        + std::mem::size_of::<OnlineRow>()
+        + row.values.iter().map(FeatureValue::weight).sum::<usize>();
+    u32::try_from(bytes).unwrap_or(u32::MAX)
+}
+
+impl std::fmt::Debug for OnlineStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OnlineStore")
+            .field("entries", &self.rows.entry_count())
+            .finish()
+    }
+}
+
+impl OnlineStore {
+    /// An empty store that holds at most `memory_budget_bytes` of rows.
+    pub fn new(memory_budget_bytes: u64) -> Self {
+        let evictions = Arc::new(AtomicU64::new(0));
+        let evicted = evictions.clone();
+        let usage: UsageById = Arc::default();
+        let listener_usage = usage.clone();
+        let rows = Cache::builder()
+            .max_capacity(memory_budget_bytes)
+            .weigher(|key: &RowKey, row: &Arc<OnlineRow>| row_weight(key, row))
+            .support_invalidation_closures()
+            // Rows dropped to stay within the budget are counted: serving
+            // NOT_FOUND for an evicted entity must be visible in metrics.
+            // Every removal (a replaced row included) leaves its view's usage.
+            .eviction_listener(move |key: Arc<RowKey>, row: Arc<OnlineRow>, cause| {
+                if cause == moka::notification::RemovalCause::Size {
+                    evicted.fetch_add(1, Ordering::Relaxed);
+                }
+                let by_id = listener_usage.read().unwrap_or_else(|e| e.into_inner());
+                if let Some(usage) = by_id.get(&key_view(&key)) {
+                    usage.add(-1, -i64::from(row_weight(&key, &row)));
+                }
+            })
+            .build_with_hasher(foldhash::fast::RandomState::default());
+        let hits = Arc::new(AtomicU64::new(0));
+        let misses = Arc::new(AtomicU64::new(0));
+        let alive = Arc::new(());
+        start_housekeeper(
+            rows.clone(),
+            Arc::downgrade(&alive),
+            hits.clone(),
+            misses.clone(),
+        );
+        OnlineStore {
+            views: RwLock::new(HashMap::new()),
+            services: RwLock::new(HashMap::new()),
+            usage,
+            rows,
+            hits,
+            misses,
+            _alive: alive,
+            evictions,
+            next_view_id: std::sync::atomic::AtomicU32::new(0),
+        }
+    }
+
+    /// Registers (or replaces the definition of) a feature view.
+    ///
+    /// A replaced view gets a fresh identity, so rows stored under the old
+    /// definition (whose feature layout may differ) are never read through
+    /// the new one; they age out of the cache.
+    pub fn register_view(&self, view: FeatureView) {
+        let mut views = self.views.write().unwrap_or_else(|e| e.into_inner());
+        // The id doubles as the store's view generation (FeatureSet).
+        let id = self.next_view_id.fetch_add(1, Ordering::AcqRel);
+        if let Some(old) = views.get(&view.name) {
+            let old_id = old.id;
+            // Dropping the old rows eagerly frees the budget for the new ones.
+            let _ = self
+                .rows
+                .invalidate_entries_if(move |key, _| key_view(key) == old_id);
+        }
+        let usage = Arc::new(ViewUsage::default());
+        self.usage
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, usage.clone());
+        let columns = view
+            .features
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (f.clone(), i))
+            .collect();
+        let slot = ViewSlot {
+            id,
+            ttl_micros: view.ttl_micros(),
+            view,
+            delta_version_plus_one: AtomicU64::new(0),
+            usage,
+            columns,
+        };
+        views.insert(slot.view.name.clone(), Arc::new(slot));
+    }
+
+    /// Registers (or replaces) a feature service: a named feature list that
+    /// lookups can ask for by name.
+    pub fn register_service(&self, service: FeatureService) {
+        self.services
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(service.name, service.features.into());
+    }
+
+    /// Every registered feature service, by name.
+    pub fn services(&self) -> Vec<FeatureService> {
+        let services = self.services.read().unwrap_or_else(|e| e.into_inner());
+        let mut all: Vec<FeatureService> = services
+            .iter()
+            .map(|(name, features)| FeatureService {
+                name: name.clone(),
+                features: features.to_vec(),
+            })
+            .collect();
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        all
+    }
+
+    /// The features of a registered feature service.
+    pub fn service(&self, name: &str) -> Option<Arc<[String]>> {
+        self.services
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .cloned()
+    }
+
+    /// Every registered view, by name.
+    pub fn views(&self) -> Vec<FeatureView> {
+        let views = self.views.read().unwrap_or_else(|e| e.into_inner());
+        let mut all: Vec<FeatureView> = views.values().map(|slot| slot.view.clone()).collect();
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        all
+    }
+
+    /// The definition of a registered view.
+    pub fn view(&self, name: &str) -> Option<FeatureView> {
+        self.slot(name).ok().map(|slot| slot.view.clone())
+    }
+
+    /// The Delta version of the view's table last materialized, if any.
+    pub fn delta_version(&self, view: &str) -> Option<u64> {
+        let slot = self.slot(view).ok()?;
+        slot.delta_version_plus_one
+            .load(Ordering::Acquire)
+            .checked_sub(1)
+    }
+
+    /// Writes `row` for `entity` unless the store holds a newer one (by event
+    /// time, then created time). Returns whether the row was written.
+    pub fn upsert(&self, view: &str, entity: &str, row: OnlineRow) -> Result<bool> {
+        let slot = self.slot(view)?;
+        if row.values.len() != slot.view.features.len() {
+            return Err(Error::Schema {
+                view: view.to_string(),
+                message: format!(
+                    "row has {} values, the view has {} features",
+                    row.values.len(),
+                    slot.view.features.len()
+                ),
+            });
+        }
+        Ok(self.put_if_newer(&slot, entity, Arc::new(row)))
+    }
+
+    /// Loads the latest row per entity of `df` (a frame of the view's gold
+    /// table) and records `delta_version` as the version served.
+    pub fn materialize(
+        &self,
+        view: &FeatureView,
+        df: &DataFrame,
+        delta_version: u64,
+    ) -> Result<MaterializeStats> {
+        let slot = self.slot(&view.name)?;
+        let schema_err = |message: String| Error::Schema {
+            view: view.name.clone(),
+            message,
+        };
+        let mut sort_by: Vec<PlSmallStr> = view
+            .entity
+            .join_keys
+            .iter()
+            .map(|k| k.as_str().into())
+            .collect();
+        sort_by.push(view.timestamp_column.as_str().into());
+        sort_by.push(view.created_column.as_str().into());
+        let latest = df
+            .clone()
+            .lazy()
+            .sort(sort_by, SortMultipleOptions::default())
+            .unique_stable_generic(
+                Some(
+                    view.entity
+                        .join_keys
+                        .iter()
+                        .map(|k| col(k.as_str()))
+                        .collect(),
+                ),
+                UniqueKeepStrategy::Last,
+            )
+            .collect()
+            .map_err(Error::polars(format!("latest rows of {}", view.name)))?;
+
+        let keys = entity_keys(&latest, &view.entity.join_keys).map_err(schema_err)?;
+        let event = micros_column(&latest, &view.timestamp_column).map_err(schema_err)?;
+        let created = micros_column(&latest, &view.created_column).map_err(schema_err)?;
+        let columns: Vec<TypedColumn> = view
+            .features
+            .iter()
+            .map(|f| TypedColumn::new(&latest, f))
+            .collect::<Result<_, _>>()
+            .map_err(schema_err)?;
+
+        let mut stats = MaterializeStats {
+            written: 0,
+            skipped_older: 0,
+        };
+        for (i, key) in keys.iter().enumerate() {
+            let (Some(event_micros), created_micros) = (event[i], created[i].unwrap_or(i64::MIN))
+            else {
+                return Err(schema_err(format!(
+                    "row for entity {key:?} has no {}",
+                    view.timestamp_column
+                )));
+            };
+            let row = OnlineRow {
+                event_micros,
+                created_micros,
+                values: columns.iter().map(|c| c.value(i)).collect(),
+            };
+            if self.put_if_newer(&slot, key, Arc::new(row)) {
+                stats.written += 1;
+            } else {
+                stats.skipped_older += 1;
+            }
+        }
+        slot.delta_version_plus_one
+            .fetch_max(delta_version.saturating_add(1), Ordering::AcqRel);
+        Ok(stats)
+    }
+
+    /// Resolves `features` (`view:feature` references) once, for lookups
+    /// that repeat the same list (a model's inputs, a feature service): a
+    /// prepared [`FeatureSet`] skips parsing and name lookups on each call.
+    pub fn resolve<S: AsRef<str>>(&self, features: &[S]) -> Result<FeatureSet> {
+        let (columns, generation) = self.resolve_columns(features)?;
+        Ok(FeatureSet {
+            features: features.iter().map(|f| f.as_ref().to_string()).collect(),
+            columns,
+            generation,
+        })
+    }
+
+    fn resolve_columns<S: AsRef<str>>(&self, features: &[S]) -> Result<(Columns, u32)> {
+        let views = self.views.read().unwrap_or_else(|e| e.into_inner());
+        // Read under the lock that register_view holds while it changes
+        // both, so the generation matches the slots resolved.
+        let generation = self.next_view_id.load(Ordering::Acquire);
+        let mut columns: Columns = Vec::with_capacity(features.len());
+        for reference in features {
+            let reference = reference.as_ref();
+            let unknown = || Error::UnknownFeature(reference.to_string());
+            let (view, feature) = split_ref(reference).ok_or_else(unknown)?;
+            let slot = match columns.last() {
+                Some((last, _)) if last.view.name == view => last.clone(),
+                _ => views.get(view).cloned().ok_or_else(unknown)?,
+            };
+            let column = *slot.columns.get(feature).ok_or_else(unknown)?;
+            columns.push((slot, column));
+        }
+        Ok((columns, generation))
+    }
+
+    /// Looks up `features` (`view:feature` references) for each entity key
+    /// at time `now_micros`, enforcing each view's TTL.
+    pub fn get<S: AsRef<str>>(
+        &self,
+        features: &[S],
+        entity_keys: &[String],
+        now_micros: i64,
+    ) -> Result<FeatureBatch> {
+        let (columns, _) = self.resolve_columns(features)?;
+        Ok(self.lookup(&columns, entity_keys, now_micros))
+    }
+
+    /// [`OnlineStore::get`] with features resolved beforehand. A set
+    /// resolved before a view was (re-)registered is resolved again.
+    pub fn get_set(
+        &self,
+        set: &FeatureSet,
+        entity_keys: &[String],
+        now_micros: i64,
+    ) -> Result<FeatureBatch> {
+        if set.generation != self.next_view_id.load(Ordering::Acquire) {
+            return self.get(&set.features, entity_keys, now_micros);
+        }
+        Ok(self.lookup(&set.columns, entity_keys, now_micros))
+    }
+
+    fn lookup(&self, resolved: &Columns, entity_keys: &[String], now_micros: i64) -> FeatureBatch {
+        let mut rows = Vec::with_capacity(entity_keys.len());
+        let mut times = Vec::with_capacity(entity_keys.len());
+        for entity in entity_keys {
+            let mut row = Vec::with_capacity(resolved.len());
+            let mut row_times = Vec::with_capacity(resolved.len());
+            // Consecutive features of one view share a probe (and the row
+            // is borrowed, not re-counted, for each of them).
+            let mut probed: Option<u32> = None;
+            let mut found: Option<Arc<OnlineRow>> = None;
+            for (slot, column) in resolved {
+                if probed != Some(slot.id) {
+                    found = with_row_key(slot.id, entity, |key| self.rows.get(key));
+                    let counter = if found.is_some() {
+                        &self.hits
+                    } else {
+                        &self.misses
+                    };
+                    counter.fetch_add(1, Ordering::Relaxed);
+                    probed = Some(slot.id);
+                }
+                let stored = found.as_deref();
+                row_times.push(stored.map(|r| r.event_micros));
+                row.push(match stored {
+                    None => (FeatureValue::Null, FeatureStatus::NotFound),
+                    Some(r) if now_micros.saturating_sub(r.event_micros) > slot.ttl_micros => {
+                        (FeatureValue::Null, FeatureStatus::OutsideMaxAge)
+                    }
+                    Some(r) => match r.values.get(*column) {
+                        None | Some(FeatureValue::Null) => {
+                            (FeatureValue::Null, FeatureStatus::NullValue)
+                        }
+                        Some(v) => (v.clone(), FeatureStatus::Present),
+                    },
+                });
+            }
+            rows.push(row);
+            times.push(row_times);
+        }
+        FeatureBatch {
+            rows,
+            event_micros: times,
+        }
+    }
+
+    /// Hit, miss and size counters.
+    pub fn stats(&self) -> OnlineStats {
+        self.rows.run_pending_tasks();
+        OnlineStats {
+            hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+            entries: self.rows.entry_count(),
+            weighted_bytes: self.rows.weighted_size(),
+            evictions: self.evictions.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Entities and bytes held per view, by view name.
+    pub fn view_stats(&self) -> Vec<ViewStats> {
+        self.rows.run_pending_tasks();
+        let views = self.views.read().unwrap_or_else(|e| e.into_inner());
+        let mut all: Vec<ViewStats> = views
+            .values()
+            .map(|slot| ViewStats {
+                view: slot.view.name.clone(),
+                entries: u64::try_from(slot.usage.entries.load(Ordering::Relaxed)).unwrap_or(0),
+                bytes: u64::try_from(slot.usage.bytes.load(Ordering::Relaxed)).unwrap_or(0),
+            })
+            .collect();
+        all.sort_by(|a, b| a.view.cmp(&b.view));
+        all
+    }
+
+    fn slot(&self, view: &str) -> Result<Arc<ViewSlot>> {
+        self.views
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(view)
+            .cloned()
+            .ok_or_else(|| Error::UnknownFeature(format!("{view}:*")))
+    }
+
+    fn put_if_newer(&self, slot: &ViewSlot, entity: &str, row: Arc<OnlineRow>) -> bool {
+        let key = row_key(slot.id, entity);
+        let weight = i64::from(row_weight(&key, &row));
+        let result = self
+            .rows
+            .entry(key)
+            .and_compute_with(|existing| match existing {
+                Some(old)
+                    if (old.value().event_micros, old.value().created_micros)
+                        > (row.event_micros, row.created_micros) =>
+                {
+                    Op::Nop
+                }
+                _ => Op::Put(row),
+            });
+        let written = !matches!(result, moka::ops::compute::CompResult::Unchanged(_));
+        if written {
+            // A replaced row leaves through the removal listener.
+            slot.usage.add(1, weight);
+        }
+        written
+    }
+}
+
+/// Runs the cache's bookkeeping off the lookup path.
+///
+/// moka records every read in a small log that the reading thread itself
+/// replays (access order, frequency sketch) once 64 reads have queued: one
+/// lookup in 64 pays for 64, which is the whole p99 of a microsecond
+/// lookup. This thread replays the log before it fills, at an interval
+/// matched to the recent read rate (about 32 reads per run, between 100 µs
+/// and 10 ms), so readers almost never do. It ends when the store is
+/// dropped.
+fn start_housekeeper(
+    rows: Rows,
+    alive: std::sync::Weak<()>,
+    hits: Arc<AtomicU64>,
+    misses: Arc<AtomicU64>,
+) {
+    const MIN: std::time::Duration = std::time::Duration::from_micros(20);
+    const MAX: std::time::Duration = std::time::Duration::from_millis(10);
+    let reads = move || hits.load(Ordering::Relaxed) + misses.load(Ordering::Relaxed);
+    let spawned = std::thread::Builder::new()
+        .name("aurum-online-housekeeper".into())
+        .spawn(move || {
+            let mut interval = MAX;
+            let mut last = reads();
+            while alive.strong_count() > 0 {
+                std::thread::sleep(interval);
+                rows.run_pending_tasks();
+                let now = reads();
+                let per_interval = now.saturating_sub(last).max(1);
+                last = now;
+                // Aim for ~16 reads queued per run.
+                let scaled = interval.mul_f64(16.0 / per_interval as f64);
+                interval = scaled.clamp(MIN, MAX);
+            }
+        });
+    if let Err(e) = spawned {
+        // Without it, readers replay the log themselves: slower tails, same
+        // results.
+        tracing::warn!("could not start the online store's housekeeper: {e}");
+    }
+}
+
+/// Builds the online key of an entity from its join-key values in order.
+pub fn entity_key<S: AsRef<str>>(values: &[S]) -> String {
+    let mut key = String::new();
+    for (i, v) in values.iter().enumerate() {
+        if i > 0 {
+            key.push('\u{1f}');
+        }
+        key.push_str(v.as_ref());
+    }
+    key
+}
+
+fn entity_keys(df: &DataFrame, join_keys: &[String]) -> Result<Vec<String>, String> {
+    let mut parts: Vec<Vec<String>> = Vec::with_capacity(join_keys.len());
+    for key in join_keys {
+        let column = df
+            .column(key)
+            .map_err(|_| format!("join key column {key:?} is missing"))?;
+        let strings = column
+            .cast(&DataType::String)
+            .map_err(|e| format!("join key {key:?}: {e}"))?;
+        let strings = strings
+            .str()
+            .map_err(|e| format!("join key {key:?}: {e}"))?;
+        let mut values = Vec::with_capacity(df.height());
+        for (i, v) in strings.iter().enumerate() {
+            values.push(
+                v.ok_or_else(|| format!("join key {key:?} is null in row {i}"))?
+                    .to_string(),
+            );
+        }
+        parts.push(values);
+    }
+    Ok((0..df.height())
+        .map(|i| entity_key(&parts.iter().map(|p| p[i].as_str()).collect::<Vec<_>>()))
+        .collect())
+}
+
+fn micros_column(df: &DataFrame, name: &str) -> Result<Vec<Option<i64>>, String> {
+    let column = df
+        .column(name)
+        .map_err(|_| format!("timestamp column {name:?} is missing"))?;
+    let DataType::Datetime(unit, _) = column.dtype() else {
+        return Err(format!(
+            "column {name:?} is {}, expected a timestamp",
+            column.dtype()
+        ));
+    };
+    let to_micros = match unit {
+        TimeUnit::Nanoseconds => |v: i64| v / 1000,
+        TimeUnit::Microseconds => |v: i64| v,
+        TimeUnit::Milliseconds => |v: i64| v * 1000,
+    };
+    let physical = column.as_materialized_series().to_physical_repr();
+    let values = physical.i64().map_err(|e| format!("{name}: {e}"))?;
+    Ok(values.iter().map(|v| v.map(to_micros)).collect())
+}
+
+/// A feature column of a gold frame, typed for reading one row at a time
+/// (rows are built straight from it, without an intermediate copy).
+enum TypedColumn {
+    Float(Float64Chunked),
+    Int(Int64Chunked),
+    Bool(BooleanChunked),
+    Str(StringChunked),
+}
+
+impl TypedColumn {
+    fn new(df: &DataFrame, name: &str) -> Result<Self, String> {
+        let column = df
+            .column(name)
+            .map_err(|_| format!("feature column {name:?} is missing"))?;
+        let err = |e: PolarsError| format!("feature {name:?}: {e}");
+        let dtype = column.dtype().clone();
+        let cast = |to: &DataType| -> Result<Series, String> {
+            Ok(column
+                .cast(to)
+                .map_err(err)?
+                .as_materialized_series()
+                .rechunk())
+        };
+        Ok(if dtype.is_float() {
+            TypedColumn::Float(cast(&DataType::Float64)?.f64().map_err(err)?.clone())
+        } else if dtype.is_integer() {
+            TypedColumn::Int(cast(&DataType::Int64)?.i64().map_err(err)?.clone())
+        } else if dtype == DataType::Boolean {
+            TypedColumn::Bool(cast(&DataType::Boolean)?.bool().map_err(err)?.clone())
+        } else {
+            TypedColumn::Str(cast(&DataType::String)?.str().map_err(err)?.clone())
+        })
+    }
+
+    fn value(&self, row: usize) -> FeatureValue {
+        let value = match self {
+            TypedColumn::Float(c) => c.get(row).map(FeatureValue::Float),
+            TypedColumn::Int(c) => c.get(row).map(FeatureValue::Int),
+            TypedColumn::Bool(c) => c.get(row).map(FeatureValue::Bool),
+            TypedColumn::Str(c) => c.get(row).map(|s| FeatureValue::Str(s.into())),
+        };
+        value.unwrap_or(FeatureValue::Null)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::schema::Entity;
+
+    const DAY: i64 = 86_400_000_000;
+
+    fn view() -> FeatureView {
+        FeatureView {
+            name: "v".into(),
+            entity: Entity {
+                name: "customer".into(),
+                join_keys: vec!["customer_id".into()],
+            },
+            features: vec!["x".into(), "y".into()],
+            feature_types: Vec::new(),
+            timestamp_column: "ts".into(),
+            created_column: "created".into(),
+            ttl: Duration::from_secs(86_400),
+        }
+    }
+
+    fn frame(rows: &[(i64, i64, i64, Option<f64>, i64)]) -> DataFrame {
+        let micros = |v: Vec<i64>| {
+            Series::new("".into(), v)
+                .cast(&DataType::Datetime(
+                    TimeUnit::Microseconds,
+                    Some(TimeZone::UTC),
+                ))
+                .unwrap()
+        };
+        let mut ts = micros(rows.iter().map(|r| r.1).collect());
+        ts.rename("ts".into());
+        let mut created = micros(rows.iter().map(|r| r.2).collect());
+        created.rename("created".into());
+        DataFrame::new_infer_height(vec![
+            Series::new(
+                "customer_id".into(),
+                rows.iter().map(|r| r.0).collect::<Vec<_>>(),
+            )
+            .into(),
+            ts.into(),
+            created.into(),
+            Series::new("x".into(), rows.iter().map(|r| r.3).collect::<Vec<_>>()).into(),
+            Series::new("y".into(), rows.iter().map(|r| r.4).collect::<Vec<_>>()).into(),
+        ])
+        .unwrap()
+    }
+
+    #[test]
+    fn latest_row_wins_and_ttl_is_enforced_on_read() {
+        let store = OnlineStore::new(1 << 20);
+        store.register_view(view());
+        let df = frame(&[
+            (1, 10 * DAY, 10 * DAY, Some(1.0), 1),
+            (1, 12 * DAY, 12 * DAY, Some(2.0), 2),
+            (1, 11 * DAY, 13 * DAY, Some(3.0), 3),
+            (2, 5 * DAY, 5 * DAY, None, 4),
+        ]);
+        let stats = store.materialize(&view(), &df, 3).unwrap();
+        assert_eq!(stats.written, 2);
+        assert_eq!(store.delta_version("v"), Some(3));
+        let refs = vec!["v:x".to_string(), "v:y".to_string()];
+        let keys = vec!["1".to_string(), "2".to_string(), "3".to_string()];
+        let batch = store.get(&refs, &keys, 12 * DAY + 1).unwrap();
+        assert_eq!(
+            batch.rows[0][0],
+            (FeatureValue::Float(2.0), FeatureStatus::Present)
+        );
+        assert_eq!(
+            batch.rows[0][1],
+            (FeatureValue::Int(2), FeatureStatus::Present)
+        );
+        assert_eq!(
+            batch.rows[1][0],
+            (FeatureValue::Null, FeatureStatus::OutsideMaxAge)
+        );
+        assert_eq!(
+            batch.rows[2][0],
+            (FeatureValue::Null, FeatureStatus::NotFound)
+        );
+        let batch = store.get(&refs, &keys[1..2], 5 * DAY).unwrap();
+        assert_eq!(
+            batch.rows[0][0],
+            (FeatureValue::Null, FeatureStatus::NullValue)
+        );
+    }
+
+    #[test]
+    fn per_view_usage_follows_writes_replacements_and_reregistration() {
+        let store = OnlineStore::new(1 << 20);
+        store.register_view(view());
+        let row = |x: f64, t: i64| OnlineRow {
+            event_micros: t,
+            created_micros: t,
+            values: vec![FeatureValue::Float(x), FeatureValue::Int(1)].into_boxed_slice(),
+        };
+        for entity in ["1", "2", "3"] {
+            assert!(store.upsert("v", entity, row(1.0, DAY)).unwrap());
+        }
+        // A newer row replaces; an older one is refused: still 3 entities.
+        assert!(store.upsert("v", "1", row(2.0, 2 * DAY)).unwrap());
+        assert!(!store.upsert("v", "2", row(2.0, 0)).unwrap());
+        let stats = store.view_stats();
+        let per_row = u64::from(row_weight(&row_key(0, "1"), &row(1.0, DAY)));
+        assert_eq!(
+            stats,
+            vec![ViewStats {
+                view: "v".into(),
+                entries: 3,
+                bytes: 3 * per_row
+            }]
+        );
+        assert_eq!(store.stats().weighted_bytes, 3 * per_row);
+        // Re-registering drops the old rows from the view's usage.
+        store.register_view(view());
+        let stats = store.view_stats();
+        assert_eq!((stats[0].entries, stats[0].bytes), (0, 0));
+    }
+
+    #[test]
+    fn older_rows_never_overwrite_newer_ones() {
+        let store = OnlineStore::new(1 << 20);
+        store.register_view(view());
+        store
+            .materialize(&view(), &frame(&[(1, 12 * DAY, 12 * DAY, Some(2.0), 2)]), 1)
+            .unwrap();
+        let stats = store
+            .materialize(&view(), &frame(&[(1, 11 * DAY, 20 * DAY, Some(9.0), 9)]), 2)
+            .unwrap();
+        assert_eq!(stats.skipped_older, 1);
+        let batch = store
+            .get(&["v:x".to_string()], &["1".to_string()], 12 * DAY)
+            .unwrap();
+        assert_eq!(batch.rows[0][0].0, FeatureValue::Float(2.0));
+    }
+
+    #[test]
+    fn a_redefined_view_never_reads_rows_of_the_old_layout() {
+        let store = OnlineStore::new(1 << 20);
+        store.register_view(view());
+        store
+            .materialize(&view(), &frame(&[(1, 12 * DAY, 12 * DAY, Some(2.0), 2)]), 1)
+            .unwrap();
+        let mut wider = view();
+        wider.features.push("z".into());
+        store.register_view(wider);
+        let batch = store
+            .get(&["v:z".to_string()], &["1".to_string()], 12 * DAY)
+            .unwrap();
+        assert_eq!(
+            batch.rows[0][0],
+            (FeatureValue::Null, FeatureStatus::NotFound)
+        );
+        assert_eq!(store.delta_version("v"), None);
+    }
+
+    #[test]
+    fn evictions_under_the_memory_budget_are_counted() {
+        // Room for a few hundred rows only.
+        let store = OnlineStore::new(32 << 10);
+        store.register_view(view());
+        for entity in 0..5_000 {
+            store
+                .upsert(
+                    "v",
+                    &entity.to_string(),
+                    OnlineRow {
+                        event_micros: 1,
+                        created_micros: 1,
+                        values: vec![FeatureValue::Float(1.0); view().features.len()].into(),
+                    },
+                )
+                .unwrap();
+        }
+        let stats = store.stats();
+        assert!(stats.weighted_bytes <= 32 << 10, "{stats:?}");
+        assert!(stats.evictions > 0, "{stats:?}");
+        assert_eq!(stats.entries + stats.evictions, 5_000, "{stats:?}");
+    }
+
+    #[test]
+    fn unknown_references_are_named() {
+        let store = OnlineStore::new(1 << 20);
+        store.register_view(view());
+        let err = store
+            .get(&["v:nope".to_string()], &["1".to_string()], 0)
+            .unwrap_err();
+        assert!(err.to_string().contains("v:nope"), "{err}");
+    }
+}

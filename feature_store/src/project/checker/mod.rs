@@ -1,0 +1,266 @@
+//! Meaning checks of a parsed project file: every reference resolves,
+//! durations, types and patterns parse, names are unique. Each error names
+//! the file, the line and the field.
+
+mod source;
+mod view;
+
+use source::order_sources;
+
+use std::ops::Range;
+use std::path::Path;
+
+use super::raw::*;
+use super::*;
+use crate::error::{Error, Result};
+use crate::schema::Entity;
+
+pub(super) struct Checker<'a> {
+    pub(super) text: &'a str,
+    pub(super) path: &'a Path,
+}
+
+impl Checker<'_> {
+    pub(super) fn fail<T>(
+        &self,
+        span: Range<usize>,
+        field: impl Into<String>,
+        message: String,
+    ) -> Result<T> {
+        Err(Error::Project {
+            path: self.path.to_path_buf(),
+            line: line_of(self.text, &span),
+            field: field.into(),
+            message,
+        })
+    }
+
+    pub(super) fn check(&self, raw: RawProject, root: &Path) -> Result<Project> {
+        let mut entities: Vec<Entity> = Vec::new();
+        for (i, e) in raw.entity.iter().enumerate() {
+            let field = format!("entity[{i}]");
+            if entities.iter().any(|x| &x.name == e.name.get_ref()) {
+                return self.fail(
+                    e.name.span(),
+                    format!("{field}.name"),
+                    format!("entity {:?} is declared twice", e.name.get_ref()),
+                );
+            }
+            if e.join_keys.get_ref().is_empty() {
+                return self.fail(
+                    e.join_keys.span(),
+                    format!("{field}.join_keys"),
+                    "an entity needs at least one join key".into(),
+                );
+            }
+            entities.push(Entity {
+                name: e.name.get_ref().clone(),
+                join_keys: e.join_keys.get_ref().clone(),
+            });
+        }
+
+        let mut sources: Vec<Source> = Vec::new();
+        for (i, s) in raw.source.iter().enumerate() {
+            let source = self.check_source(i, s, &sources)?;
+            sources.push(source);
+        }
+        // Enrichment may refer to sources declared later: check and order.
+        let names: Vec<String> = sources.iter().map(|s| s.name.clone()).collect();
+        for (i, s) in raw.source.iter().enumerate() {
+            for (j, e) in s.silver.enrich.iter().enumerate() {
+                let field = format!("source[{i}].silver.enrich[{j}]");
+                let Some(dim) = sources.iter().find(|d| &d.name == e.source.get_ref()) else {
+                    return self.fail(
+                        e.source.span(),
+                        format!("{field}.source"),
+                        format!(
+                            "no source named {:?} (declared: {})",
+                            e.source.get_ref(),
+                            names.join(", ")
+                        ),
+                    );
+                };
+                if dim.name == *s.name.get_ref() {
+                    return self.fail(
+                        e.source.span(),
+                        format!("{field}.source"),
+                        "a source cannot enrich itself".into(),
+                    );
+                }
+                for key in e.on.get_ref() {
+                    if sources[i].column(key).is_none() || dim.column(key).is_none() {
+                        return self.fail(
+                            e.on.span(),
+                            format!("{field}.on"),
+                            format!(
+                                "join key {key:?} must be a declared column of both {:?} and {:?}",
+                                s.name.get_ref(),
+                                dim.name
+                            ),
+                        );
+                    }
+                }
+                for column in e.columns.get_ref() {
+                    if dim.column(column).is_none() {
+                        return self.fail(
+                            e.columns.span(),
+                            format!("{field}.columns"),
+                            format!("{:?} is not a column of source {:?}", column, dim.name),
+                        );
+                    }
+                    if sources[i].column(column).is_some() {
+                        return self.fail(
+                            e.columns.span(),
+                            format!("{field}.columns"),
+                            format!("{column:?} is already a column of {:?}", s.name.get_ref()),
+                        );
+                    }
+                }
+            }
+        }
+        let sources = order_sources(sources).map_err(|cycle| Error::Project {
+            path: self.path.to_path_buf(),
+            line: 0,
+            field: "source.silver.enrich".into(),
+            message: format!("enrichment forms a cycle through {cycle:?}"),
+        })?;
+
+        let mut views: Vec<ViewSpec> = Vec::new();
+        for (i, v) in raw.feature_view.iter().enumerate() {
+            let view = self.check_view(i, v, &entities, &sources)?;
+            if views.iter().any(|x| x.name == view.name) {
+                return self.fail(
+                    v.name.span(),
+                    format!("feature_view[{i}].name"),
+                    format!("feature view {:?} is declared twice", view.name),
+                );
+            }
+            views.push(view);
+        }
+
+        let mut services: Vec<crate::schema::FeatureService> = Vec::new();
+        for (i, raw_service) in raw.feature_service.iter().enumerate() {
+            let service = self.check_service(i, raw_service, &views)?;
+            if services.iter().any(|x| x.name == service.name) {
+                return self.fail(
+                    raw_service.name.span(),
+                    format!("feature_service[{i}].name"),
+                    format!("feature service {:?} is declared twice", service.name),
+                );
+            }
+            services.push(service);
+        }
+
+        let mut models: Vec<ModelSection> = Vec::new();
+        for (i, m) in raw.model.into_iter().enumerate() {
+            let span = m.span();
+            let mut table = m.into_inner();
+            let name = match table.remove("name") {
+                Some(toml::Value::String(name)) if !name.is_empty() => name,
+                _ => {
+                    return self.fail(
+                        span,
+                        format!("model[{i}].name"),
+                        "a [[model]] section needs a name (the registered model's)".into(),
+                    );
+                }
+            };
+            if models.iter().any(|x| x.name == name) {
+                return self.fail(
+                    span,
+                    format!("model[{i}].name"),
+                    format!("model {name:?} is declared twice"),
+                );
+            }
+            models.push(ModelSection {
+                line: line_of(self.text, &span),
+                name,
+                table,
+            });
+        }
+
+        let mut project = Project {
+            root: root.to_path_buf(),
+            name: raw.project.name,
+            data_dir: root.join(&raw.project.data_dir),
+            entities,
+            sources,
+            feature_views: views,
+            feature_services: services,
+            models,
+            definition_hash: String::new(),
+        };
+        project.definition_hash = hash_json(
+            "aurum-project-v1",
+            &(&project.sources, &project.feature_views),
+        );
+        Ok(project)
+    }
+
+    fn check_service(
+        &self,
+        i: usize,
+        raw: &RawService,
+        views: &[ViewSpec],
+    ) -> Result<crate::schema::FeatureService> {
+        let field = format!("feature_service[{i}].features");
+        let span = raw.features.span();
+        if raw.features.get_ref().is_empty() {
+            return self.fail(
+                span,
+                field,
+                "a feature service needs at least one feature".into(),
+            );
+        }
+        let mut features: Vec<String> = Vec::new();
+        for entry in raw.features.get_ref() {
+            let (view_name, feature) = match entry.split_once(':') {
+                Some((view, feature)) => (view, Some(feature)),
+                None => (entry.as_str(), None),
+            };
+            let Some(view) = views.iter().find(|v| v.name == view_name) else {
+                return self.fail(
+                    span,
+                    field,
+                    format!("{entry:?}: no feature view named {view_name:?}"),
+                );
+            };
+            let names = view.feature_names();
+            let chosen: Vec<String> = match feature {
+                None => names,
+                Some(f) if names.iter().any(|n| n == f) => vec![f.to_string()],
+                Some(f) => {
+                    return self.fail(
+                        span,
+                        field,
+                        format!("{entry:?}: feature view {view_name:?} has no feature {f:?}"),
+                    );
+                }
+            };
+            for name in chosen {
+                let reference = format!("{view_name}:{name}");
+                if features.contains(&reference) {
+                    return self.fail(span, field, format!("{reference:?} is listed twice"));
+                }
+                features.push(reference);
+            }
+        }
+        Ok(crate::schema::FeatureService {
+            name: raw.name.get_ref().clone(),
+            features,
+        })
+    }
+}
+
+pub(super) fn is_identifier(name: &str) -> bool {
+    !name.is_empty()
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !name.starts_with(|c: char| c.is_ascii_digit())
+}
+
+pub(super) fn value_text(v: &toml::Value) -> String {
+    match v {
+        toml::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}

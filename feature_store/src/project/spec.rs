@@ -1,0 +1,381 @@
+//! The checked shapes of a project's sources and feature views.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::hash_json;
+use crate::schema::{Entity, FeatureView};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// Comma-separated values with a header row.
+    Csv,
+    /// One JSON object per line.
+    Jsonl,
+    /// Apache Parquet.
+    Parquet,
+}
+
+/// A declared column type.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum ColumnType {
+    /// UTF-8 text.
+    String,
+    /// 64-bit signed integer.
+    Int64,
+    /// 64-bit float.
+    Float64,
+    /// `true`/`false` (also `1`/`0`, `yes`/`no`).
+    Bool,
+    /// A calendar date, `YYYY-MM-DD`.
+    Date,
+    /// An instant; stored as microseconds in UTC.
+    Timestamp,
+    /// A fixed-point decimal with precision and scale.
+    Decimal {
+        /// Total digits.
+        precision: usize,
+        /// Digits after the point.
+        scale: usize,
+    },
+    /// Text from a small set of values; normalized, stored as text (Delta
+    /// has no categorical type).
+    Categorical,
+}
+
+impl ColumnType {
+    pub(super) fn parse(text: &str) -> Option<ColumnType> {
+        let text = text.trim();
+        Some(match text {
+            "string" => ColumnType::String,
+            "int64" | "int" => ColumnType::Int64,
+            "float64" | "float" | "double" => ColumnType::Float64,
+            "bool" | "boolean" => ColumnType::Bool,
+            "date" => ColumnType::Date,
+            "timestamp" => ColumnType::Timestamp,
+            "categorical" => ColumnType::Categorical,
+            _ => {
+                let inner = text.strip_prefix("decimal(")?.strip_suffix(')')?;
+                let (p, s) = inner.split_once(',')?;
+                let precision: usize = p.trim().parse().ok()?;
+                let scale: usize = s.trim().parse().ok()?;
+                if precision == 0 || precision > 38 || scale > precision {
+                    return None;
+                }
+                ColumnType::Decimal { precision, scale }
+            }
+        })
+    }
+
+    /// The type's name as the project file writes it.
+    pub fn label(&self) -> String {
+        match self {
+            ColumnType::String => "string".into(),
+            ColumnType::Int64 => "int64".into(),
+            ColumnType::Float64 => "float64".into(),
+            ColumnType::Bool => "bool".into(),
+            ColumnType::Date => "date".into(),
+            ColumnType::Timestamp => "timestamp".into(),
+            ColumnType::Categorical => "categorical".into(),
+            ColumnType::Decimal { precision, scale } => format!("decimal({precision},{scale})"),
+        }
+    }
+
+    /// Whether values are numbers (range rules and mean/median apply).
+    pub fn is_numeric(&self) -> bool {
+        matches!(
+            self,
+            ColumnType::Int64 | ColumnType::Float64 | ColumnType::Decimal { .. }
+        )
+    }
+}
+
+/// One declared column of a source.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Column {
+    /// The column name, as in the file.
+    pub name: String,
+    /// The type silver standardizes it to.
+    pub ty: ColumnType,
+    /// Trim surrounding whitespace (text columns).
+    pub trim: bool,
+    /// Lower-case the value (text columns).
+    pub lowercase: bool,
+    /// The strptime format of a timestamp or date column; `None` accepts
+    /// RFC 3339 / ISO 8601.
+    pub format: Option<String>,
+    /// The IANA time zone of timestamps written without an offset.
+    pub timezone: String,
+}
+
+/// What silver does with a null in a column.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub enum NullStrategy {
+    /// Quarantine the row (reason: the null).
+    Drop,
+    /// Replace with a constant.
+    Constant(String),
+    /// Replace with the batch mean.
+    Mean,
+    /// Replace with the batch median.
+    Median,
+    /// Replace with the previous value of the same entity (by event time).
+    ForwardFill {
+        /// The entity key columns.
+        by: Vec<String>,
+    },
+}
+
+/// A quality check.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub enum Check {
+    /// The value is present.
+    NotNull,
+    /// The value lies in `[min, max]`.
+    Range {
+        /// Lower bound, inclusive.
+        min: Option<f64>,
+        /// Upper bound, inclusive.
+        max: Option<f64>,
+    },
+    /// The text matches a regular expression.
+    Regex(String),
+    /// The value is one of a list.
+    Allowed(Vec<String>),
+    /// The columns' values are unique within the batch.
+    Unique(Vec<String>),
+    /// The event arrived at most this long after it happened (created or
+    /// ingest time minus event time): the declared lateness.
+    Freshness(Duration),
+}
+
+/// How a failed check is treated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// The row goes to quarantine.
+    Hard,
+    /// The row stays; the failure lowers the quality score.
+    Soft,
+}
+
+/// A quality rule on one column.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Rule {
+    /// The column checked (the first column for `unique`).
+    pub column: String,
+    /// The check.
+    pub check: Check,
+    /// Hard rules quarantine, soft rules only score.
+    pub severity: Severity,
+}
+
+impl Rule {
+    /// The rule's short name, as stored in the quality and quarantine tables.
+    pub fn name(&self) -> &'static str {
+        match self.check {
+            Check::NotNull => "not_null",
+            Check::Range { .. } => "range",
+            Check::Regex(_) => "regex",
+            Check::Allowed(_) => "allowed",
+            Check::Unique(_) => "unique",
+            Check::Freshness(_) => "freshness",
+        }
+    }
+}
+
+/// A join against a dimension source's silver table.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Enrichment {
+    /// The dimension source.
+    pub source: String,
+    /// Key columns present in both.
+    pub on: Vec<String>,
+    /// Columns taken from the dimension.
+    pub columns: Vec<String>,
+}
+
+/// A bronze source and the silver processor over it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Source {
+    /// The source name.
+    pub name: String,
+    /// The file format.
+    pub format: Format,
+    /// A file path or glob (`*` and `?` in the last component), relative
+    /// to the project root.
+    pub path: String,
+    /// Declared columns, in order.
+    pub columns: Vec<Column>,
+    /// The event-time column (a timestamp).
+    pub timestamp: String,
+    /// The column that orders re-deliveries; the ingest time when absent.
+    pub created: Option<String>,
+    /// The silver table name.
+    pub silver_table: String,
+    /// Columns that identify a record (with the event time) for duplicate
+    /// resolution; empty means no duplicate resolution.
+    pub dedup_key: Vec<String>,
+    /// Null strategies by column.
+    pub nulls: Vec<(String, NullStrategy)>,
+    /// Dimension joins.
+    pub enrich: Vec<Enrichment>,
+    /// Quality rules.
+    pub rules: Vec<Rule>,
+}
+
+impl Source {
+    /// The bronze table name.
+    pub fn bronze_table(&self) -> String {
+        format!("bronze_{}", self.name)
+    }
+
+    /// A declared column.
+    pub fn column(&self, name: &str) -> Option<&Column> {
+        self.columns.iter().find(|c| c.name == name)
+    }
+}
+
+/// An aggregation function of a windowed feature.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Aggregation {
+    /// Rows in the window.
+    Count,
+    /// Sum of the column.
+    Sum,
+    /// Mean of the column.
+    Mean,
+    /// Minimum.
+    Min,
+    /// Maximum.
+    Max,
+    /// Sample standard deviation.
+    Stddev,
+    /// Number of distinct values.
+    DistinctCount,
+    /// The latest value (the row's own).
+    Last,
+}
+
+impl Aggregation {
+    pub(super) fn parse(text: &str) -> Option<Aggregation> {
+        Some(match text {
+            "count" => Aggregation::Count,
+            "sum" => Aggregation::Sum,
+            "mean" | "avg" => Aggregation::Mean,
+            "min" => Aggregation::Min,
+            "max" => Aggregation::Max,
+            "stddev" | "std" => Aggregation::Stddev,
+            "distinct_count" => Aggregation::DistinctCount,
+            "last" => Aggregation::Last,
+            _ => return None,
+        })
+    }
+
+    /// The name used in feature names.
+    pub fn label(self) -> &'static str {
+        match self {
+            Aggregation::Count => "count",
+            Aggregation::Sum => "sum",
+            Aggregation::Mean => "mean",
+            Aggregation::Min => "min",
+            Aggregation::Max => "max",
+            Aggregation::Stddev => "stddev",
+            Aggregation::DistinctCount => "distinct_count",
+            Aggregation::Last => "last",
+        }
+    }
+}
+
+/// One windowed feature: `{column}_{function}_{window}`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct WindowFeature {
+    /// The feature name.
+    pub name: String,
+    /// The aggregated column.
+    pub column: String,
+    /// The function.
+    pub function: Aggregation,
+    /// The window length (`None` for `last`).
+    pub window: Option<Duration>,
+    /// The value type: `float64`, or for `last` the column's type.
+    pub value_type: String,
+}
+
+/// A feature computed from other features or columns of the same row.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DerivedFeature {
+    /// The feature name.
+    pub name: String,
+    /// The arithmetic expression, e.g. `amount_sum_1d / amount_sum_7d`.
+    pub expr: String,
+}
+
+/// A feature view as declared: how the gold processor computes it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ViewSpec {
+    /// The view (and gold table) name.
+    pub name: String,
+    /// The entity.
+    pub entity: Entity,
+    /// The source whose silver table feeds the view.
+    pub source: String,
+    /// How long values stay valid.
+    pub ttl: Duration,
+    /// Windowed features.
+    pub windowed: Vec<WindowFeature>,
+    /// Derived features.
+    pub derived: Vec<DerivedFeature>,
+}
+
+impl ViewSpec {
+    /// Every feature's value type, in [`feature_names`] order.
+    ///
+    /// [`feature_names`]: ViewSpec::feature_names
+    pub fn feature_types(&self) -> Vec<String> {
+        self.windowed
+            .iter()
+            .map(|f| f.value_type.clone())
+            .chain(self.derived.iter().map(|_| "float64".to_string()))
+            .collect()
+    }
+
+    /// Every feature name, windowed then derived.
+    pub fn feature_names(&self) -> Vec<String> {
+        self.windowed
+            .iter()
+            .map(|f| f.name.clone())
+            .chain(self.derived.iter().map(|f| f.name.clone()))
+            .collect()
+    }
+
+    /// The longest window.
+    pub fn max_window(&self) -> Duration {
+        self.windowed
+            .iter()
+            .filter_map(|f| f.window)
+            .max()
+            .unwrap_or_default()
+    }
+
+    /// The serving-side view: gold columns `event_timestamp` and
+    /// `created_timestamp`.
+    pub fn feature_view(&self) -> FeatureView {
+        FeatureView {
+            name: self.name.clone(),
+            entity: self.entity.clone(),
+            features: self.feature_names(),
+            feature_types: self.feature_types(),
+            timestamp_column: crate::pipeline::gold::EVENT_TIMESTAMP.to_string(),
+            created_column: crate::pipeline::gold::CREATED_TIMESTAMP.to_string(),
+            ttl: self.ttl,
+        }
+    }
+
+    /// A stable hash of the definition and the gold processor's version.
+    pub fn definition_hash(&self) -> String {
+        hash_json("aurum-gold-v1", self)
+    }
+}

@@ -1,0 +1,106 @@
+use super::*;
+
+fn error(text: &str) -> String {
+    Project::parse(text, Path::new("aurum.toml"), Path::new("."))
+        .unwrap_err()
+        .to_string()
+}
+
+const BASE: &str = r#"[project]
+name = "t"
+
+[[entity]]
+name = "customer"
+join_keys = ["customer_id"]
+
+[[source]]
+name = "tx"
+format = "csv"
+path = "x/*.csv"
+timestamp = "ts"
+columns = [
+  { name = "customer_id", type = "int64" },
+  { name = "amount", type = "float64" },
+  { name = "ts", type = "timestamp" },
+]
+
+[[feature_view]]
+name = "v"
+entity = "customer"
+source = "tx"
+ttl = "1d"
+windows = ["1h"]
+
+[[feature_view.aggregation]]
+column = "amount"
+functions = ["sum"]
+"#;
+
+#[test]
+fn a_valid_file_loads() {
+    let p = Project::parse(BASE, Path::new("aurum.toml"), Path::new("/p")).unwrap();
+    assert_eq!(p.view("v").unwrap().feature_names(), vec!["amount_sum_1h"]);
+    let with_service = format!("{BASE}\n[[feature_service]]\nname = \"s\"\nfeatures = [\"v\"]\n");
+    let p = Project::parse(&with_service, Path::new("aurum.toml"), Path::new("/p")).unwrap();
+    assert_eq!(p.feature_services[0].features, vec!["v:amount_sum_1h"]);
+    assert_eq!(p.data_dir, Path::new("/p/data"));
+}
+
+#[test]
+fn errors_name_line_and_field() {
+    for (from, to, expected) in [
+        (
+            "ttl = \"1d\"",
+            "ttl = \"1 day\"",
+            "aurum.toml:23: feature_view[0].ttl: \"1 day\" is not a duration",
+        ),
+        (
+            "type = \"float64\"",
+            "type = \"float\" , oops = 1",
+            "aurum.toml:15: unknown field `oops`",
+        ),
+        (
+            "functions = [\"sum\"]",
+            "functions = [\"median\"]",
+            "aurum.toml:28: feature_view[0].aggregation[0].functions: unknown aggregation \"median\"",
+        ),
+        (
+            "source = \"tx\"",
+            "source = \"txs\"",
+            "aurum.toml:22: feature_view[0].source: no source named \"txs\"",
+        ),
+        (
+            "timestamp = \"ts\"",
+            "timestamp = \"amount\"",
+            "aurum.toml:12: source[0].timestamp: \"amount\" must have type timestamp",
+        ),
+        ("name = \"t\"\n", "", "missing field `name`"),
+        (
+            "functions = [\"sum\"]\n",
+            "functions = [\"sum\"]\n[[feature_service]]\nname = \"s\"\nfeatures = [\"v:amount_sum_1d\"]\n",
+            "aurum.toml:31: feature_service[0].features: \"v:amount_sum_1d\": feature view \"v\" has no feature \"amount_sum_1d\"",
+        ),
+        (
+            "{ name = \"ts\", type = \"timestamp\" }",
+            "{ name = \"ts\", type = \"decimal(3,4)\" }",
+            "source[0].columns[2].type: unknown type",
+        ),
+    ] {
+        let text = BASE.replacen(from, to, 1);
+        assert_ne!(text, BASE, "{from}");
+        let e = error(&text);
+        assert!(e.contains(expected), "expected {expected:?} in {e:?}");
+    }
+}
+
+#[test]
+fn durations_round_trip() {
+    for text in ["90s", "30m", "1h", "7d"] {
+        assert_eq!(format_duration(parse_duration(text).unwrap()), text);
+    }
+    assert_eq!(format_duration(parse_duration("2w").unwrap()), "14d");
+    assert!(parse_duration("0d").is_none());
+    assert!(parse_duration("1y").is_none());
+    assert!(parse_duration("3651d").is_none());
+    assert!(parse_duration("99999999999999999w").is_none());
+}

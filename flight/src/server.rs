@@ -1,0 +1,215 @@
+//! The Flight server: its state, schemas and flight infos of commands,
+//! and how it is started.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use arrow_flight::flight_service_server::FlightServiceServer;
+use arrow_flight::{FlightDescriptor, FlightEndpoint, FlightInfo, Ticket};
+use arrow_schema::{DataType, Field, Schema};
+use tonic::Status;
+
+use delta::DeltaStore;
+use feature_store::online::OnlineStore;
+use feature_store::online::push::Pusher;
+use feature_store::retrieval::training_set::{self};
+use feature_store::schema::FeatureView;
+
+use crate::command::*;
+use crate::status::*;
+
+/// The Flight service over an online store and its pusher.
+#[derive(Debug, Clone)]
+pub struct FlightServer {
+    pub(crate) online: Arc<OnlineStore>,
+    pub(crate) pusher: Arc<Pusher>,
+    pub(crate) store: Option<DeltaStore>,
+}
+
+impl FlightServer {
+    /// A service answering online lookups from `online` and pushing through
+    /// `pusher` (offline reads are refused until [`FlightServer::with_store`]).
+    pub fn new(online: Arc<OnlineStore>, pusher: Arc<Pusher>) -> Self {
+        FlightServer {
+            online,
+            pusher,
+            store: None,
+        }
+    }
+
+    /// The same service, serving feature views and training sets from the
+    /// gold tables of `store`.
+    pub fn with_store(mut self, store: DeltaStore) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    pub(crate) fn store(&self) -> Result<&DeltaStore, Status> {
+        self.store.as_ref().ok_or_else(|| {
+            Status::failed_precondition("this server was started without gold tables")
+        })
+    }
+
+    /// Expands a feature list or a feature service's name.
+    pub(crate) fn features(
+        &self,
+        features: &Option<Vec<String>>,
+        service: &Option<String>,
+    ) -> Result<Vec<String>, Status> {
+        match (features, service) {
+            (Some(features), None) => Ok(features.clone()),
+            (None, Some(name)) => self
+                .online
+                .service(name)
+                .map(|f| f.to_vec())
+                .ok_or_else(|| Status::not_found(format!("no feature service {name:?}"))),
+            _ => Err(Status::invalid_argument(
+                "give either \"features\" or \"feature_service\"",
+            )),
+        }
+    }
+
+    /// The Arrow schema of view `name`'s gold table at `version`.
+    pub(crate) async fn table_schema(
+        &self,
+        name: &str,
+        version: Option<u64>,
+    ) -> Result<Schema, Status> {
+        if self.online.view(name).is_none() {
+            return Err(Status::not_found(format!("no feature view {name:?}")));
+        }
+        let (schema, _) = self
+            .store()?
+            .arrow_schema(name, version)
+            .await
+            .map_err(delta_status)?;
+        Ok(schema)
+    }
+
+    /// The columns `features` add to a result: name and Arrow field.
+    pub(crate) async fn feature_fields(
+        &self,
+        features: &[String],
+        full_feature_names: bool,
+    ) -> Result<Vec<Field>, Status> {
+        let views = self.online.views();
+        let plan = training_set::plan(&views, features).map_err(status)?;
+        let mut fields = Vec::new();
+        for (view, wanted) in plan {
+            let schema = self.table_schema(&view.name, None).await?;
+            for feature in wanted {
+                let field = schema
+                    .field_with_name(&feature)
+                    .map_err(|_| Status::not_found(format!("{}:{feature}", view.name)))?;
+                let name = if full_feature_names {
+                    format!("{}__{feature}", view.name)
+                } else {
+                    feature.clone()
+                };
+                fields.push(Field::new(name, field.data_type().clone(), true));
+            }
+        }
+        Ok(fields)
+    }
+
+    /// The result schema of `command`, before any data moves.
+    pub(crate) async fn schema_of(&self, command: &Command) -> Result<Schema, Status> {
+        match command {
+            Command::FeatureView { name, version, .. } => self.table_schema(name, *version).await,
+            Command::TrainingSet {
+                features,
+                feature_service,
+                full_feature_names,
+                ..
+            } => {
+                let features = self.features(features, feature_service)?;
+                Ok(Schema::new(
+                    self.feature_fields(&features, *full_feature_names).await?,
+                ))
+            }
+            Command::OnlineFeatures {
+                features,
+                feature_service,
+                full_feature_names,
+                ..
+            } => {
+                let features = self.features(features, feature_service)?;
+                let views = self.online.views();
+                let plan = training_set::plan(&views, &features).map_err(status)?;
+                let mut fields = Vec::new();
+                if let Some((view, _)) = plan.first() {
+                    let schema = self.table_schema(&view.name, None).await?;
+                    for key in &view.entity.join_keys {
+                        let dtype = schema
+                            .field_with_name(key)
+                            .map(|f| f.data_type().clone())
+                            .unwrap_or(DataType::Utf8);
+                        fields.push(Field::new(key, dtype, false));
+                    }
+                }
+                fields.extend(self.feature_fields(&features, *full_feature_names).await?);
+                Ok(Schema::new(fields))
+            }
+            Command::Push { feature_view, .. } => self.table_schema(feature_view, None).await,
+        }
+    }
+
+    pub(crate) fn info(&self, command: &Command, schema: &Schema) -> Result<FlightInfo, Status> {
+        let json = serde_json::to_vec(command)
+            .map_err(|e| Status::internal(format!("encoding a command: {e}")))?;
+        FlightInfo::new()
+            .try_with_schema(schema)
+            .map_err(|e| Status::internal(format!("encoding a schema: {e}")))
+            .map(|info| {
+                info.with_descriptor(FlightDescriptor::new_cmd(json.clone()))
+                    // The ticket is the command itself: any replica can
+                    // answer it, nothing is kept between calls.
+                    .with_endpoint(FlightEndpoint::new().with_ticket(Ticket::new(json)))
+            })
+    }
+
+    /// Serves on `listener` until `shutdown` completes.
+    pub async fn serve(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), tonic::transport::Error> {
+        tonic::transport::Server::builder()
+            .add_service(
+                FlightServiceServer::new(self)
+                    .max_decoding_message_size(64 << 20)
+                    .max_encoding_message_size(64 << 20),
+            )
+            .serve_with_incoming_shutdown(
+                tonic::transport::server::TcpIncoming::from(listener),
+                shutdown,
+            )
+            .await
+    }
+
+    pub(crate) fn view(&self, name: &str) -> Result<FeatureView, Status> {
+        self.online
+            .view(name)
+            .ok_or_else(|| Status::not_found(format!("no feature view {name:?} to push to")))
+    }
+}
+
+/// The schema-metadata key of a training set's table versions (JSON, view →
+/// version).
+pub const VERSIONS_METADATA: &str = "aurum.versions";
+
+/// The size Flight data messages are cut to: as large as fits, with room
+/// for headers, under the 4 MiB that gRPC clients (Rust, Go, Java) accept by
+/// default (fewer, larger messages cost less on both sides; arrow-flight's
+/// default is 2 MiB).
+pub(crate) const MAX_MESSAGE_BYTES: usize = 3 << 20;
+
+/// `PutResult`s that may wait for a client that reads them only at the end
+/// (each is a short JSON document).
+pub(crate) const PUT_RESULTS_CAPACITY: usize = 1 << 20;
+
+/// Spine rows joined and streamed per chunk by `DoExchange`. The gold side
+/// is indexed once per call, so a chunk costs only its own rows: chunks are
+/// small enough that joining the next one overlaps sending this one, and
+/// that the answer held at once stays small.
+pub(crate) const EXCHANGE_CHUNK_ROWS: usize = 1 << 17;

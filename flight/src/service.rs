@@ -1,0 +1,320 @@
+//! The `FlightService` calls: list, info, schema, get, put, exchange.
+
+use std::sync::Arc;
+
+use std::collections::BTreeMap;
+
+use arrow_flight::encode::FlightDataEncoderBuilder;
+use arrow_flight::flight_service_server::FlightService;
+use arrow_flight::{
+    Action, ActionType, Criteria, Empty, FlightData, FlightDescriptor, FlightInfo,
+    HandshakeRequest, HandshakeResponse, PollInfo, PutResult, SchemaAsIpc, SchemaResult, Ticket,
+};
+use arrow_ipc::writer::IpcWriteOptions;
+use arrow_schema::Schema;
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use delta::interop;
+use feature_store::retrieval::training_set::{self, TrainingSetRequest};
+
+use crate::command::*;
+use crate::decode::*;
+use crate::encode::*;
+use crate::server::*;
+use crate::status::*;
+
+#[tonic::async_trait]
+impl FlightService for FlightServer {
+    type HandshakeStream = BoxStream<'static, Result<HandshakeResponse, Status>>;
+    type ListFlightsStream = BoxStream<'static, Result<FlightInfo, Status>>;
+    type DoGetStream = BoxStream<'static, Result<FlightData, Status>>;
+    type DoPutStream = BoxStream<'static, Result<PutResult, Status>>;
+    type DoActionStream = BoxStream<'static, Result<arrow_flight::Result, Status>>;
+    type ListActionsStream = BoxStream<'static, Result<ActionType, Status>>;
+    type DoExchangeStream = BoxStream<'static, Result<FlightData, Status>>;
+
+    async fn handshake(
+        &self,
+        _request: Request<Streaming<HandshakeRequest>>,
+    ) -> Result<Response<Self::HandshakeStream>, Status> {
+        // No authentication: the service listens on loopback by default.
+        Ok(Response::new(futures::stream::empty().boxed()))
+    }
+
+    async fn list_flights(
+        &self,
+        _request: Request<Criteria>,
+    ) -> Result<Response<Self::ListFlightsStream>, Status> {
+        let mut infos = Vec::new();
+        for view in self.online.views() {
+            // Views without a gold table (or a server without gold tables)
+            // have no schema to list yet.
+            if !self.store.as_ref().is_some_and(|s| s.exists(&view.name)) {
+                continue;
+            }
+            let command = Command::FeatureView {
+                name: view.name.clone(),
+                version: None,
+                start: None,
+                end: None,
+            };
+            let schema = self.schema_of(&command).await?;
+            infos.push(Ok(self.info(&command, &schema)?));
+        }
+        for service in self.online.services() {
+            let command = Command::TrainingSet {
+                features: None,
+                feature_service: Some(service.name.clone()),
+                timestamp_column: default_timestamp_column(),
+                as_of_versions: BTreeMap::new(),
+                full_feature_names: false,
+            };
+            // A service over views without gold tables yet is not listed.
+            if let Ok(schema) = self.schema_of(&command).await {
+                infos.push(Ok(self.info(&command, &schema)?));
+            }
+        }
+        Ok(Response::new(futures::stream::iter(infos).boxed()))
+    }
+
+    async fn get_flight_info(
+        &self,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let command = Command::from_descriptor(request.get_ref())?;
+        let schema = self.schema_of(&command).await?;
+        Ok(Response::new(self.info(&command, &schema)?))
+    }
+
+    async fn poll_flight_info(
+        &self,
+        _request: Request<FlightDescriptor>,
+    ) -> Result<Response<PollInfo>, Status> {
+        Err(Status::unimplemented(
+            "PollFlightInfo is not served: every command answers at once through GetFlightInfo",
+        ))
+    }
+
+    async fn get_schema(
+        &self,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<SchemaResult>, Status> {
+        let command = Command::from_descriptor(request.get_ref())?;
+        let schema = self.schema_of(&command).await?;
+        let result = SchemaAsIpc::new(&schema, &IpcWriteOptions::default())
+            .try_into()
+            .map_err(|e: arrow_schema::ArrowError| Status::internal(e.to_string()))?;
+        Ok(Response::new(result))
+    }
+
+    async fn do_get(
+        &self,
+        request: Request<Ticket>,
+    ) -> Result<Response<Self::DoGetStream>, Status> {
+        let command = Command::from_ticket(request.get_ref())?;
+        let (schema, batches) = match command {
+            Command::FeatureView {
+                name,
+                version,
+                start,
+                end,
+            } => {
+                return Ok(Response::new(
+                    self.feature_view_stream(&name, version, start, end).await?,
+                ));
+            }
+            Command::OnlineFeatures {
+                features,
+                feature_service,
+                entities,
+                full_feature_names,
+            } => {
+                let features = self.features(&features, &feature_service)?;
+                self.online_batches(&features, &entities, full_feature_names)?
+            }
+            Command::TrainingSet { .. } => {
+                return Err(Status::invalid_argument(
+                    "a training set needs the spine: send it with DoExchange",
+                ));
+            }
+            Command::Push { .. } => {
+                return Err(Status::invalid_argument("a push sends rows: use DoPut"));
+            }
+        };
+        Ok(Response::new(encode(schema, batches)))
+    }
+
+    async fn do_put(
+        &self,
+        request: Request<Streaming<FlightData>>,
+    ) -> Result<Response<Self::DoPutStream>, Status> {
+        let (command, mut batches) = command_and_batches("DoPut", request.into_inner()).await?;
+        let Command::Push {
+            feature_view,
+            to,
+            allow_partial,
+        } = command
+        else {
+            return Err(Status::invalid_argument(
+                "DoPut takes a push command: {\"command\": \"push\", \"feature_view\": ...}",
+            ));
+        };
+        let view = self.view(&feature_view)?;
+        let pusher = self.pusher.clone();
+        // Results are small and a client may read them only after writing
+        // every batch: their queue must never stop ingestion.
+        let results = async_stream(PUT_RESULTS_CAPACITY, move |sender| async move {
+            let mut stream_row = 0usize;
+            while let Some(batch) = batches.next().await {
+                let batch = batch.map_err(|e| Status::invalid_argument(e.to_string()))?;
+                let first_row = stream_row;
+                stream_row += batch.num_rows();
+                let (rows, rejected) = match batch_rows(&view, &batch, first_row, allow_partial) {
+                    Ok(parsed) => parsed,
+                    Err(e) => {
+                        pusher.count_rejected(1);
+                        return Err(status(e));
+                    }
+                };
+                let outcome = pusher
+                    .apply(&view, rows, rejected, to)
+                    .await
+                    .map_err(status)?;
+                let metadata = serde_json::to_vec(&outcome)
+                    .map_err(|e| Status::internal(format!("encoding the push outcome: {e}")))?;
+                if sender
+                    .send(Ok(PutResult {
+                        app_metadata: metadata.into(),
+                    }))
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+            }
+            Ok(())
+        });
+        Ok(Response::new(results))
+    }
+
+    async fn do_exchange(
+        &self,
+        request: Request<Streaming<FlightData>>,
+    ) -> Result<Response<Self::DoExchangeStream>, Status> {
+        let (command, mut spine_stream) =
+            command_and_batches("DoExchange", request.into_inner()).await?;
+        let Command::TrainingSet {
+            features,
+            feature_service,
+            timestamp_column,
+            as_of_versions,
+            full_feature_names,
+        } = command
+        else {
+            return Err(Status::invalid_argument(
+                "DoExchange takes a training_set command: {\"command\": \"training_set\", ...}",
+            ));
+        };
+        let request = TrainingSetRequest {
+            features: self.features(&features, &feature_service)?,
+            timestamp_column,
+            as_of_versions,
+            full_feature_names,
+        };
+        let views = self.online.views();
+        // Check the request before any table is read.
+        let plan = training_set::plan(&views, &request.features).map_err(status)?;
+        let store = self.store()?.clone();
+
+        // The spine is held once (as Arrow batches, then as a frame); the
+        // answer is joined and streamed in chunks, so it is never held
+        // whole beside the spine.
+        let mut spine_batches = Vec::new();
+        while let Some(batch) = spine_stream.next().await {
+            spine_batches.push(batch.map_err(|e| Status::invalid_argument(e.to_string()))?);
+        }
+        let spine_schema = spine_stream
+            .schema()
+            .cloned()
+            .or_else(|| spine_batches.first().map(|b| b.schema()))
+            .ok_or_else(|| Status::invalid_argument("DoExchange sent no spine schema"))?;
+        let spine =
+            interop::batches_to_frame(&spine_schema, &spine_batches).map_err(delta_status)?;
+        drop(spine_batches);
+        training_set::check_spine(spine.schema(), &plan, &request.timestamp_column)
+            .map_err(status)?;
+        let loaded = Arc::new(
+            training_set::load(&store, &views, &request)
+                .await
+                .map_err(status)?,
+        );
+        let versions = serde_json::to_string(&loaded.versions)
+            .map_err(|e| Status::internal(format!("encoding versions: {e}")))?;
+        let results = async_stream(16, move |sender| async move {
+            let height = spine.height();
+            let mut offset = 0;
+            let mut schema_sent = false;
+            while offset < height || !schema_sent {
+                let len = EXCHANGE_CHUNK_ROWS.min(height - offset);
+                let chunk = spine.slice(offset as i64, len);
+                offset += len;
+                let features = loaded.clone();
+                let joined = tokio::task::spawn_blocking(move || features.join(chunk))
+                    .await
+                    .map_err(|e| Status::internal(format!("the join stopped: {e}")))?
+                    .map_err(status)?;
+                let (schema, batches) = interop::frame_to_batches(&joined).map_err(delta_status)?;
+                // The versions read ride in the schema's metadata, so a
+                // client can pin them to reproduce the set.
+                let schema = Arc::new(Schema::new_with_metadata(
+                    schema.fields().clone(),
+                    [(VERSIONS_METADATA.to_string(), versions.clone())].into(),
+                ));
+                let batches = batches
+                    .into_iter()
+                    .map(|b| b.with_schema(schema.clone()))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| Status::internal(format!("re-labelling batches: {e}")))?;
+                let mut encoded = FlightDataEncoderBuilder::new()
+                    .with_max_flight_data_size(MAX_MESSAGE_BYTES)
+                    .with_schema(schema)
+                    .build(futures::stream::iter(batches.into_iter().map(Ok)));
+                let mut first_message = true;
+                while let Some(data) = encoded.next().await {
+                    let data = data.map_err(|e| Status::internal(e.to_string()))?;
+                    // Only the first chunk sends the schema.
+                    if schema_sent && first_message && data.data_body.is_empty() {
+                        first_message = false;
+                        continue;
+                    }
+                    first_message = false;
+                    if sender.send(Ok(data)).await.is_err() {
+                        return Ok(());
+                    }
+                }
+                schema_sent = true;
+                if height == 0 {
+                    break;
+                }
+            }
+            Ok(())
+        });
+        Ok(Response::new(results))
+    }
+
+    async fn do_action(
+        &self,
+        _request: Request<Action>,
+    ) -> Result<Response<Self::DoActionStream>, Status> {
+        Err(not_served("DoAction"))
+    }
+
+    async fn list_actions(
+        &self,
+        _request: Request<Empty>,
+    ) -> Result<Response<Self::ListActionsStream>, Status> {
+        Ok(Response::new(futures::stream::empty().boxed()))
+    }
+}

@@ -1,0 +1,803 @@
+//! The application driven through its router in process: every route, its
+//! errors and its protections.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use feature_store::{Entity, FeatureView};
+use polars::prelude::*;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+use super::*;
+
+mod route_fuzz;
+
+const DAY: i64 = 86_400_000_000;
+
+fn view() -> FeatureView {
+    FeatureView {
+        name: "v".into(),
+        entity: Entity {
+            name: "customer".into(),
+            join_keys: vec!["customer_id".into()],
+        },
+        features: vec!["x1".into(), "x2".into()],
+        feature_types: vec!["float64".into(), "float64".into()],
+        timestamp_column: "ts".into(),
+        created_column: "created".into(),
+        ttl: Duration::from_secs(86_400),
+    }
+}
+
+/// A served model `m` over view `v`: customer 1 fresh, customer 2 stale,
+/// customer 3 unknown.
+fn state(dir: &std::path::Path) -> Arc<AppState> {
+    state_with(dir, |state| state)
+}
+
+/// Like [`state`], with the state configured by `configure` and the
+/// model loaded the way the server's watcher loads it.
+fn state_with(
+    dir: &std::path::Path,
+    configure: impl FnOnce(AppState) -> AppState,
+) -> Arc<AppState> {
+    let n = 400;
+    let x1: Vec<f64> = (0..n).map(|i| f64::from(i % 20)).collect();
+    let x2: Vec<f64> = (0..n).map(|i| f64::from((i * 7) % 13)).collect();
+    let y: Vec<i64> = (0..n).map(|i| i64::from(i % 20 > 9)).collect();
+    let ts: Vec<i64> = (0..i64::from(n)).collect();
+    let train = df!("x1" => x1, "x2" => x2, "y" => y, "ts" => ts).unwrap();
+    let features = vec!["x1".to_string(), "x2".to_string()];
+    let model = training::train_logistic(
+        &train,
+        &features,
+        "y",
+        "ts",
+        &training::TrainOptions::default(),
+    )
+    .unwrap();
+    let registry = Registry::open(dir).unwrap();
+    training::register(
+        &registry,
+        "m",
+        &model,
+        view().feature_refs(),
+        registry::Lineage::default(),
+    )
+    .unwrap();
+
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as i64;
+    let stamps = |v: Vec<i64>, name: &str| -> Column {
+        Series::new(name.into(), v)
+            .cast(&DataType::Datetime(
+                TimeUnit::Microseconds,
+                Some(TimeZone::UTC),
+            ))
+            .unwrap()
+            .into()
+    };
+    let gold = DataFrame::new_infer_height(vec![
+        Series::new("customer_id".into(), [1i64, 2]).into(),
+        stamps(vec![now - 1_000_000, now - 3 * DAY], "ts"),
+        stamps(vec![now - 1_000_000, now - 3 * DAY], "created"),
+        Series::new("x1".into(), [15.0f64, 2.0]).into(),
+        Series::new("x2".into(), [Some(3.0f64), None]).into(),
+    ])
+    .unwrap();
+    let online = Arc::new(OnlineStore::new(1 << 20));
+    online.register_view(view());
+    online.materialize(&view(), &gold, 7).unwrap();
+    let state = Arc::new(configure(AppState::new(online, registry.clone())));
+    assert_eq!(reload::sync_once(&state).len(), 1);
+    state
+}
+
+async fn call(state: &Arc<AppState>, method: &str, uri: &str, body: &str) -> (StatusCode, Value) {
+    let request = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("content-type", "application/json")
+        .body(Body::from(body.to_string()))
+        .unwrap();
+    let response = app(state.clone()).oneshot(request).await.unwrap();
+    let status = response.status();
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_inference_protocol_serves_metadata_and_infers() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = state(dir.path());
+    let (status, server) = call(&state, "GET", "/v2", "").await;
+    assert_eq!(
+        (status, server["name"].as_str()),
+        (StatusCode::OK, Some("aurum"))
+    );
+    let (status, _) = call(&state, "GET", "/v2/health/live", "").await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, meta) = call(&state, "GET", "/v2/models/m", "").await;
+    assert_eq!(status, StatusCode::OK, "{meta}");
+    assert_eq!(meta["inputs"][0]["datatype"], "FP32");
+    assert_eq!(meta["inputs"][0]["shape"], json!([-1, 2]));
+    let input = meta["inputs"][0]["name"].as_str().unwrap().to_string();
+    let (status, _) = call(&state, "GET", "/v2/models/m/ready", "").await;
+    assert_eq!(status, StatusCode::OK);
+
+    // Flat and nested data are the same tensor; the id comes back.
+    let request = |data: Value, shape: Value, datatype: &str| {
+        json!({"id": "r1", "inputs": [
+            {"name": input, "shape": shape, "datatype": datatype, "data": data}
+        ]})
+        .to_string()
+    };
+    let (status, flat) = call(
+        &state,
+        "POST",
+        "/v2/models/m/infer",
+        &request(json!([1.0, 2.0, 15.0, 3.0]), json!([2, 2]), "FP32"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{flat}");
+    let (_, nested) = call(
+        &state,
+        "POST",
+        "/v2/models/m/infer",
+        &request(json!([[1.0, 2.0], [15.0, 3.0]]), json!([2, 2]), "FP32"),
+    )
+    .await;
+    assert_eq!(flat, nested);
+    assert_eq!(flat["id"], "r1");
+    assert_eq!(flat["model_version"], "1");
+    let output = &flat["outputs"][0];
+    assert_eq!(output["datatype"], "FP32");
+    assert_eq!(output["data"].as_array().unwrap().len(), 2);
+
+    // Any READY version is served on demand.
+    let v1 = state.registry.version("m", 1).unwrap();
+    let bytes = state.registry.model_bytes(&v1).unwrap();
+    let new = registry::NewVersion {
+        features: v1.features.clone(),
+        ..registry::NewVersion::default()
+    };
+    state.registry.register("m", &bytes, new).unwrap();
+    let (status, v2) = call(
+        &state,
+        "POST",
+        "/v2/models/m/versions/2/infer",
+        &request(json!([1.0, 2.0, 15.0, 3.0]), json!([2, 2]), "FP32"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{v2}");
+    assert_eq!(
+        (v2["model_version"].clone(), v2["outputs"].clone()),
+        (json!("2"), flat["outputs"].clone())
+    );
+
+    // Client mistakes are 4xx errors naming the problem.
+    for (uri, body, want, needle) in [
+        (
+            "/v2/models/m/infer",
+            request(json!([1, 2]), json!([1, 2]), "INT64"),
+            400,
+            "FP32",
+        ),
+        (
+            "/v2/models/m/infer",
+            request(json!([1.0, 2.0, 3.0]), json!([1, 3]), "FP32"),
+            400,
+            "shape",
+        ),
+        (
+            "/v2/models/m/infer",
+            request(json!([1.0, 2.0, 3.0]), json!([2, 2]), "FP32"),
+            400,
+            "needs 4",
+        ),
+        (
+            "/v2/models/m/infer",
+            request(json!(["a", 2.0]), json!([1, 2]), "FP32"),
+            400,
+            "not a number",
+        ),
+        (
+            "/v2/models/m/infer",
+            "{\"inputs\": [{\"name\": \"nope\"}]}".to_string(),
+            400,
+            "no input",
+        ),
+        (
+            "/v2/models/m/infer",
+            "{\"inputs\": []}".to_string(),
+            400,
+            "lacks input",
+        ),
+        (
+            "/v2/models/m/infer",
+            "{not json".to_string(),
+            400,
+            "not valid JSON",
+        ),
+        (
+            "/v2/models/nobody/infer",
+            request(json!([1.0, 2.0]), json!([1, 2]), "FP32"),
+            404,
+            "not served",
+        ),
+        (
+            "/v2/models/m/versions/9/infer",
+            request(json!([1.0, 2.0]), json!([1, 2]), "FP32"),
+            404,
+            "no version 9",
+        ),
+        (
+            "/v2/models/m/versions/x/ready",
+            String::new(),
+            404,
+            "versions are numbers",
+        ),
+    ] {
+        let method = if uri.ends_with("ready") {
+            "GET"
+        } else {
+            "POST"
+        };
+        let (status, body) = call(&state, method, uri, &body).await;
+        assert_eq!(status.as_u16(), want, "{uri}: {body}");
+        let message = body["error"].as_str().unwrap_or_default();
+        assert!(
+            message.contains(needle),
+            "{uri}: {message:?} lacks {needle:?}"
+        );
+    }
+    let mut unknown_output: Value =
+        serde_json::from_str(&request(json!([1.0, 2.0]), json!([1, 2]), "FP32")).unwrap();
+    unknown_output["outputs"] = json!([{"name": "nothing"}]);
+    let (status, body) = call(
+        &state,
+        "POST",
+        "/v2/models/m/infer",
+        &unknown_output.to_string(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_validates_every_row_and_applies_all_or_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = state(dir.path());
+    let now = chrono::Utc::now().to_rfc3339();
+    let push = |df: Value, partial: bool| {
+        json!({"push_source_name": "v", "df": df, "to": "online", "allow_partial": partial})
+            .to_string()
+    };
+    // Row 1 has a string where x1 needs a number: nothing is applied.
+    let bad =
+        json!({"customer_id": [7, 8], "ts": [now, now], "x1": [1.0, "high"], "x2": [2.0, 3.0]});
+    let (status, answer) = call(&state, "POST", "/push", &push(bad.clone(), false)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    assert_eq!(answer["error"]["code"], "invalid_row");
+    let message = answer["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("row 1") && message.contains("x1"),
+        "{message}"
+    );
+    let lookup = r#"{"entities": {"customer_id": [7, 8]}, "features": ["v:x1"]}"#;
+    let (_, before) = call(&state, "POST", "/get-online-features", lookup).await;
+    assert_eq!(
+        before["results"][1]["statuses"],
+        json!(["NOT_FOUND", "NOT_FOUND"])
+    );
+
+    // With allow_partial the good row lands and the bad one is reported.
+    let (status, answer) = call(&state, "POST", "/push", &push(bad, true)).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["accepted"], 1);
+    assert_eq!(answer["online_written"], 1);
+    assert_eq!(answer["rejected"][0]["row"], 1);
+    let (_, after) = call(&state, "POST", "/get-online-features", lookup).await;
+    assert_eq!(
+        after["results"][1]["statuses"],
+        json!(["PRESENT", "NOT_FOUND"])
+    );
+    assert_eq!(after["results"][1]["values"][0], 1.0);
+    let metrics = app(state.clone())
+        .oneshot(
+            Request::builder()
+                .uri("/metrics")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let text = String::from_utf8(
+        axum::body::to_bytes(metrics.into_body(), 1 << 20)
+            .await
+            .unwrap()
+            .to_vec(),
+    )
+    .unwrap();
+    assert!(
+        text.contains("aurum_push_rows_accepted_total 1\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("aurum_push_rows_rejected_total 2\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("aurum_push_freshness_seconds_count 1\n"),
+        "{text}"
+    );
+
+    // Missing and unknown columns, unknown views, no offline store.
+    for (body, status, code, named) in [
+        (push(json!({"customer_id": [7], "ts": [now], "x1": [1.0]}), false), StatusCode::BAD_REQUEST, "invalid_push", "no column \"x2\""),
+        (push(json!({"customer_id": [7], "ts": [now], "x1": [1.0], "x2": [1.0], "x3": [1]}), false), StatusCode::BAD_REQUEST, "invalid_push", "no column \"x3\""),
+        (json!({"push_source_name": "nope", "df": {}}).to_string(), StatusCode::NOT_FOUND, "unknown_push_source", "\"nope\""),
+        (json!({"push_source_name": "v", "df": {"customer_id": [7], "ts": [now], "x1": [1.0], "x2": [1.0]}, "to": "offline"}).to_string(), StatusCode::NOT_FOUND, "no_offline_store", "cannot push v offline"),
+    ] {
+        let (got, answer) = call(&state, "POST", "/push", &body).await;
+        assert_eq!(got, status, "{body}: {answer}");
+        assert_eq!(answer["error"]["code"], code, "{body}: {answer}");
+        let message = answer["error"]["message"].as_str().unwrap();
+        assert!(message.contains(named), "{message}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn online_features_answer_in_feasts_shape_with_ttl_on_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = state(dir.path());
+    let body = r#"{"entities": {"customer_id": [1, 2, 3]},
+                  "features": ["v:x1", "v:x2"], "full_feature_names": true}"#;
+    let (status, answer) = call(&state, "POST", "/get-online-features", body).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(
+        answer["metadata"]["feature_names"],
+        json!(["customer_id", "v__x1", "v__x2"])
+    );
+    let results = &answer["results"];
+    assert_eq!(results[0]["values"], json!([1, 2, 3]));
+    assert_eq!(results[1]["values"], json!([15.0, null, null]));
+    assert_eq!(
+        results[1]["statuses"],
+        json!(["PRESENT", "OUTSIDE_MAX_AGE", "NOT_FOUND"])
+    );
+    assert_eq!(
+        results[2]["statuses"],
+        json!(["PRESENT", "OUTSIDE_MAX_AGE", "NOT_FOUND"])
+    );
+    assert_eq!(results[1]["event_timestamps"][2], "1970-01-01T00:00:00Z");
+    assert!(
+        results[1]["event_timestamps"][0]
+            .as_str()
+            .unwrap()
+            .ends_with('Z')
+    );
+
+    for (body, status, code) in [
+        (
+            r#"{"entities": {"customer_id": [1]}, "features": ["nope:x1"]}"#,
+            StatusCode::NOT_FOUND,
+            "unknown_feature_view",
+        ),
+        (
+            r#"{"entities": {"customer_id": [1]}, "features": ["v:nope"]}"#,
+            StatusCode::NOT_FOUND,
+            "unknown_feature",
+        ),
+        (
+            r#"{"entities": {"user": [1]}, "features": ["v:x1"]}"#,
+            StatusCode::BAD_REQUEST,
+            "unknown_entity_key",
+        ),
+        (
+            r#"{"entities": {}, "features": ["v:x1"]}"#,
+            StatusCode::BAD_REQUEST,
+            "missing_entity_key",
+        ),
+        (
+            r#"{"entities": {"customer_id": [1.5]}, "features": ["v:x1"]}"#,
+            StatusCode::BAD_REQUEST,
+            "invalid_entity_key",
+        ),
+        (
+            r#"{"entities": {"customer_id": [1]}, "features": ["x1"]}"#,
+            StatusCode::BAD_REQUEST,
+            "invalid_feature_reference",
+        ),
+        (
+            r#"{"entities": {"customer_id": [1]}}"#,
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+    ] {
+        let (got, answer) = call(&state, "POST", "/get-online-features", body).await;
+        assert_eq!(got, status, "{body}: {answer}");
+        assert_eq!(answer["error"]["code"], code, "{body}: {answer}");
+    }
+    let (status, views) = call(&state, "GET", "/feature-views", "").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        views,
+        json!([{"name": "v", "entity": "customer", "join_keys": ["customer_id"],
+                "ttl_seconds": 86_400, "delta_version": 7,
+                "features": [{"name": "x1", "type": "float64"}, {"name": "x2", "type": "float64"}]}])
+    );
+
+    let (status, _) = call(&state, "GET", "/metrics", "").await;
+    assert_eq!(status, StatusCode::OK);
+    let request = Request::builder()
+        .uri("/metrics")
+        .body(Body::empty())
+        .unwrap();
+    let response = app(state.clone()).oneshot(request).await.unwrap();
+    let text = String::from_utf8(
+        axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap()
+            .to_vec(),
+    )
+    .unwrap();
+    // One successful lookup so far (the error cases never reached it).
+    assert!(
+        text.contains("aurum_online_lookup_seconds_count 1\n"),
+        "{text}"
+    );
+    assert!(text.contains("aurum_online_hits_total 2\n"), "{text}");
+    assert!(text.contains("aurum_online_misses_total 1\n"), "{text}");
+    assert!(
+        text.contains("aurum_feature_view_delta_version{view=\"v\"} 7\n"),
+        "{text}"
+    );
+
+    let many: Vec<i64> = (0..10_001).collect();
+    let body = json!({"entities": {"customer_id": many}, "features": ["v:x1"]}).to_string();
+    let (got, answer) = call(&state, "POST", "/get-online-features", &body).await;
+    assert_eq!(got, StatusCode::PAYLOAD_TOO_LARGE, "{answer}");
+    // A body over the byte limit is refused before parsing, in JSON.
+    let huge = format!("{{\"pad\": \"{}\"}}", "x".repeat(MAX_BODY_BYTES));
+    for path in ["/get-online-features", "/push"] {
+        let (got, answer) = call(&state, "POST", path, &huge).await;
+        assert_eq!(got, StatusCode::PAYLOAD_TOO_LARGE, "{path}: {answer}");
+        assert_eq!(answer["error"]["code"], "too_large", "{path}: {answer}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn predict_reports_statuses_and_imputes_missing_features() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = state(dir.path());
+    let body = json!({"model": "m", "entities": {"customer_id": [1, 2, "3"]}}).to_string();
+    let (status, answer) = call(&state, "POST", "/predict", &body).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["feature_versions"]["v"], 7);
+    let rows = answer["predictions"].as_array().unwrap();
+    assert_eq!(rows.len(), 3);
+    assert!(rows.iter().all(|r| r["model"] == "m" && r["version"] == 1));
+    assert!(rows[0].get("feature_statuses").is_none());
+    assert_eq!(rows[1]["feature_statuses"]["v:x1"], "OUTSIDE_MAX_AGE");
+    assert_eq!(rows[2]["feature_statuses"]["v:x2"], "NOT_FOUND");
+
+    // Stale and unknown rows are both fully imputed: same prediction,
+    // equal to the model run on NaN inputs.
+    let model = state.models.get("m").unwrap();
+    let imputed = model.predict(vec![f32::NAN, f32::NAN], 1).unwrap()[0][0];
+    let fresh = model.predict(vec![15.0, 3.0], 1).unwrap()[0][0];
+    let p = |i: usize| rows[i]["prediction"].as_f64().unwrap() as f32;
+    assert!((p(0) - fresh).abs() < 1e-6);
+    assert!((p(1) - imputed).abs() < 1e-6 && (p(2) - imputed).abs() < 1e-6);
+
+    // Request-time values take precedence over stored ones.
+    let body = json!({"model": "m", "entities": {"customer_id": [2]},
+                      "features": {"x1": [15.0], "v:x2": [3.0]}})
+    .to_string();
+    let (_, answer) = call(&state, "POST", "/predict", &body).await;
+    let got = answer["predictions"][0]["prediction"].as_f64().unwrap() as f32;
+    assert!((got - fresh).abs() < 1e-6, "{answer}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_get_errors_that_name_the_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = state(dir.path());
+    let cases = [
+        (
+            json!({"model": "nope", "entities": {"customer_id": [1]}}).to_string(),
+            StatusCode::NOT_FOUND,
+            "model_not_found",
+            "\"nope\"",
+        ),
+        (
+            json!({"model": "m", "entities": {"customer_id": [1, 2]}, "features": {"x1": [1.0]}})
+                .to_string(),
+            StatusCode::BAD_REQUEST,
+            "ragged_columns",
+            "has 1 values",
+        ),
+        (
+            json!({"model": "m", "entities": {"account": [1]}}).to_string(),
+            StatusCode::BAD_REQUEST,
+            "missing_entity_key",
+            "\"customer_id\"",
+        ),
+        (
+            json!({"model": "m", "entities": {"customer_id": [1.5]}}).to_string(),
+            StatusCode::BAD_REQUEST,
+            "invalid_entity_key",
+            "1.5",
+        ),
+        (
+            json!({"model": "m", "entities": {"customer_id": [1]}, "features": {"x1": ["high"]}})
+                .to_string(),
+            StatusCode::BAD_REQUEST,
+            "invalid_feature_value",
+            "\"high\"",
+        ),
+        (
+            json!({"model": "m", "entities": {}}).to_string(),
+            StatusCode::BAD_REQUEST,
+            "no_rows",
+            "at least one row",
+        ),
+        (
+            json!({"model": "m", "entities": {"customer_id": [1]}, "features": {"x9": [1.0]}})
+                .to_string(),
+            StatusCode::BAD_REQUEST,
+            "unknown_feature",
+            "\"x9\"",
+        ),
+        (
+            "{\"model\": ".to_string(),
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            "",
+        ),
+        (
+            json!({"model": "m", "entites": {}}).to_string(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_json",
+            "entites",
+        ),
+    ];
+    for (body, status, code, needle) in cases {
+        let (got, answer) = call(&state, "POST", "/predict", &body).await;
+        assert_eq!(got, status, "{body} → {answer}");
+        assert_eq!(answer["error"]["code"], code, "{body} → {answer}");
+        let message = answer["error"]["message"].as_str().unwrap();
+        assert!(message.contains(needle), "{body} → {message}");
+    }
+}
+
+fn policy(text: &str) -> ServingConfig {
+    let table: toml::Table = toml::from_str(text).unwrap();
+    let section = feature_store::project::ModelSection {
+        name: "m".into(),
+        line: 1,
+        table,
+    };
+    ServingConfig::from_sections("champion", &[section]).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reject_policy_refuses_rows_with_missing_features() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = state_with(dir.path(), |s| {
+        s.with_config(policy("[serving]\nmissing_features = \"reject\""))
+    });
+    let body = json!({"model": "m", "entities": {"customer_id": [1]}}).to_string();
+    let (status, answer) = call(&state, "POST", "/predict", &body).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let body = json!({"model": "m", "entities": {"customer_id": [1, 3]}}).to_string();
+    let (status, answer) = call(&state, "POST", "/predict", &body).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{answer}");
+    assert_eq!(answer["error"]["code"], "missing_features");
+    let message = answer["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("row 1: v:x1 NotFound, v:x2 NotFound"),
+        "{message}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn micro_batching_answers_as_single_inference_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let plain = state(dir.path());
+    let dir2 = tempfile::tempdir().unwrap();
+    let batched = state_with(dir2.path(), |s| {
+        s.with_config(policy(
+            "[serving]\nbatch = { max_rows = 8, max_delay_us = 2000 }",
+        ))
+    });
+    let body =
+        |x1: f64| json!({"model": "m", "features": {"x1": [x1], "x2": [x1 / 2.0]}}).to_string();
+    let mut calls = Vec::new();
+    for i in 0..32 {
+        let (batched, body) = (batched.clone(), body(f64::from(i)));
+        calls.push(tokio::spawn(async move {
+            call(&batched, "POST", "/predict", &body).await
+        }));
+    }
+    for (i, handle) in calls.into_iter().enumerate() {
+        let (status, answer) = handle.await.unwrap();
+        assert_eq!(status, StatusCode::OK, "{answer}");
+        let (_, alone) = call(&plain, "POST", "/predict", &body(i as f64)).await;
+        assert_eq!(
+            answer["predictions"][0]["prediction"],
+            alone["predictions"][0]["prediction"]
+        );
+    }
+    // Concurrent requests shared inferences.
+    let key = metrics::ArmKey {
+        model: "m".into(),
+        version: 1,
+        arm: "latest".into(),
+        shadow: false,
+    };
+    let requests = batched.metrics.arm(&key);
+    assert_eq!(requests.batch_rows.count(), 32);
+    let model = batched.models.get("m").unwrap();
+    let inferences = model.batch_rows().unwrap();
+    assert_eq!(inferences.sum(), 32.0);
+    assert!(inferences.count() < 32, "{} inferences", inferences.count());
+    let text = metrics_text(&batched).await;
+    assert!(
+        text.contains("aurum_batch_inference_rows_sum{model=\"m\",version=\"1\"} 32\n"),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overload_is_shed_and_slow_requests_time_out() {
+    let dir = tempfile::tempdir().unwrap();
+    // A lone request waits 100 ms in the batcher for company.
+    let state = state_with(dir.path(), |s| {
+        s.with_config(policy(
+            "[serving]\nbatch = { max_rows = 64, max_delay_us = 100000 }",
+        ))
+        .with_limits(Limits {
+            max_in_flight: 1,
+            request_timeout: Duration::from_secs(10),
+            ..Limits::default()
+        })
+    });
+    let body = json!({"model": "m", "features": {"x1": [1.0], "x2": [2.0]}}).to_string();
+    let first = {
+        let (state, body) = (state.clone(), body.clone());
+        tokio::spawn(async move { call(&state, "POST", "/predict", &body).await })
+    };
+    while state.in_flight() == 0 {
+        tokio::task::yield_now().await;
+    }
+    let request = Request::builder()
+        .method("POST")
+        .uri("/predict")
+        .body(Body::from(body.clone()))
+        .unwrap();
+    let shed = app(state.clone()).oneshot(request).await.unwrap();
+    assert_eq!(shed.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(shed.headers()["retry-after"], "1");
+    assert_eq!(first.await.unwrap().0, StatusCode::OK);
+    assert_eq!(state.metrics.shed.load(Ordering::Relaxed), 1);
+
+    let dir = tempfile::tempdir().unwrap();
+    let slow = state_with(dir.path(), |s| {
+        s.with_config(policy(
+            "[serving]\nbatch = { max_rows = 64, max_delay_us = 100000 }",
+        ))
+        .with_limits(Limits {
+            request_timeout: Duration::from_millis(10),
+            ..Limits::default()
+        })
+    });
+    let (status, answer) = call(&slow, "POST", "/predict", &body).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{answer}");
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("limit of 10 ms"),
+        "{answer}"
+    );
+    assert_eq!(slow.metrics.timeouts.load(Ordering::Relaxed), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_routes_need_the_token_when_one_is_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = state_with(dir.path(), |s| {
+        s.with_limits(Limits {
+            admin_token: Some("s3cret".into()),
+            ..Limits::default()
+        })
+    });
+    let send = |method: &str, uri: &str, token: Option<&str>| {
+        let mut request = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("content-type", "application/json");
+        if let Some(token) = token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        let request = request.body(Body::from("{}")).unwrap();
+        let app = app(state.clone());
+        async move { app.oneshot(request).await.unwrap().status() }
+    };
+    assert_eq!(
+        send("POST", "/admin/reload", None).await,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        send("POST", "/admin/reload", Some("guess")).await,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        send("POST", "/admin/reload", Some("s3cret")).await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        send("POST", "/api/2.0/mlflow/registered-models/create", None).await,
+        StatusCode::UNAUTHORIZED
+    );
+    // Reads and predictions stay open.
+    assert_eq!(
+        send("GET", "/api/2.0/mlflow/registered-models/search", None).await,
+        StatusCode::OK
+    );
+    let body = json!({"model": "m", "features": {"x1": [1.0], "x2": [2.0]}}).to_string();
+    assert_eq!(
+        call(&state, "POST", "/predict", &body).await.0,
+        StatusCode::OK
+    );
+    let text = metrics_text(&state).await;
+    assert!(
+        text.contains(
+            "aurum_http_errors_total{route=\"/admin/reload\",status=\"401\",code=\"unauthorized\"} 2\n"
+        ),
+        "{text}"
+    );
+}
+
+async fn metrics_text(state: &Arc<AppState>) -> String {
+    let request = Request::builder()
+        .uri("/metrics")
+        .body(Body::empty())
+        .unwrap();
+    let response = app(state.clone()).oneshot(request).await.unwrap();
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 22)
+        .await
+        .unwrap();
+    String::from_utf8(bytes.to_vec()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_follows_the_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = state(dir.path());
+    assert_eq!(
+        call(&state, "GET", "/health/live", "").await.0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        call(&state, "GET", "/health/ready", "").await.0,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    state.set_ready(true);
+    assert_eq!(
+        call(&state, "GET", "/health/ready", "").await.0,
+        StatusCode::OK
+    );
+}
