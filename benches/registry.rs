@@ -12,8 +12,8 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
+use onnx::{Dim, GraphBuilder};
 use registry::{NewVersion, Registry};
-use training::onnx::{Dim, GraphBuilder};
 
 fn model(megabytes: usize, seed: f32) -> Vec<u8> {
     let k = megabytes * (1 << 20) / 4 / 3;
@@ -48,7 +48,7 @@ fn main() -> Result<()> {
     }
     let dir = tempfile::tempdir()?;
     let registry = Registry::open(dir.path())?;
-    registry::runtime::environment()?;
+    onnx::init()?;
     let new = || NewVersion {
         features: vec!["v:a".into(), "v:b".into()],
         metrics: BTreeMap::from([("auc".to_string(), 0.9)]),

@@ -121,7 +121,7 @@ fn load_external(o: &Options) -> Result<()> {
 }
 
 fn aurum(o: &Options) -> Result<()> {
-    registry::runtime::environment()?;
+    onnx::init()?;
     let df = ParquetReader::new(std::fs::File::open(
         o.parquet.as_deref().context("aurum needs --parquet")?,
     )?)

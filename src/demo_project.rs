@@ -79,7 +79,7 @@ pub async fn build(
     }
     // Fail before any work if ONNX Runtime cannot be loaded; the error names
     // the command that installs it.
-    registry::runtime::environment()?;
+    onnx::init()?;
     let project_file = dir.join(feature_store::project::PROJECT_FILE);
     if !project_file.exists() {
         example::init(dir)?;

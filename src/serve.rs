@@ -214,7 +214,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     if !models.is_empty() {
         // Loading needs the ONNX Runtime library: fail with the command
         // that installs it rather than later on a request.
-        registry::runtime::environment()?;
+        onnx::init()?;
     }
     // The first pass loads every model before the server reports ready;
     // the watcher then keeps the served versions in step with the registry.

@@ -97,7 +97,7 @@ fn load(args: &TrainArgs) -> Result<(feature_store::Project, Vec<ModelSpec>)> {
     }
     // Registration validates in ONNX Runtime: fail first, naming the
     // command that installs it.
-    registry::runtime::environment()?;
+    onnx::init()?;
     Ok((project, specs))
 }
 

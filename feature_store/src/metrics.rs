@@ -2,10 +2,14 @@
 //! freshness) and the server exports (lookup latency).
 //!
 //! Observations are plain atomics (no locks, no allocation), so they can be
-//! recorded on a request path; rendering happens only when scraped.
+//! recorded on a request path; they are read and encoded (through
+//! `prometheus-client`'s [`EncodeMetric`]) only when scraped.
 
-use std::fmt::Write;
+use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
+use prometheus_client::metrics::MetricType;
 
 /// Bucket bounds for request-path latencies, in seconds (1 µs to 100 ms).
 pub const LATENCY_BUCKETS: &[f64] = &[
@@ -74,48 +78,57 @@ impl Histogram {
     pub fn sum(&self) -> f64 {
         self.sum_scaled.load(Ordering::Relaxed) as f64 / self.scale
     }
+}
 
-    /// Appends the histogram in Prometheus text format, with its header.
-    pub fn render(&self, name: &str, help: &str, out: &mut String) {
-        header(name, help, "histogram", out);
-        self.render_labeled(name, "", out);
-    }
-
-    /// Appends the histogram's samples only, each carrying `labels`
-    /// (`key="value",...`, already escaped; may be empty), for a family of
-    /// histograms under one [`header`].
-    pub fn render_labeled(&self, name: &str, labels: &str, out: &mut String) {
-        let sep = if labels.is_empty() { "" } else { "," };
-        let mut cumulative = 0;
+impl EncodeMetric for Histogram {
+    /// Encodes the buckets, sum and count through `prometheus-client`, which
+    /// writes them in the exposition format.
+    fn encode(&self, mut encoder: MetricEncoder<'_>) -> fmt::Result {
+        // The encoder takes each bucket's own count and accumulates them, and
+        // writes a bucket bounded by infinity as `+Inf`.
+        let mut buckets = Vec::with_capacity(self.bounds.len() + 1);
+        let mut within = 0;
         for (bound, count) in self.bounds.iter().zip(&self.counts) {
-            cumulative += count.load(Ordering::Relaxed);
-            let _ = writeln!(
-                out,
-                "{name}_bucket{{{labels}{sep}le=\"{bound}\"}} {cumulative}"
-            );
+            let count = count.load(Ordering::Relaxed);
+            within += count;
+            buckets.push((*bound, count));
         }
-        let total = self.total.load(Ordering::Relaxed);
-        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {total}");
-        let braces = if labels.is_empty() {
-            String::new()
-        } else {
-            format!("{{{labels}}}")
-        };
-        let _ = writeln!(out, "{name}_sum{braces} {}", self.sum());
-        let _ = writeln!(out, "{name}_count{braces} {total}");
+        // Observations above the last bound are only in the total. Read
+        // without a lock, the total can lag a bucket by an observation still
+        // being recorded, so it never counts less than the buckets do.
+        let total = self.total.load(Ordering::Relaxed).max(within);
+        buckets.push((f64::INFINITY, total - within));
+        encoder.encode_histogram::<NoLabelSet>(self.sum(), total, &buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
     }
 }
 
-/// Appends a metric family's `# HELP` and `# TYPE` lines.
-pub fn header(name: &str, help: &str, kind: &str, out: &mut String) {
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} {kind}");
-}
+#[cfg(test)]
+mod tests {
+    use prometheus_client::encoding::text::encode;
+    use prometheus_client::registry::Registry;
 
-/// Escapes a label value for the Prometheus text format.
-pub fn label_value(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+    use super::*;
+
+    #[test]
+    fn buckets_are_cumulative_and_observations_past_the_last_bound_land_in_inf() {
+        let histogram = Histogram::counts(&[1.0, 4.0]);
+        for value in [1.0, 2.0, 3.0, 9.0] {
+            histogram.observe(value);
+        }
+        let mut registry = Registry::default();
+        registry.register("rows", "Rows", histogram);
+        let mut text = String::new();
+        encode(&mut text, &registry).unwrap();
+        assert_eq!(
+            text,
+            "# HELP rows Rows.\n# TYPE rows histogram\n\
+             rows_sum 15.0\nrows_count 4\n\
+             rows_bucket{le=\"1.0\"} 1\nrows_bucket{le=\"4.0\"} 3\nrows_bucket{le=\"+Inf\"} 4\n\
+             # EOF\n"
+        );
+    }
 }

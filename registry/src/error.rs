@@ -8,25 +8,15 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// What went wrong in the registry, with the input that caused it.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The ONNX Runtime shared library could not be found or loaded.
-    #[error(
-        "ONNX Runtime is not available: {reason}. Install it with `{install}` \
-         (or point ORT_DYLIB_PATH at libonnxruntime.so)"
-    )]
-    RuntimeMissing {
-        /// Why the library could not be used.
-        reason: String,
-        /// The project command that installs it.
-        install: &'static str,
-    },
-    /// ONNX Runtime refused the model or failed to run it.
-    #[error("ONNX Runtime rejected model {model}: {message}")]
-    InvalidModel {
-        /// The model (name or file) that was refused.
-        model: String,
-        /// ONNX Runtime's message.
-        message: String,
-    },
+    /// The ONNX Runtime shared library could not be found or loaded (the
+    /// server's problem, not the model's): always
+    /// [`onnx::Error::RuntimeMissing`], whose message names the command that
+    /// installs it.
+    #[error(transparent)]
+    RuntimeMissing(onnx::Error),
+    /// ONNX Runtime refused the model (the caller's problem).
+    #[error(transparent)]
+    InvalidModel(onnx::Error),
     /// The model's signature does not fit what was declared for it.
     #[error("model {model} does not match its declaration: {message}")]
     SignatureMismatch {
@@ -131,6 +121,18 @@ pub enum Error {
         /// The underlying error.
         source: serde_json::Error,
     },
+}
+
+/// Sorts the ONNX layer's errors by whose problem they are: a missing
+/// runtime is the server's, anything else about loading a model is the
+/// model's.
+impl From<onnx::Error> for Error {
+    fn from(e: onnx::Error) -> Self {
+        match e {
+            onnx::Error::RuntimeMissing { .. } => Error::RuntimeMissing(e),
+            _ => Error::InvalidModel(e),
+        }
+    }
 }
 
 impl Error {

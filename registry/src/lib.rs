@@ -7,15 +7,14 @@
 //! the metadata document is the commit point, written by an exclusive create,
 //! so a crash mid-way leaves at most an unreferenced blob, never half a version.
 //!
-//! This crate knows nothing of feature stores, training or serving. It owns the
-//! process-wide ONNX Runtime environment ([`runtime`]) because loading a model
-//! is part of validating it.
+//! This crate knows nothing of feature stores, training or serving. It loads
+//! models through the `onnx` crate (which owns the ONNX Runtime environment)
+//! because loading a model is part of validating it.
 
 pub mod error;
 pub mod manage;
 pub mod mlflow_client;
 pub mod model;
-pub mod runtime;
 pub mod search;
 pub mod store;
 

@@ -4,6 +4,10 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+// The signature a version records is the one ONNX Runtime reports, defined
+// once by the crate that reads it; its JSON is part of the metadata document.
+pub use onnx::{Signature, TensorSpec};
+
 /// One registered, immutable version of a model.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelVersion {
@@ -141,24 +145,4 @@ pub struct NewVersion {
     pub tags: BTreeMap<String, String>,
     /// Where the file comes from (a path or URI), recorded with the version.
     pub source: String,
-}
-
-/// The input and output tensors of a model.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Signature {
-    /// Inputs in the order the model declares them.
-    pub inputs: Vec<TensorSpec>,
-    /// Outputs in the order the model declares them.
-    pub outputs: Vec<TensorSpec>,
-}
-
-/// One tensor of a signature.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TensorSpec {
-    /// The tensor name.
-    pub name: String,
-    /// The element type as ONNX Runtime names it (e.g. `f32`).
-    pub dtype: String,
-    /// The shape; `-1` marks a dynamic dimension.
-    pub shape: Vec<i64>,
 }

@@ -27,7 +27,6 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 use crate::model::{ModelVersion, NewVersion, VersionStatus};
-use crate::runtime;
 
 /// A model registry rooted at a directory.
 #[derive(Debug, Clone)]
@@ -57,15 +56,14 @@ impl Registry {
     /// first input must take one float32 column per feature and its first
     /// output must be float32 (what `/predict` feeds and reads). Nothing is
     /// written unless it passes.
-    pub fn register(&self, name: &str, onnx: &[u8], new: NewVersion) -> Result<ModelVersion> {
+    pub fn register(&self, name: &str, bytes: &[u8], new: NewVersion) -> Result<ModelVersion> {
         validate_name(name)?;
-        let session = runtime::load_session(name, onnx)?;
-        let signature = runtime::signature(&session);
-        drop(session);
+        // Loading it is the validation; the session is not kept.
+        let signature = onnx::Model::load(name, bytes)?.into_signature();
         check_features(name, &signature, &new)?;
 
-        let sha256 = hex::encode(Sha256::digest(onnx));
-        self.write_blob(&sha256, onnx)?;
+        let sha256 = hex::encode(Sha256::digest(bytes));
+        self.write_blob(&sha256, bytes)?;
         let imputation = if new.imputation.is_empty() {
             vec![0.0; new.features.len()]
         } else {

@@ -7,8 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock, mpsc};
 use std::time::Instant;
 
-use ort::session::Session;
-use ort::value::TensorRef;
+use onnx::{Matrix, Model};
 use registry::{ModelVersion, Registry};
 
 use crate::error::AppError;
@@ -63,8 +62,8 @@ impl std::fmt::Debug for LoadedModel {
 
 impl LoadedModel {
     /// Loads `version` from `registry` into `pool_size` sessions.
-    /// (`Session::run` needs exclusive access, so concurrent requests use
-    /// different sessions of the pool.)
+    /// (Running a [`Model`] needs exclusive access, so concurrent requests
+    /// use different sessions of the pool.)
     pub fn load(
         registry: &Registry,
         version: ModelVersion,
@@ -73,7 +72,7 @@ impl LoadedModel {
         let bytes = registry.model_bytes(&version)?;
         let label = format!("{}/{}", version.name, version.version);
         let sessions = (0..pool_size.max(1))
-            .map(|_| registry::runtime::load_session(&label, &bytes).map(Mutex::new))
+            .map(|_| Model::load(&label, &bytes).map(Mutex::new))
             .collect::<Result<_, _>>()?;
         Ok(LoadedModel {
             pool: Arc::new(SessionPool {
@@ -111,7 +110,7 @@ impl LoadedModel {
 
     /// Runs `f` with a session of the pool: the first free one from a
     /// rotating start, or waits on one when all are busy.
-    pub fn with_session<T>(&self, f: impl FnOnce(&mut Session) -> T) -> T {
+    pub fn with_session<T>(&self, f: impl FnOnce(&mut Model) -> T) -> T {
         self.pool.with_session(f)
     }
 
@@ -213,12 +212,12 @@ impl LoadedModel {
 struct SessionPool {
     width: usize,
     output: Option<usize>,
-    sessions: Vec<Mutex<Session>>,
+    sessions: Vec<Mutex<Model>>,
     next: AtomicUsize,
 }
 
 impl SessionPool {
-    fn with_session<T>(&self, f: impl FnOnce(&mut Session) -> T) -> T {
+    fn with_session<T>(&self, f: impl FnOnce(&mut Model) -> T) -> T {
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         let n = self.sessions.len();
         let mut guard = (0..n)
@@ -239,18 +238,21 @@ impl SessionPool {
                 features.len()
             )));
         }
-        let input = TensorRef::from_array_view(([rows, width], features))
-            .map_err(|e| AppError::internal(format!("building the input tensor: {e}")))?;
+        // Built before a session is taken, so the lock covers only the run.
+        // The onnx errors read "building the input tensor: …", "ONNX
+        // Runtime failed: …" and "reading the model output: …".
+        let input =
+            Matrix::new(features, rows, width).map_err(|e| AppError::internal(e.to_string()))?;
         let output = self.output.ok_or_else(|| {
             AppError::internal("the model has no float output for /predict to answer with")
         })?;
         self.with_session(|session| {
             let outputs = session
-                .run(ort::inputs![input])
-                .map_err(|e| AppError::internal(format!("ONNX Runtime failed: {e}")))?;
-            let (shape, values) = outputs[output]
-                .try_extract_tensor::<f32>()
-                .map_err(|e| AppError::internal(format!("reading the model output: {e}")))?;
+                .run_matrix(input)
+                .map_err(|e| AppError::internal(e.to_string()))?;
+            let (shape, values) = outputs
+                .f32(output)
+                .map_err(|e| AppError::internal(e.to_string()))?;
             let per_row = values.len().checked_div(rows).unwrap_or(0);
             if per_row * rows != values.len() {
                 return Err(AppError::internal(format!(

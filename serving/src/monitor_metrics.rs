@@ -1,199 +1,220 @@
-//! The monitor's part of `/metrics` in Prometheus' text format: the drift
-//! gauges of the last periodic evaluation, the monitor's counters, and the
-//! live quality from `/feedback`.
+//! The monitor's part of `/metrics`: the drift gauges of the last periodic
+//! evaluation, the monitor's counters, and the live quality from
+//! `/feedback`, each family handed to `prometheus-client`'s encoder.
 
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
+use std::fmt;
 
-use feature_store::metrics::{header as metric_header, label_value};
-use monitoring::Monitor;
+use monitoring::{Monitor, PerformanceRow, VersionState};
+use prometheus_client::encoding::DescriptorEncoder;
 
-/// Appends the monitor's metric families to `out`: drift, then feedback.
-pub(crate) fn render(monitor: &Monitor, out: &mut String) {
-    render_drift(monitor, out);
-    render_feedback(monitor, out);
+use crate::metrics::{Label, counter, counter_family, gauge_family};
+
+/// Encodes the monitor's metric families: drift, then feedback.
+pub(crate) fn encode(monitor: &Monitor, encoder: &mut DescriptorEncoder<'_>) -> fmt::Result {
+    encode_drift(monitor, encoder)?;
+    encode_feedback(monitor, encoder)
+}
+
+/// One tested feature (or the prediction) of a version's last report.
+struct Tested<'a> {
+    model: &'a str,
+    version: u64,
+    feature: &'a str,
+    test: &'static str,
+    statistic: f64,
+    p_value: Option<f64>,
+    drifted: bool,
+}
+
+impl<'a> Tested<'a> {
+    fn labels(&self) -> [(&'static str, Label<'a>); 4] {
+        [
+            ("model", Label::Text(self.model)),
+            ("version", Label::Int(self.version)),
+            ("feature", Label::Text(self.feature)),
+            ("test", Label::Text(self.test)),
+        ]
+    }
+}
+
+/// A version's labels.
+fn version_labels(s: &VersionState) -> [(&'static str, Label<'_>); 2] {
+    [
+        ("model", Label::Text(&s.model)),
+        ("version", Label::Int(s.version)),
+    ]
 }
 
 /// The drift gauges and the monitor's counters.
-fn render_drift(monitor: &Monitor, out: &mut String) {
+fn encode_drift(monitor: &Monitor, encoder: &mut DescriptorEncoder<'_>) -> fmt::Result {
     let states = monitor.states();
-    let mut scores = String::new();
-    let mut p_values = String::new();
-    let mut drifted = String::new();
-    let mut share = String::new();
-    let mut dataset = String::new();
-    let mut alerting = String::new();
-    let mut rows = String::new();
-    for s in &states {
-        let base = format!(
-            "model=\"{}\",version=\"{}\"",
-            label_value(&s.model),
-            s.version
-        );
-        let _ = writeln!(rows, "aurum_drift_window_rows{{{base}}} {}", s.window_rows);
-        let _ = writeln!(
-            alerting,
-            "aurum_drift_alerting{{{base}}} {}",
-            u8::from(s.alerting)
-        );
-        let Some(report) = &s.report else { continue };
-        let _ = writeln!(share, "aurum_drift_share{{{base}}} {}", report.drift_share);
-        let _ = writeln!(
-            dataset,
-            "aurum_drift_dataset_drifted{{{base}}} {}",
-            u8::from(report.dataset_drift)
-        );
-        for c in report.columns.iter().chain(&report.prediction) {
-            let Some(method) = c.method else { continue };
-            let Some(statistic) = c.statistic else {
-                continue;
-            };
-            let labels = format!(
-                "{base},feature=\"{}\",test=\"{}\"",
-                label_value(&c.column),
-                method.as_str()
-            );
-            let _ = writeln!(scores, "aurum_drift_score{{{labels}}} {statistic}");
-            if let Some(p) = c.p_value {
-                let _ = writeln!(p_values, "aurum_drift_p_value{{{labels}}} {p}");
-            }
-            let _ = writeln!(
-                drifted,
-                "aurum_drift_feature_drifted{{{labels}}} {}",
-                u8::from(c.drifted)
-            );
-        }
-    }
-    for (name, help, body) in [
-        (
-            "aurum_drift_score",
-            "The drift statistic per feature (and the prediction) of the last evaluation.",
-            &scores,
-        ),
-        (
-            "aurum_drift_p_value",
-            "The p-value per feature, for hypothesis tests.",
-            &p_values,
-        ),
-        (
-            "aurum_drift_feature_drifted",
-            "1 when the feature drifted at the last evaluation.",
-            &drifted,
-        ),
-        (
-            "aurum_drift_share",
-            "The share of tested features that drifted.",
-            &share,
-        ),
-        (
-            "aurum_drift_dataset_drifted",
-            "1 when the dataset drifted at the last evaluation.",
-            &dataset,
-        ),
-        (
-            "aurum_drift_alerting",
-            "1 while a drift alert is raised (with hysteresis).",
-            &alerting,
-        ),
-        (
-            "aurum_drift_window_rows",
-            "Rows in the evaluated window.",
-            &rows,
-        ),
-    ] {
-        metric_header(name, help, "gauge", out);
-        out.push_str(body);
-    }
+    // Columns without a test or a statistic (skipped, too few values) have
+    // no gauges.
+    let tested: Vec<Tested<'_>> = states
+        .iter()
+        .filter_map(|s| s.report.as_ref().map(|report| (s, report)))
+        .flat_map(|(s, report)| {
+            report
+                .columns
+                .iter()
+                .chain(&report.prediction)
+                .filter_map(move |c| {
+                    Some(Tested {
+                        model: &s.model,
+                        version: s.version,
+                        feature: &c.column,
+                        test: c.method?.as_str(),
+                        statistic: c.statistic?,
+                        p_value: c.p_value,
+                        drifted: c.drifted,
+                    })
+                })
+        })
+        .collect();
+    gauge_family(
+        encoder,
+        "aurum_drift_score",
+        "The drift statistic per feature (and the prediction) of the last evaluation.",
+        tested.iter().map(|t| (t.labels(), t.statistic)),
+    )?;
+    gauge_family(
+        encoder,
+        "aurum_drift_p_value",
+        "The p-value per feature, for hypothesis tests.",
+        tested.iter().filter_map(|t| Some((t.labels(), t.p_value?))),
+    )?;
+    gauge_family(
+        encoder,
+        "aurum_drift_feature_drifted",
+        "1 when the feature drifted at the last evaluation.",
+        tested.iter().map(|t| (t.labels(), u64::from(t.drifted))),
+    )?;
+    gauge_family(
+        encoder,
+        "aurum_drift_share",
+        "The share of tested features that drifted.",
+        states
+            .iter()
+            .filter_map(|s| Some((version_labels(s), s.report.as_ref()?.drift_share))),
+    )?;
+    gauge_family(
+        encoder,
+        "aurum_drift_dataset_drifted",
+        "1 when the dataset drifted at the last evaluation.",
+        states.iter().filter_map(|s| {
+            let drifted = s.report.as_ref()?.dataset_drift;
+            Some((version_labels(s), u64::from(drifted)))
+        }),
+    )?;
+    gauge_family(
+        encoder,
+        "aurum_drift_alerting",
+        "1 while a drift alert is raised (with hysteresis).",
+        states
+            .iter()
+            .map(|s| (version_labels(s), u64::from(s.alerting))),
+    )?;
+    gauge_family(
+        encoder,
+        "aurum_drift_window_rows",
+        "Rows in the evaluated window.",
+        states
+            .iter()
+            .map(|s| (version_labels(s), s.window_rows as u64)),
+    )?;
     let counts = monitor.counts();
+    // Counters are named without `_total`: the encoder appends it.
     for (name, help, count) in [
         (
-            "aurum_drift_evaluations_total",
+            "aurum_drift_evaluations",
             "Evaluation passes of the drift monitor.",
             counts.evaluations,
         ),
+        ("aurum_drift_alerts", "Drift alerts raised.", counts.alerts),
         (
-            "aurum_drift_alerts_total",
-            "Drift alerts raised.",
-            counts.alerts,
-        ),
-        (
-            "aurum_drift_webhook_failures_total",
+            "aurum_drift_webhook_failures",
             "Alert webhook deliveries that failed.",
             counts.webhook_failures,
         ),
     ] {
-        metric_header(name, help, "counter", out);
-        let _ = writeln!(out, "{name} {count}");
+        counter(encoder, name, help, count)?;
     }
+    Ok(())
 }
 
+/// A model version and arm's labels.
+fn arm_labels<'a>(model: &'a str, r: &'a PerformanceRow) -> [(&'static str, Label<'a>); 3] {
+    [
+        ("model", Label::Text(model)),
+        ("version", Label::Int(r.version)),
+        ("arm", Label::Text(&r.arm)),
+    ]
+}
+
+/// Picks one live quality figure from a row, when it has it.
+type Quality = fn(&PerformanceRow) -> Option<f64>;
+
 /// The feedback counters and the live quality gauges.
-fn render_feedback(monitor: &Monitor, out: &mut String) {
+fn encode_feedback(monitor: &Monitor, encoder: &mut DescriptorEncoder<'_>) -> fmt::Result {
     let performance = monitor.all_performance();
-    let mut totals = String::new();
-    let mut quality: BTreeMap<&str, String> = BTreeMap::new();
-    for (model, r) in &performance {
-        let labels = format!(
-            "model=\"{}\",version=\"{}\",arm=\"{}\"",
-            label_value(model),
-            r.version,
-            label_value(&r.arm)
-        );
-        let _ = writeln!(totals, "aurum_feedback_total{{{labels}}} {}", r.feedback);
-        let mut put = |name: &'static str, v: Option<f64>| {
-            if let Some(v) = v.filter(|v| v.is_finite()) {
-                let _ = writeln!(quality.entry(name).or_default(), "{name}{{{labels}}} {v}");
-            }
-        };
-        if let Some(c) = &r.classification {
-            put("aurum_model_roc_auc", c.roc_auc);
-            put("aurum_model_accuracy", Some(c.accuracy));
-            put("aurum_model_calibration_error", Some(c.calibration_error));
-            put("aurum_model_brier", Some(c.brier));
-        }
-        if let Some(g) = &r.regression {
-            put("aurum_model_rmse", Some(g.rmse));
-            put("aurum_model_mae", Some(g.mae));
-        }
-    }
-    metric_header(
-        "aurum_feedback_total",
+    counter_family(
+        encoder,
+        "aurum_feedback",
         "Outcomes received per model version and arm.",
-        "counter",
-        out,
-    );
-    out.push_str(&totals);
-    metric_header(
-        "aurum_feedback_not_applied_total",
+        performance
+            .iter()
+            .map(|(model, r)| (arm_labels(model, r), r.feedback)),
+    )?;
+    counter(
+        encoder,
+        "aurum_feedback_not_applied",
         "Outcomes that matched no remembered prediction (or one already labelled).",
-        "counter",
-        out,
-    );
-    let _ = writeln!(
-        out,
-        "aurum_feedback_not_applied_total {}",
-        monitor.outcomes_not_applied()
-    );
-    for (name, help) in [
+        monitor.outcomes_not_applied(),
+    )?;
+    for (name, help, pick) in [
         (
             "aurum_model_roc_auc",
             "Live ROC AUC over the quality window.",
+            (|r: &PerformanceRow| r.classification.as_ref().and_then(|c| c.roc_auc)) as Quality,
         ),
         (
             "aurum_model_accuracy",
             "Live accuracy at 0.5 over the quality window.",
+            (|r: &PerformanceRow| r.classification.as_ref().map(|c| c.accuracy)) as Quality,
         ),
         (
             "aurum_model_calibration_error",
             "Live expected calibration error (10 bins).",
+            (|r: &PerformanceRow| r.classification.as_ref().map(|c| c.calibration_error))
+                as Quality,
         ),
-        ("aurum_model_brier", "Live Brier score."),
-        ("aurum_model_rmse", "Live RMSE over the quality window."),
-        ("aurum_model_mae", "Live MAE over the quality window."),
+        (
+            "aurum_model_brier",
+            "Live Brier score.",
+            (|r: &PerformanceRow| r.classification.as_ref().map(|c| c.brier)) as Quality,
+        ),
+        (
+            "aurum_model_rmse",
+            "Live RMSE over the quality window.",
+            (|r: &PerformanceRow| r.regression.as_ref().map(|g| g.rmse)) as Quality,
+        ),
+        (
+            "aurum_model_mae",
+            "Live MAE over the quality window.",
+            (|r: &PerformanceRow| r.regression.as_ref().map(|g| g.mae)) as Quality,
+        ),
     ] {
-        metric_header(name, help, "gauge", out);
-        if let Some(body) = quality.get(name) {
-            out.push_str(body);
-        }
+        // Undefined figures (no positives yet, an empty window) are left
+        // out rather than exposed as NaN.
+        gauge_family(
+            encoder,
+            name,
+            help,
+            performance.iter().filter_map(|(model, r)| {
+                let value = pick(r).filter(|v| v.is_finite())?;
+                Some((arm_labels(model, r), value))
+            }),
+        )?;
     }
+    Ok(())
 }

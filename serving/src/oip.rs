@@ -18,9 +18,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use ort::value::{
-    DynValue, PrimitiveTensorElementType, Tensor, TensorElementType, ValueRef, ValueType,
-};
+use onnx::{Inputs, TensorData, TensorSlice};
 use registry::TensorSpec;
 use serde_json::{Value, json};
 
@@ -227,15 +225,6 @@ async fn version_infer(
     run(model, body).await
 }
 
-/// One input tensor of a request, checked against the model.
-enum InputData {
-    F32(Vec<f32>),
-    F64(Vec<f64>),
-    I64(Vec<i64>),
-    I32(Vec<i32>),
-    Bool(Vec<bool>),
-}
-
 async fn run(model: Arc<LoadedModel>, body: Bytes) -> Result<Json<Value>, OipError> {
     let request: Value = serde_json::from_slice(&body)
         .map_err(|e| OipError::bad(format!("the request body is not valid JSON: {e}")))?;
@@ -245,7 +234,7 @@ async fn run(model: Arc<LoadedModel>, body: Bytes) -> Result<Json<Value>, OipErr
         .and_then(Value::as_array)
         .ok_or_else(|| OipError::bad("the request needs \"inputs\": a list of tensors"))?;
     let signature = &model.version.signature;
-    let mut prepared: Vec<(String, Vec<i64>, InputData)> = Vec::with_capacity(inputs.len());
+    let mut prepared: Vec<(String, Vec<i64>, TensorData)> = Vec::with_capacity(inputs.len());
     let mut total = 0usize;
     for input in inputs {
         let name = input
@@ -342,9 +331,9 @@ async fn run(model: Arc<LoadedModel>, body: Bytes) -> Result<Json<Value>, OipErr
                     values.push(v.as_f64().ok_or_else(|| bad_value(i, "a number"))?);
                 }
                 if wanted == "FP32" {
-                    InputData::F32(values.into_iter().map(|v| v as f32).collect())
+                    TensorData::F32(values.into_iter().map(|v| v as f32).collect())
                 } else {
-                    InputData::F64(values)
+                    TensorData::F64(values)
                 }
             }
             "INT64" | "INT32" => {
@@ -353,9 +342,9 @@ async fn run(model: Arc<LoadedModel>, body: Bytes) -> Result<Json<Value>, OipErr
                     values.push(v.as_i64().ok_or_else(|| bad_value(i, "an integer"))?);
                 }
                 if wanted == "INT64" {
-                    InputData::I64(values)
+                    TensorData::I64(values)
                 } else {
-                    InputData::I32(
+                    TensorData::I32(
                         values
                             .iter()
                             .enumerate()
@@ -366,7 +355,7 @@ async fn run(model: Arc<LoadedModel>, body: Bytes) -> Result<Json<Value>, OipErr
                     )
                 }
             }
-            "BOOL" => InputData::Bool(
+            "BOOL" => TensorData::Bool(
                 flat.iter()
                     .enumerate()
                     .map(|(i, v)| v.as_bool().ok_or_else(|| bad_value(i, "a boolean")))
@@ -448,26 +437,25 @@ fn flatten(data: &Value, out: &mut Vec<Value>, limit: usize) -> Result<(), Strin
 
 fn execute(
     model: &LoadedModel,
-    inputs: Vec<(String, Vec<i64>, InputData)>,
+    inputs: Vec<(String, Vec<i64>, TensorData)>,
     requested: Option<Vec<String>>,
 ) -> Result<Vec<Value>, OipError> {
-    let failed = |e: ort::Error| OipError::bad(format!("ONNX Runtime refused the inputs: {e}"));
-    let mut values: Vec<(String, DynValue)> = Vec::with_capacity(inputs.len());
+    // ONNX Runtime's own words, as this protocol has always answered them.
+    let failed = |e: onnx::Error| {
+        OipError::bad(format!(
+            "ONNX Runtime refused the inputs: {}",
+            e.runtime_message()
+        ))
+    };
+    let mut values = Inputs::with_capacity(inputs.len());
     for (name, shape, data) in inputs {
-        let value = match data {
-            InputData::F32(v) => Tensor::from_array((shape, v)).map(|t| t.into_dyn()),
-            InputData::F64(v) => Tensor::from_array((shape, v)).map(|t| t.into_dyn()),
-            InputData::I64(v) => Tensor::from_array((shape, v)).map(|t| t.into_dyn()),
-            InputData::I32(v) => Tensor::from_array((shape, v)).map(|t| t.into_dyn()),
-            InputData::Bool(v) => Tensor::from_array((shape, v)).map(|t| t.into_dyn()),
-        }
-        .map_err(failed)?;
-        values.push((name, value));
+        values.push(name, shape, data).map_err(failed)?;
     }
     model.with_session(|session| {
         let outputs = session.run(values).map_err(failed)?;
         let mut answer = Vec::new();
-        for (name, value) in outputs.iter() {
+        for output in outputs.iter() {
+            let name = output.name();
             if requested
                 .as_ref()
                 .is_some_and(|r| !r.iter().any(|n| n == name))
@@ -480,37 +468,33 @@ fn execute(
                      request the other outputs with \"outputs\""
                 ))
             };
-            let ValueType::Tensor { ty, .. } = value.dtype() else {
-                return Err(unsupported(value.dtype()));
+            let Some(ty) = output.element_type() else {
+                return Err(unsupported(&output.value_type()));
             };
-            let internal = |e: ort::Error| OipError {
-                status: StatusCode::INTERNAL_SERVER_ERROR,
-                message: format!("reading output {name:?}: {e}"),
+            let (shape, data) = match output.tensor() {
+                Ok(Some(tensor)) => tensor,
+                Ok(None) => return Err(unsupported(&ty)),
+                Err(e) => {
+                    return Err(OipError {
+                        status: StatusCode::INTERNAL_SERVER_ERROR,
+                        message: format!("reading output {name:?}: {}", e.runtime_message()),
+                    });
+                }
             };
-            let (shape, data) = match ty {
-                TensorElementType::Float32 => tensor_json::<f32>(&value),
-                TensorElementType::Float64 => tensor_json::<f64>(&value),
-                TensorElementType::Int64 => tensor_json::<i64>(&value),
-                TensorElementType::Int32 => tensor_json::<i32>(&value),
-                TensorElementType::Bool => tensor_json::<bool>(&value),
-                other => return Err(unsupported(other)),
-            }
-            .map_err(internal)?;
+            let data = match data {
+                TensorSlice::F32(v) => json!(v),
+                TensorSlice::F64(v) => json!(v),
+                TensorSlice::I64(v) => json!(v),
+                TensorSlice::I32(v) => json!(v),
+                TensorSlice::Bool(v) => json!(v),
+            };
             answer.push(json!({
                 "name": name,
-                "datatype": datatype(&ty.to_string()),
+                "datatype": datatype(&ty),
                 "shape": shape,
                 "data": data,
             }));
         }
         Ok(answer)
     })
-}
-
-/// An output tensor's shape and its values as a flat JSON list.
-fn tensor_json<T: PrimitiveTensorElementType + serde::Serialize>(
-    value: &ValueRef<'_>,
-) -> ort::Result<(Vec<i64>, Value)> {
-    let (shape, data) = value.try_extract_tensor::<T>()?;
-    Ok((shape.to_vec(), json!(data)))
 }

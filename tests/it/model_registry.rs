@@ -1,9 +1,9 @@
-//! The registry's domain API on real ONNX models (built with the training
+//! The registry's domain API on real ONNX models (built with the onnx
 //! crate's graph builder, loaded by ONNX Runtime): aliases and their
 //! history, rollback, deletion rules, renaming, concurrent registrations.
 
+use onnx::{Dim, GraphBuilder};
 use registry::{Error, NewVersion, Registry};
-use training::onnx::{Dim, GraphBuilder};
 
 /// A valid model: sigmoid(x · w) over `width` float features.
 pub fn model(width: usize, seed: f32) -> Vec<u8> {

@@ -26,4 +26,8 @@ pub enum Error {
     /// Registration failed.
     #[error(transparent)]
     Registry(#[from] registry::Error),
+    /// ONNX Runtime could not load a model (the champion, when comparing
+    /// against it).
+    #[error(transparent)]
+    Onnx(#[from] onnx::Error),
 }

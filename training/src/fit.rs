@@ -11,6 +11,7 @@ use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW};
+use onnx::{Dim, GraphBuilder};
 use polars::prelude::*;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -18,7 +19,6 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::error::{Error, Result};
 use crate::metrics::{self, CalibrationBin};
-use crate::onnx::{Dim, GraphBuilder};
 use crate::spec::{ClassWeight, Family, Hyperparameters, Task};
 
 /// The exported model's input: `[batch, features]` float32, NaN = missing.
@@ -580,15 +580,16 @@ mod tests {
     }
 
     fn onnx_outputs(model: &Fitted) -> Vec<f32> {
-        let mut session = registry::runtime::load_session("test", &model.onnx).unwrap();
+        let mut session = onnx::Model::load("test", &model.onnx).unwrap();
         let rows = model.validation_predictions.len();
-        let input = ort::value::TensorRef::from_array_view((
-            [rows, model.features.len()],
+        let input = onnx::Matrix::new(
             model.validation_features.as_slice(),
-        ))
+            rows,
+            model.features.len(),
+        )
         .unwrap();
-        let outputs = session.run(ort::inputs![input]).unwrap();
-        let (_, values) = outputs[0].try_extract_tensor::<f32>().unwrap();
+        let outputs = session.run_matrix(input).unwrap();
+        let (_, values) = outputs.f32(0).unwrap();
         values.to_vec()
     }
 

@@ -463,7 +463,7 @@ fn predict_onnx(
     fitted: &Fitted,
     width: usize,
 ) -> Result<Vec<f32>> {
-    let mut session = registry::runtime::load_session("champion", bytes)?;
+    let mut session = onnx::Model::load("champion", bytes)?;
     let mut input = fitted.validation_features.clone();
     for (i, v) in input.iter_mut().enumerate() {
         if v.is_nan()
@@ -473,13 +473,16 @@ fn predict_onnx(
         }
     }
     let rows = input.len() / width.max(1);
-    let tensor = ort::value::TensorRef::from_array_view(([rows, width], input.as_slice()))
-        .map_err(|e| Error::TrainingSet(format!("the champion's input: {e}")))?;
-    let outputs = session
-        .run(ort::inputs![tensor])
-        .map_err(|e| Error::TrainingSet(format!("running the champion: {e}")))?;
-    for (_, value) in outputs.iter() {
-        if let Ok((_, values)) = value.try_extract_tensor::<f32>() {
+    // ONNX Runtime's own words after the step's name, as before the onnx
+    // crate named steps itself.
+    let tensor = onnx::Matrix::new(&input, rows, width).map_err(|e| {
+        Error::TrainingSet(format!("the champion's input: {}", e.runtime_message()))
+    })?;
+    let outputs = session.run_matrix(tensor).map_err(|e| {
+        Error::TrainingSet(format!("running the champion: {}", e.runtime_message()))
+    })?;
+    for output in outputs.iter() {
+        if let Ok((_, values)) = output.f32() {
             let per_row = values.len() / rows.max(1);
             return Ok(values
                 .chunks(per_row.max(1))

@@ -4,8 +4,9 @@
 //! split (validation strictly later than training), and exports the whole
 //! inference graph — imputation of missing values with training means,
 //! standardization, the linear layer and the sigmoid — as one ONNX model
-//! ([`onnx`]) whose single input takes one column per feature in the order
-//! recorded in the registry.
+//! (written with the `onnx` crate's [`GraphBuilder`](onnx::GraphBuilder))
+//! whose single input takes one column per feature in the order recorded in
+//! the registry.
 //!
 //! This crate uses the feature store's frames and the registry's API; it
 //! knows nothing of HTTP or serving.
@@ -15,7 +16,6 @@ pub mod fit;
 pub mod job;
 pub mod logistic;
 pub mod metrics;
-pub mod onnx;
 pub mod spec;
 
 pub use error::{Error, Result};
@@ -125,7 +125,7 @@ mod tests {
 
     #[test]
     fn models_aurum_cannot_feed_are_refused_at_registration() {
-        use crate::onnx::{Dim, GraphBuilder};
+        use onnx::{Dim, GraphBuilder};
         let dir = tempfile::tempdir().unwrap();
         let registry = Registry::open(dir.path()).unwrap();
         let mut g = GraphBuilder::new("two_inputs");

@@ -4,11 +4,11 @@ use std::collections::BTreeMap;
 
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW};
+use onnx::{Dim, GraphBuilder};
 use polars::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::metrics;
-use crate::onnx::{Dim, GraphBuilder};
 
 /// The name of the exported model's input: `[batch, features]` float32.
 pub const INPUT: &str = "features";
@@ -309,16 +309,13 @@ pub(crate) mod tests {
         );
         assert!(model.weights[2].abs() < 0.2, "{:?}", model.weights);
 
-        let mut session = registry::runtime::load_session("test", &model.onnx).unwrap();
+        let mut session = onnx::Model::load("test", &model.onnx).unwrap();
         let rows = model.validation_probabilities.len();
-        let input = ort::value::TensorRef::from_array_view((
-            [rows, 3usize],
-            model.validation_features.as_slice(),
-        ))
-        .unwrap();
-        let outputs = session.run(ort::inputs![input]).unwrap();
-        let (shape, onnx) = outputs[OUTPUT].try_extract_tensor::<f32>().unwrap();
-        assert_eq!(&shape[..], &[rows as i64, 1]);
+        let input = onnx::Matrix::new(model.validation_features.as_slice(), rows, 3).unwrap();
+        let outputs = session.run_matrix(input).unwrap();
+        let output = outputs.iter().find(|o| o.name() == OUTPUT).unwrap();
+        let (shape, onnx) = output.f32().unwrap();
+        assert_eq!(shape, &[rows as i64, 1]);
         assert!(model.validation_features.iter().any(|v| v.is_nan()));
         for (i, (o, c)) in onnx.iter().zip(&model.validation_probabilities).enumerate() {
             assert!((o - c).abs() < 1e-5, "row {i}: ONNX {o} vs candle {c}");

@@ -655,7 +655,7 @@ async fn micro_batching_answers_as_single_inference_does() {
     assert!(inferences.count() < 32, "{} inferences", inferences.count());
     let text = metrics_text(&batched).await;
     assert!(
-        text.contains("aurum_batch_inference_rows_sum{model=\"m\",version=\"1\"} 32\n"),
+        text.contains("aurum_batch_inference_rows_sum{model=\"m\",version=\"1\"} 32.0\n"),
         "{text}"
     );
 }
@@ -777,10 +777,17 @@ async fn metrics_text(state: &Arc<AppState>) -> String {
         .body(Body::empty())
         .unwrap();
     let response = app(state.clone()).oneshot(request).await.unwrap();
+    assert_eq!(
+        response.headers()[axum::http::header::CONTENT_TYPE],
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    );
     let bytes = axum::body::to_bytes(response.into_body(), 1 << 22)
         .await
         .unwrap();
-    String::from_utf8(bytes.to_vec()).unwrap()
+    let text = String::from_utf8(bytes.to_vec()).unwrap();
+    // An OpenMetrics exposition is complete only with its closing line.
+    assert!(text.ends_with("\n# EOF\n"), "{text}");
+    text
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

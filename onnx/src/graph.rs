@@ -3,7 +3,9 @@
 //! The ONNX format is a protobuf (`onnx.proto`, IR version 8 with opset 17
 //! here). Only the messages aurum writes are declared, with prost, using the
 //! field numbers of the ONNX specification; nothing is generated or downloaded
-//! at build time.
+//! at build time. The writer knows nothing of training: it takes names,
+//! shapes and float constants, so training exports its models with it and
+//! tests and benchmarks build small models the same way.
 
 use prost::Message;
 
@@ -199,6 +201,8 @@ impl GraphBuilder {
         ModelProto {
             ir_version: IR_VERSION,
             producer_name: "aurum".to_string(),
+            // The workspace's version (every aurum crate shares it), so the
+            // bytes do not depend on which crate holds the writer.
             producer_version: env!("CARGO_PKG_VERSION").to_string(),
             doc_string: doc.to_string(),
             graph: Some(self.graph.clone()),
@@ -235,5 +239,45 @@ fn value_info(name: &str, dims: &[Dim]) -> ValueInfoProto {
                 }),
             }),
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_written_model_reads_back_as_built() {
+        let mut g = GraphBuilder::new("linear");
+        g.input("x", &[Dim::Dynamic("batch"), Dim::Fixed(2)])
+            .output("y", &[Dim::Dynamic("batch"), Dim::Fixed(1)])
+            .constant("w", &[2, 1], &[0.5, -1.5])
+            .node("MatMul", &["x", "w"], &["z"])
+            .node("Sigmoid", &["z"], &["y"])
+            .metadata("aurum.features", "a,b");
+        let bytes = g.finish("test model");
+        let model = ModelProto::decode(bytes.as_slice()).unwrap();
+        assert_eq!(model.ir_version, IR_VERSION);
+        assert_eq!(model.producer_name, "aurum");
+        assert_eq!(model.doc_string, "test model");
+        assert_eq!(model.opset_import.len(), 1);
+        assert_eq!(model.opset_import[0].version, OPSET);
+        assert_eq!(model.metadata_props[0].key, "aurum.features");
+        let graph = model.graph.unwrap();
+        assert_eq!(graph.name, "linear");
+        let names: Vec<&str> = graph.node.iter().map(|n| n.name.as_str()).collect();
+        assert_eq!(names, ["MatMul_0", "Sigmoid_1"]);
+        assert_eq!(graph.initializer[0].float_data, [0.5, -1.5]);
+        let dims = &graph.input[0]
+            .r#type
+            .as_ref()
+            .and_then(|t| t.tensor_type.as_ref())
+            .and_then(|t| t.shape.as_ref())
+            .unwrap()
+            .dim;
+        assert_eq!(dims[0].dim_param.as_deref(), Some("batch"));
+        assert_eq!(dims[1].dim_value, Some(2));
+        // The same graph writes the same bytes.
+        assert_eq!(g.finish("test model"), bytes);
     }
 }

@@ -11,11 +11,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
 use ort::environment::Environment;
-use ort::session::Session;
-use ort::session::builder::GraphOptimizationLevel;
 
 use crate::error::{Error, Result};
-use crate::model::{Signature, TensorSpec};
 
 /// The project command that installs the ONNX Runtime library.
 pub const INSTALL_COMMAND: &str = "make onnxruntime";
@@ -32,6 +29,13 @@ static INIT: Mutex<()> = Mutex::new(());
 /// Finds the ONNX Runtime shared library, or says how to install it.
 pub fn locate() -> Result<PathBuf> {
     find_dylib().map_err(missing)
+}
+
+/// Loads ONNX Runtime now rather than with the first model, so a command
+/// that will need it fails before doing any work, with the message naming
+/// the command that installs it.
+pub fn init() -> Result<()> {
+    environment().map(|_| ())
 }
 
 fn find_dylib() -> std::result::Result<PathBuf, String> {
@@ -66,7 +70,7 @@ fn find_dylib() -> std::result::Result<PathBuf, String> {
 
 /// The ONNX Runtime environment, created on first use and shared by the
 /// whole process (ONNX Runtime allows one per process).
-pub fn environment() -> Result<&'static Environment> {
+pub(crate) fn environment() -> Result<&'static Environment> {
     if let Some(env) = ENVIRONMENT.get() {
         return Ok(env);
     }
@@ -89,45 +93,6 @@ pub fn environment() -> Result<&'static Environment> {
             ))
         })?;
     Ok(ENVIRONMENT.get_or_init(|| env))
-}
-
-/// Loads a model from memory into a session tuned for low-latency serving:
-/// one intra-op thread (requests run in parallel across sessions instead) and
-/// full graph optimisation.
-pub fn load_session(model: &str, bytes: &[u8]) -> Result<Session> {
-    let env = environment()?;
-    let invalid = |e: ort::Error| Error::InvalidModel {
-        model: model.to_string(),
-        message: e.to_string(),
-    };
-    Session::builder(env)
-        .map_err(invalid)?
-        .with_optimization_level(GraphOptimizationLevel::Level3)
-        .map_err(|e| invalid(e.into()))?
-        .with_intra_threads(1)
-        .map_err(|e| invalid(e.into()))?
-        .commit_from_memory(bytes)
-        .map_err(invalid)
-}
-
-/// Reads a loaded session's input and output tensors.
-pub fn signature(session: &Session) -> Signature {
-    let spec = |outlet: &ort::value::Outlet| match outlet.dtype() {
-        ort::value::ValueType::Tensor { ty, shape, .. } => TensorSpec {
-            name: outlet.name().to_string(),
-            dtype: ty.to_string(),
-            shape: shape.iter().copied().collect(),
-        },
-        other => TensorSpec {
-            name: outlet.name().to_string(),
-            dtype: other.to_string(),
-            shape: Vec::new(),
-        },
-    };
-    Signature {
-        inputs: session.inputs().iter().map(spec).collect(),
-        outputs: session.outputs().iter().map(spec).collect(),
-    }
 }
 
 fn missing(reason: String) -> Error {
