@@ -14,6 +14,8 @@ use anyhow::{Context, Result, bail};
 use polars::prelude::*;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use training::data::{self, Rules};
+use training::fit::{self, Preset};
 use training::spec::{ClassWeight, Family, Hyperparameters, Task};
 
 fn main() -> Result<()> {
@@ -44,7 +46,15 @@ fn main() -> Result<()> {
     ] {
         memory::reset_peak();
         let started = Instant::now();
-        let data = training::fit::dataset(&df, &names, "y", "ts", Task::BinaryClassification, 0.2)?;
+        let data = data::dataset(
+            &df,
+            &names,
+            "y",
+            "ts",
+            Task::BinaryClassification,
+            0.2,
+            &Rules::SPEC,
+        )?;
         let prepared = started.elapsed().as_secs_f64();
         let hyper = Hyperparameters {
             family,
@@ -56,7 +66,13 @@ fn main() -> Result<()> {
             patience: 2,
             ..Hyperparameters::default()
         };
-        let model = training::fit::fit(&data, Task::BinaryClassification, &hyper, &|_, _| {})?;
+        let model = fit::fit(
+            &data,
+            Task::BinaryClassification,
+            &hyper,
+            &Preset::NETWORK,
+            &|_, _| {},
+        )?;
         let total = started.elapsed().as_secs_f64();
         println!(
             "{label}: {total:.1} s in all ({prepared:.1} s reading the frame, {} epochs of batch {batch}, \

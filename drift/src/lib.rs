@@ -9,7 +9,11 @@
 //!   scipy.
 //! - [`report`]: a dataset compared with a profile, column by column with
 //!   Evidently-like defaults, and the dataset's verdict.
-//! - [`performance`]: ROC AUC, accuracy, calibration, RMSE from outcomes.
+//! - [`metrics`]: model-quality metrics of scores against outcomes (ROC
+//!   AUC, average precision, log loss, accuracy, calibration; RMSE, MAE,
+//!   R²), the one implementation live monitoring and training's validation
+//!   share.
+//! - [`performance`]: live quality from outcomes, with [`metrics`].
 //! - [`ab`]: A/B analysis with a fixed-horizon design.
 //! - [`html`]: a report as a self-contained HTML page with SVG charts.
 //!
@@ -18,6 +22,7 @@
 
 pub mod ab;
 pub mod html;
+pub mod metrics;
 pub mod performance;
 pub mod profile;
 pub mod report;

@@ -30,4 +30,8 @@ pub enum Error {
     /// against it).
     #[error(transparent)]
     Onnx(#[from] onnx::Error),
+    /// A step of training broke an invariant of its own: a bug, please
+    /// report it.
+    #[error("internal error (a bug): {0}")]
+    Internal(String),
 }

@@ -7,13 +7,15 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use delta::DeltaStore;
-use feature_store::Project;
 use feature_store::retrieval::training_set::{self, TrainingSetRequest};
-use registry::{Lineage, NewVersion, Registry};
+use feature_store::{FeatureView, Project};
+use polars::prelude::DataFrame;
+use registry::{Lineage, ModelVersion, NewVersion, Registry};
 
+use crate::data;
 use crate::error::{Error, Result};
-use crate::fit::{self, Fitted};
-use crate::metrics;
+use crate::evaluation;
+use crate::fit::{self, Fitted, Preset};
 use crate::spec::{FeatureList, ModelSpec, Task};
 
 /// The alias a newly trained version gets.
@@ -122,7 +124,7 @@ pub async fn run(
 ) -> Result<Outcome> {
     let mut stages = Vec::new();
     let refs = feature_refs(project, spec)?;
-    let views: Vec<_> = project
+    let views: Vec<FeatureView> = project
         .feature_views
         .iter()
         .map(|v| v.feature_view())
@@ -133,128 +135,26 @@ pub async fn run(
     // decision and the training set see the same tables.
     let plan = training_set::plan(&views, &refs)
         .map_err(|e| Error::Spec(format!("model {}: {e}", spec.name)))?;
-    let mut table_versions = BTreeMap::new();
-    for table in plan
-        .iter()
-        .map(|(view, _)| view.name.clone())
-        .chain([spec.spine_table.clone()])
-    {
-        let version = store
-            .latest_version(&table)
-            .await
-            .map_err(|e| Error::Spec(format!("model {}: table {table}: {e}", spec.name)))?
-            .ok_or_else(|| {
-                Error::Spec(format!(
-                    "model {}: table {table} does not exist yet (run `aurum pipeline`)",
-                    spec.name
-                ))
-            })?;
-        table_versions.insert(table, version);
-    }
-    if !options.force
-        && let Some(last) = registry.newest(&spec.name)?
-        && last.lineage.table_versions == table_versions
-    {
-        return Ok(Outcome::Skipped {
-            reason: format!(
-                "no new data since v{} was trained ({})",
-                last.version,
-                describe_versions(&table_versions)
-            ),
-        });
+    let table_versions = pin_versions(&store, spec, &plan).await?;
+    if let Some(reason) = skip_reason(registry, spec, options, &table_versions)? {
+        return Ok(Outcome::Skipped { reason });
     }
 
     progress(Progress::Stage("training set"));
     let started = Instant::now();
-    let mut wanted: Vec<String> = Vec::new();
-    for (view, _) in &plan {
-        for key in &view.entity.join_keys {
-            if !wanted.contains(key) {
-                wanted.push(key.clone());
-            }
-        }
-    }
-    wanted.extend([spec.spine_timestamp.clone(), spec.label.clone()]);
-    // Only the spine columns the join and the label need are read.
-    let spine_error =
-        |e: delta::Error| Error::Spec(format!("model {}: the spine table: {e}", spec.name));
-    let spine_version = table_versions[&spec.spine_table];
-    let (schema, _) = store
-        .arrow_schema(&spec.spine_table, Some(spine_version))
-        .await
-        .map_err(spine_error)?;
-    if let Some(column) = wanted.iter().find(|c| schema.field_with_name(c).is_err()) {
-        return Err(Error::Spec(format!(
-            "model {}: the spine table {} has no column {column:?}",
-            spec.name, spec.spine_table
-        )));
-    }
-    let (files, _) = store
-        .files(&spec.spine_table, Some(spine_version))
-        .await
-        .map_err(spine_error)?;
-    let spine = store
-        .read_files(&spec.spine_table, spine_version, &files, Some(&wanted))
-        .await
-        .map_err(spine_error)?;
-    let request = TrainingSetRequest {
-        features: refs.clone(),
-        timestamp_column: spec.spine_timestamp.clone(),
-        as_of_versions: plan
-            .iter()
-            .map(|(view, _)| (view.name.clone(), table_versions[&view.name]))
-            .collect(),
-        full_feature_names: true,
-    };
-    let set = training_set::training_set(&store, &views, spine, &request)
-        .await
-        .map_err(|e| Error::Spec(format!("model {}: the training set: {e}", spec.name)))?;
+    let frame = read_training_set(&store, &views, &plan, &refs, spec, &table_versions).await?;
     let summary = format!(
         "{} rows x {} features; {}",
-        set.frame.height(),
+        frame.height(),
         refs.len(),
         describe_versions(&table_versions)
     );
     finish(&mut stages, progress, "training set", started, summary);
 
-    let columns: Vec<String> = refs.iter().map(|r| r.replacen(':', "__", 1)).collect();
-    let frame = set.frame;
-    let hyper = spec.hyper.clone();
-    let task = spec.task;
-    let (label, timestamp) = (spec.label.clone(), spec.spine_timestamp.clone());
     progress(Progress::Stage("training"));
     let started = Instant::now();
-    let epochs = hyper.epochs;
-    let (fitted, data_sha) = tokio::task::block_in_place(|| -> Result<(Fitted, String)> {
-        let sha = crate::training_set_sha256(&frame)?;
-        let data = fit::dataset(
-            &frame,
-            &columns,
-            &label,
-            &timestamp,
-            task,
-            hyper.validation_fraction,
-        )?;
-        drop(frame);
-        let fitted = fit::fit(&data, task, &hyper, &|epoch, loss| {
-            progress(Progress::Epoch(epoch, epochs, loss));
-        })?;
-        Ok((fitted, sha))
-    })?;
-    let metric = spec.promote_metric.clone();
-    let value = fitted.metrics.get(&metric).copied().ok_or_else(|| {
-        Error::Spec(format!(
-            "model {}: promote_metric {metric:?} is not a metric of this task (have: {})",
-            spec.name,
-            fitted
-                .metrics
-                .keys()
-                .filter(|k| k.starts_with("val_") && !k.starts_with("val_calibration"))
-                .cloned()
-                .collect::<Vec<_>>()
-                .join(", ")
-        ))
-    })?;
+    let (fitted, data_sha) = train(frame, &refs, spec, progress)?;
+    let (metric, value) = promotion_value(spec, &fitted)?;
     let summary = format!(
         "{} epochs; {metric} {value:.4}; {} training and {} validation rows",
         fitted.epochs_run, fitted.metrics["train_rows"], fitted.metrics["validation_rows"]
@@ -263,96 +163,19 @@ pub async fn run(
 
     progress(Progress::Stage("registering"));
     let started = Instant::now();
-    let mut parameters: BTreeMap<String, String> = hyper_parameters(spec);
-    parameters.insert(
-        "training_seconds".into(),
-        format!("{:.3}", fitted.metrics["training_seconds"]),
-    );
-    let mut tags = BTreeMap::new();
-    tags.insert("framework".to_string(), "candle".to_string());
-    tags.insert("task".to_string(), parameters["task"].clone());
-    tags.insert("family".to_string(), parameters["family"].clone());
-    let version = registry.register(
-        &spec.name,
-        &fitted.onnx,
-        NewVersion {
-            description: format!(
-                "{} {} on {} features, trained on {} rows",
-                parameters["family"],
-                parameters["task"],
-                refs.len(),
-                fitted.metrics["train_rows"]
-            ),
-            features: refs.clone(),
-            imputation: fitted.means.clone(),
-            metrics: fitted.metrics.clone(),
-            lineage: Lineage {
-                table_versions: table_versions.clone(),
-                training_set_sha256: data_sha,
-                run_id: options.run_id.clone(),
-                parameters,
-            },
-            tags,
-            source: String::new(),
-        },
-    )?;
-    // The reference drift is measured against: the validation rows (the
-    // latest of the training set) and the model's out-of-sample
-    // predictions on them.
-    let profile = reference_profile(&fitted, &refs)?;
-    registry.put_attachment(
-        &spec.name,
-        version.version,
-        drift::profile::REFERENCE_PROFILE,
-        &profile,
-    )?;
-    registry.set_alias(&spec.name, CHALLENGER, version.version, &options.who)?;
-
-    // The champion on the same validation rows.
-    let champion = match registry.by_alias(&spec.name, registry::CHAMPION) {
-        Ok(champion) if champion.version != version.version => Some(champion),
-        Ok(_) | Err(registry::Error::AliasNotFound { .. }) => None,
-        Err(e) => return Err(e.into()),
+    let lineage = Lineage {
+        table_versions: table_versions.clone(),
+        training_set_sha256: data_sha,
+        run_id: options.run_id.clone(),
+        parameters: BTreeMap::new(),
     };
-    let champion_value = match &champion {
-        Some(champion) if champion.features == refs => {
-            let bytes = registry.model_bytes(champion)?;
-            let predictions = predict_onnx(&bytes, &champion.imputation, &fitted, refs.len())?;
-            evaluate(&metric, task, &predictions, &fitted.validation_labels)
-        }
-        _ => None,
-    };
-    let better = |new: f64, old: f64| {
-        if spec.higher_is_better() {
-            new >= old + spec.promote_margin
-        } else {
-            new <= old - spec.promote_margin
-        }
-    };
-    let promoted = match (&champion, champion_value) {
-        _ if !options.promote_if_better => (false, "not asked to promote".to_string()),
-        (None, _) => (true, "there was no champion".to_string()),
-        (Some(c), Some(old)) if better(value, old) => (
-            true,
-            format!(
-                "{metric} {value:.4} beats champion v{}'s {old:.4} by the margin {}",
-                c.version, spec.promote_margin
-            ),
-        ),
-        (Some(c), Some(old)) => (
-            false,
-            format!(
-                "{metric} {value:.4} does not beat champion v{}'s {old:.4} by the margin {}",
-                c.version, spec.promote_margin
-            ),
-        ),
-        (Some(c), None) => (
-            false,
-            format!(
-                "champion v{} reads other features, so it was not compared on this window",
-                c.version
-            ),
-        ),
+    let version = register_challenger(registry, spec, options, &fitted, &refs, lineage)?;
+    let champion =
+        champion_on_validation(registry, spec, &fitted, &refs, version.version, &metric)?;
+    let promoted = if options.promote_if_better {
+        promotion(spec, &metric, value, &champion)
+    } else {
+        (false, "not asked to promote".to_string())
     };
     if promoted.0 {
         registry.set_alias(
@@ -382,10 +205,297 @@ pub async fn run(
         ),
         table_versions,
         metrics: fitted.metrics,
-        comparison: (metric, value, champion_value),
+        comparison: (metric, value, champion.and_then(|(_, old)| old)),
         promoted,
         stages,
     }))
+}
+
+/// The latest version of every table the job reads (the views' gold tables
+/// and the spine), refused by name when a table does not exist yet.
+async fn pin_versions(
+    store: &DeltaStore,
+    spec: &ModelSpec,
+    plan: &[(&FeatureView, Vec<String>)],
+) -> Result<BTreeMap<String, u64>> {
+    let mut table_versions = BTreeMap::new();
+    for table in plan
+        .iter()
+        .map(|(view, _)| view.name.clone())
+        .chain([spec.spine_table.clone()])
+    {
+        let version = store
+            .latest_version(&table)
+            .await
+            .map_err(|e| Error::Spec(format!("model {}: table {table}: {e}", spec.name)))?
+            .ok_or_else(|| {
+                Error::Spec(format!(
+                    "model {}: table {table} does not exist yet (run `aurum pipeline`)",
+                    spec.name
+                ))
+            })?;
+        table_versions.insert(table, version);
+    }
+    Ok(table_versions)
+}
+
+/// Why the job has nothing to do: unless forced, when the model's newest
+/// version was trained on exactly these table versions.
+fn skip_reason(
+    registry: &Registry,
+    spec: &ModelSpec,
+    options: &JobOptions,
+    table_versions: &BTreeMap<String, u64>,
+) -> Result<Option<String>> {
+    if !options.force
+        && let Some(last) = registry.newest(&spec.name)?
+        && &last.lineage.table_versions == table_versions
+    {
+        return Ok(Some(format!(
+            "no new data since v{} was trained ({})",
+            last.version,
+            describe_versions(table_versions)
+        )));
+    }
+    Ok(None)
+}
+
+/// The point-in-time training set at the pinned versions: the spine's
+/// join keys, timestamp and label (only those columns are read), joined
+/// with the views' features under their full names.
+async fn read_training_set(
+    store: &DeltaStore,
+    views: &[FeatureView],
+    plan: &[(&FeatureView, Vec<String>)],
+    refs: &[String],
+    spec: &ModelSpec,
+    table_versions: &BTreeMap<String, u64>,
+) -> Result<DataFrame> {
+    let mut wanted: Vec<String> = Vec::new();
+    for (view, _) in plan {
+        for key in &view.entity.join_keys {
+            if !wanted.contains(key) {
+                wanted.push(key.clone());
+            }
+        }
+    }
+    wanted.extend([spec.spine_timestamp.clone(), spec.label.clone()]);
+    let spine_error =
+        |e: delta::Error| Error::Spec(format!("model {}: the spine table: {e}", spec.name));
+    let spine_version = pinned(table_versions, &spec.spine_table)?;
+    let (schema, _) = store
+        .arrow_schema(&spec.spine_table, Some(spine_version))
+        .await
+        .map_err(spine_error)?;
+    if let Some(column) = wanted.iter().find(|c| schema.field_with_name(c).is_err()) {
+        return Err(Error::Spec(format!(
+            "model {}: the spine table {} has no column {column:?}",
+            spec.name, spec.spine_table
+        )));
+    }
+    let (files, _) = store
+        .files(&spec.spine_table, Some(spine_version))
+        .await
+        .map_err(spine_error)?;
+    let spine = store
+        .read_files(&spec.spine_table, spine_version, &files, Some(&wanted))
+        .await
+        .map_err(spine_error)?;
+    let request = TrainingSetRequest {
+        features: refs.to_vec(),
+        timestamp_column: spec.spine_timestamp.clone(),
+        as_of_versions: plan
+            .iter()
+            .map(|(view, _)| -> Result<(String, u64)> {
+                Ok((view.name.clone(), pinned(table_versions, &view.name)?))
+            })
+            .collect::<Result<_>>()?,
+        full_feature_names: true,
+    };
+    let set = training_set::training_set(store, views, spine, &request)
+        .await
+        .map_err(|e| Error::Spec(format!("model {}: the training set: {e}", spec.name)))?;
+    Ok(set.frame)
+}
+
+/// The pinned version of `table` (every table read was pinned first).
+fn pinned(table_versions: &BTreeMap<String, u64>, table: &str) -> Result<u64> {
+    table_versions
+        .get(table)
+        .copied()
+        .ok_or_else(|| Error::Internal(format!("table {table} was read without a pinned version")))
+}
+
+/// Hashes the frame and fits the spec's network on it, on a blocking
+/// thread (the frame is dropped as soon as it has been read).
+fn train(
+    frame: DataFrame,
+    refs: &[String],
+    spec: &ModelSpec,
+    progress: &(dyn Fn(Progress) + Sync),
+) -> Result<(Fitted, String)> {
+    let columns: Vec<String> = refs.iter().map(|r| r.replacen(':', "__", 1)).collect();
+    let (hyper, task) = (&spec.hyper, spec.task);
+    let preset = Preset::NETWORK;
+    let epochs = hyper.epochs;
+    tokio::task::block_in_place(|| -> Result<(Fitted, String)> {
+        let sha = crate::training_set_sha256(&frame)?;
+        let data = data::dataset(
+            &frame,
+            &columns,
+            &spec.label,
+            &spec.spine_timestamp,
+            task,
+            hyper.validation_fraction,
+            &preset.rules,
+        )?;
+        drop(frame);
+        let fitted = fit::fit(&data, task, hyper, &preset, &|epoch, loss| {
+            progress(Progress::Epoch(epoch, epochs, loss));
+        })?;
+        Ok((fitted, sha))
+    })
+}
+
+/// The spec's promotion metric and the new version's value of it, refused
+/// (listing the task's metrics) when the task has no such metric.
+fn promotion_value(spec: &ModelSpec, fitted: &Fitted) -> Result<(String, f64)> {
+    let metric = spec.promote_metric.clone();
+    let value = fitted.metrics.get(&metric).copied().ok_or_else(|| {
+        Error::Spec(format!(
+            "model {}: promote_metric {metric:?} is not a metric of this task (have: {})",
+            spec.name,
+            fitted
+                .metrics
+                .keys()
+                .filter(|k| k.starts_with("val_") && !k.starts_with("val_calibration"))
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+    })?;
+    Ok((metric, value))
+}
+
+/// Registers the fit as the next version (with `lineage` completed by the
+/// hyperparameters and training time), attaches its drift reference
+/// profile, and points `challenger` at it.
+fn register_challenger(
+    registry: &Registry,
+    spec: &ModelSpec,
+    options: &JobOptions,
+    fitted: &Fitted,
+    refs: &[String],
+    mut lineage: Lineage,
+) -> Result<ModelVersion> {
+    let mut parameters: BTreeMap<String, String> = hyper_parameters(spec);
+    parameters.insert(
+        "training_seconds".into(),
+        format!("{:.3}", fitted.metrics["training_seconds"]),
+    );
+    let mut tags = BTreeMap::new();
+    tags.insert("framework".to_string(), "candle".to_string());
+    tags.insert("task".to_string(), parameters["task"].clone());
+    tags.insert("family".to_string(), parameters["family"].clone());
+    let description = format!(
+        "{} {} on {} features, trained on {} rows",
+        parameters["family"],
+        parameters["task"],
+        refs.len(),
+        fitted.metrics["train_rows"]
+    );
+    lineage.parameters = parameters;
+    let version = registry.register(
+        &spec.name,
+        &fitted.onnx,
+        NewVersion {
+            description,
+            features: refs.to_vec(),
+            imputation: fitted.means.clone(),
+            metrics: fitted.metrics.clone(),
+            lineage,
+            tags,
+            source: String::new(),
+        },
+    )?;
+    // The reference drift is measured against: the validation rows (the
+    // latest of the training set) and the model's out-of-sample
+    // predictions on them.
+    let profile = reference_profile(fitted, refs)?;
+    registry.put_attachment(
+        &spec.name,
+        version.version,
+        drift::profile::REFERENCE_PROFILE,
+        &profile,
+    )?;
+    registry.set_alias(&spec.name, CHALLENGER, version.version, &options.who)?;
+    Ok(version)
+}
+
+/// The champion other than `new_version` (if any), with its value of
+/// `metric` on the same validation rows when it reads the same features.
+fn champion_on_validation(
+    registry: &Registry,
+    spec: &ModelSpec,
+    fitted: &Fitted,
+    refs: &[String],
+    new_version: u64,
+    metric: &str,
+) -> Result<Option<(ModelVersion, Option<f64>)>> {
+    let champion = match registry.by_alias(&spec.name, registry::CHAMPION) {
+        Ok(champion) if champion.version != new_version => champion,
+        Ok(_) | Err(registry::Error::AliasNotFound { .. }) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let value = if champion.features == refs {
+        let bytes = registry.model_bytes(&champion)?;
+        let predictions = predict_onnx(&bytes, &champion.imputation, fitted, refs.len())?;
+        evaluation::metric(metric, spec.task, &predictions, &fitted.validation_labels)
+    } else {
+        None
+    };
+    Ok(Some((champion, value)))
+}
+
+/// Whether the new version (worth `value`) should become champion, and
+/// why (not).
+fn promotion(
+    spec: &ModelSpec,
+    metric: &str,
+    value: f64,
+    champion: &Option<(ModelVersion, Option<f64>)>,
+) -> (bool, String) {
+    let better = |new: f64, old: f64| {
+        if spec.higher_is_better() {
+            new >= old + spec.promote_margin
+        } else {
+            new <= old - spec.promote_margin
+        }
+    };
+    match champion {
+        None => (true, "there was no champion".to_string()),
+        Some((c, Some(old))) if better(value, *old) => (
+            true,
+            format!(
+                "{metric} {value:.4} beats champion v{}'s {old:.4} by the margin {}",
+                c.version, spec.promote_margin
+            ),
+        ),
+        Some((c, Some(old))) => (
+            false,
+            format!(
+                "{metric} {value:.4} does not beat champion v{}'s {old:.4} by the margin {}",
+                c.version, spec.promote_margin
+            ),
+        ),
+        Some((c, None)) => (
+            false,
+            format!(
+                "champion v{} reads other features, so it was not compared on this window",
+                c.version
+            ),
+        ),
+    }
 }
 
 /// Records a finished stage's time and tells `progress`.
@@ -493,22 +603,4 @@ fn predict_onnx(
     Err(Error::TrainingSet(
         "the champion has no float output".into(),
     ))
-}
-
-/// A named validation metric of predictions.
-fn evaluate(metric: &str, task: Task, predictions: &[f32], labels: &[f32]) -> Option<f64> {
-    match (task, metric) {
-        (Task::BinaryClassification, "val_roc_auc") => metrics::roc_auc(predictions, labels),
-        (Task::BinaryClassification, "val_pr_auc") => metrics::pr_auc(predictions, labels),
-        (Task::BinaryClassification, "val_log_loss") => {
-            Some(metrics::log_loss(predictions, labels))
-        }
-        (Task::BinaryClassification, "val_accuracy") => {
-            Some(metrics::accuracy(predictions, labels, 0.5))
-        }
-        (Task::Regression, "val_rmse") => Some(metrics::regression(predictions, labels).0),
-        (Task::Regression, "val_mae") => Some(metrics::regression(predictions, labels).1),
-        (Task::Regression, "val_r2") => Some(metrics::regression(predictions, labels).2),
-        _ => None,
-    }
 }

@@ -1,21 +1,27 @@
 //! Training: point-in-time training sets → candle models → ONNX → registry.
 //!
-//! [`logistic`] trains a logistic regression with candle on a time-ordered
-//! split (validation strictly later than training), and exports the whole
-//! inference graph — imputation of missing values with training means,
-//! standardization, the linear layer and the sigmoid — as one ONNX model
-//! (written with the `onnx` crate's [`GraphBuilder`](onnx::GraphBuilder))
-//! whose single input takes one column per feature in the order recorded in
-//! the registry.
+//! The modules run one way, each using only those before it:
+//! [`spec`] (a model's `[model.training]` table) → [`data`] (the training
+//! set read, checked, split by time and standardized) → [`export`] (the one
+//! ONNX graph writer) and [`evaluation`] (validation metrics, computed with
+//! `drift::metrics`) → [`fit`] (the one trainer) → [`logistic`] (the
+//! demo's logistic regression, a preset of [`fit`]) and [`job`] (a spec's
+//! training job: training set, fit, registration, promotion).
+//!
+//! Every exported graph imputes missing values with training means,
+//! standardizes, applies the layers and a sigmoid (or the label's scale),
+//! and takes one column per feature in the order recorded in the registry.
 //!
 //! This crate uses the feature store's frames and the registry's API; it
 //! knows nothing of HTTP or serving.
 
+pub mod data;
 pub mod error;
+pub mod evaluation;
+pub mod export;
 pub mod fit;
 pub mod job;
 pub mod logistic;
-pub mod metrics;
 pub mod spec;
 
 pub use error::{Error, Result};
@@ -75,7 +81,7 @@ mod tests {
     use super::*;
 
     fn trained() -> TrainedModel {
-        let df = crate::logistic::tests::synthetic(500, 3);
+        let df = crate::data::tests::synthetic(500, 3);
         let features = vec!["a".to_string(), "b".to_string(), "c".to_string()];
         train_logistic(&df, &features, "y", "ts", &TrainOptions::default()).unwrap()
     }
@@ -160,9 +166,9 @@ mod tests {
 
     #[test]
     fn the_training_set_hash_is_stable() {
-        let a = crate::logistic::tests::synthetic(50, 9);
-        let b = crate::logistic::tests::synthetic(50, 9);
-        let c = crate::logistic::tests::synthetic(50, 10);
+        let a = crate::data::tests::synthetic(50, 9);
+        let b = crate::data::tests::synthetic(50, 9);
+        let c = crate::data::tests::synthetic(50, 10);
         assert_eq!(
             training_set_sha256(&a).unwrap(),
             training_set_sha256(&b).unwrap()
