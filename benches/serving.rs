@@ -35,8 +35,8 @@ use delta::DeltaStore;
 use feature_store::online::OnlineStore;
 use load::{post_request, run_load};
 use polars::prelude::*;
+use serving::inference::{BatchOptions, ServingPolicy};
 use serving::metrics::{ArmKey, Histogram};
-use serving::policy::{BatchOptions, ServingPolicy};
 
 const MODEL: &str = "gbt";
 
@@ -158,7 +158,7 @@ fn aurum(o: &Options) -> Result<()> {
         }
         let mut state = serving::AppState::new(online, registry.clone())
             .with_config(config)
-            .with_reload(serving::reload::ReloadOptions {
+            .with_reload(serving::ReloadOptions {
                 interval: Duration::from_millis(200),
                 sessions: 2,
             });
@@ -190,9 +190,9 @@ fn aurum(o: &Options) -> Result<()> {
             state = state.with_monitor(monitor);
         }
         let state = Arc::new(state);
-        serving::reload::sync_once(&state);
-        serving::reload::spawn(state.clone());
-        serving::monitor::spawn(state.clone());
+        state.sync_models();
+        serving::tasks::spawn_model_watcher(state.clone());
+        serving::tasks::spawn_drift_monitor(state.clone());
         state.set_ready(true);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
@@ -211,7 +211,7 @@ fn aurum(o: &Options) -> Result<()> {
     let calls = 20_000;
     for _ in 0..calls {
         let answer = model.predict(row.clone(), 1);
-        std::hint::black_box(answer.map_err(|e| anyhow::anyhow!(e.message))?);
+        std::hint::black_box(answer.map_err(|e| anyhow::anyhow!(e.to_string()))?);
     }
     println!(
         "ONNX Runtime alone: {:.2} µs per one-row inference",

@@ -7,7 +7,7 @@ use anyhow::{Context, Result, bail};
 use aurum::demo_project::{self, BuildReport, DemoOptions};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
-use serving::predict::PredictResponse;
+use serving::routes::predict::PredictResponse;
 
 /// Options of `aurum demo`.
 #[derive(Debug, clap::Args)]

@@ -131,7 +131,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         admin_token,
         ..Limits::default()
     };
-    let reload = serving::reload::ReloadOptions {
+    let reload = serving::ReloadOptions {
         interval: std::time::Duration::from_millis(args.reload_interval_ms.max(100)),
         sessions: args.sessions,
     };
@@ -220,7 +220,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     // the watcher then keeps the served versions in step with the registry.
     let first = {
         let state = state.clone();
-        tokio::task::spawn_blocking(move || serving::reload::sync_once(&state))
+        tokio::task::spawn_blocking(move || state.sync_models())
             .await
             .context("loading the models")?
     };
@@ -232,8 +232,8 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             println!("model {name} has no version to serve yet");
         }
     }
-    serving::reload::spawn(state.clone());
-    serving::monitor::spawn(state.clone());
+    serving::tasks::spawn_model_watcher(state.clone());
+    serving::tasks::spawn_drift_monitor(state.clone());
     state.set_ready(true);
     println!("ready");
 

@@ -3,7 +3,7 @@
 //! metrics; and the bearer-token check of admin routes.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderValue, Method, header};
@@ -11,8 +11,8 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tracing::Instrument;
 
-use crate::AppState;
 use crate::error::{AppError, ErrorCode};
+use crate::state::AppState;
 
 /// The header carrying a request's id, in and out.
 pub const REQUEST_ID: &str = "x-request-id";
@@ -21,31 +21,6 @@ pub const REQUEST_ID: &str = "x-request-id";
 /// else one the server makes.
 #[derive(Debug, Clone)]
 pub struct RequestId(pub Arc<str>);
-
-/// The server's protections.
-#[derive(Debug, Clone)]
-pub struct Limits {
-    /// Requests answered at once; beyond it, 503 with `Retry-After`.
-    pub max_in_flight: usize,
-    /// The longest a request may take; beyond it, 503.
-    pub request_timeout: Duration,
-    /// Shadow runs at once; beyond it, shadow copies are skipped (counted).
-    pub max_shadow_in_flight: usize,
-    /// When set, admin routes (`/materialize`, `/admin/…`, MLflow writes)
-    /// need `Authorization: Bearer <token>`.
-    pub admin_token: Option<String>,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            max_in_flight: 4096,
-            request_timeout: Duration::from_secs(30),
-            max_shadow_in_flight: 64,
-            admin_token: None,
-        }
-    }
-}
 
 /// The middleware every route runs under.
 pub async fn edge(
@@ -65,10 +40,7 @@ pub async fn edge(
         .unwrap_or_else(|| state.new_request_id());
     let mut response = match state.admit() {
         None => {
-            state
-                .metrics
-                .shed
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            state.metrics.count_shed();
             AppError::overloaded(format!(
                 "the server is answering its limit of {} requests; retry shortly",
                 state.limits.max_in_flight
@@ -88,10 +60,7 @@ pub async fn edge(
             match answer {
                 Ok(response) => response,
                 Err(_) => {
-                    state
-                        .metrics
-                        .timeouts
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    state.metrics.count_timeout();
                     tracing::warn!(request_id = %id, route = %route, "request timed out");
                     AppError::overloaded(format!(
                         "the request took longer than the server's limit of {} ms",

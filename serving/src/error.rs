@@ -6,6 +6,9 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use crate::inference;
+use crate::state::MAX_BODY_BYTES;
+
 /// An error answered to an HTTP client.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AppError {
@@ -191,6 +194,36 @@ impl From<registry::Error> for AppError {
     }
 }
 
+impl From<inference::Error> for AppError {
+    fn from(e: inference::Error) -> Self {
+        use crate::inference::Error as E;
+        let message = e.to_string();
+        match e {
+            E::ModelNotServed { .. } => AppError::not_found("model_not_found", message),
+            E::NoFeatureList { .. } => AppError::bad_request("no_feature_list", message),
+            E::UnknownFeature { .. } => AppError::bad_request("unknown_feature", message),
+            E::FeatureValueOutOfRange { .. } | E::FeatureValueNotNumber { .. } => {
+                AppError::bad_request("invalid_feature_value", message)
+            }
+            E::MissingEntityKey { .. } => AppError::bad_request("missing_entity_key", message),
+            E::InvalidEntityKey(_) => AppError::bad_request("invalid_entity_key", message),
+            E::MissingFeatures { .. } => AppError::unprocessable("missing_features", message),
+            E::QueueFull => AppError::overloaded(message),
+            // The model's feature list and graph come from the registry:
+            // what goes wrong past the request's own values is a fault of
+            // the deployment or the server, not of the caller.
+            E::ViewNotOnline { .. }
+            | E::LookupFailed { .. }
+            | E::NonNumericFeature { .. }
+            | E::InputShape { .. }
+            | E::NoFloatOutput
+            | E::Runtime { .. }
+            | E::OutputShape { .. }
+            | E::QueueClosed => AppError::internal(message),
+        }
+    }
+}
+
 impl From<axum::extract::rejection::JsonRejection> for AppError {
     fn from(e: axum::extract::rejection::JsonRejection) -> Self {
         AppError {
@@ -211,11 +244,7 @@ impl From<axum::extract::rejection::BytesRejection> for AppError {
             } else {
                 "invalid_request"
             },
-            message: format!(
-                "{} (the limit is {} bytes)",
-                e.body_text(),
-                crate::MAX_BODY_BYTES
-            ),
+            message: format!("{} (the limit is {} bytes)", e.body_text(), MAX_BODY_BYTES),
         }
     }
 }

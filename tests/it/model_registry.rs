@@ -570,19 +570,19 @@ fn moving_the_champion_swaps_versions_under_load_without_a_failed_request() {
     let registry = Registry::open(dir.path().join("registry")).unwrap();
     registry.register("m", &model(2, 1.0), features(2)).unwrap();
     registry.set_alias("m", "champion", 1, "t").unwrap();
-    let options = serving::reload::ReloadOptions {
+    let options = serving::ReloadOptions {
         interval: std::time::Duration::from_millis(50),
-        ..serving::reload::ReloadOptions::default()
+        ..serving::ReloadOptions::default()
     };
     let (runtime, state, base) =
         serve_configured(registry.clone(), |state| state.with_reload(options));
     assert_eq!(
-        serving::reload::sync_once(&state),
+        state.sync_models(),
         [("m".to_string(), "champion".to_string(), 1)]
     );
     let url = format!("{base}/v2/models/m/infer");
     let _watcher = runtime.enter();
-    serving::reload::spawn(state.clone());
+    serving::tasks::spawn_model_watcher(state.clone());
 
     // A client that never stops asking, recording every answer.
     let stop = Arc::new(AtomicBool::new(false));

@@ -1,17 +1,20 @@
 //! The application driven through its router in process: every route, its
 //! errors and its protections.
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use feature_store::{Entity, FeatureView};
+use feature_store::{Entity, FeatureView, OnlineStore};
 use polars::prelude::*;
+use registry::Registry;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
-use super::*;
+use crate::metrics;
+use crate::{AppState, Limits, MAX_BODY_BYTES, ServingConfig, app};
 
 mod route_fuzz;
 
@@ -94,7 +97,7 @@ fn state_with(
     online.register_view(view());
     online.materialize(&view(), &gold, 7).unwrap();
     let state = Arc::new(configure(AppState::new(online, registry.clone())));
-    assert_eq!(reload::sync_once(&state).len(), 1);
+    assert_eq!(state.sync_models().len(), 1);
     state
 }
 
@@ -120,41 +123,61 @@ async fn call(state: &Arc<AppState>, method: &str, uri: &str, body: &str) -> (St
 async fn open_inference_protocol_serves_metadata_and_infers() {
     let dir = tempfile::tempdir().unwrap();
     let state = state(dir.path());
-    let (status, server) = call(&state, "GET", "/v2", "").await;
+    let input = oip_metadata(&state).await;
+    let flat = oip_infers_flat_and_nested(&state, &input).await;
+    oip_serves_any_ready_version(&state, &input, &flat).await;
+    oip_refuses_client_mistakes(&state, &input).await;
+}
+
+/// An Open Inference Protocol infer body: one input tensor, id `r1`.
+fn oip_body(input: &str, data: Value, shape: Value, datatype: &str) -> String {
+    json!({"id": "r1", "inputs": [
+        {"name": input, "shape": shape, "datatype": datatype, "data": data}
+    ]})
+    .to_string()
+}
+
+/// The server's and the model's metadata and readiness; returns the
+/// model's input name.
+async fn oip_metadata(state: &Arc<AppState>) -> String {
+    let (status, server) = call(state, "GET", "/v2", "").await;
     assert_eq!(
         (status, server["name"].as_str()),
         (StatusCode::OK, Some("aurum"))
     );
-    let (status, _) = call(&state, "GET", "/v2/health/live", "").await;
+    let (status, _) = call(state, "GET", "/v2/health/live", "").await;
     assert_eq!(status, StatusCode::OK);
-    let (status, meta) = call(&state, "GET", "/v2/models/m", "").await;
+    let (status, meta) = call(state, "GET", "/v2/models/m", "").await;
     assert_eq!(status, StatusCode::OK, "{meta}");
     assert_eq!(meta["inputs"][0]["datatype"], "FP32");
     assert_eq!(meta["inputs"][0]["shape"], json!([-1, 2]));
     let input = meta["inputs"][0]["name"].as_str().unwrap().to_string();
-    let (status, _) = call(&state, "GET", "/v2/models/m/ready", "").await;
+    let (status, _) = call(state, "GET", "/v2/models/m/ready", "").await;
     assert_eq!(status, StatusCode::OK);
+    input
+}
 
-    // Flat and nested data are the same tensor; the id comes back.
-    let request = |data: Value, shape: Value, datatype: &str| {
-        json!({"id": "r1", "inputs": [
-            {"name": input, "shape": shape, "datatype": datatype, "data": data}
-        ]})
-        .to_string()
-    };
+/// Flat and nested data are the same tensor; the id comes back. Returns
+/// the answer.
+async fn oip_infers_flat_and_nested(state: &Arc<AppState>, input: &str) -> Value {
     let (status, flat) = call(
-        &state,
+        state,
         "POST",
         "/v2/models/m/infer",
-        &request(json!([1.0, 2.0, 15.0, 3.0]), json!([2, 2]), "FP32"),
+        &oip_body(input, json!([1.0, 2.0, 15.0, 3.0]), json!([2, 2]), "FP32"),
     )
     .await;
     assert_eq!(status, StatusCode::OK, "{flat}");
     let (_, nested) = call(
-        &state,
+        state,
         "POST",
         "/v2/models/m/infer",
-        &request(json!([[1.0, 2.0], [15.0, 3.0]]), json!([2, 2]), "FP32"),
+        &oip_body(
+            input,
+            json!([[1.0, 2.0], [15.0, 3.0]]),
+            json!([2, 2]),
+            "FP32",
+        ),
     )
     .await;
     assert_eq!(flat, nested);
@@ -163,8 +186,12 @@ async fn open_inference_protocol_serves_metadata_and_infers() {
     let output = &flat["outputs"][0];
     assert_eq!(output["datatype"], "FP32");
     assert_eq!(output["data"].as_array().unwrap().len(), 2);
+    flat
+}
 
-    // Any READY version is served on demand.
+/// Any READY version is served on demand, answering as version 1 did
+/// (`flat`).
+async fn oip_serves_any_ready_version(state: &Arc<AppState>, input: &str, flat: &Value) {
     let v1 = state.registry.version("m", 1).unwrap();
     let bytes = state.registry.model_bytes(&v1).unwrap();
     let new = registry::NewVersion {
@@ -173,10 +200,10 @@ async fn open_inference_protocol_serves_metadata_and_infers() {
     };
     state.registry.register("m", &bytes, new).unwrap();
     let (status, v2) = call(
-        &state,
+        state,
         "POST",
         "/v2/models/m/versions/2/infer",
-        &request(json!([1.0, 2.0, 15.0, 3.0]), json!([2, 2]), "FP32"),
+        &oip_body(input, json!([1.0, 2.0, 15.0, 3.0]), json!([2, 2]), "FP32"),
     )
     .await;
     assert_eq!(status, StatusCode::OK, "{v2}");
@@ -184,8 +211,12 @@ async fn open_inference_protocol_serves_metadata_and_infers() {
         (v2["model_version"].clone(), v2["outputs"].clone()),
         (json!("2"), flat["outputs"].clone())
     );
+}
 
-    // Client mistakes are 4xx errors naming the problem.
+/// Client mistakes are 4xx errors naming the problem.
+async fn oip_refuses_client_mistakes(state: &Arc<AppState>, input: &str) {
+    let request =
+        |data: Value, shape: Value, datatype: &str| oip_body(input, data, shape, datatype);
     for (uri, body, want, needle) in [
         (
             "/v2/models/m/infer",
@@ -253,7 +284,7 @@ async fn open_inference_protocol_serves_metadata_and_infers() {
         } else {
             "POST"
         };
-        let (status, body) = call(&state, method, uri, &body).await;
+        let (status, body) = call(state, method, uri, &body).await;
         assert_eq!(status.as_u16(), want, "{uri}: {body}");
         let message = body["error"].as_str().unwrap_or_default();
         assert!(
@@ -265,7 +296,7 @@ async fn open_inference_protocol_serves_metadata_and_infers() {
         serde_json::from_str(&request(json!([1.0, 2.0]), json!([1, 2]), "FP32")).unwrap();
     unknown_output["outputs"] = json!([{"name": "nothing"}]);
     let (status, body) = call(
-        &state,
+        state,
         "POST",
         "/v2/models/m/infer",
         &unknown_output.to_string(),
@@ -361,9 +392,19 @@ async fn push_validates_every_row_and_applies_all_or_nothing() {
 async fn online_features_answer_in_feasts_shape_with_ttl_on_read() {
     let dir = tempfile::tempdir().unwrap();
     let state = state(dir.path());
+    online_features_in_feasts_shape(&state).await;
+    online_features_refuse_bad_requests(&state).await;
+    feature_views_are_listed(&state).await;
+    online_lookups_are_counted(&state).await;
+    online_requests_are_limited(&state).await;
+}
+
+/// Column-major results, entity keys first, with statuses enforced on
+/// read.
+async fn online_features_in_feasts_shape(state: &Arc<AppState>) {
     let body = r#"{"entities": {"customer_id": [1, 2, 3]},
                   "features": ["v:x1", "v:x2"], "full_feature_names": true}"#;
-    let (status, answer) = call(&state, "POST", "/get-online-features", body).await;
+    let (status, answer) = call(state, "POST", "/get-online-features", body).await;
     assert_eq!(status, StatusCode::OK, "{answer}");
     assert_eq!(
         answer["metadata"]["feature_names"],
@@ -387,7 +428,10 @@ async fn online_features_answer_in_feasts_shape_with_ttl_on_read() {
             .unwrap()
             .ends_with('Z')
     );
+}
 
+/// Unknown views and features, bad entity keys and references.
+async fn online_features_refuse_bad_requests(state: &Arc<AppState>) {
     for (body, status, code) in [
         (
             r#"{"entities": {"customer_id": [1]}, "features": ["nope:x1"]}"#,
@@ -425,11 +469,15 @@ async fn online_features_answer_in_feasts_shape_with_ttl_on_read() {
             "invalid_request",
         ),
     ] {
-        let (got, answer) = call(&state, "POST", "/get-online-features", body).await;
+        let (got, answer) = call(state, "POST", "/get-online-features", body).await;
         assert_eq!(got, status, "{body}: {answer}");
         assert_eq!(answer["error"]["code"], code, "{body}: {answer}");
     }
-    let (status, views) = call(&state, "GET", "/feature-views", "").await;
+}
+
+/// `GET /feature-views` lists the views with their types and versions.
+async fn feature_views_are_listed(state: &Arc<AppState>) {
+    let (status, views) = call(state, "GET", "/feature-views", "").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(
         views,
@@ -437,8 +485,11 @@ async fn online_features_answer_in_feasts_shape_with_ttl_on_read() {
                 "ttl_seconds": 86_400, "delta_version": 7,
                 "features": [{"name": "x1", "type": "float64"}, {"name": "x2", "type": "float64"}]}])
     );
+}
 
-    let (status, _) = call(&state, "GET", "/metrics", "").await;
+/// `/metrics` counts the lookups (the error cases never reached one).
+async fn online_lookups_are_counted(state: &Arc<AppState>) {
+    let (status, _) = call(state, "GET", "/metrics", "").await;
     assert_eq!(status, StatusCode::OK);
     let request = Request::builder()
         .uri("/metrics")
@@ -463,15 +514,18 @@ async fn online_features_answer_in_feasts_shape_with_ttl_on_read() {
         text.contains("aurum_feature_view_delta_version{view=\"v\"} 7\n"),
         "{text}"
     );
+}
 
+/// Too many entities, and bodies over the byte limit, are refused.
+async fn online_requests_are_limited(state: &Arc<AppState>) {
     let many: Vec<i64> = (0..10_001).collect();
     let body = json!({"entities": {"customer_id": many}, "features": ["v:x1"]}).to_string();
-    let (got, answer) = call(&state, "POST", "/get-online-features", &body).await;
+    let (got, answer) = call(state, "POST", "/get-online-features", &body).await;
     assert_eq!(got, StatusCode::PAYLOAD_TOO_LARGE, "{answer}");
     // A body over the byte limit is refused before parsing, in JSON.
     let huge = format!("{{\"pad\": \"{}\"}}", "x".repeat(MAX_BODY_BYTES));
     for path in ["/get-online-features", "/push"] {
-        let (got, answer) = call(&state, "POST", path, &huge).await;
+        let (got, answer) = call(state, "POST", path, &huge).await;
         assert_eq!(got, StatusCode::PAYLOAD_TOO_LARGE, "{path}: {answer}");
         assert_eq!(answer["error"]["code"], "too_large", "{path}: {answer}");
     }

@@ -198,7 +198,7 @@ fn random_bodies_at_every_route_never_get_a_server_error() {
             .uri(uri)
             .header("content-type", "application/json");
         if let Some(arm) = &arm {
-            request = request.header(policy::ARM_HEADER, arm.as_str());
+            request = request.header(crate::inference::ARM_HEADER, arm.as_str());
         }
         let request = request.body(Body::from(body.clone())).unwrap();
         let response = runtime.block_on(app(state.clone()).oneshot(request)).unwrap();

@@ -1,5 +1,5 @@
 //! `POST /get-online-features` in Feast's request and response shapes, so
-//! a Feast HTTP client works unchanged.
+//! a Feast HTTP client works unchanged; and `GET /feature-views`.
 //!
 //! The response is column-major: `metadata.feature_names` lists the entity
 //! key columns then the features, and `results` holds one column each with
@@ -15,7 +15,6 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::rejection::JsonRejection;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use feature_store::online::{EntityKeyError, FeatureBatch, LookupKeys, lookup_keys};
@@ -25,8 +24,9 @@ use serde::ser::{SerializeSeq, SerializeStruct, Serializer};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::AppState;
 use crate::error::AppError;
+use crate::inference::now_micros;
+use crate::state::AppState;
 
 /// The request body (Feast's). Strings borrow from the request bytes.
 #[derive(Debug, Clone, Deserialize)]
@@ -111,9 +111,7 @@ pub async fn get_online_features(
     })?;
 
     let started = std::time::Instant::now();
-    let batch = state
-        .online
-        .get_set(&set, &keys, crate::predict::now_micros())?;
+    let batch = state.online.get_set(&set, &keys, now_micros())?;
     state
         .metrics
         .lookup_seconds
@@ -419,72 +417,6 @@ pub async fn feature_views(State(state): State<Arc<AppState>>) -> Json<Vec<ViewI
             })
             .collect(),
     )
-}
-
-/// The body of `POST /materialize`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MaterializeRequest {
-    /// Read only the gold commits since the version loaded last (default),
-    /// or everything.
-    #[serde(default = "yes")]
-    pub incremental: bool,
-    /// The views to load (default: every registered view).
-    #[serde(default)]
-    pub views: Option<Vec<String>>,
-}
-
-fn yes() -> bool {
-    true
-}
-
-/// The answer of `POST /materialize`: one report per view.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct MaterializeResponse {
-    /// Per view.
-    pub views: Vec<feature_store::online::materialize::MaterializeReport>,
-}
-
-/// Handles `POST /materialize`: loads new gold rows into the online store.
-pub async fn materialize(
-    State(state): State<Arc<AppState>>,
-    body: Result<Json<MaterializeRequest>, JsonRejection>,
-) -> Result<Json<MaterializeResponse>, AppError> {
-    let Json(request) =
-        body.map_err(|e| AppError::bad_request("invalid_request", e.body_text()))?;
-    let Some(store) = &state.offline else {
-        return Err(AppError::not_found(
-            "no_offline_store",
-            "this server was started without gold tables to materialize from".to_string(),
-        ));
-    };
-    let selected = match &request.views {
-        None => state.online.views(),
-        Some(names) => names
-            .iter()
-            .map(|name| {
-                state.online.view(name).ok_or_else(|| {
-                    AppError::not_found(
-                        "unknown_feature_view",
-                        format!("no feature view {name:?} to materialize"),
-                    )
-                })
-            })
-            .collect::<Result<_, _>>()?,
-    };
-    let mut views = Vec::new();
-    for view in selected {
-        views.push(
-            feature_store::online::materialize::materialize(
-                store,
-                &state.online,
-                &view,
-                request.incremental,
-            )
-            .await?,
-        );
-    }
-    Ok(Json(MaterializeResponse { views }))
 }
 
 #[cfg(test)]

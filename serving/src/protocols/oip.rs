@@ -19,11 +19,12 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use onnx::{Inputs, TensorData, TensorSlice};
-use registry::TensorSpec;
+use registry::{Signature, TensorSpec};
 use serde_json::{Value, json};
 
-use crate::AppState;
-use crate::models::LoadedModel;
+use crate::error::AppError;
+use crate::inference::{self, LoadedModel};
+use crate::state::AppState;
 
 /// The most tensor elements one request may send.
 pub const MAX_ELEMENTS: usize = 1 << 24;
@@ -76,15 +77,30 @@ impl IntoResponse for OipError {
     }
 }
 
-impl From<registry::Error> for OipError {
-    fn from(e: registry::Error) -> Self {
-        let message = e.to_string();
-        let status = match crate::AppError::from(e).status {
+impl OipError {
+    /// The protocol's status for an error the server answers with
+    /// `status` elsewhere: 404 stays, other client errors are 400.
+    fn like(status: StatusCode, message: String) -> Self {
+        let status = match status {
             StatusCode::NOT_FOUND => StatusCode::NOT_FOUND,
             s if s.is_client_error() => StatusCode::BAD_REQUEST,
             s => s,
         };
         OipError { status, message }
+    }
+}
+
+impl From<registry::Error> for OipError {
+    fn from(e: registry::Error) -> Self {
+        let message = e.to_string();
+        OipError::like(AppError::from(e).status, message)
+    }
+}
+
+impl From<inference::Error> for OipError {
+    fn from(e: inference::Error) -> Self {
+        let message = e.to_string();
+        OipError::like(AppError::from(e).status, message)
     }
 }
 
@@ -113,13 +129,7 @@ async fn resolve(
     version: Option<&str>,
 ) -> Result<Arc<LoadedModel>, OipError> {
     let Some(version) = version else {
-        return state.models.get(name).ok_or_else(|| OipError {
-            status: StatusCode::NOT_FOUND,
-            message: format!(
-                "model {name:?} is not served (served: {})",
-                state.models.names().join(", ")
-            ),
-        });
+        return state.models.primary(name).map_err(OipError::from);
     };
     let number: u64 = version.parse().map_err(|_| OipError {
         status: StatusCode::NOT_FOUND,
@@ -234,140 +244,37 @@ async fn run(model: Arc<LoadedModel>, body: Bytes) -> Result<Json<Value>, OipErr
         .and_then(Value::as_array)
         .ok_or_else(|| OipError::bad("the request needs \"inputs\": a list of tensors"))?;
     let signature = &model.version.signature;
-    let mut prepared: Vec<(String, Vec<i64>, TensorData)> = Vec::with_capacity(inputs.len());
+    let prepared = prepare_inputs(signature, inputs)?;
+    let requested = requested_outputs(&request, signature)?;
+    let runner = model.clone();
+    let outputs = tokio::task::spawn_blocking(move || execute(&runner, prepared, requested))
+        .await
+        .map_err(|e| OipError {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            message: format!("inference stopped: {e}"),
+        })??;
+    let mut answer = json!({
+        "model_name": model.version.name,
+        "model_version": model.version.version.to_string(),
+        "outputs": outputs,
+    });
+    if let Some(id) = id {
+        answer["id"] = id;
+    }
+    Ok(Json(answer))
+}
+
+/// An input checked against the signature: its name, shape and values.
+type Prepared = (String, Vec<i64>, TensorData);
+
+/// Every input of the request checked against `signature`, and every input
+/// the signature names given.
+fn prepare_inputs(signature: &Signature, inputs: &[Value]) -> Result<Vec<Prepared>, OipError> {
+    let mut prepared: Vec<Prepared> = Vec::with_capacity(inputs.len());
     let mut total = 0usize;
     for input in inputs {
-        let name = input
-            .get("name")
-            .and_then(Value::as_str)
-            .ok_or_else(|| OipError::bad("every input needs a \"name\""))?;
-        let spec = signature
-            .inputs
-            .iter()
-            .find(|s| s.name == name)
-            .ok_or_else(|| {
-                OipError::bad(format!(
-                    "the model has no input {name:?} (its inputs: {})",
-                    signature
-                        .inputs
-                        .iter()
-                        .map(|s| s.name.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ))
-            })?;
-        if prepared.iter().any(|(n, _, _)| n == name) {
-            return Err(OipError::bad(format!("input {name:?} is given twice")));
-        }
-        let shape: Vec<i64> = input
-            .get("shape")
-            .and_then(Value::as_array)
-            .and_then(|s| s.iter().map(Value::as_i64).collect::<Option<Vec<_>>>())
-            .filter(|s| s.iter().all(|&d| d >= 0))
-            .ok_or_else(|| {
-                OipError::bad(format!(
-                    "input {name:?} needs a \"shape\" of non-negative integers"
-                ))
-            })?;
-        if shape.len() != spec.shape.len()
-            || shape
-                .iter()
-                .zip(&spec.shape)
-                .any(|(&got, &want)| want >= 0 && got != want)
-        {
-            return Err(OipError::bad(format!(
-                "input {name:?} has shape {shape:?}; the model takes {:?} (-1: any size)",
-                spec.shape
-            )));
-        }
-        let elements = shape
-            .iter()
-            .try_fold(1usize, |n, &d| n.checked_mul(d as usize))
-            .filter(|&n| n <= MAX_ELEMENTS)
-            .ok_or_else(|| {
-                OipError::bad(format!(
-                    "input {name:?} is larger than {MAX_ELEMENTS} elements"
-                ))
-            })?;
-        total += elements;
-        if total > MAX_ELEMENTS {
-            return Err(OipError::bad(format!(
-                "the inputs hold more than {MAX_ELEMENTS} elements"
-            )));
-        }
-        let given = input
-            .get("datatype")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        let wanted = datatype(&spec.dtype);
-        if given != wanted {
-            return Err(OipError::bad(format!(
-                "input {name:?} is declared {given:?}; the model takes {wanted}"
-            )));
-        }
-        let mut flat = Vec::with_capacity(elements);
-        flatten(
-            input.get("data").unwrap_or(&Value::Null),
-            &mut flat,
-            elements,
-        )
-        .map_err(|why| OipError::bad(format!("input {name:?}: {why}")))?;
-        if flat.len() != elements {
-            return Err(OipError::bad(format!(
-                "input {name:?} has {} values; shape {shape:?} needs {elements}",
-                flat.len()
-            )));
-        }
-        let bad_value = |i: usize, what: &str| {
-            OipError::bad(format!(
-                "input {name:?}: value {i} ({}) is not {what}",
-                flat[i]
-            ))
-        };
-        let data = match wanted {
-            "FP32" | "FP64" => {
-                let mut values = Vec::with_capacity(elements);
-                for (i, v) in flat.iter().enumerate() {
-                    values.push(v.as_f64().ok_or_else(|| bad_value(i, "a number"))?);
-                }
-                if wanted == "FP32" {
-                    TensorData::F32(values.into_iter().map(|v| v as f32).collect())
-                } else {
-                    TensorData::F64(values)
-                }
-            }
-            "INT64" | "INT32" => {
-                let mut values = Vec::with_capacity(elements);
-                for (i, v) in flat.iter().enumerate() {
-                    values.push(v.as_i64().ok_or_else(|| bad_value(i, "an integer"))?);
-                }
-                if wanted == "INT64" {
-                    TensorData::I64(values)
-                } else {
-                    TensorData::I32(
-                        values
-                            .iter()
-                            .enumerate()
-                            .map(|(i, &v)| {
-                                i32::try_from(v).map_err(|_| bad_value(i, "a 32-bit integer"))
-                            })
-                            .collect::<Result<_, _>>()?,
-                    )
-                }
-            }
-            "BOOL" => TensorData::Bool(
-                flat.iter()
-                    .enumerate()
-                    .map(|(i, v)| v.as_bool().ok_or_else(|| bad_value(i, "a boolean")))
-                    .collect::<Result<_, _>>()?,
-            ),
-            other => {
-                return Err(OipError::bad(format!(
-                    "input {name:?} is {other}, which this server does not accept yet"
-                )));
-            }
-        };
-        prepared.push((name.to_string(), shape, data));
+        let tensor = prepare_input(signature, input, &prepared, &mut total)?;
+        prepared.push(tensor);
     }
     if let Some(missing) = signature
         .inputs
@@ -379,6 +286,170 @@ async fn run(model: Arc<LoadedModel>, body: Bytes) -> Result<Json<Value>, OipErr
             missing.name
         )));
     }
+    Ok(prepared)
+}
+
+/// One input: a tensor of the signature, given once, of a shape the model
+/// takes, within the size limit (`total` counts the elements so far), of
+/// its declared datatype, with one value per element.
+fn prepare_input(
+    signature: &Signature,
+    input: &Value,
+    prepared: &[Prepared],
+    total: &mut usize,
+) -> Result<Prepared, OipError> {
+    let name = input
+        .get("name")
+        .and_then(Value::as_str)
+        .ok_or_else(|| OipError::bad("every input needs a \"name\""))?;
+    let spec = signature
+        .inputs
+        .iter()
+        .find(|s| s.name == name)
+        .ok_or_else(|| {
+            OipError::bad(format!(
+                "the model has no input {name:?} (its inputs: {})",
+                signature
+                    .inputs
+                    .iter()
+                    .map(|s| s.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+        })?;
+    if prepared.iter().any(|(n, _, _)| n == name) {
+        return Err(OipError::bad(format!("input {name:?} is given twice")));
+    }
+    let shape = input_shape(name, input, spec)?;
+    let elements = shape
+        .iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(d as usize))
+        .filter(|&n| n <= MAX_ELEMENTS)
+        .ok_or_else(|| {
+            OipError::bad(format!(
+                "input {name:?} is larger than {MAX_ELEMENTS} elements"
+            ))
+        })?;
+    *total += elements;
+    if *total > MAX_ELEMENTS {
+        return Err(OipError::bad(format!(
+            "the inputs hold more than {MAX_ELEMENTS} elements"
+        )));
+    }
+    let given = input
+        .get("datatype")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let wanted = datatype(&spec.dtype);
+    if given != wanted {
+        return Err(OipError::bad(format!(
+            "input {name:?} is declared {given:?}; the model takes {wanted}"
+        )));
+    }
+    let mut flat = Vec::with_capacity(elements);
+    flatten(
+        input.get("data").unwrap_or(&Value::Null),
+        &mut flat,
+        elements,
+    )
+    .map_err(|why| OipError::bad(format!("input {name:?}: {why}")))?;
+    if flat.len() != elements {
+        return Err(OipError::bad(format!(
+            "input {name:?} has {} values; shape {shape:?} needs {elements}",
+            flat.len()
+        )));
+    }
+    let data = tensor_data(name, wanted, &flat)?;
+    Ok((name.to_string(), shape, data))
+}
+
+/// The input's `shape`: non-negative integers, matching the signature's
+/// fixed dimensions.
+fn input_shape(name: &str, input: &Value, spec: &TensorSpec) -> Result<Vec<i64>, OipError> {
+    let shape: Vec<i64> = input
+        .get("shape")
+        .and_then(Value::as_array)
+        .and_then(|s| s.iter().map(Value::as_i64).collect::<Option<Vec<_>>>())
+        .filter(|s| s.iter().all(|&d| d >= 0))
+        .ok_or_else(|| {
+            OipError::bad(format!(
+                "input {name:?} needs a \"shape\" of non-negative integers"
+            ))
+        })?;
+    if shape.len() != spec.shape.len()
+        || shape
+            .iter()
+            .zip(&spec.shape)
+            .any(|(&got, &want)| want >= 0 && got != want)
+    {
+        return Err(OipError::bad(format!(
+            "input {name:?} has shape {shape:?}; the model takes {:?} (-1: any size)",
+            spec.shape
+        )));
+    }
+    Ok(shape)
+}
+
+/// The values of input `name` as a tensor of the protocol's datatype
+/// `wanted`.
+fn tensor_data(name: &str, wanted: &str, flat: &[Value]) -> Result<TensorData, OipError> {
+    let bad_value = |i: usize, what: &str| {
+        OipError::bad(format!(
+            "input {name:?}: value {i} ({}) is not {what}",
+            flat[i]
+        ))
+    };
+    Ok(match wanted {
+        "FP32" | "FP64" => {
+            let mut values = Vec::with_capacity(flat.len());
+            for (i, v) in flat.iter().enumerate() {
+                values.push(v.as_f64().ok_or_else(|| bad_value(i, "a number"))?);
+            }
+            if wanted == "FP32" {
+                TensorData::F32(values.into_iter().map(|v| v as f32).collect())
+            } else {
+                TensorData::F64(values)
+            }
+        }
+        "INT64" | "INT32" => {
+            let mut values = Vec::with_capacity(flat.len());
+            for (i, v) in flat.iter().enumerate() {
+                values.push(v.as_i64().ok_or_else(|| bad_value(i, "an integer"))?);
+            }
+            if wanted == "INT64" {
+                TensorData::I64(values)
+            } else {
+                TensorData::I32(
+                    values
+                        .iter()
+                        .enumerate()
+                        .map(|(i, &v)| {
+                            i32::try_from(v).map_err(|_| bad_value(i, "a 32-bit integer"))
+                        })
+                        .collect::<Result<_, _>>()?,
+                )
+            }
+        }
+        "BOOL" => TensorData::Bool(
+            flat.iter()
+                .enumerate()
+                .map(|(i, v)| v.as_bool().ok_or_else(|| bad_value(i, "a boolean")))
+                .collect::<Result<_, _>>()?,
+        ),
+        other => {
+            return Err(OipError::bad(format!(
+                "input {name:?} is {other}, which this server does not accept yet"
+            )));
+        }
+    })
+}
+
+/// The outputs the request selects by name (all without `outputs`); each
+/// must be one of the model's.
+fn requested_outputs(
+    request: &Value,
+    signature: &Signature,
+) -> Result<Option<Vec<String>>, OipError> {
     let requested: Option<Vec<String>> =
         request
             .get("outputs")
@@ -397,22 +468,7 @@ async fn run(model: Arc<LoadedModel>, body: Bytes) -> Result<Json<Value>, OipErr
             "the model has no output {unknown:?}"
         )));
     }
-    let runner = model.clone();
-    let outputs = tokio::task::spawn_blocking(move || execute(&runner, prepared, requested))
-        .await
-        .map_err(|e| OipError {
-            status: StatusCode::INTERNAL_SERVER_ERROR,
-            message: format!("inference stopped: {e}"),
-        })??;
-    let mut answer = json!({
-        "model_name": model.version.name,
-        "model_version": model.version.version.to_string(),
-        "outputs": outputs,
-    });
-    if let Some(id) = id {
-        answer["id"] = id;
-    }
-    Ok(Json(answer))
+    Ok(requested)
 }
 
 /// Appends the leaves of `data` (nested lists allowed) to `out`.
@@ -437,7 +493,7 @@ fn flatten(data: &Value, out: &mut Vec<Value>, limit: usize) -> Result<(), Strin
 
 fn execute(
     model: &LoadedModel,
-    inputs: Vec<(String, Vec<i64>, TensorData)>,
+    inputs: Vec<Prepared>,
     requested: Option<Vec<String>>,
 ) -> Result<Vec<Value>, OipError> {
     // ONNX Runtime's own words, as this protocol has always answered them.

@@ -7,7 +7,7 @@ use std::fmt;
 use monitoring::{Monitor, PerformanceRow, VersionState};
 use prometheus_client::encoding::DescriptorEncoder;
 
-use crate::metrics::{Label, counter, counter_family, gauge_family};
+use super::exposition::{Label, counter, counter_family, gauge_family};
 
 /// Encodes the monitor's metric families: drift, then feedback.
 pub(crate) fn encode(monitor: &Monitor, encoder: &mut DescriptorEncoder<'_>) -> fmt::Result {

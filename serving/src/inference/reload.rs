@@ -5,7 +5,7 @@
 //! that target with the version served, every `interval`; when they differ
 //! it loads the new version on a blocking thread, warms it up with one
 //! inference, and only then swaps it in (one pointer swap in the
-//! [`ModelSet`](crate::ModelSet)): requests in flight keep the version they
+//! [`ModelSet`]): requests in flight keep the version they
 //! started with, new ones get the new one, none fails. A version that fails
 //! to load or warm up leaves the old one serving; the failure is logged,
 //! counted in `/metrics`, and retried only when the target changes again.
@@ -15,14 +15,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::Json;
-use axum::extract::State;
 use registry::{ModelVersion, Registry};
 
-use crate::AppState;
-use crate::error::AppError;
-use crate::models::LoadedModel;
-use crate::policy::BatchOptions;
+use super::model::LoadedModel;
+use super::model_set::ModelSet;
+use super::policy::{BatchOptions, ServingConfig};
 
 /// How the watcher loads versions.
 #[derive(Debug, Clone)]
@@ -54,6 +51,26 @@ pub struct ReloadStats {
     failed: Mutex<HashMap<(String, String), u64>>,
 }
 
+/// What a watcher pass reads and changes (borrowed from the server's
+/// state, under the same names): the registry, the serving policies, the
+/// served models, the watcher's counters and how versions are loaded.
+#[derive(Debug, Clone, Copy)]
+pub struct Watcher<'a> {
+    /// Where versions and aliases are read.
+    pub registry: &'a Registry,
+    /// Which aliases each model serves.
+    pub config: &'a ServingConfig,
+    /// What is served, swapped as the registry moves.
+    pub models: &'a ModelSet,
+    /// Swaps and failures, counted.
+    pub reload: &'a ReloadStats,
+    /// Sessions per loaded version.
+    pub reload_options: &'a ReloadOptions,
+}
+
+/// The versions a pass swapped in: `(model, alias, version)`.
+pub type Swapped = Vec<(String, String, u64)>;
+
 /// The version `name`'s primary arm should serve, and what it is served
 /// as: its `alias`, else its newest `READY` version (as `latest`); `None`
 /// when it has neither.
@@ -78,7 +95,7 @@ pub fn target(
 /// A/B arms, the shadow) whose version differs from the one served; an
 /// arm whose alias was removed stops being served (its traffic goes to
 /// the primary). Returns the `(model, alias, version)` swapped in.
-pub fn sync_once(state: &AppState) -> Vec<(String, String, u64)> {
+pub fn sync_once(state: &Watcher<'_>) -> Swapped {
     let mut swapped = Vec::new();
     let names = match state.registry.models() {
         Ok(names) => names,
@@ -91,7 +108,7 @@ pub fn sync_once(state: &AppState) -> Vec<(String, String, u64)> {
     for name in names {
         let policy = state.config.policy(&name);
         // The primary: the default alias, or the newest version.
-        let (primary, primary_arm) = match target(&state.registry, &name, primary_alias) {
+        let (primary, primary_arm) = match target(state.registry, &name, primary_alias) {
             Ok(Some(found)) => found,
             Ok(None) => continue,
             Err(e) => {
@@ -160,20 +177,20 @@ pub fn sync_once(state: &AppState) -> Vec<(String, String, u64)> {
 /// Loads and warms up `version` for `name` at `alias`, counting and
 /// remembering a failure (not retried until the alias moves).
 fn load(
-    state: &AppState,
+    state: &Watcher<'_>,
     name: &str,
     alias: &str,
     version: ModelVersion,
     batch: Option<BatchOptions>,
 ) -> Option<Arc<LoadedModel>> {
-    let stats = &state.reload;
+    let stats = state.reload;
     let key = (name.to_string(), alias.to_string());
     let number = version.version;
     let mut failed = stats.failed.lock().unwrap_or_else(|e| e.into_inner());
     if failed.get(&key) == Some(&number) {
         return None;
     }
-    match load_and_warm(&state.registry, version, state.reload_options.sessions) {
+    match load_and_warm(state.registry, version, state.reload_options.sessions) {
         Ok(model) => {
             failed.remove(&key);
             stats.swaps.fetch_add(1, Ordering::Relaxed);
@@ -211,38 +228,7 @@ fn load_and_warm(
     if width > 0 {
         model
             .predict(vec![0.0; width], 1)
-            .map_err(|e| format!("warm-up inference failed: {}", e.message))?;
+            .map_err(|e| format!("warm-up inference failed: {e}"))?;
     }
     Ok(model)
-}
-
-/// Runs [`sync_once`] every `state.reload_options.interval` until the
-/// runtime stops.
-pub fn spawn(state: Arc<AppState>) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        loop {
-            tokio::time::sleep(state.reload_options.interval).await;
-            let state = state.clone();
-            if let Err(e) = tokio::task::spawn_blocking(move || sync_once(&state)).await {
-                tracing::error!(error = %e, "the model watcher stopped a pass");
-            }
-        }
-    })
-}
-
-/// `POST /admin/reload`: one watcher pass now, answering what was swapped
-/// in (for deployments that move an alias and want it served at once).
-pub async fn reload_now(
-    State(state): State<Arc<AppState>>,
-) -> Result<Json<serde_json::Value>, AppError> {
-    let swapped = tokio::task::spawn_blocking(move || sync_once(&state))
-        .await
-        .map_err(|e| AppError::internal(format!("the reload pass failed: {e}")))?;
-    let swapped: Vec<serde_json::Value> = swapped
-        .into_iter()
-        .map(|(model, alias, version)| {
-            serde_json::json!({"model": model, "alias": alias, "version": version})
-        })
-        .collect();
-    Ok(Json(serde_json::json!({ "swapped": swapped })))
 }

@@ -23,8 +23,8 @@ use feature_store::{FeatureValue, FeatureView};
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::AppState;
 use crate::error::AppError;
+use crate::state::AppState;
 
 /// The request body (Feast's, plus `allow_partial`).
 #[derive(Debug, Clone, Deserialize)]

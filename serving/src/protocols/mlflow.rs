@@ -30,7 +30,7 @@ use axum::routing::{get, post};
 use registry::{ModelVersion, NewVersion, RegisteredModel, Registry};
 use serde_json::{Map, Value, json};
 
-use crate::AppState;
+use crate::state::AppState;
 
 /// The MLflow routes, mounted by [`crate::app`].
 pub fn routes() -> Router<Arc<AppState>> {

@@ -1,73 +1,19 @@
-//! The HTTP side of live drift monitoring ([`monitoring::Monitor`]):
-//! `GET /drift/{model}` (JSON, or the HTML report page), the periodic
-//! evaluation loop, and delivery of alert changes to the webhook.
+//! `GET /drift/{model}`: a fresh evaluation of a model's live window
+//! against its reference ([`monitoring::Monitor`]), as JSON or, with
+//! `?format=html`, the drift crate's report page with the live quality
+//! from `/feedback`.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::extract::{Path, Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use drift::DriftReport;
-use monitoring::{Alert, Monitor, MonitorOptions, PerformanceRow, VersionState};
+use monitoring::{MonitorOptions, PerformanceRow, VersionState};
 use serde::{Deserialize, Serialize};
 
-use crate::AppState;
 use crate::error::AppError;
-
-/// POSTs `alert` to `url`. The error never holds the URL: webhook URLs
-/// carry secrets (Slack and Teams put the token in the path).
-async fn post_json(url: &str, alert: &Alert) -> Result<(), String> {
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .map_err(|e| e.without_url().to_string())?;
-    let response = client
-        .post(url)
-        .json(alert)
-        .send()
-        .await
-        .map_err(|e| e.without_url().to_string())?;
-    if response.status().is_success() {
-        Ok(())
-    } else {
-        Err(format!("the webhook answered {}", response.status()))
-    }
-}
-
-/// Announces alert changes one by one: the monitor's counter, log line and
-/// hook, then the webhook POST (when one is set).
-async fn announce(monitor: &Monitor, alerts: Vec<Alert>) {
-    for alert in alerts {
-        monitor.announce(&alert);
-        if let Some(url) = &monitor.options().webhook
-            && let Err(e) = post_json(url, &alert).await
-        {
-            monitor.record_webhook_failure();
-            tracing::warn!(error = %e, "the drift alert webhook failed");
-        }
-    }
-}
-
-/// Starts the periodic evaluation (inside a tokio runtime).
-pub fn spawn(state: Arc<AppState>) {
-    let Some(monitor) = state.monitor.clone() else {
-        return;
-    };
-    tokio::spawn(async move {
-        let mut ticks = tokio::time::interval(monitor.options().interval);
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        ticks.tick().await;
-        loop {
-            ticks.tick().await;
-            let (m, registry) = (monitor.clone(), state.registry.clone());
-            match tokio::task::spawn_blocking(move || m.evaluate_all(&registry)).await {
-                Ok(alerts) => announce(&monitor, alerts).await,
-                Err(e) => tracing::error!(error = %e, "a drift evaluation stopped"),
-            }
-        }
-    });
-}
+use crate::state::AppState;
 
 /// Query of `GET /drift/{model}`.
 #[derive(Debug, Deserialize)]

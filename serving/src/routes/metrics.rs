@@ -1,0 +1,351 @@
+//! `GET /metrics`: the server's counters in the OpenMetrics text format,
+//! encoded by `prometheus-client`.
+//!
+//! A scrape registers a [`Collector`] that walks the shared state (the
+//! request path's own atomics and the handles it keeps) and hands each
+//! family to the library's encoder, so the request path never pays for the
+//! exposition.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use feature_store::online::OnlineStats;
+use feature_store::online::push::PushStats;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, text};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+
+use crate::error::AppError;
+use crate::metrics::Histogram;
+use crate::metrics::exposition::{
+    Label, counter, gauge, gauge_family, histogram, histogram_family,
+};
+use crate::state::AppState;
+
+/// The OpenMetrics text format's content type: `prometheus-client` writes
+/// OpenMetrics (counters' `_total` samples, the closing `# EOF`).
+const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Handles `GET /metrics`.
+pub async fn metrics(State(state): State<Arc<AppState>>) -> Result<Response, AppError> {
+    // A registry per scrape, holding a collector over the shared state: it
+    // costs two small allocations, and the state needs no registry of its
+    // own that the request path would have to know about.
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(Scrape(state)));
+    let mut body = String::with_capacity(16 << 10);
+    text::encode(&mut body, &registry)
+        .map_err(|_| AppError::internal("the metrics could not be encoded"))?;
+    Ok(([(header::CONTENT_TYPE, OPENMETRICS)], body).into_response())
+}
+
+/// One scrape: the server's state, walked when the registry encodes it.
+#[derive(Debug)]
+struct Scrape(Arc<AppState>);
+
+impl Collector for Scrape {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> fmt::Result {
+        let state = &*self.0;
+        let encoder = &mut encoder;
+        encode_stages(state, encoder)?;
+        state.metrics.encode_requests(encoder)?;
+        if let Some(monitor) = &state.monitor {
+            crate::metrics::monitor::encode(monitor, encoder)?;
+        }
+        let queued_for_batching = encode_models(state, encoder)?;
+        let push = state.pusher.stats();
+        histogram(
+            encoder,
+            "aurum_push_freshness_seconds",
+            "Time from a pushed row's event time to its visibility online.",
+            &push.freshness_seconds,
+        )?;
+        let online = state.online.stats();
+        // Counters are named without `_total`: the encoder appends it, so
+        // the samples read `aurum_model_swaps_total` and so on.
+        let totals = model_totals(state)
+            .into_iter()
+            .chain(online_totals(&online))
+            .chain(push_totals(push))
+            .chain(protection_totals(state, queued_for_batching))
+            .chain(log_totals(state));
+        for (name, help, kind, value) in totals {
+            match kind {
+                MetricType::Counter => counter(encoder, name, help, value)?,
+                _ => gauge(encoder, name, help, value)?,
+            }
+        }
+        encode_views(state, encoder)
+    }
+}
+
+/// A family of one unlabelled sample: name, help, type and value.
+type Total = (&'static str, &'static str, MetricType, u64);
+
+/// The `/get-online-features` lookup time and the `/predict` stages that
+/// are not per arm.
+fn encode_stages(state: &AppState, encoder: &mut DescriptorEncoder<'_>) -> fmt::Result {
+    let m = &state.metrics;
+    histogram(
+        encoder,
+        "aurum_online_lookup_seconds",
+        "Online store lookup time per /get-online-features request.",
+        &m.lookup_seconds,
+    )?;
+    histogram(
+        encoder,
+        "aurum_predict_parse_seconds",
+        "Reading and checking a /predict body.",
+        &m.parse_seconds,
+    )?;
+    histogram(
+        encoder,
+        "aurum_predict_serialize_seconds",
+        "Writing a /predict answer.",
+        &m.serialize_seconds,
+    )
+}
+
+/// The micro-batchers' rows and the version each arm serves; returns the
+/// requests waiting in the micro-batchers.
+fn encode_models(
+    state: &AppState,
+    encoder: &mut DescriptorEncoder<'_>,
+) -> Result<usize, fmt::Error> {
+    let served = state.models.all();
+    // A batcher is shared by the arms that serve the same version: its
+    // rows and its queue are counted once per model and version.
+    let mut batched: Vec<(&str, u64, &Histogram)> = Vec::new();
+    let mut queued_for_batching: usize = 0;
+    for (name, models) in &served {
+        let name = name.as_str();
+        for (_, model) in models.all() {
+            let version = model.version.version;
+            if let Some(rows) = model.batch_rows()
+                && !batched.iter().any(|&(n, v, _)| n == name && v == version)
+            {
+                batched.push((name, version, rows));
+                queued_for_batching += model.queued();
+            }
+        }
+    }
+    histogram_family(
+        encoder,
+        "aurum_batch_inference_rows",
+        "Rows per micro-batched inference, per model version.",
+        batched.iter().map(|&(name, version, rows)| {
+            (
+                [
+                    ("model", Label::Text(name)),
+                    ("version", Label::Int(version)),
+                ],
+                rows,
+            )
+        }),
+    )?;
+    gauge_family(
+        encoder,
+        "aurum_model_served_version",
+        "The version each model serves at each arm.",
+        served.iter().flat_map(|(name, models)| {
+            models.all().map(move |(arm, model)| {
+                (
+                    [("model", Label::Text(name)), ("arm", Label::Text(arm))],
+                    model.version.version,
+                )
+            })
+        }),
+    )?;
+    Ok(queued_for_batching)
+}
+
+/// The model watcher's counters.
+fn model_totals(state: &AppState) -> [Total; 2] {
+    [
+        (
+            "aurum_model_swaps",
+            "Model versions swapped in without a restart.",
+            MetricType::Counter,
+            state.reload.swaps.load(Ordering::Relaxed),
+        ),
+        (
+            "aurum_model_load_failures",
+            "Model versions that failed to load or warm up (the old version kept serving).",
+            MetricType::Counter,
+            state.reload.failures.load(Ordering::Relaxed),
+        ),
+    ]
+}
+
+/// The online store's counters and size.
+fn online_totals(stats: &OnlineStats) -> [Total; 5] {
+    [
+        (
+            "aurum_online_hits",
+            "Lookups that found a row.",
+            MetricType::Counter,
+            stats.hits,
+        ),
+        (
+            "aurum_online_misses",
+            "Lookups that found no row.",
+            MetricType::Counter,
+            stats.misses,
+        ),
+        (
+            "aurum_online_entries",
+            "Rows held in the online store.",
+            MetricType::Gauge,
+            stats.entries,
+        ),
+        (
+            "aurum_online_evictions",
+            "Rows evicted to stay within the memory budget.",
+            MetricType::Counter,
+            stats.evictions,
+        ),
+        (
+            "aurum_online_bytes",
+            "Bytes held in the online store, as its weigher counts them.",
+            MetricType::Gauge,
+            stats.weighted_bytes,
+        ),
+    ]
+}
+
+/// The pushed rows' counters.
+fn push_totals(push: &PushStats) -> [Total; 2] {
+    [
+        (
+            "aurum_push_rows_accepted",
+            "Pushed rows accepted.",
+            MetricType::Counter,
+            push.accepted.load(Ordering::Relaxed),
+        ),
+        (
+            "aurum_push_rows_rejected",
+            "Pushed rows rejected.",
+            MetricType::Counter,
+            push.rejected.load(Ordering::Relaxed),
+        ),
+    ]
+}
+
+/// The protections' gauges and counters: requests in flight, shed and
+/// timed out, shadow runs, micro-batch queues.
+fn protection_totals(state: &AppState, queued_for_batching: usize) -> [Total; 6] {
+    let m = &state.metrics;
+    [
+        (
+            "aurum_requests_in_flight",
+            "Requests being answered now.",
+            MetricType::Gauge,
+            state.in_flight() as u64,
+        ),
+        (
+            "aurum_requests_shed",
+            "Requests refused with 503 at the in-flight limit.",
+            MetricType::Counter,
+            m.shed.load(Ordering::Relaxed),
+        ),
+        (
+            "aurum_request_timeouts",
+            "Requests that ran past the per-request timeout.",
+            MetricType::Counter,
+            m.timeouts.load(Ordering::Relaxed),
+        ),
+        (
+            "aurum_shadow_dropped",
+            "Shadow runs skipped because too many were running.",
+            MetricType::Counter,
+            m.shadow_dropped.load(Ordering::Relaxed),
+        ),
+        (
+            "aurum_shadow_in_flight",
+            "Shadow runs in progress.",
+            MetricType::Gauge,
+            state.shadow_in_flight() as u64,
+        ),
+        (
+            "aurum_batch_queue_depth",
+            "Requests waiting in micro-batchers, over all models.",
+            MetricType::Gauge,
+            queued_for_batching as u64,
+        ),
+    ]
+}
+
+/// The prediction log's queue and counters, and readiness.
+fn log_totals(state: &AppState) -> [Total; 4] {
+    let log = state
+        .prediction_log
+        .as_ref()
+        .map(|l| (l.stats(), l.queued()));
+    [
+        (
+            "aurum_prediction_log_queue_depth",
+            "Predictions waiting to be written to the log.",
+            MetricType::Gauge,
+            log.map_or(0, |(_, q)| q as u64),
+        ),
+        (
+            "aurum_prediction_log_written",
+            "Predictions committed to the log table.",
+            MetricType::Counter,
+            log.map_or(0, |(s, _)| s.written.load(Ordering::Relaxed)),
+        ),
+        (
+            "aurum_prediction_log_dropped",
+            "Predictions not logged: the queue was full or a commit failed.",
+            MetricType::Counter,
+            log.map_or(0, |(s, _)| s.dropped.load(Ordering::Relaxed)),
+        ),
+        (
+            "aurum_ready",
+            "1 when the server is ready.",
+            MetricType::Gauge,
+            u64::from(state.is_ready()),
+        ),
+    ]
+}
+
+/// Per feature view: entities, bytes and the gold version loaded.
+fn encode_views(state: &AppState, encoder: &mut DescriptorEncoder<'_>) -> fmt::Result {
+    let per_view = state.online.view_stats();
+    for (name, help, value) in [
+        (
+            "aurum_online_view_entries",
+            "Entities held per feature view.",
+            (|v: &feature_store::online::ViewStats| v.entries) as fn(&_) -> u64,
+        ),
+        (
+            "aurum_online_view_bytes",
+            "Bytes held per feature view, as the weigher counts them.",
+            |v| v.bytes,
+        ),
+    ] {
+        gauge_family(
+            encoder,
+            name,
+            help,
+            per_view
+                .iter()
+                .map(|view| ([("view", Label::Text(&view.view))], value(view))),
+        )?;
+    }
+    let views = state.online.views();
+    gauge_family(
+        encoder,
+        "aurum_feature_view_delta_version",
+        "The gold version each view's online values came from.",
+        views.iter().filter_map(|view| {
+            let version = state.online.delta_version(&view.name)?;
+            Some(([("view", Label::Text(&view.name))], version))
+        }),
+    )
+}
