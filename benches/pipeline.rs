@@ -8,10 +8,12 @@
 //! Peak memory is the process's peak resident set (VmHWM), reset before
 //! each stage through /proc/self/clear_refs.
 
-use std::path::Path;
-
+#[path = "common/cli.rs"]
+mod cli;
 #[path = "common/memory.rs"]
 mod memory;
+
+use std::path::Path;
 use std::time::Instant;
 
 use aurum::example::{self, GenerateOptions};
@@ -23,13 +25,7 @@ const END: i64 = 1_795_000_000_000_000;
 
 fn main() -> anyhow::Result<()> {
     // AURUM_LOG=info shows the time of each stage.
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("AURUM_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    cli::init_logging();
     let mut rows = 10_000_000usize;
     let mut keep = None;
     let mut args = std::env::args().skip(1);

@@ -16,6 +16,8 @@
 //! generator on one more thread: all on the same 2 cores, as the baseline's
 //! uvicorn workers share them with the same generator.
 
+#[path = "common/cli.rs"]
+mod cli;
 #[path = "common/load.rs"]
 mod load;
 #[path = "common/view.rs"]
@@ -61,10 +63,8 @@ fn main() -> Result<()> {
         connections: 16,
         ..Options::default()
     };
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        let mut value = || args.next().context("a flag needs a value");
-        match arg.as_str() {
+    let modes = cli::flags_and_modes(|flag, value| {
+        match flag {
             "--model" => o.model = Some(value()?),
             "--parquet" => o.parquet = Some(value()?),
             "--body-file" => o.body_file = Some(value()?),
@@ -82,10 +82,13 @@ fn main() -> Result<()> {
                     max_delay: Duration::from_micros(delay.parse()?),
                 });
             }
-            "--bench" => {} // cargo passes it
-            mode if !mode.starts_with('-') => o.mode = mode.to_string(),
-            other => bail!("unknown flag {other}"),
+            _ => return Ok(false),
         }
+        Ok(true)
+    })?;
+    // The last mode named is the one run.
+    if let Some(mode) = modes.last() {
+        o.mode = mode.clone();
     }
     match o.mode.as_str() {
         "aurum" => aurum(&o),
@@ -95,29 +98,12 @@ fn main() -> Result<()> {
 }
 
 fn bodies(o: &Options) -> Result<Vec<String>> {
-    let file = o.body_file.as_deref().context("--body-file is needed")?;
-    Ok(std::fs::read_to_string(file)?
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(str::to_string)
-        .collect())
+    load::body_lines(o.body_file.as_deref().context("--body-file is needed")?)
 }
 
 fn load_external(o: &Options) -> Result<()> {
     let url = o.url.as_deref().context("load needs --url")?;
-    let rest = url
-        .strip_prefix("http://")
-        .context("load needs an http:// URL")?;
-    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
-    let addr: std::net::SocketAddr =
-        anyhow::Context::context(host.parse(), "the URL host must be ip:port")?;
-    let requests: Vec<Vec<u8>> = bodies(o)?
-        .iter()
-        .map(|b| post_request(host, &format!("/{path}"), b))
-        .collect();
-    let report = run_load(addr, requests, o.connections, o.seconds)?;
-    report.print(&format!("{url}, {} connections", o.connections));
-    Ok(())
+    load::load_url(url, || bodies(o), o.connections, o.seconds)
 }
 
 fn aurum(o: &Options) -> Result<()> {

@@ -9,7 +9,9 @@
 //! - [`online`]: the moka online store, materialization from gold and push
 //!   ingestion;
 //! - [`retrieval`]: point-in-time joins of gold rows onto labelled spines,
-//!   and the training sets built from them.
+//!   and the training sets built from them;
+//! - `testing` (this crate's tests, or the `testing` feature): fixtures
+//!   the workspace's tests and benches share.
 //!
 //! Every table is read and written through the Delta layer (crate `delta`).
 //! The feature store knows nothing of models, registries, HTTP or Flight:
@@ -22,6 +24,10 @@ pub mod pipeline;
 pub mod project;
 pub mod retrieval;
 pub mod schema;
+/// Shared test fixtures: feature views, UTC timestamp columns, small gold
+/// frames. Only for tests and benches, so behind the `testing` feature.
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 pub use error::{Error, Result};
 pub use online::{FeatureStatus, FeatureValue, OnlineStore};

@@ -193,6 +193,8 @@ fn outcomes_of(df: DataFrame, model: String) -> Result<Vec<Outcome>> {
 
 #[cfg(test)]
 mod tests {
+    use feature_store::testing::column_names;
+
     use super::*;
 
     fn row(id: &str, model: &str, outcome: f64) -> FeedbackRow {
@@ -212,13 +214,8 @@ mod tests {
     #[test]
     fn the_frame_keeps_the_table_schema() {
         let df = to_frame(&[row("a", "m", 1.0)]).unwrap();
-        let columns: Vec<String> = df
-            .get_column_names()
-            .into_iter()
-            .map(|c| c.to_string())
-            .collect();
         assert_eq!(
-            columns,
+            column_names(&df),
             [
                 "request_id",
                 "row",

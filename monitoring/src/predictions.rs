@@ -274,6 +274,8 @@ fn window_of(df: DataFrame, query: &PredictionQuery) -> Result<LoggedWindow> {
 
 #[cfg(test)]
 mod tests {
+    use feature_store::testing::column_names;
+
     use super::*;
 
     fn record(i: usize, version: u64, shadow: bool, names: &Arc<[String]>) -> PredictionRecord {
@@ -297,13 +299,8 @@ mod tests {
     fn the_frame_keeps_the_table_schema() {
         let names: Arc<[String]> = Arc::from(vec!["v:a".to_string(), "v:b".to_string()]);
         let df = to_frame(&[record(0, 1, false, &names)]).unwrap();
-        let columns: Vec<String> = df
-            .get_column_names()
-            .into_iter()
-            .map(|c| c.to_string())
-            .collect();
         assert_eq!(
-            columns,
+            column_names(&df),
             [
                 "request_id",
                 "row",

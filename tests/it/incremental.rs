@@ -36,6 +36,17 @@ fn generate(project: &Project, seed: u64, end: i64, days: f64, rows: usize) {
     .unwrap();
 }
 
+/// The example project in `dir` with `rows` transactions over the `days`
+/// before [`END`], through the pipeline once.
+async fn project_after_one_run(dir: &std::path::Path, days: f64, rows: usize) -> Project {
+    let project = project_in(dir);
+    generate(&project, 1, END, days, rows);
+    run(&project, &PipelineOptions::default(), &|_| {})
+        .await
+        .unwrap();
+    project
+}
+
 async fn latest_gold(project: &Project) -> DataFrame {
     let store = DeltaStore::new(project.delta_dir());
     let (gold, _) = store.read(example::CUSTOMER_VIEW, None).await.unwrap();
@@ -117,12 +128,8 @@ async fn incremental_runs_with_late_data_equal_a_full_recompute() {
 #[tokio::test(flavor = "multi_thread")]
 async fn redelivered_records_replace_earlier_batches() {
     let dir = tempfile::tempdir().unwrap();
-    let project = project_in(dir.path());
+    let project = project_after_one_run(dir.path(), 5.0, 1_000).await;
     let quiet = |_: &str| {};
-    generate(&project, 1, END, 5.0, 1_000);
-    run(&project, &PipelineOptions::default(), &quiet)
-        .await
-        .unwrap();
     let store = DeltaStore::new(project.delta_dir());
     let (silver, _) = store.read(example::SILVER_TABLE, None).await.unwrap();
     // Deliver ten existing transactions again, later, with new amounts.
@@ -167,12 +174,8 @@ async fn redelivered_records_replace_earlier_batches() {
 #[tokio::test(flavor = "multi_thread")]
 async fn adding_a_feature_evolves_gold_and_removing_one_needs_consent() {
     let dir = tempfile::tempdir().unwrap();
-    let project = project_in(dir.path());
+    project_after_one_run(dir.path(), 5.0, 800).await;
     let quiet = |_: &str| {};
-    generate(&project, 1, END, 5.0, 800);
-    run(&project, &PipelineOptions::default(), &quiet)
-        .await
-        .unwrap();
 
     let file = dir.path().join(feature_store::project::PROJECT_FILE);
     let text = std::fs::read_to_string(&file).unwrap();
