@@ -11,18 +11,13 @@
 use delta::{CommitLineage, DeltaStore, WriteOptions};
 use polars::prelude::*;
 
+use crate::columns::{ARM, MODEL, PREDICTION, REQUEST_ID, ROW, VERSION, utc_micros, versions};
 use crate::error::{Error, Result};
 
 /// The Delta table outcomes are appended to (beside the prediction log).
 pub const TABLE: &str = "feedback";
 
-const REQUEST_ID: &str = "request_id";
-const ROW: &str = "row";
-const MODEL: &str = "model";
-const VERSION: &str = "version";
-const ARM: &str = "arm";
 const PREDICTION_TIME: &str = "prediction_time";
-const PREDICTION: &str = "prediction";
 const OUTCOME: &str = "outcome";
 const RECEIVED_TIME: &str = "received_time";
 
@@ -76,14 +71,6 @@ pub(crate) async fn append(store: &DeltaStore, rows: &[FeedbackRow]) -> Result<(
 }
 
 fn to_frame(rows: &[FeedbackRow]) -> PolarsResult<DataFrame> {
-    let micros = |name: &str, v: Vec<i64>| -> PolarsResult<Column> {
-        Ok(Series::new(name.into(), v)
-            .cast(&DataType::Datetime(
-                TimeUnit::Microseconds,
-                Some(TimeZone::UTC),
-            ))?
-            .into())
-    };
     DataFrame::new_infer_height(vec![
         Series::new(
             REQUEST_ID.into(),
@@ -102,19 +89,13 @@ fn to_frame(rows: &[FeedbackRow]) -> PolarsResult<DataFrame> {
             rows.iter().map(|r| r.model.as_str()).collect::<Vec<_>>(),
         )
         .into(),
-        Series::new(
-            VERSION.into(),
-            rows.iter()
-                .map(|r| i64::try_from(r.version).unwrap_or(i64::MAX))
-                .collect::<Vec<_>>(),
-        )
-        .into(),
+        versions(rows.iter().map(|r| r.version)),
         Series::new(
             ARM.into(),
             rows.iter().map(|r| r.arm.as_str()).collect::<Vec<_>>(),
         )
         .into(),
-        micros(
+        utc_micros(
             PREDICTION_TIME,
             rows.iter().map(|r| r.prediction_time_micros).collect(),
         )?,
@@ -128,7 +109,7 @@ fn to_frame(rows: &[FeedbackRow]) -> PolarsResult<DataFrame> {
             rows.iter().map(|r| r.outcome).collect::<Vec<_>>(),
         )
         .into(),
-        micros(
+        utc_micros(
             RECEIVED_TIME,
             rows.iter().map(|r| r.received_time_micros).collect(),
         )?,

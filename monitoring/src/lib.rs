@@ -19,6 +19,7 @@
 //! answers, renders its metrics and delivers alert webhooks.
 
 pub mod ab;
+mod columns;
 mod error;
 pub mod feedback;
 mod log;

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use delta::DeltaStore;
 use polars::prelude::*;
 
+use crate::columns::{ARM, MODEL, PREDICTION, REQUEST_ID, ROW, VERSION, utc_micros, versions};
 use crate::error::{Error, Result};
 use crate::record::{PredictionRecord, headline};
 
@@ -21,18 +22,12 @@ use crate::record::{PredictionRecord, headline};
 /// [`crate::PredictionLog::start`].
 pub const TABLE: &str = "predictions";
 
-const REQUEST_ID: &str = "request_id";
-const ROW: &str = "row";
 const TIME: &str = "time";
-const MODEL: &str = "model";
-const VERSION: &str = "version";
-const ARM: &str = "arm";
 const SHADOW: &str = "shadow";
 const ENTITY: &str = "entity";
 const FEATURE_NAMES: &str = "feature_names";
 const FEATURES: &str = "features";
 const OUTPUTS: &str = "outputs";
-const PREDICTION: &str = "prediction";
 const LATENCY: &str = "latency_us";
 
 /// The records as the table's columns.
@@ -73,14 +68,7 @@ pub(crate) fn to_frame(records: &[PredictionRecord]) -> PolarsResult<DataFrame> 
         names.push(joined);
     }
     let names: Vec<&str> = names.iter().map(|n| &**n).collect();
-    let time = Series::new(
-        TIME.into(),
-        records.iter().map(|r| r.time_micros).collect::<Vec<_>>(),
-    )
-    .cast(&DataType::Datetime(
-        TimeUnit::Microseconds,
-        Some(TimeZone::UTC),
-    ))?;
+    let time = utc_micros(TIME, records.iter().map(|r| r.time_micros).collect())?;
     DataFrame::new_infer_height(vec![
         strings(|r| &r.request_id, REQUEST_ID),
         Series::new(
@@ -88,16 +76,9 @@ pub(crate) fn to_frame(records: &[PredictionRecord]) -> PolarsResult<DataFrame> 
             records.iter().map(|r| i64::from(r.row)).collect::<Vec<_>>(),
         )
         .into(),
-        time.into(),
+        time,
         strings(|r| &r.model, MODEL),
-        Series::new(
-            VERSION.into(),
-            records
-                .iter()
-                .map(|r| i64::try_from(r.version).unwrap_or(i64::MAX))
-                .collect::<Vec<_>>(),
-        )
-        .into(),
+        versions(records.iter().map(|r| r.version)),
         strings(|r| &r.arm, ARM),
         Series::new(
             SHADOW.into(),

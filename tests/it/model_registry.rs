@@ -362,6 +362,12 @@ fn start_mlflow(dir: &std::path::Path) -> MlflowServer {
     server
 }
 
+/// The arguments of `aurum registry push|pull model` against the MLflow
+/// server at `url`.
+fn mlflow_sync<'a>(verb: &'a str, model: &'a str, url: &'a str) -> [&'a str; 5] {
+    ["registry", verb, model, "--mlflow-uri", url]
+}
+
 /// `aurum registry push` registers versions, metadata and aliases in a real
 /// MLflow server; `aurum registry pull` imports them into another project.
 #[test]
@@ -388,24 +394,15 @@ fn push_to_and_pull_from_a_real_mlflow_server() {
         );
     }
     ok(&a, &["registry", "alias", "fraud", "champion", "2"]);
-    let pushed = ok(
-        &a,
-        &["registry", "push", "fraud", "--mlflow-uri", &mlflow.url],
-    );
+    let pushed = ok(&a, &mlflow_sync("push", "fraud", &mlflow.url));
     assert!(
         pushed.contains("2 pushed, 0 already there; aliases set: champion=v2"),
         "{pushed}"
     );
-    let again = ok(
-        &a,
-        &["registry", "push", "fraud", "--mlflow-uri", &mlflow.url],
-    );
+    let again = ok(&a, &mlflow_sync("push", "fraud", &mlflow.url));
     assert!(again.contains("0 pushed, 2 already there"), "{again}");
 
-    let pulled = ok(
-        &b,
-        &["registry", "pull", "fraud", "--mlflow-uri", &mlflow.url],
-    );
+    let pulled = ok(&b, &mlflow_sync("pull", "fraud", &mlflow.url));
     assert!(
         pulled.contains("2 pulled, 0 already here; aliases set: champion=v2"),
         "{pulled}"
@@ -424,17 +421,11 @@ fn push_to_and_pull_from_a_real_mlflow_server() {
         );
     }
     assert_eq!(there.by_alias("fraud", "champion").unwrap().version, 2);
-    let again = ok(
-        &b,
-        &["registry", "pull", "fraud", "--mlflow-uri", &mlflow.url],
-    );
+    let again = ok(&b, &mlflow_sync("pull", "fraud", &mlflow.url));
     assert!(again.contains("0 pulled, 2 already here"), "{again}");
 
     // An unknown model is named in MLflow's words.
-    let stderr = fails(
-        &b,
-        &["registry", "pull", "nobody", "--mlflow-uri", &mlflow.url],
-    );
+    let stderr = fails(&b, &mlflow_sync("pull", "nobody", &mlflow.url));
     assert!(stderr.contains("RESOURCE_DOES_NOT_EXIST"), "{stderr}");
 }
 

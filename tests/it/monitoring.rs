@@ -31,6 +31,13 @@ fn write_parquet(path: &Path, x: Vec<f64>, city: Vec<&str>) {
     ParquetWriter::new(file).finish(&mut df).unwrap();
 }
 
+/// `aurum drift` of `current` against `a.parquet`, with `extra` flags.
+fn drift_of_a<'a>(current: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec!["drift", "--reference", "a.parquet", "--current", current];
+    args.extend(extra);
+    args
+}
+
 /// `GET url` until `done` holds for its JSON (the monitor sees rows once
 /// the prediction log's writer hands them over).
 fn wait_for(url: &str, done: impl Fn(&Value) -> bool) -> Value {
@@ -109,17 +116,7 @@ fn drift_feedback_and_ab_analysis_through_the_binary() {
         (0..2000).map(|i| f64::from(i % 100) + 30.0).collect(),
         cities(2000),
     );
-    let report = aurum_json(
-        dir,
-        &[
-            "drift",
-            "--reference",
-            "a.parquet",
-            "--current",
-            "b.parquet",
-            "--json",
-        ],
-    );
+    let report = aurum_json(dir, &drift_of_a("b.parquet", &["--json"]));
     let column = |name: &str| {
         report["columns"]
             .as_array()
@@ -133,46 +130,15 @@ fn drift_feedback_and_ab_analysis_through_the_binary() {
     assert_eq!(column("x")["drifted"], true, "{report}");
     assert_eq!(column("city")["method"], "jensen_shannon");
     assert_eq!(column("city")["drifted"], false, "{report}");
-    ok(
-        dir,
-        &[
-            "drift",
-            "--reference",
-            "a.parquet",
-            "--current",
-            "b.parquet",
-            "--out",
-            "report.html",
-        ],
-    );
+    ok(dir, &drift_of_a("b.parquet", &["--out", "report.html"]));
     let page = std::fs::read_to_string(dir.join("report.html")).unwrap();
     assert!(
         page.contains("<svg") && page.contains("dataset drift detected"),
         "{page}"
     );
-    let error = fails(
-        dir,
-        &[
-            "drift",
-            "--reference",
-            "a.parquet",
-            "--current",
-            "missing.parquet",
-        ],
-    );
+    let error = fails(dir, &drift_of_a("missing.parquet", &[]));
     assert!(error.contains("missing.parquet"), "{error}");
-    let error = fails(
-        dir,
-        &[
-            "drift",
-            "--reference",
-            "a.parquet",
-            "--current",
-            "b.parquet",
-            "--test",
-            "x=magic",
-        ],
-    );
+    let error = fails(dir, &drift_of_a("b.parquet", &["--test", "x=magic"]));
     assert!(error.contains("unknown drift test \"magic\""), "{error}");
 
     // Live: the server watches what it serves.
