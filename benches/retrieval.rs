@@ -35,10 +35,10 @@ use anyhow::{Context, Result, bail};
 use delta::DeltaStore;
 use feature_store::FeatureView;
 use feature_store::retrieval::training_set::{self, TrainingSetRequest};
-use view::bench_view;
 use polars::prelude::*;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use view::bench_view;
 
 const DAY: i64 = 86_400_000_000;
 const END: i64 = 1_795_000_000_000_000;

@@ -44,11 +44,7 @@ pub(crate) fn run(what: &str, script: &str, args: &[&OsStr]) -> String {
 /// Runs one of the readers in `tests/python/` and returns the JSON it
 /// prints.
 pub(crate) fn reader(script: &str, args: &[&OsStr]) -> Value {
-    let stdout = run(
-        "the Python reader",
-        &format!("tests/python/{script}"),
-        args,
-    );
+    let stdout = run("the Python reader", &format!("tests/python/{script}"), args);
     serde_json::from_str(&stdout).expect("the Python reader prints JSON")
 }
 

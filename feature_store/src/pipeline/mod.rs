@@ -26,7 +26,7 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::project::{Project, Source, hash_json};
-use delta::{CommitLineage, DeltaStore, SchemaChange};
+use delta::{CommitLineage, DeltaStore, SchemaChange, WriteMode, WriteOptions};
 use gold_step::gold_step;
 use silver_step::silver_step;
 
@@ -312,9 +312,20 @@ pub(super) async fn side_marks(
         .collect())
 }
 
-pub(super) fn schema_change(full: bool, options: &PipelineOptions) -> SchemaChange {
-    match (full, options.allow_breaking_schema_change) {
-        (true, true) => SchemaChange::Any,
-        _ => SchemaChange::AddColumns,
+/// How a step writes its output: a full recompute overwrites the table
+/// (breaking schema changes only when allowed), an incremental one appends;
+/// either may add columns.
+pub(super) fn step_write(full: bool, options: &PipelineOptions) -> WriteOptions {
+    WriteOptions {
+        mode: if full {
+            WriteMode::Overwrite
+        } else {
+            WriteMode::Append
+        },
+        schema_change: match (full, options.allow_breaking_schema_change) {
+            (true, true) => SchemaChange::Any,
+            _ => SchemaChange::AddColumns,
+        },
+        ..WriteOptions::append()
     }
 }
