@@ -12,8 +12,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::{Error, Result};
 use crate::stats;
-use crate::{Error, Result};
 
 /// Running sums of one arm's outcomes (mergeable, so a server can keep
 /// them per arm without keeping the values).

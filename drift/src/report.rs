@@ -27,13 +27,13 @@ use std::collections::BTreeMap;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use crate::error::{Error, Result};
 use crate::profile::{
     Column, ColumnProfile, NumericSummary, Profile, Summary, Values, bin_counts_sorted,
     category_table, count_categories,
 };
 use crate::sort::sorted_finite;
 use crate::stats::{self, KsMethod, shares};
-use crate::{Error, Result};
 
 /// A drift test.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

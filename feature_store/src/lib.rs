@@ -2,6 +2,8 @@
 //!
 //! - [`schema`]: entities, feature views and feature services, the shapes
 //!   every other part shares;
+//! - [`expr`]: the derived-feature expressions the project file declares
+//!   and gold computes;
 //! - [`project`]: the project file (`aurum.toml`) and its checker;
 //! - [`pipeline`]: the medallion processors — bronze ingest, silver
 //!   cleaning with quality and quarantine, gold windowed features — run
@@ -18,6 +20,7 @@
 //! it deals in feature views, Delta tables and feature values.
 
 pub mod error;
+pub mod expr;
 pub mod metrics;
 pub mod online;
 pub mod pipeline;

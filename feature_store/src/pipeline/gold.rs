@@ -15,10 +15,8 @@ use polars::prelude::*;
 use crate::error::{Error, Result};
 use crate::project::{Aggregation, Source, ViewSpec};
 
-/// The gold table's event-time column.
-pub const EVENT_TIMESTAMP: &str = "event_timestamp";
-/// The gold table's processing-time column, which breaks ties.
-pub const CREATED_TIMESTAMP: &str = "created_timestamp";
+// The gold table's time columns, named where every layer can see them.
+pub use crate::schema::{CREATED_TIMESTAMP, EVENT_TIMESTAMP};
 /// The column of [`compute`]'s `output_from` frame holding, per entity, the
 /// first event time whose features must be (re)computed, in microseconds.
 pub const OUTPUT_FROM: &str = "__output_from";
@@ -193,12 +191,11 @@ fn with_derived(mut lf: LazyFrame, view: &ViewSpec, source: &Source) -> Result<L
             .into_iter()
             .chain(input_columns(view, source))
             .collect();
-        let node =
-            crate::pipeline::expr::parse(&d.expr, &known).map_err(|message| Error::Schema {
-                view: view.name.clone(),
-                message,
-            })?;
-        lf = lf.with_column(crate::pipeline::expr::to_polars(&node).alias(d.name.as_str()));
+        let node = crate::expr::parse(&d.expr, &known).map_err(|message| Error::Schema {
+            view: view.name.clone(),
+            message,
+        })?;
+        lf = lf.with_column(crate::expr::to_polars(&node).alias(d.name.as_str()));
     }
     Ok(lf)
 }

@@ -6,12 +6,14 @@ use std::time::{Duration, Instant};
 
 use polars::prelude::*;
 
+use super::crash::crash_point;
 use super::gold::{self, OUTPUT_FROM};
+use super::marks::latest_lineage;
+use super::options::{PipelineOptions, step_write};
+use super::report::ViewReport;
 use crate::error::{Error, Result};
 use crate::project::{Source, ViewSpec};
 use delta::{CommitLineage, DeltaStore};
-
-use super::*;
 
 pub(super) async fn gold_step(
     store: &DeltaStore,

@@ -8,12 +8,14 @@ use std::time::Instant;
 use polars::prelude::*;
 
 use super::bronze::{self, INGESTED_AT};
+use super::crash::crash_point;
+use super::marks::{side_marks, silver_hash, silver_mark};
+use super::options::{PipelineOptions, step_write};
+use super::report::SourceReport;
 use super::silver::{self, BatchContext, QUALITY_TABLE, QUARANTINE_TABLE, SilverSummary};
 use crate::error::{Error, Result};
 use crate::project::{Project, Source};
 use delta::{CommitLineage, DataFile, DeltaStore, WriteOptions};
-
-use super::*;
 
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn silver_step(

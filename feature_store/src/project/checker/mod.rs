@@ -5,13 +5,12 @@
 mod source;
 mod view;
 
-use source::order_sources;
-
+use std::collections::BTreeSet;
 use std::ops::Range;
 use std::path::Path;
 
 use super::raw::*;
-use super::*;
+use super::spec::*;
 use crate::error::{Error, Result};
 use crate::schema::Entity;
 
@@ -303,4 +302,33 @@ pub(super) fn value_text(v: &toml::Value) -> String {
         toml::Value::String(s) => s.clone(),
         other => other.to_string(),
     }
+}
+
+/// The line of `text` a span starts on (from 1).
+pub(super) fn line_of(text: &str, span: &Range<usize>) -> usize {
+    let end = span.start.min(text.len());
+    text[..end].bytes().filter(|&b| b == b'\n').count() + 1
+}
+
+/// Orders sources so that every dimension comes before the sources it
+/// enriches; returns a source on a cycle when there is one.
+fn order_sources(sources: Vec<Source>) -> std::result::Result<Vec<Source>, String> {
+    let mut done: BTreeSet<String> = BTreeSet::new();
+    let mut ordered = Vec::with_capacity(sources.len());
+    let mut pending = sources;
+    while !pending.is_empty() {
+        let before = pending.len();
+        let (ready, rest): (Vec<Source>, Vec<Source>) = pending
+            .into_iter()
+            .partition(|s| s.enrich.iter().all(|e| done.contains(&e.source)));
+        for s in ready {
+            done.insert(s.name.clone());
+            ordered.push(s);
+        }
+        pending = rest;
+        if pending.len() == before {
+            return Err(pending[0].name.clone());
+        }
+    }
+    Ok(ordered)
 }

@@ -1,13 +1,12 @@
 //! Checks of a `[[source]]`: columns, silver rules, enrichments.
 
-use std::collections::BTreeSet;
-
 use toml::Spanned;
 
 use super::{Checker, is_identifier, value_text};
 use crate::error::Result;
+use crate::project::duration::parse_duration;
 use crate::project::raw::*;
-use crate::project::*;
+use crate::project::spec::*;
 
 impl Checker<'_> {
     pub(super) fn check_source(
@@ -378,27 +377,4 @@ impl Checker<'_> {
             }
         })
     }
-}
-
-/// Orders sources so that every dimension comes before the sources it
-/// enriches; returns a source on a cycle when there is one.
-pub(super) fn order_sources(sources: Vec<Source>) -> std::result::Result<Vec<Source>, String> {
-    let mut done: BTreeSet<String> = BTreeSet::new();
-    let mut ordered = Vec::with_capacity(sources.len());
-    let mut pending = sources;
-    while !pending.is_empty() {
-        let before = pending.len();
-        let (ready, rest): (Vec<Source>, Vec<Source>) = pending
-            .into_iter()
-            .partition(|s| s.enrich.iter().all(|e| done.contains(&e.source)));
-        for s in ready {
-            done.insert(s.name.clone());
-            ordered.push(s);
-        }
-        pending = rest;
-        if pending.len() == before {
-            return Err(pending[0].name.clone());
-        }
-    }
-    Ok(ordered)
 }

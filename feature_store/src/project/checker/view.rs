@@ -7,9 +7,10 @@ use toml::Spanned;
 
 use super::{Checker, is_identifier};
 use crate::error::Result;
+use crate::project::duration::{format_duration, parse_duration};
 use crate::project::raw::*;
-use crate::project::*;
-use crate::schema::Entity;
+use crate::project::spec::*;
+use crate::schema::{EVENT_TIMESTAMP, Entity};
 
 impl Checker<'_> {
     pub(super) fn check_view(
@@ -79,7 +80,7 @@ impl Checker<'_> {
             );
         }
         for key in &entity.join_keys {
-            if names.contains(key) || key == crate::pipeline::gold::EVENT_TIMESTAMP {
+            if names.contains(key) || key == EVENT_TIMESTAMP {
                 return self.fail(
                     v.name.span(),
                     field.to_string(),
@@ -288,7 +289,7 @@ impl Checker<'_> {
             }
             let mut known = names.clone();
             known.extend(available.iter().cloned());
-            if let Err(message) = crate::pipeline::expr::parse(d.expr.get_ref(), &known) {
+            if let Err(message) = crate::expr::parse(d.expr.get_ref(), &known) {
                 return self.fail(d.expr.span(), format!("{field}.derived[{j}].expr"), message);
             }
             names.push(dname.clone());
