@@ -4,21 +4,22 @@
 
 use anyhow::{Context, Result, bail};
 
-/// What a bench's flag handler is given to take the flag's value: the next
-/// argument, or an error when there is none.
-pub type Value<'a> = &'a mut dyn FnMut() -> Result<String>;
-
 /// Reads the command line: `flag(name, value)` handles each flag the bench
-/// knows (taking its value with `value()`) and answers `false` for one it
-/// does not, which is refused. Cargo's own `--bench` is skipped; every
+/// knows (taking its value with `value()`: the next argument, or an error
+/// when there is none) and answers `false` for one it does not, which is
+/// refused. Cargo's own `--bench` is skipped; every
 /// other word is a flag.
-pub fn flags(flag: impl FnMut(&str, Value<'_>) -> Result<bool>) -> Result<()> {
+pub fn flags(
+    flag: impl FnMut(&str, &mut dyn FnMut() -> Result<String>) -> Result<bool>,
+) -> Result<()> {
     read(None, flag)
 }
 
 /// [`flags`] for benches that run modes: words without a leading dash are
 /// returned, in order, as the modes asked for.
-pub fn flags_and_modes(flag: impl FnMut(&str, Value<'_>) -> Result<bool>) -> Result<Vec<String>> {
+pub fn flags_and_modes(
+    flag: impl FnMut(&str, &mut dyn FnMut() -> Result<String>) -> Result<bool>,
+) -> Result<Vec<String>> {
     let mut modes = Vec::new();
     read(Some(&mut modes), flag)?;
     Ok(modes)
@@ -26,7 +27,7 @@ pub fn flags_and_modes(flag: impl FnMut(&str, Value<'_>) -> Result<bool>) -> Res
 
 fn read(
     mut modes: Option<&mut Vec<String>>,
-    mut flag: impl FnMut(&str, Value<'_>) -> Result<bool>,
+    mut flag: impl FnMut(&str, &mut dyn FnMut() -> Result<String>) -> Result<bool>,
 ) -> Result<()> {
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {

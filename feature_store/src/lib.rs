@@ -27,8 +27,8 @@ pub mod pipeline;
 pub mod project;
 pub mod retrieval;
 pub mod schema;
-/// Shared test fixtures: feature views, UTC timestamp columns, small gold
-/// frames. Only for tests and benches, so behind the `testing` feature.
+// Only for tests and benches: compiled for this crate's tests and behind
+// the `testing` feature other crates' dev-dependencies enable.
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 

@@ -11,8 +11,10 @@
 use delta::{CommitLineage, DeltaStore, WriteOptions};
 use polars::prelude::*;
 
-use crate::columns::{ARM, MODEL, PREDICTION, REQUEST_ID, ROW, VERSION, utc_micros, versions};
 use crate::error::{Error, Result};
+use crate::tables::{
+    ARM, MODEL, PREDICTION, REQUEST_ID, ROW, VERSION, read_columns, utc_micros, versions,
+};
 
 /// The Delta table outcomes are appended to (beside the prediction log).
 pub const TABLE: &str = "feedback";
@@ -123,16 +125,10 @@ fn to_frame(rows: &[FeedbackRow]) -> PolarsResult<DataFrame> {
 ///
 /// [`Error::Delta`] or [`Error::Polars`] when the table cannot be read.
 pub async fn read_outcomes(store: &DeltaStore, model: &str) -> Result<Option<Vec<Outcome>>> {
-    if !store.exists(TABLE) {
+    let columns = [MODEL, ARM, VERSION, PREDICTION, OUTCOME];
+    let Some(df) = read_columns(store, TABLE, &columns).await? else {
         return Ok(None);
-    }
-    let columns: Vec<String> = [MODEL, ARM, VERSION, PREDICTION, OUTCOME]
-        .map(String::from)
-        .to_vec();
-    let (files, version) = store.files(TABLE, None).await?;
-    let df = store
-        .read_files(TABLE, version, &files, Some(columns.as_slice()))
-        .await?;
+    };
     let model = model.to_string();
     tokio::task::spawn_blocking(move || outcomes_of(df, model).map(Some))
         .await

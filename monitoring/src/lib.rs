@@ -19,7 +19,6 @@
 //! answers, renders its metrics and delivers alert webhooks.
 
 pub mod ab;
-mod columns;
 mod error;
 pub mod feedback;
 mod log;
@@ -29,6 +28,7 @@ mod performance;
 pub mod predictions;
 mod recent;
 mod record;
+mod tables;
 mod window;
 
 pub use error::{Error, Result};

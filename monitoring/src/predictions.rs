@@ -14,9 +14,11 @@ use std::sync::Arc;
 use delta::DeltaStore;
 use polars::prelude::*;
 
-use crate::columns::{ARM, MODEL, PREDICTION, REQUEST_ID, ROW, VERSION, utc_micros, versions};
 use crate::error::{Error, Result};
 use crate::record::{PredictionRecord, headline};
+use crate::tables::{
+    ARM, MODEL, PREDICTION, REQUEST_ID, ROW, VERSION, read_columns, utc_micros, versions,
+};
 
 /// The default table name, under the directory given to
 /// [`crate::PredictionLog::start`].
@@ -171,10 +173,7 @@ pub async fn read_window(
     store: &DeltaStore,
     query: &PredictionQuery,
 ) -> Result<Option<LoggedWindow>> {
-    if !store.exists(TABLE) {
-        return Ok(None);
-    }
-    let columns: Vec<String> = [
+    let columns = [
         TIME,
         MODEL,
         VERSION,
@@ -182,13 +181,10 @@ pub async fn read_window(
         FEATURE_NAMES,
         FEATURES,
         PREDICTION,
-    ]
-    .map(String::from)
-    .to_vec();
-    let (files, version) = store.files(TABLE, None).await?;
-    let df = store
-        .read_files(TABLE, version, &files, Some(columns.as_slice()))
-        .await?;
+    ];
+    let Some(df) = read_columns(store, TABLE, &columns).await? else {
+        return Ok(None);
+    };
     let query = query.clone();
     tokio::task::spawn_blocking(move || window_of(df, &query).map(Some))
         .await

@@ -22,7 +22,13 @@ fn project_in(dir: &std::path::Path) -> Project {
     Project::load(&path).unwrap()
 }
 
+/// `rows` example transactions of 60 customers over the `days` before `end`.
 fn generate(project: &Project, seed: u64, end: i64, days: f64, rows: usize) {
+    generate_for(project, 60, seed, end, days, rows);
+}
+
+/// [`generate`] for `customers` customers.
+fn generate_for(project: &Project, customers: usize, seed: u64, end: i64, days: f64, rows: usize) {
     example::generate(
         &project.data_dir.join("bronze"),
         &GenerateOptions {
@@ -30,7 +36,7 @@ fn generate(project: &Project, seed: u64, end: i64, days: f64, rows: usize) {
             seed,
             end_micros: end,
             days,
-            customers: Some(60),
+            customers: Some(customers),
         },
     )
     .unwrap();
@@ -219,17 +225,7 @@ async fn incremental_materialization_reads_only_new_commits() {
     let project = Project::load(&path).unwrap();
     let end = 1_795_000_000_000_000i64;
     let generate = |seed: u64, end: i64, days: f64, rows: usize| {
-        example::generate(
-            &project.data_dir.join("bronze"),
-            &GenerateOptions {
-                rows,
-                seed,
-                end_micros: end,
-                days,
-                customers: Some(40),
-            },
-        )
-        .unwrap()
+        generate_for(&project, 40, seed, end, days, rows);
     };
     generate(1, end, 3.0, 800);
     pipeline::run(&project, &PipelineOptions::default(), &|_| {})

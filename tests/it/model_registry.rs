@@ -30,6 +30,16 @@ fn features(width: usize) -> NewVersion {
     }
 }
 
+/// Registers `count` models of `width` features as versions of `name`,
+/// each with other weights (seeds 1, 2, …).
+fn register_versions(registry: &Registry, name: &str, count: u32, width: usize) {
+    for seed in 1..=count {
+        registry
+            .register(name, &model(width, seed as f32), features(width))
+            .unwrap();
+    }
+}
+
 /// Serves `registry` in process on a loopback port: the runtime (the server
 /// lives as long as it does), the state and the server's base URL.
 pub fn serve_in_process(
@@ -74,11 +84,7 @@ pub fn serve_configured(
 fn aliases_move_with_history_and_roll_back() {
     let dir = tempfile::tempdir().unwrap();
     let registry = Registry::open(dir.path()).unwrap();
-    for seed in 1..=3 {
-        registry
-            .register("fraud", &model(2, seed as f32), features(2))
-            .unwrap();
-    }
+    register_versions(&registry, "fraud", 3, 2);
     for version in 1..=3 {
         registry
             .set_alias("fraud", "champion", version, "ana")
@@ -272,11 +278,7 @@ fn the_official_mlflow_client_works_against_aurum() {
 fn rollback_skips_deleted_versions_and_keeps_walking_back() {
     let dir = tempfile::tempdir().unwrap();
     let registry = Registry::open(dir.path()).unwrap();
-    for seed in 1..=4 {
-        registry
-            .register("m", &model(1, seed as f32), features(1))
-            .unwrap();
-    }
+    register_versions(&registry, "m", 4, 1);
     for version in [1, 2, 3, 4] {
         registry.set_alias("m", "champion", version, "t").unwrap();
     }

@@ -1,7 +1,6 @@
 //! The real `aurum serve` process, and the synchronous tests' HTTP calls
 //! and polling.
 
-use std::future::Future;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};

@@ -1,9 +1,12 @@
-//! The columns the `predictions` and `feedback` tables share: their names
-//! (feedback rows are matched to logged predictions by request id and row,
-//! and both are read by model, version and arm) and how their values are
-//! stored.
+//! What the `predictions` and `feedback` tables share: the names of their
+//! common columns (feedback rows are matched to logged predictions by
+//! request id and row, and both are read by model, version and arm), how
+//! those values are stored, and how the tables are read.
 
+use delta::DeltaStore;
 use polars::prelude::*;
+
+use crate::error::Result;
 
 pub(crate) const REQUEST_ID: &str = "request_id";
 pub(crate) const ROW: &str = "row";
@@ -32,4 +35,22 @@ pub(crate) fn versions(versions: impl Iterator<Item = u64>) -> Column {
             .collect::<Vec<_>>(),
     )
     .into()
+}
+
+/// The `columns` of every row of `table` in `store`, at its latest
+/// version; `None` when the table does not exist yet.
+pub(crate) async fn read_columns(
+    store: &DeltaStore,
+    table: &str,
+    columns: &[&str],
+) -> Result<Option<DataFrame>> {
+    if !store.exists(table) {
+        return Ok(None);
+    }
+    let columns: Vec<String> = columns.iter().map(|c| c.to_string()).collect();
+    let (files, version) = store.files(table, None).await?;
+    let df = store
+        .read_files(table, version, &files, Some(columns.as_slice()))
+        .await?;
+    Ok(Some(df))
 }
