@@ -9,9 +9,12 @@
 //!
 //! usage: cargo bench --bench drift -- [--rows N] [--features F] [--runs R]
 
+#[path = "common/cli.rs"]
+mod cli;
+
 use std::time::Instant;
 
-use anyhow::{Context, Result, bail};
+use anyhow::Result;
 use drift::{Column, DriftOptions, Profile, Values};
 use polars::prelude::*;
 use rand::SeedableRng;
@@ -20,17 +23,15 @@ use rand_distr::{Distribution, Normal};
 
 fn main() -> Result<()> {
     let (mut rows, mut features, mut runs) = (1_000_000usize, 50usize, 3usize);
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        let mut value = || args.next().context("a flag needs a value");
-        match arg.as_str() {
+    cli::flags(|flag, value| {
+        match flag {
             "--rows" => rows = value()?.parse()?,
             "--features" => features = value()?.parse()?,
             "--runs" => runs = value()?.parse()?,
-            "--bench" => {}
-            other => bail!("unknown flag {other}"),
+            _ => return Ok(false),
         }
-    }
+        Ok(true)
+    })?;
     println!(
         "drift bench: {rows} reference rows, {rows} current rows, {features} features, {} threads",
         rayon::current_num_threads()

@@ -19,17 +19,20 @@
 //! The server runs in the same process on its own 2-thread runtime, so the
 //! load generator's CPU is counted on the same 2 cores.
 
-use std::sync::Arc;
-
+#[path = "common/cli.rs"]
+mod cli;
 #[path = "common/load.rs"]
 mod load;
-#[path = "common/view.rs"]
-mod view;
-use view::{VIEW, view};
 #[path = "common/memory.rs"]
 mod memory;
-use load::{percentiles, post_request, read_response, run_load};
+#[path = "common/view.rs"]
+mod view;
+
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use load::{percentiles, post_request, read_response, run_load};
+use view::{VIEW, view};
 
 use anyhow::{Context, Result, bail};
 use delta::DeltaStore;
@@ -65,10 +68,8 @@ fn main() -> Result<()> {
         body_file: None,
         parquet: None,
     };
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        let mut value = || args.next().context("a flag needs a value");
-        match arg.as_str() {
+    o.modes = cli::flags_and_modes(|flag, value| {
+        match flag {
             "--entities" => o.entities = value()?.parse()?,
             "--features" => o.features = value()?.parse()?,
             "--seconds" => o.seconds = value()?.parse()?,
@@ -78,11 +79,10 @@ fn main() -> Result<()> {
             "--url" => o.url = Some(value()?),
             "--body-file" => o.body_file = Some(value()?),
             "--parquet" => o.parquet = Some(value()?),
-            "--bench" => {} // cargo passes it
-            mode if !mode.starts_with('-') => o.modes.push(mode.to_string()),
-            other => bail!("unknown flag {other}"),
+            _ => return Ok(false),
         }
-    }
+        Ok(true)
+    })?;
     if o.modes.is_empty() {
         o.modes = ["lookup", "http", "push", "materialize"]
             .map(String::from)
@@ -268,9 +268,8 @@ fn http(o: &Options, online: Arc<OnlineStore>) -> Result<()> {
     if let Some(file) = &o.body_file {
         // One request body per line, cycled (the requests another server
         // answers in benches/feast/compare.sh).
-        let requests: Vec<Vec<u8>> = std::fs::read_to_string(file)?
-            .lines()
-            .filter(|l| !l.trim().is_empty())
+        let requests: Vec<Vec<u8>> = load::body_lines(file)?
+            .iter()
             .map(|b| post_request(&addr.to_string(), "/get-online-features", b))
             .collect();
         let report = run_load(addr, requests, o.connections, o.seconds)?;
@@ -304,22 +303,9 @@ fn http(o: &Options, online: Arc<OnlineStore>) -> Result<()> {
 
 fn load_external(o: &Options) -> Result<()> {
     let url = o.url.as_deref().context("load needs --url")?;
-    let rest = url
-        .strip_prefix("http://")
-        .context("load needs an http:// URL")?;
-    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
-    let addr: std::net::SocketAddr =
-        anyhow::Context::context(host.parse(), "the URL host must be ip:port")?;
-    let body = std::fs::read_to_string(o.body_file.as_deref().context("load needs --body-file")?)?;
     // One request per line of the body file, cycled.
-    let requests: Vec<Vec<u8>> = body
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|b| post_request(host, &format!("/{path}"), b))
-        .collect();
-    let report = run_load(addr, requests, o.connections, o.seconds)?;
-    report.print(&format!("{url}, {} connections", o.connections));
-    Ok(())
+    let bodies = || load::body_lines(o.body_file.as_deref().context("load needs --body-file")?);
+    load::load_url(url, bodies, o.connections, o.seconds)
 }
 
 fn push(o: &Options, online: Arc<OnlineStore>) -> Result<()> {

@@ -8,28 +8,24 @@
 //! Peak memory is the process's peak resident set (VmHWM), reset before
 //! each stage through /proc/self/clear_refs.
 
-use std::path::Path;
-
+#[path = "common/cli.rs"]
+mod cli;
 #[path = "common/memory.rs"]
 mod memory;
+
+use std::path::Path;
 use std::time::Instant;
 
 use aurum::example::{self, GenerateOptions};
 use feature_store::Project;
-use feature_store::pipeline::{self, PipelineOptions};
+use feature_store::pipeline::{self, PipelineOptions, PipelineReport, SourceReport};
 
 const HOUR: i64 = 3_600_000_000;
 const END: i64 = 1_795_000_000_000_000;
 
 fn main() -> anyhow::Result<()> {
     // AURUM_LOG=info shows the time of each stage.
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("AURUM_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    cli::init_logging();
     let mut rows = 10_000_000usize;
     let mut keep = None;
     let mut args = std::env::args().skip(1);
@@ -49,7 +45,34 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    measure(&project, rows, &runtime)?.print();
+    Ok(())
+}
+
+/// What the stages did, with the peak resident set of each (MiB).
+struct Measured {
+    files: example::BronzeFiles,
+    /// Bytes of the transactions CSV.
+    bytes: u64,
+    generate_seconds: f64,
+    generate_peak: u64,
+    full: PipelineReport,
+    full_peak: u64,
+    incremental: PipelineReport,
+    incremental_peak: u64,
+    /// A run with no new input.
+    unchanged: PipelineReport,
+}
+
+/// Generates `rows` transactions, runs the pipeline in full, adds 1% new
+/// rows an hour later and runs it again, then once more with nothing new.
+fn measure(
+    project: &Project,
+    rows: usize,
+    runtime: &tokio::runtime::Runtime,
+) -> anyhow::Result<Measured> {
     let quiet = |_: &str| {};
+    let run = || runtime.block_on(pipeline::run(project, &PipelineOptions::default(), &quiet));
 
     memory::reset_peak();
     let started = Instant::now();
@@ -63,24 +86,18 @@ fn main() -> anyhow::Result<()> {
             customers: None,
         },
     )?;
-    let generate_s = started.elapsed().as_secs_f64();
+    let generate_seconds = started.elapsed().as_secs_f64();
     let generate_peak = peak_mib();
     let bytes = std::fs::metadata(&files.transactions)?.len();
 
     memory::reset_peak();
-    let full = runtime.block_on(pipeline::run(&project, &PipelineOptions::default(), &quiet))?;
+    let full = run()?;
     let full_peak = peak_mib();
-    let tx = full
-        .sources
-        .iter()
-        .find(|s| s.source == "transactions")
-        .expect("transactions");
 
-    let increment = rows / 100;
     example::generate(
         &project.data_dir.join("bronze"),
         &GenerateOptions {
-            rows: increment,
+            rows: rows / 100,
             seed: 2,
             end_micros: END + HOUR,
             days: 1.0 / 24.0,
@@ -88,58 +105,79 @@ fn main() -> anyhow::Result<()> {
         },
     )?;
     memory::reset_peak();
-    let incremental =
-        runtime.block_on(pipeline::run(&project, &PipelineOptions::default(), &quiet))?;
+    let incremental = run()?;
     let incremental_peak = peak_mib();
-    let unchanged =
-        runtime.block_on(pipeline::run(&project, &PipelineOptions::default(), &quiet))?;
-
-    println!(
-        "pipeline benchmark, {} bronze rows ({} MiB CSV, {} customers)",
-        files.rows_written,
-        bytes >> 20,
-        files.customers
-    );
-    println!(
-        "  generate        {:>8.2} s  {:>10.0} rows/s  peak {:>6} MiB",
-        generate_s,
-        files.rows_written as f64 / generate_s,
-        generate_peak
-    );
-    println!(
-        "  full run        {:>8.2} s  {:>10.0} rows/s  peak {:>6} MiB  (silver {} rows, {} quarantined, quality {:.3}%; gold {} rows)",
-        full.seconds,
-        tx.silver_rows_in as f64 / full.seconds,
+    let unchanged = run()?;
+    Ok(Measured {
+        files,
+        bytes,
+        generate_seconds,
+        generate_peak,
+        full,
         full_peak,
-        tx.silver_rows_out,
-        tx.quarantined,
-        tx.quality_score * 100.0,
-        full.views[0].rows,
-    );
-    let ix = incremental
+        incremental,
+        incremental_peak,
+        unchanged,
+    })
+}
+
+impl Measured {
+    fn print(&self) {
+        let Measured { files, .. } = self;
+        let tx = transactions(&self.full);
+        println!(
+            "pipeline benchmark, {} bronze rows ({} MiB CSV, {} customers)",
+            files.rows_written,
+            self.bytes >> 20,
+            files.customers
+        );
+        println!(
+            "  generate        {:>8.2} s  {:>10.0} rows/s  peak {:>6} MiB",
+            self.generate_seconds,
+            files.rows_written as f64 / self.generate_seconds,
+            self.generate_peak
+        );
+        let full = &self.full;
+        println!(
+            "  full run        {:>8.2} s  {:>10.0} rows/s  peak {:>6} MiB  (silver {} rows, {} quarantined, quality {:.3}%; gold {} rows)",
+            full.seconds,
+            tx.silver_rows_in as f64 / full.seconds,
+            self.full_peak,
+            tx.silver_rows_out,
+            tx.quarantined,
+            tx.quality_score * 100.0,
+            full.views[0].rows,
+        );
+        let incremental = &self.incremental;
+        let ix = transactions(incremental);
+        println!(
+            "  incremental 1%  {:>8.2} s  {:>10.0} rows/s  peak {:>6} MiB  ({} new rows, gold {} rows, {:.1}% of the full run)",
+            incremental.seconds,
+            ix.silver_rows_in as f64 / incremental.seconds,
+            self.incremental_peak,
+            ix.silver_rows_in,
+            incremental.views[0].rows,
+            100.0 * incremental.seconds / full.seconds,
+        );
+        println!(
+            "  no new input    {:>8.3} s  (committed: {})",
+            self.unchanged.seconds,
+            self.unchanged.committed()
+        );
+        println!(
+            "  vs the roadmap's 1M rows in 30 min: {:.0}x faster per row",
+            (1_800.0 / 1_000_000.0) / (full.seconds / tx.silver_rows_in as f64)
+        );
+    }
+}
+
+/// The transactions source's part of a run.
+fn transactions(report: &PipelineReport) -> &SourceReport {
+    report
         .sources
         .iter()
         .find(|s| s.source == "transactions")
-        .expect("transactions");
-    println!(
-        "  incremental 1%  {:>8.2} s  {:>10.0} rows/s  peak {:>6} MiB  ({} new rows, gold {} rows, {:.1}% of the full run)",
-        incremental.seconds,
-        ix.silver_rows_in as f64 / incremental.seconds,
-        incremental_peak,
-        ix.silver_rows_in,
-        incremental.views[0].rows,
-        100.0 * incremental.seconds / full.seconds,
-    );
-    println!(
-        "  no new input    {:>8.3} s  (committed: {})",
-        unchanged.seconds,
-        unchanged.committed()
-    );
-    println!(
-        "  vs the roadmap's 1M rows in 30 min: {:.0}x faster per row",
-        (1_800.0 / 1_000_000.0) / (full.seconds / tx.silver_rows_in as f64)
-    );
-    Ok(())
+        .expect("transactions")
 }
 
 /// The example project with one feature view of 3 windows × 5 aggregations.

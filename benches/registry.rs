@@ -8,10 +8,13 @@
 //! constants sized to N megabytes; each registration changes one weight, so
 //! every one stores a new file.
 
+#[path = "common/cli.rs"]
+mod cli;
+
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use onnx::{Dim, GraphBuilder};
 use registry::{NewVersion, Registry};
 
@@ -37,15 +40,15 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 fn main() -> Result<()> {
     let (mut megabytes, mut lookups) = (50usize, 100_000usize);
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        let mut value = || args.next().context("a flag needs a value");
-        match arg.as_str() {
+    // Flags it does not know are ignored.
+    cli::flags(|flag, value| {
+        match flag {
             "--megabytes" => megabytes = value()?.parse()?,
             "--lookups" => lookups = value()?.parse()?,
             _ => {}
         }
-    }
+        Ok(true)
+    })?;
     let dir = tempfile::tempdir()?;
     let registry = Registry::open(dir.path())?;
     onnx::init()?;

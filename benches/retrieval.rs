@@ -19,21 +19,26 @@
 //! virtualenv's pyarrow as the client (`benches/flight_client.py`): DoGet of
 //! one whole gold table, and DoExchange of the spine to a pandas frame.
 
-use std::collections::BTreeMap;
-
+#[path = "common/cli.rs"]
+mod cli;
 #[path = "common/memory.rs"]
 mod memory;
+#[path = "common/view.rs"]
+mod view;
+
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use delta::DeltaStore;
+use feature_store::FeatureView;
 use feature_store::retrieval::training_set::{self, TrainingSetRequest};
-use feature_store::{Entity, FeatureView};
 use polars::prelude::*;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use view::bench_view;
 
 const DAY: i64 = 86_400_000_000;
 const END: i64 = 1_795_000_000_000_000;
@@ -52,13 +57,7 @@ struct Options {
 
 fn main() -> Result<()> {
     // AURUM_LOG=feature_store::retrieval::training_set=debug shows the stages.
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("AURUM_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    cli::init_logging();
     let mut o = Options {
         modes: Vec::new(),
         spine_rows: 1_000_000,
@@ -70,10 +69,8 @@ fn main() -> Result<()> {
         spine_file: None,
         out: None,
     };
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        let mut value = || args.next().context("a flag needs a value");
-        match arg.as_str() {
+    o.modes = cli::flags_and_modes(|flag, value| {
+        match flag {
             "--spine-rows" => o.spine_rows = value()?.parse()?,
             "--feature-rows" => o.feature_rows = value()?.parse()?,
             "--views" => o.views = value()?.parse()?,
@@ -82,11 +79,10 @@ fn main() -> Result<()> {
             "--features-file" => o.features_file = Some(value()?),
             "--spine-file" => o.spine_file = Some(value()?),
             "--out" => o.out = Some(value()?),
-            "--bench" => {}
-            mode if !mode.starts_with('-') => o.modes.push(mode.to_string()),
-            other => bail!("unknown flag {other}"),
+            _ => return Ok(false),
         }
-    }
+        Ok(true)
+    })?;
     if o.modes.is_empty() {
         o.modes = vec!["join".into(), "flight".into()];
     }
@@ -111,18 +107,11 @@ fn main() -> Result<()> {
 }
 
 fn view(index: usize, features: usize) -> FeatureView {
-    FeatureView {
-        name: format!("view_{index}"),
-        entity: Entity {
-            name: "entity".into(),
-            join_keys: vec!["entity_id".into()],
-        },
-        features: (0..features).map(|f| format!("v{index}_f{f}")).collect(),
-        feature_types: vec!["float64".into(); features],
-        timestamp_column: "event_timestamp".into(),
-        created_column: "created_timestamp".into(),
-        ttl: Duration::from_secs(7 * 86_400),
-    }
+    bench_view(&format!("view_{index}"))
+        .features((0..features).map(|f| format!("v{index}_f{f}")))
+        .float64()
+        .ttl(Duration::from_secs(7 * 86_400))
+        .build()
 }
 
 fn utc() -> DataType {
@@ -321,23 +310,16 @@ async fn from_parquet(o: &Options) -> Result<()> {
         .map(|c| c.to_string())
         .filter(|c| !["entity_id", "event_timestamp", "created_timestamp"].contains(&c.as_str()))
         .collect();
-    let view = FeatureView {
-        name: "bench".into(),
-        entity: Entity {
-            name: "entity".into(),
-            join_keys: vec!["entity_id".into()],
-        },
-        features: features.clone(),
-        feature_types: vec!["float64".into(); features.len()],
-        timestamp_column: "event_timestamp".into(),
-        created_column: "created_timestamp".into(),
-        ttl: Duration::from_secs(
+    let view = bench_view("bench")
+        .features(features)
+        .float64()
+        .ttl(Duration::from_secs(
             std::env::var("TTL_SECONDS")
                 .ok()
                 .and_then(|t| t.parse().ok())
                 .unwrap_or(86_400),
-        ),
-    };
+        ))
+        .build();
     let dir = tempfile::tempdir()?;
     let store = DeltaStore::new(dir.path());
     store

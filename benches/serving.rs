@@ -16,6 +16,8 @@
 //! generator on one more thread: all on the same 2 cores, as the baseline's
 //! uvicorn workers share them with the same generator.
 
+#[path = "common/cli.rs"]
+mod cli;
 #[path = "common/load.rs"]
 mod load;
 #[path = "common/view.rs"]
@@ -32,11 +34,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use delta::DeltaStore;
+use feature_store::FeatureView;
 use feature_store::online::OnlineStore;
 use load::{post_request, run_load};
 use polars::prelude::*;
-use serving::inference::{BatchOptions, ServingPolicy};
 use serving::metrics::{ArmKey, Histogram};
+use serving::inference::{BatchOptions, ServingPolicy};
 
 const MODEL: &str = "gbt";
 
@@ -61,10 +64,8 @@ fn main() -> Result<()> {
         connections: 16,
         ..Options::default()
     };
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        let mut value = || args.next().context("a flag needs a value");
-        match arg.as_str() {
+    let modes = cli::flags_and_modes(|flag, value| {
+        match flag {
             "--model" => o.model = Some(value()?),
             "--parquet" => o.parquet = Some(value()?),
             "--body-file" => o.body_file = Some(value()?),
@@ -82,10 +83,13 @@ fn main() -> Result<()> {
                     max_delay: Duration::from_micros(delay.parse()?),
                 });
             }
-            "--bench" => {} // cargo passes it
-            mode if !mode.starts_with('-') => o.mode = mode.to_string(),
-            other => bail!("unknown flag {other}"),
+            _ => return Ok(false),
         }
+        Ok(true)
+    })?;
+    // The last mode named is the one run.
+    if let Some(mode) = modes.last() {
+        o.mode = mode.clone();
     }
     match o.mode.as_str() {
         "aurum" => aurum(&o),
@@ -95,169 +99,32 @@ fn main() -> Result<()> {
 }
 
 fn bodies(o: &Options) -> Result<Vec<String>> {
-    let file = o.body_file.as_deref().context("--body-file is needed")?;
-    Ok(std::fs::read_to_string(file)?
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(str::to_string)
-        .collect())
+    load::body_lines(o.body_file.as_deref().context("--body-file is needed")?)
 }
 
 fn load_external(o: &Options) -> Result<()> {
     let url = o.url.as_deref().context("load needs --url")?;
-    let rest = url
-        .strip_prefix("http://")
-        .context("load needs an http:// URL")?;
-    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
-    let addr: std::net::SocketAddr =
-        anyhow::Context::context(host.parse(), "the URL host must be ip:port")?;
-    let requests: Vec<Vec<u8>> = bodies(o)?
-        .iter()
-        .map(|b| post_request(host, &format!("/{path}"), b))
-        .collect();
-    let report = run_load(addr, requests, o.connections, o.seconds)?;
-    report.print(&format!("{url}, {} connections", o.connections));
-    Ok(())
+    load::load_url(url, || bodies(o), o.connections, o.seconds)
 }
 
 fn aurum(o: &Options) -> Result<()> {
     onnx::init()?;
-    let df = ParquetReader::new(std::fs::File::open(
-        o.parquet.as_deref().context("aurum needs --parquet")?,
-    )?)
-    .finish()?;
-    let width = df.width() - 3;
-    let view = view(width);
-    let online = Arc::new(OnlineStore::new(4 << 30));
-    online.register_view(view.clone());
-    online.materialize(&view, &df, 0)?;
-    let reference = reference_profile(&df, &view.feature_refs())?;
-    drop(df);
-
+    let (online, view, reference) = loaded_store(o)?;
+    let width = view.features.len();
     let dir = tempfile::tempdir()?;
-    let registry = registry::Registry::open(dir.path().join("registry"))?;
-    let bytes = std::fs::read(o.model.as_deref().context("aurum needs --model")?)?;
-    let new = || registry::NewVersion {
-        features: view.feature_refs(),
-        ..registry::NewVersion::default()
-    };
-    registry.register(MODEL, &bytes, new())?;
-    registry.set_alias(MODEL, registry::CHAMPION, 1, "bench")?;
-    registry.put_attachment(MODEL, 1, drift::profile::REFERENCE_PROFILE, &reference)?;
-
+    let (registry, bytes) = registry_with_model(o, dir.path(), &view, &reference)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let (state, addr) = runtime.block_on(async {
-        let mut config = serving::ServingConfig::new(registry::CHAMPION);
-        if let Some(batch) = o.batch {
-            let mut policy = ServingPolicy::single(registry::CHAMPION);
-            policy.batch = Some(batch);
-            config.set(MODEL, policy);
-        }
-        let mut state = serving::AppState::new(online, registry.clone())
-            .with_config(config)
-            .with_reload(serving::ReloadOptions {
-                interval: Duration::from_millis(200),
-                sessions: 2,
-            });
-        // The drift monitor as `aurum serve` runs it, evaluating every
-        // second (30 s by default) against a profile of the served features.
-        let monitor = o.monitor.then(|| {
-            Arc::new(
-                monitoring::Monitor::new(monitoring::MonitorOptions {
-                    interval: Duration::from_secs(1),
-                    ..monitoring::MonitorOptions::default()
-                })
-                .expect("default monitor options are valid"),
-            )
-        });
-        if !o.no_log || monitor.is_some() {
-            let table = (!o.no_log).then(|| {
-                (
-                    DeltaStore::new(dir.path().join("logs")),
-                    monitoring::predictions::TABLE.to_string(),
-                )
-            });
-            state = state.with_prediction_log(monitoring::PredictionLog::start_with(
-                table,
-                monitor.clone(),
-                monitoring::LogOptions::default(),
-            ));
-        }
-        if let Some(monitor) = monitor {
-            state = state.with_monitor(monitor);
-        }
-        let state = Arc::new(state);
-        state.sync_models();
-        serving::tasks::spawn_model_watcher(state.clone());
-        serving::tasks::spawn_drift_monitor(state.clone());
-        state.set_ready(true);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
-        tokio::spawn(serving::serve(
-            listener,
-            state.clone(),
-            std::future::pending::<()>(),
-        ));
-        anyhow::Ok((state, addr))
-    })?;
-
-    // The model alone, for the overhead the server adds.
-    let model = state.models.get(MODEL).context("the model is served")?;
-    let row = vec![0.1f32; width];
-    let started = Instant::now();
-    let calls = 20_000;
-    for _ in 0..calls {
-        let answer = model.predict(row.clone(), 1);
-        std::hint::black_box(answer.map_err(|e| anyhow::anyhow!(e.to_string()))?);
-    }
-    println!(
-        "ONNX Runtime alone: {:.2} µs per one-row inference",
-        started.elapsed().as_secs_f64() * 1e6 / f64::from(calls)
-    );
+    let (state, addr) = runtime.block_on(start_server(o, online, &registry, dir.path()))?;
+    onnx_alone(&state, width)?;
 
     let bodies = bodies(o)?;
-    // Answers for the first bodies, for the script to compare with the
-    // baseline's.
-    let check = runtime.block_on(async {
-        let client = reqwest::Client::new();
-        let mut lines = Vec::new();
-        for body in bodies.iter().take(3) {
-            let answer: serde_json::Value = client
-                .post(format!("http://{addr}/predict"))
-                .header("content-type", "application/json")
-                .body(body.clone())
-                .send()
-                .await?
-                .json()
-                .await?;
-            lines.push(format!(
-                "check: {} -> {}",
-                body, answer["predictions"][0]["prediction"]
-            ));
-        }
-        anyhow::Ok(lines)
-    })?;
-    for line in check {
-        println!("{line}");
-    }
-
-    let swapper = o.swap.then(|| {
-        let (registry, bytes, features) = (registry.clone(), bytes.clone(), view.feature_refs());
-        let at = Duration::from_secs(2 + o.seconds / 2);
-        std::thread::spawn(move || -> Result<Instant> {
-            std::thread::sleep(at);
-            let new = registry::NewVersion {
-                features,
-                ..registry::NewVersion::default()
-            };
-            let v2 = registry.register(MODEL, &bytes, new)?;
-            registry.set_alias(MODEL, registry::CHAMPION, v2.version, "bench")?;
-            Ok(Instant::now())
-        })
-    });
+    check_answers(&runtime, addr, &bodies)?;
+    let swapper = o
+        .swap
+        .then(|| swap_later(o, registry.clone(), bytes.clone(), view.feature_refs()));
     let requests: Vec<Vec<u8>> = bodies
         .iter()
         .map(|b| post_request(&addr.to_string(), "/predict", b))
@@ -285,8 +152,188 @@ fn aurum(o: &Options) -> Result<()> {
             state.models.get(MODEL).map_or(0, |m| m.version.version)
         );
     }
+    print_stages(&state);
+    if let Some(log) = &state.prediction_log {
+        runtime.block_on(log.close());
+        println!(
+            "prediction log: {} rows written, {} dropped",
+            log.stats().written.load(Ordering::Relaxed),
+            log.stats().dropped.load(Ordering::Relaxed)
+        );
+    }
+    Ok(())
+}
 
-    // Where a request's time goes, from the server's own histograms.
+/// The online store loaded from `--parquet` (entity, two timestamps, then
+/// the features), its view, and the features' reference profile.
+fn loaded_store(o: &Options) -> Result<(Arc<OnlineStore>, FeatureView, Vec<u8>)> {
+    let df = ParquetReader::new(std::fs::File::open(
+        o.parquet.as_deref().context("aurum needs --parquet")?,
+    )?)
+    .finish()?;
+    let view = view(df.width() - 3);
+    let online = Arc::new(OnlineStore::new(4 << 30));
+    online.register_view(view.clone());
+    online.materialize(&view, &df, 0)?;
+    let reference = reference_profile(&df, &view.feature_refs())?;
+    Ok((online, view, reference))
+}
+
+/// A registry under `dir` with `--model` registered as v1 of [`MODEL`],
+/// the champion, with the `reference` profile; and the model's bytes.
+fn registry_with_model(
+    o: &Options,
+    dir: &std::path::Path,
+    view: &FeatureView,
+    reference: &[u8],
+) -> Result<(registry::Registry, Vec<u8>)> {
+    let registry = registry::Registry::open(dir.join("registry"))?;
+    let bytes = std::fs::read(o.model.as_deref().context("aurum needs --model")?)?;
+    let new = registry::NewVersion {
+        features: view.feature_refs(),
+        ..registry::NewVersion::default()
+    };
+    registry.register(MODEL, &bytes, new)?;
+    registry.set_alias(MODEL, registry::CHAMPION, 1, "bench")?;
+    registry.put_attachment(MODEL, 1, drift::profile::REFERENCE_PROFILE, reference)?;
+    Ok((registry, bytes))
+}
+
+/// The whole server as `aurum serve` runs it (policy, reload watcher,
+/// prediction log and drift monitor as the flags say) on a loopback port;
+/// its state and address.
+async fn start_server(
+    o: &Options,
+    online: Arc<OnlineStore>,
+    registry: &registry::Registry,
+    dir: &std::path::Path,
+) -> Result<(Arc<serving::AppState>, std::net::SocketAddr)> {
+    let mut config = serving::ServingConfig::new(registry::CHAMPION);
+    if let Some(batch) = o.batch {
+        let mut policy = ServingPolicy::single(registry::CHAMPION);
+        policy.batch = Some(batch);
+        config.set(MODEL, policy);
+    }
+    let mut state = serving::AppState::new(online, registry.clone())
+        .with_config(config)
+        .with_reload(serving::ReloadOptions {
+            interval: Duration::from_millis(200),
+            sessions: 2,
+        });
+    // The drift monitor as `aurum serve` runs it, evaluating every
+    // second (30 s by default) against a profile of the served features.
+    let monitor = o.monitor.then(|| {
+        Arc::new(
+            monitoring::Monitor::new(monitoring::MonitorOptions {
+                interval: Duration::from_secs(1),
+                ..monitoring::MonitorOptions::default()
+            })
+            .expect("default monitor options are valid"),
+        )
+    });
+    if !o.no_log || monitor.is_some() {
+        let table = (!o.no_log).then(|| {
+            (
+                DeltaStore::new(dir.join("logs")),
+                monitoring::predictions::TABLE.to_string(),
+            )
+        });
+        state = state.with_prediction_log(monitoring::PredictionLog::start_with(
+            table,
+            monitor.clone(),
+            monitoring::LogOptions::default(),
+        ));
+    }
+    if let Some(monitor) = monitor {
+        state = state.with_monitor(monitor);
+    }
+    let state = Arc::new(state);
+    state.sync_models();
+    serving::tasks::spawn_model_watcher(state.clone());
+    serving::tasks::spawn_drift_monitor(state.clone());
+    state.set_ready(true);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(serving::serve(
+        listener,
+        state.clone(),
+        std::future::pending::<()>(),
+    ));
+    Ok((state, addr))
+}
+
+/// The model alone, for the overhead the server adds.
+fn onnx_alone(state: &serving::AppState, width: usize) -> Result<()> {
+    let model = state.models.get(MODEL).context("the model is served")?;
+    let row = vec![0.1f32; width];
+    let started = Instant::now();
+    let calls = 20_000;
+    for _ in 0..calls {
+        let answer = model.predict(row.clone(), 1);
+        std::hint::black_box(answer.map_err(|e| anyhow::anyhow!(e.to_string()))?);
+    }
+    println!(
+        "ONNX Runtime alone: {:.2} µs per one-row inference",
+        started.elapsed().as_secs_f64() * 1e6 / f64::from(calls)
+    );
+    Ok(())
+}
+
+/// Prints the answers to the first bodies, for the script to compare with
+/// the baseline's.
+fn check_answers(
+    runtime: &tokio::runtime::Runtime,
+    addr: std::net::SocketAddr,
+    bodies: &[String],
+) -> Result<()> {
+    let check = runtime.block_on(async {
+        let client = reqwest::Client::new();
+        let mut lines = Vec::new();
+        for body in bodies.iter().take(3) {
+            let answer: serde_json::Value = client
+                .post(format!("http://{addr}/predict"))
+                .header("content-type", "application/json")
+                .body(body.clone())
+                .send()
+                .await?
+                .json()
+                .await?;
+            lines.push(format!(
+                "check: {} -> {}",
+                body, answer["predictions"][0]["prediction"]
+            ));
+        }
+        anyhow::Ok(lines)
+    })?;
+    for line in check {
+        println!("{line}");
+    }
+    Ok(())
+}
+
+/// A thread that registers the model again halfway through the run and
+/// moves the champion to it (a hot swap under load); when it did.
+fn swap_later(
+    o: &Options,
+    registry: registry::Registry,
+    bytes: Vec<u8>,
+    features: Vec<String>,
+) -> std::thread::JoinHandle<Result<Instant>> {
+    let at = Duration::from_secs(2 + o.seconds / 2);
+    std::thread::spawn(move || -> Result<Instant> {
+        std::thread::sleep(at);
+        let new = registry::NewVersion {
+            features,
+            ..registry::NewVersion::default()
+        };
+        let v2 = registry.register(MODEL, &bytes, new)?;
+        registry.set_alias(MODEL, registry::CHAMPION, v2.version, "bench")?;
+        Ok(Instant::now())
+    })
+}
+
+/// Where a request's time goes, from the server's own histograms.
+fn print_stages(state: &serving::AppState) {
     let mean_us = |h: &Histogram| h.sum() / h.count().max(1) as f64 * 1e6;
     let arm = state.metrics.arm(&ArmKey {
         model: MODEL.into(),
@@ -304,15 +351,6 @@ fn aurum(o: &Options) -> Result<()> {
         mean_us(&arm.request_seconds),
         mean_us(&state.metrics.route("/predict")),
     );
-    if let Some(log) = &state.prediction_log {
-        runtime.block_on(log.close());
-        println!(
-            "prediction log: {} rows written, {} dropped",
-            log.stats().written.load(Ordering::Relaxed),
-            log.stats().dropped.load(Ordering::Relaxed)
-        );
-    }
-    Ok(())
 }
 
 /// The served features' profile (the monitor's reference), as JSON.

@@ -5,12 +5,14 @@
 //! usage: cargo bench --bench training -- [--rows N] [--features F]
 //!        [--epochs E] [--batch B]
 
+#[path = "common/cli.rs"]
+mod cli;
 #[path = "common/memory.rs"]
 mod memory;
 
 use std::time::Instant;
 
-use anyhow::{Context, Result, bail};
+use anyhow::Result;
 use polars::prelude::*;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -21,18 +23,16 @@ use training::spec::{ClassWeight, Family, Hyperparameters, Task};
 fn main() -> Result<()> {
     let (mut rows, mut features, mut epochs, mut batch) =
         (1_000_000usize, 50usize, 5usize, 2048usize);
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        let mut value = || args.next().context("a flag needs a value");
-        match arg.as_str() {
+    cli::flags(|flag, value| {
+        match flag {
             "--rows" => rows = value()?.parse()?,
             "--features" => features = value()?.parse()?,
             "--epochs" => epochs = value()?.parse()?,
             "--batch" => batch = value()?.parse()?,
-            "--bench" => {}
-            other => bail!("unknown flag {other}"),
+            _ => return Ok(false),
         }
-    }
+        Ok(true)
+    })?;
     let started = Instant::now();
     let df = synthetic(rows, features, 11)?;
     println!(

@@ -11,6 +11,7 @@ use delta::DeltaStore;
 use feature_store::pipeline::{self, PipelineOptions};
 use feature_store::retrieval::{RetrievalOptions, Spine, point_in_time_join};
 use feature_store::{OnlineStore, Project};
+use polars::prelude::DataFrame;
 use registry::{Lineage, Registry};
 use serde::Serialize;
 use serving::AppState;
@@ -77,14 +78,7 @@ pub async fn build(
     if options.rows < 200 {
         bail!("at least 200 rows are needed so that training and validation sets are not empty");
     }
-    // Fail before any work if ONNX Runtime cannot be loaded; the error names
-    // the command that installs it.
-    onnx::init()?;
-    let project_file = dir.join(feature_store::project::PROJECT_FILE);
-    if !project_file.exists() {
-        example::init(dir)?;
-    }
-    let project = Project::load(&project_file)?;
+    let project = open_project(dir)?;
     let delta = DeltaStore::new(project.delta_dir());
     let spec = project
         .view(example::CUSTOMER_VIEW)
@@ -92,16 +86,7 @@ pub async fn build(
     let view = spec.feature_view();
 
     progress("generating bronze transactions");
-    let bronze = example::generate(
-        &project.data_dir.join("bronze"),
-        &GenerateOptions {
-            rows: options.rows,
-            seed: options.seed,
-            end_micros: options.end_micros,
-            days: 30.0,
-            customers: None,
-        },
-    )?;
+    let bronze = generate(&project, options)?;
 
     progress("pipeline: bronze → silver → gold Delta tables");
     let pipeline = pipeline::run(&project, &PipelineOptions::default(), progress).await?;
@@ -129,22 +114,7 @@ pub async fn build(
         .await?;
 
     progress("point-in-time training set");
-    let spine = Spine {
-        frame: silver
-            .select(["customer_id", example::EVENT_TIME, example::LABEL])
-            .context("selecting the spine")?,
-        timestamp_column: example::EVENT_TIME.into(),
-    };
-    // Each transaction is scored with the features known just before it,
-    // as the online store serves them when a new transaction arrives.
-    let training_set = point_in_time_join(
-        &spine,
-        &[(&view, &gold, &view.features)],
-        RetrievalOptions {
-            strictly_before: true,
-            ..RetrievalOptions::default()
-        },
-    )?;
+    let training_set = training_set(&silver, &view, &gold)?;
 
     progress("training a logistic regression with candle");
     let train_options = training::TrainOptions::default();
@@ -158,28 +128,17 @@ pub async fn build(
 
     progress("exporting ONNX and registering");
     let registry = Registry::open(project.registry_dir())?;
-    let mut table_versions = BTreeMap::new();
-    table_versions.insert(example::SILVER_TABLE.to_string(), silver_version);
-    table_versions.insert(view.name.clone(), gold_version);
-    let mut parameters = BTreeMap::new();
-    parameters.insert("seed".to_string(), options.seed.to_string());
-    parameters.insert("epochs".to_string(), train_options.epochs.to_string());
-    parameters.insert(
-        "learning_rate".to_string(),
-        train_options.learning_rate.to_string(),
-    );
-    let version = training::register(
-        &registry,
-        MODEL,
-        &model,
-        view.feature_refs(),
-        Lineage {
-            table_versions,
-            training_set_sha256: training::training_set_sha256(&training_set)?,
-            run_id: format!("demo-{}", chrono::Utc::now().format("%Y%m%dT%H%M%S")),
-            parameters,
-        },
-    )?;
+    let table_versions = BTreeMap::from([
+        (example::SILVER_TABLE.to_string(), silver_version),
+        (view.name.clone(), gold_version),
+    ]);
+    let lineage = Lineage {
+        table_versions,
+        training_set_sha256: training::training_set_sha256(&training_set)?,
+        run_id: format!("demo-{}", chrono::Utc::now().format("%Y%m%dT%H%M%S")),
+        parameters: parameters(options, &train_options),
+    };
+    let version = training::register(&registry, MODEL, &model, view.feature_refs(), lineage)?;
 
     progress("loading the model for serving");
     let state = Arc::new(AppState::new(online, registry.clone()));
@@ -203,4 +162,69 @@ pub async fn build(
             model_version: version.version,
         },
     })
+}
+
+/// The demo project in `dir` (the example's project file, written when
+/// missing), once ONNX Runtime is known to load: the error names the
+/// command that installs it, before any work.
+fn open_project(dir: &Path) -> Result<Project> {
+    onnx::init()?;
+    let project_file = dir.join(feature_store::project::PROJECT_FILE);
+    if !project_file.exists() {
+        example::init(dir)?;
+    }
+    Ok(Project::load(&project_file)?)
+}
+
+/// The demo's bronze data: 30 days up to the options' end.
+fn generate(project: &Project, options: &DemoOptions) -> Result<example::BronzeFiles> {
+    Ok(example::generate(
+        &project.data_dir.join("bronze"),
+        &GenerateOptions {
+            rows: options.rows,
+            seed: options.seed,
+            end_micros: options.end_micros,
+            days: 30.0,
+            customers: None,
+        },
+    )?)
+}
+
+/// The point-in-time training set of the silver transactions. Each
+/// transaction is scored with the features known just before it, as the
+/// online store serves them when a new transaction arrives.
+fn training_set(
+    silver: &DataFrame,
+    view: &feature_store::FeatureView,
+    gold: &DataFrame,
+) -> Result<DataFrame> {
+    let spine = Spine {
+        frame: silver
+            .select(["customer_id", example::EVENT_TIME, example::LABEL])
+            .context("selecting the spine")?,
+        timestamp_column: example::EVENT_TIME.into(),
+    };
+    Ok(point_in_time_join(
+        &spine,
+        &[(view, gold, &view.features)],
+        RetrievalOptions {
+            strictly_before: true,
+            ..RetrievalOptions::default()
+        },
+    )?)
+}
+
+/// The training parameters recorded in the model's lineage.
+fn parameters(
+    options: &DemoOptions,
+    train_options: &training::TrainOptions,
+) -> BTreeMap<String, String> {
+    let mut parameters = BTreeMap::new();
+    parameters.insert("seed".to_string(), options.seed.to_string());
+    parameters.insert("epochs".to_string(), train_options.epochs.to_string());
+    parameters.insert(
+        "learning_rate".to_string(),
+        train_options.learning_rate.to_string(),
+    );
+    parameters
 }

@@ -427,41 +427,7 @@ async fn ab_report(args: AbReportArgs) -> Result<()> {
             .collect();
         println!("{}", serde_json::to_string_pretty(&doc)?);
     } else {
-        println!(
-            "A/B report for {} (metric {metric}; {})",
-            args.model,
-            drift::ab::PEEKING_RULE
-        );
-        for ab::ArmComparison {
-            arm,
-            version,
-            result: r,
-        } in &results
-        {
-            println!(
-                "  {} v{control_version}: n {} mean {:.4} [{:.4}, {:.4}]",
-                args.control, r.control.n, r.control.mean, r.control.ci_low, r.control.ci_high
-            );
-            println!(
-                "  {arm} v{version}: n {} mean {:.4} [{:.4}, {:.4}]",
-                r.treatment.n, r.treatment.mean, r.treatment.ci_low, r.treatment.ci_high
-            );
-            println!(
-                "  difference {:+.4} [{:+.4}, {:+.4}], {} {:.3}, p = {:.4}; horizon {} per arm",
-                r.difference,
-                r.difference_ci.0,
-                r.difference_ci.1,
-                r.test,
-                r.statistic,
-                r.p_value,
-                r.required_per_arm
-            );
-            println!(
-                "  recommendation for {arm}: {} — {}",
-                r.decision.as_str(),
-                r.reason
-            );
-        }
+        print_comparisons(&args, control_version, metric, &results);
     }
     // The best promotable arm, if any.
     let winner = ab::winner(&results, inputs.higher_is_better);
@@ -483,6 +449,51 @@ async fn ab_report(args: AbReportArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The A/B report as text: per arm, both arms' means, the difference and
+/// the recommendation.
+fn print_comparisons(
+    args: &AbReportArgs,
+    control_version: u64,
+    metric: &str,
+    results: &[ab::ArmComparison],
+) {
+    println!(
+        "A/B report for {} (metric {metric}; {})",
+        args.model,
+        drift::ab::PEEKING_RULE
+    );
+    for ab::ArmComparison {
+        arm,
+        version,
+        result: r,
+    } in results
+    {
+        println!(
+            "  {} v{control_version}: n {} mean {:.4} [{:.4}, {:.4}]",
+            args.control, r.control.n, r.control.mean, r.control.ci_low, r.control.ci_high
+        );
+        println!(
+            "  {arm} v{version}: n {} mean {:.4} [{:.4}, {:.4}]",
+            r.treatment.n, r.treatment.mean, r.treatment.ci_low, r.treatment.ci_high
+        );
+        println!(
+            "  difference {:+.4} [{:+.4}, {:+.4}], {} {:.3}, p = {:.4}; horizon {} per arm",
+            r.difference,
+            r.difference_ci.0,
+            r.difference_ci.1,
+            r.test,
+            r.statistic,
+            r.p_value,
+            r.required_per_arm
+        );
+        println!(
+            "  recommendation for {arm}: {} — {}",
+            r.decision.as_str(),
+            r.reason
+        );
+    }
 }
 
 /// The metric errors worded for the command line's `--metric`.

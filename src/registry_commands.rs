@@ -117,55 +117,13 @@ pub async fn run(args: RegistryArgs) -> Result<()> {
     let project = args.project.load()?;
     let registry = Registry::open(project.registry_dir())?;
     match args.command {
-        RegistryCommand::List => {
-            for name in registry.models()? {
-                let versions = registry.versions(&name)?;
-                let aliases: Vec<String> = registry
-                    .aliases(&name)?
-                    .iter()
-                    .map(|(alias, v)| format!("{alias}=v{v}"))
-                    .collect();
-                println!(
-                    "{name}: {} version(s), latest v{}; aliases: {}",
-                    versions.len(),
-                    versions.last().map_or(0, |v| v.version),
-                    if aliases.is_empty() {
-                        "none".to_string()
-                    } else {
-                        aliases.join(", ")
-                    }
-                );
-            }
-        }
+        RegistryCommand::List => list(&registry)?,
         RegistryCommand::Show { model, version } => match version {
             Some(version) => {
                 let v = registry.version(&model, version)?;
                 println!("{}", serde_json::to_string_pretty(&v)?);
             }
-            None => {
-                let aliases = registry.aliases(&model)?;
-                for v in registry.versions(&model)? {
-                    let pointing: Vec<&str> = aliases
-                        .iter()
-                        .filter(|(_, n)| **n == v.version)
-                        .map(|(a, _)| a.as_str())
-                        .collect();
-                    println!(
-                        "v{} {} {} sha256 {} features {} {}{}",
-                        v.version,
-                        v.created_at,
-                        v.status.as_str(),
-                        &v.sha256.get(..12).unwrap_or("-"),
-                        v.features.len(),
-                        v.description,
-                        if pointing.is_empty() {
-                            String::new()
-                        } else {
-                            format!(" [{}]", pointing.join(", "))
-                        }
-                    );
-                }
-            }
+            None => show_versions(&registry, &model)?,
         },
         RegistryCommand::Register {
             model,
@@ -203,20 +161,7 @@ pub async fn run(args: RegistryArgs) -> Result<()> {
                 change.to.unwrap_or_default()
             );
         }
-        RegistryCommand::History { model } => {
-            for c in registry.alias_history(&model)? {
-                println!(
-                    "{} {} {}@{}: {} -> {}{}",
-                    c.at,
-                    c.who,
-                    model,
-                    c.alias,
-                    from(c.from),
-                    c.to.map_or("(deleted)".to_string(), |v| format!("v{v}")),
-                    if c.rollback { " (rollback)" } else { "" }
-                );
-            }
-        }
+        RegistryCommand::History { model } => history(&registry, &model)?,
         RegistryCommand::Delete { model, version } => match version {
             Some(version) => {
                 registry.delete_version(&model, version)?;
@@ -259,6 +204,74 @@ pub async fn run(args: RegistryArgs) -> Result<()> {
                 aliases(&report.aliases)
             );
         }
+    }
+    Ok(())
+}
+
+/// `aurum registry list`: each model's versions and aliases.
+fn list(registry: &Registry) -> Result<()> {
+    for name in registry.models()? {
+        let versions = registry.versions(&name)?;
+        let aliases: Vec<String> = registry
+            .aliases(&name)?
+            .iter()
+            .map(|(alias, v)| format!("{alias}=v{v}"))
+            .collect();
+        println!(
+            "{name}: {} version(s), latest v{}; aliases: {}",
+            versions.len(),
+            versions.last().map_or(0, |v| v.version),
+            if aliases.is_empty() {
+                "none".to_string()
+            } else {
+                aliases.join(", ")
+            }
+        );
+    }
+    Ok(())
+}
+
+/// `aurum registry show MODEL`: one line per version, with the aliases
+/// pointing at it.
+fn show_versions(registry: &Registry, model: &str) -> Result<()> {
+    let aliases = registry.aliases(model)?;
+    for v in registry.versions(model)? {
+        let pointing: Vec<&str> = aliases
+            .iter()
+            .filter(|(_, n)| **n == v.version)
+            .map(|(a, _)| a.as_str())
+            .collect();
+        println!(
+            "v{} {} {} sha256 {} features {} {}{}",
+            v.version,
+            v.created_at,
+            v.status.as_str(),
+            &v.sha256.get(..12).unwrap_or("-"),
+            v.features.len(),
+            v.description,
+            if pointing.is_empty() {
+                String::new()
+            } else {
+                format!(" [{}]", pointing.join(", "))
+            }
+        );
+    }
+    Ok(())
+}
+
+/// `aurum registry history MODEL`: every alias move.
+fn history(registry: &Registry, model: &str) -> Result<()> {
+    for c in registry.alias_history(model)? {
+        println!(
+            "{} {} {}@{}: {} -> {}{}",
+            c.at,
+            c.who,
+            model,
+            c.alias,
+            from(c.from),
+            c.to.map_or("(deleted)".to_string(), |v| format!("v{v}")),
+            if c.rollback { " (rollback)" } else { "" }
+        );
     }
     Ok(())
 }

@@ -100,37 +100,12 @@ pub struct ServeArgs {
 
 pub async fn run(args: ServeArgs) -> Result<()> {
     let project = args.project.load()?;
-    let listener = tokio::net::TcpListener::bind(args.addr)
-        .await
-        .with_context(|| format!("binding {}", args.addr))?;
-    let local = listener.local_addr().context("reading the bound address")?;
-    println!("listening on http://{local}");
-    let flight_listener = tokio::net::TcpListener::bind(args.flight_addr)
-        .await
-        .with_context(|| format!("binding {} for Arrow Flight", args.flight_addr))?;
-    let flight_local = flight_listener
-        .local_addr()
-        .context("reading the bound Flight address")?;
-    println!("flight on grpc://{flight_local}");
+    let (listener, flight_listener) = bind(&args).await?;
 
     let online = Arc::new(OnlineStore::new(args.memory_mib << 20));
     let registry = Registry::open(project.registry_dir())?;
     let store = DeltaStore::new(project.delta_dir());
     let config = ServingConfig::from_sections(&args.serve_alias, &project.models)?;
-    let admin_token = args
-        .admin_token
-        .clone()
-        .or_else(|| std::env::var("AURUM_ADMIN_TOKEN").ok())
-        .filter(|t| !t.is_empty());
-    if admin_token.is_none() && !args.addr.ip().is_loopback() {
-        tracing::warn!(addr = %args.addr, "admin routes are open on a non-loopback address; set --admin-token");
-    }
-    let limits = Limits {
-        max_in_flight: args.max_in_flight.max(1),
-        request_timeout: std::time::Duration::from_millis(args.request_timeout_ms.max(1)),
-        admin_token,
-        ..Limits::default()
-    };
     let reload = serving::ReloadOptions {
         interval: std::time::Duration::from_millis(args.reload_interval_ms.max(100)),
         sessions: args.sessions,
@@ -138,45 +113,12 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     let mut state = AppState::new(online.clone(), registry.clone())
         .with_offline(store.clone())
         .with_config(config)
-        .with_limits(limits)
+        .with_limits(limits(&args))
         .with_reload(reload);
     let logs = DeltaStore::new(project.data_dir.join(monitoring::LOG_DIR));
-    let monitor = if args.no_monitor {
-        None
-    } else {
-        let options = MonitorOptions {
-            window_rows: args.drift_window_rows.max(1),
-            window_age: Duration::from_secs(args.drift_window_s.max(1)),
-            interval: Duration::from_secs(args.drift_interval_s.max(1)),
-            min_rows: args.drift_min_rows,
-            drift: drift::DriftOptions {
-                drift_share: args.drift_share,
-                ..drift::DriftOptions::default()
-            },
-            alert_after: args.drift_alert_after.max(1),
-            clear_after: args.drift_alert_after.max(1),
-            webhook: args.drift_webhook.clone(),
-            ..MonitorOptions::default()
-        };
-        let monitor = Monitor::new(options)?.with_feedback_table(logs.clone());
-        Some(Arc::new(monitor))
-    };
+    let monitor = monitor(&args, &logs)?;
     if !args.no_prediction_log || monitor.is_some() {
-        let table = (!args.no_prediction_log).then(|| {
-            println!(
-                "logging predictions to {}",
-                logs.table_path(monitoring::predictions::TABLE).display()
-            );
-            (logs.clone(), monitoring::predictions::TABLE.to_string())
-        });
-        state = state.with_prediction_log(PredictionLog::start_with(
-            table,
-            monitor.clone(),
-            LogOptions {
-                flush_interval: Duration::from_millis(args.prediction_log_flush_ms.max(1)),
-                ..LogOptions::default()
-            },
-        ));
+        state = state.with_prediction_log(prediction_log(&args, &logs, monitor.clone()));
     }
     if let Some(monitor) = &monitor {
         if args.retrain_on_drift {
@@ -190,48 +132,8 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         flight::FlightServer::new(online.clone(), state.pusher.clone()).with_store(store.clone());
     let flight = tokio::spawn(flight.serve(flight_listener, shutdown_signal()));
 
-    // Warm start: every view from its gold table, then every model.
-    for spec in &project.feature_views {
-        let view = spec.feature_view();
-        online.register_view(view.clone());
-        let report =
-            feature_store::online::materialize::materialize(&store, &online, &view, false).await?;
-        match report.to_version {
-            Some(version) => println!(
-                "loaded {} entities of {} (Delta v{version})",
-                report.written, view.name
-            ),
-            None => println!(
-                "{} has no gold table yet (run `aurum pipeline`); serving it empty",
-                view.name
-            ),
-        }
-    }
-    for service in &project.feature_services {
-        online.register_service(service.clone());
-    }
-    let models = registry.models()?;
-    if !models.is_empty() {
-        // Loading needs the ONNX Runtime library: fail with the command
-        // that installs it rather than later on a request.
-        onnx::init()?;
-    }
-    // The first pass loads every model before the server reports ready;
-    // the watcher then keeps the served versions in step with the registry.
-    let first = {
-        let state = state.clone();
-        tokio::task::spawn_blocking(move || state.sync_models())
-            .await
-            .context("loading the models")?
-    };
-    for (name, alias, version) in first {
-        println!("serving model {name} v{version} as {alias}");
-    }
-    for name in &models {
-        if state.models.get(name).is_none() {
-            println!("model {name} has no version to serve yet");
-        }
-    }
+    warm_start(&project, &online, &store).await?;
+    load_models(&state, &registry).await?;
     serving::tasks::spawn_model_watcher(state.clone());
     serving::tasks::spawn_drift_monitor(state.clone());
     state.set_ready(true);
@@ -249,6 +151,147 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         .await
         .context("the Flight task failed")?
         .context("serving Arrow Flight")?;
+    Ok(())
+}
+
+/// Binds the HTTP and the Flight listeners first, so `/health/live`
+/// answers at once, and prints the addresses bound.
+async fn bind(args: &ServeArgs) -> Result<(tokio::net::TcpListener, tokio::net::TcpListener)> {
+    let listener = tokio::net::TcpListener::bind(args.addr)
+        .await
+        .with_context(|| format!("binding {}", args.addr))?;
+    let local = listener.local_addr().context("reading the bound address")?;
+    println!("listening on http://{local}");
+    let flight_listener = tokio::net::TcpListener::bind(args.flight_addr)
+        .await
+        .with_context(|| format!("binding {} for Arrow Flight", args.flight_addr))?;
+    let flight_local = flight_listener
+        .local_addr()
+        .context("reading the bound Flight address")?;
+    println!("flight on grpc://{flight_local}");
+    Ok((listener, flight_listener))
+}
+
+/// The server's protections: in-flight limit, request timeout, and the
+/// admin token (flag, else `AURUM_ADMIN_TOKEN`), warned about when admin
+/// routes would be open beyond loopback.
+fn limits(args: &ServeArgs) -> Limits {
+    let admin_token = args
+        .admin_token
+        .clone()
+        .or_else(|| std::env::var("AURUM_ADMIN_TOKEN").ok())
+        .filter(|t| !t.is_empty());
+    if admin_token.is_none() && !args.addr.ip().is_loopback() {
+        tracing::warn!(addr = %args.addr, "admin routes are open on a non-loopback address; set --admin-token");
+    }
+    Limits {
+        max_in_flight: args.max_in_flight.max(1),
+        request_timeout: std::time::Duration::from_millis(args.request_timeout_ms.max(1)),
+        admin_token,
+        ..Limits::default()
+    }
+}
+
+/// The drift monitor the flags ask for (none with `--no-monitor`),
+/// matching feedback against the table in `logs`.
+fn monitor(args: &ServeArgs, logs: &DeltaStore) -> Result<Option<Arc<Monitor>>> {
+    if args.no_monitor {
+        return Ok(None);
+    }
+    let options = MonitorOptions {
+        window_rows: args.drift_window_rows.max(1),
+        window_age: Duration::from_secs(args.drift_window_s.max(1)),
+        interval: Duration::from_secs(args.drift_interval_s.max(1)),
+        min_rows: args.drift_min_rows,
+        drift: drift::DriftOptions {
+            drift_share: args.drift_share,
+            ..drift::DriftOptions::default()
+        },
+        alert_after: args.drift_alert_after.max(1),
+        clear_after: args.drift_alert_after.max(1),
+        webhook: args.drift_webhook.clone(),
+        ..MonitorOptions::default()
+    };
+    let monitor = Monitor::new(options)?.with_feedback_table(logs.clone());
+    Ok(Some(Arc::new(monitor)))
+}
+
+/// The prediction log: to the `predictions` table in `logs` unless
+/// `--no-prediction-log`, and to the `monitor` when there is one.
+fn prediction_log(
+    args: &ServeArgs,
+    logs: &DeltaStore,
+    monitor: Option<Arc<Monitor>>,
+) -> PredictionLog {
+    let table = (!args.no_prediction_log).then(|| {
+        println!(
+            "logging predictions to {}",
+            logs.table_path(monitoring::predictions::TABLE).display()
+        );
+        (logs.clone(), monitoring::predictions::TABLE.to_string())
+    });
+    PredictionLog::start_with(
+        table,
+        monitor,
+        LogOptions {
+            flush_interval: Duration::from_millis(args.prediction_log_flush_ms.max(1)),
+            ..LogOptions::default()
+        },
+    )
+}
+
+/// Warm start: every feature view loaded from its gold table into the
+/// online store, and the feature services registered.
+async fn warm_start(
+    project: &feature_store::Project,
+    online: &OnlineStore,
+    store: &DeltaStore,
+) -> Result<()> {
+    for spec in &project.feature_views {
+        let view = spec.feature_view();
+        online.register_view(view.clone());
+        let report =
+            feature_store::online::materialize::materialize(store, online, &view, false).await?;
+        match report.to_version {
+            Some(version) => println!(
+                "loaded {} entities of {} (Delta v{version})",
+                report.written, view.name
+            ),
+            None => println!(
+                "{} has no gold table yet (run `aurum pipeline`); serving it empty",
+                view.name
+            ),
+        }
+    }
+    for service in &project.feature_services {
+        online.register_service(service.clone());
+    }
+    Ok(())
+}
+
+/// Loads every registered model before the server reports ready; the
+/// watcher then keeps the served versions in step with the registry.
+async fn load_models(state: &Arc<AppState>, registry: &Registry) -> Result<()> {
+    let models = registry.models()?;
+    if !models.is_empty() {
+        // Loading needs the ONNX Runtime library: fail with the command
+        // that installs it rather than later on a request.
+        onnx::init()?;
+    }
+    let first = {
+        let state = state.clone();
+        tokio::task::spawn_blocking(move || state.sync_models())
+            .await
+            .context("loading the models")?
+    };
+    for (name, alias, version) in first {
+        println!("serving model {name} v{version} as {alias}");
+    }
+    for name in &models {
+        if state.models.get(name).is_none() {
+            println!("model {name} has no version to serve yet");
+        }
+    }
     Ok(())
 }
 

@@ -108,19 +108,7 @@ async fn run_one(
     args: &TrainArgs,
     force: bool,
 ) -> Result<()> {
-    let who = std::env::var("AURUM_USER")
-        .or_else(|_| std::env::var("USER"))
-        .unwrap_or_else(|_| "aurum".into());
-    let options = JobOptions {
-        force,
-        promote_if_better: args.promote_if_better,
-        run_id: format!(
-            "{}-{}",
-            if force { "train" } else { "retrain" },
-            chrono::Utc::now().format("%Y%m%dT%H%M%S")
-        ),
-        who: format!("{who} ({})", if force { "train" } else { "retrain" }),
-    };
+    let options = job_options(args, force);
     let bar = ProgressBar::hidden();
     if !args.json {
         bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
@@ -159,19 +147,40 @@ async fn run_one(
         .await
         .with_context(|| format!("training {}", spec.name))?;
     bar.finish_and_clear();
+    print_outcome(&spec.name, outcome, args.json);
+    Ok(())
+}
+
+/// The job's options: `train` forces a run, `retrain` runs only on new
+/// data; the run id and the recorded user say which.
+fn job_options(args: &TrainArgs, force: bool) -> JobOptions {
+    let who = std::env::var("AURUM_USER")
+        .or_else(|_| std::env::var("USER"))
+        .unwrap_or_else(|_| "aurum".into());
+    JobOptions {
+        force,
+        promote_if_better: args.promote_if_better,
+        run_id: format!(
+            "{}-{}",
+            if force { "train" } else { "retrain" },
+            chrono::Utc::now().format("%Y%m%dT%H%M%S")
+        ),
+        who: format!("{who} ({})", if force { "train" } else { "retrain" }),
+    }
+}
+
+/// What the job did for model `name`, as JSON or a line of text.
+fn print_outcome(name: &str, outcome: Outcome, json: bool) {
     match outcome {
         Outcome::Skipped { reason } => {
-            if args.json {
-                println!(
-                    "{}",
-                    serde_json::json!({"model": spec.name, "skipped": reason})
-                );
+            if json {
+                println!("{}", serde_json::json!({"model": name, "skipped": reason}));
             } else {
-                println!("[{}] skipped: {reason}", spec.name);
+                println!("[{name}] skipped: {reason}");
             }
         }
         Outcome::Registered(report) => {
-            if args.json {
+            if json {
                 println!(
                     "{}",
                     serde_json::json!({
@@ -200,5 +209,4 @@ async fn run_one(
             }
         }
     }
-    Ok(())
 }

@@ -39,6 +39,41 @@ pub fn post_request(host: &str, path: &str, body: &str) -> Vec<u8> {
     .into_bytes()
 }
 
+/// The non-blank lines of `file`: one request body each.
+pub fn body_lines(file: &str) -> Result<Vec<String>> {
+    Ok(std::fs::read_to_string(file)?
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(str::to_string)
+        .collect())
+}
+
+/// Loads any server: one POST of each body (from `bodies`, read once the
+/// URL is known to be usable), cycled, to `url` (`http://ip:port/path`)
+/// over `connections` for `seconds`; prints the report.
+pub fn load_url(
+    url: &str,
+    bodies: impl FnOnce() -> Result<Vec<String>>,
+    connections: usize,
+    seconds: u64,
+) -> Result<()> {
+    let rest = url
+        .strip_prefix("http://")
+        .context("load needs an http:// URL")?;
+    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let addr = host
+        .parse::<std::net::SocketAddr>()
+        .context("the URL host must be ip:port")?;
+    let requests: Vec<Vec<u8>> = bodies()?
+        .iter()
+        .map(|b| post_request(host, &format!("/{path}"), b))
+        .collect();
+    let report = run_load(addr, requests, connections, seconds)?;
+    report.print(&format!("{url}, {connections} connections"));
+    Ok(())
+}
+
+/// What a closed-loop load measured.
 pub struct LoadReport {
     /// Requests answered after the warm-up.
     pub requests: usize,

@@ -1,25 +1,27 @@
-//! The feature view the serving benches load (included with `#[path]`):
-//! `bench`, keyed by `entity_id`, float features `f0..`, a day's TTL.
+//! The feature views the benches load (included with `#[path]`; each
+//! bench uses some of it): keyed by `entity_id`, event time
+//! `event_timestamp`, ties broken by `created_timestamp`, float features.
+#![allow(dead_code)]
 
-use std::time::Duration;
+use feature_store::FeatureView;
+use feature_store::testing::ViewFixture;
 
-use feature_store::{Entity, FeatureView};
-
-/// The view's name.
+/// The serving benches' view name.
 pub const VIEW: &str = "bench";
 
-/// The view with `features` float features.
+/// The serving benches' view: [`VIEW`] with `features` float features
+/// `f0..` and a day's TTL.
 pub fn view(features: usize) -> FeatureView {
-    FeatureView {
-        name: VIEW.into(),
-        entity: Entity {
-            name: "entity".into(),
-            join_keys: vec!["entity_id".into()],
-        },
-        features: (0..features).map(|i| format!("f{i}")).collect(),
-        feature_types: vec!["float64".into(); features],
-        timestamp_column: "event_timestamp".into(),
-        created_column: "created_timestamp".into(),
-        ttl: Duration::from_secs(86_400),
-    }
+    bench_view(VIEW)
+        .features((0..features).map(|i| format!("f{i}")))
+        .float64()
+        .build()
+}
+
+/// A view `name` in the bench tables' layout, a day's TTL, features still
+/// to set.
+pub fn bench_view(name: &str) -> ViewFixture {
+    ViewFixture::customer(name)
+        .keyed_by("entity", &["entity_id"])
+        .timestamps("event_timestamp", "created_timestamp")
 }

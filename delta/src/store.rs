@@ -13,6 +13,7 @@ use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
 use deltalake::kernel::{Action, MetadataExt};
 use deltalake::operations::create::CreateBuilder;
 use deltalake::protocol::{DeltaOperation, SaveMode};
+use deltalake::table::state::DeltaTableState;
 use deltalake::{DeltaTable, DeltaTableError};
 use futures::StreamExt;
 use polars::prelude::*;
@@ -228,55 +229,14 @@ impl DeltaStore {
         let table = self.open(name, None).await?;
         let snapshot = table.snapshot().map_err(Error::delta(name))?;
         let mut actions: Vec<Action> = adds.into_iter().map(Action::Add).collect();
-        // Schema: equal, evolved (a Metadata action), or refused.
-        let table_schema = arrow_schema_of(name, &snapshot.schema())?;
-        match compare_schemas(&table_schema, &schema) {
-            SchemaDiff::Equal => {}
-            diff => {
-                let allowed = matches!(
-                    (&diff, options.schema_change),
-                    (_, SchemaChange::Any) | (SchemaDiff::Added(_), SchemaChange::AddColumns)
-                );
-                if !allowed {
-                    return Err(Error::SchemaChange {
-                        table: name.to_string(),
-                        message: diff.describe(),
-                    });
-                }
-                let kernel_schema = kernel_schema(name, &schema)?;
-                let metadata = snapshot
-                    .metadata()
-                    .clone()
-                    .with_schema(&kernel_schema)
-                    .map_err(|source| Error::delta(name)(DeltaTableError::Kernel { source }))?;
-                actions.push(Action::Metadata(metadata));
-            }
-        }
-        let save_mode = match options.mode {
-            WriteMode::Append => {
-                if !options.remove.is_empty() {
-                    let remove: std::collections::HashSet<&str> =
-                        options.remove.iter().map(String::as_str).collect();
-                    actions.extend(
-                        snapshot
-                            .log_data()
-                            .iter()
-                            .filter(|file| remove.contains(file.path().as_ref()))
-                            .map(|file| Action::Remove(file.remove_action(true))),
-                    );
-                }
-                SaveMode::Append
-            }
-            WriteMode::Overwrite => {
-                actions.extend(
-                    snapshot
-                        .log_data()
-                        .iter()
-                        .map(|file| Action::Remove(file.remove_action(true))),
-                );
-                SaveMode::Overwrite
-            }
-        };
+        actions.extend(schema_evolution(
+            name,
+            snapshot,
+            &schema,
+            options.schema_change,
+        )?);
+        let (removed, save_mode) = removals(snapshot, options);
+        actions.extend(removed);
         let operation = DeltaOperation::Write {
             mode: save_mode,
             partition_by: None,
@@ -549,4 +509,69 @@ fn table_url(name: &str, path: &Path) -> Result<url::Url> {
         source,
     })?;
     deltalake::ensure_table_uri(absolute.to_string_lossy()).map_err(Error::delta(name))
+}
+
+/// The action that evolves table `name`'s schema to the frame's `schema`
+/// (a Metadata action), none when they are equal; a difference `change`
+/// does not allow is refused.
+fn schema_evolution(
+    name: &str,
+    snapshot: &DeltaTableState,
+    schema: &arrow_schema::Schema,
+    change: SchemaChange,
+) -> Result<Option<Action>> {
+    let table_schema = arrow_schema_of(name, &snapshot.schema())?;
+    match compare_schemas(&table_schema, schema) {
+        SchemaDiff::Equal => Ok(None),
+        diff => {
+            let allowed = matches!(
+                (&diff, change),
+                (_, SchemaChange::Any) | (SchemaDiff::Added(_), SchemaChange::AddColumns)
+            );
+            if !allowed {
+                return Err(Error::SchemaChange {
+                    table: name.to_string(),
+                    message: diff.describe(),
+                });
+            }
+            let kernel_schema = kernel_schema(name, schema)?;
+            let metadata = snapshot
+                .metadata()
+                .clone()
+                .with_schema(&kernel_schema)
+                .map_err(|source| Error::delta(name)(DeltaTableError::Kernel { source }))?;
+            Ok(Some(Action::Metadata(metadata)))
+        }
+    }
+}
+
+/// The files a write removes from `snapshot` and the save mode it records:
+/// an overwrite removes every file, an append those `options.remove` names
+/// (a copy-on-write rewrite).
+fn removals(snapshot: &DeltaTableState, options: &WriteOptions) -> (Vec<Action>, SaveMode) {
+    match options.mode {
+        WriteMode::Append => {
+            let mut removed = Vec::new();
+            if !options.remove.is_empty() {
+                let remove: std::collections::HashSet<&str> =
+                    options.remove.iter().map(String::as_str).collect();
+                removed.extend(
+                    snapshot
+                        .log_data()
+                        .iter()
+                        .filter(|file| remove.contains(file.path().as_ref()))
+                        .map(|file| Action::Remove(file.remove_action(true))),
+                );
+            }
+            (removed, SaveMode::Append)
+        }
+        WriteMode::Overwrite => (
+            snapshot
+                .log_data()
+                .iter()
+                .map(|file| Action::Remove(file.remove_action(true)))
+                .collect(),
+            SaveMode::Overwrite,
+        ),
+    }
 }

@@ -12,8 +12,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::{Error, Result};
 use crate::stats;
-use crate::{Error, Result};
 
 /// Running sums of one arm's outcomes (mergeable, so a server can keep
 /// them per arm without keeping the values).
@@ -179,6 +179,40 @@ pub fn analyze(
     treatment: (&str, Tally),
     options: AbOptions,
 ) -> Result<AbResult> {
+    check_inputs(kind, control, treatment, &options)?;
+    let (c, t) = (control.1, treatment.1);
+    let normal = stats::standard_normal();
+    use statrs::distribution::ContinuousCDF;
+    let z = normal.inverse_cdf(1.0 - options.alpha / 2.0);
+    let difference = t.mean() - c.mean();
+    let test = run_test(kind, c, t, &options);
+    let (decision, reason) = decide(control, treatment, difference, &test, &options);
+    Ok(AbResult {
+        kind,
+        control: arm_summary(kind, control.0, c, z),
+        treatment: arm_summary(kind, treatment.0, t, z),
+        difference,
+        difference_ci: (difference - z * test.se_diff, difference + z * test.se_diff),
+        test: test.name.to_string(),
+        statistic: test.statistic,
+        p_value: test.p_value,
+        df: test.df,
+        required_per_arm: test.required,
+        decision,
+        reason,
+        method: PEEKING_RULE.to_string(),
+        options,
+    })
+}
+
+/// Refuses a design outside its ranges and arms whose outcomes cannot be
+/// tested (not finite; for proportions, not 0/1).
+fn check_inputs(
+    kind: OutcomeKind,
+    control: (&str, Tally),
+    treatment: (&str, Tally),
+    options: &AbOptions,
+) -> Result<()> {
     if !(options.alpha > 0.0 && options.alpha < 1.0) {
         return Err(Error::InvalidOption(format!(
             "alpha must be in (0, 1), got {}",
@@ -197,7 +231,6 @@ pub fn analyze(
             options.mde
         )));
     }
-    let (c, t) = (control.1, treatment.1);
     for (name, tally) in [control, treatment] {
         if !(tally.sum.is_finite() && tally.sum_squares.is_finite()) {
             return Err(Error::InvalidOption(format!(
@@ -211,11 +244,26 @@ pub fn analyze(
             )));
         }
     }
-    let normal = stats::standard_normal();
-    use statrs::distribution::ContinuousCDF;
-    let z = normal.inverse_cdf(1.0 - options.alpha / 2.0);
-    let difference = t.mean() - c.mean();
-    let (test, statistic, p_value, df, se_diff, required) = match kind {
+    Ok(())
+}
+
+/// What the test of one comparison found.
+struct TestOutcome {
+    /// `two_proportion_z` or `welch_t`.
+    name: &'static str,
+    statistic: f64,
+    p_value: f64,
+    /// Welch's degrees of freedom (continuous outcomes).
+    df: Option<f64>,
+    /// The standard error of the difference.
+    se_diff: f64,
+    /// Outcomes needed per arm (the horizon).
+    required: u64,
+}
+
+/// The test `kind` calls for, of treatment `t` against control `c`.
+fn run_test(kind: OutcomeKind, c: Tally, t: Tally, options: &AbOptions) -> TestOutcome {
+    match kind {
         OutcomeKind::Proportion => {
             let (z_stat, p) = if c.n > 0 && t.n > 0 {
                 stats::two_proportion_z(c.sum.round() as u64, c.n, t.sum.round() as u64, t.n)
@@ -233,7 +281,14 @@ pub fn analyze(
                 options.alpha,
                 options.power,
             );
-            ("two_proportion_z", z_stat, p, None, se, required)
+            TestOutcome {
+                name: "two_proportion_z",
+                statistic: z_stat,
+                p_value: p,
+                df: None,
+                se_diff: se,
+                required,
+            }
         }
         OutcomeKind::Continuous => {
             let w = if c.n >= 2 && t.n >= 2 {
@@ -250,31 +305,52 @@ pub fn analyze(
             let std = ((c.variance() + t.variance()) / 2.0).sqrt();
             let required =
                 stats::sample_size_means(std, options.mde, options.alpha, options.power).max(2);
-            ("welch_t", w.t, w.p_value, Some(w.df), se, required)
-        }
-    };
-    let arm = |name: &str, tally: Tally| {
-        let (lo, hi) = match kind {
-            OutcomeKind::Proportion => wilson(tally, z),
-            OutcomeKind::Continuous => {
-                let half = z * (tally.variance() / tally.n.max(1) as f64).sqrt();
-                (tally.mean() - half, tally.mean() + half)
+            TestOutcome {
+                name: "welch_t",
+                statistic: w.t,
+                p_value: w.p_value,
+                df: Some(w.df),
+                se_diff: se,
+                required,
             }
-        };
-        ArmSummary {
-            arm: name.to_string(),
-            n: tally.n,
-            mean: tally.mean(),
-            ci_low: lo,
-            ci_high: hi,
+        }
+    }
+}
+
+/// One arm's mean with its confidence interval (`z` standard errors).
+fn arm_summary(kind: OutcomeKind, name: &str, tally: Tally, z: f64) -> ArmSummary {
+    let (lo, hi) = match kind {
+        OutcomeKind::Proportion => wilson(tally, z),
+        OutcomeKind::Continuous => {
+            let half = z * (tally.variance() / tally.n.max(1) as f64).sqrt();
+            (tally.mean() - half, tally.mean() + half)
         }
     };
+    ArmSummary {
+        arm: name.to_string(),
+        n: tally.n,
+        mean: tally.mean(),
+        ci_low: lo,
+        ci_high: hi,
+    }
+}
+
+/// The recommendation under the fixed-horizon rule, and why.
+fn decide(
+    control: (&str, Tally),
+    treatment: (&str, Tally),
+    difference: f64,
+    test: &TestOutcome,
+    options: &AbOptions,
+) -> (Decision, String) {
+    let (c, t) = (control.1, treatment.1);
+    let (required, p_value) = (test.required, test.p_value);
     let better = if options.higher_is_better {
         difference > 0.0
     } else {
         difference < 0.0
     };
-    let (decision, reason) = if c.n < required || t.n < required {
+    if c.n < required || t.n < required {
         (
             Decision::KeepCollecting,
             format!(
@@ -306,23 +382,7 @@ pub fn analyze(
                 difference, p_value, options.alpha
             ),
         )
-    };
-    Ok(AbResult {
-        kind,
-        control: arm(control.0, c),
-        treatment: arm(treatment.0, t),
-        difference,
-        difference_ci: (difference - z * se_diff, difference + z * se_diff),
-        test: test.to_string(),
-        statistic,
-        p_value,
-        df,
-        required_per_arm: required,
-        decision,
-        reason,
-        method: PEEKING_RULE.to_string(),
-        options,
-    })
+    }
 }
 
 fn var_p(t: Tally) -> f64 {

@@ -16,8 +16,8 @@ use std::collections::{HashMap, HashSet};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use crate::error::{Error, Result};
 use crate::sort::sorted_finite;
-use crate::{Error, Result};
 
 /// The name a model version's reference profile is stored under (as JSON,
 /// beside the version in the registry).

@@ -27,13 +27,13 @@ use std::collections::BTreeMap;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use crate::error::{Error, Result};
 use crate::profile::{
     Column, ColumnProfile, NumericSummary, Profile, Summary, Values, bin_counts_sorted,
     category_table, count_categories,
 };
 use crate::sort::sorted_finite;
 use crate::stats::{self, KsMethod, shares};
-use crate::{Error, Result};
 
 /// A drift test.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -439,41 +439,26 @@ fn compare_numeric(
     let sorted = sorted_finite(values);
     let current_nulls = (values.len() - sorted.len()) as u64;
     let current_null_share = null_share(current_nulls, values.len());
-    // Few distinct reference values: a categorical column in disguise.
-    if let Some(discrete) = &reference.discrete {
-        let mut labels: Vec<String> = discrete.iter().map(|(v, _)| format_value(*v)).collect();
-        let mut rc: Vec<u64> = discrete.iter().map(|(_, c)| *c).collect();
-        let mut cc = vec![0u64; discrete.len()];
-        let mut unseen = 0u64;
-        for &x in &sorted {
-            match discrete.iter().position(|(v, _)| *v == x) {
-                Some(i) => cc[i] += 1,
-                None => unseen += 1,
-            }
-        }
-        if unseen > 0 {
-            labels.push("(unseen values)".into());
-            rc.push(0);
-            cc.push(unseen);
-        }
-        let method_is_numeric =
-            configured.is_some_and(|t| matches!(t.method, Method::Ks | Method::Wasserstein));
-        if !method_is_numeric {
-            let mut out = compare_counts(
-                &profile.name,
-                labels,
-                rc,
-                cc,
-                configured,
-                small,
-                profile.null_share(),
-                current_null_share,
-            );
-            out.reference_values = reference.count;
-            out.reference_mean = Some(reference.mean).filter(|_| reference.count > 0);
-            out.current_mean = mean(&sorted);
-            return out;
-        }
+    // Few distinct reference values: a categorical column in disguise,
+    // unless a numeric test is asked for.
+    let method_is_numeric =
+        configured.is_some_and(|t| matches!(t.method, Method::Ks | Method::Wasserstein));
+    if let Some(discrete) = reference.discrete.as_deref().filter(|_| !method_is_numeric) {
+        let (labels, rc, cc) = discrete_counts(discrete, &sorted);
+        let mut out = compare_counts(
+            &profile.name,
+            labels,
+            rc,
+            cc,
+            configured,
+            small,
+            profile.null_share(),
+            current_null_share,
+        );
+        out.reference_values = reference.count;
+        out.reference_mean = Some(reference.mean).filter(|_| reference.count > 0);
+        out.current_mean = mean(&sorted);
+        return out;
     }
     let mut out = blank(&profile.name, "numeric");
     out.reference_values = reference.count;
@@ -504,11 +489,47 @@ fn compare_numeric(
         threshold: None,
     });
     let threshold = test.threshold.unwrap_or(test.method.default_threshold());
-    let (statistic, p_value) = match test.method {
+    match numeric_statistic(test.method, reference, &sorted) {
+        Ok((statistic, p_value)) => finish(&mut out, test.method, statistic, p_value, threshold),
+        Err(note) => out.note = Some(note.into()),
+    }
+    out
+}
+
+/// The current values counted on the reference's distinct values: labels,
+/// reference counts, current counts; values the reference never had are
+/// counted together as `(unseen values)`.
+fn discrete_counts(discrete: &[(f64, u64)], sorted: &[f64]) -> (Vec<String>, Vec<u64>, Vec<u64>) {
+    let mut labels: Vec<String> = discrete.iter().map(|(v, _)| format_value(*v)).collect();
+    let mut rc: Vec<u64> = discrete.iter().map(|(_, c)| *c).collect();
+    let mut cc = vec![0u64; discrete.len()];
+    let mut unseen = 0u64;
+    for &x in sorted {
+        match discrete.iter().position(|(v, _)| *v == x) {
+            Some(i) => cc[i] += 1,
+            None => unseen += 1,
+        }
+    }
+    if unseen > 0 {
+        labels.push("(unseen values)".into());
+        rc.push(0);
+        cc.push(unseen);
+    }
+    (labels, rc, cc)
+}
+
+/// The statistic (and p-value, for tests that have one) of `method` on a
+/// numeric column's `sorted` current values; or why it cannot be computed.
+fn numeric_statistic(
+    method: Method,
+    reference: &NumericSummary,
+    sorted: &[f64],
+) -> std::result::Result<(f64, Option<f64>), &'static str> {
+    Ok(match method {
         Method::Ks => {
             let r = stats::ks_test(
                 &reference.sketch,
-                &sorted,
+                sorted,
                 reference.count,
                 sorted.len() as u64,
                 KsMethod::Auto,
@@ -517,21 +538,19 @@ fn compare_numeric(
         }
         Method::Wasserstein => {
             if reference.std <= 0.0 {
-                out.note = Some(
-                    "the reference is constant: the normalized Wasserstein distance is undefined"
-                        .into(),
+                return Err(
+                    "the reference is constant: the normalized Wasserstein distance is undefined",
                 );
-                return out;
             }
             (
-                stats::wasserstein(&reference.sketch, &sorted) / reference.std,
+                stats::wasserstein(&reference.sketch, sorted) / reference.std,
                 None,
             )
         }
         Method::Psi | Method::JensenShannon | Method::ChiSquared => {
-            let cc = bin_counts_sorted(&reference.bin_edges, &sorted);
+            let cc = bin_counts_sorted(&reference.bin_edges, sorted);
             let rc = &reference.bin_counts;
-            match test.method {
+            match method {
                 Method::Psi => (stats::psi(rc, &cc), None),
                 Method::JensenShannon => (stats::jensen_shannon(rc, &cc), None),
                 _ => {
@@ -540,9 +559,7 @@ fn compare_numeric(
                 }
             }
         }
-    };
-    finish(&mut out, test.method, statistic, p_value, threshold);
-    out
+    })
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -4,6 +4,11 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+/// The gold tables' event-time column.
+pub const EVENT_TIMESTAMP: &str = "event_timestamp";
+/// The gold tables' processing-time column, which breaks ties.
+pub const CREATED_TIMESTAMP: &str = "created_timestamp";
+
 /// A business object features describe, identified by one or more join keys.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Entity {

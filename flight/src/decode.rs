@@ -129,49 +129,91 @@ pub(crate) fn batch_rows(
     first_row: usize,
     allow_partial: bool,
 ) -> Result<(Vec<PushRow>, Vec<RejectedRow>), Error> {
-    let invalid = |message: String| Error::InvalidPush {
-        view: view.name.clone(),
-        message,
-    };
     let schema = batch.schema();
     check_columns(view, schema.fields().iter().map(|f| f.name().as_str()))?;
     if batch.num_rows() > MAX_PUSH_ROWS {
-        return Err(invalid(format!(
-            "{} rows in one record batch; the limit is {MAX_PUSH_ROWS}",
-            batch.num_rows()
-        )));
+        return Err(invalid(
+            view,
+            format!(
+                "{} rows in one record batch; the limit is {MAX_PUSH_ROWS}",
+                batch.num_rows()
+            ),
+        ));
     }
-    let read = |name: &str, role| Cells::read(batch, name, role).map_err(invalid);
-    let keys = view
-        .entity
-        .join_keys
-        .iter()
-        .map(|k| {
-            Ok((
-                k,
-                read(k, Role::Key)?.ok_or_else(|| invalid(format!("no column {k:?}")))?,
-            ))
-        })
-        .collect::<Result<Vec<_>, Error>>()?;
-    let event = read(&view.timestamp_column, Role::Timestamp)?
-        .ok_or_else(|| invalid(format!("no column {:?}", view.timestamp_column)))?;
-    let created = read(&view.created_column, Role::Timestamp)?;
-    let features = view
-        .features
-        .iter()
-        .enumerate()
-        .map(|(i, f)| {
-            let cells =
-                read(f, Role::Feature)?.ok_or_else(|| invalid(format!("no column {f:?}")))?;
-            let declared = view.feature_types.get(i).cloned().unwrap_or_default();
-            Ok((f, declared, cells))
-        })
-        .collect::<Result<Vec<_>, Error>>()?;
-
+    let columns = PushColumns::read(view, batch)?;
     let now = feature_store::online::push::now_micros();
-    let parse_row = |row: usize| -> Result<PushRow, String> {
-        let mut key_values = Vec::with_capacity(keys.len());
-        for (name, cells) in &keys {
+    let mut rows = Vec::with_capacity(batch.num_rows());
+    let mut rejected = Vec::new();
+    for row in 0..batch.num_rows() {
+        match columns.row(view, row, now) {
+            Ok(parsed) => rows.push(parsed),
+            Err(reason) if allow_partial => rejected.push(RejectedRow {
+                row: first_row + row,
+                reason,
+            }),
+            Err(reason) => {
+                return Err(invalid(view, format!("row {}: {reason}", first_row + row)));
+            }
+        }
+    }
+    Ok((rows, rejected))
+}
+
+/// A push to `view` refused, saying why.
+fn invalid(view: &FeatureView, message: String) -> Error {
+    Error::InvalidPush {
+        view: view.name.clone(),
+        message,
+    }
+}
+
+/// The columns of a pushed batch that a view reads, converted once for all
+/// its rows.
+struct PushColumns<'a> {
+    /// Each join key with its column, in the view's key order.
+    keys: Vec<(&'a String, Cells)>,
+    event: Cells,
+    created: Option<Cells>,
+    /// Each feature with its declared type (empty: undeclared) and column.
+    features: Vec<(&'a String, String, Cells)>,
+}
+
+impl<'a> PushColumns<'a> {
+    fn read(view: &'a FeatureView, batch: &RecordBatch) -> Result<Self, Error> {
+        let read = |name: &str, role| Cells::read(batch, name, role).map_err(|m| invalid(view, m));
+        let missing = |name: &str| invalid(view, format!("no column {name:?}"));
+        let keys = view
+            .entity
+            .join_keys
+            .iter()
+            .map(|k| Ok((k, read(k, Role::Key)?.ok_or_else(|| missing(k))?)))
+            .collect::<Result<Vec<_>, Error>>()?;
+        let event = read(&view.timestamp_column, Role::Timestamp)?
+            .ok_or_else(|| missing(&view.timestamp_column))?;
+        let created = read(&view.created_column, Role::Timestamp)?;
+        let features = view
+            .features
+            .iter()
+            .enumerate()
+            .map(|(i, f)| {
+                let cells = read(f, Role::Feature)?.ok_or_else(|| missing(f))?;
+                let declared = view.feature_types.get(i).cloned().unwrap_or_default();
+                Ok((f, declared, cells))
+            })
+            .collect::<Result<Vec<_>, Error>>()?;
+        Ok(PushColumns {
+            keys,
+            event,
+            created,
+            features,
+        })
+    }
+
+    /// Row `row` as a push row, or why it cannot be one; `now` stands for a
+    /// missing created time.
+    fn row(&self, view: &FeatureView, row: usize, now: i64) -> Result<PushRow, String> {
+        let mut key_values = Vec::with_capacity(self.keys.len());
+        for (name, cells) in &self.keys {
             key_values.push(match cells.value(row) {
                 FeatureValue::Int(v) => KeyValue::Int(v),
                 FeatureValue::Str(s) => KeyValue::Str(s.to_string()),
@@ -188,7 +230,7 @@ pub(crate) fn batch_rows(
                 _ => Err(format!("{name}: not a timestamp")),
             }
         };
-        let event_micros = time(&view.timestamp_column, &event)?.ok_or_else(|| {
+        let event_micros = time(&view.timestamp_column, &self.event)?.ok_or_else(|| {
             format!(
                 "{}: the event timestamp cannot be null",
                 view.timestamp_column
@@ -196,12 +238,12 @@ pub(crate) fn batch_rows(
         })?;
         let event_micros =
             feature_store::online::push::check_time(&view.timestamp_column, event_micros)?;
-        let created_micros = match &created {
+        let created_micros = match &self.created {
             Some(cells) => time(&view.created_column, cells)?.unwrap_or(now),
             None => now,
         };
-        let mut values = Vec::with_capacity(features.len());
-        for (name, declared, cells) in &features {
+        let mut values = Vec::with_capacity(self.features.len());
+        for (name, declared, cells) in &self.features {
             values.push(coerce(name, declared, cells.value(row))?);
         }
         Ok(PushRow {
@@ -210,19 +252,5 @@ pub(crate) fn batch_rows(
             created_micros,
             values,
         })
-    };
-
-    let mut rows = Vec::with_capacity(batch.num_rows());
-    let mut rejected = Vec::new();
-    for row in 0..batch.num_rows() {
-        match parse_row(row) {
-            Ok(parsed) => rows.push(parsed),
-            Err(reason) if allow_partial => rejected.push(RejectedRow {
-                row: first_row + row,
-                reason,
-            }),
-            Err(reason) => return Err(invalid(format!("row {}: {reason}", first_row + row))),
-        }
     }
-    Ok((rows, rejected))
 }

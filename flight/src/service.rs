@@ -4,6 +4,8 @@ use std::sync::Arc;
 
 use std::collections::BTreeMap;
 
+use arrow_array::RecordBatch;
+use arrow_flight::decode::FlightRecordBatchStream;
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::flight_service_server::FlightService;
 use arrow_flight::{
@@ -11,7 +13,7 @@ use arrow_flight::{
     HandshakeRequest, HandshakeResponse, PollInfo, PutResult, SchemaAsIpc, SchemaResult, Ticket,
 };
 use arrow_ipc::writer::IpcWriteOptions;
-use arrow_schema::Schema;
+use arrow_schema::{Schema, SchemaRef};
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use tonic::{Request, Response, Status, Streaming};
@@ -205,24 +207,7 @@ impl FlightService for FlightServer {
     ) -> Result<Response<Self::DoExchangeStream>, Status> {
         let (command, mut spine_stream) =
             command_and_batches("DoExchange", request.into_inner()).await?;
-        let Command::TrainingSet {
-            features,
-            feature_service,
-            timestamp_column,
-            as_of_versions,
-            full_feature_names,
-        } = command
-        else {
-            return Err(Status::invalid_argument(
-                "DoExchange takes a training_set command: {\"command\": \"training_set\", ...}",
-            ));
-        };
-        let request = TrainingSetRequest {
-            features: self.features(&features, &feature_service)?,
-            timestamp_column,
-            as_of_versions,
-            full_feature_names,
-        };
+        let request = self.exchange_request(command)?;
         let views = self.online.views();
         // Check the request before any table is read.
         let plan = training_set::plan(&views, &request.features).map_err(status)?;
@@ -231,15 +216,7 @@ impl FlightService for FlightServer {
         // The spine is held once (as Arrow batches, then as a frame); the
         // answer is joined and streamed in chunks, so it is never held
         // whole beside the spine.
-        let mut spine_batches = Vec::new();
-        while let Some(batch) = spine_stream.next().await {
-            spine_batches.push(batch.map_err(|e| Status::invalid_argument(e.to_string()))?);
-        }
-        let spine_schema = spine_stream
-            .schema()
-            .cloned()
-            .or_else(|| spine_batches.first().map(|b| b.schema()))
-            .ok_or_else(|| Status::invalid_argument("DoExchange sent no spine schema"))?;
+        let (spine_schema, spine_batches) = spine_batches(&mut spine_stream).await?;
         let spine =
             interop::batches_to_frame(&spine_schema, &spine_batches).map_err(delta_status)?;
         drop(spine_batches);
@@ -266,33 +243,9 @@ impl FlightService for FlightServer {
                     .map_err(|e| Status::internal(format!("the join stopped: {e}")))?
                     .map_err(status)?;
                 let (schema, batches) = interop::frame_to_batches(&joined).map_err(delta_status)?;
-                // The versions read ride in the schema's metadata, so a
-                // client can pin them to reproduce the set.
-                let schema = Arc::new(Schema::new_with_metadata(
-                    schema.fields().clone(),
-                    [(VERSIONS_METADATA.to_string(), versions.clone())].into(),
-                ));
-                let batches = batches
-                    .into_iter()
-                    .map(|b| b.with_schema(schema.clone()))
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(|e| Status::internal(format!("re-labelling batches: {e}")))?;
-                let mut encoded = FlightDataEncoderBuilder::new()
-                    .with_max_flight_data_size(MAX_MESSAGE_BYTES)
-                    .with_schema(schema)
-                    .build(futures::stream::iter(batches.into_iter().map(Ok)));
-                let mut first_message = true;
-                while let Some(data) = encoded.next().await {
-                    let data = data.map_err(|e| Status::internal(e.to_string()))?;
-                    // Only the first chunk sends the schema.
-                    if schema_sent && first_message && data.data_body.is_empty() {
-                        first_message = false;
-                        continue;
-                    }
-                    first_message = false;
-                    if sender.send(Ok(data)).await.is_err() {
-                        return Ok(());
-                    }
+                let (schema, batches) = with_versions(&schema, batches, &versions)?;
+                if !send_batches(&sender, schema, batches, schema_sent).await? {
+                    return Ok(());
                 }
                 schema_sent = true;
                 if height == 0 {
@@ -317,4 +270,92 @@ impl FlightService for FlightServer {
     ) -> Result<Response<Self::ListActionsStream>, Status> {
         Ok(Response::new(futures::stream::empty().boxed()))
     }
+}
+
+impl FlightServer {
+    /// The training-set request of a DoExchange command.
+    fn exchange_request(&self, command: Command) -> Result<TrainingSetRequest, Status> {
+        let Command::TrainingSet {
+            features,
+            feature_service,
+            timestamp_column,
+            as_of_versions,
+            full_feature_names,
+        } = command
+        else {
+            return Err(Status::invalid_argument(
+                "DoExchange takes a training_set command: {\"command\": \"training_set\", ...}",
+            ));
+        };
+        Ok(TrainingSetRequest {
+            features: self.features(&features, &feature_service)?,
+            timestamp_column,
+            as_of_versions,
+            full_feature_names,
+        })
+    }
+}
+
+/// The spine batches a DoExchange sends, with their schema.
+async fn spine_batches(
+    stream: &mut FlightRecordBatchStream,
+) -> Result<(SchemaRef, Vec<RecordBatch>), Status> {
+    let mut batches = Vec::new();
+    while let Some(batch) = stream.next().await {
+        batches.push(batch.map_err(|e| Status::invalid_argument(e.to_string()))?);
+    }
+    let schema = stream
+        .schema()
+        .cloned()
+        .or_else(|| batches.first().map(|b| b.schema()))
+        .ok_or_else(|| Status::invalid_argument("DoExchange sent no spine schema"))?;
+    Ok((schema, batches))
+}
+
+/// `batches` relabelled with `schema` plus the table `versions` read in its
+/// metadata, so a client can pin them to reproduce the set.
+fn with_versions(
+    schema: &Schema,
+    batches: Vec<RecordBatch>,
+    versions: &str,
+) -> Result<(SchemaRef, Vec<RecordBatch>), Status> {
+    let schema = Arc::new(Schema::new_with_metadata(
+        schema.fields().clone(),
+        [(VERSIONS_METADATA.to_string(), versions.to_string())].into(),
+    ));
+    let batches = batches
+        .into_iter()
+        .map(|b| b.with_schema(schema.clone()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| Status::internal(format!("re-labelling batches: {e}")))?;
+    Ok((schema, batches))
+}
+
+/// Encodes and sends one chunk of a DoExchange answer; once `schema_sent`,
+/// without the schema message the client already has. `false` when the
+/// client has gone.
+async fn send_batches(
+    sender: &tokio::sync::mpsc::Sender<Result<FlightData, Status>>,
+    schema: SchemaRef,
+    batches: Vec<RecordBatch>,
+    schema_sent: bool,
+) -> Result<bool, Status> {
+    let mut encoded = FlightDataEncoderBuilder::new()
+        .with_max_flight_data_size(MAX_MESSAGE_BYTES)
+        .with_schema(schema)
+        .build(futures::stream::iter(batches.into_iter().map(Ok)));
+    let mut first_message = true;
+    while let Some(data) = encoded.next().await {
+        let data = data.map_err(|e| Status::internal(e.to_string()))?;
+        // Only the first chunk sends the schema.
+        if schema_sent && first_message && data.data_body.is_empty() {
+            first_message = false;
+            continue;
+        }
+        first_message = false;
+        if sender.send(Ok(data)).await.is_err() {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }

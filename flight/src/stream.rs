@@ -102,19 +102,9 @@ impl FlightServer {
         let mut fields = Vec::new();
         let mut arrays: Vec<ArrayRef> = Vec::new();
         for (key, column) in join_keys.iter().zip(&key_columns) {
-            if column.iter().all(serde_json::Value::is_i64) {
-                fields.push(Field::new(key, DataType::Int64, false));
-                arrays.push(Arc::new(Int64Array::from_iter_values(
-                    column.iter().filter_map(serde_json::Value::as_i64),
-                )));
-            } else {
-                fields.push(Field::new(key, DataType::Utf8, false));
-                arrays.push(Arc::new(StringArray::from_iter_values(
-                    column
-                        .iter()
-                        .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_string)),
-                )));
-            }
+            let (field, array) = key_array(key, column);
+            fields.push(field);
+            arrays.push(array);
         }
         for (i, reference) in features.iter().enumerate() {
             let (view_name, feature) = split_ref(reference).unwrap_or(("", reference));
@@ -128,64 +118,7 @@ impl FlightServer {
                 _ => None,
             };
             let values: Vec<Option<FeatureValue>> = batch.rows.iter().map(present).collect();
-            // The declared type decides the column type; undeclared, the
-            // values do.
-            let declared = self
-                .online
-                .view(view_name)
-                .and_then(|v| {
-                    v.features
-                        .iter()
-                        .position(|f| f == feature)
-                        .and_then(|i| v.feature_types.get(i).cloned())
-                })
-                .unwrap_or_default();
-            let any = values.iter().flatten().next().is_some();
-            let all = |f: fn(&FeatureValue) -> bool| any && values.iter().flatten().all(f);
-            let int = declared == "int64"
-                || (declared.is_empty() && all(|v| matches!(v, FeatureValue::Int(_))));
-            let text = matches!(declared.as_str(), "string" | "categorical")
-                || (declared.is_empty()
-                    && values
-                        .iter()
-                        .flatten()
-                        .any(|v| matches!(v, FeatureValue::Str(_))));
-            let boolean = declared == "bool"
-                || (declared.is_empty() && all(|v| matches!(v, FeatureValue::Bool(_))));
-            let (dtype, array): (DataType, ArrayRef) = if int {
-                (
-                    DataType::Int64,
-                    Arc::new(Int64Array::from_iter(values.iter().map(|v| match v {
-                        Some(FeatureValue::Int(x)) => Some(*x),
-                        _ => None,
-                    }))),
-                )
-            } else if text {
-                (
-                    DataType::Utf8,
-                    Arc::new(StringArray::from_iter(values.iter().map(|v| match v {
-                        Some(FeatureValue::Str(s)) => Some(s.to_string()),
-                        _ => None,
-                    }))),
-                )
-            } else if boolean {
-                (
-                    DataType::Boolean,
-                    Arc::new(BooleanArray::from_iter(values.iter().map(|v| match v {
-                        Some(FeatureValue::Bool(b)) => Some(*b),
-                        _ => None,
-                    }))),
-                )
-            } else {
-                (
-                    DataType::Float64,
-                    Arc::new(Float64Array::from_iter(
-                        values
-                            .iter()
-                            .map(|v| v.as_ref().and_then(FeatureValue::as_f64)),
-                    )),
-                )
-            };
+            let (dtype, array) = feature_array(&values, &self.declared_type(view_name, feature));
             fields.push(Field::new(name, dtype, true));
             arrays.push(array);
         }
@@ -193,5 +126,92 @@ impl FlightServer {
         let batch = RecordBatch::try_new(schema.clone(), arrays)
             .map_err(|e| Status::internal(format!("building the answer: {e}")))?;
         Ok((schema, vec![batch]))
+    }
+}
+
+impl FlightServer {
+    /// The declared value type of `view`'s `feature` (`float64`, `int64`,
+    /// …); empty when the view does not declare it.
+    fn declared_type(&self, view: &str, feature: &str) -> String {
+        self.online
+            .view(view)
+            .and_then(|v| {
+                v.features
+                    .iter()
+                    .position(|f| f == feature)
+                    .and_then(|i| v.feature_types.get(i).cloned())
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// A join key column of the answer: integers when every key is one, else
+/// text.
+fn key_array(key: &str, column: &[serde_json::Value]) -> (Field, ArrayRef) {
+    if column.iter().all(serde_json::Value::is_i64) {
+        (
+            Field::new(key, DataType::Int64, false),
+            Arc::new(Int64Array::from_iter_values(
+                column.iter().filter_map(serde_json::Value::as_i64),
+            )),
+        )
+    } else {
+        (
+            Field::new(key, DataType::Utf8, false),
+            Arc::new(StringArray::from_iter_values(column.iter().map(|v| {
+                v.as_str().map_or_else(|| v.to_string(), str::to_string)
+            }))),
+        )
+    }
+}
+
+/// A feature column of the answer (null where the value is not present).
+/// The `declared` type decides the column type; undeclared, the values do.
+fn feature_array(values: &[Option<FeatureValue>], declared: &str) -> (DataType, ArrayRef) {
+    let any = values.iter().flatten().next().is_some();
+    let all = |f: fn(&FeatureValue) -> bool| any && values.iter().flatten().all(f);
+    let int =
+        declared == "int64" || (declared.is_empty() && all(|v| matches!(v, FeatureValue::Int(_))));
+    let text = matches!(declared, "string" | "categorical")
+        || (declared.is_empty()
+            && values
+                .iter()
+                .flatten()
+                .any(|v| matches!(v, FeatureValue::Str(_))));
+    let boolean =
+        declared == "bool" || (declared.is_empty() && all(|v| matches!(v, FeatureValue::Bool(_))));
+    if int {
+        (
+            DataType::Int64,
+            Arc::new(Int64Array::from_iter(values.iter().map(|v| match v {
+                Some(FeatureValue::Int(x)) => Some(*x),
+                _ => None,
+            }))),
+        )
+    } else if text {
+        (
+            DataType::Utf8,
+            Arc::new(StringArray::from_iter(values.iter().map(|v| match v {
+                Some(FeatureValue::Str(s)) => Some(s.to_string()),
+                _ => None,
+            }))),
+        )
+    } else if boolean {
+        (
+            DataType::Boolean,
+            Arc::new(BooleanArray::from_iter(values.iter().map(|v| match v {
+                Some(FeatureValue::Bool(b)) => Some(*b),
+                _ => None,
+            }))),
+        )
+    } else {
+        (
+            DataType::Float64,
+            Arc::new(Float64Array::from_iter(
+                values
+                    .iter()
+                    .map(|v| v.as_ref().and_then(FeatureValue::as_f64)),
+            )),
+        )
     }
 }

@@ -12,17 +12,14 @@ use delta::{CommitLineage, DeltaStore, WriteOptions};
 use polars::prelude::*;
 
 use crate::error::{Error, Result};
+use crate::tables::{
+    ARM, MODEL, PREDICTION, REQUEST_ID, ROW, VERSION, read_columns, utc_micros, versions,
+};
 
 /// The Delta table outcomes are appended to (beside the prediction log).
 pub const TABLE: &str = "feedback";
 
-const REQUEST_ID: &str = "request_id";
-const ROW: &str = "row";
-const MODEL: &str = "model";
-const VERSION: &str = "version";
-const ARM: &str = "arm";
 const PREDICTION_TIME: &str = "prediction_time";
-const PREDICTION: &str = "prediction";
 const OUTCOME: &str = "outcome";
 const RECEIVED_TIME: &str = "received_time";
 
@@ -76,14 +73,6 @@ pub(crate) async fn append(store: &DeltaStore, rows: &[FeedbackRow]) -> Result<(
 }
 
 fn to_frame(rows: &[FeedbackRow]) -> PolarsResult<DataFrame> {
-    let micros = |name: &str, v: Vec<i64>| -> PolarsResult<Column> {
-        Ok(Series::new(name.into(), v)
-            .cast(&DataType::Datetime(
-                TimeUnit::Microseconds,
-                Some(TimeZone::UTC),
-            ))?
-            .into())
-    };
     DataFrame::new_infer_height(vec![
         Series::new(
             REQUEST_ID.into(),
@@ -102,19 +91,13 @@ fn to_frame(rows: &[FeedbackRow]) -> PolarsResult<DataFrame> {
             rows.iter().map(|r| r.model.as_str()).collect::<Vec<_>>(),
         )
         .into(),
-        Series::new(
-            VERSION.into(),
-            rows.iter()
-                .map(|r| i64::try_from(r.version).unwrap_or(i64::MAX))
-                .collect::<Vec<_>>(),
-        )
-        .into(),
+        versions(rows.iter().map(|r| r.version)),
         Series::new(
             ARM.into(),
             rows.iter().map(|r| r.arm.as_str()).collect::<Vec<_>>(),
         )
         .into(),
-        micros(
+        utc_micros(
             PREDICTION_TIME,
             rows.iter().map(|r| r.prediction_time_micros).collect(),
         )?,
@@ -128,7 +111,7 @@ fn to_frame(rows: &[FeedbackRow]) -> PolarsResult<DataFrame> {
             rows.iter().map(|r| r.outcome).collect::<Vec<_>>(),
         )
         .into(),
-        micros(
+        utc_micros(
             RECEIVED_TIME,
             rows.iter().map(|r| r.received_time_micros).collect(),
         )?,
@@ -142,16 +125,10 @@ fn to_frame(rows: &[FeedbackRow]) -> PolarsResult<DataFrame> {
 ///
 /// [`Error::Delta`] or [`Error::Polars`] when the table cannot be read.
 pub async fn read_outcomes(store: &DeltaStore, model: &str) -> Result<Option<Vec<Outcome>>> {
-    if !store.exists(TABLE) {
+    let columns = [MODEL, ARM, VERSION, PREDICTION, OUTCOME];
+    let Some(df) = read_columns(store, TABLE, &columns).await? else {
         return Ok(None);
-    }
-    let columns: Vec<String> = [MODEL, ARM, VERSION, PREDICTION, OUTCOME]
-        .map(String::from)
-        .to_vec();
-    let (files, version) = store.files(TABLE, None).await?;
-    let df = store
-        .read_files(TABLE, version, &files, Some(columns.as_slice()))
-        .await?;
+    };
     let model = model.to_string();
     tokio::task::spawn_blocking(move || outcomes_of(df, model).map(Some))
         .await
@@ -193,6 +170,8 @@ fn outcomes_of(df: DataFrame, model: String) -> Result<Vec<Outcome>> {
 
 #[cfg(test)]
 mod tests {
+    use feature_store::testing::column_names;
+
     use super::*;
 
     fn row(id: &str, model: &str, outcome: f64) -> FeedbackRow {
@@ -212,13 +191,8 @@ mod tests {
     #[test]
     fn the_frame_keeps_the_table_schema() {
         let df = to_frame(&[row("a", "m", 1.0)]).unwrap();
-        let columns: Vec<String> = df
-            .get_column_names()
-            .into_iter()
-            .map(|c| c.to_string())
-            .collect();
         assert_eq!(
-            columns,
+            column_names(&df),
             [
                 "request_id",
                 "row",

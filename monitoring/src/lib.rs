@@ -28,6 +28,7 @@ mod performance;
 pub mod predictions;
 mod recent;
 mod record;
+mod tables;
 mod window;
 
 pub use error::{Error, Result};

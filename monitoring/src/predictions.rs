@@ -16,23 +16,20 @@ use polars::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::record::{PredictionRecord, headline};
+use crate::tables::{
+    ARM, MODEL, PREDICTION, REQUEST_ID, ROW, VERSION, read_columns, utc_micros, versions,
+};
 
 /// The default table name, under the directory given to
 /// [`crate::PredictionLog::start`].
 pub const TABLE: &str = "predictions";
 
-const REQUEST_ID: &str = "request_id";
-const ROW: &str = "row";
 const TIME: &str = "time";
-const MODEL: &str = "model";
-const VERSION: &str = "version";
-const ARM: &str = "arm";
 const SHADOW: &str = "shadow";
 const ENTITY: &str = "entity";
 const FEATURE_NAMES: &str = "feature_names";
 const FEATURES: &str = "features";
 const OUTPUTS: &str = "outputs";
-const PREDICTION: &str = "prediction";
 const LATENCY: &str = "latency_us";
 
 /// The records as the table's columns.
@@ -73,14 +70,7 @@ pub(crate) fn to_frame(records: &[PredictionRecord]) -> PolarsResult<DataFrame> 
         names.push(joined);
     }
     let names: Vec<&str> = names.iter().map(|n| &**n).collect();
-    let time = Series::new(
-        TIME.into(),
-        records.iter().map(|r| r.time_micros).collect::<Vec<_>>(),
-    )
-    .cast(&DataType::Datetime(
-        TimeUnit::Microseconds,
-        Some(TimeZone::UTC),
-    ))?;
+    let time = utc_micros(TIME, records.iter().map(|r| r.time_micros).collect())?;
     DataFrame::new_infer_height(vec![
         strings(|r| &r.request_id, REQUEST_ID),
         Series::new(
@@ -88,16 +78,9 @@ pub(crate) fn to_frame(records: &[PredictionRecord]) -> PolarsResult<DataFrame> 
             records.iter().map(|r| i64::from(r.row)).collect::<Vec<_>>(),
         )
         .into(),
-        time.into(),
+        time,
         strings(|r| &r.model, MODEL),
-        Series::new(
-            VERSION.into(),
-            records
-                .iter()
-                .map(|r| i64::try_from(r.version).unwrap_or(i64::MAX))
-                .collect::<Vec<_>>(),
-        )
-        .into(),
+        versions(records.iter().map(|r| r.version)),
         strings(|r| &r.arm, ARM),
         Series::new(
             SHADOW.into(),
@@ -190,10 +173,7 @@ pub async fn read_window(
     store: &DeltaStore,
     query: &PredictionQuery,
 ) -> Result<Option<LoggedWindow>> {
-    if !store.exists(TABLE) {
-        return Ok(None);
-    }
-    let columns: Vec<String> = [
+    let columns = [
         TIME,
         MODEL,
         VERSION,
@@ -201,13 +181,10 @@ pub async fn read_window(
         FEATURE_NAMES,
         FEATURES,
         PREDICTION,
-    ]
-    .map(String::from)
-    .to_vec();
-    let (files, version) = store.files(TABLE, None).await?;
-    let df = store
-        .read_files(TABLE, version, &files, Some(columns.as_slice()))
-        .await?;
+    ];
+    let Some(df) = read_columns(store, TABLE, &columns).await? else {
+        return Ok(None);
+    };
     let query = query.clone();
     tokio::task::spawn_blocking(move || window_of(df, &query).map(Some))
         .await
@@ -274,6 +251,8 @@ fn window_of(df: DataFrame, query: &PredictionQuery) -> Result<LoggedWindow> {
 
 #[cfg(test)]
 mod tests {
+    use feature_store::testing::column_names;
+
     use super::*;
 
     fn record(i: usize, version: u64, shadow: bool, names: &Arc<[String]>) -> PredictionRecord {
@@ -297,13 +276,8 @@ mod tests {
     fn the_frame_keeps_the_table_schema() {
         let names: Arc<[String]> = Arc::from(vec!["v:a".to_string(), "v:b".to_string()]);
         let df = to_frame(&[record(0, 1, false, &names)]).unwrap();
-        let columns: Vec<String> = df
-            .get_column_names()
-            .into_iter()
-            .map(|c| c.to_string())
-            .collect();
         assert_eq!(
-            columns,
+            column_names(&df),
             [
                 "request_id",
                 "row",

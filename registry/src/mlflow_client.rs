@@ -191,6 +191,30 @@ impl MlflowClient {
         version: &crate::ModelVersion,
     ) -> Result<u64> {
         let bytes = registry.model_bytes(version)?;
+        let (run_id, root) = self.create_run(version).await?;
+        // Metrics and parameters first, so a refusal comes before any file
+        // is uploaded.
+        let now = chrono::Utc::now().timestamp_millis();
+        self.log_batches(&run_id, version, now).await?;
+        let mlmodel = format!(
+            "artifact_path: model\nflavors:\n  onnx:\n    data: model.onnx\nmodel_uuid: {}\n",
+            version.sha256
+        );
+        for (file, body) in [("model.onnx", bytes), ("MLmodel", mlmodel.into_bytes())] {
+            self.upload(&root, file, body).await?;
+        }
+        self.call(
+            reqwest::Method::POST,
+            "runs/update",
+            Some(&json!({"run_id": run_id, "status": "FINISHED", "end_time": now})),
+        )
+        .await?;
+        self.create_version(version, &root, &run_id).await
+    }
+
+    /// Creates the MLflow run that carries `version`'s files; its id and
+    /// its artifacts' path behind the server's artifact proxy.
+    async fn create_run(&self, version: &crate::ModelVersion) -> Result<(String, String)> {
         let run = self
             .call(
                 reqwest::Method::POST,
@@ -218,10 +242,18 @@ impl MlflowClient {
                 ),
             ));
         };
-        // Metrics and parameters first (in batches within MLflow's limits:
-        // 1000 metrics, 100 parameters of up to 6000 characters per call),
-        // so a refusal comes before any file is uploaded.
-        let now = chrono::Utc::now().timestamp_millis();
+        Ok((run_id, root))
+    }
+
+    /// Logs `version`'s finite metrics and its parameters to the run, in
+    /// batches within MLflow's limits (1000 metrics, 100 parameters of up to
+    /// 6000 characters per call).
+    async fn log_batches(
+        &self,
+        run_id: &str,
+        version: &crate::ModelVersion,
+        now: i64,
+    ) -> Result<()> {
         let metrics: Vec<Value> = version
             .metrics
             .iter()
@@ -246,31 +278,36 @@ impl MlflowClient {
             )
             .await?;
         }
-        let mlmodel = format!(
-            "artifact_path: model\nflavors:\n  onnx:\n    data: model.onnx\nmodel_uuid: {}\n",
-            version.sha256
-        );
-        for (file, body) in [("model.onnx", bytes), ("MLmodel", mlmodel.into_bytes())] {
-            let path = format!("/api/2.0/mlflow-artifacts/artifacts/{root}/model/{file}");
-            let response = self
-                .http
-                .put(self.artifact_url(&root, &["model", file])?)
-                .body(body)
-                .send()
-                .await
-                .map_err(|e| self.fail(&path, e))?;
-            if !response.status().is_success() {
-                let status = response.status();
-                let text = response.text().await.unwrap_or_default();
-                return Err(self.fail(&path, format!("{status}: {text}")));
-            }
+        Ok(())
+    }
+
+    /// Uploads `body` as the run's `model/<file>` through the artifact proxy.
+    async fn upload(&self, root: &str, file: &str, body: Vec<u8>) -> Result<()> {
+        let path = format!("/api/2.0/mlflow-artifacts/artifacts/{root}/model/{file}");
+        let response = self
+            .http
+            .put(self.artifact_url(root, &["model", file])?)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| self.fail(&path, e))?;
+        if !response.status().is_success() {
+            let status = response.status();
+            let text = response.text().await.unwrap_or_default();
+            return Err(self.fail(&path, format!("{status}: {text}")));
         }
-        self.call(
-            reqwest::Method::POST,
-            "runs/update",
-            Some(&json!({"run_id": run_id, "status": "FINISHED", "end_time": now})),
-        )
-        .await?;
+        Ok(())
+    }
+
+    /// Creates the MLflow version of `version` from the run's model, tagged
+    /// with what a pull needs back (sha256, number, features, lineage) and
+    /// `version`'s own tags; its number there.
+    async fn create_version(
+        &self,
+        version: &crate::ModelVersion,
+        root: &str,
+        run_id: &str,
+    ) -> Result<u64> {
         let mut tags = vec![
             json!({"key": SHA256_TAG, "value": version.sha256}),
             json!({"key": "aurum.version", "value": version.version.to_string()}),
@@ -341,54 +378,83 @@ impl MlflowClient {
                 report.skipped += 1;
                 continue;
             }
-            let bytes = self.download_onnx(name, number).await?;
-            let mut tags: BTreeMap<String, String> = version["tags"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|t| {
-                    Some((
-                        t["key"].as_str()?.to_string(),
-                        t["value"].as_str()?.to_string(),
-                    ))
-                })
-                .collect();
-            let declared: Vec<String> = tags
-                .get(FEATURES_TAG)
-                .map(|f| {
-                    f.split(',')
-                        .map(str::trim)
-                        .filter(|s| !s.is_empty())
-                        .map(String::from)
-                        .collect()
-                })
-                .unwrap_or_else(|| features.to_vec());
-            tags.insert(SOURCE_TAG.to_string(), source.clone());
-            let lineage = tags
-                .get("aurum.lineage")
-                .and_then(|l| serde_json::from_str::<Lineage>(l).ok())
-                .unwrap_or_else(|| Lineage {
-                    run_id: version["run_id"].as_str().unwrap_or_default().to_string(),
-                    ..Lineage::default()
-                });
-            let local = registry.register(
-                name,
-                &bytes,
-                NewVersion {
-                    description: version["description"]
-                        .as_str()
-                        .unwrap_or_default()
-                        .to_string(),
-                    features: declared,
-                    lineage,
-                    tags,
-                    source,
-                    ..NewVersion::default()
-                },
-            )?;
-            mapping.insert(number, local.version);
-            report.copied.push((local.version, number));
+            let local = self
+                .pull_version(registry, name, version, number, source, features)
+                .await?;
+            mapping.insert(number, local);
+            report.copied.push((local, number));
         }
+        report.aliases = self.pull_aliases(registry, name, &mapping).await?;
+        Ok(report)
+    }
+
+    /// Registers MLflow version `number` of `name` (its JSON `version`) here,
+    /// recording its `source`; its number here.
+    async fn pull_version(
+        &self,
+        registry: &Registry,
+        name: &str,
+        version: &Value,
+        number: u64,
+        source: String,
+        features: &[String],
+    ) -> Result<u64> {
+        let bytes = self.download_onnx(name, number).await?;
+        let mut tags: BTreeMap<String, String> = version["tags"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|t| {
+                Some((
+                    t["key"].as_str()?.to_string(),
+                    t["value"].as_str()?.to_string(),
+                ))
+            })
+            .collect();
+        let declared: Vec<String> = tags
+            .get(FEATURES_TAG)
+            .map(|f| {
+                f.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(String::from)
+                    .collect()
+            })
+            .unwrap_or_else(|| features.to_vec());
+        tags.insert(SOURCE_TAG.to_string(), source.clone());
+        let lineage = tags
+            .get("aurum.lineage")
+            .and_then(|l| serde_json::from_str::<Lineage>(l).ok())
+            .unwrap_or_else(|| Lineage {
+                run_id: version["run_id"].as_str().unwrap_or_default().to_string(),
+                ..Lineage::default()
+            });
+        let local = registry.register(
+            name,
+            &bytes,
+            NewVersion {
+                description: version["description"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                features: declared,
+                lineage,
+                tags,
+                source,
+                ..NewVersion::default()
+            },
+        )?;
+        Ok(local.version)
+    }
+
+    /// Sets here each MLflow alias of `name` whose version was pulled
+    /// (`mapping`: number there → number here); the aliases set.
+    async fn pull_aliases(
+        &self,
+        registry: &Registry,
+        name: &str,
+        mapping: &BTreeMap<u64, u64>,
+    ) -> Result<BTreeMap<String, u64>> {
         let model = self
             .call(
                 reqwest::Method::GET,
@@ -396,6 +462,7 @@ impl MlflowClient {
                 Some(&json!({"name": name})),
             )
             .await?;
+        let mut aliases = BTreeMap::new();
         for alias in model["registered_model"]["aliases"]
             .as_array()
             .into_iter()
@@ -415,9 +482,9 @@ impl MlflowClient {
             if registry.aliases(name)?.get(alias) != Some(&local) {
                 registry.set_alias(name, alias, local, "mlflow-pull")?;
             }
-            report.aliases.insert(alias.to_string(), local);
+            aliases.insert(alias.to_string(), local);
         }
-        Ok(report)
+        Ok(aliases)
     }
 
     /// The ONNX file of an MLflow version, through the artifact proxy.

@@ -103,62 +103,178 @@ pub fn generate(bronze_dir: &Path, options: &GenerateOptions) -> Result<BronzeFi
         .customers
         .unwrap_or((options.rows / 40).max(20))
         .max(1);
-    let n_merchants = 60usize;
-
-    // Merchants are a fixed dimension: the same for every seed, so
-    // regenerating them does not change the file.
-    let mut merchant_rng = ChaCha8Rng::seed_from_u64(0x6d65_7263);
-    let merchant_category: Vec<usize> = (0..n_merchants)
-        .map(|_| merchant_rng.random_range(0..CATEGORIES.len()))
-        .collect();
-    let merchant_risk: Vec<f64> = (0..n_merchants)
-        .map(|_| (merchant_rng.random::<f64>().powi(3) * 1000.0).round() / 1000.0)
-        .collect();
-    let merchant_country: Vec<&str> = (0..n_merchants)
-        .map(|_| COUNTRIES[merchant_rng.random_range(0..COUNTRIES.len())])
-        .collect();
-
-    // Customer traits: a spending level, an activity weight, a risk flag.
-    let customers: Vec<(f64, f64, bool)> = (0..n_customers)
-        .map(|_| {
-            let level = 15.0 + 120.0 * rng.random::<f64>().powi(2);
-            let activity = 0.2 + rng.random::<f64>() * 1.8;
-            let risky = rng.random::<f64>() < 0.08;
-            (level, if risky { activity * 2.5 } else { activity }, risky)
-        })
-        .collect();
-    // Cumulative activity: a customer is drawn by binary search, so drawing
-    // costs O(log customers) per row.
-    let cumulative: Vec<f64> = customers
-        .iter()
-        .scan(0.0, |sum, c| {
-            *sum += c.1;
-            Some(*sum)
-        })
-        .collect();
-    let total_activity = cumulative.last().copied().unwrap_or(0.0);
+    let merchants = Merchants::fixed(60);
+    let customers = Customers::draw(n_customers, &mut rng);
 
     let span = (options.days * MICROS_PER_DAY as f64) as i64;
     let start = options.end_micros - span;
     let total = options.rows + options.rows / 100;
-    let mut ids = Vec::with_capacity(total);
-    let mut customer_ids = Vec::with_capacity(total);
-    let mut merchant_ids = Vec::with_capacity(total);
-    let mut amounts = Vec::with_capacity(total);
-    let mut categories: Vec<&str> = Vec::with_capacity(total);
-    let mut event_times = Vec::with_capacity(total);
-    let mut labels = Vec::with_capacity(total);
-    let mut ingested = Vec::with_capacity(total);
-    let mut bad_amount = Vec::with_capacity(total);
-    let mut bad_time = Vec::with_capacity(total);
+    let mut rows = Transactions::with_capacity(total);
     for _ in 0..options.rows {
-        let pick = rng.random::<f64>() * total_activity;
-        let customer = cumulative
+        rows.push_new(&mut rng, &customers, &merchants, start, span);
+    }
+    // Re-deliveries: about 1% of rows arrive again an hour later.
+    for _ in 0..options.rows / 100 {
+        let i = rng.random_range(0..options.rows);
+        rows.redeliver(i);
+    }
+    let rows_written = rows.ids.len();
+    let mut transactions = rows.into_frame(options.seed)?;
+    let end = chrono::DateTime::from_timestamp_micros(options.end_micros)
+        .map(|t| t.format("%Y%m%dT%H%M%S").to_string())
+        .unwrap_or_default();
+    let transactions_path = bronze_dir
+        .join("transactions")
+        .join(format!("part-{end}-s{}.csv", options.seed));
+    write_csv(&transactions_path, &mut transactions)?;
+
+    let mut merchants = merchants.into_frame()?;
+    let merchants_path = bronze_dir.join("merchants").join("merchants.csv");
+    write_csv(&merchants_path, &mut merchants)?;
+    Ok(BronzeFiles {
+        transactions: transactions_path,
+        merchants: merchants_path,
+        rows_written,
+        customers: n_customers,
+    })
+}
+
+/// The merchants: a fixed dimension, the same for every seed, so
+/// regenerating them does not change the file.
+struct Merchants {
+    category: Vec<usize>,
+    risk: Vec<f64>,
+    country: Vec<&'static str>,
+}
+
+impl Merchants {
+    fn fixed(n: usize) -> Self {
+        let mut rng = ChaCha8Rng::seed_from_u64(0x6d65_7263);
+        let category: Vec<usize> = (0..n)
+            .map(|_| rng.random_range(0..CATEGORIES.len()))
+            .collect();
+        let risk: Vec<f64> = (0..n)
+            .map(|_| (rng.random::<f64>().powi(3) * 1000.0).round() / 1000.0)
+            .collect();
+        let country: Vec<&str> = (0..n)
+            .map(|_| COUNTRIES[rng.random_range(0..COUNTRIES.len())])
+            .collect();
+        Merchants {
+            category,
+            risk,
+            country,
+        }
+    }
+
+    /// The bronze merchants file's rows, all updated at one time.
+    fn into_frame(self) -> Result<DataFrame> {
+        let n = self.category.len();
+        let updated = MICROS_PER_SECOND * 1_700_000_000;
+        df!(
+            "merchant_id" => (1..=n as i64).collect::<Vec<_>>(),
+            "merchant_country" => self.country,
+            "merchant_risk" => self.risk.iter().map(|r| format!("{r:.3}")).collect::<Vec<_>>(),
+            "updated_at" => vec![updated; n],
+        )
+        .and_then(|df| {
+            df.lazy()
+                .with_column(
+                    col("updated_at")
+                        .cast(utc_datetime())
+                        .dt()
+                        .to_string(TIMESTAMP_FORMAT),
+                )
+                .collect()
+        })
+        .map_err(Error::polars("building bronze merchants"))
+    }
+}
+
+/// The customers: each a spending level, an activity weight and a risk
+/// flag.
+struct Customers {
+    traits: Vec<(f64, f64, bool)>,
+    /// Cumulative activity: a customer is drawn by binary search, so
+    /// drawing costs O(log customers) per row.
+    cumulative: Vec<f64>,
+    total_activity: f64,
+}
+
+impl Customers {
+    fn draw(n: usize, rng: &mut ChaCha8Rng) -> Self {
+        let traits: Vec<(f64, f64, bool)> = (0..n)
+            .map(|_| {
+                let level = 15.0 + 120.0 * rng.random::<f64>().powi(2);
+                let activity = 0.2 + rng.random::<f64>() * 1.8;
+                let risky = rng.random::<f64>() < 0.08;
+                (level, if risky { activity * 2.5 } else { activity }, risky)
+            })
+            .collect();
+        let cumulative: Vec<f64> = traits
+            .iter()
+            .scan(0.0, |sum, c| {
+                *sum += c.1;
+                Some(*sum)
+            })
+            .collect();
+        let total_activity = cumulative.last().copied().unwrap_or(0.0);
+        Customers {
+            traits,
+            cumulative,
+            total_activity,
+        }
+    }
+}
+
+/// The transactions generated so far, column by column.
+struct Transactions {
+    ids: Vec<i64>,
+    customer_ids: Vec<i64>,
+    merchant_ids: Vec<i64>,
+    amounts: Vec<f64>,
+    categories: Vec<&'static str>,
+    event_times: Vec<i64>,
+    labels: Vec<i64>,
+    ingested: Vec<i64>,
+    /// Rows whose amount is written unparseable.
+    bad_amount: Vec<bool>,
+    /// Rows whose event time is written unparseable.
+    bad_time: Vec<bool>,
+}
+
+impl Transactions {
+    fn with_capacity(rows: usize) -> Self {
+        Transactions {
+            ids: Vec::with_capacity(rows),
+            customer_ids: Vec::with_capacity(rows),
+            merchant_ids: Vec::with_capacity(rows),
+            amounts: Vec::with_capacity(rows),
+            categories: Vec::with_capacity(rows),
+            event_times: Vec::with_capacity(rows),
+            labels: Vec::with_capacity(rows),
+            ingested: Vec::with_capacity(rows),
+            bad_amount: Vec::with_capacity(rows),
+            bad_time: Vec::with_capacity(rows),
+        }
+    }
+
+    /// Draws one new transaction in `[start, start + span)`.
+    fn push_new(
+        &mut self,
+        rng: &mut ChaCha8Rng,
+        customers: &Customers,
+        merchants: &Merchants,
+        start: i64,
+        span: i64,
+    ) {
+        let pick = rng.random::<f64>() * customers.total_activity;
+        let customer = customers
+            .cumulative
             .partition_point(|&c| c < pick)
-            .min(n_customers - 1);
-        let (level, _, risky) = customers[customer];
-        let merchant = rng.random_range(0..n_merchants);
-        let category = merchant_category[merchant];
+            .min(customers.traits.len() - 1);
+        let (level, _, risky) = customers.traits[customer];
+        let merchant = rng.random_range(0..merchants.category.len());
+        let category = merchants.category[merchant];
         let ts = start + (rng.random::<f64>() * span as f64) as i64;
         let hour = (ts.rem_euclid(MICROS_PER_DAY) / (3600 * MICROS_PER_SECOND)) as u32;
         let night = !(6..23).contains(&hour);
@@ -173,120 +289,98 @@ pub fn generate(bronze_dir: &Path, options: &GenerateOptions) -> Result<BronzeFi
             + 1.6 * f64::from(u8::from(large))
             + 0.8 * f64::from(u8::from(risky_category))
             + 0.7 * f64::from(u8::from(night))
-            + 2.0 * merchant_risk[merchant]
+            + 2.0 * merchants.risk[merchant]
             + 0.008 * level;
         let fraud = rng.random::<f64>() < 1.0 / (1.0 + (-logit).exp());
         // A few broken values: silver must quarantine them, not drop them.
         let defect = rng.random::<f64>();
         let negative = defect < 0.000_2;
-        ids.push(ids.len() as i64);
-        customer_ids.push(customer as i64 + 1);
-        merchant_ids.push(merchant as i64 + 1);
-        amounts.push(if negative { -amount } else { amount });
-        categories.push(messy_category(category, &mut rng));
-        event_times.push(ts);
-        labels.push(i64::from(u8::from(fraud)));
-        ingested.push(ts + rng.random_range(1..600) * MICROS_PER_SECOND);
-        bad_amount.push((0.000_2..0.000_7).contains(&defect));
-        bad_time.push((0.000_7..0.000_9).contains(&defect));
+        self.ids.push(self.ids.len() as i64);
+        self.customer_ids.push(customer as i64 + 1);
+        self.merchant_ids.push(merchant as i64 + 1);
+        self.amounts.push(if negative { -amount } else { amount });
+        self.categories.push(messy_category(category, rng));
+        self.event_times.push(ts);
+        self.labels.push(i64::from(u8::from(fraud)));
+        self.ingested
+            .push(ts + rng.random_range(1..600) * MICROS_PER_SECOND);
+        self.bad_amount.push((0.000_2..0.000_7).contains(&defect));
+        self.bad_time.push((0.000_7..0.000_9).contains(&defect));
     }
-    // Re-deliveries: about 1% of rows arrive again an hour later.
-    for _ in 0..options.rows / 100 {
-        let i = rng.random_range(0..options.rows);
-        ids.push(ids[i]);
-        customer_ids.push(customer_ids[i]);
-        merchant_ids.push(merchant_ids[i]);
-        amounts.push(amounts[i]);
-        categories.push(categories[i]);
-        event_times.push(event_times[i]);
-        labels.push(labels[i]);
-        ingested.push(ingested[i] + 3600 * MICROS_PER_SECOND);
-        bad_amount.push(bad_amount[i]);
-        bad_time.push(bad_time[i]);
-    }
-    let rows_written = ids.len();
-    let datetime = DataType::Datetime(TimeUnit::Microseconds, Some(TimeZone::UTC));
-    let prefix = format!("t{:x}-", options.seed);
-    let mut transactions = df!(
-        "id" => ids,
-        "customer_id" => customer_ids,
-        "merchant_id" => merchant_ids,
-        "amount_value" => amounts,
-        "category" => categories,
-        "event" => event_times,
-        "is_fraud" => labels,
-        "ingested" => ingested,
-        "bad_amount" => bad_amount,
-        "bad_time" => bad_time,
-    )
-    .and_then(|df| {
-        df.lazy()
-            .select([
-                (lit(prefix.clone()) + col("id").cast(DataType::String)).alias("transaction_id"),
-                col("customer_id"),
-                col("merchant_id"),
-                when(col("bad_amount"))
-                    .then(lit("N/A"))
-                    .otherwise(
-                        col("amount_value")
-                            .round(2, RoundMode::HalfToEven)
-                            .cast(DataType::String),
-                    )
-                    .alias("amount"),
-                col("category"),
-                when(col("bad_time"))
-                    .then(lit("2026-13-45T25:61:00Z"))
-                    .otherwise(
-                        col("event")
-                            .cast(datetime.clone())
-                            .dt()
-                            .to_string(TIMESTAMP_FORMAT),
-                    )
-                    .alias("event_time"),
-                col("is_fraud"),
-                col("ingested")
-                    .cast(datetime.clone())
-                    .dt()
-                    .to_string(TIMESTAMP_FORMAT)
-                    .alias("ingested_at"),
-            ])
-            .collect()
-    })
-    .map_err(Error::polars("building bronze transactions"))?;
-    let end = chrono::DateTime::from_timestamp_micros(options.end_micros)
-        .map(|t| t.format("%Y%m%dT%H%M%S").to_string())
-        .unwrap_or_default();
-    let transactions_path = bronze_dir
-        .join("transactions")
-        .join(format!("part-{end}-s{}.csv", options.seed));
-    write_csv(&transactions_path, &mut transactions)?;
 
-    let updated = MICROS_PER_SECOND * 1_700_000_000;
-    let mut merchants = df!(
-        "merchant_id" => (1..=n_merchants as i64).collect::<Vec<_>>(),
-        "merchant_country" => merchant_country,
-        "merchant_risk" => merchant_risk.iter().map(|r| format!("{r:.3}")).collect::<Vec<_>>(),
-        "updated_at" => vec![updated; n_merchants],
-    )
-    .and_then(|df| {
-        df.lazy()
-            .with_column(
-                col("updated_at")
-                    .cast(datetime.clone())
-                    .dt()
-                    .to_string(TIMESTAMP_FORMAT),
-            )
-            .collect()
-    })
-    .map_err(Error::polars("building bronze merchants"))?;
-    let merchants_path = bronze_dir.join("merchants").join("merchants.csv");
-    write_csv(&merchants_path, &mut merchants)?;
-    Ok(BronzeFiles {
-        transactions: transactions_path,
-        merchants: merchants_path,
-        rows_written,
-        customers: n_customers,
-    })
+    /// Row `i` delivered again, an hour later.
+    fn redeliver(&mut self, i: usize) {
+        self.ids.push(self.ids[i]);
+        self.customer_ids.push(self.customer_ids[i]);
+        self.merchant_ids.push(self.merchant_ids[i]);
+        self.amounts.push(self.amounts[i]);
+        self.categories.push(self.categories[i]);
+        self.event_times.push(self.event_times[i]);
+        self.labels.push(self.labels[i]);
+        self.ingested
+            .push(self.ingested[i] + 3600 * MICROS_PER_SECOND);
+        self.bad_amount.push(self.bad_amount[i]);
+        self.bad_time.push(self.bad_time[i]);
+    }
+
+    /// The bronze transactions file's rows: ids prefixed by the seed,
+    /// amounts and times as text, the planted defects written broken.
+    fn into_frame(self, seed: u64) -> Result<DataFrame> {
+        let datetime = utc_datetime();
+        let prefix = format!("t{seed:x}-");
+        df!(
+            "id" => self.ids,
+            "customer_id" => self.customer_ids,
+            "merchant_id" => self.merchant_ids,
+            "amount_value" => self.amounts,
+            "category" => self.categories,
+            "event" => self.event_times,
+            "is_fraud" => self.labels,
+            "ingested" => self.ingested,
+            "bad_amount" => self.bad_amount,
+            "bad_time" => self.bad_time,
+        )
+        .and_then(|df| {
+            df.lazy()
+                .select([
+                    (lit(prefix.clone()) + col("id").cast(DataType::String))
+                        .alias("transaction_id"),
+                    col("customer_id"),
+                    col("merchant_id"),
+                    when(col("bad_amount"))
+                        .then(lit("N/A"))
+                        .otherwise(
+                            col("amount_value")
+                                .round(2, RoundMode::HalfToEven)
+                                .cast(DataType::String),
+                        )
+                        .alias("amount"),
+                    col("category"),
+                    when(col("bad_time"))
+                        .then(lit("2026-13-45T25:61:00Z"))
+                        .otherwise(
+                            col("event")
+                                .cast(datetime.clone())
+                                .dt()
+                                .to_string(TIMESTAMP_FORMAT),
+                        )
+                        .alias("event_time"),
+                    col("is_fraud"),
+                    col("ingested")
+                        .cast(datetime.clone())
+                        .dt()
+                        .to_string(TIMESTAMP_FORMAT)
+                        .alias("ingested_at"),
+                ])
+                .collect()
+        })
+        .map_err(Error::polars("building bronze transactions"))
+    }
+}
+
+/// Bronze times are written as text from UTC microseconds.
+fn utc_datetime() -> DataType {
+    DataType::Datetime(TimeUnit::Microseconds, Some(TimeZone::UTC))
 }
 
 fn write_csv(path: &Path, df: &mut DataFrame) -> Result<()> {

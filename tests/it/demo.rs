@@ -2,28 +2,21 @@
 //! and `polars` read the Delta tables it wrote, and the served predictions
 //! are reproduced by running the registered ONNX model on those features.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use serde_json::Value;
 
-pub(crate) fn workspace() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+use crate::cli;
+use crate::python::read_tables;
 
-pub(crate) fn venv_python() -> PathBuf {
-    let python = workspace().join(".tools/venv/bin/python");
-    assert!(
-        python.is_file(),
-        "{} is missing: run `make python` (or `make test`, which does)",
-        python.display()
-    );
-    python
-}
-
+/// `aurum demo` of 4000 rows in `dir`, asking for `customers`' answers; its
+/// JSON summary.
 fn run_demo(dir: &Path, customers: &str) -> Value {
-    let output = Command::new(env!("CARGO_BIN_EXE_aurum"))
-        .args([
+    let target = dir.to_str().expect("a UTF-8 temporary directory");
+    cli::json(
+        dir,
+        &[
             "demo",
             "--rows",
             "4000",
@@ -31,46 +24,8 @@ fn run_demo(dir: &Path, customers: &str) -> Value {
             "--customers",
             customers,
             "--dir",
-        ])
-        .arg(dir)
-        .output()
-        .expect("running aurum demo");
-    assert!(
-        output.status.success(),
-        "aurum demo failed: {}\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
-        panic!(
-            "demo printed no JSON summary ({e}): {}",
-            String::from_utf8_lossy(&output.stdout)
-        )
-    })
-}
-
-/// Runs one of the Python readers in `tests/python/` with the test
-/// virtualenv's interpreter and returns the JSON it prints.
-pub(crate) fn python_reader(script: &str, args: &[&std::ffi::OsStr]) -> Value {
-    let output = Command::new(venv_python())
-        .arg(workspace().join("tests/python").join(script))
-        .args(args)
-        .output()
-        .expect("running the Python reader");
-    assert!(
-        output.status.success(),
-        "Python could not read the Delta tables: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).expect("the Python reader prints JSON")
-}
-
-/// The demo tables as Python's deltalake reads them, with the latest
-/// features of `customers` (comma-separated ids).
-pub(crate) fn read_tables_with_python(dir: &Path, customers: &str) -> Value {
-    python_reader(
-        "read_demo_tables.py",
-        &[dir.as_os_str(), std::ffi::OsStr::new(customers)],
+            target,
+        ],
     )
 }
 
@@ -79,7 +34,7 @@ fn demo_serves_the_registered_model_on_gold_features_python_can_read() {
     let dir = tempfile::tempdir().unwrap();
     let customers = "17,42";
     let summary = run_demo(dir.path(), customers);
-    let tables = read_tables_with_python(dir.path(), customers);
+    let tables = read_tables(dir.path(), customers);
 
     // The Delta tables are real: Python's deltalake sees the same versions
     // and rows, with aurum's lineage in the gold commit.

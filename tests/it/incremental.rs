@@ -22,7 +22,13 @@ fn project_in(dir: &std::path::Path) -> Project {
     Project::load(&path).unwrap()
 }
 
+/// `rows` example transactions of 60 customers over the `days` before `end`.
 fn generate(project: &Project, seed: u64, end: i64, days: f64, rows: usize) {
+    generate_for(project, 60, seed, end, days, rows);
+}
+
+/// [`generate`] for `customers` customers.
+fn generate_for(project: &Project, customers: usize, seed: u64, end: i64, days: f64, rows: usize) {
     example::generate(
         &project.data_dir.join("bronze"),
         &GenerateOptions {
@@ -30,10 +36,21 @@ fn generate(project: &Project, seed: u64, end: i64, days: f64, rows: usize) {
             seed,
             end_micros: end,
             days,
-            customers: Some(60),
+            customers: Some(customers),
         },
     )
     .unwrap();
+}
+
+/// The example project in `dir` with `rows` transactions over the `days`
+/// before [`END`], through the pipeline once.
+async fn project_after_one_run(dir: &std::path::Path, days: f64, rows: usize) -> Project {
+    let project = project_in(dir);
+    generate(&project, 1, END, days, rows);
+    run(&project, &PipelineOptions::default(), &|_| {})
+        .await
+        .unwrap();
+    project
 }
 
 async fn latest_gold(project: &Project) -> DataFrame {
@@ -117,12 +134,8 @@ async fn incremental_runs_with_late_data_equal_a_full_recompute() {
 #[tokio::test(flavor = "multi_thread")]
 async fn redelivered_records_replace_earlier_batches() {
     let dir = tempfile::tempdir().unwrap();
-    let project = project_in(dir.path());
+    let project = project_after_one_run(dir.path(), 5.0, 1_000).await;
     let quiet = |_: &str| {};
-    generate(&project, 1, END, 5.0, 1_000);
-    run(&project, &PipelineOptions::default(), &quiet)
-        .await
-        .unwrap();
     let store = DeltaStore::new(project.delta_dir());
     let (silver, _) = store.read(example::SILVER_TABLE, None).await.unwrap();
     // Deliver ten existing transactions again, later, with new amounts.
@@ -167,12 +180,8 @@ async fn redelivered_records_replace_earlier_batches() {
 #[tokio::test(flavor = "multi_thread")]
 async fn adding_a_feature_evolves_gold_and_removing_one_needs_consent() {
     let dir = tempfile::tempdir().unwrap();
-    let project = project_in(dir.path());
+    project_after_one_run(dir.path(), 5.0, 800).await;
     let quiet = |_: &str| {};
-    generate(&project, 1, END, 5.0, 800);
-    run(&project, &PipelineOptions::default(), &quiet)
-        .await
-        .unwrap();
 
     let file = dir.path().join(feature_store::project::PROJECT_FILE);
     let text = std::fs::read_to_string(&file).unwrap();
@@ -216,17 +225,7 @@ async fn incremental_materialization_reads_only_new_commits() {
     let project = Project::load(&path).unwrap();
     let end = 1_795_000_000_000_000i64;
     let generate = |seed: u64, end: i64, days: f64, rows: usize| {
-        example::generate(
-            &project.data_dir.join("bronze"),
-            &GenerateOptions {
-                rows,
-                seed,
-                end_micros: end,
-                days,
-                customers: Some(40),
-            },
-        )
-        .unwrap()
+        generate_for(&project, 40, seed, end, days, rows);
     };
     generate(1, end, 3.0, 800);
     pipeline::run(&project, &PipelineOptions::default(), &|_| {})

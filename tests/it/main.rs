@@ -1,6 +1,11 @@
 //! End-to-end tests: the real `aurum` binary, checked from the outside with
 //! real clients. One test binary for all of them keeps link time down.
 
+// Helpers: running the binary, the server and HTTP, Python's clients.
+mod cli;
+mod python;
+mod server;
+
 mod demo;
 mod incremental;
 mod model_registry;

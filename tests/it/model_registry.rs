@@ -2,8 +2,14 @@
 //! crate's graph builder, loaded by ONNX Runtime): aliases and their
 //! history, rollback, deletion rules, renaming, concurrent registrations.
 
+use std::time::Duration;
+
 use onnx::{Dim, GraphBuilder};
 use registry::{Error, NewVersion, Registry};
+
+use crate::cli::{crashes_at, fails, ok};
+use crate::python;
+use crate::server::{block_on, poll};
 
 /// A valid model: sigmoid(x · w) over `width` float features.
 pub fn model(width: usize, seed: f32) -> Vec<u8> {
@@ -21,6 +27,16 @@ fn features(width: usize) -> NewVersion {
     NewVersion {
         features: (0..width).map(|i| format!("v:f{i}")).collect(),
         ..NewVersion::default()
+    }
+}
+
+/// Registers `count` models of `width` features as versions of `name`,
+/// each with other weights (seeds 1, 2, …).
+fn register_versions(registry: &Registry, name: &str, count: u32, width: usize) {
+    for seed in 1..=count {
+        registry
+            .register(name, &model(width, seed as f32), features(width))
+            .unwrap();
     }
 }
 
@@ -68,11 +84,7 @@ pub fn serve_configured(
 fn aliases_move_with_history_and_roll_back() {
     let dir = tempfile::tempdir().unwrap();
     let registry = Registry::open(dir.path()).unwrap();
-    for seed in 1..=3 {
-        registry
-            .register("fraud", &model(2, seed as f32), features(2))
-            .unwrap();
-    }
+    register_versions(&registry, "fraud", 3, 2);
     for version in 1..=3 {
         registry
             .set_alias("fraud", "champion", version, "ana")
@@ -219,16 +231,10 @@ fn the_official_mlflow_client_works_against_aurum() {
 
     let work = dir.path().join("work");
     std::fs::create_dir_all(&work).unwrap();
-    let output = std::process::Command::new(crate::demo::venv_python())
-        .arg(crate::demo::workspace().join("tests/python/mlflow_registry.py"))
-        .args([url.as_str(), onnx.to_str().unwrap(), work.to_str().unwrap()])
-        .output()
-        .expect("running the MLflow client");
-    assert!(
-        output.status.success(),
-        "the MLflow client failed: {}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
+    python::run(
+        "the MLflow client",
+        "tests/python/mlflow_registry.py",
+        &[url.as_ref(), onnx.as_os_str(), work.as_os_str()],
     );
 
     // What a web page could forge is refused: a change not sent as JSON,
@@ -272,11 +278,7 @@ fn the_official_mlflow_client_works_against_aurum() {
 fn rollback_skips_deleted_versions_and_keeps_walking_back() {
     let dir = tempfile::tempdir().unwrap();
     let registry = Registry::open(dir.path()).unwrap();
-    for seed in 1..=4 {
-        registry
-            .register("m", &model(1, seed as f32), features(1))
-            .unwrap();
-    }
+    register_versions(&registry, "m", 4, 1);
     for version in [1, 2, 3, 4] {
         registry.set_alias("m", "champion", version, "t").unwrap();
     }
@@ -309,7 +311,7 @@ fn start_mlflow(dir: &std::path::Path) -> MlflowServer {
         .local_addr()
         .unwrap()
         .port();
-    let python = crate::demo::venv_python();
+    let python = python::venv_python();
     let mlflow = python.with_file_name("mlflow");
     let log = std::fs::File::create(dir.join("mlflow.log")).unwrap();
     let child = std::process::Command::new(&mlflow)
@@ -340,35 +342,38 @@ fn start_mlflow(dir: &std::path::Path) -> MlflowServer {
     };
     // MLflow prints no machine-readable ready line: poll its health
     // endpoint, with a deadline.
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-    loop {
-        let healthy = runtime.block_on(async {
-            reqwest::get(format!("{}/health", server.url))
-                .await
-                .is_ok_and(|r| r.status().is_success())
-        });
-        if healthy {
-            return server;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "mlflow server did not start: {}",
-            std::fs::read_to_string(dir.join("mlflow.log")).unwrap_or_default()
-        );
-        std::thread::sleep(std::time::Duration::from_millis(250));
-    }
+    let health = format!("{}/health", server.url);
+    poll(
+        Duration::from_secs(120),
+        Duration::from_millis(250),
+        || {
+            block_on(async {
+                reqwest::get(health.as_str())
+                    .await
+                    .is_ok_and(|r| r.status().is_success())
+            })
+            .then_some(())
+        },
+        || {
+            format!(
+                "mlflow server did not start: {}",
+                std::fs::read_to_string(dir.join("mlflow.log")).unwrap_or_default()
+            )
+        },
+    );
+    server
+}
+
+/// The arguments of `aurum registry push|pull model` against the MLflow
+/// server at `url`.
+fn mlflow_sync<'a>(verb: &'a str, model: &'a str, url: &'a str) -> [&'a str; 5] {
+    ["registry", verb, model, "--mlflow-uri", url]
 }
 
 /// `aurum registry push` registers versions, metadata and aliases in a real
 /// MLflow server; `aurum registry pull` imports them into another project.
 #[test]
 fn push_to_and_pull_from_a_real_mlflow_server() {
-    use crate::pipeline::ok;
-
     let dir = tempfile::tempdir().unwrap();
     let mlflow = start_mlflow(dir.path());
     let (a, b) = (dir.path().join("a"), dir.path().join("b"));
@@ -391,24 +396,15 @@ fn push_to_and_pull_from_a_real_mlflow_server() {
         );
     }
     ok(&a, &["registry", "alias", "fraud", "champion", "2"]);
-    let pushed = ok(
-        &a,
-        &["registry", "push", "fraud", "--mlflow-uri", &mlflow.url],
-    );
+    let pushed = ok(&a, &mlflow_sync("push", "fraud", &mlflow.url));
     assert!(
         pushed.contains("2 pushed, 0 already there; aliases set: champion=v2"),
         "{pushed}"
     );
-    let again = ok(
-        &a,
-        &["registry", "push", "fraud", "--mlflow-uri", &mlflow.url],
-    );
+    let again = ok(&a, &mlflow_sync("push", "fraud", &mlflow.url));
     assert!(again.contains("0 pushed, 2 already there"), "{again}");
 
-    let pulled = ok(
-        &b,
-        &["registry", "pull", "fraud", "--mlflow-uri", &mlflow.url],
-    );
+    let pulled = ok(&b, &mlflow_sync("pull", "fraud", &mlflow.url));
     assert!(
         pulled.contains("2 pulled, 0 already here; aliases set: champion=v2"),
         "{pulled}"
@@ -427,19 +423,11 @@ fn push_to_and_pull_from_a_real_mlflow_server() {
         );
     }
     assert_eq!(there.by_alias("fraud", "champion").unwrap().version, 2);
-    let again = ok(
-        &b,
-        &["registry", "pull", "fraud", "--mlflow-uri", &mlflow.url],
-    );
+    let again = ok(&b, &mlflow_sync("pull", "fraud", &mlflow.url));
     assert!(again.contains("0 pulled, 2 already here"), "{again}");
 
     // An unknown model is named in MLflow's words.
-    let output = crate::pipeline::aurum(
-        &b,
-        &["registry", "pull", "nobody", "--mlflow-uri", &mlflow.url],
-    );
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = fails(&b, &mlflow_sync("pull", "nobody", &mlflow.url));
     assert!(stderr.contains("RESOURCE_DOES_NOT_EXIST"), "{stderr}");
 }
 
@@ -448,8 +436,6 @@ fn push_to_and_pull_from_a_real_mlflow_server() {
 /// version; the next registration takes number 1.
 #[test]
 fn a_registration_killed_mid_write_leaves_no_version() {
-    use crate::pipeline::ok;
-
     let dir = tempfile::tempdir().unwrap();
     ok(dir.path(), &["init", "."]);
     let file = dir.path().join("m.onnx");
@@ -462,13 +448,7 @@ fn a_registration_killed_mid_write_leaves_no_version() {
         "--features",
         "v:f0,v:f1",
     ];
-    let crashed = std::process::Command::new(env!("CARGO_BIN_EXE_aurum"))
-        .args(args)
-        .current_dir(dir.path())
-        .env("AURUM_CRASH_AT", "registry-before-link")
-        .output()
-        .unwrap();
-    assert!(!crashed.status.success(), "the crash point was not reached");
+    crashes_at(dir.path(), "registry-before-link", &args);
     let registry = Registry::open(dir.path().join("data/registry")).unwrap();
     assert!(registry.versions("fraud").unwrap().is_empty());
     let out = ok(dir.path(), &args);
@@ -482,17 +462,12 @@ fn a_registration_killed_mid_write_leaves_no_version() {
 fn an_skl2onnx_model_answers_like_scikit_learn_over_the_open_inference_protocol() {
     let dir = tempfile::tempdir().unwrap();
     let onnx = dir.path().join("gbt.onnx");
-    let output = std::process::Command::new(crate::demo::venv_python())
-        .arg(crate::demo::workspace().join("tests/python/skl2onnx_model.py"))
-        .arg(&onnx)
-        .output()
-        .expect("running skl2onnx");
-    assert!(
-        output.status.success(),
-        "skl2onnx failed: {}",
-        String::from_utf8_lossy(&output.stderr)
+    let stdout = python::run(
+        "skl2onnx",
+        "tests/python/skl2onnx_model.py",
+        &[onnx.as_os_str()],
     );
-    let expected: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let expected: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     let registry = Registry::open(dir.path().join("registry")).unwrap();
     registry
         .register("gbt", &std::fs::read(&onnx).unwrap(), NewVersion::default())
@@ -613,14 +588,12 @@ fn moving_the_champion_swaps_versions_under_load_without_a_failed_request() {
         })
     };
     let wait_for = |what: &str, done: &dyn Fn() -> bool| {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        while !done() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "timed out waiting for {what}"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
+        poll(
+            Duration::from_secs(30),
+            Duration::from_millis(20),
+            || done().then_some(()),
+            || format!("timed out waiting for {what}"),
+        )
     };
     let answered = |version: &str| seen.lock().unwrap().iter().any(|(_, v)| v == version);
     wait_for("answers from v1", &|| answered("1"));

@@ -9,8 +9,9 @@ use std::process::Command;
 use registry::{NewVersion, Registry};
 use serde_json::{Value, json};
 
+use crate::cli::example_project;
 use crate::model_registry::model;
-use crate::serve::{aurum, start};
+use crate::server::{call, start};
 
 const FEATURES: [&str; 3] = [
     "customer_features:amount_sum_7d",
@@ -18,54 +19,21 @@ const FEATURES: [&str; 3] = [
     "customer_features:amount_mean_7d",
 ];
 
-/// POSTs `body` with optional extra headers; returns status, JSON and the
-/// `x-request-id` answered.
+/// POSTs `body` to `/predict`, on `arm` if one is given; returns status,
+/// JSON and the `x-request-id` answered.
 fn predict(url: &str, body: &Value, arm: Option<&str>) -> (u16, Value, String) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
-        let mut request = reqwest::Client::new()
-            .post(format!("{url}/predict"))
-            .json(body);
-        if let Some(arm) = arm {
-            request = request.header("x-aurum-arm", arm);
-        }
-        let response = request.send().await.expect("calling the server");
-        let status = response.status().as_u16();
-        let id = response
-            .headers()
-            .get("x-request-id")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_string();
-        (status, response.json().await.unwrap_or(Value::Null), id)
-    })
+    let reply = call("POST", &format!("{url}/predict"), Some(body), arm);
+    (reply.status, reply.json(), reply.request_id)
 }
 
 fn metrics(url: &str) -> String {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
-        reqwest::get(format!("{url}/metrics"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-    })
+    call("GET", &format!("{url}/metrics"), None, None).text
 }
 
 #[test]
 fn ab_split_shadow_and_prediction_log_through_the_real_server() {
-    let project = tempfile::tempdir().unwrap();
+    let project = example_project("2000", "5");
     let dir = project.path();
-    aurum(dir, &["init", "."]);
-    aurum(dir, &["generate", "--rows", "2000", "--seed", "5"]);
-    aurum(dir, &["pipeline"]);
     let file = dir.join("aurum.toml");
     // The example project serves `fraud` 90/10; make it 50/50 with a shadow.
     let text = std::fs::read_to_string(&file).unwrap();
@@ -154,7 +122,7 @@ fn ab_split_shadow_and_prediction_log_through_the_real_server() {
     let exit = server.child.wait().unwrap();
     assert!(exit.success(), "aurum serve exited with {exit}");
 
-    let log = crate::demo::python_reader(
+    let log = crate::python::reader(
         "read_prediction_log.py",
         &[dir.join("data/logs/predictions").as_os_str()],
     );

@@ -6,43 +6,19 @@
 //! report --apply` moving the alias through the registry.
 
 use std::path::Path;
-use std::time::{Duration, Instant};
 
 use polars::prelude::*;
 use registry::Registry;
 use serde_json::{Value, json};
 
-use crate::serve::{aurum, start_with};
-use crate::training::json as aurum_json;
+use crate::cli::{example_project, fails, json as aurum_json, ok};
+use crate::server::{call, eventually, start_with};
 
-/// One HTTP call from the synchronous test: status and body text.
+/// One HTTP call from the synchronous test: status, body text and request
+/// id.
 fn http(method: &str, url: &str, body: Option<&Value>, arm: Option<&str>) -> (u16, String, String) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
-        let client = reqwest::Client::new();
-        let mut request = match method {
-            "GET" => client.get(url),
-            _ => client.post(url),
-        };
-        if let Some(body) = body {
-            request = request.json(body);
-        }
-        if let Some(arm) = arm {
-            request = request.header("x-aurum-arm", arm);
-        }
-        let response = request.send().await.expect("calling the server");
-        let status = response.status().as_u16();
-        let id = response
-            .headers()
-            .get("x-request-id")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_string();
-        (status, response.text().await.unwrap_or_default(), id)
-    })
+    let reply = call(method, url, body, arm);
+    (reply.status, reply.text, reply.request_id)
 }
 
 fn json_of(text: &str) -> Value {
@@ -55,30 +31,15 @@ fn write_parquet(path: &Path, x: Vec<f64>, city: Vec<&str>) {
     ParquetWriter::new(file).finish(&mut df).unwrap();
 }
 
-fn fails(dir: &Path, args: &[&str]) -> String {
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_aurum"))
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(!output.status.success(), "aurum {args:?} should fail");
-    String::from_utf8_lossy(&output.stderr).into_owned()
+/// `aurum drift` of `current` against `a.parquet`, with `extra` flags.
+fn drift_of_a<'a>(current: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec!["drift", "--reference", "a.parquet", "--current", current];
+    args.extend(extra);
+    args
 }
 
-/// Polls `GET url` until `done` holds for its JSON (the monitor sees rows
-/// once the prediction log's writer hands them over).
-fn eventually<T>(what: &str, attempt: impl Fn() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some(done) = attempt() {
-            return done;
-        }
-        assert!(Instant::now() < deadline, "gave up waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// `GET url` until `done` holds for its JSON.
+/// `GET url` until `done` holds for its JSON (the monitor sees rows once
+/// the prediction log's writer hands them over).
 fn wait_for(url: &str, done: impl Fn(&Value) -> bool) -> Value {
     eventually(url, || {
         let (status, text, _) = http("GET", url, None, None);
@@ -89,11 +50,8 @@ fn wait_for(url: &str, done: impl Fn(&Value) -> bool) -> Value {
 
 #[test]
 fn drift_feedback_and_ab_analysis_through_the_binary() {
-    let project = tempfile::tempdir().unwrap();
+    let project = example_project("4000", "5");
     let dir = project.path();
-    aurum(dir, &["init", "."]);
-    aurum(dir, &["generate", "--rows", "4000", "--seed", "5"]);
-    aurum(dir, &["pipeline"]);
     let first = aurum_json(dir, &["train", "--promote-if-better", "--json"]);
     assert_eq!(first["version"], 1, "{first}");
     let second = aurum_json(dir, &["train", "--json"]);
@@ -158,17 +116,7 @@ fn drift_feedback_and_ab_analysis_through_the_binary() {
         (0..2000).map(|i| f64::from(i % 100) + 30.0).collect(),
         cities(2000),
     );
-    let report = aurum_json(
-        dir,
-        &[
-            "drift",
-            "--reference",
-            "a.parquet",
-            "--current",
-            "b.parquet",
-            "--json",
-        ],
-    );
+    let report = aurum_json(dir, &drift_of_a("b.parquet", &["--json"]));
     let column = |name: &str| {
         report["columns"]
             .as_array()
@@ -182,46 +130,15 @@ fn drift_feedback_and_ab_analysis_through_the_binary() {
     assert_eq!(column("x")["drifted"], true, "{report}");
     assert_eq!(column("city")["method"], "jensen_shannon");
     assert_eq!(column("city")["drifted"], false, "{report}");
-    aurum(
-        dir,
-        &[
-            "drift",
-            "--reference",
-            "a.parquet",
-            "--current",
-            "b.parquet",
-            "--out",
-            "report.html",
-        ],
-    );
+    ok(dir, &drift_of_a("b.parquet", &["--out", "report.html"]));
     let page = std::fs::read_to_string(dir.join("report.html")).unwrap();
     assert!(
         page.contains("<svg") && page.contains("dataset drift detected"),
         "{page}"
     );
-    let error = fails(
-        dir,
-        &[
-            "drift",
-            "--reference",
-            "a.parquet",
-            "--current",
-            "missing.parquet",
-        ],
-    );
+    let error = fails(dir, &drift_of_a("missing.parquet", &[]));
     assert!(error.contains("missing.parquet"), "{error}");
-    let error = fails(
-        dir,
-        &[
-            "drift",
-            "--reference",
-            "a.parquet",
-            "--current",
-            "b.parquet",
-            "--test",
-            "x=magic",
-        ],
-    );
+    let error = fails(dir, &drift_of_a("b.parquet", &["--test", "x=magic"]));
     assert!(error.contains("unknown drift test \"magic\""), "{error}");
 
     // Live: the server watches what it serves.
@@ -370,7 +287,7 @@ fn drift_feedback_and_ab_analysis_through_the_binary() {
     assert_eq!(result["test"], "two_proportion_z");
     assert_eq!(result["decision"], "promote", "{report}");
     assert!(result["p_value"].as_f64().unwrap() < 0.05);
-    aurum(dir, &["ab", "report", "fraud", "--mde", "0.2", "--apply"]);
+    ok(dir, &["ab", "report", "fraud", "--mde", "0.2", "--apply"]);
     assert_eq!(registry.by_alias("fraud", "champion").unwrap().version, 2);
     let history = registry.alias_history("fraud").unwrap();
     assert!(

@@ -4,36 +4,17 @@
 //! nothing and duplicates nothing.
 
 use std::path::Path;
-use std::process::{Command, Output};
 
 use serde_json::Value;
 
-pub(crate) fn aurum(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_aurum"))
-        .args(args)
-        .current_dir(dir)
-        .env_remove("AURUM_CRASH_AT")
-        .output()
-        .expect("running aurum")
-}
-
-pub(crate) fn ok(dir: &Path, args: &[&str]) -> String {
-    let output = aurum(dir, args);
-    assert!(
-        output.status.success(),
-        "aurum {args:?} failed: {}\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
+use crate::cli::{crashes_at, fails, ok, run};
 
 fn pipeline_json(dir: &Path) -> Value {
     serde_json::from_str(&ok(dir, &["pipeline", "--json"])).expect("pipeline prints JSON")
 }
 
 fn python_tables(dir: &Path) -> Value {
-    crate::demo::python_reader("read_pipeline_tables.py", &[dir.as_os_str()])
+    crate::python::reader("read_pipeline_tables.py", &[dir.as_os_str()])
 }
 
 fn new_project(rows: &str) -> tempfile::TempDir {
@@ -177,7 +158,7 @@ fn every_table_is_readable_by_python_and_a_rerun_commits_nothing() {
     // Compaction is not new data: the pipeline still has nothing to do.
     let after_optimize = pipeline_json(dir);
     assert_eq!(python_tables(dir), compacted, "{after_optimize}");
-    let refused = aurum(dir, &["vacuum", "--retention-hours", "0"]);
+    let refused = run(dir, &["vacuum", "--retention-hours", "0"]);
     assert!(!refused.status.success(), "a zero retention needs --force");
     let vacuumed = ok(dir, &["vacuum", "--retention-hours", "0", "--force"]);
     assert!(
@@ -211,16 +192,7 @@ fn a_crash_between_commits_loses_and_duplicates_nothing() {
     ] {
         let crashed = new_project("8000");
         let dir = crashed.path();
-        let output = Command::new(env!("CARGO_BIN_EXE_aurum"))
-            .args(["pipeline", "--json"])
-            .current_dir(dir)
-            .env("AURUM_CRASH_AT", point)
-            .output()
-            .unwrap();
-        assert!(
-            !output.status.success(),
-            "{point}: the process should abort"
-        );
+        crashes_at(dir, point, &["pipeline", "--json"]);
         // Every table that exists is readable at a consistent version.
         python_tables(dir);
         pipeline_json(dir);
@@ -258,9 +230,7 @@ fn an_unparseable_file_is_named_and_nothing_is_committed() {
          t1-2,1,1,5.00,fuel,2026-11-19T00:00:00Z,0,2026-11-19T00:01:00Z,extra,fields\n",
     )
     .unwrap();
-    let output = aurum(dir, &["pipeline"]);
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = fails(dir, &["pipeline"]);
     assert!(
         stderr.contains("broken.csv at row 2")
             && stderr.contains("no bronze rows of this source were committed"),
@@ -283,9 +253,7 @@ fn an_invalid_project_file_names_the_line_and_field() {
         text.replace("entity = \"customer\"", "entity = \"custmer\""),
     )
     .unwrap();
-    let output = aurum(dir.path(), &["pipeline"]);
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = fails(dir.path(), &["pipeline"]);
     let line = text
         .lines()
         .position(|l| l == "entity = \"customer\"")

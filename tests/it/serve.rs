@@ -3,113 +3,29 @@
 //! the values Python's `deltalake` reads from those tables, and a restarted
 //! server answers exactly the same.
 
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-
 use serde_json::{Value, json};
 
-pub(crate) struct Server {
-    pub(crate) child: Child,
-    pub(crate) url: String,
-    flight: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts `aurum serve` on an ephemeral port and returns once it prints
-/// `ready` (after the warm start), so no polling or sleeping is needed.
-pub(crate) fn start(dir: &Path) -> Server {
-    start_with(dir, &[])
-}
-
-/// [`start`] with more `aurum serve` flags.
-pub(crate) fn start_with(dir: &Path, flags: &[&str]) -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_aurum"))
-        .args([
-            "serve",
-            "--addr",
-            "127.0.0.1:0",
-            "--flight-addr",
-            "127.0.0.1:0",
-        ])
-        .args(flags)
-        .current_dir(dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("starting aurum serve");
-    let stdout = child.stdout.take().expect("stdout is piped");
-    let (mut url, mut flight) = (None, None);
-    for line in BufReader::new(stdout).lines() {
-        let line = line.expect("reading the server's output");
-        if let Some(address) = line.strip_prefix("listening on ") {
-            url = Some(address.to_string());
-        }
-        if let Some(address) = line.strip_prefix("flight on ") {
-            flight = Some(address.to_string());
-        }
-        if line == "ready" {
-            break;
-        }
-    }
-    Server {
-        child,
-        url: url.expect("the server printed its address before ready"),
-        flight: flight.expect("the server printed its Flight address before ready"),
-    }
-}
+use crate::cli::{self, example_project, ok};
+use crate::python::{self, read_tables};
+use crate::server::{call, start};
 
 fn post(url: &str, body: &Value) -> (u16, Value) {
-    call(reqwest::Client::new().post(url).json(body))
+    let reply = call("POST", url, Some(body), None);
+    (reply.status, reply.json())
 }
 
 fn get(url: &str) -> Value {
-    let (status, body) = call(reqwest::Client::new().get(url));
-    assert_eq!(status, 200, "GET {url}: {body}");
-    body
-}
-
-/// Sends one request from the synchronous test and returns status and JSON.
-fn call(request: reqwest::RequestBuilder) -> (u16, Value) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
-        let response = request.send().await.expect("calling the server");
-        let status = response.status().as_u16();
-        (status, response.json().await.unwrap_or(Value::Null))
-    })
-}
-
-pub(crate) fn aurum(dir: &Path, args: &[&str]) {
-    let output = Command::new(env!("CARGO_BIN_EXE_aurum"))
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("running aurum");
-    assert!(
-        output.status.success(),
-        "aurum {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let reply = call("GET", url, None, None);
+    assert_eq!(reply.status, 200, "GET {url}: {}", reply.json());
+    reply.json()
 }
 
 #[test]
 fn serve_warm_starts_from_gold_and_answers_feast_requests() {
-    let project = tempfile::tempdir().unwrap();
-    let dir = project.path();
-    aurum(dir, &["init", "."]);
     // Recent data (the default end is the current hour), so values are
     // within the view's 7-day TTL.
-    aurum(dir, &["generate", "--rows", "3000", "--seed", "3"]);
-    aurum(dir, &["pipeline"]);
+    let project = example_project("3000", "3");
+    let dir = project.path();
 
     let features = [
         "customer_features:amount_sum_7d",
@@ -128,7 +44,7 @@ fn serve_warm_starts_from_gold_and_answers_feast_requests() {
     assert_eq!(results[0]["values"], json!([1, 2, 999999]));
 
     // The values are the latest gold rows Python's deltalake reads.
-    let tables = crate::demo::read_tables_with_python(dir, "1,2");
+    let tables = read_tables(dir, "1,2");
     for (i, reference) in features.iter().enumerate() {
         let name = reference.split_once(':').unwrap().1;
         let column = &results[i + 1];
@@ -184,28 +100,21 @@ fn serve_warm_starts_from_gold_and_answers_feast_requests() {
     );
 
     // New gold data reaches the running server with `aurum materialize`.
-    aurum(
+    ok(
         dir,
         &["generate", "--rows", "200", "--seed", "4", "--days", "0.04"],
     );
-    aurum(dir, &["pipeline"]);
-    let output = Command::new(env!("CARGO_BIN_EXE_aurum"))
-        .args([
+    ok(dir, &["pipeline"]);
+    let report = cli::json(
+        dir,
+        &[
             "materialize",
             "--incremental",
             "--json",
             "--server",
             &server.url,
-        ])
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
+        ],
     );
-    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
     let view = &report["views"][0];
     assert_eq!(view["from_version"], tables["gold_version"]);
     assert_eq!(
@@ -241,14 +150,14 @@ fn serve_warm_starts_from_gold_and_answers_feast_requests() {
     let lookup = json!({"entities": {"customer_id": [777777]}, "features": [features[0]]});
     let (_, online) = post(&format!("{}/get-online-features", server.url), &lookup);
     assert_eq!(online["results"][1]["values"], json!([1.5]));
-    let gold = crate::demo::read_tables_with_python(dir, "777777");
+    let gold = read_tables(dir, "777777");
     assert_eq!(gold["gold_version"], pushed_version);
     assert_eq!(gold["features"]["777777"][&names[0]], 1.5);
 
     // pyarrow.flight pushes through DoPut: visible online at once, in gold
     // with the next commit; a batch with a null key is refused whole,
     // naming the row and the column.
-    let flight = crate::demo::python_reader(
+    let flight = python::reader(
         "flight_push.py",
         &[
             server.flight.as_ref(),
@@ -278,7 +187,7 @@ fn serve_warm_starts_from_gold_and_answers_feast_requests() {
         online["results"][1]["statuses"],
         json!(["PRESENT", "PRESENT", "NOT_FOUND"])
     );
-    let gold = crate::demo::read_tables_with_python(dir, "888888");
+    let gold = read_tables(dir, "888888");
     assert_eq!(gold["gold_version"], flight_version);
     assert_eq!(gold["features"]["888888"][&names[1]], 3.5);
 
@@ -295,17 +204,11 @@ fn serve_warm_starts_from_gold_and_answers_feast_requests() {
     // set over Flight into pandas and polars: point-in-time values equal to
     // what the online store serves now, spine order and labels kept, the
     // gold version reported.
-    let output = Command::new(crate::demo::venv_python())
-        .arg(crate::demo::workspace().join("examples/notebook_training_set.py"))
-        .arg(&again.flight)
-        .output()
-        .expect("running the notebook example");
-    assert!(
-        output.status.success(),
-        "the notebook example failed: {}",
-        String::from_utf8_lossy(&output.stderr)
+    let stdout = python::run(
+        "the notebook example",
+        "examples/notebook_training_set.py",
+        &[again.flight.as_ref()],
     );
-    let stdout = String::from_utf8_lossy(&output.stdout);
     let summary: Value = serde_json::from_str(stdout.lines().last().unwrap_or_default())
         .unwrap_or_else(|e| panic!("no JSON summary ({e}): {stdout}"));
     assert_eq!(summary["rows"], 4, "{summary}");
@@ -345,7 +248,7 @@ fn serve_warm_starts_from_gold_and_answers_feast_requests() {
     // deltalake reads; online features come back as Arrow; bad requests get
     // the status that names the problem, and the server keeps serving.
     let gold_path = dir.join("data/delta/customer_features");
-    let answers = crate::demo::python_reader(
+    let answers = python::reader(
         "flight_queries.py",
         &[again.flight.as_ref(), gold_path.as_os_str()],
     );

@@ -4,40 +4,14 @@
 //! promotion decided on the same validation window, and a failed run that
 //! registers nothing.
 
-use std::path::Path;
-use std::process::Command;
-
 use registry::Registry;
-use serde_json::Value;
 
-use crate::serve::aurum;
-
-pub(crate) fn json(dir: &Path, args: &[&str]) -> Value {
-    let output = Command::new(env!("CARGO_BIN_EXE_aurum"))
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "aurum {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
-        panic!(
-            "aurum {args:?} printed no JSON ({e}): {}",
-            String::from_utf8_lossy(&output.stdout)
-        )
-    })
-}
+use crate::cli::{example_project, fails, json, ok};
 
 #[test]
 fn train_registers_a_reproducible_challenger_and_retrain_waits_for_new_data() {
-    let project = tempfile::tempdir().unwrap();
+    let project = example_project("4000", "5");
     let dir = project.path();
-    aurum(dir, &["init", "."]);
-    aurum(dir, &["generate", "--rows", "4000", "--seed", "5"]);
-    aurum(dir, &["pipeline"]);
 
     let first = json(dir, &["train", "--promote-if-better", "--json"]);
     assert_eq!(first["version"], 1, "{first}");
@@ -82,11 +56,11 @@ fn train_registers_a_reproducible_challenger_and_retrain_waits_for_new_data() {
 
     // New data: retrain trains, and compares with the champion on the same
     // validation rows.
-    aurum(
+    ok(
         dir,
         &["generate", "--rows", "600", "--seed", "6", "--days", "0.2"],
     );
-    aurum(dir, &["pipeline"]);
+    ok(dir, &["pipeline"]);
     let third = json(dir, &["retrain", "--promote-if-better", "--json"]);
     assert_eq!(third["version"], 3, "{third}");
     assert!(third["champion_value"].is_number(), "{third}");
@@ -102,13 +76,7 @@ fn train_registers_a_reproducible_challenger_and_retrain_waits_for_new_data() {
         text.replace("label = \"is_fraud\"", "label = \"is_fruad\""),
     )
     .unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_aurum"))
-        .args(["train"])
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = fails(dir, &["train"]);
     assert!(stderr.contains("\"is_fruad\""), "{stderr}");
     assert_eq!(registry.versions("fraud").unwrap().len(), 3);
 }

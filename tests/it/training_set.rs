@@ -6,9 +6,10 @@
 use std::path::Path;
 use std::process::Output;
 
-use crate::pipeline::{aurum, ok};
-
+use feature_store::testing::{frame, utc_micros};
 use polars::prelude::*;
+
+use crate::cli::{example_project, ok, run};
 
 /// `aurum training-set` with the example's feature service, spine `spine`
 /// and output `out`, plus `extra` arguments.
@@ -23,7 +24,7 @@ fn training_set(dir: &Path, spine: &str, out: &str, extra: &[&str]) -> Output {
         out,
     ];
     args.extend(extra);
-    aurum(dir, &args)
+    run(dir, &args)
 }
 
 fn succeeded(output: Output) -> String {
@@ -37,21 +38,16 @@ fn succeeded(output: Output) -> String {
 
 fn write_spine(path: &Path, timestamp_column: &str) {
     let now = chrono::Utc::now().timestamp_micros() + 3_600_000_000;
-    let utc = DataType::Datetime(TimeUnit::Microseconds, Some(TimeZone::UTC));
     // Fifty customers, so the later batch surely touches some of them, and
     // one unknown.
     let mut customers: Vec<i64> = (1..=50).collect();
     customers.push(999_999);
     let labels: Vec<i64> = customers.iter().map(|c| c % 2).collect();
-    let mut spine = DataFrame::new_infer_height(vec![
-        Series::new(timestamp_column.into(), vec![now; customers.len()])
-            .cast(&utc)
-            .unwrap()
-            .into(),
+    let mut spine = frame(vec![
+        utc_micros(timestamp_column, vec![now; customers.len()]),
         Column::new("customer_id".into(), customers),
         Column::new("label".into(), labels),
-    ])
-    .unwrap();
+    ]);
     ParquetWriter::new(std::fs::File::create(path).unwrap())
         .finish(&mut spine)
         .unwrap();
@@ -59,11 +55,8 @@ fn write_spine(path: &Path, timestamp_column: &str) {
 
 #[test]
 fn pinned_versions_reproduce_the_same_bytes() {
-    let project = tempfile::tempdir().unwrap();
+    let project = example_project("3000", "5");
     let dir = project.path();
-    ok(dir, &["init", "."]);
-    ok(dir, &["generate", "--rows", "3000", "--seed", "5"]);
-    ok(dir, &["pipeline"]);
     write_spine(&dir.join("spine.parquet"), "event_timestamp");
 
     let first = succeeded(training_set(dir, "spine.parquet", "a.parquet", &[]));

@@ -931,53 +931,28 @@ impl TypedColumn {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
-    use crate::schema::Entity;
-
-    const DAY: i64 = 86_400_000_000;
+    use crate::testing::{DAY_MICROS as DAY, ViewFixture, gold_frame};
 
     fn view() -> FeatureView {
-        FeatureView {
-            name: "v".into(),
-            entity: Entity {
-                name: "customer".into(),
-                join_keys: vec!["customer_id".into()],
-            },
-            features: vec!["x".into(), "y".into()],
-            feature_types: Vec::new(),
-            timestamp_column: "ts".into(),
-            created_column: "created".into(),
-            ttl: Duration::from_secs(86_400),
-        }
+        ViewFixture::customer("v").features(["x", "y"]).build()
     }
 
+    /// Gold rows of [`view`]: customer, event time, created time, x, y.
     fn frame(rows: &[(i64, i64, i64, Option<f64>, i64)]) -> DataFrame {
-        let micros = |v: Vec<i64>| {
-            Series::new("".into(), v)
-                .cast(&DataType::Datetime(
-                    TimeUnit::Microseconds,
-                    Some(TimeZone::UTC),
-                ))
-                .unwrap()
-        };
-        let mut ts = micros(rows.iter().map(|r| r.1).collect());
-        ts.rename("ts".into());
-        let mut created = micros(rows.iter().map(|r| r.2).collect());
-        created.rename("created".into());
-        DataFrame::new_infer_height(vec![
-            Series::new(
+        gold_frame(
+            &view(),
+            vec![Column::new(
                 "customer_id".into(),
                 rows.iter().map(|r| r.0).collect::<Vec<_>>(),
-            )
-            .into(),
-            ts.into(),
-            created.into(),
-            Series::new("x".into(), rows.iter().map(|r| r.3).collect::<Vec<_>>()).into(),
-            Series::new("y".into(), rows.iter().map(|r| r.4).collect::<Vec<_>>()).into(),
-        ])
-        .unwrap()
+            )],
+            rows.iter().map(|r| r.1).collect(),
+            rows.iter().map(|r| r.2).collect(),
+            vec![
+                Column::new("x".into(), rows.iter().map(|r| r.3).collect::<Vec<_>>()),
+                Column::new("y".into(), rows.iter().map(|r| r.4).collect::<Vec<_>>()),
+            ],
+        )
     }
 
     #[test]

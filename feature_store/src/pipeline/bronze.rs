@@ -91,19 +91,11 @@ pub async fn ingest(
         previous_version,
         ..IngestReport::default()
     };
-    let mut seen: HashSet<String> = HashSet::new();
-    let mut seen_fingerprints: HashSet<(String, String)> = HashSet::new();
-    if previous_version.is_some() {
-        for lineage in store
-            .history(&table)
-            .await?
-            .into_iter()
-            .filter_map(|c| c.lineage)
-        {
-            seen.extend(lineage.input_files.into_values());
-            seen_fingerprints.extend(lineage.input_fingerprints);
-        }
-    }
+    let (seen, seen_fingerprints) = if previous_version.is_some() {
+        ingested_before(store, &table).await?
+    } else {
+        Default::default()
+    };
     let mut input_fingerprints = BTreeMap::new();
 
     let mut frames = Vec::new();
@@ -122,16 +114,7 @@ pub async fn ingest(
             continue;
         }
         let clock = std::time::Instant::now();
-        // Hash and parse at once: the hash decides whether the parse is
-        // used, and both read the whole file.
-        let (sha, raw) = std::thread::scope(|scope| {
-            let hashing = scope.spawn(|| file_sha256(&file));
-            let raw = read_raw(&file, source);
-            let sha = hashing
-                .join()
-                .unwrap_or_else(|_| Err(Error::Internal("the hashing thread panicked".into())));
-            (sha, raw)
-        });
+        let (sha, raw) = hash_and_parse(&file, source);
         let sha = sha?;
         if seen.contains(&sha) || input_files.values().any(|s| s == &sha) {
             report.files_skipped += 1;
@@ -151,15 +134,7 @@ pub async fn ingest(
     if frames.is_empty() {
         return Ok(report);
     }
-    let mut iter = frames.into_iter();
-    let mut all = iter.next().unwrap_or_default();
-    for f in iter {
-        all.vstack_mut(&f).map_err(Error::polars(format!(
-            "stacking bronze files of {}",
-            source.name
-        )))?;
-    }
-    all.rechunk_mut();
+    let all = stack(frames, source)?;
     let version = store
         .write(
             &table,
@@ -182,6 +157,53 @@ pub async fn ingest(
     report.version = Some(version);
     report.frame = Some(all);
     Ok(report)
+}
+
+/// The content hashes and the fingerprints (shown path, [`fingerprint`])
+/// of the files committed to bronze `table` before.
+async fn ingested_before(
+    store: &DeltaStore,
+    table: &str,
+) -> Result<(HashSet<String>, HashSet<(String, String)>)> {
+    let mut seen: HashSet<String> = HashSet::new();
+    let mut seen_fingerprints: HashSet<(String, String)> = HashSet::new();
+    for lineage in store
+        .history(table)
+        .await?
+        .into_iter()
+        .filter_map(|c| c.lineage)
+    {
+        seen.extend(lineage.input_files.into_values());
+        seen_fingerprints.extend(lineage.input_fingerprints);
+    }
+    Ok((seen, seen_fingerprints))
+}
+
+/// The file's sha256 and its rows. Hashed and parsed at once: the hash
+/// decides whether the parse is used, and both read the whole file.
+fn hash_and_parse(file: &Path, source: &Source) -> (Result<String>, Result<DataFrame>) {
+    std::thread::scope(|scope| {
+        let hashing = scope.spawn(|| file_sha256(file));
+        let raw = read_raw(file, source);
+        let sha = hashing
+            .join()
+            .unwrap_or_else(|_| Err(Error::Internal("the hashing thread panicked".into())));
+        (sha, raw)
+    })
+}
+
+/// The ingested files' frames as one, in order.
+fn stack(frames: Vec<DataFrame>, source: &Source) -> Result<DataFrame> {
+    let mut iter = frames.into_iter();
+    let mut all = iter.next().unwrap_or_default();
+    for f in iter {
+        all.vstack_mut(&f).map_err(Error::polars(format!(
+            "stacking bronze files of {}",
+            source.name
+        )))?;
+    }
+    all.rechunk_mut();
+    Ok(all)
 }
 
 /// A file's `size:modified-nanoseconds`.

@@ -15,10 +15,8 @@ use polars::prelude::*;
 use crate::error::{Error, Result};
 use crate::project::{Aggregation, Source, ViewSpec};
 
-/// The gold table's event-time column.
-pub const EVENT_TIMESTAMP: &str = "event_timestamp";
-/// The gold table's processing-time column, which breaks ties.
-pub const CREATED_TIMESTAMP: &str = "created_timestamp";
+// The gold table's time columns, named where every layer can see them.
+pub use crate::schema::{CREATED_TIMESTAMP, EVENT_TIMESTAMP};
 /// The column of [`compute`]'s `output_from` frame holding, per entity, the
 /// first event time whose features must be (re)computed, in microseconds.
 pub const OUTPUT_FROM: &str = "__output_from";
@@ -60,25 +58,9 @@ pub fn compute(
     created_micros: i64,
 ) -> Result<DataFrame> {
     let failed = |what: &str| Error::polars(format!("gold {} ({what})", view.name));
-    let keys: Vec<Expr> = view
-        .entity
-        .join_keys
-        .iter()
-        .map(|k| col(k.as_str()))
-        .collect();
-    let mut sort_by: Vec<String> = view.entity.join_keys.clone();
-    sort_by.push(source.timestamp.clone());
+    let keys = key_exprs(view);
     let ts = || col(source.timestamp.as_str());
-    let mut df = context
-        .clone()
-        .lazy()
-        .sort(
-            sort_by.iter().map(String::as_str).collect::<Vec<_>>(),
-            SortMultipleOptions::default().with_maintain_order(true),
-        )
-        .with_column(lit(1.0f64).alias("__one"))
-        .collect()
-        .map_err(failed("sorting"))?;
+    let mut df = sorted_by_entity(view, source, context)?;
     // Fast path: one rolling pass over the whole frame on an index that puts
     // each entity's events in its own segment, further apart than the
     // longest window, so no window crosses entities. Per-entity `over`
@@ -94,37 +76,7 @@ pub fn compute(
         }
         None => None,
     };
-    let mut features: Vec<Expr> = Vec::new();
-    for f in &view.windowed {
-        let value = col(f.column.as_str()).cast(DataType::Float64);
-        let options = f.window.map(|w| RollingOptionsDynamicWindow {
-            window_size: match by {
-                Some(_) => polars::prelude::Duration::parse(&format!("{}i", w.as_micros())),
-                None => polars::prelude::Duration::parse(&format!("{}s", w.as_secs())),
-            },
-            min_periods: 1,
-            closed_window: ClosedWindow::Right,
-            fn_params: None,
-        });
-        let index = || by.clone().unwrap_or_else(ts);
-        let expr = match (f.function, options) {
-            (Aggregation::Last, _) => col(f.column.as_str()),
-            (Aggregation::DistinctCount, _) => continue,
-            (_, None) => continue,
-            (Aggregation::Count, Some(o)) => col("__one").rolling_sum_by(index(), o),
-            (Aggregation::Sum, Some(o)) => value.rolling_sum_by(index(), o),
-            (Aggregation::Mean, Some(o)) => value.rolling_mean_by(index(), o),
-            (Aggregation::Min, Some(o)) => value.rolling_min_by(index(), o),
-            (Aggregation::Max, Some(o)) => value.rolling_max_by(index(), o),
-            (Aggregation::Stddev, Some(o)) => value.rolling_std_by(index(), o),
-        };
-        let expr = if f.function == Aggregation::Last || by.is_some() {
-            expr
-        } else {
-            expr.over(keys.clone()).map_err(failed("windows"))?
-        };
-        features.push(expr.alias(f.name.as_str()));
-    }
+    let features = rolling_features(view, by, ts(), &keys)?;
     let mut df = df
         .lazy()
         .with_columns(features)
@@ -142,20 +94,7 @@ pub fn compute(
             .map_err(failed("distinct counts"))?;
     }
 
-    let mut lf = df.lazy();
-    for d in &view.derived {
-        let known: Vec<String> = view
-            .feature_names()
-            .into_iter()
-            .chain(input_columns(view, source))
-            .collect();
-        let node =
-            crate::pipeline::expr::parse(&d.expr, &known).map_err(|message| Error::Schema {
-                view: view.name.clone(),
-                message,
-            })?;
-        lf = lf.with_column(crate::pipeline::expr::to_polars(&node).alias(d.name.as_str()));
-    }
+    let mut lf = with_derived(df.lazy(), view, source)?;
     if let Some(from) = output_from {
         lf = lf
             .join(
@@ -166,8 +105,107 @@ pub fn compute(
             )
             .filter(ts().cast(DataType::Int64).gt_eq(col(OUTPUT_FROM)));
     }
+    // Rows stay in entity, then event-time order: files are clustered by
+    // entity, which is how the online store and point-in-time joins read.
+    lf.select(output_columns(view, keys, ts(), created_micros))
+        .collect()
+        .map_err(failed("output"))
+}
+
+/// The view's entity key columns.
+pub(crate) fn key_exprs(view: &ViewSpec) -> Vec<Expr> {
+    view.entity
+        .join_keys
+        .iter()
+        .map(|k| col(k.as_str()))
+        .collect()
+}
+
+/// `context` sorted by entity, then event time (ties kept in order), with
+/// the constant column `__one` that counts are summed from.
+fn sorted_by_entity(view: &ViewSpec, source: &Source, context: &DataFrame) -> Result<DataFrame> {
+    let mut sort_by: Vec<String> = view.entity.join_keys.clone();
+    sort_by.push(source.timestamp.clone());
+    context
+        .clone()
+        .lazy()
+        .sort(
+            sort_by.iter().map(String::as_str).collect::<Vec<_>>(),
+            SortMultipleOptions::default().with_maintain_order(true),
+        )
+        .with_column(lit(1.0f64).alias("__one"))
+        .collect()
+        .map_err(Error::polars(format!("gold {} (sorting)", view.name)))
+}
+
+/// The windowed aggregations other than distinct counts, as rolling
+/// expressions: over the segmented index `by` when there is one (windows in
+/// index units, microseconds), else over the event time `ts` per entity.
+fn rolling_features(
+    view: &ViewSpec,
+    by: Option<Expr>,
+    ts: Expr,
+    keys: &[Expr],
+) -> Result<Vec<Expr>> {
+    let mut features: Vec<Expr> = Vec::new();
+    for f in &view.windowed {
+        let value = col(f.column.as_str()).cast(DataType::Float64);
+        let options = f.window.map(|w| RollingOptionsDynamicWindow {
+            window_size: match by {
+                Some(_) => polars::prelude::Duration::parse(&format!("{}i", w.as_micros())),
+                None => polars::prelude::Duration::parse(&format!("{}s", w.as_secs())),
+            },
+            min_periods: 1,
+            closed_window: ClosedWindow::Right,
+            fn_params: None,
+        });
+        let index = || by.clone().unwrap_or_else(|| ts.clone());
+        let expr = match (f.function, options) {
+            (Aggregation::Last, _) => col(f.column.as_str()),
+            (Aggregation::DistinctCount, _) => continue,
+            (_, None) => continue,
+            (Aggregation::Count, Some(o)) => col("__one").rolling_sum_by(index(), o),
+            (Aggregation::Sum, Some(o)) => value.rolling_sum_by(index(), o),
+            (Aggregation::Mean, Some(o)) => value.rolling_mean_by(index(), o),
+            (Aggregation::Min, Some(o)) => value.rolling_min_by(index(), o),
+            (Aggregation::Max, Some(o)) => value.rolling_max_by(index(), o),
+            (Aggregation::Stddev, Some(o)) => value.rolling_std_by(index(), o),
+        };
+        let expr = if f.function == Aggregation::Last || by.is_some() {
+            expr
+        } else {
+            expr.over(keys.to_vec())
+                .map_err(Error::polars(format!("gold {} (windows)", view.name)))?
+        };
+        features.push(expr.alias(f.name.as_str()));
+    }
+    Ok(features)
+}
+
+/// `lf` with the view's derived features, each an expression over the
+/// windowed features and the input columns.
+fn with_derived(mut lf: LazyFrame, view: &ViewSpec, source: &Source) -> Result<LazyFrame> {
+    for d in &view.derived {
+        let known: Vec<String> = view
+            .feature_names()
+            .into_iter()
+            .chain(input_columns(view, source))
+            .collect();
+        let node = crate::expr::parse(&d.expr, &known).map_err(|message| Error::Schema {
+            view: view.name.clone(),
+            message,
+        })?;
+        lf = lf.with_column(crate::expr::to_polars(&node).alias(d.name.as_str()));
+    }
+    Ok(lf)
+}
+
+/// The gold table's columns: entity keys, event time (from `ts`), created
+/// time, windowed features (aggregates as `float64`, `last` as is), derived
+/// features.
+fn output_columns(view: &ViewSpec, keys: Vec<Expr>, ts: Expr, created_micros: i64) -> Vec<Expr> {
     let mut out: Vec<Expr> = keys;
-    out.push(ts().alias(EVENT_TIMESTAMP));
+    out.push(ts.alias(EVENT_TIMESTAMP));
     out.push(
         lit(created_micros)
             .cast(DataType::Datetime(TimeUnit::Microseconds, Some(UTC)))
@@ -182,9 +220,7 @@ pub fn compute(
         });
     }
     out.extend(view.derived.iter().map(|d| col(d.name.as_str())));
-    // Rows stay in entity, then event-time order: files are clustered by
-    // entity, which is how the online store and point-in-time joins read.
-    lf.select(out).collect().map_err(failed("output"))
+    out
 }
 
 /// The segmented rolling index of a frame sorted by entity keys then event

@@ -6,12 +6,14 @@ use std::time::{Duration, Instant};
 
 use polars::prelude::*;
 
+use super::crash::crash_point;
 use super::gold::{self, OUTPUT_FROM};
+use super::marks::latest_lineage;
+use super::options::{PipelineOptions, step_write};
+use super::report::ViewReport;
 use crate::error::{Error, Result};
 use crate::project::{Source, ViewSpec};
-use delta::{CommitLineage, DeltaStore, WriteMode, WriteOptions};
-
-use super::*;
+use delta::{CommitLineage, DeltaStore};
 
 pub(super) async fn gold_step(
     store: &DeltaStore,
@@ -35,6 +37,68 @@ pub(super) async fn gold_step(
     };
     report.silver_version = Some(silver_now);
     let hash = view.definition_hash();
+    let (last_silver, full) = gold_mark(store, view, silver_table, &hash, options).await?;
+    if !full && last_silver == Some(silver_now) {
+        return Ok(report);
+    }
+    let columns = gold::input_columns(view, source);
+    let created = now;
+    let clock = Instant::now();
+    let computed = if full {
+        let context = full_context(store, silver_table, silver_now, &columns, in_memory).await?;
+        let (view_c, source_c) = (view.clone(), source.clone());
+        tokio::task::spawn_blocking(move || {
+            gold::compute(&view_c, &source_c, &context, None, created)
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("gold task: {e}")))??
+    } else {
+        let (added, v) = store
+            .files_added(silver_table, last_silver, Some(silver_now))
+            .await?;
+        let new_rows = store
+            .read_files(silver_table, v, &added, Some(&columns))
+            .await?;
+        if new_rows.height() == 0 {
+            // Only compaction happened upstream: nothing to commit.
+            return Ok(report);
+        }
+        incremental(store, view, source, &columns, new_rows, silver_now, created).await?
+    };
+    tracing::info!(view = %view.name, rows = computed.height(), elapsed = ?clock.elapsed(), "gold computed");
+    let version = store
+        .write(
+            &view.name,
+            &computed,
+            &step_write(full, options),
+            &CommitLineage {
+                operation: if full { "gold-full" } else { "gold" }.into(),
+                input_tables: [(silver_table.clone(), silver_now)].into_iter().collect(),
+                definition_hash: hash,
+                run_id: run_id.to_string(),
+                ..CommitLineage::default()
+            },
+        )
+        .await?;
+    crash_point(&format!("after-commit:{}", view.name));
+    tracing::info!(view = %view.name, elapsed = ?clock.elapsed(), "gold committed");
+    report.mode = if full { "full" } else { "incremental" }.into();
+    report.rows = computed.height();
+    report.version = Some(version);
+    Ok(report)
+}
+
+/// Gold's progress mark for `view`: the silver version its last commit read
+/// (`None`: never computed), and whether it must be recomputed in full (a
+/// changed definition `hash`, a silver table rewritten in full since, or
+/// asked for).
+async fn gold_mark(
+    store: &DeltaStore,
+    view: &ViewSpec,
+    silver_table: &str,
+    hash: &str,
+    options: &PipelineOptions,
+) -> Result<(Option<u64>, bool)> {
     let last = if store.exists(&view.name) {
         latest_lineage(store, &view.name).await?
     } else {
@@ -56,73 +120,29 @@ pub(super) async fn gold_step(
         None => true,
     };
     let full = last_silver.is_none() || changed || silver_rewritten || options.full_refresh;
-    if !full && last_silver == Some(silver_now) {
-        return Ok(report);
-    }
-    let columns = gold::input_columns(view, source);
-    let created = now;
-    let clock = Instant::now();
-    let computed = if full {
-        let context = match in_memory.get(silver_table) {
-            Some((v, df)) if *v == silver_now => df
-                .select(columns.iter().map(String::as_str))
-                .map_err(Error::polars("selecting gold inputs"))?,
-            _ => {
-                let (files, v) = store.files(silver_table, Some(silver_now)).await?;
-                store
-                    .read_files(silver_table, v, &files, Some(&columns))
-                    .await?
-            }
-        };
-        let (view_c, source_c) = (view.clone(), source.clone());
-        tokio::task::spawn_blocking(move || {
-            gold::compute(&view_c, &source_c, &context, None, created)
-        })
-        .await
-        .map_err(|e| Error::Internal(format!("gold task: {e}")))??
-    } else {
-        let (added, v) = store
-            .files_added(silver_table, last_silver, Some(silver_now))
-            .await?;
-        let new_rows = store
-            .read_files(silver_table, v, &added, Some(&columns))
-            .await?;
-        if new_rows.height() == 0 {
-            // Only compaction happened upstream: nothing to commit.
-            return Ok(report);
+    Ok((last_silver, full))
+}
+
+/// The silver rows a full recompute reads: the frame silver wrote in full
+/// this run when it is that version, else read back.
+async fn full_context(
+    store: &DeltaStore,
+    silver_table: &str,
+    silver_now: u64,
+    columns: &[String],
+    in_memory: &BTreeMap<String, (u64, DataFrame)>,
+) -> Result<DataFrame> {
+    Ok(match in_memory.get(silver_table) {
+        Some((v, df)) if *v == silver_now => df
+            .select(columns.iter().map(String::as_str))
+            .map_err(Error::polars("selecting gold inputs"))?,
+        _ => {
+            let (files, v) = store.files(silver_table, Some(silver_now)).await?;
+            store
+                .read_files(silver_table, v, &files, Some(columns))
+                .await?
         }
-        incremental(store, view, source, &columns, new_rows, silver_now, created).await?
-    };
-    tracing::info!(view = %view.name, rows = computed.height(), elapsed = ?clock.elapsed(), "gold computed");
-    let write_options = WriteOptions {
-        mode: if full {
-            WriteMode::Overwrite
-        } else {
-            WriteMode::Append
-        },
-        schema_change: schema_change(full, options),
-        ..WriteOptions::append()
-    };
-    let version = store
-        .write(
-            &view.name,
-            &computed,
-            &write_options,
-            &CommitLineage {
-                operation: if full { "gold-full" } else { "gold" }.into(),
-                input_tables: [(silver_table.clone(), silver_now)].into_iter().collect(),
-                definition_hash: hash,
-                run_id: run_id.to_string(),
-                ..CommitLineage::default()
-            },
-        )
-        .await?;
-    crash_point(&format!("after-commit:{}", view.name));
-    tracing::info!(view = %view.name, elapsed = ?clock.elapsed(), "gold committed");
-    report.mode = if full { "full" } else { "incremental" }.into();
-    report.rows = computed.height();
-    report.version = Some(version);
-    Ok(report)
+    })
 }
 
 /// Recomputes the view for the entities with new silver rows, from each
@@ -139,12 +159,7 @@ pub(super) async fn incremental(
 ) -> Result<DataFrame> {
     let failed = |what: &str| Error::polars(format!("gold {} incremental ({what})", view.name));
     let ts = source.timestamp.as_str();
-    let keys: Vec<Expr> = view
-        .entity
-        .join_keys
-        .iter()
-        .map(|k| col(k.as_str()))
-        .collect();
+    let keys = gold::key_exprs(view);
     if new_rows.height() == 0 {
         return gold::compute(view, source, &new_rows, None, created);
     }

@@ -90,7 +90,7 @@ pub fn process(
     dimensions: &BTreeMap<String, DataFrame>,
     ctx: &BatchContext,
 ) -> Result<SilverBatch> {
-    let failed = |what: &str| Error::polars(format!("silver {} ({what})", source.name));
+    let failed = |what: &str| step_failed(source, what);
     let rows_in = bronze.height();
     let clock = std::time::Instant::now();
     let step = |what: &str| tracing::debug!(source = %source.name, elapsed = ?clock.elapsed(), "silver {what}");
@@ -100,7 +100,97 @@ pub fn process(
         .unwrap_or_else(|| INGESTED_AT.to_string());
 
     // Step 1: types, and nulls that drop the row.
-    let mut stage1: Vec<CheckColumn> = Vec::new();
+    let texts = typed_columns(bronze, source)?;
+    let (flags, stage1) = type_and_null_flags(source);
+    let hard1 = any_of(stage1.iter().map(|c| col(c.flag.as_str())));
+    let df1 = texts
+        .lazy()
+        .with_columns(flags)
+        .with_column(hard1.alias("__hard"))
+        .collect()
+        .map_err(failed("types"))?;
+    step("types");
+    let mut failures: BTreeMap<String, usize> = BTreeMap::new();
+    let bad1 = tally(&df1, &stage1, &mut failures).map_err(failed("quarantine"))?;
+    let good = passed_types(df1, source, &stage1)?;
+
+    // Step 2: null strategies. From here on rows are in event-time order
+    // (then created order), sorted once: forward fill follows it, duplicate
+    // resolution keeps the last (latest created) row of each key, and the
+    // output files are clustered by event time.
+    let lf = fill_nulls(
+        good.lazy().sort(
+            [source.timestamp.as_str(), created.as_str()],
+            SortMultipleOptions::default().with_maintain_order(true),
+        ),
+        source,
+    )?;
+
+    // Step 3: duplicates within the batch.
+    step("split");
+    let filled = lf.collect().map_err(failed("nulls"))?;
+    step("nulls");
+    let before_dedup = filled.height();
+    let lf = latest_deliveries(filled.lazy(), source);
+
+    // Step 4: enrichment.
+    let lf = enrich(lf, source, dimensions)?;
+
+    // Step 5: rules.
+    let (df2, stage2) = check_rules(lf, source, &created)?;
+    step("dedup, enrichment, rules");
+    let duplicates_resolved = before_dedup - df2.height();
+    let bad2 = tally(&df2, &stage2, &mut failures).map_err(failed("quarantine"))?;
+    let any_failure = count_true(&df2, "__any")?;
+    let clean = df2
+        .lazy()
+        .filter(col("__hard").not())
+        .select(output_columns(source))
+        .collect()
+        .map_err(failed("output"))?;
+
+    step("output");
+    let quarantine = quarantine_frame(source, ctx, &[(&bad1, &stage1), (&bad2, &stage2)])?;
+    let considered = rows_in.saturating_sub(duplicates_resolved).max(1);
+    let passed = considered.saturating_sub(bad1.height() + any_failure);
+    let quality_score = passed as f64 / considered as f64;
+    let quality = quality_frame(
+        source,
+        ctx,
+        &failures,
+        &stage1,
+        &stage2,
+        considered,
+        quality_score,
+    )?;
+    step("quarantine and quality");
+    let summary = SilverSummary {
+        rows_in,
+        rows_out: clean.height(),
+        quarantined: quarantine.height(),
+        duplicates_resolved,
+        quality_score,
+        failures,
+    };
+    Ok(SilverBatch {
+        clean,
+        quarantine,
+        quality,
+        summary,
+    })
+}
+
+/// The error of step `what` of `source`'s silver batch.
+fn step_failed(source: &Source, what: &str) -> impl FnOnce(PolarsError) -> Error + use<> {
+    Error::polars(format!("silver {} ({what})", source.name))
+}
+
+/// The bronze batch with each declared column's text normalized (trimmed,
+/// empty as null, lowercased, as declared) and parsed into its type; the
+/// raw and the normalized text stay beside (`__raw_`, `__text_`) for the
+/// type checks and the quarantine.
+fn typed_columns(bronze: DataFrame, source: &Source) -> Result<DataFrame> {
+    let failed = |what: &str| step_failed(source, what);
     let mut exprs = Vec::new();
     for c in &source.columns {
         let raw = col(c.name.as_str());
@@ -142,7 +232,13 @@ pub fn process(
             .with_column(parsed.with_name(c.name.as_str().into()))
             .map_err(failed("timestamps"))?;
     }
-    let mut lf = texts.lazy();
+    Ok(texts)
+}
+
+/// Step 1's checks: a value whose text does not parse (`type`), and a
+/// null where the row must be dropped (`null`), each as a flag column.
+fn type_and_null_flags(source: &Source) -> (Vec<Expr>, Vec<CheckColumn>) {
+    let mut stage1: Vec<CheckColumn> = Vec::new();
     let mut flags = Vec::new();
     for c in &source.columns {
         let flag = format!("__type_{}", c.name);
@@ -182,39 +278,29 @@ pub fn process(
             check: None,
         });
     }
-    lf = lf.with_columns(flags);
-    let hard1 = any_of(stage1.iter().map(|c| col(c.flag.as_str())));
-    let df1 = lf
-        .with_column(hard1.alias("__hard"))
-        .collect()
-        .map_err(failed("types"))?;
-    step("types");
-    let mut failures: BTreeMap<String, usize> = BTreeMap::new();
-    let bad1 = tally(&df1, &stage1, &mut failures).map_err(failed("quarantine"))?;
-    // The good rows go on without their raw and intermediate columns: the
-    // bronze table keeps the raw text, `_source_file`/`_source_row` point
-    // at it, and carrying it through sorts and joins would double the work.
+    (flags, stage1)
+}
+
+/// The rows that passed step 1, without their raw and intermediate
+/// columns: the bronze table keeps the raw text, `_source_file`/
+/// `_source_row` point at it, and carrying it through sorts and joins would
+/// double the work.
+fn passed_types(df1: DataFrame, source: &Source, stage1: &[CheckColumn]) -> Result<DataFrame> {
     let mut scratch: Vec<String> = vec!["__hard".to_string()];
     for c in &source.columns {
         scratch.push(raw_name(&c.name));
         scratch.push(text_name(&c.name));
     }
     scratch.extend(stage1.iter().map(|c| c.flag.clone()));
-    let good = df1
-        .lazy()
+    df1.lazy()
         .filter(col("__hard").not())
         .drop(by_name(scratch.iter().map(String::as_str), true, false))
         .collect()
-        .map_err(failed("types"))?;
+        .map_err(step_failed(source, "types"))
+}
 
-    // Step 2: null strategies. From here on rows are in event-time order
-    // (then created order), sorted once: forward fill follows it, duplicate
-    // resolution keeps the last (latest created) row of each key, and the
-    // output files are clustered by event time.
-    let mut lf = good.lazy().sort(
-        [source.timestamp.as_str(), created.as_str()],
-        SortMultipleOptions::default().with_maintain_order(true),
-    );
+/// Step 2: each declared column's null strategy other than `drop`.
+fn fill_nulls(mut lf: LazyFrame, source: &Source) -> Result<LazyFrame> {
     for (column, strategy) in &source.nulls {
         let Some(declared) = source.column(column) else {
             continue;
@@ -230,24 +316,31 @@ pub fn process(
             NullStrategy::ForwardFill { by } => col(column.as_str())
                 .fill_null_with_strategy(FillNullStrategy::Forward(None))
                 .over(by.iter().map(|b| col(b.as_str())).collect::<Vec<_>>())
-                .map_err(failed("forward fill"))?,
+                .map_err(step_failed(source, "forward fill"))?,
         };
         lf = lf.with_column(filled.cast(dtype).alias(column.as_str()));
     }
+    Ok(lf)
+}
 
-    // Step 3: duplicates within the batch.
-    step("split");
-    let filled = lf.collect().map_err(failed("nulls"))?;
-    step("nulls");
-    let before_dedup = filled.height();
-    let mut lf = filled.lazy();
-    if !source.dedup_key.is_empty() {
-        let mut key: Vec<Expr> = source.dedup_key.iter().map(|k| col(k.as_str())).collect();
-        key.push(col(source.timestamp.as_str()));
-        lf = lf.unique_stable_generic(Some(key), UniqueKeepStrategy::Last);
+/// Step 3: of the rows with the same dedup key and event time, the last
+/// (the latest created: rows are in that order); all rows without a key.
+fn latest_deliveries(lf: LazyFrame, source: &Source) -> LazyFrame {
+    if source.dedup_key.is_empty() {
+        return lf;
     }
+    let mut key: Vec<Expr> = source.dedup_key.iter().map(|k| col(k.as_str())).collect();
+    key.push(col(source.timestamp.as_str()));
+    lf.unique_stable_generic(Some(key), UniqueKeepStrategy::Last)
+}
 
-    // Step 4: enrichment.
+/// Step 4: left joins on the dimensions' silver frames (the latest row of
+/// each key).
+fn enrich(
+    mut lf: LazyFrame,
+    source: &Source,
+    dimensions: &BTreeMap<String, DataFrame>,
+) -> Result<LazyFrame> {
     for e in &source.enrich {
         let Some(dim) = dimensions.get(&e.source) else {
             return Err(Error::Schema {
@@ -268,56 +361,17 @@ pub fn process(
             .unique_stable_generic(Some(on.clone()), UniqueKeepStrategy::Last);
         lf = lf.join(dim, on.clone(), on, left_ordered(JoinType::Left));
     }
+    Ok(lf)
+}
 
-    // Step 5: rules.
-    let mut stage2: Vec<CheckColumn> = Vec::new();
-    let mut flags = Vec::new();
-    for (i, rule) in source.rules.iter().enumerate() {
-        let flag = format!("__rule_{i}");
-        let value = col(rule.column.as_str());
-        let fail = match &rule.check {
-            Check::NotNull => value.is_null(),
-            Check::Range { min, max } => {
-                let v = value.clone().cast(DataType::Float64);
-                let low = min.map(|m| v.clone().lt(lit(m))).unwrap_or(lit(false));
-                let high = max.map(|m| v.gt(lit(m))).unwrap_or(lit(false));
-                value.is_not_null().and(low.or(high))
-            }
-            Check::Regex(pattern) => value.clone().is_not_null().and(
-                value
-                    .cast(DataType::String)
-                    .str()
-                    .contains(lit(pattern.clone()), true)
-                    .not(),
-            ),
-            Check::Allowed(values) => {
-                let list = Series::new("allowed".into(), values.clone());
-                value.clone().is_not_null().and(
-                    value
-                        .cast(DataType::String)
-                        .is_in(lit(list).implode(false), false)
-                        .not(),
-                )
-            }
-            Check::Unique(columns) => len()
-                .over(columns.iter().map(|c| col(c.as_str())).collect::<Vec<_>>())
-                .map_err(failed("unique rule"))?
-                .gt(lit(1)),
-            Check::Freshness(max_delay) => {
-                let delay = col(created.as_str()).cast(DataType::Int64)
-                    - col(source.timestamp.as_str()).cast(DataType::Int64);
-                delay.gt(lit(i64::try_from(max_delay.as_micros()).unwrap_or(i64::MAX)))
-            }
-        };
-        flags.push(fail.fill_null(lit(false)).alias(flag.as_str()));
-        stage2.push(CheckColumn {
-            rule: rule.name().to_string(),
-            column: rule.column.clone(),
-            severity: rule.severity,
-            flag,
-            check: Some(rule.check.clone()),
-        });
-    }
+/// Step 5: `lf` with each rule's flag, `__hard` (a hard rule failed) and
+/// `__any` (any rule failed), and the checks flagged.
+fn check_rules(
+    lf: LazyFrame,
+    source: &Source,
+    created: &str,
+) -> Result<(DataFrame, Vec<CheckColumn>)> {
+    let (flags, stage2) = rule_flags(source, created)?;
     let hard2 = any_of(
         stage2
             .iter()
@@ -329,13 +383,72 @@ pub fn process(
         .with_columns(flags)
         .with_columns([hard2.alias("__hard"), soft2.alias("__any")])
         .collect()
-        .map_err(failed("rules"))?;
-    step("dedup, enrichment, rules");
-    let duplicates_resolved = before_dedup - df2.height();
-    let bad2 = tally(&df2, &stage2, &mut failures).map_err(failed("quarantine"))?;
-    let any_failure = count_true(&df2, "__any")?;
+        .map_err(step_failed(source, "rules"))?;
+    Ok((df2, stage2))
+}
 
-    // Output columns: declared, enriched, then ingest metadata.
+/// Step 5's checks: each rule's failure as a flag column (null counts as
+/// passing). `created` is the delivery-time column freshness is measured
+/// to.
+fn rule_flags(source: &Source, created: &str) -> Result<(Vec<Expr>, Vec<CheckColumn>)> {
+    let mut stage2: Vec<CheckColumn> = Vec::new();
+    let mut flags = Vec::new();
+    for (i, rule) in source.rules.iter().enumerate() {
+        let flag = format!("__rule_{i}");
+        let fail = rule_failure(source, rule, created)?;
+        flags.push(fail.fill_null(lit(false)).alias(flag.as_str()));
+        stage2.push(CheckColumn {
+            rule: rule.name().to_string(),
+            column: rule.column.clone(),
+            severity: rule.severity,
+            flag,
+            check: Some(rule.check.clone()),
+        });
+    }
+    Ok((flags, stage2))
+}
+
+/// Whether a row fails `rule`.
+fn rule_failure(source: &Source, rule: &crate::project::Rule, created: &str) -> Result<Expr> {
+    let value = col(rule.column.as_str());
+    Ok(match &rule.check {
+        Check::NotNull => value.is_null(),
+        Check::Range { min, max } => {
+            let v = value.clone().cast(DataType::Float64);
+            let low = min.map(|m| v.clone().lt(lit(m))).unwrap_or(lit(false));
+            let high = max.map(|m| v.gt(lit(m))).unwrap_or(lit(false));
+            value.is_not_null().and(low.or(high))
+        }
+        Check::Regex(pattern) => value.clone().is_not_null().and(
+            value
+                .cast(DataType::String)
+                .str()
+                .contains(lit(pattern.clone()), true)
+                .not(),
+        ),
+        Check::Allowed(values) => {
+            let list = Series::new("allowed".into(), values.clone());
+            value.clone().is_not_null().and(
+                value
+                    .cast(DataType::String)
+                    .is_in(lit(list).implode(false), false)
+                    .not(),
+            )
+        }
+        Check::Unique(columns) => len()
+            .over(columns.iter().map(|c| col(c.as_str())).collect::<Vec<_>>())
+            .map_err(step_failed(source, "unique rule"))?
+            .gt(lit(1)),
+        Check::Freshness(max_delay) => {
+            let delay = col(created).cast(DataType::Int64)
+                - col(source.timestamp.as_str()).cast(DataType::Int64);
+            delay.gt(lit(i64::try_from(max_delay.as_micros()).unwrap_or(i64::MAX)))
+        }
+    })
+}
+
+/// The output columns: declared, enriched, then ingest metadata.
+fn output_columns(source: &Source) -> Vec<Expr> {
     let mut keep: Vec<Expr> = source
         .columns
         .iter()
@@ -348,42 +461,7 @@ pub fn process(
             .flat_map(|e| e.columns.iter().map(|c| col(c.as_str()))),
     );
     keep.extend([col(SOURCE_FILE), col(SOURCE_ROW), col(INGESTED_AT)]);
-    let clean = df2
-        .lazy()
-        .filter(col("__hard").not())
-        .select(keep)
-        .collect()
-        .map_err(failed("output"))?;
-
-    step("output");
-    let quarantine = quarantine_frame(source, ctx, &[(&bad1, &stage1), (&bad2, &stage2)])?;
-    let considered = rows_in.saturating_sub(duplicates_resolved).max(1);
-    let passed = considered.saturating_sub(bad1.height() + any_failure);
-    let quality_score = passed as f64 / considered as f64;
-    let quality = quality_frame(
-        source,
-        ctx,
-        &failures,
-        &stage1,
-        &stage2,
-        considered,
-        quality_score,
-    )?;
-    step("quarantine and quality");
-    let summary = SilverSummary {
-        rows_in,
-        rows_out: clean.height(),
-        quarantined: quarantine.height(),
-        duplicates_resolved,
-        quality_score,
-        failures,
-    };
-    Ok(SilverBatch {
-        clean,
-        quarantine,
-        quality,
-        summary,
-    })
+    keep
 }
 
 /// The polars type a declared column is stored as.

@@ -8,12 +8,14 @@ use std::time::Instant;
 use polars::prelude::*;
 
 use super::bronze::{self, INGESTED_AT};
+use super::crash::crash_point;
+use super::marks::{side_marks, silver_hash, silver_mark};
+use super::options::{PipelineOptions, step_write};
+use super::report::SourceReport;
 use super::silver::{self, BatchContext, QUALITY_TABLE, QUARANTINE_TABLE, SilverSummary};
 use crate::error::{Error, Result};
 use crate::project::{Project, Source};
-use delta::{CommitLineage, DeltaStore, WriteMode, WriteOptions};
-
-use super::*;
+use delta::{CommitLineage, DataFile, DeltaStore, WriteOptions};
 
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn silver_step(
@@ -27,82 +29,26 @@ pub(super) async fn silver_step(
     report: &mut SourceReport,
     in_memory: &mut BTreeMap<String, (u64, DataFrame)>,
 ) -> Result<()> {
-    let bronze_table = source.bronze_table();
     let Some(bronze_now) = ingest.version else {
         return Ok(()); // No bronze data at all yet.
     };
     let hash = silver_hash(source);
     let clock = Instant::now();
     loop {
-        let mark = silver_mark(store, source).await?;
-        let changed = mark.definition_hash.as_ref().is_some_and(|h| *h != hash);
-        let full = mark.bronze_version.is_none() || changed || options.full_refresh;
-        if !full && mark.bronze_version == Some(bronze_now) {
+        let Some(plan) = plan_batch(store, source, options, bronze_now, &hash).await? else {
             return Ok(());
-        }
-        // A batch whose side tables were committed but whose silver commit
-        // was lost is redone first, up to exactly the same bronze version.
-        // Read once per batch: they decide both the batch and, below,
-        // which side tables this batch still has to write.
-        let quarantine_marks = side_marks(store, QUARANTINE_TABLE, source).await?;
-        let quality_marks = side_marks(store, QUALITY_TABLE, source).await?;
-        let pending = quarantine_marks
-            .iter()
-            .chain(&quality_marks)
-            .map(|(v, _)| *v)
-            .filter(|v| mark.bronze_version.is_none_or(|m| *v > m) && *v <= bronze_now)
-            .min();
-        let target = if full {
-            bronze_now
-        } else {
-            pending.unwrap_or(bronze_now)
         };
-        let from = if full { None } else { mark.bronze_version };
-
-        // The rows ingested by this run are handed over in memory when they
-        // are exactly the batch; otherwise the batch is read back.
-        let in_hand = from == ingest.previous_version && target == bronze_now;
-        let batch = match ingest.frame.take() {
-            Some(frame) if in_hand => frame,
-            _ => {
-                let (files, version) = store.files_added(&bronze_table, from, Some(target)).await?;
-                store
-                    .read_files(&bronze_table, version, &files, None)
-                    .await?
-            }
-        };
-        let mut dimensions = BTreeMap::new();
-        let mut input_tables = BTreeMap::new();
-        input_tables.insert(bronze_table.clone(), target);
-        for e in &source.enrich {
-            let Some(dim) = project.source(&e.source) else {
-                continue;
-            };
-            match store.latest_version(&dim.silver_table).await? {
-                Some(_) => {
-                    let (df, version) = store.read(&dim.silver_table, None).await?;
-                    input_tables.insert(dim.silver_table.clone(), version);
-                    dimensions.insert(e.source.clone(), df);
-                }
-                None => {
-                    return Err(Error::Schema {
-                        view: source.name.clone(),
-                        message: format!(
-                            "enrichment needs silver table {} of source {:?}; its bronze path {:?} matched no file",
-                            dim.silver_table, dim.name, dim.path
-                        ),
-                    });
-                }
-            }
-        }
+        let batch = read_batch(store, source, ingest, &plan, bronze_now).await?;
+        let (dimensions, input_tables) =
+            read_dimensions(store, project, source, plan.target).await?;
         let ctx = BatchContext {
             run_id: run_id.to_string(),
-            bronze_version: target,
+            bronze_version: plan.target,
             now_micros: now,
         };
         let batch_rows = batch.height();
         // Only compaction happened upstream: nothing to process or commit.
-        if !full && batch_rows == 0 && target == bronze_now {
+        if !plan.full && batch_rows == 0 && plan.target == bronze_now {
             return Ok(());
         }
         tracing::info!(source = %source.name, rows = batch_rows, elapsed = ?clock.elapsed(), "silver batch read");
@@ -116,66 +62,28 @@ pub(super) async fn silver_step(
         let mut summary: SilverSummary = processed.summary.clone();
         let mut clean = processed.clean;
         let mut remove = Vec::new();
-        if !full && !source.dedup_key.is_empty() && clean.height() > 0 {
+        if !plan.full && !source.dedup_key.is_empty() && clean.height() > 0 {
             let resolved = resolve_existing(store, source, &clean).await?;
             summary.duplicates_resolved += resolved.dropped_new + resolved.replaced_old;
             clean = resolved.clean;
             remove = resolved.remove;
         }
 
-        // Side tables first, each at most once per batch; a bronze row is
-        // quarantined at most once per silver table, even when a full
-        // recompute meets it again.
-        let quarantine = new_quarantine_rows(store, source, &processed.quarantine).await?;
-        for (table, frame, done) in [
-            (QUARANTINE_TABLE, &quarantine, &quarantine_marks),
-            (QUALITY_TABLE, &processed.quality, &quality_marks),
-        ] {
-            if frame.height() == 0 || done.contains(&(target, hash.clone())) {
-                continue;
-            }
-            store
-                .write(
-                    table,
-                    frame,
-                    &WriteOptions::append(),
-                    &CommitLineage {
-                        operation: format!("{table}:{}", source.silver_table),
-                        input_tables: input_tables.clone(),
-                        definition_hash: hash.clone(),
-                        run_id: run_id.to_string(),
-                        ..CommitLineage::default()
-                    },
-                )
-                .await?;
-            crash_point(&format!("after-commit:{table}"));
-        }
-
-        let write_options = WriteOptions {
-            mode: if full {
-                WriteMode::Overwrite
-            } else {
-                WriteMode::Append
-            },
-            schema_change: schema_change(full, options),
-            remove,
-            ..WriteOptions::append()
+        let commit = BatchCommit {
+            source,
+            input_tables,
+            hash: &hash,
+            run_id,
         };
-        let version = store
-            .write(
-                &source.silver_table,
-                &clean,
-                &write_options,
-                &CommitLineage {
-                    operation: if full { "silver-full" } else { "silver" }.into(),
-                    input_tables,
-                    definition_hash: hash.clone(),
-                    run_id: run_id.to_string(),
-                    ..CommitLineage::default()
-                },
-            )
-            .await?;
-        crash_point(&format!("after-commit:{}", source.silver_table));
+        let quarantine = write_side_tables(
+            store,
+            &commit,
+            &plan,
+            &processed.quarantine,
+            &processed.quality,
+        )
+        .await?;
+        let version = write_silver(store, commit, options, &plan, &clean, remove).await?;
         tracing::info!(source = %source.name, elapsed = ?clock.elapsed(), "silver committed");
         report.silver_rows_in += batch_rows;
         report.silver_rows_out += clean.height();
@@ -186,16 +94,220 @@ pub(super) async fn silver_step(
             *report.failures.entry(k).or_default() += v;
         }
         report.silver_version = Some(version);
-        report.silver_mode = if full { "full" } else { "incremental" }.into();
-        if full {
+        report.silver_mode = if plan.full { "full" } else { "incremental" }.into();
+        if plan.full {
             in_memory.insert(source.silver_table.clone(), (version, clean));
         } else {
             in_memory.remove(&source.silver_table);
         }
-        if target == bronze_now {
+        if plan.target == bronze_now {
             return Ok(());
         }
     }
+}
+
+/// Which bronze rows the next silver batch covers.
+struct BatchPlan {
+    /// Silver is recomputed from all of bronze (first run, changed
+    /// definition, or asked for).
+    full: bool,
+    /// The bronze version the batch starts after (`None`: from the start).
+    from: Option<u64>,
+    /// The bronze version the batch goes up to.
+    target: u64,
+    /// The batches whose quarantine rows were committed (bronze version,
+    /// definition hash).
+    quarantine_marks: Vec<(u64, String)>,
+    /// The batches whose quality rows were committed.
+    quality_marks: Vec<(u64, String)>,
+}
+
+/// Plans the next batch from silver's mark; `None` when silver is up to
+/// date with bronze version `bronze_now`.
+async fn plan_batch(
+    store: &DeltaStore,
+    source: &Source,
+    options: &PipelineOptions,
+    bronze_now: u64,
+    hash: &str,
+) -> Result<Option<BatchPlan>> {
+    let mark = silver_mark(store, source).await?;
+    let changed = mark
+        .definition_hash
+        .as_ref()
+        .is_some_and(|h| h.as_str() != hash);
+    let full = mark.bronze_version.is_none() || changed || options.full_refresh;
+    if !full && mark.bronze_version == Some(bronze_now) {
+        return Ok(None);
+    }
+    // A batch whose side tables were committed but whose silver commit
+    // was lost is redone first, up to exactly the same bronze version.
+    // Read once per batch: they decide both the batch and, later, which
+    // side tables this batch still has to write.
+    let quarantine_marks = side_marks(store, QUARANTINE_TABLE, source).await?;
+    let quality_marks = side_marks(store, QUALITY_TABLE, source).await?;
+    let pending = quarantine_marks
+        .iter()
+        .chain(&quality_marks)
+        .map(|(v, _)| *v)
+        .filter(|v| mark.bronze_version.is_none_or(|m| *v > m) && *v <= bronze_now)
+        .min();
+    let target = if full {
+        bronze_now
+    } else {
+        pending.unwrap_or(bronze_now)
+    };
+    let from = if full { None } else { mark.bronze_version };
+    Ok(Some(BatchPlan {
+        full,
+        from,
+        target,
+        quarantine_marks,
+        quality_marks,
+    }))
+}
+
+/// The bronze rows of the batch. The rows ingested by this run are handed
+/// over in memory when they are exactly the batch; otherwise the batch is
+/// read back.
+async fn read_batch(
+    store: &DeltaStore,
+    source: &Source,
+    ingest: &mut bronze::IngestReport,
+    plan: &BatchPlan,
+    bronze_now: u64,
+) -> Result<DataFrame> {
+    let in_hand = plan.from == ingest.previous_version && plan.target == bronze_now;
+    Ok(match ingest.frame.take() {
+        Some(frame) if in_hand => frame,
+        _ => {
+            let bronze_table = source.bronze_table();
+            let (files, version) = store
+                .files_added(&bronze_table, plan.from, Some(plan.target))
+                .await?;
+            store
+                .read_files(&bronze_table, version, &files, None)
+                .await?
+        }
+    })
+}
+
+/// The silver frames of the sources `source` is enriched from, and the
+/// version of every table the batch reads (bronze up to `target`).
+async fn read_dimensions(
+    store: &DeltaStore,
+    project: &Project,
+    source: &Source,
+    target: u64,
+) -> Result<(BTreeMap<String, DataFrame>, BTreeMap<String, u64>)> {
+    let mut dimensions = BTreeMap::new();
+    let mut input_tables = BTreeMap::new();
+    input_tables.insert(source.bronze_table(), target);
+    for e in &source.enrich {
+        let Some(dim) = project.source(&e.source) else {
+            continue;
+        };
+        match store.latest_version(&dim.silver_table).await? {
+            Some(_) => {
+                let (df, version) = store.read(&dim.silver_table, None).await?;
+                input_tables.insert(dim.silver_table.clone(), version);
+                dimensions.insert(e.source.clone(), df);
+            }
+            None => {
+                return Err(Error::Schema {
+                    view: source.name.clone(),
+                    message: format!(
+                        "enrichment needs silver table {} of source {:?}; its bronze path {:?} matched no file",
+                        dim.silver_table, dim.name, dim.path
+                    ),
+                });
+            }
+        }
+    }
+    Ok((dimensions, input_tables))
+}
+
+/// What every commit of one silver batch records.
+struct BatchCommit<'a> {
+    source: &'a Source,
+    /// The version of each table the batch read.
+    input_tables: BTreeMap<String, u64>,
+    /// The silver definition hash.
+    hash: &'a str,
+    run_id: &'a str,
+}
+
+/// Commits the batch's side tables first, each at most once per batch; a
+/// bronze row is quarantined at most once per silver table, even when a
+/// full recompute meets it again. Returns the quarantine rows that are new.
+async fn write_side_tables(
+    store: &DeltaStore,
+    commit: &BatchCommit<'_>,
+    plan: &BatchPlan,
+    quarantine: &DataFrame,
+    quality: &DataFrame,
+) -> Result<DataFrame> {
+    let source = commit.source;
+    let quarantine = new_quarantine_rows(store, source, quarantine).await?;
+    let written = (plan.target, commit.hash.to_string());
+    for (table, frame, done) in [
+        (QUARANTINE_TABLE, &quarantine, &plan.quarantine_marks),
+        (QUALITY_TABLE, quality, &plan.quality_marks),
+    ] {
+        if frame.height() == 0 || done.contains(&written) {
+            continue;
+        }
+        store
+            .write(
+                table,
+                frame,
+                &WriteOptions::append(),
+                &CommitLineage {
+                    operation: format!("{table}:{}", source.silver_table),
+                    input_tables: commit.input_tables.clone(),
+                    definition_hash: commit.hash.to_string(),
+                    run_id: commit.run_id.to_string(),
+                    ..CommitLineage::default()
+                },
+            )
+            .await?;
+        crash_point(&format!("after-commit:{table}"));
+    }
+    Ok(quarantine)
+}
+
+/// Commits the batch's clean rows to the silver table (an overwrite for a
+/// full recompute), removing the files of rewritten earlier rows in the
+/// same commit; returns the version written.
+async fn write_silver(
+    store: &DeltaStore,
+    commit: BatchCommit<'_>,
+    options: &PipelineOptions,
+    plan: &BatchPlan,
+    clean: &DataFrame,
+    remove: Vec<String>,
+) -> Result<u64> {
+    let silver_table = &commit.source.silver_table;
+    let write_options = WriteOptions {
+        remove,
+        ..step_write(plan.full, options)
+    };
+    let version = store
+        .write(
+            silver_table,
+            clean,
+            &write_options,
+            &CommitLineage {
+                operation: if plan.full { "silver-full" } else { "silver" }.into(),
+                input_tables: commit.input_tables,
+                definition_hash: commit.hash.to_string(),
+                run_id: commit.run_id.to_string(),
+                ..CommitLineage::default()
+            },
+        )
+        .await?;
+    crash_point(&format!("after-commit:{silver_table}"));
+    Ok(version)
 }
 
 /// The quarantine rows of a batch whose bronze row (file and row) is not in
@@ -246,22 +358,9 @@ pub(super) async fn resolve_existing(
     source: &Source,
     clean: &DataFrame,
 ) -> Result<Resolved> {
-    let failed = |what: &str| Error::polars(format!("silver {} duplicates ({what})", source.name));
     let table = &source.silver_table;
-    let created = source
-        .created
-        .clone()
-        .unwrap_or_else(|| INGESTED_AT.to_string());
     let ts = source.timestamp.as_str();
-    let micros = |df: &DataFrame, f: fn(&Column) -> Option<i64>| -> Option<i64> {
-        df.column(ts)
-            .ok()
-            .and_then(|c| c.cast(&DataType::Int64).ok())
-            .and_then(|c| f(&c))
-    };
-    let low = micros(clean, |c| c.i64().ok()?.min());
-    let high = micros(clean, |c| c.i64().ok()?.max());
-    let (Some(low), Some(high)) = (low, high) else {
+    let Some((low, high)) = event_time_range(clean, ts) else {
         return Ok(Resolved {
             clean: clean.clone(),
             remove: vec![],
@@ -270,16 +369,7 @@ pub(super) async fn resolve_existing(
         });
     };
     let (files, version) = store.files(table, None).await?;
-    let mut key: Vec<String> = source.dedup_key.clone();
-    key.push(source.timestamp.clone());
-    let mut probe_columns = key.clone();
-    probe_columns.push(created.clone());
-    let new_keys = clean
-        .select(probe_columns.iter().map(String::as_str))
-        .map_err(failed("keys"))?
-        .lazy()
-        .rename([created.as_str()], ["__new_created"], true);
-    let key_exprs: Vec<Expr> = key.iter().map(|k| col(k.as_str())).collect();
+    let keys = BatchKeys::of(source, clean)?;
     let mut drop_new: Option<DataFrame> = None;
     let mut rewritten: Vec<DataFrame> = Vec::new();
     let mut remove = Vec::new();
@@ -289,93 +379,200 @@ pub(super) async fn resolve_existing(
         f.min_micros(ts).is_none_or(|m| m <= high) && f.max_micros(ts).is_none_or(|m| m >= low)
     }) {
         let one = std::slice::from_ref(file);
-        let probe = store
-            .read_files(table, version, one, Some(&probe_columns))
-            .await?;
-        let matches = probe
-            .lazy()
-            .join(
-                new_keys.clone(),
-                key_exprs.clone(),
-                key_exprs.clone(),
-                JoinArgs::new(JoinType::Inner),
-            )
-            .collect()
-            .map_err(failed("probe"))?;
-        if matches.height() == 0 {
+        let Some((old_wins, new_wins)) = keys.compare(store, source, version, one).await? else {
             continue;
-        }
-        // Old rows delivered later than the new ones win.
-        let old_wins = matches
-            .clone()
-            .lazy()
-            .filter(col(created.as_str()).gt(col("__new_created")))
-            .select(key_exprs.clone())
-            .collect()
-            .map_err(failed("compare"))?;
-        let new_wins = matches
-            .lazy()
-            .filter(col(created.as_str()).lt_eq(col("__new_created")))
-            .select(key_exprs.clone())
-            .collect()
-            .map_err(failed("compare"))?;
+        };
         if old_wins.height() > 0 {
             drop_new = Some(match drop_new {
                 None => old_wins,
                 Some(mut d) => {
-                    d.vstack_mut(&old_wins).map_err(failed("compare"))?;
+                    d.vstack_mut(&old_wins)
+                        .map_err(duplicates_failed(source, "compare"))?;
                     d
                 }
             });
         }
         if new_wins.height() > 0 {
-            let full = store.read_files(table, version, one, None).await?;
-            let kept = full
-                .lazy()
-                .join(
-                    new_wins.clone().lazy(),
-                    key_exprs.clone(),
-                    key_exprs.clone(),
-                    JoinArgs::new(JoinType::Anti),
-                )
-                .collect()
-                .map_err(failed("rewrite"))?;
+            rewritten.push(keys.rewrite(store, source, version, one, &new_wins).await?);
             replaced_old += new_wins.height();
-            rewritten.push(kept);
             remove.push(file.path.clone());
         }
     }
-    let mut out = clean.clone();
-    let mut dropped_new = 0;
-    if let Some(d) = drop_new {
-        let before = out.height();
-        out = out
-            .lazy()
-            .join(
-                d.lazy(),
-                key_exprs.clone(),
-                key_exprs.clone(),
-                JoinArgs::new(JoinType::Anti),
-            )
-            .collect()
-            .map_err(failed("drop"))?;
-        dropped_new = before - out.height();
-    }
-    for r in rewritten {
-        out.vstack_mut(&r).map_err(failed("rewrite"))?;
-    }
-    let out = out
-        .lazy()
-        .sort(
-            [ts],
-            SortMultipleOptions::default().with_maintain_order(true),
-        )
-        .collect()
-        .map_err(failed("rewrite"))?;
+    let (clean, dropped_new) = keys.merge(source, clean, drop_new, rewritten)?;
     Ok(Resolved {
-        clean: out,
+        clean,
         remove,
         dropped_new,
         replaced_old,
     })
+}
+
+/// The error of step `what` of resolving `source`'s duplicates.
+fn duplicates_failed(source: &Source, what: &str) -> impl FnOnce(PolarsError) -> Error + use<> {
+    Error::polars(format!("silver {} duplicates ({what})", source.name))
+}
+
+/// The earliest and latest event time of `frame`'s `ts` column, in
+/// microseconds; `None` when it has none.
+fn event_time_range(frame: &DataFrame, ts: &str) -> Option<(i64, i64)> {
+    let micros = |f: fn(&Column) -> Option<i64>| -> Option<i64> {
+        frame
+            .column(ts)
+            .ok()
+            .and_then(|c| c.cast(&DataType::Int64).ok())
+            .and_then(|c| f(&c))
+    };
+    let low = micros(|c| c.i64().ok()?.min());
+    let high = micros(|c| c.i64().ok()?.max());
+    low.zip(high)
+}
+
+/// A batch's record keys (dedup key and event time) with their delivery
+/// times, matched against one committed file at a time.
+struct BatchKeys {
+    /// The key columns.
+    exprs: Vec<Expr>,
+    /// The key columns and the delivery-time column, read from each file.
+    probe_columns: Vec<String>,
+    /// The delivery-time column (created, or ingest time).
+    created: String,
+    /// The batch's keys, its delivery time renamed `__new_created`.
+    new_keys: LazyFrame,
+}
+
+impl BatchKeys {
+    fn of(source: &Source, clean: &DataFrame) -> Result<Self> {
+        let created = source
+            .created
+            .clone()
+            .unwrap_or_else(|| INGESTED_AT.to_string());
+        let mut key: Vec<String> = source.dedup_key.clone();
+        key.push(source.timestamp.clone());
+        let mut probe_columns = key.clone();
+        probe_columns.push(created.clone());
+        let new_keys = clean
+            .select(probe_columns.iter().map(String::as_str))
+            .map_err(duplicates_failed(source, "keys"))?
+            .lazy()
+            .rename([created.as_str()], ["__new_created"], true);
+        Ok(BatchKeys {
+            exprs: key.iter().map(|k| col(k.as_str())).collect(),
+            probe_columns,
+            created,
+            new_keys,
+        })
+    }
+
+    /// The keys of `file` that the batch has too, split by which delivery
+    /// wins: (old rows delivered later than the new ones, old rows the new
+    /// ones replace); `None` when the file has none of the batch's keys.
+    async fn compare(
+        &self,
+        store: &DeltaStore,
+        source: &Source,
+        version: u64,
+        file: &[DataFile],
+    ) -> Result<Option<(DataFrame, DataFrame)>> {
+        let failed = |what: &str| duplicates_failed(source, what);
+        let probe = store
+            .read_files(
+                &source.silver_table,
+                version,
+                file,
+                Some(&self.probe_columns),
+            )
+            .await?;
+        let matches = probe
+            .lazy()
+            .join(
+                self.new_keys.clone(),
+                self.exprs.clone(),
+                self.exprs.clone(),
+                JoinArgs::new(JoinType::Inner),
+            )
+            .collect()
+            .map_err(failed("probe"))?;
+        if matches.height() == 0 {
+            return Ok(None);
+        }
+        // Old rows delivered later than the new ones win.
+        let old_wins = matches
+            .clone()
+            .lazy()
+            .filter(col(self.created.as_str()).gt(col("__new_created")))
+            .select(self.exprs.clone())
+            .collect()
+            .map_err(failed("compare"))?;
+        let new_wins = matches
+            .lazy()
+            .filter(col(self.created.as_str()).lt_eq(col("__new_created")))
+            .select(self.exprs.clone())
+            .collect()
+            .map_err(failed("compare"))?;
+        Ok(Some((old_wins, new_wins)))
+    }
+
+    /// `file`'s rows without those the batch replaces (`new_wins`).
+    async fn rewrite(
+        &self,
+        store: &DeltaStore,
+        source: &Source,
+        version: u64,
+        file: &[DataFile],
+        new_wins: &DataFrame,
+    ) -> Result<DataFrame> {
+        let full = store
+            .read_files(&source.silver_table, version, file, None)
+            .await?;
+        full.lazy()
+            .join(
+                new_wins.clone().lazy(),
+                self.exprs.clone(),
+                self.exprs.clone(),
+                JoinArgs::new(JoinType::Anti),
+            )
+            .collect()
+            .map_err(duplicates_failed(source, "rewrite"))
+    }
+
+    /// The rows to write: the batch without the records an earlier delivery
+    /// wins (`drop_new`), plus the rewritten files' rows, in event-time
+    /// order; and how many of the batch's records were dropped.
+    fn merge(
+        &self,
+        source: &Source,
+        clean: &DataFrame,
+        drop_new: Option<DataFrame>,
+        rewritten: Vec<DataFrame>,
+    ) -> Result<(DataFrame, usize)> {
+        let failed = |what: &str| duplicates_failed(source, what);
+        let mut out = clean.clone();
+        let mut dropped_new = 0;
+        if let Some(d) = drop_new {
+            let before = out.height();
+            out = out
+                .lazy()
+                .join(
+                    d.lazy(),
+                    self.exprs.clone(),
+                    self.exprs.clone(),
+                    JoinArgs::new(JoinType::Anti),
+                )
+                .collect()
+                .map_err(failed("drop"))?;
+            dropped_new = before - out.height();
+        }
+        for r in rewritten {
+            out.vstack_mut(&r).map_err(failed("rewrite"))?;
+        }
+        let out = out
+            .lazy()
+            .sort(
+                [source.timestamp.as_str()],
+                SortMultipleOptions::default().with_maintain_order(true),
+            )
+            .collect()
+            .map_err(failed("rewrite"))?;
+        Ok((out, dropped_new))
+    }
 }

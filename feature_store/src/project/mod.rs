@@ -8,66 +8,24 @@
 //! names the file, the line and the field.
 
 mod checker;
+mod duration;
 mod raw;
 mod spec;
 #[cfg(test)]
 mod tests;
 
-use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
-
-use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::schema::Entity;
-use checker::Checker;
+use checker::{Checker, line_of};
 use raw::RawProject;
 
+pub use duration::{format_duration, parse_duration};
 pub use spec::*;
 
 /// The project file's name.
 pub const PROJECT_FILE: &str = "aurum.toml";
 
-/// A loaded and checked project.
-#[derive(Debug, Clone)]
-pub struct Project {
-    /// The directory holding `aurum.toml`; relative paths start here.
-    pub root: PathBuf,
-    /// The project name.
-    pub name: String,
-    /// Where Delta tables, bronze files and the registry live.
-    pub data_dir: PathBuf,
-    /// Entities by name.
-    pub entities: Vec<Entity>,
-    /// Bronze sources with their silver rules, in dependency order
-    /// (dimension sources used for enrichment come first).
-    pub sources: Vec<Source>,
-    /// Feature views.
-    pub feature_views: Vec<ViewSpec>,
-    /// Feature services: named feature lists.
-    pub feature_services: Vec<crate::schema::FeatureService>,
-    /// The `[[model]]` sections, by model name. Their keys belong to the
-    /// crates that train and serve models (the feature store knows nothing
-    /// of models): each reads its own sub-table and reports its own errors.
-    pub models: Vec<ModelSection>,
-    /// A hash of the file's checked content.
-    pub definition_hash: String,
-}
-
-/// A `[[model]]` section of the project file: a model's name and the
-/// tables other crates read (`[model.serving]`, `[model.training]`).
-#[derive(Debug, Clone, PartialEq)]
-pub struct ModelSection {
-    /// The registered model's name.
-    pub name: String,
-    /// The line the section's name is on, for error messages.
-    pub line: usize,
-    /// Every key of the section but `name`.
-    pub table: toml::Table,
-}
-
-/// The file format of a bronze source.
 impl Project {
     /// Finds `aurum.toml` in `start` or a directory above it.
     pub fn find(start: &Path) -> Result<PathBuf> {
@@ -128,52 +86,4 @@ impl Project {
     pub fn view(&self, name: &str) -> Option<&ViewSpec> {
         self.feature_views.iter().find(|v| v.name == name)
     }
-}
-
-/// A stable sha256 of a serializable definition, salted with the version
-/// of the code that interprets it.
-pub fn hash_json<T: Serialize>(salt: &str, value: &T) -> String {
-    use sha2::{Digest, Sha256};
-    let doc = serde_json::to_vec(value).unwrap_or_default();
-    let mut hasher = Sha256::new();
-    hasher.update(salt.as_bytes());
-    hasher.update(&doc);
-    hex::encode(hasher.finalize())
-}
-
-/// Parses a duration such as `90s`, `30m`, `1h`, `7d` or `2w`.
-pub fn parse_duration(text: &str) -> Option<Duration> {
-    let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit())?;
-    let (number, unit) = text.split_at(split);
-    let n: u64 = number.parse().ok()?;
-    let unit_seconds: u64 = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3_600,
-        "d" => 86_400,
-        "w" => 7 * 86_400,
-        _ => return None,
-    };
-    // Ten years at most: windows and TTLs longer than that are mistakes,
-    // and the bound keeps every microsecond computation far from overflow.
-    let seconds = n.checked_mul(unit_seconds)?;
-    (n > 0 && seconds <= 3_650 * 86_400).then(|| Duration::from_secs(seconds))
-}
-
-/// Formats a duration the way [`parse_duration`] reads it, in the largest
-/// whole unit up to days (feature names say `7d`, not `1w`).
-pub fn format_duration(d: Duration) -> String {
-    let s = d.as_secs();
-    for (unit, size) in [("d", 86_400), ("h", 3_600), ("m", 60)] {
-        if s.is_multiple_of(size) && s >= size {
-            return format!("{}{unit}", s / size);
-        }
-    }
-    format!("{s}s")
-}
-
-fn line_of(text: &str, span: &Range<usize>) -> usize {
-    let end = span.start.min(text.len());
-    text[..end].bytes().filter(|&b| b == b'\n').count() + 1
 }

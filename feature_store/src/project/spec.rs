@@ -1,12 +1,64 @@
-//! The checked shapes of a project's sources and feature views.
+//! The checked shapes of a project: the project itself, its sources,
+//! feature views and model sections, and the definition hashes that tell
+//! when a processor's output must be recomputed.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::hash_json;
-use crate::schema::{Entity, FeatureView};
+use crate::schema::{CREATED_TIMESTAMP, EVENT_TIMESTAMP, Entity, FeatureView};
 
+/// A loaded and checked project.
+#[derive(Debug, Clone)]
+pub struct Project {
+    /// The directory holding `aurum.toml`; relative paths start here.
+    pub root: PathBuf,
+    /// The project name.
+    pub name: String,
+    /// Where Delta tables, bronze files and the registry live.
+    pub data_dir: PathBuf,
+    /// Entities by name.
+    pub entities: Vec<Entity>,
+    /// Bronze sources with their silver rules, in dependency order
+    /// (dimension sources used for enrichment come first).
+    pub sources: Vec<Source>,
+    /// Feature views.
+    pub feature_views: Vec<ViewSpec>,
+    /// Feature services: named feature lists.
+    pub feature_services: Vec<crate::schema::FeatureService>,
+    /// The `[[model]]` sections, by model name. Their keys belong to the
+    /// crates that train and serve models (the feature store knows nothing
+    /// of models): each reads its own sub-table and reports its own errors.
+    pub models: Vec<ModelSection>,
+    /// A hash of the file's checked content.
+    pub definition_hash: String,
+}
+
+/// A `[[model]]` section of the project file: a model's name and the
+/// tables other crates read (`[model.serving]`, `[model.training]`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelSection {
+    /// The registered model's name.
+    pub name: String,
+    /// The line the section's name is on, for error messages.
+    pub line: usize,
+    /// Every key of the section but `name`.
+    pub table: toml::Table,
+}
+
+/// A stable sha256 of a serializable definition, salted with the version
+/// of the code that interprets it.
+pub fn hash_json<T: Serialize>(salt: &str, value: &T) -> String {
+    use sha2::{Digest, Sha256};
+    let doc = serde_json::to_vec(value).unwrap_or_default();
+    let mut hasher = Sha256::new();
+    hasher.update(salt.as_bytes());
+    hasher.update(&doc);
+    hex::encode(hasher.finalize())
+}
+
+/// The file format of a bronze source.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Format {
@@ -368,8 +420,8 @@ impl ViewSpec {
             entity: self.entity.clone(),
             features: self.feature_names(),
             feature_types: self.feature_types(),
-            timestamp_column: crate::pipeline::gold::EVENT_TIMESTAMP.to_string(),
-            created_column: crate::pipeline::gold::CREATED_TIMESTAMP.to_string(),
+            timestamp_column: EVENT_TIMESTAMP.to_string(),
+            created_column: CREATED_TIMESTAMP.to_string(),
             ttl: self.ttl,
         }
     }

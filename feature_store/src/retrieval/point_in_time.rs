@@ -88,25 +88,9 @@ impl PreparedView {
         features: &[String],
         options: RetrievalOptions,
     ) -> Result<Self> {
-        let mut names = Vec::with_capacity(features.len());
-        for feature in features {
-            if !view.features.contains(feature) {
-                return Err(Error::UnknownFeature(format!("{}:{feature}", view.name)));
-            }
-            names.push(if options.full_feature_names {
-                format!("{}__{feature}", view.name)
-            } else {
-                feature.clone()
-            });
-        }
+        let names = output_names(view, features, options)?;
         let failed = |e| Error::polars(format!("preparing {} for joins", view.name))(e);
-        let mut feature_columns = Vec::with_capacity(features.len());
-        for (feature, name) in features.iter().zip(&names) {
-            let mut column = frame.column(feature).map_err(failed)?.clone();
-            column.rename(name.as_str().into());
-            feature_columns.push(column);
-        }
-        let feature_frame = DataFrame::new_infer_height(feature_columns).map_err(failed)?;
+        let feature_frame = renamed_features(frame, features, &names).map_err(failed)?;
         let keys = view
             .entity
             .join_keys
@@ -144,40 +128,7 @@ impl PreparedView {
                 message: "the gold table has more rows than a join can index".into(),
             });
         }
-        let mut starts = vec![0usize; entities.len() + 1];
-        for &entity in &entity_of {
-            if entity != NO_ENTITY {
-                starts[entity as usize + 1] += 1;
-            }
-        }
-        for e in 1..starts.len() {
-            starts[e] += starts[e - 1];
-        }
-        let mut next = starts.clone();
-        let mut entries = vec![Entry::default(); starts[starts.len() - 1]];
-        for (row, &entity) in entity_of.iter().enumerate() {
-            if entity == NO_ENTITY {
-                continue;
-            }
-            let slot = &mut next[entity as usize];
-            entries[*slot] = Entry {
-                time: event[row],
-                created: created[row],
-                row: row as IdxSize,
-            };
-            *slot += 1;
-        }
-        drop(entity_of);
-        let mut slices = Vec::with_capacity(entities.len());
-        let mut rest = entries.as_mut_slice();
-        for e in 0..entities.len() {
-            let (head, tail) = rest.split_at_mut(starts[e + 1] - starts[e]);
-            slices.push(head);
-            rest = tail;
-        }
-        slices
-            .par_iter_mut()
-            .for_each(|slice| slice.sort_unstable_by_key(|e| (e.time, e.created, e.row)));
+        let (starts, entries) = index_by_entity(entity_of, entities.len(), event, &created);
         Ok(PreparedView {
             view: view.clone(),
             names,
@@ -246,6 +197,92 @@ impl PreparedView {
             .collect();
         Ok(found.into_iter().collect())
     }
+}
+
+/// The output name of each wanted feature of `view` (`view__feature` with
+/// full feature names); a feature the view does not have is refused.
+fn output_names(
+    view: &FeatureView,
+    features: &[String],
+    options: RetrievalOptions,
+) -> Result<Vec<String>> {
+    let mut names = Vec::with_capacity(features.len());
+    for feature in features {
+        if !view.features.contains(feature) {
+            return Err(Error::UnknownFeature(format!("{}:{feature}", view.name)));
+        }
+        names.push(if options.full_feature_names {
+            format!("{}__{feature}", view.name)
+        } else {
+            feature.clone()
+        });
+    }
+    Ok(names)
+}
+
+/// The `features` columns of `frame`, renamed to `names`.
+fn renamed_features(
+    frame: &DataFrame,
+    features: &[String],
+    names: &[String],
+) -> PolarsResult<DataFrame> {
+    let mut columns = Vec::with_capacity(features.len());
+    for (feature, name) in features.iter().zip(names) {
+        let mut column = frame.column(feature)?.clone();
+        column.rename(name.as_str().into());
+        columns.push(column);
+    }
+    DataFrame::new_infer_height(columns)
+}
+
+/// The index of the gold rows of `entities` entities (`entity_of[row]`,
+/// [`NO_ENTITY`] for rows left out) with their event and created times:
+/// where each entity's entries start, and the entries, each entity's
+/// sorted by (event time, created time, row). A counting sort by entity,
+/// then a small sort within each entity, in parallel.
+fn index_by_entity(
+    entity_of: Vec<u32>,
+    entities: usize,
+    event: &[i64],
+    created: &[i64],
+) -> (Vec<usize>, Vec<Entry>) {
+    let mut starts = vec![0usize; entities + 1];
+    for &entity in &entity_of {
+        if entity != NO_ENTITY {
+            starts[entity as usize + 1] += 1;
+        }
+    }
+    for e in 1..starts.len() {
+        starts[e] += starts[e - 1];
+    }
+    let mut next = starts.clone();
+    let mut entries = vec![Entry::default(); starts[starts.len() - 1]];
+    for (row, &entity) in entity_of.iter().enumerate() {
+        if entity == NO_ENTITY {
+            continue;
+        }
+        let slot = &mut next[entity as usize];
+        entries[*slot] = Entry {
+            time: event[row],
+            created: created[row],
+            row: row as IdxSize,
+        };
+        *slot += 1;
+    }
+    // The gold table's entity numbers are no longer needed: freed before
+    // the sort, the widest moment of the preparation.
+    drop(entity_of);
+    let mut slices = Vec::with_capacity(entities);
+    let mut rest = entries.as_mut_slice();
+    for e in 0..entities {
+        let (head, tail) = rest.split_at_mut(starts[e + 1] - starts[e]);
+        slices.push(head);
+        rest = tail;
+    }
+    slices
+        .par_iter_mut()
+        .for_each(|slice| slice.sort_unstable_by_key(|e| (e.time, e.created, e.row)));
+    (starts, entries)
 }
 
 /// Joins prepared views onto the spine (see [`point_in_time_join`]).

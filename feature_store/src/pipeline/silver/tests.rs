@@ -115,12 +115,22 @@ fn batch(rows: &[[Option<&str>; 7]]) -> DataFrame {
         .unwrap()
 }
 
-#[test]
-fn every_step_and_every_rejection_is_accounted_for() {
-    let project = Project::parse(PROJECT, Path::new("aurum.toml"), Path::new(".")).unwrap();
-    let source = &project.sources[0];
+/// The batch of [`every_step_and_every_rejection_is_accounted_for`]: a row
+/// per case, in the columns of `PROJECT` (id, user, value, score, kind,
+/// local time, event time).
+fn one_row_per_case() -> [[Option<&'static str>; 7]; 8] {
     let t = Some("2026-03-01T10:00:00+0200");
-    let rows = [
+    // A soft failure: an unknown kind stays in silver.
+    let e6 = [
+        Some("e6"),
+        Some("3"),
+        Some("3.00"),
+        None,
+        Some("zzz"),
+        None,
+        t,
+    ];
+    [
         // Clean, with a Berlin wall-clock time (UTC+1 in March).
         [
             Some("e1"),
@@ -155,16 +165,7 @@ fn every_step_and_every_rejection_is_accounted_for() {
             None,
             t,
         ],
-        // A soft failure: an unknown kind stays in silver.
-        [
-            Some("e6"),
-            Some("3"),
-            Some("3.00"),
-            None,
-            Some("zzz"),
-            None,
-            t,
-        ],
+        e6,
         // Arrived three days after the event: late beyond the lateness.
         [
             Some("e7"),
@@ -176,16 +177,15 @@ fn every_step_and_every_rejection_is_accounted_for() {
             Some("2026-02-26T10:00:00+0200"),
         ],
         // A re-delivery of e6 with the same event time: resolved.
-        [
-            Some("e6"),
-            Some("3"),
-            Some("3.00"),
-            None,
-            Some("zzz"),
-            None,
-            t,
-        ],
-    ];
+        e6,
+    ]
+}
+
+#[test]
+fn every_step_and_every_rejection_is_accounted_for() {
+    let project = Project::parse(PROJECT, Path::new("aurum.toml"), Path::new(".")).unwrap();
+    let source = &project.sources[0];
+    let rows = one_row_per_case();
     let ctx = BatchContext {
         run_id: "r".into(),
         bronze_version: 4,

@@ -5,13 +5,12 @@
 mod source;
 mod view;
 
-use source::order_sources;
-
+use std::collections::BTreeSet;
 use std::ops::Range;
 use std::path::Path;
 
 use super::raw::*;
-use super::*;
+use super::spec::*;
 use crate::error::{Error, Result};
 use crate::schema::Entity;
 
@@ -36,8 +35,32 @@ impl Checker<'_> {
     }
 
     pub(super) fn check(&self, raw: RawProject, root: &Path) -> Result<Project> {
+        let entities = self.check_entities(&raw.entity)?;
+        let sources = self.check_sources(&raw.source)?;
+        let views = self.check_views(&raw.feature_view, &entities, &sources)?;
+        let services = self.check_services(&raw.feature_service, &views)?;
+        let models = self.check_models(raw.model)?;
+        let mut project = Project {
+            root: root.to_path_buf(),
+            name: raw.project.name,
+            data_dir: root.join(&raw.project.data_dir),
+            entities,
+            sources,
+            feature_views: views,
+            feature_services: services,
+            models,
+            definition_hash: String::new(),
+        };
+        project.definition_hash = hash_json(
+            "aurum-project-v1",
+            &(&project.sources, &project.feature_views),
+        );
+        Ok(project)
+    }
+
+    fn check_entities(&self, raw: &[RawEntity]) -> Result<Vec<Entity>> {
         let mut entities: Vec<Entity> = Vec::new();
-        for (i, e) in raw.entity.iter().enumerate() {
+        for (i, e) in raw.iter().enumerate() {
             let field = format!("entity[{i}]");
             if entities.iter().any(|x| &x.name == e.name.get_ref()) {
                 return self.fail(
@@ -58,76 +81,96 @@ impl Checker<'_> {
                 join_keys: e.join_keys.get_ref().clone(),
             });
         }
+        Ok(entities)
+    }
 
+    /// The sources, ordered so that each comes after those it is enriched
+    /// from.
+    fn check_sources(&self, raw: &[RawSource]) -> Result<Vec<Source>> {
         let mut sources: Vec<Source> = Vec::new();
-        for (i, s) in raw.source.iter().enumerate() {
+        for (i, s) in raw.iter().enumerate() {
             let source = self.check_source(i, s, &sources)?;
             sources.push(source);
         }
         // Enrichment may refer to sources declared later: check and order.
-        let names: Vec<String> = sources.iter().map(|s| s.name.clone()).collect();
-        for (i, s) in raw.source.iter().enumerate() {
-            for (j, e) in s.silver.enrich.iter().enumerate() {
-                let field = format!("source[{i}].silver.enrich[{j}]");
-                let Some(dim) = sources.iter().find(|d| &d.name == e.source.get_ref()) else {
-                    return self.fail(
-                        e.source.span(),
-                        format!("{field}.source"),
-                        format!(
-                            "no source named {:?} (declared: {})",
-                            e.source.get_ref(),
-                            names.join(", ")
-                        ),
-                    );
-                };
-                if dim.name == *s.name.get_ref() {
-                    return self.fail(
-                        e.source.span(),
-                        format!("{field}.source"),
-                        "a source cannot enrich itself".into(),
-                    );
-                }
-                for key in e.on.get_ref() {
-                    if sources[i].column(key).is_none() || dim.column(key).is_none() {
-                        return self.fail(
-                            e.on.span(),
-                            format!("{field}.on"),
-                            format!(
-                                "join key {key:?} must be a declared column of both {:?} and {:?}",
-                                s.name.get_ref(),
-                                dim.name
-                            ),
-                        );
-                    }
-                }
-                for column in e.columns.get_ref() {
-                    if dim.column(column).is_none() {
-                        return self.fail(
-                            e.columns.span(),
-                            format!("{field}.columns"),
-                            format!("{:?} is not a column of source {:?}", column, dim.name),
-                        );
-                    }
-                    if sources[i].column(column).is_some() {
-                        return self.fail(
-                            e.columns.span(),
-                            format!("{field}.columns"),
-                            format!("{column:?} is already a column of {:?}", s.name.get_ref()),
-                        );
-                    }
-                }
-            }
+        for (i, s) in raw.iter().enumerate() {
+            self.check_enrichment(i, s, &sources)?;
         }
-        let sources = order_sources(sources).map_err(|cycle| Error::Project {
+        order_sources(sources).map_err(|cycle| Error::Project {
             path: self.path.to_path_buf(),
             line: 0,
             field: "source.silver.enrich".into(),
             message: format!("enrichment forms a cycle through {cycle:?}"),
-        })?;
+        })
+    }
 
+    /// Source `i`'s enrichments against all the `sources`: the dimension
+    /// exists and is another source, the join keys are columns of both,
+    /// the columns taken are the dimension's and new to the source.
+    fn check_enrichment(&self, i: usize, s: &RawSource, sources: &[Source]) -> Result<()> {
+        for (j, e) in s.silver.enrich.iter().enumerate() {
+            let field = format!("source[{i}].silver.enrich[{j}]");
+            let Some(dim) = sources.iter().find(|d| &d.name == e.source.get_ref()) else {
+                let names: Vec<&str> = sources.iter().map(|s| s.name.as_str()).collect();
+                return self.fail(
+                    e.source.span(),
+                    format!("{field}.source"),
+                    format!(
+                        "no source named {:?} (declared: {})",
+                        e.source.get_ref(),
+                        names.join(", ")
+                    ),
+                );
+            };
+            if dim.name == *s.name.get_ref() {
+                return self.fail(
+                    e.source.span(),
+                    format!("{field}.source"),
+                    "a source cannot enrich itself".into(),
+                );
+            }
+            for key in e.on.get_ref() {
+                if sources[i].column(key).is_none() || dim.column(key).is_none() {
+                    return self.fail(
+                        e.on.span(),
+                        format!("{field}.on"),
+                        format!(
+                            "join key {key:?} must be a declared column of both {:?} and {:?}",
+                            s.name.get_ref(),
+                            dim.name
+                        ),
+                    );
+                }
+            }
+            for column in e.columns.get_ref() {
+                if dim.column(column).is_none() {
+                    return self.fail(
+                        e.columns.span(),
+                        format!("{field}.columns"),
+                        format!("{:?} is not a column of source {:?}", column, dim.name),
+                    );
+                }
+                if sources[i].column(column).is_some() {
+                    return self.fail(
+                        e.columns.span(),
+                        format!("{field}.columns"),
+                        format!("{column:?} is already a column of {:?}", s.name.get_ref()),
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn check_views(
+        &self,
+        raw: &[RawView],
+        entities: &[Entity],
+        sources: &[Source],
+    ) -> Result<Vec<ViewSpec>> {
         let mut views: Vec<ViewSpec> = Vec::new();
-        for (i, v) in raw.feature_view.iter().enumerate() {
-            let view = self.check_view(i, v, &entities, &sources)?;
+        for (i, v) in raw.iter().enumerate() {
+            let view = self.check_view(i, v, entities, sources)?;
             if views.iter().any(|x| x.name == view.name) {
                 return self.fail(
                     v.name.span(),
@@ -137,10 +180,17 @@ impl Checker<'_> {
             }
             views.push(view);
         }
+        Ok(views)
+    }
 
+    fn check_services(
+        &self,
+        raw: &[RawService],
+        views: &[ViewSpec],
+    ) -> Result<Vec<crate::schema::FeatureService>> {
         let mut services: Vec<crate::schema::FeatureService> = Vec::new();
-        for (i, raw_service) in raw.feature_service.iter().enumerate() {
-            let service = self.check_service(i, raw_service, &views)?;
+        for (i, raw_service) in raw.iter().enumerate() {
+            let service = self.check_service(i, raw_service, views)?;
             if services.iter().any(|x| x.name == service.name) {
                 return self.fail(
                     raw_service.name.span(),
@@ -150,9 +200,14 @@ impl Checker<'_> {
             }
             services.push(service);
         }
+        Ok(services)
+    }
 
+    /// The `[[model]]` sections, kept as tables for the crates that train
+    /// and serve: each needs a unique name.
+    fn check_models(&self, raw: Vec<toml::Spanned<toml::Table>>) -> Result<Vec<ModelSection>> {
         let mut models: Vec<ModelSection> = Vec::new();
-        for (i, m) in raw.model.into_iter().enumerate() {
+        for (i, m) in raw.into_iter().enumerate() {
             let span = m.span();
             let mut table = m.into_inner();
             let name = match table.remove("name") {
@@ -178,23 +233,7 @@ impl Checker<'_> {
                 table,
             });
         }
-
-        let mut project = Project {
-            root: root.to_path_buf(),
-            name: raw.project.name,
-            data_dir: root.join(&raw.project.data_dir),
-            entities,
-            sources,
-            feature_views: views,
-            feature_services: services,
-            models,
-            definition_hash: String::new(),
-        };
-        project.definition_hash = hash_json(
-            "aurum-project-v1",
-            &(&project.sources, &project.feature_views),
-        );
-        Ok(project)
+        Ok(models)
     }
 
     fn check_service(
@@ -263,4 +302,33 @@ pub(super) fn value_text(v: &toml::Value) -> String {
         toml::Value::String(s) => s.clone(),
         other => other.to_string(),
     }
+}
+
+/// The line of `text` a span starts on (from 1).
+pub(super) fn line_of(text: &str, span: &Range<usize>) -> usize {
+    let end = span.start.min(text.len());
+    text[..end].bytes().filter(|&b| b == b'\n').count() + 1
+}
+
+/// Orders sources so that every dimension comes before the sources it
+/// enriches; returns a source on a cycle when there is one.
+fn order_sources(sources: Vec<Source>) -> std::result::Result<Vec<Source>, String> {
+    let mut done: BTreeSet<String> = BTreeSet::new();
+    let mut ordered = Vec::with_capacity(sources.len());
+    let mut pending = sources;
+    while !pending.is_empty() {
+        let before = pending.len();
+        let (ready, rest): (Vec<Source>, Vec<Source>) = pending
+            .into_iter()
+            .partition(|s| s.enrich.iter().all(|e| done.contains(&e.source)));
+        for s in ready {
+            done.insert(s.name.clone());
+            ordered.push(s);
+        }
+        pending = rest;
+        if pending.len() == before {
+            return Err(pending[0].name.clone());
+        }
+    }
+    Ok(ordered)
 }

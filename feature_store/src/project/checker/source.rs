@@ -1,13 +1,12 @@
 //! Checks of a `[[source]]`: columns, silver rules, enrichments.
 
-use std::collections::BTreeSet;
-
 use toml::Spanned;
 
 use super::{Checker, is_identifier, value_text};
 use crate::error::Result;
+use crate::project::duration::parse_duration;
 use crate::project::raw::*;
-use crate::project::*;
+use crate::project::spec::*;
 
 impl Checker<'_> {
     pub(super) fn check_source(
@@ -32,6 +31,46 @@ impl Checker<'_> {
                 format!("source {name:?} is declared twice"),
             );
         }
+        let columns = self.check_columns(&field, s)?;
+        self.check_column_ref(&field, &columns, &s.timestamp, "timestamp", true)?;
+        if let Some(created) = &s.created {
+            self.check_column_ref(&field, &columns, created, "created", true)?;
+        }
+        let dedup_key = self.check_dedup_key(&field, s, &columns)?;
+        let nulls = self.check_nulls(&field, s, &columns)?;
+        let mut enrich = Vec::new();
+        let mut enriched_columns: Vec<String> = Vec::new();
+        for e in &s.silver.enrich {
+            enriched_columns.extend(e.columns.get_ref().iter().cloned());
+            enrich.push(Enrichment {
+                source: e.source.get_ref().clone(),
+                on: e.on.get_ref().clone(),
+                columns: e.columns.get_ref().clone(),
+            });
+        }
+        let rules = self.check_rules(&field, s, &columns, &enriched_columns)?;
+        Ok(Source {
+            silver_table: s
+                .silver
+                .table
+                .clone()
+                .unwrap_or_else(|| format!("silver_{name}")),
+            name,
+            format: s.format,
+            path: s.path.clone(),
+            timestamp: s.timestamp.get_ref().clone(),
+            created: s.created.as_ref().map(|c| c.get_ref().clone()),
+            columns,
+            dedup_key,
+            nulls,
+            enrich,
+            rules,
+        })
+    }
+
+    /// The source's declared columns: known types and time zones, unique
+    /// names, none reserved.
+    fn check_columns(&self, field: &str, s: &RawSource) -> Result<Vec<Column>> {
         let mut columns: Vec<Column> = Vec::new();
         for (j, c) in s.columns.iter().enumerate() {
             let cfield = format!("{field}.columns[{j}]");
@@ -78,25 +117,41 @@ impl Checker<'_> {
                 ty,
             });
         }
-        let find = |col: &Spanned<String>, what: &str, want_ts: bool| -> Result<()> {
-            match columns.iter().find(|c| &c.name == col.get_ref()) {
-                None => self.fail(
-                    col.span(),
-                    format!("{field}.{what}"),
-                    format!("{:?} is not a declared column", col.get_ref()),
-                ),
-                Some(c) if want_ts && c.ty != ColumnType::Timestamp => self.fail(
-                    col.span(),
-                    format!("{field}.{what}"),
-                    format!("{:?} must have type timestamp", col.get_ref()),
-                ),
-                Some(_) => Ok(()),
-            }
-        };
-        find(&s.timestamp, "timestamp", true)?;
-        if let Some(created) = &s.created {
-            find(created, "created", true)?;
+        Ok(columns)
+    }
+
+    /// `col` (the source's field `what`) names one of `columns`, a
+    /// timestamp when `want_ts`.
+    fn check_column_ref(
+        &self,
+        field: &str,
+        columns: &[Column],
+        col: &Spanned<String>,
+        what: &str,
+        want_ts: bool,
+    ) -> Result<()> {
+        match columns.iter().find(|c| &c.name == col.get_ref()) {
+            None => self.fail(
+                col.span(),
+                format!("{field}.{what}"),
+                format!("{:?} is not a declared column", col.get_ref()),
+            ),
+            Some(c) if want_ts && c.ty != ColumnType::Timestamp => self.fail(
+                col.span(),
+                format!("{field}.{what}"),
+                format!("{:?} must have type timestamp", col.get_ref()),
+            ),
+            Some(_) => Ok(()),
         }
+    }
+
+    /// The silver dedup key: declared columns only.
+    fn check_dedup_key(
+        &self,
+        field: &str,
+        s: &RawSource,
+        columns: &[Column],
+    ) -> Result<Vec<String>> {
         let dedup_key: Vec<String> = s
             .silver
             .dedup_key
@@ -116,73 +171,91 @@ impl Checker<'_> {
                 );
             }
         }
+        Ok(dedup_key)
+    }
+
+    /// The silver null strategies, by declared column.
+    fn check_nulls(
+        &self,
+        field: &str,
+        s: &RawSource,
+        columns: &[Column],
+    ) -> Result<Vec<(String, NullStrategy)>> {
         let mut nulls = Vec::new();
         for (j, n) in s.silver.nulls.iter().enumerate() {
-            let nfield = format!("{field}.silver.nulls[{j}]");
-            find(&n.column, &format!("silver.nulls[{j}].column"), false)?;
-            let column = columns
-                .iter()
-                .find(|c| &c.name == n.column.get_ref())
-                .cloned();
-            let numeric = column.as_ref().is_some_and(|c| c.ty.is_numeric());
-            let strategy = match n.strategy.get_ref().as_str() {
-                "drop" => NullStrategy::Drop,
-                "constant" => match &n.value {
-                    Some(v) => NullStrategy::Constant(value_text(v)),
-                    None => {
-                        return self.fail(
-                            n.strategy.span(),
-                            format!("{nfield}.value"),
-                            "strategy \"constant\" needs a value".into(),
-                        );
-                    }
-                },
-                "mean" | "median" if !numeric => {
-                    return self.fail(
-                        n.strategy.span(),
-                        format!("{nfield}.strategy"),
-                        format!(
-                            "{:?} needs a numeric column; {:?} is not",
-                            n.strategy.get_ref(),
-                            n.column.get_ref()
-                        ),
-                    );
-                }
-                "mean" => NullStrategy::Mean,
-                "median" => NullStrategy::Median,
-                "forward_fill" => {
-                    if n.by.is_empty() || n.by.iter().any(|b| !columns.iter().any(|c| &c.name == b))
-                    {
-                        return self.fail(
-                            n.strategy.span(),
-                            format!("{nfield}.by"),
-                            "forward_fill needs `by`, the declared entity key columns".into(),
-                        );
-                    }
-                    NullStrategy::ForwardFill { by: n.by.clone() }
-                }
-                other => {
-                    return self.fail(
-                        n.strategy.span(),
-                        format!("{nfield}.strategy"),
-                        format!(
-                            "unknown null strategy {other:?} (drop, constant, mean, median, forward_fill)"
-                        ),
-                    );
-                }
-            };
+            self.check_column_ref(
+                field,
+                columns,
+                &n.column,
+                &format!("silver.nulls[{j}].column"),
+                false,
+            )?;
+            let strategy = self.null_strategy(&format!("{field}.silver.nulls[{j}]"), n, columns)?;
             nulls.push((n.column.get_ref().clone(), strategy));
         }
-        let mut enrich = Vec::new();
-        let mut enriched_columns: Vec<String> = Vec::new();
-        for e in &s.silver.enrich {
-            enriched_columns.extend(e.columns.get_ref().iter().cloned());
-            enrich.push(Enrichment {
-                source: e.source.get_ref().clone(),
-                on: e.on.get_ref().clone(),
-                columns: e.columns.get_ref().clone(),
-            });
-        }
+        Ok(nulls)
+    }
+
+    /// Null strategy `n` (field `nfield`) of a declared column: known, with
+    /// what it needs (a value, a numeric column, entity columns).
+    fn null_strategy(&self, nfield: &str, n: &RawNull, columns: &[Column]) -> Result<NullStrategy> {
+        let column = columns.iter().find(|c| &c.name == n.column.get_ref());
+        let numeric = column.is_some_and(|c| c.ty.is_numeric());
+        Ok(match n.strategy.get_ref().as_str() {
+            "drop" => NullStrategy::Drop,
+            "constant" => match &n.value {
+                Some(v) => NullStrategy::Constant(value_text(v)),
+                None => {
+                    return self.fail(
+                        n.strategy.span(),
+                        format!("{nfield}.value"),
+                        "strategy \"constant\" needs a value".into(),
+                    );
+                }
+            },
+            "mean" | "median" if !numeric => {
+                return self.fail(
+                    n.strategy.span(),
+                    format!("{nfield}.strategy"),
+                    format!(
+                        "{:?} needs a numeric column; {:?} is not",
+                        n.strategy.get_ref(),
+                        n.column.get_ref()
+                    ),
+                );
+            }
+            "mean" => NullStrategy::Mean,
+            "median" => NullStrategy::Median,
+            "forward_fill" => {
+                if n.by.is_empty() || n.by.iter().any(|b| !columns.iter().any(|c| &c.name == b)) {
+                    return self.fail(
+                        n.strategy.span(),
+                        format!("{nfield}.by"),
+                        "forward_fill needs `by`, the declared entity key columns".into(),
+                    );
+                }
+                NullStrategy::ForwardFill { by: n.by.clone() }
+            }
+            other => {
+                return self.fail(
+                    n.strategy.span(),
+                    format!("{nfield}.strategy"),
+                    format!(
+                        "unknown null strategy {other:?} (drop, constant, mean, median, forward_fill)"
+                    ),
+                );
+            }
+        })
+    }
+
+    /// The silver rules, each on a declared or an enriched column.
+    fn check_rules(
+        &self,
+        field: &str,
+        s: &RawSource,
+        columns: &[Column],
+        enriched_columns: &[String],
+    ) -> Result<Vec<Rule>> {
         let mut rules = Vec::new();
         for (j, r) in s.silver.rules.iter().enumerate() {
             let rfield = format!("{field}.silver.rules[{j}]");
@@ -195,140 +268,113 @@ impl Checker<'_> {
                     format!("{column:?} is neither a declared nor an enriched column"),
                 );
             }
-            let check = match r.check.get_ref().as_str() {
-                "not_null" => Check::NotNull,
-                "range" => {
-                    if r.min.is_none() && r.max.is_none() {
-                        return self.fail(
-                            r.check.span(),
-                            format!("{rfield}.min"),
-                            "a range rule needs min, max or both".into(),
-                        );
-                    }
-                    if declared.is_some_and(|c| !c.ty.is_numeric()) {
-                        return self.fail(
-                            r.column.span(),
-                            format!("{rfield}.column"),
-                            format!("a range rule needs a numeric column; {column:?} is not"),
-                        );
-                    }
-                    Check::Range {
-                        min: r.min,
-                        max: r.max,
-                    }
-                }
-                "regex" => match &r.pattern {
-                    Some(p) => {
-                        if let Err(e) = regex::Regex::new(p.get_ref()) {
-                            return self.fail(
-                                p.span(),
-                                format!("{rfield}.pattern"),
-                                format!("invalid regular expression: {e}"),
-                            );
-                        }
-                        Check::Regex(p.get_ref().clone())
-                    }
-                    None => {
-                        return self.fail(
-                            r.check.span(),
-                            format!("{rfield}.pattern"),
-                            "a regex rule needs a pattern".into(),
-                        );
-                    }
-                },
-                "allowed" => match &r.values {
-                    Some(v) if !v.is_empty() => Check::Allowed(v.iter().map(value_text).collect()),
-                    _ => {
-                        return self.fail(
-                            r.check.span(),
-                            format!("{rfield}.values"),
-                            "an allowed rule needs a non-empty list of values".into(),
-                        );
-                    }
-                },
-                "unique" => {
-                    let cols = r.columns.clone().unwrap_or_else(|| vec![column.clone()]);
-                    if let Some(bad) = cols.iter().find(|c| !columns.iter().any(|x| &x.name == *c))
-                    {
-                        return self.fail(
-                            r.check.span(),
-                            format!("{rfield}.columns"),
-                            format!("{bad:?} is not a declared column"),
-                        );
-                    }
-                    Check::Unique(cols)
-                }
-                "freshness" => {
-                    let parsed = r
-                        .max_delay
-                        .as_ref()
-                        .and_then(|d| parse_duration(d.get_ref()));
-                    match parsed {
-                        Some(d) => Check::Freshness(d),
-                        None => {
-                            return self.fail(
-                                r.check.span(),
-                                format!("{rfield}.max_delay"),
-                                "a freshness rule needs max_delay, e.g. \"2d\"".into(),
-                            );
-                        }
-                    }
-                }
-                other => {
-                    return self.fail(
-                        r.check.span(),
-                        format!("{rfield}.check"),
-                        format!(
-                            "unknown check {other:?} (not_null, range, regex, allowed, unique, freshness)"
-                        ),
-                    );
-                }
-            };
+            let check = self.rule_check(&rfield, r, declared, columns)?;
             rules.push(Rule {
                 column,
                 check,
                 severity: r.severity,
             });
         }
-        Ok(Source {
-            silver_table: s
-                .silver
-                .table
-                .clone()
-                .unwrap_or_else(|| format!("silver_{name}")),
-            name,
-            format: s.format,
-            path: s.path.clone(),
-            timestamp: s.timestamp.get_ref().clone(),
-            created: s.created.as_ref().map(|c| c.get_ref().clone()),
-            columns,
-            dedup_key,
-            nulls,
-            enrich,
-            rules,
+        Ok(rules)
+    }
+
+    /// The check of rule `r` (field `rfield`) on its column (`declared`
+    /// when it is a declared one): known, with what it needs.
+    fn rule_check(
+        &self,
+        rfield: &str,
+        r: &RawRule,
+        declared: Option<&Column>,
+        columns: &[Column],
+    ) -> Result<Check> {
+        let column = r.column.get_ref();
+        Ok(match r.check.get_ref().as_str() {
+            "not_null" => Check::NotNull,
+            "range" => {
+                if r.min.is_none() && r.max.is_none() {
+                    return self.fail(
+                        r.check.span(),
+                        format!("{rfield}.min"),
+                        "a range rule needs min, max or both".into(),
+                    );
+                }
+                if declared.is_some_and(|c| !c.ty.is_numeric()) {
+                    return self.fail(
+                        r.column.span(),
+                        format!("{rfield}.column"),
+                        format!("a range rule needs a numeric column; {column:?} is not"),
+                    );
+                }
+                Check::Range {
+                    min: r.min,
+                    max: r.max,
+                }
+            }
+            "regex" => match &r.pattern {
+                Some(p) => {
+                    if let Err(e) = regex::Regex::new(p.get_ref()) {
+                        return self.fail(
+                            p.span(),
+                            format!("{rfield}.pattern"),
+                            format!("invalid regular expression: {e}"),
+                        );
+                    }
+                    Check::Regex(p.get_ref().clone())
+                }
+                None => {
+                    return self.fail(
+                        r.check.span(),
+                        format!("{rfield}.pattern"),
+                        "a regex rule needs a pattern".into(),
+                    );
+                }
+            },
+            "allowed" => match &r.values {
+                Some(v) if !v.is_empty() => Check::Allowed(v.iter().map(value_text).collect()),
+                _ => {
+                    return self.fail(
+                        r.check.span(),
+                        format!("{rfield}.values"),
+                        "an allowed rule needs a non-empty list of values".into(),
+                    );
+                }
+            },
+            "unique" => {
+                let cols = r.columns.clone().unwrap_or_else(|| vec![column.clone()]);
+                if let Some(bad) = cols.iter().find(|c| !columns.iter().any(|x| &x.name == *c)) {
+                    return self.fail(
+                        r.check.span(),
+                        format!("{rfield}.columns"),
+                        format!("{bad:?} is not a declared column"),
+                    );
+                }
+                Check::Unique(cols)
+            }
+            "freshness" => {
+                let parsed = r
+                    .max_delay
+                    .as_ref()
+                    .and_then(|d| parse_duration(d.get_ref()));
+                match parsed {
+                    Some(d) => Check::Freshness(d),
+                    None => {
+                        return self.fail(
+                            r.check.span(),
+                            format!("{rfield}.max_delay"),
+                            "a freshness rule needs max_delay, e.g. \"2d\"".into(),
+                        );
+                    }
+                }
+            }
+            other => {
+                return self.fail(
+                    r.check.span(),
+                    format!("{rfield}.check"),
+                    format!(
+                        "unknown check {other:?} (not_null, range, regex, allowed, unique, freshness)"
+                    ),
+                );
+            }
         })
     }
-}
-
-/// Orders sources so that every dimension comes before the sources it
-/// enriches; returns a source on a cycle when there is one.
-pub(super) fn order_sources(sources: Vec<Source>) -> std::result::Result<Vec<Source>, String> {
-    let mut done: BTreeSet<String> = BTreeSet::new();
-    let mut ordered = Vec::with_capacity(sources.len());
-    let mut pending = sources;
-    while !pending.is_empty() {
-        let before = pending.len();
-        let (ready, rest): (Vec<Source>, Vec<Source>) = pending
-            .into_iter()
-            .partition(|s| s.enrich.iter().all(|e| done.contains(&e.source)));
-        for s in ready {
-            done.insert(s.name.clone());
-            ordered.push(s);
-        }
-        pending = rest;
-        if pending.len() == before {
-            return Err(pending[0].name.clone());
-        }
-    }
-    Ok(ordered)
 }

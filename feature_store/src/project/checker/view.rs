@@ -7,9 +7,10 @@ use toml::Spanned;
 
 use super::{Checker, is_identifier};
 use crate::error::Result;
+use crate::project::duration::{format_duration, parse_duration};
 use crate::project::raw::*;
-use crate::project::*;
-use crate::schema::Entity;
+use crate::project::spec::*;
+use crate::schema::{EVENT_TIMESTAMP, Entity};
 
 impl Checker<'_> {
     pub(super) fn check_view(
@@ -28,30 +29,8 @@ impl Checker<'_> {
                 format!("{name:?} is not a valid name (letters, digits, underscore)"),
             );
         }
-        let Some(entity) = entities.iter().find(|e| &e.name == v.entity.get_ref()) else {
-            let known: Vec<&str> = entities.iter().map(|e| e.name.as_str()).collect();
-            return self.fail(
-                v.entity.span(),
-                format!("{field}.entity"),
-                format!(
-                    "no entity named {:?} (declared: {})",
-                    v.entity.get_ref(),
-                    known.join(", ")
-                ),
-            );
-        };
-        let Some(source) = sources.iter().find(|s| &s.name == v.source.get_ref()) else {
-            let known: Vec<&str> = sources.iter().map(|s| s.name.as_str()).collect();
-            return self.fail(
-                v.source.span(),
-                format!("{field}.source"),
-                format!(
-                    "no source named {:?} (declared: {})",
-                    v.source.get_ref(),
-                    known.join(", ")
-                ),
-            );
-        };
+        let entity = self.view_entity(&field, v, entities)?;
+        let source = self.view_source(&field, v, sources)?;
         let available: Vec<String> = source
             .columns
             .iter()
@@ -80,64 +59,141 @@ impl Checker<'_> {
                 ),
             );
         };
-        let parse_windows = |list: &Spanned<Vec<String>>, what: &str| -> Result<Vec<Duration>> {
-            list.get_ref()
-                .iter()
-                .map(|w| match parse_duration(w) {
-                    Some(d) => Ok(d),
-                    None => self.fail(
-                        list.span(),
-                        format!("{field}.{what}"),
-                        format!("{w:?} is not a duration (e.g. 90s, 30m, 1h, 7d, 2w)"),
+        let windowed = self.check_aggregations(&field, v, source, sources, &available)?;
+        let mut names: Vec<String> = Vec::new();
+        for f in &windowed {
+            if names.contains(&f.name) {
+                return self.fail(
+                    v.name.span(),
+                    format!("{field}.aggregation"),
+                    format!("feature {:?} is defined twice", f.name),
+                );
+            }
+            names.push(f.name.clone());
+        }
+        let derived = self.check_derived(&field, v, &mut names, &available)?;
+        if names.is_empty() {
+            return self.fail(
+                v.name.span(),
+                field.to_string(),
+                "a feature view needs at least one aggregation".into(),
+            );
+        }
+        for key in &entity.join_keys {
+            if names.contains(key) || key == EVENT_TIMESTAMP {
+                return self.fail(
+                    v.name.span(),
+                    field.to_string(),
+                    format!("feature name {key:?} collides with a key column"),
+                );
+            }
+        }
+        Ok(ViewSpec {
+            name,
+            entity: entity.clone(),
+            source: source.name.clone(),
+            ttl,
+            windowed,
+            derived,
+        })
+    }
+
+    /// The declared entity view `v` names.
+    fn view_entity<'e>(
+        &self,
+        field: &str,
+        v: &RawView,
+        entities: &'e [Entity],
+    ) -> Result<&'e Entity> {
+        match entities.iter().find(|e| &e.name == v.entity.get_ref()) {
+            Some(entity) => Ok(entity),
+            None => {
+                let known: Vec<&str> = entities.iter().map(|e| e.name.as_str()).collect();
+                self.fail(
+                    v.entity.span(),
+                    format!("{field}.entity"),
+                    format!(
+                        "no entity named {:?} (declared: {})",
+                        v.entity.get_ref(),
+                        known.join(", ")
                     ),
-                })
-                .collect()
-        };
+                )
+            }
+        }
+    }
+
+    /// The declared source view `v` names.
+    fn view_source<'s>(
+        &self,
+        field: &str,
+        v: &RawView,
+        sources: &'s [Source],
+    ) -> Result<&'s Source> {
+        match sources.iter().find(|s| &s.name == v.source.get_ref()) {
+            Some(source) => Ok(source),
+            None => {
+                let known: Vec<&str> = sources.iter().map(|s| s.name.as_str()).collect();
+                self.fail(
+                    v.source.span(),
+                    format!("{field}.source"),
+                    format!(
+                        "no source named {:?} (declared: {})",
+                        v.source.get_ref(),
+                        known.join(", ")
+                    ),
+                )
+            }
+        }
+    }
+
+    /// The durations of a window list (`field` names it in errors).
+    fn parse_windows(&self, list: &Spanned<Vec<String>>, field: &str) -> Result<Vec<Duration>> {
+        list.get_ref()
+            .iter()
+            .map(|w| match parse_duration(w) {
+                Some(d) => Ok(d),
+                None => self.fail(
+                    list.span(),
+                    field,
+                    format!("{w:?} is not a duration (e.g. 90s, 30m, 1h, 7d, 2w)"),
+                ),
+            })
+            .collect()
+    }
+
+    /// The windowed features of view `v`'s aggregations over `source`
+    /// (whose `available` columns include the enriched ones): one per
+    /// function and window, `last` once.
+    fn check_aggregations(
+        &self,
+        field: &str,
+        v: &RawView,
+        source: &Source,
+        sources: &[Source],
+        available: &[String],
+    ) -> Result<Vec<WindowFeature>> {
         let default_windows = match &v.windows {
-            Some(w) => parse_windows(w, "windows")?,
+            Some(w) => self.parse_windows(w, &format!("{field}.windows"))?,
             None => Vec::new(),
         };
         let mut windowed: Vec<WindowFeature> = Vec::new();
         for (j, a) in v.aggregation.iter().enumerate() {
-            let afield = format!("aggregation[{j}]");
+            let afield = format!("{field}.aggregation[{j}]");
             let column = a.column.get_ref().clone();
             if !available.contains(&column) {
                 return self.fail(
                     a.column.span(),
-                    format!("{field}.{afield}.column"),
+                    format!("{afield}.column"),
                     format!("{column:?} is not a column of source {:?}", source.name),
                 );
             }
             let windows = match &a.windows {
-                Some(w) => parse_windows(w, &format!("{afield}.windows"))?,
+                Some(w) => self.parse_windows(w, &format!("{afield}.windows"))?,
                 None => default_windows.clone(),
             };
             let numeric = source.column(&column).is_none_or(|c| c.ty.is_numeric());
             for f in a.functions.get_ref() {
-                let Some(function) = Aggregation::parse(f) else {
-                    return self.fail(
-                        a.functions.span(),
-                        format!("{field}.{afield}.functions"),
-                        format!(
-                            "unknown aggregation {f:?} (count, sum, mean, min, max, stddev, distinct_count, last)"
-                        ),
-                    );
-                };
-                let needs_number = matches!(
-                    function,
-                    Aggregation::Sum
-                        | Aggregation::Mean
-                        | Aggregation::Min
-                        | Aggregation::Max
-                        | Aggregation::Stddev
-                );
-                if needs_number && !numeric {
-                    return self.fail(
-                        a.functions.span(),
-                        format!("{field}.{afield}.functions"),
-                        format!("{f:?} needs a numeric column; {column:?} is not"),
-                    );
-                }
+                let function = self.aggregation(a, &afield, f, &column, numeric)?;
                 if function == Aggregation::Last {
                     let value_type = sources
                         .iter()
@@ -156,7 +212,7 @@ impl Checker<'_> {
                 if windows.is_empty() {
                     return self.fail(
                         a.functions.span(),
-                        format!("{field}.{afield}.windows"),
+                        format!("{afield}.windows"),
                         "no windows: set `windows` on the view or the aggregation".into(),
                     );
                 }
@@ -171,17 +227,56 @@ impl Checker<'_> {
                 }
             }
         }
-        let mut names: Vec<String> = Vec::new();
-        for f in &windowed {
-            if names.contains(&f.name) {
-                return self.fail(
-                    v.name.span(),
-                    format!("{field}.aggregation"),
-                    format!("feature {:?} is defined twice", f.name),
-                );
-            }
-            names.push(f.name.clone());
+        Ok(windowed)
+    }
+
+    /// Aggregation function `f` of aggregation `a` (field `afield`) over
+    /// `column`, which must be `numeric` for the functions that add up.
+    fn aggregation(
+        &self,
+        a: &RawAggregation,
+        afield: &str,
+        f: &str,
+        column: &str,
+        numeric: bool,
+    ) -> Result<Aggregation> {
+        let Some(function) = Aggregation::parse(f) else {
+            return self.fail(
+                a.functions.span(),
+                format!("{afield}.functions"),
+                format!(
+                    "unknown aggregation {f:?} (count, sum, mean, min, max, stddev, distinct_count, last)"
+                ),
+            );
+        };
+        let needs_number = matches!(
+            function,
+            Aggregation::Sum
+                | Aggregation::Mean
+                | Aggregation::Min
+                | Aggregation::Max
+                | Aggregation::Stddev
+        );
+        if needs_number && !numeric {
+            return self.fail(
+                a.functions.span(),
+                format!("{afield}.functions"),
+                format!("{f:?} needs a numeric column; {column:?} is not"),
+            );
         }
+        Ok(function)
+    }
+
+    /// View `v`'s derived features, each a valid expression over the
+    /// features before it (`names`, which it joins) and the `available`
+    /// columns.
+    fn check_derived(
+        &self,
+        field: &str,
+        v: &RawView,
+        names: &mut Vec<String>,
+        available: &[String],
+    ) -> Result<Vec<DerivedFeature>> {
         let mut derived = Vec::new();
         for (j, d) in v.derived.iter().enumerate() {
             let dname = d.name.get_ref().clone();
@@ -194,7 +289,7 @@ impl Checker<'_> {
             }
             let mut known = names.clone();
             known.extend(available.iter().cloned());
-            if let Err(message) = crate::pipeline::expr::parse(d.expr.get_ref(), &known) {
+            if let Err(message) = crate::expr::parse(d.expr.get_ref(), &known) {
                 return self.fail(d.expr.span(), format!("{field}.derived[{j}].expr"), message);
             }
             names.push(dname.clone());
@@ -203,29 +298,6 @@ impl Checker<'_> {
                 expr: d.expr.get_ref().clone(),
             });
         }
-        if names.is_empty() {
-            return self.fail(
-                v.name.span(),
-                field.to_string(),
-                "a feature view needs at least one aggregation".into(),
-            );
-        }
-        for key in &entity.join_keys {
-            if names.contains(key) || key == crate::pipeline::gold::EVENT_TIMESTAMP {
-                return self.fail(
-                    v.name.span(),
-                    field.to_string(),
-                    format!("feature name {key:?} collides with a key column"),
-                );
-            }
-        }
-        Ok(ViewSpec {
-            name,
-            entity: entity.clone(),
-            source: source.name.clone(),
-            ttl,
-            windowed,
-            derived,
-        })
+        Ok(derived)
     }
 }

@@ -1,44 +1,32 @@
 use std::time::Duration;
 
 use super::*;
-use crate::schema::Entity;
+use crate::testing::{ViewFixture, gold_frame, utc_micros, utc_micros_nullable};
 
-fn ts(v: Vec<i64>, name: &str) -> Column {
-    Series::new(name.into(), v)
-        .cast(&DataType::Datetime(
-            TimeUnit::Microseconds,
-            Some(TimeZone::UTC),
-        ))
-        .unwrap()
-        .into()
+/// A view of entity `c` keyed by `id` with the given features and TTL.
+fn view_by_id(name: &str, features: &[&str], ttl_seconds: u64) -> FeatureView {
+    ViewFixture::customer(name)
+        .keyed_by("c", &["id"])
+        .features(features.iter().copied())
+        .ttl(Duration::from_secs(ttl_seconds))
+        .build()
 }
 
 #[test]
 fn no_future_leakage_ttl_and_ties() {
-    let view = FeatureView {
-        name: "v".into(),
-        entity: Entity {
-            name: "c".into(),
-            join_keys: vec!["id".into()],
-        },
-        features: vec!["x".into()],
-        feature_types: Vec::new(),
-        timestamp_column: "ts".into(),
-        created_column: "created".into(),
-        ttl: Duration::from_secs(10),
-    };
+    let view = view_by_id("v", &["x"], 10);
     let s = 1_000_000i64;
-    let features = DataFrame::new_infer_height(vec![
-        Series::new("id".into(), [1i64, 1, 1, 2]).into(),
-        ts(vec![10 * s, 20 * s, 20 * s, 10 * s], "ts"),
-        ts(vec![10 * s, 21 * s, 20 * s, 10 * s], "created"),
-        Series::new("x".into(), [1.0f64, 2.0, 3.0, 7.0]).into(),
-    ])
-    .unwrap();
+    let features = gold_frame(
+        &view,
+        vec![Series::new("id".into(), [1i64, 1, 1, 2]).into()],
+        vec![10 * s, 20 * s, 20 * s, 10 * s],
+        vec![10 * s, 21 * s, 20 * s, 10 * s],
+        vec![Series::new("x".into(), [1.0f64, 2.0, 3.0, 7.0]).into()],
+    );
     // Spine rows, deliberately out of time order.
     let spine = DataFrame::new_infer_height(vec![
         Series::new("id".into(), [1i64, 1, 1, 2, 3, 1]).into(),
-        ts(vec![25 * s, 5 * s, 15 * s, 30 * s, 10 * s, 40 * s], "at"),
+        utc_micros("at", vec![25 * s, 5 * s, 15 * s, 30 * s, 10 * s, 40 * s]),
         Series::new("label".into(), [1i64, 2, 3, 4, 5, 6]).into(),
     ])
     .unwrap();
@@ -96,7 +84,7 @@ fn no_future_leakage_ttl_and_ties() {
     let at_ten = Spine {
         frame: DataFrame::new_infer_height(vec![
             Series::new("id".into(), [1i64]).into(),
-            ts(vec![20 * s], "at"),
+            utc_micros("at", vec![20 * s]),
         ])
         .unwrap(),
         timestamp_column: "at".into(),
@@ -122,51 +110,39 @@ fn no_future_leakage_ttl_and_ties() {
 }
 #[test]
 fn composite_string_keys_nulls_and_key_type_mismatch() {
-    let view = FeatureView {
-        name: "v".into(),
-        entity: Entity {
-            name: "merchant_day".into(),
-            join_keys: vec!["merchant".into(), "shard".into()],
-        },
-        features: vec!["x".into()],
-        feature_types: Vec::new(),
-        timestamp_column: "ts".into(),
-        created_column: "created".into(),
-        ttl: Duration::from_secs(100),
-    };
+    let view = ViewFixture::customer("v")
+        .keyed_by("merchant_day", &["merchant", "shard"])
+        .features(["x"])
+        .ttl(Duration::from_secs(100))
+        .build();
     let s = 1_000_000i64;
     // ("a", 1) and ("a", 2) are different entities; ("ab", 1) must not
     // collide with ("a", 1) however the parts are laid out. A row with a
     // null key part or a null event time never matches.
-    let gold = DataFrame::new_infer_height(vec![
-        Series::new(
-            "merchant".into(),
-            [Some("a"), Some("a"), Some("ab"), None, Some("a")],
-        )
-        .into(),
-        Series::new("shard".into(), [1i32, 2, 1, 1, 1]).into(),
-        ts(vec![10 * s, 10 * s, 10 * s, 10 * s, 5 * s], "ts"),
-        ts(vec![10 * s, 10 * s, 10 * s, 10 * s, 5 * s], "created"),
-        Series::new("x".into(), [1.0f64, 2.0, 3.0, 4.0, 5.0]).into(),
-    ])
-    .unwrap();
-    let mut gold = gold;
-    let null_time: Column = Series::new(
-        "ts".into(),
-        [
+    let mut gold = gold_frame(
+        &view,
+        vec![
+            Series::new(
+                "merchant".into(),
+                [Some("a"), Some("a"), Some("ab"), None, Some("a")],
+            )
+            .into(),
+            Series::new("shard".into(), [1i32, 2, 1, 1, 1]).into(),
+        ],
+        vec![10 * s, 10 * s, 10 * s, 10 * s, 5 * s],
+        vec![10 * s, 10 * s, 10 * s, 10 * s, 5 * s],
+        vec![Series::new("x".into(), [1.0f64, 2.0, 3.0, 4.0, 5.0]).into()],
+    );
+    let null_time = utc_micros_nullable(
+        "ts",
+        vec![
             Some(10 * s),
             Some(10 * s),
             Some(10 * s),
             Some(10 * s),
             None::<i64>,
         ],
-    )
-    .cast(&DataType::Datetime(
-        TimeUnit::Microseconds,
-        Some(TimeZone::UTC),
-    ))
-    .unwrap()
-    .into();
+    );
     gold.with_column(null_time).unwrap();
     let spine = DataFrame::new_infer_height(vec![
         Series::new(
@@ -176,7 +152,7 @@ fn composite_string_keys_nulls_and_key_type_mismatch() {
         .into(),
         // A narrower integer type than the gold table's still matches.
         Series::new("shard".into(), [1i64, 2, 1, 1, 1]).into(),
-        ts(vec![20 * s; 5], "at"),
+        utc_micros("at", vec![20 * s; 5]),
     ])
     .unwrap();
     let wanted = vec!["x".to_string()];
@@ -214,47 +190,36 @@ fn composite_string_keys_nulls_and_key_type_mismatch() {
 }
 
 mod property {
-    use std::time::Duration;
-
     use proptest::prelude::*;
 
     use super::super::*;
-    use super::ts;
-    use crate::schema::Entity;
+    use super::view_by_id;
+    use crate::testing::{gold_frame, utc_micros};
 
     /// A gold row: entity, event second, feature value (None: null).
     type Row = (i64, i64, Option<i32>);
 
     fn view(name: &str, ttl_seconds: u64) -> FeatureView {
-        FeatureView {
-            name: name.into(),
-            entity: Entity {
-                name: "c".into(),
-                join_keys: vec!["id".into()],
-            },
-            features: vec![format!("{name}_x")],
-            feature_types: Vec::new(),
-            timestamp_column: "ts".into(),
-            created_column: "created".into(),
-            ttl: Duration::from_secs(ttl_seconds),
-        }
+        view_by_id(name, &[format!("{name}_x").as_str()], ttl_seconds)
     }
 
     /// Gold rows with created = row index, so of rows with equal entity
     /// and event time the later one in the table wins.
     fn gold(view: &FeatureView, rows: &[Row]) -> DataFrame {
         let s = 1_000_000i64;
-        DataFrame::new_infer_height(vec![
-            Series::new("id".into(), rows.iter().map(|r| r.0).collect::<Vec<_>>()).into(),
-            ts(rows.iter().map(|r| r.1 * s).collect(), "ts"),
-            ts((0..rows.len() as i64).collect(), "created"),
-            Series::new(
-                view.features[0].as_str().into(),
-                rows.iter().map(|r| r.2.map(f64::from)).collect::<Vec<_>>(),
-            )
-            .into(),
-        ])
-        .unwrap()
+        gold_frame(
+            view,
+            vec![Series::new("id".into(), rows.iter().map(|r| r.0).collect::<Vec<_>>()).into()],
+            rows.iter().map(|r| r.1 * s).collect(),
+            (0..rows.len() as i64).collect(),
+            vec![
+                Series::new(
+                    view.features[0].as_str().into(),
+                    rows.iter().map(|r| r.2.map(f64::from)).collect::<Vec<_>>(),
+                )
+                .into(),
+            ],
+        )
     }
 
     /// The reference: a loop over spine rows and gold rows.
@@ -293,7 +258,7 @@ mod property {
             let s = 1_000_000i64;
             let frame = DataFrame::new_infer_height(vec![
                 Series::new("id".into(), spine.iter().map(|r| r.0).collect::<Vec<_>>()).into(),
-                ts(spine.iter().map(|r| r.1 * s).collect(), "at"),
+                utc_micros("at", spine.iter().map(|r| r.1 * s).collect()),
                 Series::new("n".into(), (0..spine.len() as i64).collect::<Vec<_>>()).into(),
             ])
             .unwrap();
