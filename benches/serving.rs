@@ -38,8 +38,8 @@ use feature_store::FeatureView;
 use feature_store::online::OnlineStore;
 use load::{post_request, run_load};
 use polars::prelude::*;
-use serving::metrics::{ArmKey, Histogram};
 use serving::inference::{BatchOptions, ServingPolicy};
+use serving::metrics::{ArmKey, Histogram};
 
 const MODEL: &str = "gbt";
 

@@ -211,15 +211,18 @@ mod tests {
         assert!(err.to_string().contains("must be 0 or 1"), "{err}");
     }
 
+    /// What the former trainer gave: the weights, the bias, the validation
+    /// probabilities and the ONNX bytes.
+    type FormerModel = (Vec<f32>, f32, Vec<f32>, Vec<u8>);
+
     /// The demo's trainer as it was before it became a preset of the one
     /// trainer, step for step: the oracle the preset must match bit for
-    /// bit. Returns the weights, the bias, the validation probabilities
-    /// and the ONNX bytes.
+    /// bit.
     fn trained_as_before(
         df: &DataFrame,
         features: &[String],
         options: &TrainOptions,
-    ) -> candle_core::Result<(Vec<f32>, f32, Vec<f32>, Vec<u8>)> {
+    ) -> candle_core::Result<FormerModel> {
         let df = df.sort(["ts"], SortMultipleOptions::default()).unwrap();
         let n = df.height();
         let read = |name: &str| -> Vec<f32> {

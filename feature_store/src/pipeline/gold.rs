@@ -174,7 +174,7 @@ fn rolling_features(
         let expr = if f.function == Aggregation::Last || by.is_some() {
             expr
         } else {
-            expr.over(keys.to_vec())
+            expr.over(keys)
                 .map_err(Error::polars(format!("gold {} (windows)", view.name)))?
         };
         features.push(expr.alias(f.name.as_str()));
