@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use feature_store::{Entity, FeatureView, OnlineStore};
+use feature_store::testing::{DAY_MICROS as DAY, ViewFixture, utc_micros};
+use feature_store::{FeatureView, OnlineStore};
 use polars::prelude::*;
 use registry::Registry;
 use serde_json::{Value, json};
@@ -18,21 +19,11 @@ use crate::{AppState, Limits, MAX_BODY_BYTES, ServingConfig, app};
 
 mod route_fuzz;
 
-const DAY: i64 = 86_400_000_000;
-
 fn view() -> FeatureView {
-    FeatureView {
-        name: "v".into(),
-        entity: Entity {
-            name: "customer".into(),
-            join_keys: vec!["customer_id".into()],
-        },
-        features: vec!["x1".into(), "x2".into()],
-        feature_types: vec!["float64".into(), "float64".into()],
-        timestamp_column: "ts".into(),
-        created_column: "created".into(),
-        ttl: Duration::from_secs(86_400),
-    }
+    ViewFixture::customer("v")
+        .features(["x1", "x2"])
+        .float64()
+        .build()
 }
 
 /// A served model `m` over view `v`: customer 1 fresh, customer 2 stale,
@@ -76,19 +67,10 @@ fn state_with(
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_micros() as i64;
-    let stamps = |v: Vec<i64>, name: &str| -> Column {
-        Series::new(name.into(), v)
-            .cast(&DataType::Datetime(
-                TimeUnit::Microseconds,
-                Some(TimeZone::UTC),
-            ))
-            .unwrap()
-            .into()
-    };
     let gold = DataFrame::new_infer_height(vec![
         Series::new("customer_id".into(), [1i64, 2]).into(),
-        stamps(vec![now - 1_000_000, now - 3 * DAY], "ts"),
-        stamps(vec![now - 1_000_000, now - 3 * DAY], "created"),
+        utc_micros("ts", vec![now - 1_000_000, now - 3 * DAY]),
+        utc_micros("created", vec![now - 1_000_000, now - 3 * DAY]),
         Series::new("x1".into(), [15.0f64, 2.0]).into(),
         Series::new("x2".into(), [Some(3.0f64), None]).into(),
     ])
