@@ -5,6 +5,7 @@ mod drift_commands;
 mod project_commands;
 mod registry_commands;
 mod serve;
+mod table_commands;
 mod train_commands;
 mod training_set;
 
@@ -69,6 +70,9 @@ enum Command {
     Drift(drift_commands::DriftArgs),
     /// A/B analysis of the served arms from the outcomes sent to /feedback.
     Ab(drift_commands::AbArgs),
+    /// Any Delta table (a local path or an object-store URI) as aurum
+    /// reads it: `aurum table show URI`.
+    Table(table_commands::TableArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -106,6 +110,7 @@ fn main() -> std::process::ExitCode {
             Command::Retrain(args) => train_commands::retrain(args).await,
             Command::Drift(args) => drift_commands::drift(args).await,
             Command::Ab(args) => drift_commands::ab(args).await,
+            Command::Table(args) => table_commands::run(args).await,
         }
     });
     match result {

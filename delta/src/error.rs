@@ -51,6 +51,25 @@ pub enum Error {
         /// The difference and what allows it.
         message: String,
     },
+    /// A storage location could not be parsed or its object store built
+    /// (the location is shown without credentials).
+    #[error("storage location {location}: {message}")]
+    Storage {
+        /// The location, redacted.
+        location: String,
+        /// What was wrong.
+        message: String,
+    },
+    /// The Delta kernel refused or failed to read a table: a reader feature
+    /// it cannot honour (named in the message), a missing version, a broken
+    /// log, or an unreachable store.
+    #[error("Delta table {table}: {message}")]
+    Protocol {
+        /// The table location, redacted.
+        table: String,
+        /// The kernel's message.
+        message: String,
+    },
     /// A bug: an invariant of aurum's own code does not hold.
     #[error("internal error (a bug, please report): {0}")]
     Internal(String),

@@ -8,6 +8,12 @@
 //! - [`lineage`]: what each commit was produced from, recorded in the commit
 //!   info under [`LINEAGE_KEY`];
 //! - [`maintenance`]: compaction and vacuum;
+//! - [`location`]: where a table lives (a local path or an object-store
+//!   URI) and the object store that reaches it, credentials from the
+//!   environment;
+//! - [`reader`]: the one read path for tables aurum did not write, through
+//!   the Delta kernel (deletion vectors, column mapping, partition values,
+//!   v2 checkpoints), refusing reader features it cannot honour by name;
 //! - [`interop`]: polars frames to and from arrow-rs batches, zero-copy
 //!   through the Arrow C data interface.
 //!
@@ -18,12 +24,16 @@ pub mod error;
 mod files;
 pub mod interop;
 pub mod lineage;
+pub mod location;
 pub mod maintenance;
+pub mod reader;
 mod schema;
 pub mod store;
 
 pub use error::{Error, Result};
 pub use lineage::{CommitLineage, LINEAGE_KEY};
+pub use location::StorageLocation;
+pub use reader::{ReadOptions, TableRead, read_table};
 pub use store::{
     Commit, DEFAULT_ROWS_PER_FILE, DataFile, DeltaStore, SchemaChange, WriteMode, WriteOptions,
 };

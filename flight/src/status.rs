@@ -32,6 +32,8 @@ pub(crate) fn delta_status(e: delta::Error) -> Status {
             Status::invalid_argument(message)
         }
         delta::Error::TableMissing(_) => Status::not_found(message),
+        delta::Error::Storage { .. } => Status::unavailable(message),
+        delta::Error::Protocol { .. } => Status::failed_precondition(message),
         delta::Error::Polars { .. }
         | delta::Error::Delta { .. }
         | delta::Error::Arrow { .. }

@@ -158,6 +158,8 @@ impl From<delta::Error> for AppError {
             | E::Delta { .. }
             | E::Arrow { .. }
             | E::Io { .. }
+            | E::Storage { .. }
+            | E::Protocol { .. }
             | E::Internal(_) => AppError::internal(message),
         }
     }

@@ -13,5 +13,6 @@ mod model_server;
 mod monitoring;
 mod pipeline;
 mod serve;
+mod tables;
 mod training;
 mod training_set;
