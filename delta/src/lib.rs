@@ -33,7 +33,7 @@ pub mod store;
 pub use error::{Error, Result};
 pub use lineage::{CommitLineage, LINEAGE_KEY};
 pub use location::StorageLocation;
-pub use reader::{ReadOptions, TableRead, read_table};
+pub use reader::{ReadOptions, Scope, TableRead, read_table};
 pub use store::{
     Commit, DEFAULT_ROWS_PER_FILE, DataFile, DeltaStore, SchemaChange, WriteMode, WriteOptions,
 };

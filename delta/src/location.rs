@@ -63,6 +63,20 @@ impl StorageLocation {
         Ok(StorageLocation { url, store })
     }
 
+    /// Like [`StorageLocation::parse`], with a relative local path taken
+    /// from `base` (a project's root) rather than the working directory.
+    pub fn parse_in(
+        uri: &str,
+        base: &std::path::Path,
+        options: &BTreeMap<String, String>,
+    ) -> Result<Self> {
+        let trimmed = uri.trim();
+        if is_uri(trimmed) || std::path::Path::new(trimmed).is_absolute() {
+            return Self::parse(trimmed, options);
+        }
+        Self::parse(&base.join(trimmed).display().to_string(), options)
+    }
+
     /// The location as a URL (with a trailing slash: a directory).
     pub fn url(&self) -> &Url {
         &self.url
@@ -90,8 +104,7 @@ fn location_url(uri: &str) -> Result<Url> {
         });
     }
     let mut url = match Url::parse(trimmed) {
-        // A one-letter scheme is a Windows drive, not a URI.
-        Ok(url) if url.scheme().len() > 1 => url,
+        Ok(url) if is_uri(trimmed) => url,
         _ => {
             let absolute = std::path::absolute(trimmed).map_err(|source| Error::Io {
                 path: trimmed.into(),
@@ -108,6 +121,12 @@ fn location_url(uri: &str) -> Result<Url> {
         url.set_path(&path);
     }
     Ok(url)
+}
+
+/// Whether `text` is a URI rather than a local path (a one-letter scheme
+/// is a Windows drive, not a URI).
+fn is_uri(text: &str) -> bool {
+    Url::parse(text).is_ok_and(|url| url.scheme().len() > 1)
 }
 
 fn build_store(url: &Url, options: &BTreeMap<String, String>) -> Result<Arc<DynObjectStore>> {

@@ -56,6 +56,21 @@ pub enum Error {
         /// What is wrong.
         message: String,
     },
+    /// A Delta table source cannot be ingested as declared (a declared
+    /// column missing, a type bronze cannot hold as text).
+    #[error(
+        "source {source_name}: Delta table {table} at version {version}: {message}; no bronze rows of this source were committed"
+    )]
+    DeltaSource {
+        /// The source.
+        source_name: String,
+        /// The table location, without credentials.
+        table: String,
+        /// The table version read.
+        version: u64,
+        /// What is wrong, naming the column.
+        message: String,
+    },
     /// Pushed rows do not fit the feature view's schema.
     #[error("push to feature view {view}: {message}; nothing was applied")]
     InvalidPush {

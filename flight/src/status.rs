@@ -19,6 +19,7 @@ pub(crate) fn status(e: Error) -> Status {
         | Error::Project { .. }
         | Error::ProjectMissing(_)
         | Error::Parse { .. }
+        | Error::DeltaSource { .. }
         | Error::Internal(_)
         | Error::Io { .. } => Status::internal(message),
     }

@@ -130,7 +130,9 @@ impl From<feature_store::Error> for AppError {
         match e {
             E::UnknownFeature(_) => AppError::bad_request("unknown_feature", message),
             E::Schema { .. } => AppError::bad_request("invalid_features", message),
-            E::Parse { .. } => AppError::bad_request("unparseable_input", message),
+            E::Parse { .. } | E::DeltaSource { .. } => {
+                AppError::bad_request("unparseable_input", message)
+            }
             E::InvalidPush { .. } => AppError::bad_request("invalid_push", message),
             E::InvalidSpine { .. } => AppError::bad_request("invalid_spine", message),
             E::InvalidRequest(_) => AppError::bad_request("invalid_request", message),

@@ -12,9 +12,9 @@ use feature_store::project::Project;
 use polars::prelude::*;
 
 const DAY: i64 = 86_400_000_000;
-const END: i64 = 1_795_000_000_000_000;
+pub(crate) const END: i64 = 1_795_000_000_000_000;
 
-fn project_in(dir: &std::path::Path) -> Project {
+pub(crate) fn project_in(dir: &std::path::Path) -> Project {
     let path = dir.join(feature_store::project::PROJECT_FILE);
     if !path.exists() {
         example::init(dir).unwrap();
@@ -23,7 +23,7 @@ fn project_in(dir: &std::path::Path) -> Project {
 }
 
 /// `rows` example transactions of 60 customers over the `days` before `end`.
-fn generate(project: &Project, seed: u64, end: i64, days: f64, rows: usize) {
+pub(crate) fn generate(project: &Project, seed: u64, end: i64, days: f64, rows: usize) {
     generate_for(project, 60, seed, end, days, rows);
 }
 
@@ -53,7 +53,7 @@ async fn project_after_one_run(dir: &std::path::Path, days: f64, rows: usize) ->
     project
 }
 
-async fn latest_gold(project: &Project) -> DataFrame {
+pub(crate) async fn latest_gold(project: &Project) -> DataFrame {
     let store = DeltaStore::new(project.delta_dir());
     let (gold, _) = store.read(example::CUSTOMER_VIEW, None).await.unwrap();
     gold.lazy()
@@ -71,7 +71,7 @@ async fn latest_gold(project: &Project) -> DataFrame {
         .unwrap()
 }
 
-fn assert_frames_close(a: &DataFrame, b: &DataFrame) {
+pub(crate) fn assert_frames_close(a: &DataFrame, b: &DataFrame) {
     assert_eq!(a.shape(), b.shape());
     for column in a.columns() {
         let other = b.column(column.name()).unwrap();

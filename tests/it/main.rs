@@ -6,6 +6,7 @@ mod cli;
 mod python;
 mod server;
 
+mod delta_sources;
 mod demo;
 mod incremental;
 mod model_registry;

@@ -46,6 +46,9 @@ pub struct IngestReport {
     pub previous_version: Option<u64>,
     /// The rows added, when any (handed to silver to avoid a re-read).
     pub frame: Option<DataFrame>,
+    /// The run replaced bronze (a Delta source that removed or rewrote
+    /// rows): silver recomputes in full.
+    pub rewritten: bool,
 }
 
 /// The files a source's path or glob matches, sorted by name.
@@ -82,6 +85,9 @@ pub async fn ingest(
     run_id: &str,
     ingested_at_micros: i64,
 ) -> Result<IngestReport> {
+    if source.format == Format::Delta {
+        return super::delta_source::ingest(store, root, source, run_id, ingested_at_micros).await;
+    }
     let table = source.bronze_table();
     let files = matching_files(root, &source.path)?;
     let previous_version = store.latest_version(&table).await?;
@@ -247,6 +253,12 @@ fn read_raw(file: &Path, source: &Source) -> Result<DataFrame> {
         Format::Csv => read_csv(file, &declared)?,
         Format::Jsonl => read_jsonl(file, &declared)?,
         Format::Parquet => read_parquet(file, &declared)?,
+        Format::Delta => {
+            return Err(Error::Internal(format!(
+                "{} is a Delta source, not a file",
+                source.name
+            )));
+        }
     };
     Ok(frame)
 }
@@ -435,7 +447,11 @@ fn read_parquet(file: &Path, declared: &[&str]) -> Result<DataFrame> {
     df.lazy().select(exprs).collect().map_err(parse)
 }
 
-fn add_metadata(raw: DataFrame, file: &str, ingested_at: i64) -> PolarsResult<DataFrame> {
+pub(super) fn add_metadata(
+    raw: DataFrame,
+    file: &str,
+    ingested_at: i64,
+) -> PolarsResult<DataFrame> {
     let rows = raw.height() as i64;
     let mut raw = raw;
     raw.with_column(Column::new(

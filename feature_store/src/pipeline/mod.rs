@@ -12,6 +12,7 @@
 
 pub mod bronze;
 mod crash;
+pub mod delta_source;
 pub mod gold;
 mod gold_step;
 pub mod lineage;

@@ -35,7 +35,9 @@ pub(super) async fn silver_step(
     let hash = silver_hash(source);
     let clock = Instant::now();
     loop {
-        let Some(plan) = plan_batch(store, source, options, bronze_now, &hash).await? else {
+        let Some(plan) =
+            plan_batch(store, source, options, ingest.rewritten, bronze_now, &hash).await?
+        else {
             return Ok(());
         };
         let batch = read_batch(store, source, ingest, &plan, bronze_now).await?;
@@ -128,6 +130,7 @@ async fn plan_batch(
     store: &DeltaStore,
     source: &Source,
     options: &PipelineOptions,
+    rewritten: bool,
     bronze_now: u64,
     hash: &str,
 ) -> Result<Option<BatchPlan>> {
@@ -136,7 +139,20 @@ async fn plan_batch(
         .definition_hash
         .as_ref()
         .is_some_and(|h| h.as_str() != hash);
-    let full = mark.bronze_version.is_none() || changed || options.full_refresh;
+    // A Delta source's bronze is replaced when the source removed or
+    // rewrote rows; that replacement may be from an earlier run that
+    // stopped before silver, so the log is asked, not only this run.
+    let replaced = rewritten
+        || (source.format == crate::project::Format::Delta
+            && mark.bronze_version.is_some_and(|m| m < bronze_now)
+            && super::delta_source::refreshed_since(
+                store,
+                &source.bronze_table(),
+                mark.bronze_version,
+                bronze_now,
+            )
+            .await?);
+    let full = mark.bronze_version.is_none() || changed || options.full_refresh || replaced;
     if !full && mark.bronze_version == Some(bronze_now) {
         return Ok(None);
     }

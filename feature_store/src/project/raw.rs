@@ -57,6 +57,8 @@ pub(super) struct RawSource {
     pub(super) name: Spanned<String>,
     pub(super) format: Format,
     pub(super) path: String,
+    #[serde(default)]
+    pub(super) version: Option<Spanned<u64>>,
     pub(super) timestamp: Spanned<String>,
     #[serde(default)]
     pub(super) created: Option<Spanned<String>>,

@@ -68,6 +68,9 @@ pub enum Format {
     Jsonl,
     /// Apache Parquet.
     Parquet,
+    /// A Delta table (a local path or an object-store URI), read through
+    /// the Delta protocol, incrementally by table version.
+    Delta,
 }
 
 /// A declared column type.
@@ -257,8 +260,11 @@ pub struct Source {
     /// The file format.
     pub format: Format,
     /// A file path or glob (`*` and `?` in the last component), relative
-    /// to the project root.
+    /// to the project root; for a Delta source, the table's path or URI.
     pub path: String,
+    /// For a Delta source, the table version to read (the latest when
+    /// `None`).
+    pub version: Option<u64>,
     /// Declared columns, in order.
     pub columns: Vec<Column>,
     /// The event-time column (a timestamp).

@@ -31,6 +31,15 @@ impl Checker<'_> {
                 format!("source {name:?} is declared twice"),
             );
         }
+        if let Some(version) = &s.version
+            && s.format != Format::Delta
+        {
+            return self.fail(
+                version.span(),
+                format!("{field}.version"),
+                "a version can only be pinned for a Delta source (format = \"delta\")".to_string(),
+            );
+        }
         let columns = self.check_columns(&field, s)?;
         self.check_column_ref(&field, &columns, &s.timestamp, "timestamp", true)?;
         if let Some(created) = &s.created {
@@ -58,6 +67,7 @@ impl Checker<'_> {
             name,
             format: s.format,
             path: s.path.clone(),
+            version: s.version.as_ref().map(|v| *v.get_ref()),
             timestamp: s.timestamp.get_ref().clone(),
             created: s.created.as_ref().map(|c| c.get_ref().clone()),
             columns,
