@@ -70,6 +70,16 @@ pub enum Error {
         /// The kernel's message.
         message: String,
     },
+    /// Another writer committed the same step to the table after this
+    /// writer planned its commit; nothing of this write was committed. The
+    /// caller re-plans from the table's committed state.
+    #[error("Delta table {table}: {message}; nothing of this write was committed")]
+    Conflict {
+        /// The table name or location.
+        table: String,
+        /// Which step, and what the other writer committed.
+        message: String,
+    },
     /// A bug: an invariant of aurum's own code does not hold.
     #[error("internal error (a bug, please report): {0}")]
     Internal(String),
@@ -95,5 +105,11 @@ impl Error {
     ) -> impl FnOnce(deltalake::DeltaTableError) -> Self {
         let table = table.into();
         move |source| Error::Delta { table, source }
+    }
+
+    /// Whether the write lost a race to another writer of the same step
+    /// ([`Error::Conflict`]): retrying from the committed state is safe.
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, Error::Conflict { .. })
     }
 }

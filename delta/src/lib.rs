@@ -35,5 +35,6 @@ pub use lineage::{CommitLineage, LINEAGE_KEY};
 pub use location::StorageLocation;
 pub use reader::{ReadOptions, Scope, TableRead, read_table};
 pub use store::{
-    Commit, DEFAULT_ROWS_PER_FILE, DataFile, DeltaStore, SchemaChange, WriteMode, WriteOptions,
+    Commit, DEFAULT_ROWS_PER_FILE, DataFile, DeltaStore, SchemaChange, Sequence, WriteMode,
+    WriteOptions,
 };

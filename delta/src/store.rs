@@ -9,8 +9,8 @@
 
 use std::path::{Path, PathBuf};
 
-use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
-use deltalake::kernel::{Action, MetadataExt};
+use deltalake::kernel::transaction::{CommitBuilder, CommitProperties, TransactionError};
+use deltalake::kernel::{Action, MetadataExt, Transaction};
 use deltalake::operations::create::CreateBuilder;
 use deltalake::protocol::{DeltaOperation, SaveMode};
 use deltalake::table::state::DeltaTableState;
@@ -58,6 +58,27 @@ pub struct WriteOptions {
     /// Data files (paths relative to the table) removed in the same commit,
     /// for copy-on-write rewrites.
     pub remove: Vec<String>,
+    /// The step's place in the table's sequence of commits, for writers
+    /// that must not commit the same step twice (see [`Sequence`]).
+    pub sequence: Option<Sequence>,
+}
+
+/// Exactly-once commits for a step that plans from a table's committed
+/// state (a pipeline stage): the commit carries a Delta application
+/// transaction (`txn`) for `app_id` whose version is `planned + 1`, and is
+/// refused with [`Error::Conflict`] when the table's `txn` version for
+/// `app_id` is no longer `planned` — another writer committed the same
+/// step since this one read [`DeltaStore::sequence`]. Two writers racing to
+/// the same version conflict in deltalake's commit check (both carry the
+/// same `app_id`), so exactly one of them commits. Writers without a
+/// sequence (pushes, compaction) are not affected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sequence {
+    /// The step's application id, e.g. `aurum:silver_transactions`.
+    pub app_id: String,
+    /// The step's transaction version when the writer planned (`None`:
+    /// the step never committed).
+    pub planned: Option<i64>,
 }
 
 impl WriteOptions {
@@ -68,6 +89,7 @@ impl WriteOptions {
             schema_change: SchemaChange::Refuse,
             rows_per_file: DEFAULT_ROWS_PER_FILE,
             remove: Vec::new(),
+            sequence: None,
         }
     }
 
@@ -207,11 +229,20 @@ impl DeltaStore {
             lineage.aurum_version = env!("CARGO_PKG_VERSION").to_string();
         }
         let lineage_json = serde_json::to_value(&lineage).unwrap_or(serde_json::Value::Null);
-        let properties =
+        let mut properties =
             CommitProperties::default().with_metadata([(LINEAGE_KEY.to_string(), lineage_json)]);
+        if let Some(sequence) = &options.sequence {
+            properties = properties.with_application_transaction(Transaction::new(
+                &sequence.app_id,
+                sequence.planned.map_or(1, |v| v + 1),
+            ));
+        }
         let adds = write_files(name, &path, df, options.rows_per_file).await?;
 
         if !path.join("_delta_log").is_dir() {
+            if let Some(sequence) = options.sequence.as_ref().filter(|s| s.planned.is_some()) {
+                return Err(conflict(name, sequence, None));
+            }
             let kernel_schema = kernel_schema(name, &schema)?;
             let table = CreateBuilder::new()
                 .with_location(url.as_str())
@@ -220,7 +251,15 @@ impl DeltaStore {
                 .with_actions(adds.into_iter().map(Action::Add))
                 .with_commit_properties(properties)
                 .await
-                .map_err(Error::delta(name))?;
+                .map_err(|e| {
+                    // Another writer created the table first.
+                    match &options.sequence {
+                        Some(sequence) if path.join("_delta_log").is_dir() => {
+                            conflict(name, sequence, Some(format!("created the table ({e})")))
+                        }
+                        _ => Error::delta(name)(e),
+                    }
+                })?;
             return table
                 .version()
                 .ok_or_else(|| Error::TableMissing(name.to_string()));
@@ -228,6 +267,19 @@ impl DeltaStore {
 
         let table = self.open(name, None).await?;
         let snapshot = table.snapshot().map_err(Error::delta(name))?;
+        if let Some(sequence) = &options.sequence {
+            let now = snapshot
+                .transaction_version(table.log_store().as_ref(), &sequence.app_id)
+                .await
+                .map_err(Error::delta(name))?;
+            if now != sequence.planned {
+                return Err(conflict(
+                    name,
+                    sequence,
+                    Some(format!("moved it to {now:?}")),
+                ));
+            }
+        }
         let mut actions: Vec<Action> = adds.into_iter().map(Action::Add).collect();
         actions.extend(schema_evolution(
             name,
@@ -246,8 +298,34 @@ impl DeltaStore {
             .with_actions(actions)
             .build(Some(snapshot), table.log_store(), operation)
             .await
-            .map_err(Error::delta(name))?;
+            .map_err(|e| match (&options.sequence, &e) {
+                (
+                    Some(sequence),
+                    DeltaTableError::Transaction {
+                        source: TransactionError::CommitConflict(_),
+                    }
+                    | DeltaTableError::VersionAlreadyExists(_),
+                ) => conflict(name, sequence, Some(e.to_string())),
+                _ => Error::delta(name)(e),
+            })?;
         Ok(commit.version())
+    }
+
+    /// The version of step `app_id`'s last commit to table `name` (its
+    /// Delta application transaction), `None` when it never committed:
+    /// read it before planning a step and pass it as
+    /// [`Sequence::planned`].
+    pub async fn sequence(&self, name: &str, app_id: &str) -> Result<Option<i64>> {
+        if !self.exists(name) {
+            return Ok(None);
+        }
+        let table = self.open(name, None).await?;
+        table
+            .snapshot()
+            .map_err(Error::delta(name))?
+            .transaction_version(table.log_store().as_ref(), app_id)
+            .await
+            .map_err(Error::delta(name))
     }
 
     /// The data files of `name` at `version` (latest when `None`), with
@@ -503,6 +581,18 @@ impl DeltaStore {
     }
 }
 
+/// The error of a write that lost the race for `sequence`'s step.
+fn conflict(name: &str, sequence: &Sequence, what: Option<String>) -> Error {
+    let other = what.map(|w| format!(": {w}")).unwrap_or_default();
+    Error::Conflict {
+        table: name.to_string(),
+        message: format!(
+            "another writer committed step {} after this one planned from {:?}{other}",
+            sequence.app_id, sequence.planned
+        ),
+    }
+}
+
 fn table_url(name: &str, path: &Path) -> Result<url::Url> {
     let absolute = std::path::absolute(path).map_err(|source| Error::Io {
         path: path.to_path_buf(),
@@ -573,5 +663,74 @@ fn removals(snapshot: &DeltaTableState, options: &WriteOptions) -> (Vec<Action>,
                 .collect(),
             SaveMode::Overwrite,
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(ids: &[i64]) -> DataFrame {
+        DataFrame::new_infer_height(vec![Column::new("id".into(), ids.to_vec())]).unwrap()
+    }
+
+    fn sequenced(planned: Option<i64>) -> WriteOptions {
+        WriteOptions {
+            sequence: Some(Sequence {
+                app_id: "aurum:t".into(),
+                planned,
+            }),
+            ..WriteOptions::append()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_step_commits_once_per_planned_sequence() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DeltaStore::new(dir.path());
+        let lineage = CommitLineage::default();
+        // Two writers plan the table's creation; the second loses.
+        assert_eq!(store.sequence("t", "aurum:t").await.unwrap(), None);
+        store
+            .write("t", &frame(&[1]), &sequenced(None), &lineage)
+            .await
+            .unwrap();
+        let lost = store
+            .write("t", &frame(&[1]), &sequenced(None), &lineage)
+            .await
+            .expect_err("the same step planned from the same state commits once");
+        assert!(lost.is_conflict(), "{lost}");
+        assert!(
+            lost.to_string()
+                .contains("nothing of this write was committed")
+        );
+        // The next step plans from what is committed now, and commits.
+        let planned = store.sequence("t", "aurum:t").await.unwrap();
+        assert_eq!(planned, Some(1));
+        store
+            .write("t", &frame(&[2]), &sequenced(planned), &lineage)
+            .await
+            .unwrap();
+        let again = store
+            .write("t", &frame(&[2]), &sequenced(planned), &lineage)
+            .await
+            .expect_err("a replay of the same step is refused");
+        assert!(again.is_conflict());
+        // Writers without a sequence (pushes) are not affected.
+        store
+            .write("t", &frame(&[3]), &WriteOptions::append(), &lineage)
+            .await
+            .unwrap();
+        let (rows, _) = store.read("t", None).await.unwrap();
+        let mut ids: Vec<i64> = rows
+            .column("id")
+            .unwrap()
+            .i64()
+            .unwrap()
+            .into_no_null_iter()
+            .collect();
+        ids.sort_unstable();
+        assert_eq!(ids, vec![1, 2, 3]);
+        assert_eq!(store.sequence("t", "aurum:t").await.unwrap(), Some(2));
     }
 }

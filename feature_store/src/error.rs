@@ -120,6 +120,12 @@ pub enum Error {
 }
 
 impl Error {
+    /// Whether a commit lost the race to another run of the same step
+    /// (nothing of it was committed; re-planning from the tables is safe).
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, Error::Delta(e) if e.is_conflict())
+    }
+
     /// Wraps a polars error with what was being done.
     pub fn polars(context: impl Into<String>) -> impl FnOnce(polars::error::PolarsError) -> Self {
         let context = context.into();

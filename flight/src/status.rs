@@ -35,6 +35,7 @@ pub(crate) fn delta_status(e: delta::Error) -> Status {
         delta::Error::TableMissing(_) => Status::not_found(message),
         delta::Error::Storage { .. } => Status::unavailable(message),
         delta::Error::Protocol { .. } => Status::failed_precondition(message),
+        delta::Error::Conflict { .. } => Status::aborted(message),
         delta::Error::Polars { .. }
         | delta::Error::Delta { .. }
         | delta::Error::Arrow { .. }

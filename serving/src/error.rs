@@ -156,6 +156,7 @@ impl From<delta::Error> for AppError {
             E::UnknownColumn { .. } => AppError::bad_request("invalid_features", message),
             E::TableMissing(_) => AppError::not_found("table_missing", message),
             E::SchemaChange { .. } => AppError::bad_request("schema_change", message),
+            E::Conflict { .. } => AppError::conflict("commit_conflict", message),
             E::Polars { .. }
             | E::Delta { .. }
             | E::Arrow { .. }

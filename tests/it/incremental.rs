@@ -277,3 +277,35 @@ async fn full_quarantined(store: &DeltaStore) -> usize {
         Err(_) => 0,
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_runs_at_once_write_what_one_run_writes() {
+    let quiet = |_: &str| {};
+    let options = PipelineOptions::default();
+    let once = tempfile::tempdir().unwrap();
+    let one = project_in(once.path());
+    generate(&one, 3, END, 10.0, 3_000);
+    run(&one, &options, &quiet).await.unwrap();
+
+    let twice = tempfile::tempdir().unwrap();
+    let both = project_in(twice.path());
+    generate(&both, 3, END, 10.0, 3_000);
+    let (a, b) = tokio::join!(run(&both, &options, &quiet), run(&both, &options, &quiet));
+    a.unwrap();
+    b.unwrap();
+
+    for table in [
+        "bronze_transactions",
+        "bronze_merchants",
+        example::SILVER_TABLE,
+        "quarantine",
+    ] {
+        let rows = |project: &Project| {
+            let store = DeltaStore::new(project.delta_dir());
+            let table = table.to_string();
+            async move { store.read(&table, None).await.unwrap().0.height() }
+        };
+        assert_eq!(rows(&both).await, rows(&one).await, "{table}");
+    }
+    assert_frames_close(&latest_gold(&both).await, &latest_gold(&one).await);
+}

@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use polars::prelude::*;
 use sha2::{Digest, Sha256};
 
+use super::options::{plan_sequence, step_id};
 use crate::error::{Error, Result};
 use crate::project::{Format, Source};
 use delta::{CommitLineage, DeltaStore, SchemaChange, WriteOptions};
@@ -89,6 +90,8 @@ pub async fn ingest(
         return super::delta_source::ingest(store, root, source, run_id, ingested_at_micros).await;
     }
     let table = source.bronze_table();
+    // Read first: a run that commits after this point makes ours conflict.
+    let sequence = plan_sequence(store, &table, step_id(&table)).await?;
     let files = matching_files(root, &source.path)?;
     let previous_version = store.latest_version(&table).await?;
     let mut report = IngestReport {
@@ -148,6 +151,7 @@ pub async fn ingest(
             &WriteOptions {
                 // New declared columns evolve the table; old rows read null.
                 schema_change: SchemaChange::AddColumns,
+                sequence: Some(sequence),
                 ..WriteOptions::append()
             },
             &CommitLineage {

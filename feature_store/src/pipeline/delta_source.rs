@@ -30,6 +30,7 @@ use arrow_schema::{DataType, Field, Schema, TimeUnit};
 use polars::prelude::DataFrame;
 
 use super::bronze::{IngestReport, add_metadata};
+use super::options::{plan_sequence, step_id};
 use crate::error::{Error, Result};
 use crate::project::Source;
 use delta::{CommitLineage, DeltaStore, ReadOptions, SchemaChange, Scope, StorageLocation};
@@ -48,6 +49,8 @@ pub(super) async fn ingest(
     ingested_at_micros: i64,
 ) -> Result<IngestReport> {
     let table = source.bronze_table();
+    // Read first: a run that commits after this point makes ours conflict.
+    let sequence = plan_sequence(store, &table, step_id(&table)).await?;
     let location = StorageLocation::parse_in(&source.path, root, &BTreeMap::new())?;
     let key = location.to_string();
     let previous_version = store.latest_version(&table).await?;
@@ -93,6 +96,7 @@ pub(super) async fn ingest(
         },
         // New declared columns evolve the table; old rows read null.
         schema_change: SchemaChange::AddColumns,
+        sequence: Some(sequence),
         ..delta::WriteOptions::append()
     };
     let version = store

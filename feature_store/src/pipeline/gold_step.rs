@@ -9,7 +9,7 @@ use polars::prelude::*;
 use super::crash::crash_point;
 use super::gold::{self, OUTPUT_FROM};
 use super::marks::latest_lineage;
-use super::options::{PipelineOptions, step_write};
+use super::options::{PipelineOptions, plan_sequence, step_id, step_write};
 use super::report::ViewReport;
 use crate::error::{Error, Result};
 use crate::project::{Source, ViewSpec};
@@ -32,6 +32,8 @@ pub(super) async fn gold_step(
         version: None,
         silver_version: None,
     };
+    // Read first: a run that commits after this point makes ours conflict.
+    let sequence = plan_sequence(store, &view.name, step_id(&view.name)).await?;
     let Some(silver_now) = store.latest_version(silver_table).await? else {
         return Ok(report);
     };
@@ -70,7 +72,10 @@ pub(super) async fn gold_step(
         .write(
             &view.name,
             &computed,
-            &step_write(full, options),
+            &delta::WriteOptions {
+                sequence: Some(sequence),
+                ..step_write(full, options)
+            },
             &CommitLineage {
                 operation: if full { "gold-full" } else { "gold" }.into(),
                 input_tables: [(silver_table.clone(), silver_now)].into_iter().collect(),

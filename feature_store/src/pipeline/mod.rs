@@ -38,8 +38,34 @@ pub use marks::{consumed_versions, silver_hash};
 pub use options::PipelineOptions;
 pub use report::{PipelineReport, SourceReport, ViewReport};
 
+/// How many times a run re-plans after losing a commit race to another run.
+const CONFLICT_RETRIES: usize = 8;
+
 /// Runs the pipeline over every source and view of `project`.
+///
+/// Every stage commit is exactly once (see [`delta::Sequence`]): when
+/// another run commits the same step first, this run's commit is refused
+/// and the run starts again from the committed marks, so two runs at once
+/// end with the tables one run would have written. The report is the last
+/// attempt's.
 pub async fn run(
+    project: &Project,
+    options: &PipelineOptions,
+    progress: &(dyn Fn(&str) + Sync),
+) -> Result<PipelineReport> {
+    let mut attempt = 1;
+    loop {
+        match run_once(project, options, progress).await {
+            Err(e) if e.is_conflict() && attempt < CONFLICT_RETRIES => {
+                tracing::info!(attempt, error = %e, "another run committed first; re-planning from the committed tables");
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+async fn run_once(
     project: &Project,
     options: &PipelineOptions,
     progress: &(dyn Fn(&str) + Sync),

@@ -1,6 +1,8 @@
 //! How a run is asked to behave, and how its steps write accordingly.
 
-use delta::{SchemaChange, WriteMode, WriteOptions};
+use delta::{DeltaStore, SchemaChange, Sequence, WriteMode, WriteOptions};
+
+use crate::error::Result;
 
 /// How to run.
 #[derive(Debug, Clone, Default)]
@@ -30,4 +32,24 @@ pub(super) fn step_write(full: bool, options: &PipelineOptions) -> WriteOptions 
         },
         ..WriteOptions::append()
     }
+}
+
+/// The place of a step's next commit in `table`'s sequence of commits by
+/// that step (`app_id`), read before the step plans: its commit is refused
+/// if another run commits the same step first (see [`Sequence`]).
+pub(super) async fn plan_sequence(
+    store: &DeltaStore,
+    table: &str,
+    app_id: String,
+) -> Result<Sequence> {
+    Ok(Sequence {
+        planned: store.sequence(table, &app_id).await?,
+        app_id,
+    })
+}
+
+/// The step id of the stage that owns `table` (its bronze, silver or gold
+/// writer).
+pub(super) fn step_id(table: &str) -> String {
+    format!("aurum:{table}")
 }

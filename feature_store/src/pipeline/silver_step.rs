@@ -10,12 +10,12 @@ use polars::prelude::*;
 use super::bronze::{self, INGESTED_AT};
 use super::crash::crash_point;
 use super::marks::{side_marks, silver_hash, silver_mark};
-use super::options::{PipelineOptions, step_write};
+use super::options::{PipelineOptions, plan_sequence, step_id, step_write};
 use super::report::SourceReport;
 use super::silver::{self, BatchContext, QUALITY_TABLE, QUARANTINE_TABLE, SilverSummary};
 use crate::error::{Error, Result};
 use crate::project::{Project, Source};
-use delta::{CommitLineage, DataFile, DeltaStore, WriteOptions};
+use delta::{CommitLineage, DataFile, DeltaStore, Sequence, WriteOptions};
 
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn silver_step(
@@ -122,6 +122,11 @@ struct BatchPlan {
     quarantine_marks: Vec<(u64, String)>,
     /// The batches whose quality rows were committed.
     quality_marks: Vec<(u64, String)>,
+    /// The batch's places in the silver, quarantine and quality tables'
+    /// step sequences, read before anything else was planned.
+    silver_sequence: Sequence,
+    quarantine_sequence: Sequence,
+    quality_sequence: Sequence,
 }
 
 /// Plans the next batch from silver's mark; `None` when silver is up to
@@ -134,6 +139,17 @@ async fn plan_batch(
     bronze_now: u64,
     hash: &str,
 ) -> Result<Option<BatchPlan>> {
+    // Read first: a run that commits after this point makes ours conflict.
+    let silver = &source.silver_table;
+    let silver_sequence = plan_sequence(store, silver, step_id(silver)).await?;
+    let quarantine_sequence = plan_sequence(
+        store,
+        QUARANTINE_TABLE,
+        format!("aurum:quarantine:{silver}"),
+    )
+    .await?;
+    let quality_sequence =
+        plan_sequence(store, QUALITY_TABLE, format!("aurum:quality:{silver}")).await?;
     let mark = silver_mark(store, source).await?;
     let changed = mark
         .definition_hash
@@ -180,6 +196,9 @@ async fn plan_batch(
         target,
         quarantine_marks,
         quality_marks,
+        silver_sequence,
+        quarantine_sequence,
+        quality_sequence,
     }))
 }
 
@@ -266,9 +285,19 @@ async fn write_side_tables(
     let source = commit.source;
     let quarantine = new_quarantine_rows(store, source, quarantine).await?;
     let written = (plan.target, commit.hash.to_string());
-    for (table, frame, done) in [
-        (QUARANTINE_TABLE, &quarantine, &plan.quarantine_marks),
-        (QUALITY_TABLE, quality, &plan.quality_marks),
+    for (table, frame, done, sequence) in [
+        (
+            QUARANTINE_TABLE,
+            &quarantine,
+            &plan.quarantine_marks,
+            &plan.quarantine_sequence,
+        ),
+        (
+            QUALITY_TABLE,
+            quality,
+            &plan.quality_marks,
+            &plan.quality_sequence,
+        ),
     ] {
         if frame.height() == 0 || done.contains(&written) {
             continue;
@@ -277,7 +306,10 @@ async fn write_side_tables(
             .write(
                 table,
                 frame,
-                &WriteOptions::append(),
+                &WriteOptions {
+                    sequence: Some(sequence.clone()),
+                    ..WriteOptions::append()
+                },
                 &CommitLineage {
                     operation: format!("{table}:{}", source.silver_table),
                     input_tables: commit.input_tables.clone(),
@@ -306,6 +338,7 @@ async fn write_silver(
     let silver_table = &commit.source.silver_table;
     let write_options = WriteOptions {
         remove,
+        sequence: Some(plan.silver_sequence.clone()),
         ..step_write(plan.full, options)
     };
     let version = store
