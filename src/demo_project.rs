@@ -7,7 +7,6 @@ use std::sync::Arc;
 
 use crate::example::{self, GenerateOptions};
 use anyhow::{Context, Result, bail};
-use delta::DeltaStore;
 use feature_store::pipeline::{self, PipelineOptions};
 use feature_store::retrieval::{RetrievalOptions, Spine, point_in_time_join};
 use feature_store::{OnlineStore, Project};
@@ -79,7 +78,7 @@ pub async fn build(
         bail!("at least 200 rows are needed so that training and validation sets are not empty");
     }
     let project = open_project(dir)?;
-    let delta = DeltaStore::new(project.delta_dir());
+    let delta = project.delta_store()?;
     let spec = project
         .view(example::CUSTOMER_VIEW)
         .with_context(|| format!("the project has no feature view {}", example::CUSTOMER_VIEW))?;

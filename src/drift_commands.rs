@@ -4,7 +4,6 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use aurum::drift_data;
-use delta::DeltaStore;
 use drift::{Column, DriftOptions, DriftReport, Profile};
 use monitoring::ab::{self, AbMetric};
 use monitoring::feedback;
@@ -69,7 +68,7 @@ pub async fn drift(args: DriftArgs) -> Result<()> {
             let version = resolve_version(&registry, model, args.version)?;
             let profile = reference_profile(&registry, model, version)?;
             let (current, prediction) = if let Some((from, to)) = log_range(current_arg)? {
-                let logs = DeltaStore::new(project.data_dir.join(monitoring::LOG_DIR));
+                let logs = project.store_under(monitoring::LOG_DIR)?;
                 let query = PredictionQuery {
                     model: model.clone(),
                     version,
@@ -79,7 +78,7 @@ pub async fn drift(args: DriftArgs) -> Result<()> {
                 let Some(window) = predictions::read_window(&logs, &query).await? else {
                     bail!(
                         "there is no prediction log at {} (serve predictions first)",
-                        logs.table_path(predictions::TABLE).display()
+                        logs.table_location(predictions::TABLE)
                     );
                 };
                 let (columns, prediction) = window.into_columns();
@@ -393,11 +392,11 @@ async fn ab_report(args: AbReportArgs) -> Result<()> {
             args.control
         );
     };
-    let logs = DeltaStore::new(project.data_dir.join(monitoring::LOG_DIR));
+    let logs = project.store_under(monitoring::LOG_DIR)?;
     let Some(outcomes) = feedback::read_outcomes(&logs, &args.model).await? else {
         bail!(
             "no outcomes yet: {} does not exist (send them to POST /feedback)",
-            logs.table_path(feedback::TABLE).display()
+            logs.table_location(feedback::TABLE)
         );
     };
     // The metric is checked after the read, as the outcomes decide the

@@ -242,13 +242,13 @@ fn print_report(report: &PipelineReport) {
 
 pub async fn lineage(args: LineageArgs) -> Result<()> {
     let project = args.project.load()?;
-    let store = DeltaStore::new(project.delta_dir());
-    if !store.exists(&args.table) {
+    let store = project.delta_store()?;
+    if !store.exists(&args.table).await? {
         bail!(
             "no table {:?} under {} (tables: {})",
             args.table,
             project.delta_dir().display(),
-            store.tables()?.join(", ")
+            store.tables().await?.join(", ")
         );
     }
     let node = lineage::trace(&store, &args.table, args.version).await?;
@@ -260,8 +260,8 @@ pub async fn lineage(args: LineageArgs) -> Result<()> {
     Ok(())
 }
 
-fn selected_tables(store: &DeltaStore, table: &Option<String>) -> Result<Vec<String>> {
-    let all = store.tables()?;
+async fn selected_tables(store: &DeltaStore, table: &Option<String>) -> Result<Vec<String>> {
+    let all = store.tables().await?;
     match table {
         Some(t) if all.contains(t) => Ok(vec![t.clone()]),
         Some(t) => bail!("no table {t:?} (tables: {})", all.join(", ")),
@@ -271,9 +271,9 @@ fn selected_tables(store: &DeltaStore, table: &Option<String>) -> Result<Vec<Str
 
 pub async fn optimize(args: OptimizeArgs) -> Result<()> {
     let project = args.project.load()?;
-    let store = DeltaStore::new(project.delta_dir());
+    let store = project.delta_store()?;
     let consumed = pipeline::consumed_versions(&project).await?;
-    for table in selected_tables(&store, &args.table)? {
+    for table in selected_tables(&store, &args.table).await? {
         let upto = match consumed.get(&table) {
             None => None,
             Some(Some(v)) => Some(*v),
@@ -293,13 +293,13 @@ pub async fn optimize(args: OptimizeArgs) -> Result<()> {
 
 pub async fn vacuum(args: VacuumArgs) -> Result<()> {
     let project = args.project.load()?;
-    let store = DeltaStore::new(project.delta_dir());
+    let store = project.delta_store()?;
     let retention = args
         .retention_hours
         .checked_mul(3600)
         .map(Duration::from_secs)
         .context("--retention-hours is too large")?;
-    for table in selected_tables(&store, &args.table)? {
+    for table in selected_tables(&store, &args.table).await? {
         let files = store
             .vacuum(&table, retention, args.dry_run, args.force)
             .await

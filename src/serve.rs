@@ -104,7 +104,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
 
     let online = Arc::new(OnlineStore::new(args.memory_mib << 20));
     let registry = Registry::open(project.registry_dir())?;
-    let store = DeltaStore::new(project.delta_dir());
+    let store = project.delta_store()?;
     let config = ServingConfig::from_sections(&args.serve_alias, &project.models)?;
     let reload = serving::ReloadOptions {
         interval: std::time::Duration::from_millis(args.reload_interval_ms.max(100)),
@@ -115,7 +115,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         .with_config(config)
         .with_limits(limits(&args))
         .with_reload(reload);
-    let logs = DeltaStore::new(project.data_dir.join(monitoring::LOG_DIR));
+    let logs = project.store_under(monitoring::LOG_DIR)?;
     let monitor = monitor(&args, &logs)?;
     if !args.no_prediction_log || monitor.is_some() {
         state = state.with_prediction_log(prediction_log(&args, &logs, monitor.clone()));
@@ -226,7 +226,7 @@ fn prediction_log(
     let table = (!args.no_prediction_log).then(|| {
         println!(
             "logging predictions to {}",
-            logs.table_path(monitoring::predictions::TABLE).display()
+            logs.table_location(monitoring::predictions::TABLE)
         );
         (logs.clone(), monitoring::predictions::TABLE.to_string())
     });

@@ -5,7 +5,6 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
-use delta::DeltaStore;
 use feature_store::retrieval::training_set::{self, TrainingSetRequest};
 
 use crate::project::ProjectArg;
@@ -77,7 +76,7 @@ pub async fn run(args: TrainingSetArgs) -> Result<()> {
         as_of_versions,
         full_feature_names: args.full_feature_names,
     };
-    let store = DeltaStore::new(project.delta_dir());
+    let store = project.delta_store()?;
     let set = training_set::write_streaming(
         &store,
         &views,

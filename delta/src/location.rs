@@ -77,6 +77,21 @@ impl StorageLocation {
         Self::parse(&base.join(trimmed).display().to_string(), options)
     }
 
+    /// The location of sub-directory `name`, on the same store.
+    pub fn child(&self, name: &str) -> Result<Self> {
+        let url = self
+            .url
+            .join(&format!("{}/", name.trim_matches('/')))
+            .map_err(|e| Error::Storage {
+                location: redacted(&self.url),
+                message: format!("{name:?} does not make a location: {e}"),
+            })?;
+        Ok(StorageLocation {
+            url,
+            store: self.store.clone(),
+        })
+    }
+
     /// The location as a URL (with a trailing slash: a directory).
     pub fn url(&self) -> &Url {
         &self.url
@@ -85,6 +100,12 @@ impl StorageLocation {
     /// The object store, rooted at the bucket, container or `/`.
     pub fn store(&self) -> Arc<DynObjectStore> {
         self.store.clone()
+    }
+
+    /// The location's path inside its object store (the bucket's,
+    /// container's or filesystem's root is the store's root).
+    pub fn object_path(&self) -> object_store::path::Path {
+        object_store::path::Path::from_url_path(self.url.path()).unwrap_or_default()
     }
 
     /// Whether the location is on the local filesystem.
@@ -121,6 +142,47 @@ fn location_url(uri: &str) -> Result<Url> {
         url.set_path(&path);
     }
     Ok(url)
+}
+
+/// The object-store schemes deltalake is taught to commit to (its default
+/// log store: commits by conditional put).
+const REMOTE_SCHEMES: [&str; 8] = ["s3", "s3a", "az", "azure", "abfs", "abfss", "adl", "gs"];
+
+/// Teaches deltalake (built without its cloud features, which would pull
+/// in a second set of cloud clients) to commit to tables on object
+/// storage: the store itself is always aurum's ([`StorageLocation`]),
+/// handed to deltalake with the table; this registers the log store that
+/// writes each commit with a conditional put. Idempotent.
+pub(crate) fn register_log_stores() {
+    static REGISTERED: std::sync::Once = std::sync::Once::new();
+    REGISTERED.call_once(|| {
+        let registry = deltalake::logstore::logstore_factories();
+        for scheme in REMOTE_SCHEMES {
+            if let Ok(url) = Url::parse(&format!("{scheme}://")) {
+                registry.insert(url, Arc::new(ConditionalPutLogStores));
+            }
+        }
+    });
+}
+
+/// deltalake's default log store for object storage.
+struct ConditionalPutLogStores;
+
+impl deltalake::logstore::LogStoreFactory for ConditionalPutLogStores {
+    fn with_options(
+        &self,
+        prefixed_store: deltalake::logstore::ObjectStoreRef,
+        root_store: deltalake::logstore::ObjectStoreRef,
+        location: &Url,
+        options: &deltalake::logstore::StorageConfig,
+    ) -> deltalake::DeltaResult<Arc<dyn deltalake::logstore::LogStore>> {
+        Ok(deltalake::logstore::default_logstore(
+            prefixed_store,
+            root_store,
+            location,
+            options,
+        ))
+    }
 }
 
 /// Whether `text` is a URI rather than a local path (a one-letter scheme

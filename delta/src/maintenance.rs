@@ -46,7 +46,7 @@ impl DeltaStore {
             return Ok((0, 0, None));
         }
         let df = self.read_files(name, version, &small, None).await?;
-        let adds = write_files(name, &self.table_path(name), &df, rows_per_file).await?;
+        let adds = write_files(name, &self.table_dir(name), &df, rows_per_file).await?;
         let added = adds.len();
         let compacted_files: Vec<String> = adds.iter().map(|a| a.path.clone()).collect();
         let table = self.open(name, Some(version)).await?;

@@ -19,9 +19,10 @@ use futures::StreamExt;
 use polars::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::files::{local_file, read_parquet_files, stream_file, write_files};
+use crate::files::{TableDir, read_parquet_files, stream_file, write_files};
 use crate::interop;
 use crate::lineage::{CommitLineage, LINEAGE_KEY};
+use crate::location::StorageLocation;
 use crate::schema::{SchemaDiff, arrow_schema_of, compare_schemas, empty_frame, kernel_schema};
 
 /// How a write treats existing data.
@@ -153,42 +154,119 @@ pub struct Commit {
     pub lineage: Option<CommitLineage>,
 }
 
-/// Delta tables stored under one directory, one sub-directory per table.
+/// Delta tables under one root, one sub-directory (or prefix) per table:
+/// a local directory, or a prefix in an object store (S3, Azure Blob /
+/// ADLS, GCS) reached through object_store.
 #[derive(Debug, Clone)]
 pub struct DeltaStore {
-    root: PathBuf,
+    root: Root,
+}
+
+#[derive(Debug, Clone)]
+enum Root {
+    Local(PathBuf),
+    Remote(StorageLocation),
 }
 
 impl DeltaStore {
-    /// A store rooted at `root` (created on first write).
+    /// A store rooted at the local directory `root` (created on first
+    /// write).
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        DeltaStore { root: root.into() }
+        DeltaStore {
+            root: Root::Local(root.into()),
+        }
     }
 
-    /// The directory holding the tables.
-    pub fn root(&self) -> &Path {
-        &self.root
+    /// A store rooted at `location`: a local directory or an object-store
+    /// prefix. Commits to object storage use deltalake's default log
+    /// store: each commit's log entry is written with a conditional put
+    /// (`If-None-Match: *`), so of several writers of one version exactly
+    /// one succeeds and the others retry or conflict — no lock service.
+    pub fn at(location: StorageLocation) -> Self {
+        if location.is_local()
+            && let Ok(path) = location.url().to_file_path()
+        {
+            return DeltaStore::new(path);
+        }
+        crate::location::register_log_stores();
+        DeltaStore {
+            root: Root::Remote(location),
+        }
     }
 
-    /// The directory of table `name`.
-    pub fn table_path(&self, name: &str) -> PathBuf {
-        self.root.join(name)
+    /// Where table `name` is, as logs and errors show it (without
+    /// credentials).
+    pub fn table_location(&self, name: &str) -> String {
+        match &self.root {
+            Root::Local(root) => root.join(name).display().to_string(),
+            Root::Remote(location) => format!("{location}{name}/"),
+        }
     }
 
-    /// Whether table `name` exists.
-    pub fn exists(&self, name: &str) -> bool {
-        self.table_path(name).join("_delta_log").is_dir()
+    /// Where table `name`'s files are.
+    pub(crate) fn table_dir(&self, name: &str) -> TableDir {
+        match &self.root {
+            Root::Local(root) => TableDir::Local(root.join(name)),
+            Root::Remote(location) => TableDir::Remote {
+                store: location.store(),
+                prefix: location.object_path().join(name),
+                shown: self.table_location(name),
+            },
+        }
+    }
+
+    /// Whether table `name` exists (has a transaction log).
+    pub async fn exists(&self, name: &str) -> Result<bool> {
+        match &self.root {
+            Root::Local(root) => Ok(root.join(name).join("_delta_log").is_dir()),
+            Root::Remote(location) => {
+                let log = location.object_path().join(name).join("_delta_log");
+                let store = location.store();
+                let mut listing = store.list(Some(&log));
+                match listing.next().await {
+                    None => Ok(false),
+                    Some(Ok(_)) => Ok(true),
+                    Some(Err(e)) => Err(Error::Storage {
+                        location: self.table_location(name),
+                        message: e.to_string(),
+                    }),
+                }
+            }
+        }
     }
 
     /// The names of the tables in the store, sorted.
-    pub fn tables(&self) -> Result<Vec<String>> {
+    pub async fn tables(&self) -> Result<Vec<String>> {
+        let root = match &self.root {
+            Root::Local(root) => root,
+            Root::Remote(location) => {
+                let listed = location
+                    .store()
+                    .list_with_delimiter(Some(&location.object_path()))
+                    .await
+                    .map_err(|e| Error::Storage {
+                        location: location.to_string(),
+                        message: e.to_string(),
+                    })?;
+                let mut names = Vec::new();
+                for prefix in listed.common_prefixes {
+                    if let Some(name) = prefix.filename()
+                        && self.exists(name).await?
+                    {
+                        names.push(name.to_string());
+                    }
+                }
+                names.sort();
+                return Ok(names);
+            }
+        };
         let mut names = Vec::new();
-        let entries = match std::fs::read_dir(&self.root) {
+        let entries = match std::fs::read_dir(root) {
             Ok(entries) => entries,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(names),
             Err(source) => {
                 return Err(Error::Io {
-                    path: self.root.clone(),
+                    path: root.clone(),
                     source,
                 });
             }
@@ -217,13 +295,15 @@ impl DeltaStore {
         options: &WriteOptions,
         lineage: &CommitLineage,
     ) -> Result<u64> {
-        let path = self.table_path(name);
-        std::fs::create_dir_all(&path).map_err(|source| Error::Io {
-            path: path.clone(),
-            source,
-        })?;
+        let dir = self.table_dir(name);
+        if let TableDir::Local(path) = &dir {
+            std::fs::create_dir_all(path).map_err(|source| Error::Io {
+                path: path.clone(),
+                source,
+            })?;
+        }
         let (schema, _) = interop::frame_to_batches(&df.head(Some(0)))?;
-        let url = table_url(name, &path)?;
+        let url = self.table_url(name)?;
         let mut lineage = lineage.clone();
         if lineage.aurum_version.is_empty() {
             lineage.aurum_version = env!("CARGO_PKG_VERSION").to_string();
@@ -237,29 +317,43 @@ impl DeltaStore {
                 sequence.planned.map_or(1, |v| v + 1),
             ));
         }
-        let adds = write_files(name, &path, df, options.rows_per_file).await?;
+        let adds = write_files(name, &dir, df, options.rows_per_file).await?;
 
-        if !path.join("_delta_log").is_dir() {
+        if !self.exists(name).await? {
             if let Some(sequence) = options.sequence.as_ref().filter(|s| s.planned.is_some()) {
                 return Err(conflict(name, sequence, None));
             }
             let kernel_schema = kernel_schema(name, &schema)?;
-            let table = CreateBuilder::new()
+            let mut create = CreateBuilder::new();
+            if let Root::Remote(location) = &self.root {
+                create = create.with_log_store(
+                    deltalake::logstore::logstore_with(
+                        location.store(),
+                        &url,
+                        deltalake::logstore::StorageConfig::default(),
+                    )
+                    .map_err(Error::delta(name))?,
+                );
+            }
+            let created = create
                 .with_location(url.as_str())
                 .with_table_name(name)
                 .with_columns(kernel_schema.fields().cloned())
                 .with_actions(adds.into_iter().map(Action::Add))
                 .with_commit_properties(properties)
-                .await
-                .map_err(|e| {
-                    // Another writer created the table first.
-                    match &options.sequence {
-                        Some(sequence) if path.join("_delta_log").is_dir() => {
+                .await;
+            let table = match created {
+                Ok(table) => table,
+                // Another writer created the table first.
+                Err(e) => {
+                    return Err(match &options.sequence {
+                        Some(sequence) if self.exists(name).await? => {
                             conflict(name, sequence, Some(format!("created the table ({e})")))
                         }
                         _ => Error::delta(name)(e),
-                    }
-                })?;
+                    });
+                }
+            };
             return table
                 .version()
                 .ok_or_else(|| Error::TableMissing(name.to_string()));
@@ -316,7 +410,7 @@ impl DeltaStore {
     /// read it before planning a step and pass it as
     /// [`Sequence::planned`].
     pub async fn sequence(&self, name: &str, app_id: &str) -> Result<Option<i64>> {
-        if !self.exists(name) {
+        if !self.exists(name).await? {
             return Ok(None);
         }
         let table = self.open(name, None).await?;
@@ -395,17 +489,14 @@ impl DeltaStore {
                 });
             }
         }
-        let root = std::path::absolute(self.table_path(name)).map_err(|source| Error::Io {
-            path: self.table_path(name),
-            source,
-        })?;
-        let paths: Vec<PathBuf> = files.iter().map(|f| local_file(&root, &f.path)).collect();
+        let listed: Vec<String> = files.iter().map(|f| f.path.clone()).collect();
+        let sources = self.table_dir(name).sources(&listed).await?;
         let names: Vec<String> = wanted.clone();
         let template_for_read = template.clone();
         let table_name = name.to_string();
         // Parquet decoding is CPU work: keep it off the async workers.
         tokio::task::spawn_blocking(move || {
-            read_parquet_files(&table_name, &paths, &names, &template_for_read)
+            read_parquet_files(&table_name, sources, &names, &template_for_read)
         })
         .await
         .map_err(|e| Error::Internal(format!("reading {name}: {e}")))?
@@ -430,21 +521,31 @@ impl DeltaStore {
         let (files, read_version) = self.files(name, version).await?;
         let (schema, _) = self.arrow_schema(name, Some(read_version)).await?;
         let schema = std::sync::Arc::new(schema);
-        let root = std::path::absolute(self.table_path(name)).map_err(|source| Error::Io {
-            path: self.table_path(name),
-            source,
-        })?;
-        let paths: Vec<PathBuf> = files.iter().map(|f| local_file(&root, &f.path)).collect();
+        let listed: Vec<String> = files.iter().map(|f| f.path.clone()).collect();
+        let dir = self.table_dir(name);
+        let handle = tokio::runtime::Handle::current();
         let (sender, receiver) = tokio::sync::mpsc::channel(buffer.max(1));
         let table_schema = schema.clone();
         let table = name.to_string();
         let failures = sender.clone();
         let reading = tokio::task::spawn_blocking(move || {
-            for path in paths {
+            for file in listed {
                 if sender.is_closed() {
                     return;
                 }
-                if let Err(e) = stream_file(&table, &path, &table_schema, &sender) {
+                // One file at a time: a remote file is fetched only when
+                // the one before it has been sent.
+                let source = match handle.block_on(dir.sources(std::slice::from_ref(&file))) {
+                    Ok(mut sources) => match sources.pop() {
+                        Some(source) => source,
+                        None => continue,
+                    },
+                    Err(e) => {
+                        let _ = sender.blocking_send(Err(e));
+                        return;
+                    }
+                };
+                if let Err(e) = stream_file(&table, source, &table_schema, &sender) {
                     let _ = sender.blocking_send(Err(e));
                     return;
                 }
@@ -546,8 +647,7 @@ impl DeltaStore {
 
     /// The latest version of table `name`, or `None` if it does not exist.
     pub async fn latest_version(&self, name: &str) -> Result<Option<u64>> {
-        let path = self.table_path(name);
-        if !path.join("_delta_log").is_dir() {
+        if !self.exists(name).await? {
             return Ok(None);
         }
         let table = self.open(name, None).await?;
@@ -568,16 +668,42 @@ impl DeltaStore {
     }
 
     pub(crate) async fn open(&self, name: &str, version: Option<u64>) -> Result<DeltaTable> {
-        let path = self.table_path(name);
-        if !path.join("_delta_log").is_dir() {
+        if !self.exists(name).await? {
             return Err(Error::TableMissing(name.to_string()));
         }
-        let url = table_url(name, &path)?;
-        match version {
-            Some(v) => deltalake::open_table_with_version(url, v).await,
-            None => deltalake::open_table(url).await,
+        let url = self.table_url(name)?;
+        match &self.root {
+            Root::Local(_) => match version {
+                Some(v) => deltalake::open_table_with_version(url, v).await,
+                None => deltalake::open_table(url).await,
+            },
+            Root::Remote(location) => {
+                let mut builder = deltalake::DeltaTableBuilder::from_url(url.clone())
+                    .map_err(Error::delta(name))?
+                    .with_storage_backend(location.store(), url);
+                if let Some(v) = version {
+                    builder = builder.with_version(v);
+                }
+                builder.load().await
+            }
         }
         .map_err(Error::delta(name))
+    }
+
+    /// The URL of table `name` (a directory: ends with `/`).
+    fn table_url(&self, name: &str) -> Result<url::Url> {
+        match &self.root {
+            Root::Local(root) => table_url(name, &root.join(name)),
+            Root::Remote(location) => {
+                location
+                    .url()
+                    .join(&format!("{name}/"))
+                    .map_err(|e| Error::Storage {
+                        location: location.to_string(),
+                        message: format!("table name {name:?} does not make a URL: {e}"),
+                    })
+            }
+        }
     }
 }
 

@@ -53,7 +53,10 @@ impl FlightService for FlightServer {
         for view in self.online.views() {
             // Views without a gold table (or a server without gold tables)
             // have no schema to list yet.
-            if !self.store.as_ref().is_some_and(|s| s.exists(&view.name)) {
+            let Some(store) = self.store.as_ref() else {
+                continue;
+            };
+            if !store.exists(&view.name).await.map_err(delta_status)? {
                 continue;
             }
             let command = Command::FeatureView {

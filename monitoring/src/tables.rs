@@ -44,7 +44,7 @@ pub(crate) async fn read_columns(
     table: &str,
     columns: &[&str],
 ) -> Result<Option<DataFrame>> {
-    if !store.exists(table) {
+    if !store.exists(table).await? {
         return Ok(None);
     }
     let columns: Vec<String> = columns.iter().map(|c| c.to_string()).collect();

@@ -17,6 +17,25 @@ pub(crate) fn run(dir: &Path, args: &[&str]) -> Output {
         .expect("running aurum")
 }
 
+/// Runs `aurum args` in `dir` with more environment variables
+/// (credentials), which must succeed; returns what it printed.
+pub(crate) fn ok_in_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_aurum"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("AURUM_CRASH_AT")
+        .envs(env.iter().copied())
+        .output()
+        .expect("running aurum");
+    assert!(
+        output.status.success(),
+        "aurum {args:?} failed: {}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
 /// Runs `aurum args` in `dir`, which must succeed; returns what it printed.
 pub(crate) fn ok(dir: &Path, args: &[&str]) -> String {
     let output = run(dir, args);

@@ -12,6 +12,7 @@ mod incremental;
 mod model_registry;
 mod model_server;
 mod monitoring;
+mod object_storage;
 mod pipeline;
 mod serve;
 mod tables;

@@ -27,9 +27,21 @@ pub(crate) fn venv_python() -> PathBuf {
 /// Runs `script` (a path in the workspace) with `args`, which must succeed
 /// (else the failure names `what`); returns what it printed.
 pub(crate) fn run(what: &str, script: &str, args: &[&OsStr]) -> String {
+    run_in_env(what, script, args, &[])
+}
+
+/// [`run`] with more environment variables (an object store's endpoint
+/// and credentials).
+pub(crate) fn run_in_env(
+    what: &str,
+    script: &str,
+    args: &[&OsStr],
+    env: &[(&str, &str)],
+) -> String {
     let output = Command::new(venv_python())
         .arg(workspace().join(script))
         .args(args)
+        .envs(env.iter().copied())
         .output()
         .unwrap_or_else(|e| panic!("running {what}: {e}"));
     assert!(

@@ -32,7 +32,13 @@ pub(crate) fn start(dir: &Path) -> Server {
 
 /// [`start`] with more `aurum serve` flags.
 pub(crate) fn start_with(dir: &Path, flags: &[&str]) -> Server {
+    start_in_env(dir, flags, &[])
+}
+
+/// [`start_with`] with more environment variables (credentials).
+pub(crate) fn start_in_env(dir: &Path, flags: &[&str], env: &[(&str, &str)]) -> Server {
     let mut child = Command::new(env!("CARGO_BIN_EXE_aurum"))
+        .envs(env.iter().copied())
         .args([
             "serve",
             "--addr",

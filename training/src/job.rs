@@ -129,7 +129,9 @@ pub async fn run(
         .iter()
         .map(|v| v.feature_view())
         .collect();
-    let store = DeltaStore::new(project.delta_dir());
+    let store = project
+        .delta_store()
+        .map_err(|e| Error::TrainingSet(e.to_string()))?;
 
     // The versions to train on, pinned before anything is read: the skip
     // decision and the training set see the same tables.

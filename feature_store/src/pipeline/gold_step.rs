@@ -104,7 +104,7 @@ async fn gold_mark(
     hash: &str,
     options: &PipelineOptions,
 ) -> Result<(Option<u64>, bool)> {
-    let last = if store.exists(&view.name) {
+    let last = if store.exists(&view.name).await? {
         latest_lineage(store, &view.name).await?
     } else {
         None

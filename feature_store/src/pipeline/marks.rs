@@ -24,7 +24,7 @@ pub(super) struct SilverMark {
 }
 
 pub(super) async fn silver_mark(store: &DeltaStore, source: &Source) -> Result<SilverMark> {
-    if !store.exists(&source.silver_table) {
+    if !store.exists(&source.silver_table).await? {
         return Ok(SilverMark {
             bronze_version: None,
             definition_hash: None,
@@ -45,7 +45,7 @@ pub(super) async fn latest_lineage(
     store: &DeltaStore,
     table: &str,
 ) -> Result<Option<CommitLineage>> {
-    if !store.exists(table) {
+    if !store.exists(table).await? {
         return Ok(None);
     }
     Ok(store
@@ -61,7 +61,7 @@ pub(super) async fn latest_lineage(
 /// mark of the views reading them (`None`: not read at all yet). Tables
 /// nobody reads are absent.
 pub async fn consumed_versions(project: &Project) -> Result<BTreeMap<String, Option<u64>>> {
-    let store = DeltaStore::new(project.delta_dir());
+    let store = project.delta_store()?;
     let mut marks = BTreeMap::new();
     for source in &project.sources {
         let bronze = silver_mark(&store, source).await?.bronze_version;
@@ -96,7 +96,7 @@ pub(super) async fn side_marks(
     table: &str,
     source: &Source,
 ) -> Result<Vec<(u64, String)>> {
-    if !store.exists(table) {
+    if !store.exists(table).await? {
         return Ok(Vec::new());
     }
     let operation = format!("{table}:{}", source.silver_table);

@@ -29,7 +29,6 @@ use polars::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::project::Project;
-use delta::DeltaStore;
 use gold_step::gold_step;
 use silver_step::silver_step;
 
@@ -80,7 +79,7 @@ async fn run_once(
             .map(|t| t.format("%Y%m%dT%H%M%S%.6fZ").to_string())
             .unwrap_or_default()
     );
-    let store = DeltaStore::new(project.delta_dir());
+    let store = project.delta_store()?;
     let mut sources = Vec::new();
     // Silver frames written in full this run, handed to gold.
     let mut in_memory: BTreeMap<String, (u64, DataFrame)> = BTreeMap::new();

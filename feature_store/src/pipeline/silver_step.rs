@@ -366,7 +366,7 @@ pub(super) async fn new_quarantine_rows(
     source: &Source,
     rows: &DataFrame,
 ) -> Result<DataFrame> {
-    if rows.height() == 0 || !store.exists(QUARANTINE_TABLE) {
+    if rows.height() == 0 || !store.exists(QUARANTINE_TABLE).await? {
         return Ok(rows.clone());
     }
     let key = ["source_file".to_string(), "source_row".to_string()];

@@ -67,9 +67,25 @@ impl Project {
         Checker { text, path }.check(raw, root)
     }
 
-    /// The directory of the Delta tables.
+    /// The directory of the Delta tables when they are local (see
+    /// [`Project::store_under`] for where they are).
     pub fn delta_dir(&self) -> PathBuf {
         self.data_dir.join("delta")
+    }
+
+    /// The Delta tables: under `[storage]` when the project has one,
+    /// under the data directory otherwise.
+    pub fn delta_store(&self) -> Result<delta::DeltaStore> {
+        self.store_under("delta")
+    }
+
+    /// The Delta store in sub-directory `dir` (`delta`, `logs`) of the
+    /// project's table location.
+    pub fn store_under(&self, dir: &str) -> Result<delta::DeltaStore> {
+        match &self.storage {
+            None => Ok(delta::DeltaStore::new(self.data_dir.join(dir))),
+            Some(location) => Ok(delta::DeltaStore::at(location.child(dir)?)),
+        }
     }
 
     /// The registry directory.

@@ -22,6 +22,18 @@ pub(super) struct RawProject {
     pub(super) feature_service: Vec<RawService>,
     #[serde(default)]
     pub(super) model: Vec<Spanned<toml::Table>>,
+    #[serde(default)]
+    pub(super) storage: Option<Spanned<RawStorage>>,
+}
+
+/// `[storage]`: where the project's Delta tables live when not under
+/// `data_dir`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawStorage {
+    pub(super) uri: String,
+    #[serde(default)]
+    pub(super) options: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Deserialize)]

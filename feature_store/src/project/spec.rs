@@ -16,8 +16,13 @@ pub struct Project {
     pub root: PathBuf,
     /// The project name.
     pub name: String,
-    /// Where Delta tables, bronze files and the registry live.
+    /// Where bronze files and the registry live (and the Delta tables,
+    /// unless `storage` says otherwise).
     pub data_dir: PathBuf,
+    /// `[storage]`: the location (a local path or an object-store URI)
+    /// under which the Delta tables (`delta/`) and the monitoring logs
+    /// (`logs/`) live instead of `data_dir`.
+    pub storage: Option<delta::StorageLocation>,
     /// Entities by name.
     pub entities: Vec<Entity>,
     /// Bronze sources with their silver rules, in dependency order

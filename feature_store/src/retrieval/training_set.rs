@@ -144,7 +144,7 @@ pub async fn load(
     let mut frames = Vec::with_capacity(plan.len());
     let mut versions = BTreeMap::new();
     for (view, wanted) in &plan {
-        if !store.exists(&view.name) {
+        if !store.exists(&view.name).await? {
             return Err(Error::from(delta::Error::TableMissing(view.name.clone())));
         }
         let pinned = request.as_of_versions.get(&view.name).copied();

@@ -40,10 +40,21 @@ impl Checker<'_> {
         let views = self.check_views(&raw.feature_view, &entities, &sources)?;
         let services = self.check_services(&raw.feature_service, &views)?;
         let models = self.check_models(raw.model)?;
+        let storage = match &raw.storage {
+            None => None,
+            Some(storage) => {
+                let spec = storage.get_ref();
+                match delta::StorageLocation::parse_in(&spec.uri, root, &spec.options) {
+                    Ok(location) => Some(location),
+                    Err(e) => return self.fail(storage.span(), "storage", e.to_string()),
+                }
+            }
+        };
         let mut project = Project {
             root: root.to_path_buf(),
             name: raw.project.name,
             data_dir: root.join(&raw.project.data_dir),
+            storage,
             entities,
             sources,
             feature_views: views,

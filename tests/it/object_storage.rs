@@ -1,0 +1,189 @@
+//! The project's Delta tables on object storage: the demo path (pipeline →
+//! training → serving → the prediction log) against a real S3 server
+//! (moto's server mode, from PyPI, on loopback), with the tables read back
+//! from the same bucket by Python's deltalake and by `aurum table show`.
+
+use std::ffi::OsStr;
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::cli::{ok, ok_in_env};
+use crate::python;
+use crate::server::{call, poll, start_in_env};
+
+/// moto's S3 server with one bucket; stopped when dropped (its standard
+/// input closes, then it is killed if it has not ended).
+struct S3Server {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    endpoint: String,
+}
+
+impl S3Server {
+    fn start(bucket: &str) -> S3Server {
+        let mut child = Command::new(python::venv_python())
+            .arg(python::workspace().join("tests/python/s3_server.py"))
+            .arg(bucket)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting moto's S3 server");
+        let stdin = child.stdin.take();
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("reading the S3 server's address");
+        let started: Value = serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("the S3 server printed {line:?}: {e}"));
+        S3Server {
+            child,
+            stdin,
+            endpoint: started["endpoint"]
+                .as_str()
+                .expect("an endpoint")
+                .to_string(),
+        }
+    }
+
+    /// What a client needs in its environment: the endpoint and the
+    /// (test) credentials, the way AWS tools read them.
+    fn env(&self) -> Vec<(&str, &str)> {
+        vec![
+            ("AWS_ACCESS_KEY_ID", "testing"),
+            ("AWS_SECRET_ACCESS_KEY", "testing-secret"),
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_ENDPOINT_URL", self.endpoint.as_str()),
+            ("AWS_ALLOW_HTTP", "true"),
+        ]
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        if let Some(mut stdin) = self.stdin.take() {
+            let _ = stdin.flush();
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `table` as Python's deltalake reads it from the bucket.
+fn python_reads(server: &S3Server, uri: &str) -> Value {
+    let stdout = python::run_in_env(
+        "Python's deltalake on S3",
+        "tests/python/read_any_table.py",
+        &[OsStr::new(uri)],
+        &server.env(),
+    );
+    serde_json::from_str(&stdout).expect("the reader prints JSON")
+}
+
+fn project_on(server: &S3Server, dir: &Path, uri: &str) {
+    ok(dir, &["init", "."]);
+    let file = dir.join("aurum.toml");
+    let mut text = std::fs::read_to_string(&file).unwrap();
+    // The endpoint is not a secret: it may sit in the project file. The
+    // credentials only come from the environment.
+    text.push_str(&format!(
+        "\n[storage]\nuri = \"{uri}\"\noptions = {{ endpoint = \"{}\", allow_http = \"true\", region = \"us-east-1\" }}\n",
+        server.endpoint
+    ));
+    std::fs::write(&file, text).unwrap();
+}
+
+#[test]
+fn the_demo_path_runs_on_s3() {
+    let server = S3Server::start("lake");
+    let env = server.env();
+    let project = tempfile::tempdir().unwrap();
+    let dir = project.path();
+    project_on(&server, dir, "s3://lake/shop");
+    ok(dir, &["generate", "--rows", "3000", "--seed", "5"]);
+    ok_in_env(dir, &["pipeline"], &env);
+    assert!(
+        !dir.join("data/delta").exists(),
+        "no table was written to local disk"
+    );
+    let again = ok_in_env(dir, &["pipeline"], &env);
+    assert!(again.contains("nothing new"), "{again}");
+
+    // Gold as Python's deltalake and `aurum table show` read it from S3.
+    let gold_uri = "s3://lake/shop/delta/customer_features";
+    let python = python_reads(&server, gold_uri);
+    let shown: Value = serde_json::from_str(&ok_in_env(
+        dir,
+        &["table", "show", gold_uri, "--json", "--limit", "0"],
+        &env,
+    ))
+    .unwrap();
+    assert_eq!(shown["version"], python["version"]);
+    assert_eq!(
+        shown["rows"].as_u64().unwrap() as usize,
+        python["rows"].as_array().unwrap().len()
+    );
+    assert!(shown["rows"].as_u64().unwrap() > 0);
+
+    ok_in_env(dir, &["train", "--promote-if-better"], &env);
+    let serving = start_in_env(dir, &[], &env);
+    let reply = call(
+        "POST",
+        &format!("{}/predict", serving.url),
+        Some(&json!({"model": "fraud", "entities": {"customer_id": [17, 42]}})),
+        None,
+    );
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    let answer = reply.json();
+    let predictions = answer["predictions"].as_array().expect("predictions");
+    assert_eq!(predictions.len(), 2, "{answer}");
+
+    // The prediction log lands in the same bucket.
+    let log_uri = "s3://lake/shop/logs/predictions";
+    let logged = poll(
+        Duration::from_secs(60),
+        Duration::from_millis(500),
+        || {
+            // Until the writer's first commit there is no table to read.
+            let output = Command::new(python::venv_python())
+                .arg(python::workspace().join("tests/python/read_any_table.py"))
+                .arg(log_uri)
+                .envs(env.iter().copied())
+                .output()
+                .ok()?;
+            let read: Value = serde_json::from_slice(&output.stdout).ok()?;
+            (read["rows"].as_array()?.len() >= 2).then_some(read)
+        },
+        || "the prediction log never reached S3".to_string(),
+    );
+    assert!(logged["rows"].as_array().unwrap().len() >= 2);
+}
+
+#[test]
+fn a_missing_bucket_is_named_and_nothing_is_written() {
+    let server = S3Server::start("lake");
+    let project = tempfile::tempdir().unwrap();
+    let dir = project.path();
+    project_on(&server, dir, "s3://no-such-bucket/shop");
+    ok(dir, &["generate", "--rows", "200", "--seed", "5"]);
+    let output = Command::new(env!("CARGO_BIN_EXE_aurum"))
+        .arg("pipeline")
+        .current_dir(dir)
+        .envs(server.env())
+        .output()
+        .expect("running aurum");
+    assert!(!output.status.success());
+    let error = String::from_utf8_lossy(&output.stderr);
+    assert!(error.contains("s3://no-such-bucket/shop/"), "{error}");
+    assert!(error.contains("NoSuchBucket"), "{error}");
+    assert!(
+        !error.contains("testing-secret"),
+        "a secret was shown: {error}"
+    );
+    assert!(!dir.join("data/delta").exists());
+}
