@@ -49,18 +49,28 @@ impl StorageLocation {
     /// Nothing is contacted yet: a wrong endpoint or credential shows on the
     /// first read.
     pub fn parse(uri: &str, options: &BTreeMap<String, String>) -> Result<Self> {
-        let url = location_url(uri)?;
-        if let Some(key) = options.keys().find(|k| is_secret_key(k)) {
+        let url = checked_url(uri, options)?;
+        let store = build_store(&url, options)?;
+        Ok(StorageLocation { url, store })
+    }
+
+    /// Checks `uri` and `options` as [`StorageLocation::parse`] does (a
+    /// supported scheme, no secret among the options) without building the
+    /// store, which may need credentials from the environment that only the
+    /// commands that touch the tables have.
+    pub fn check(uri: &str, options: &BTreeMap<String, String>) -> Result<()> {
+        let url = checked_url(uri, options)?;
+        if url.scheme() != "file" && !REMOTE_SCHEMES.contains(&url.scheme()) {
             return Err(Error::Storage {
                 location: redacted(&url),
                 message: format!(
-                    "the storage option {key:?} names a secret; set it in the environment \
-                     (e.g. AWS_SECRET_ACCESS_KEY, AZURE_STORAGE_ACCOUNT_KEY), not in a file"
+                    "unsupported scheme {:?} (use a local path, file://, s3://, az://, \
+                     abfss:// or gs://)",
+                    url.scheme()
                 ),
             });
         }
-        let store = build_store(&url, options)?;
-        Ok(StorageLocation { url, store })
+        Ok(())
     }
 
     /// Like [`StorageLocation::parse`], with a relative local path taken
@@ -112,6 +122,21 @@ impl StorageLocation {
     pub fn is_local(&self) -> bool {
         self.url.scheme() == "file"
     }
+}
+
+/// The URL of `uri`, refusing options that name a secret.
+fn checked_url(uri: &str, options: &BTreeMap<String, String>) -> Result<Url> {
+    let url = location_url(uri)?;
+    if let Some(key) = options.keys().find(|k| is_secret_key(k)) {
+        return Err(Error::Storage {
+            location: redacted(&url),
+            message: format!(
+                "the storage option {key:?} names a secret; set it in the environment \
+                 (e.g. AWS_SECRET_ACCESS_KEY, AZURE_STORAGE_ACCOUNT_KEY), not in a file"
+            ),
+        });
+    }
+    Ok(url)
 }
 
 /// The URL of `uri`: local paths become absolute `file://` URLs; every URL
@@ -187,7 +212,7 @@ impl deltalake::logstore::LogStoreFactory for ConditionalPutLogStores {
 
 /// Whether `text` is a URI rather than a local path (a one-letter scheme
 /// is a Windows drive, not a URI).
-fn is_uri(text: &str) -> bool {
+pub fn is_uri(text: &str) -> bool {
     Url::parse(text).is_ok_and(|url| url.scheme().len() > 1)
 }
 

@@ -1,7 +1,8 @@
 //! The project's Delta tables on object storage: the demo path (pipeline →
 //! training → serving → the prediction log) against a real S3 server
-//! (moto's server mode, from PyPI, on loopback), with the tables read back
-//! from the same bucket by Python's deltalake and by `aurum table show`.
+//! (moto's server mode, from PyPI) and a real Azure Blob emulator (Azurite,
+//! from npm), both on loopback, with the tables read back from the same
+//! store by Python's deltalake and by `aurum table show`.
 
 use std::ffi::OsStr;
 use std::io::{BufRead, BufReader, Write};
@@ -74,37 +75,134 @@ impl Drop for S3Server {
     }
 }
 
-/// `table` as Python's deltalake reads it from the bucket.
-fn python_reads(server: &S3Server, uri: &str) -> Value {
+/// Azurite's Blob service with one container; killed when dropped.
+struct Azurite {
+    child: Child,
+    endpoint: String,
+}
+
+impl Azurite {
+    fn start(container: &str) -> Azurite {
+        let binary = python::workspace().join(".tools/azurite/node_modules/.bin/azurite-blob");
+        assert!(
+            binary.is_file(),
+            "{} is missing: run `make azurite` (or `make test`, which does)",
+            binary.display()
+        );
+        let mut child = Command::new(binary)
+            .args([
+                "--blobHost",
+                "127.0.0.1",
+                "--blobPort",
+                "0",
+                "--inMemoryPersistence",
+                "--skipApiVersionCheck",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting Azurite");
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let mut lines = BufReader::new(stdout).lines();
+        let mut endpoint = None;
+        for line in lines.by_ref() {
+            let line = line.expect("reading Azurite's output");
+            if let Some(url) = line.split("successfully listens on ").nth(1) {
+                endpoint = Some(url.trim().to_string());
+                break;
+            }
+        }
+        // Azurite keeps writing to its output: keep reading it, or a
+        // closed pipe would stop the emulator.
+        std::thread::spawn(move || lines.for_each(drop));
+        let azurite = Azurite {
+            child,
+            endpoint: endpoint.expect("Azurite printed its address"),
+        };
+        python::run(
+            "creating the container",
+            "tests/python/azure_container.py",
+            &[OsStr::new(&azurite.endpoint), OsStr::new(container)],
+        );
+        azurite
+    }
+
+    /// The emulator's address for clients (its development account and key
+    /// are the emulator's public defaults).
+    fn env(&self) -> Vec<(&str, &str)> {
+        vec![
+            ("AZURE_STORAGE_USE_EMULATOR", "true"),
+            ("AZURITE_BLOB_STORAGE_URL", self.endpoint.as_str()),
+        ]
+    }
+}
+
+impl Drop for Azurite {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `table` as Python's deltalake reads it from the store.
+fn python_reads(env: &[(&str, &str)], uri: &str) -> Value {
     let stdout = python::run_in_env(
-        "Python's deltalake on S3",
+        "Python's deltalake on object storage",
         "tests/python/read_any_table.py",
         &[OsStr::new(uri)],
-        &server.env(),
+        env,
     );
     serde_json::from_str(&stdout).expect("the reader prints JSON")
 }
 
-fn project_on(server: &S3Server, dir: &Path, uri: &str) {
+/// An example project whose tables live at `uri`, with the `[storage]`
+/// `options` given (an inline TOML table: non-secret settings only).
+fn project_on(dir: &Path, uri: &str, options: &str) {
     ok(dir, &["init", "."]);
     let file = dir.join("aurum.toml");
     let mut text = std::fs::read_to_string(&file).unwrap();
-    // The endpoint is not a secret: it may sit in the project file. The
-    // credentials only come from the environment.
     text.push_str(&format!(
-        "\n[storage]\nuri = \"{uri}\"\noptions = {{ endpoint = \"{}\", allow_http = \"true\", region = \"us-east-1\" }}\n",
-        server.endpoint
+        "\n[storage]\nuri = \"{uri}\"\noptions = {options}\n"
     ));
     std::fs::write(&file, text).unwrap();
+}
+
+/// S3 options: the endpoint is not a secret, it may sit in the project
+/// file; the credentials only come from the environment.
+fn s3_options(server: &S3Server) -> String {
+    format!(
+        "{{ endpoint = \"{}\", allow_http = \"true\", region = \"us-east-1\" }}",
+        server.endpoint
+    )
 }
 
 #[test]
 fn the_demo_path_runs_on_s3() {
     let server = S3Server::start("lake");
-    let env = server.env();
+    demo_path_on(
+        &server.env(),
+        "s3://lake/shop",
+        &s3_options(&server),
+        "s3://lake/shop",
+    );
+}
+
+#[test]
+fn the_demo_path_runs_on_azure_blob_storage() {
+    let azurite = Azurite::start("lake");
+    // Python's deltalake names the same container and prefix `abfs://`
+    // (it reads `az://` URLs differently against the emulator).
+    demo_path_on(&azurite.env(), "az://lake/shop", "{}", "abfs://lake/shop");
+}
+
+/// Pipeline, training, serving and the prediction log on the store at
+/// `uri`, read back from it by Python's deltalake (at `python_uri`, the
+/// same place) and `aurum table show`.
+fn demo_path_on(env: &[(&str, &str)], uri: &str, options: &str, python_uri: &str) {
+    let env = env.to_vec();
     let project = tempfile::tempdir().unwrap();
     let dir = project.path();
-    project_on(&server, dir, "s3://lake/shop");
+    project_on(dir, uri, options);
     ok(dir, &["generate", "--rows", "3000", "--seed", "5"]);
     ok_in_env(dir, &["pipeline"], &env);
     assert!(
@@ -115,8 +213,9 @@ fn the_demo_path_runs_on_s3() {
     assert!(again.contains("nothing new"), "{again}");
 
     // Gold as Python's deltalake and `aurum table show` read it from S3.
-    let gold_uri = "s3://lake/shop/delta/customer_features";
-    let python = python_reads(&server, gold_uri);
+    let gold_uri = format!("{uri}/delta/customer_features");
+    let gold_uri = gold_uri.as_str();
+    let python = python_reads(&env, &format!("{python_uri}/delta/customer_features"));
     let shown: Value = serde_json::from_str(&ok_in_env(
         dir,
         &["table", "show", gold_uri, "--json", "--limit", "0"],
@@ -144,7 +243,8 @@ fn the_demo_path_runs_on_s3() {
     assert_eq!(predictions.len(), 2, "{answer}");
 
     // The prediction log lands in the same bucket.
-    let log_uri = "s3://lake/shop/logs/predictions";
+    let log_uri = format!("{python_uri}/logs/predictions");
+    let log_uri = log_uri.as_str();
     let logged = poll(
         Duration::from_secs(60),
         Duration::from_millis(500),
@@ -169,7 +269,7 @@ fn a_missing_bucket_is_named_and_nothing_is_written() {
     let server = S3Server::start("lake");
     let project = tempfile::tempdir().unwrap();
     let dir = project.path();
-    project_on(&server, dir, "s3://no-such-bucket/shop");
+    project_on(dir, "s3://no-such-bucket/shop", &s3_options(&server));
     ok(dir, &["generate", "--rows", "200", "--seed", "5"]);
     let output = Command::new(env!("CARGO_BIN_EXE_aurum"))
         .arg("pipeline")

@@ -84,7 +84,10 @@ impl Project {
     pub fn store_under(&self, dir: &str) -> Result<delta::DeltaStore> {
         match &self.storage {
             None => Ok(delta::DeltaStore::new(self.data_dir.join(dir))),
-            Some(location) => Ok(delta::DeltaStore::at(location.child(dir)?)),
+            Some(storage) => {
+                let location = delta::StorageLocation::parse(&storage.uri, &storage.options)?;
+                Ok(delta::DeltaStore::at(location.child(dir)?))
+            }
         }
     }
 

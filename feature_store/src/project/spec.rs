@@ -22,7 +22,7 @@ pub struct Project {
     /// `[storage]`: the location (a local path or an object-store URI)
     /// under which the Delta tables (`delta/`) and the monitoring logs
     /// (`logs/`) live instead of `data_dir`.
-    pub storage: Option<delta::StorageLocation>,
+    pub storage: Option<Storage>,
     /// Entities by name.
     pub entities: Vec<Entity>,
     /// Bronze sources with their silver rules, in dependency order
@@ -38,6 +38,16 @@ pub struct Project {
     pub models: Vec<ModelSection>,
     /// A hash of the file's checked content.
     pub definition_hash: String,
+}
+
+/// The `[storage]` table: checked when the project loads, reached only by
+/// the commands that read or write tables (which have the credentials).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Storage {
+    /// A local path (relative to the project root) or an object-store URI.
+    pub uri: String,
+    /// Non-secret object-store options (`endpoint`, `region`, …).
+    pub options: std::collections::BTreeMap<String, String>,
 }
 
 /// A `[[model]]` section of the project file: a model's name and the

@@ -44,10 +44,20 @@ impl Checker<'_> {
             None => None,
             Some(storage) => {
                 let spec = storage.get_ref();
-                match delta::StorageLocation::parse_in(&spec.uri, root, &spec.options) {
-                    Ok(location) => Some(location),
-                    Err(e) => return self.fail(storage.span(), "storage", e.to_string()),
+                let uri = if std::path::Path::new(&spec.uri).is_relative()
+                    && !delta::location::is_uri(&spec.uri)
+                {
+                    root.join(&spec.uri).display().to_string()
+                } else {
+                    spec.uri.clone()
+                };
+                if let Err(e) = delta::StorageLocation::check(&uri, &spec.options) {
+                    return self.fail(storage.span(), "storage", e.to_string());
                 }
+                Some(crate::project::Storage {
+                    uri,
+                    options: spec.options.clone(),
+                })
             }
         };
         let mut project = Project {
