@@ -6,6 +6,9 @@
 //!        [--features F] [--seconds S] [--connections C] [--gold-rows R]
 //!        [--gold-features G]
 //!   MODE: lookup | http | push | materialize (default: all four)
+//!         | materialize-s3: the same gold table materialized from local
+//!           disk and from a real S3 server (moto, from the test
+//!           virtualenv), one after the other, with the S3 requests made
 //!
 //! and, to load any server with the same generator (used for Feast by
 //! `benches/feast/compare.sh`):
@@ -25,6 +28,8 @@ mod cli;
 mod load;
 #[path = "common/memory.rs"]
 mod memory;
+#[path = "common/s3.rs"]
+mod s3;
 #[path = "common/view.rs"]
 mod view;
 
@@ -90,6 +95,11 @@ fn main() -> Result<()> {
     }
     if o.modes.iter().any(|m| m == "load") {
         return load_external(&o);
+    }
+    if o.modes.iter().any(|m| m == "materialize-s3") {
+        // Started before the runtime's threads (it sets the credentials).
+        let server = s3::S3Server::start("bench")?;
+        return materialize_from_s3(&o, &server);
     }
     let needs_store = o.modes.iter().any(|m| m != "materialize");
     let online = if needs_store {
@@ -522,5 +532,64 @@ fn materialize(o: &Options) -> Result<()> {
         stats.weighted_bytes as f64 / values,
         memory::resident_bytes().saturating_sub(before) as f64 / values,
     );
+    Ok(())
+}
+
+/// Warm start of the online store from a gold table of `gold_rows` rows
+/// (one per entity) × `gold_features` features, from local disk and from
+/// S3, in one run.
+fn materialize_from_s3(o: &Options, server: &s3::S3Server) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let dir = tempfile::tempdir()?;
+    let local = DeltaStore::new(dir.path());
+    let remote = DeltaStore::at(delta::StorageLocation::parse(
+        "s3://bench/gold/",
+        &[
+            ("endpoint".to_string(), server.endpoint.clone()),
+            ("allow_http".to_string(), "true".to_string()),
+            ("region".to_string(), "us-east-1".to_string()),
+        ]
+        .into_iter()
+        .collect(),
+    )?);
+    let view = view(o.gold_features);
+    let df = gold_frame(o.gold_rows, o.gold_rows, o.gold_features, 23)?;
+    for store in [&local, &remote] {
+        runtime.block_on(store.write(
+            VIEW,
+            &df,
+            &delta::WriteOptions::overwrite(),
+            &delta::CommitLineage::default(),
+        ))?;
+    }
+    drop(df);
+    println!(
+        "warm start of the online store: {} entities x {} features",
+        o.gold_rows, o.gold_features
+    );
+    let mut seconds = Vec::new();
+    for (name, store) in [("local disk", &local), ("S3 (moto)", &remote)] {
+        let online = OnlineStore::new(16 << 30);
+        online.register_view(view.clone());
+        let before = server.requests();
+        let started = Instant::now();
+        let report = runtime.block_on(feature_store::online::materialize::materialize(
+            store, &online, &view, false,
+        ))?;
+        let took = started.elapsed().as_secs_f64();
+        seconds.push(took);
+        let requests = if name == "local disk" {
+            String::new()
+        } else {
+            format!("; requests {}", server.requests() - before)
+        };
+        println!(
+            "  {name:<11} {took:>7.2} s  ({} rows read, {} entities written{requests})",
+            report.rows_read, report.written
+        );
+    }
+    println!("  S3 / local  {:.2}", seconds[1] / seconds[0]);
     Ok(())
 }

@@ -3,7 +3,12 @@
 //! incremental run adding 1% new rows. A bench binary rather than
 //! criterion: one full run is a measurement of tens of seconds.
 //!
-//! usage: cargo bench --bench pipeline -- [--rows N] [--keep DIR]
+//! usage: cargo bench --bench pipeline -- [--rows N] [--keep DIR] [--s3]
+//!
+//! With `--s3`, the same input is also run with the project's tables on a
+//! real S3 server (moto's, from the test virtualenv) and the two full and
+//! incremental runs are compared, with the object-store requests (LIST,
+//! GET, HEAD, PUT) each stage made.
 //!
 //! Peak memory is the process's peak resident set (VmHWM), reset before
 //! each stage through /proc/self/clear_refs.
@@ -12,6 +17,8 @@
 mod cli;
 #[path = "common/memory.rs"]
 mod memory;
+#[path = "common/s3.rs"]
+mod s3;
 
 use std::path::Path;
 use std::time::Instant;
@@ -28,13 +35,20 @@ fn main() -> anyhow::Result<()> {
     cli::init_logging();
     let mut rows = 10_000_000usize;
     let mut keep = None;
+    let mut on_s3 = false;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--rows" => rows = args.next().unwrap_or_default().parse()?,
             "--keep" => keep = args.next(),
+            "--s3" => on_s3 = true,
             _ => {} // cargo passes --bench
         }
+    }
+    if on_s3 {
+        // Started before the runtime's threads (it sets the credentials).
+        let server = s3::S3Server::start("bench")?;
+        return compare_with_s3(&server, rows);
     }
     let temp = tempfile::tempdir()?;
     let dir = keep
@@ -182,12 +196,82 @@ fn transactions(report: &PipelineReport) -> &SourceReport {
 
 /// The example project with one feature view of 3 windows × 5 aggregations.
 fn bench_project(dir: &Path) -> anyhow::Result<Project> {
+    bench_project_with(dir, "")
+}
+
+/// [`bench_project`] with more of the project file (`[storage]`).
+fn bench_project_with(dir: &Path, extra: &str) -> anyhow::Result<Project> {
     let text = example::EXAMPLE_PROJECT;
     let cut = text
         .find("[[feature_view.aggregation]]\ncolumn = \"merchant_id\"")
         .expect("example layout");
-    std::fs::write(dir.join("aurum.toml"), &text[..cut])?;
+    std::fs::write(dir.join("aurum.toml"), format!("{}{extra}", &text[..cut]))?;
     Ok(Project::load(&dir.join("aurum.toml"))?)
+}
+
+/// The same input through the pipeline on local disk and on S3, full and
+/// 1% incremental, with the S3 requests of each stage.
+fn compare_with_s3(server: &s3::S3Server, rows: usize) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let (local_dir, s3_dir) = (tempfile::tempdir()?, tempfile::tempdir()?);
+    let local = bench_project(local_dir.path())?;
+    let remote = bench_project_with(s3_dir.path(), &server.storage_toml("s3://bench/shop"))?;
+    for project in [&local, &remote] {
+        example::generate(
+            &project.data_dir.join("bronze"),
+            &GenerateOptions {
+                rows,
+                seed: 1,
+                end_micros: END,
+                days: 30.0,
+                customers: Some(rows / 50),
+            },
+        )?;
+    }
+    let quiet = |_: &str| {};
+    let stages = std::sync::Mutex::new(Vec::<(String, s3::Requests)>::new());
+    let record = |stage: &str| {
+        if let Ok(mut stages) = stages.lock() {
+            stages.push((stage.to_string(), server.requests()));
+        }
+    };
+    let options = PipelineOptions::default();
+    println!("pipeline on local disk and on S3 (moto), {rows} generated rows");
+    for run in ["full", "incremental 1%"] {
+        if run != "full" {
+            for project in [&local, &remote] {
+                example::generate(
+                    &project.data_dir.join("bronze"),
+                    &GenerateOptions {
+                        rows: rows / 100,
+                        seed: 2,
+                        end_micros: END + HOUR,
+                        days: 1.0 / 24.0,
+                        customers: Some(rows / 50),
+                    },
+                )?;
+            }
+        }
+        let on_disk = runtime.block_on(pipeline::run(&local, &options, &quiet))?;
+        if let Ok(mut stages) = stages.lock() {
+            stages.clear();
+        }
+        let on_s3 = runtime.block_on(pipeline::run(&remote, &options, &record))?;
+        record("end");
+        println!(
+            "  {run:<15} local {:>7.2} s   S3 {:>7.2} s   S3 / local {:.2}",
+            on_disk.seconds,
+            on_s3.seconds,
+            on_s3.seconds / on_disk.seconds
+        );
+        let stages = stages.lock().map(|s| s.clone()).unwrap_or_default();
+        for pair in stages.windows(2) {
+            println!("      {:<28} {}", pair[0].0, pair[1].1 - pair[0].1);
+        }
+    }
+    Ok(())
 }
 
 fn peak_mib() -> u64 {

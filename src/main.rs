@@ -76,8 +76,12 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("AURUM_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    // The Delta kernel logs every snapshot it could not build at ERROR,
+    // including a table that does not exist yet, which aurum asks about
+    // routinely and answers itself (a real failure comes back as an error).
+    let filter = tracing_subscriber::EnvFilter::try_from_env("AURUM_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("warn,buoyant_kernel::snapshot::builder=off")
+    });
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

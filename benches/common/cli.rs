@@ -51,7 +51,11 @@ pub fn init_logging() {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("AURUM_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                // As `aurum` does: the kernel's ERROR for a table that
+                // does not exist yet is a question aurum answers itself.
+                .unwrap_or_else(|_| {
+                    tracing_subscriber::EnvFilter::new("warn,buoyant_kernel::snapshot::builder=off")
+                }),
         )
         .with_writer(std::io::stderr)
         .init();

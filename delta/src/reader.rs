@@ -194,9 +194,10 @@ fn read_blocking(
             let height = batch.num_rows();
             let batch = match &deleted {
                 Some(selection) => {
-                    let mask: BooleanArray = (offset..offset + height)
-                        .map(|i| Some(selection.get(i).copied().unwrap_or(true)))
-                        .collect();
+                    let end = (offset + height).min(selection.len());
+                    let mut keep = selection.get(offset..end).unwrap_or_default().to_vec();
+                    keep.resize(height, true);
+                    let mask = BooleanArray::from(keep);
                     filter_record_batch(&batch, &mask).map_err(|source| Error::Arrow {
                         context: format!("applying the deletion vector of {}", file.path),
                         source,

@@ -323,6 +323,12 @@ impl DeltaStore {
             if let Some(sequence) = options.sequence.as_ref().filter(|s| s.planned.is_some()) {
                 return Err(conflict(name, sequence, None));
             }
+            // deltalake turns a create that finds version 0 taken into an
+            // append on top of it, unchecked; a sequenced step must lose
+            // that race instead (it is then refused as a conflict below).
+            if options.sequence.is_some() {
+                properties = properties.with_max_retries(0);
+            }
             let kernel_schema = kernel_schema(name, &schema)?;
             let mut create = CreateBuilder::new();
             if let Root::Remote(location) = &self.root {
@@ -410,10 +416,9 @@ impl DeltaStore {
     /// read it before planning a step and pass it as
     /// [`Sequence::planned`].
     pub async fn sequence(&self, name: &str, app_id: &str) -> Result<Option<i64>> {
-        if !self.exists(name).await? {
+        let Some(table) = self.open_if_exists(name, None).await? else {
             return Ok(None);
-        }
-        let table = self.open(name, None).await?;
+        };
         table
             .snapshot()
             .map_err(Error::delta(name))?
@@ -647,11 +652,10 @@ impl DeltaStore {
 
     /// The latest version of table `name`, or `None` if it does not exist.
     pub async fn latest_version(&self, name: &str) -> Result<Option<u64>> {
-        if !self.exists(name).await? {
-            return Ok(None);
-        }
-        let table = self.open(name, None).await?;
-        Ok(table.version())
+        Ok(self
+            .open_if_exists(name, None)
+            .await?
+            .and_then(|table| table.version()))
     }
 
     /// The lineage recorded by the commit that produced `version` of `name`.
@@ -668,15 +672,28 @@ impl DeltaStore {
     }
 
     pub(crate) async fn open(&self, name: &str, version: Option<u64>) -> Result<DeltaTable> {
-        if !self.exists(name).await? {
-            return Err(Error::TableMissing(name.to_string()));
-        }
+        self.open_if_exists(name, version)
+            .await?
+            .ok_or_else(|| Error::TableMissing(name.to_string()))
+    }
+
+    /// Table `name` at `version` (latest when `None`), `None` when it does
+    /// not exist. On object storage the load itself tells (one listing of
+    /// the log, not two).
+    async fn open_if_exists(&self, name: &str, version: Option<u64>) -> Result<Option<DeltaTable>> {
         let url = self.table_url(name)?;
         match &self.root {
-            Root::Local(_) => match version {
-                Some(v) => deltalake::open_table_with_version(url, v).await,
-                None => deltalake::open_table(url).await,
-            },
+            Root::Local(root) => {
+                if !root.join(name).join("_delta_log").is_dir() {
+                    return Ok(None);
+                }
+                match version {
+                    Some(v) => deltalake::open_table_with_version(url, v).await,
+                    None => deltalake::open_table(url).await,
+                }
+                .map(Some)
+                .map_err(Error::delta(name))
+            }
             Root::Remote(location) => {
                 let mut builder = deltalake::DeltaTableBuilder::from_url(url.clone())
                     .map_err(Error::delta(name))?
@@ -684,10 +701,14 @@ impl DeltaStore {
                 if let Some(v) = version {
                     builder = builder.with_version(v);
                 }
-                builder.load().await
+                match builder.load().await {
+                    Ok(table) => Ok(Some(table)),
+                    Err(DeltaTableError::NotATable(_)) => Ok(None),
+                    // Named by its URI: a wrong bucket or endpoint shows.
+                    Err(e) => Err(Error::delta(self.table_location(name))(e)),
+                }
             }
         }
-        .map_err(Error::delta(name))
     }
 
     /// The URL of table `name` (a directory: ends with `/`).
