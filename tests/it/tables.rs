@@ -126,3 +126,31 @@ fn a_missing_table_and_a_bad_scheme_are_named() {
     let error = cli::fails(dir.path(), &["table", "show", "ftp://host/table"]);
     assert!(error.contains("unsupported scheme \"ftp\""), "{error}");
 }
+
+#[test]
+fn a_v1_checkpoint_is_read_when_the_commits_before_it_are_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    let table = dir.path().join("checkpointed");
+    let expected = python::reader("checkpointed_table.py", &[table.as_os_str()]);
+    let path = table.to_str().expect("a UTF-8 path");
+    let answer = cli::json(
+        &python::workspace(),
+        &["table", "show", path, "--json", "--limit", "1000"],
+    );
+    assert_eq!(answer["version"], expected["version"]);
+    let mut ids: Vec<i64> = answer["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| row["id"].as_i64().unwrap())
+        .collect();
+    ids.sort_unstable();
+    let expected: Vec<i64> = expected["ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|id| id.as_i64().unwrap())
+        .collect();
+    assert_eq!(ids, expected);
+    assert_eq!(ids.len(), 32);
+}
