@@ -122,7 +122,7 @@ fn read_blocking(
             source,
         })?,
     );
-    let (scope, only) = match options.since {
+    let (scope, only): (Scope, Option<HashSet<FileKey>>) = match options.since {
         None => (Scope::All, None),
         Some(since) if since > version => {
             return Err(Error::Protocol {
@@ -133,21 +133,36 @@ fn read_blocking(
                 ),
             });
         }
-        Some(since) if since == version => (Scope::AddedSince(since), Some(HashSet::new())),
-        Some(since) => match appended_files(&snapshot, since, engine.as_ref()).map_err(protocol)? {
-            Some(paths) => (Scope::AddedSince(since), Some(paths)),
+        // Nothing after the version itself (the files are dropped below).
+        Some(since) if since == version => (Scope::AddedSince(since), None),
+        Some(since) => match files_at(location, since, engine.as_ref()) {
+            Some(before) => (Scope::AddedSince(since), Some(before)),
+            // The log no longer reaches back to `since`: read everything.
             None => (Scope::All, None),
         },
     };
-    let mut files: Vec<ScanFile> = Vec::new();
-    for metadata in scan.scan_metadata(engine.as_ref()).map_err(protocol)? {
-        files = metadata
-            .map_err(protocol)?
-            .visit_scan_files(files, |files, file| files.push(file))
-            .map_err(protocol)?;
+    let mut files = scan_files(&scan, engine.as_ref()).map_err(protocol)?;
+    let (scope, only) = match (scope, only) {
+        (Scope::AddedSince(since), Some(before)) if since < version => {
+            let now: HashSet<FileKey> = files.iter().map(file_key).collect();
+            if before.iter().any(|key| !now.contains(key)) {
+                // A file was removed or its deletion vector changed: rows
+                // went away or changed, which no append can express.
+                (Scope::All, None)
+            } else {
+                (Scope::AddedSince(since), Some(before))
+            }
+        }
+        other => other,
+    };
+    if scope == Scope::AddedSince(version) {
+        files.clear();
     }
-    if let Some(only) = &only {
-        files.retain(|f| only.contains(&f.path));
+    if let (Scope::AddedSince(_), Some(before)) = (scope, &only) {
+        // Only files (or file versions) that were not there before: a file
+        // re-added without a change of rows (statistics, row tracking,
+        // clustering tags) is not read twice.
+        files.retain(|f| !before.contains(&file_key(f)));
     }
     let table_root = scan.table_root().clone();
     let physical = scan.physical_schema().clone();
@@ -223,32 +238,46 @@ fn read_blocking(
     })
 }
 
-/// The paths of the data files added after `since`, when every commit
-/// since only added files; `None` when one removed a file (or the log no
-/// longer holds the commits), so that the caller reads everything.
-fn appended_files(
-    snapshot: &delta_kernel::SnapshotRef,
-    since: u64,
+/// A data file's identity across versions: its path and its deletion
+/// vector (a new deletion vector on the same file is a different file
+/// version: some of its rows went away).
+type FileKey = (String, String);
+
+fn file_key(file: &ScanFile) -> FileKey {
+    (file.path.clone(), format!("{:?}", file.dv_info))
+}
+
+/// The files of the scan, with their deletion vectors and transforms.
+fn scan_files(
+    scan: &delta_kernel::scan::Scan,
     engine: &dyn Engine,
-) -> delta_kernel::DeltaResult<Option<HashSet<String>>> {
-    let Some(stream) = snapshot
-        .clone()
-        .incremental_scan_builder(since)
-        .build(engine)?
-    else {
-        return Ok(None);
-    };
-    let summary = stream.into_summary()?;
-    if !summary.removes.is_empty() {
-        return Ok(None);
+) -> delta_kernel::DeltaResult<Vec<ScanFile>> {
+    let mut files: Vec<ScanFile> = Vec::new();
+    for metadata in scan.scan_metadata(engine)? {
+        files = metadata?.visit_scan_files(files, |files, file| files.push(file))?;
     }
-    Ok(Some(
-        summary
-            .live_adds
+    Ok(files)
+}
+
+/// The file keys of the table at `version`, `None` when that version can
+/// no longer be read (its commits cleaned up) — then everything is read.
+fn files_at(
+    location: &StorageLocation,
+    version: u64,
+    engine: &dyn Engine,
+) -> Option<HashSet<FileKey>> {
+    let snapshot = Snapshot::builder_for(location.url().as_str())
+        .at_version(version)
+        .build(engine)
+        .ok()?;
+    let scan = snapshot.scan_builder().build().ok()?;
+    Some(
+        scan_files(&scan, engine)
+            .ok()?
             .iter()
-            .map(|key| key.path().to_string())
+            .map(file_key)
             .collect(),
-    ))
+    )
 }
 
 /// The kernel's engine over the location's object store, running its I/O on
@@ -589,5 +618,76 @@ mod tests {
             .collect();
         ids.sort_unstable();
         assert_eq!(ids, vec![4, 5, 6]);
+    }
+
+    #[tokio::test]
+    async fn a_file_re_added_without_new_rows_is_not_read_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::DeltaStore::new(dir.path().to_path_buf());
+        let frame = |ids: &[i64]| {
+            polars::prelude::DataFrame::new_infer_height(vec![polars::prelude::Column::new(
+                "id".into(),
+                ids.to_vec(),
+            )])
+            .unwrap()
+        };
+        let (lineage, options) = (
+            crate::CommitLineage::default(),
+            crate::WriteOptions::append(),
+        );
+        store
+            .write("t", &frame(&[1, 2]), &options, &lineage)
+            .await
+            .unwrap();
+        store
+            .write("t", &frame(&[3]), &options, &lineage)
+            .await
+            .unwrap();
+        // Version 2 re-adds version 0's file unchanged (as a statistics or
+        // row-tracking backfill does), without removing it.
+        let log = dir.path().join("t/_delta_log");
+        let first = std::fs::read_to_string(log.join("00000000000000000000.json")).unwrap();
+        let add = first
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find_map(|a| a.get("add").cloned())
+            .unwrap();
+        let mut add = add;
+        add["dataChange"] = serde_json::json!(false);
+        std::fs::write(
+            log.join("00000000000000000002.json"),
+            format!("{}\n", serde_json::json!({ "add": add })),
+        )
+        .unwrap();
+        let location = StorageLocation::parse(
+            &dir.path().join("t").display().to_string(),
+            &BTreeMap::new(),
+        )
+        .unwrap();
+        let since = |v: u64| {
+            let location = location.clone();
+            async move {
+                read_table(
+                    &location,
+                    ReadOptions {
+                        since: Some(v),
+                        ..ReadOptions::default()
+                    },
+                )
+                .await
+                .unwrap()
+            }
+        };
+        let after_one = since(1).await;
+        assert_eq!(after_one.scope, Scope::AddedSince(1));
+        assert_eq!(
+            after_one.rows, 0,
+            "the re-added file's rows were read before"
+        );
+        let after_zero = since(0).await;
+        assert_eq!(
+            after_zero.rows, 1,
+            "only version 1's row is new since version 0"
+        );
     }
 }

@@ -160,6 +160,10 @@ pub struct Commit {
 #[derive(Debug, Clone)]
 pub struct DeltaStore {
     root: Root,
+    /// Each table's commits read so far, newest first: a commit never
+    /// changes once written, so [`DeltaStore::history`] reads only the
+    /// versions committed since (on object storage, one GET per commit).
+    histories: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, Vec<Commit>>>>,
 }
 
 #[derive(Debug, Clone)]
@@ -174,6 +178,7 @@ impl DeltaStore {
     pub fn new(root: impl Into<PathBuf>) -> Self {
         DeltaStore {
             root: Root::Local(root.into()),
+            histories: Default::default(),
         }
     }
 
@@ -191,6 +196,7 @@ impl DeltaStore {
         crate::location::register_log_stores();
         DeltaStore {
             root: Root::Remote(location),
+            histories: Default::default(),
         }
     }
 
@@ -630,8 +636,22 @@ impl DeltaStore {
     pub async fn history(&self, name: &str) -> Result<Vec<Commit>> {
         let table = self.open(name, None).await?;
         let latest = table.version().unwrap_or(0);
+        let known: Vec<Commit> = self
+            .histories
+            .lock()
+            .map(|cache| cache.get(name).cloned().unwrap_or_default())
+            .unwrap_or_default();
+        // Only the commits after the newest one read before; all of them
+        // when the table went back (re-created) or nothing was read yet.
+        let newer = match known.first() {
+            Some(newest) if newest.version <= latest => Some((latest - newest.version) as usize),
+            _ => None,
+        };
+        if newer == Some(0) {
+            return Ok(known);
+        }
         // The log lists commits newest first, one per version.
-        let mut history = table.history(None);
+        let mut history = table.history(newer);
         let mut commits = Vec::new();
         let mut version = latest;
         while let Some(info) = history.next().await {
@@ -646,6 +666,12 @@ impl DeltaStore {
                     .and_then(|v| serde_json::from_value(v.clone()).ok()),
             });
             version = version.saturating_sub(1);
+        }
+        if newer.is_some() {
+            commits.extend(known);
+        }
+        if let Ok(mut cache) = self.histories.lock() {
+            cache.insert(name.to_string(), commits.clone());
         }
         Ok(commits)
     }

@@ -151,6 +151,13 @@ async fn plan_batch(
     let quality_sequence =
         plan_sequence(store, QUALITY_TABLE, format!("aurum:quality:{silver}")).await?;
     let mark = silver_mark(store, source).await?;
+    // Another run may have committed bronze (and silver) since this run's
+    // ingest: plan against the newest bronze, never an older one, so the
+    // batch cannot reach back behind silver's mark.
+    let bronze_now = store
+        .latest_version(&source.bronze_table())
+        .await?
+        .map_or(bronze_now, |latest| latest.max(bronze_now));
     let changed = mark
         .definition_hash
         .as_ref()
@@ -169,7 +176,7 @@ async fn plan_batch(
             )
             .await?);
     let full = mark.bronze_version.is_none() || changed || options.full_refresh || replaced;
-    if !full && mark.bronze_version == Some(bronze_now) {
+    if !full && mark.bronze_version.is_some_and(|m| m >= bronze_now) {
         return Ok(None);
     }
     // A batch whose side tables were committed but whose silver commit
