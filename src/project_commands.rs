@@ -245,9 +245,9 @@ pub async fn lineage(args: LineageArgs) -> Result<()> {
     let store = project.delta_store()?;
     if !store.exists(&args.table).await? {
         bail!(
-            "no table {:?} under {} (tables: {})",
+            "no table {:?} at {} (tables: {})",
             args.table,
-            project.delta_dir().display(),
+            store.table_location(&args.table),
             store.tables().await?.join(", ")
         );
     }

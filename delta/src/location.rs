@@ -96,6 +96,14 @@ impl StorageLocation {
                 location: redacted(&self.url),
                 message: format!("{name:?} does not make a location: {e}"),
             })?;
+        if url.scheme() != "file"
+            && let Err(e) = object_store::path::Path::from_url_path(url.path())
+        {
+            return Err(Error::Storage {
+                location: redacted(&url),
+                message: format!("not a path an object store can hold: {e}"),
+            });
+        }
         Ok(StorageLocation {
             url,
             store: self.store.clone(),
@@ -124,9 +132,27 @@ impl StorageLocation {
     }
 }
 
-/// The URL of `uri`, refusing options that name a secret.
+/// The URL of `uri`, refusing options that name a secret, a secret in the
+/// URI itself (a password, a query such as a SAS token) and paths an object
+/// store cannot hold.
 fn checked_url(uri: &str, options: &BTreeMap<String, String>) -> Result<Url> {
     let url = location_url(uri)?;
+    if url.password().is_some() || url.query().is_some() {
+        return Err(Error::Storage {
+            location: redacted(&url),
+            message: "the location carries a password or a query (a SAS token?); credentials \
+                      come from the environment (AWS_*, AZURE_STORAGE_SAS_KEY, …), not the URI"
+                .to_string(),
+        });
+    }
+    if url.scheme() != "file"
+        && let Err(e) = object_store::path::Path::from_url_path(url.path())
+    {
+        return Err(Error::Storage {
+            location: redacted(&url),
+            message: format!("not a path an object store can hold: {e}"),
+        });
+    }
     if let Some(key) = options.keys().find(|k| is_secret_key(k)) {
         return Err(Error::Storage {
             location: redacted(&url),
@@ -282,10 +308,11 @@ fn is_secret_key(key: &str) -> bool {
     .any(|word| key.contains(word))
 }
 
-/// `url` without user info, query or fragment: what logs and errors show.
+/// `url` without password, query or fragment: what logs and errors show.
+/// The user name stays: in `abfss://container@account…` it is the
+/// container.
 pub fn redacted(url: &Url) -> String {
     let mut shown = url.clone();
-    let _ = shown.set_username("");
     let _ = shown.set_password(None);
     shown.set_query(None);
     shown.set_fragment(None);
@@ -318,12 +345,29 @@ mod tests {
     }
 
     #[test]
-    fn user_info_and_query_are_not_shown() {
-        let url = Url::parse("abfss://user:pw@container/path/?sig=abc").unwrap();
+    fn passwords_and_queries_are_not_shown_but_the_container_is() {
+        let url = Url::parse("abfss://lake:pw@account.dfs.core.windows.net/path/?sig=abc").unwrap();
         let shown = redacted(&url);
         assert!(!shown.contains("pw"), "{shown}");
         assert!(!shown.contains("sig"), "{shown}");
-        assert!(shown.starts_with("abfss://"), "{shown}");
+        assert!(shown.starts_with("abfss://lake@account"), "{shown}");
+    }
+
+    #[test]
+    fn a_secret_in_the_uri_is_refused_without_echoing_it() {
+        for uri in [
+            "s3://key:hunter2@bucket/prefix",
+            "az://container/prefix?sig=hunter2",
+        ] {
+            let error = StorageLocation::parse(uri, &BTreeMap::new()).unwrap_err();
+            let message = error.to_string();
+            assert!(
+                message.contains("credentials come from the environment"),
+                "{message}"
+            );
+            assert!(!message.contains("hunter2"), "{message}");
+            assert!(StorageLocation::check(uri, &BTreeMap::new()).is_err());
+        }
     }
 
     #[test]

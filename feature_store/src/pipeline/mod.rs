@@ -37,8 +37,10 @@ pub use marks::{consumed_versions, silver_hash};
 pub use options::PipelineOptions;
 pub use report::{PipelineReport, SourceReport, ViewReport};
 
-/// How many times a run re-plans after losing a commit race to another run.
-const CONFLICT_RETRIES: usize = 8;
+/// How many times a run re-plans after losing a commit race to another run
+/// (each loss means the other run made progress, and a run has about ten
+/// sequenced commits, each of which it may lose once).
+const CONFLICT_RETRIES: usize = 32;
 
 /// Runs the pipeline over every source and view of `project`.
 ///
