@@ -4,6 +4,8 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use std::io::Write;
+
 use anyhow::{Context, Result};
 use arrow_array::RecordBatch;
 
@@ -89,27 +91,45 @@ async fn show(args: ShowArgs) -> Result<()> {
             })).collect::<Vec<_>>(),
             "data": json_rows(&read.batches)?,
         });
-        println!("{}", serde_json::to_string_pretty(&answer)?);
-        return Ok(());
+        let text = serde_json::to_string_pretty(&answer)?;
+        return print_all(|out| writeln!(out, "{text}"));
     }
-    println!("{location}");
-    println!("version {}, {} rows", read.version, read.rows);
-    println!("schema:");
-    for field in read.schema.fields() {
-        let null = if field.is_nullable() { "" } else { " not null" };
-        println!("  {}: {}{null}", field.name(), field.data_type());
-    }
-    match delta::interop::batches_to_frame(&read.schema, &read.batches) {
-        Ok(frame) => println!("{frame}"),
-        // polars cannot hold every Delta type (nested maps, say): print the
-        // rows as JSON lines instead.
-        Err(_) => {
-            for row in json_rows(&read.batches)? {
-                println!("{row}");
+    let frame = delta::interop::batches_to_frame(&read.schema, &read.batches);
+    // polars cannot hold every Delta type (nested maps, say): then the rows
+    // are printed as JSON lines.
+    let rows = match &frame {
+        Ok(_) => Vec::new(),
+        Err(_) => json_rows(&read.batches)?,
+    };
+    print_all(|out| {
+        writeln!(out, "{location}")?;
+        writeln!(out, "version {}, {} rows", read.version, read.rows)?;
+        writeln!(out, "schema:")?;
+        for field in read.schema.fields() {
+            let null = if field.is_nullable() { "" } else { " not null" };
+            writeln!(out, "  {}: {}{null}", field.name(), field.data_type())?;
+        }
+        match &frame {
+            Ok(frame) => writeln!(out, "{frame}")?,
+            Err(_) => {
+                for row in &rows {
+                    writeln!(out, "{row}")?;
+                }
             }
         }
+        Ok(())
+    })
+}
+
+/// Writes to standard output; a reader that went away (`| head`) ends the
+/// output quietly instead of failing the command.
+fn print_all(write: impl FnOnce(&mut dyn std::io::Write) -> std::io::Result<()>) -> Result<()> {
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    match write(&mut out).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
     }
-    Ok(())
 }
 
 /// The rows of `batches` as JSON objects (timestamps as ISO 8601 text).
