@@ -65,7 +65,7 @@ async fn show(args: ShowArgs) -> Result<()> {
         delta::ReadOptions {
             version: args.version,
             keep_rows,
-            since: None,
+            ..delta::ReadOptions::default()
         },
     )
     .await?;

@@ -33,7 +33,9 @@ pub mod store;
 pub use error::{Error, Result};
 pub use lineage::{CommitLineage, LINEAGE_KEY};
 pub use location::StorageLocation;
-pub use reader::{ReadOptions, Scope, TableRead, read_table};
+pub use reader::{
+    FILE_COLUMN, FILE_COMMITTED_COLUMN, ROW_COLUMN, ReadOptions, Scope, TableRead, read_table,
+};
 pub use store::{
     Commit, DEFAULT_ROWS_PER_FILE, DataFile, DeltaStore, SchemaChange, Sequence, WriteMode,
     WriteOptions,

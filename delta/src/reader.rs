@@ -55,6 +55,14 @@ pub enum Scope {
     AddedSince(u64),
 }
 
+/// With [`ReadOptions::file_columns`]: the data file a row comes from.
+pub const FILE_COLUMN: &str = "_delta_file";
+/// With [`ReadOptions::file_columns`]: the row's index in its data file.
+pub const ROW_COLUMN: &str = "_delta_row_in_file";
+/// With [`ReadOptions::file_columns`]: when the row's data file was
+/// written (milliseconds since the epoch).
+pub const FILE_COMMITTED_COLUMN: &str = "_delta_file_committed_ms";
+
 /// How much of a table to read.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ReadOptions {
@@ -63,6 +71,12 @@ pub struct ReadOptions {
     /// Keep at most this many rows (every row is still counted); all when
     /// `None`.
     pub keep_rows: Option<usize>,
+    /// Add where each row comes from: [`FILE_COLUMN`] (the data file's
+    /// path in the table), [`ROW_COLUMN`] (the row's index in that file,
+    /// deleted rows counted) and [`FILE_COMMITTED_COLUMN`] (the file's
+    /// modification time, milliseconds since the epoch) — an identity that
+    /// stays the same across reads while the file does.
+    pub file_columns: bool,
     /// Read only what was appended after this version, when every commit
     /// since only added files. When one removed or rewrote files (a delete,
     /// an update, an overwrite, a compaction) or the log no longer holds
@@ -116,12 +130,23 @@ fn read_blocking(
     let version = snapshot.version();
     // Building the scan checks the table's reader features.
     let scan = snapshot.clone().scan_builder().build().map_err(protocol)?;
-    let schema: SchemaRef = Arc::new(
+    let mut schema =
         Schema::try_from_kernel(scan.logical_schema().as_ref()).map_err(|source| Error::Arrow {
             context: format!("the schema of {shown}"),
             source,
-        })?,
-    );
+        })?;
+    if options.file_columns {
+        let mut fields: Vec<arrow_schema::FieldRef> = schema.fields().iter().cloned().collect();
+        for (name, ty) in [
+            (FILE_COLUMN, arrow_schema::DataType::Utf8),
+            (ROW_COLUMN, arrow_schema::DataType::Int64),
+            (FILE_COMMITTED_COLUMN, arrow_schema::DataType::Int64),
+        ] {
+            fields.push(Arc::new(arrow_schema::Field::new(name, ty, false)));
+        }
+        schema = Schema::new_with_metadata(fields, schema.metadata().clone());
+    }
+    let schema: SchemaRef = Arc::new(schema);
     let (scope, only): (Scope, Option<HashSet<FileKey>>) = match options.since {
         None => (Scope::All, None),
         Some(since) if since > version => {
@@ -207,6 +232,27 @@ fn read_blocking(
             let batch =
                 RecordBatch::from(*ArrowEngineData::try_from_engine_data(data).map_err(protocol)?);
             let height = batch.num_rows();
+            let batch = if options.file_columns {
+                let mut columns = batch.columns().to_vec();
+                columns.push(Arc::new(arrow_array::StringArray::from(vec![
+                    file.path
+                        .as_str();
+                    height
+                ])));
+                columns.push(Arc::new(arrow_array::Int64Array::from_iter_values(
+                    (offset..offset + height).map(|i| i as i64),
+                )));
+                columns.push(Arc::new(arrow_array::Int64Array::from(vec![
+                    file.modification_time;
+                    height
+                ])));
+                RecordBatch::try_new(schema.clone(), columns).map_err(|source| Error::Arrow {
+                    context: format!("the rows of {} in {shown}", file.path),
+                    source,
+                })?
+            } else {
+                batch
+            };
             let batch = match &deleted {
                 Some(selection) => {
                     let end = (offset + height).min(selection.len());

@@ -66,14 +66,28 @@ async fn silver_ids(project: &Project) -> Vec<String> {
     ids
 }
 
-/// One full run of a fresh project over the table as it is now.
-async fn recomputed(table: &Path) -> (Vec<String>, DataFrame) {
+/// Rows in the quarantine table (none when it does not exist).
+async fn quarantined(project: &Project) -> usize {
+    let store = DeltaStore::new(project.delta_dir());
+    match store.read("quarantine", None).await {
+        Ok((rows, _)) => rows.height(),
+        Err(_) => 0,
+    }
+}
+
+/// One full run of a fresh project over the table as it is now: silver's
+/// ids, gold, and the quarantined rows.
+async fn recomputed(table: &Path) -> (Vec<String>, DataFrame, usize) {
     let dir = tempfile::tempdir().unwrap();
     let project = delta_project(dir.path(), table);
     run(&project, &PipelineOptions::default(), &|_| {})
         .await
         .unwrap();
-    (silver_ids(&project).await, latest_gold(&project).await)
+    (
+        silver_ids(&project).await,
+        latest_gold(&project).await,
+        quarantined(&project).await,
+    )
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -109,9 +123,11 @@ async fn a_delta_source_is_read_by_version_and_refreshed_after_a_delete() {
         second_part["rows"].as_u64().unwrap()
     );
     assert_eq!(transactions(&second).silver_mode, "incremental");
-    let (ids, gold) = recomputed(&table).await;
+    let (ids, gold, bad) = recomputed(&table).await;
     assert_eq!(silver_ids(&project).await, ids);
     assert_frames_close(&latest_gold(&project).await, &gold);
+    assert!(bad > 0, "the example's range rule quarantines some rows");
+    assert_eq!(quarantined(&project).await, bad);
 
     // Version 2 deletes a customer's rows (files rewritten): the source is
     // refreshed in full, and the deleted rows are gone from silver and gold.
@@ -123,7 +139,7 @@ async fn a_delta_source_is_read_by_version_and_refreshed_after_a_delete() {
         "bronze holds the whole new version"
     );
     assert_eq!(transactions(&third).silver_mode, "full");
-    let (ids, gold) = recomputed(&table).await;
+    let (ids, gold, _) = recomputed(&table).await;
     assert_eq!(silver_ids(&project).await, ids);
     let after = latest_gold(&project).await;
     assert_frames_close(&after, &gold);

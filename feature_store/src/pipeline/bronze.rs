@@ -87,7 +87,8 @@ pub async fn ingest(
     ingested_at_micros: i64,
 ) -> Result<IngestReport> {
     if source.format == Format::Delta {
-        return super::delta_source::ingest(store, root, source, run_id, ingested_at_micros).await;
+        // A Delta source's rows carry the time the source wrote them.
+        return super::delta_source::ingest(store, root, source, run_id).await;
     }
     let table = source.bronze_table();
     // Read first: a run that commits after this point makes ours conflict.

@@ -29,7 +29,7 @@ use arrow_array::{Array, ArrayRef, RecordBatch, StringArray};
 use arrow_schema::{DataType, Field, Schema, TimeUnit};
 use polars::prelude::DataFrame;
 
-use super::bronze::{IngestReport, add_metadata};
+use super::bronze::{INGESTED_AT, IngestReport, SOURCE_FILE, SOURCE_ROW};
 use super::options::{plan_sequence, step_id};
 use crate::error::{Error, Result};
 use crate::project::Source;
@@ -46,7 +46,6 @@ pub(super) async fn ingest(
     root: &Path,
     source: &Source,
     run_id: &str,
-    ingested_at_micros: i64,
 ) -> Result<IngestReport> {
     let table = source.bronze_table();
     // Read first: a run that commits after this point makes ours conflict.
@@ -74,6 +73,7 @@ pub(super) async fn ingest(
         ReadOptions {
             version: source.version,
             keep_rows: None,
+            file_columns: true,
             since: last,
         },
     )
@@ -86,8 +86,7 @@ pub(super) async fn ingest(
     let shown = format!("{key}@v{}", read.version);
     let raw = as_text(source, &key, &read)?;
     let rows = raw.height();
-    let frame = add_metadata(raw, &shown, ingested_at_micros)
-        .map_err(Error::polars(format!("ingesting {shown}")))?;
+    let frame = with_provenance(raw, &key).map_err(Error::polars(format!("ingesting {shown}")))?;
     let options = delta::WriteOptions {
         mode: if refresh {
             delta::WriteMode::Overwrite
@@ -156,7 +155,40 @@ async fn last_source_version(store: &DeltaStore, table: &str, key: &str) -> Resu
         .find_map(|l| l.input_tables.get(key).copied()))
 }
 
-/// The declared columns of `read` as text, in declared order.
+/// Bronze's provenance columns for rows of the Delta table at `key`: the
+/// source data file (`key` + its path in the table) and the row's 1-based
+/// index in it, which stay the same when the source is read again (so a
+/// refresh does not quarantine the same bad row twice), and, as the
+/// ingestion time, the time the source wrote that file, so re-delivered
+/// records are ordered by when the source wrote them, whichever way they
+/// were read.
+fn with_provenance(raw: DataFrame, key: &str) -> polars::prelude::PolarsResult<DataFrame> {
+    use polars::prelude::*;
+    raw.lazy()
+        .with_columns([
+            (lit(key.to_string()) + col(delta::FILE_COLUMN)).alias(SOURCE_FILE),
+            (col(delta::ROW_COLUMN) + lit(1i64)).alias(SOURCE_ROW),
+            (col(delta::FILE_COMMITTED_COLUMN) * lit(1_000i64))
+                .cast(DataType::Datetime(
+                    TimeUnit::Microseconds,
+                    Some(TimeZone::UTC),
+                ))
+                .alias(INGESTED_AT),
+        ])
+        .drop(by_name(
+            [
+                delta::FILE_COLUMN,
+                delta::ROW_COLUMN,
+                delta::FILE_COMMITTED_COLUMN,
+            ],
+            true,
+            false,
+        ))
+        .collect()
+}
+
+/// The declared columns of `read` as text, in declared order, then the
+/// reader's provenance columns as they are.
 fn as_text(source: &Source, table: &str, read: &delta::TableRead) -> Result<DataFrame> {
     let refuse = |message: String| Error::DeltaSource {
         source_name: source.name.clone(),
@@ -188,20 +220,31 @@ fn as_text(source: &Source, table: &str, read: &delta::TableRead) -> Result<Data
         }
         positions.push(i);
     }
-    let schema = Arc::new(Schema::new(
-        source
-            .columns
-            .iter()
-            .map(|c| Field::new(&c.name, DataType::Utf8, true))
-            .collect::<Vec<_>>(),
-    ));
+    let provenance = [
+        delta::FILE_COLUMN,
+        delta::ROW_COLUMN,
+        delta::FILE_COMMITTED_COLUMN,
+    ]
+    .map(|name| read.schema.column_with_name(name));
+    let mut fields: Vec<Field> = source
+        .columns
+        .iter()
+        .map(|c| Field::new(&c.name, DataType::Utf8, true))
+        .collect();
+    let mut kept = Vec::new();
+    for (i, field) in provenance.into_iter().flatten() {
+        fields.push(field.clone());
+        kept.push(i);
+    }
+    let schema = Arc::new(Schema::new(fields));
     let mut batches = Vec::with_capacity(read.batches.len());
     for batch in &read.batches {
-        let columns = positions
+        let mut columns = positions
             .iter()
             .map(|&i| text(batch.column(i)))
             .collect::<Result<Vec<ArrayRef>, _>>()
             .map_err(|e| refuse(format!("rendering a column as text: {e}")))?;
+        columns.extend(kept.iter().map(|&i| batch.column(i).clone()));
         batches.push(
             RecordBatch::try_new(schema.clone(), columns)
                 .map_err(|e| refuse(format!("rendering the rows as text: {e}")))?,
