@@ -90,16 +90,7 @@ fn measure(
 
     memory::reset_peak();
     let started = Instant::now();
-    let files = example::generate(
-        &project.data_dir.join("bronze"),
-        &GenerateOptions {
-            rows,
-            seed: 1,
-            end_micros: END,
-            days: 30.0,
-            customers: None,
-        },
-    )?;
+    let files = first_input(project, rows, None)?;
     let generate_seconds = started.elapsed().as_secs_f64();
     let generate_peak = peak_mib();
     let bytes = std::fs::metadata(&files.transactions)?.len();
@@ -108,16 +99,7 @@ fn measure(
     let full = run()?;
     let full_peak = peak_mib();
 
-    example::generate(
-        &project.data_dir.join("bronze"),
-        &GenerateOptions {
-            rows: rows / 100,
-            seed: 2,
-            end_micros: END + HOUR,
-            days: 1.0 / 24.0,
-            customers: Some(files.customers),
-        },
-    )?;
+    new_hour(project, rows, files.customers)?;
     memory::reset_peak();
     let incremental = run()?;
     let incremental_peak = peak_mib();
@@ -185,6 +167,39 @@ impl Measured {
     }
 }
 
+/// The full run's input: `rows` transactions over 30 days.
+fn first_input(
+    project: &Project,
+    rows: usize,
+    customers: Option<usize>,
+) -> anyhow::Result<example::BronzeFiles> {
+    Ok(example::generate(
+        &project.data_dir.join("bronze"),
+        &GenerateOptions {
+            rows,
+            seed: 1,
+            end_micros: END,
+            days: 30.0,
+            customers,
+        },
+    )?)
+}
+
+/// The incremental run's input: 1 % of `rows` more, in the hour after.
+fn new_hour(project: &Project, rows: usize, customers: usize) -> anyhow::Result<()> {
+    example::generate(
+        &project.data_dir.join("bronze"),
+        &GenerateOptions {
+            rows: rows / 100,
+            seed: 2,
+            end_micros: END + HOUR,
+            days: 1.0 / 24.0,
+            customers: Some(customers),
+        },
+    )?;
+    Ok(())
+}
+
 /// The transactions source's part of a run.
 fn transactions(report: &PipelineReport) -> &SourceReport {
     report
@@ -219,16 +234,7 @@ fn compare_with_s3(server: &s3::S3Server, rows: usize) -> anyhow::Result<()> {
     let local = bench_project(local_dir.path())?;
     let remote = bench_project_with(s3_dir.path(), &server.storage_toml("s3://bench/shop"))?;
     for project in [&local, &remote] {
-        example::generate(
-            &project.data_dir.join("bronze"),
-            &GenerateOptions {
-                rows,
-                seed: 1,
-                end_micros: END,
-                days: 30.0,
-                customers: Some(rows / 50),
-            },
-        )?;
+        first_input(project, rows, Some(rows / 50))?;
     }
     let quiet = |_: &str| {};
     let stages = std::sync::Mutex::new(Vec::<(String, s3::Requests)>::new());
@@ -242,16 +248,7 @@ fn compare_with_s3(server: &s3::S3Server, rows: usize) -> anyhow::Result<()> {
     for run in ["full", "incremental 1%"] {
         if run != "full" {
             for project in [&local, &remote] {
-                example::generate(
-                    &project.data_dir.join("bronze"),
-                    &GenerateOptions {
-                        rows: rows / 100,
-                        seed: 2,
-                        end_micros: END + HOUR,
-                        days: 1.0 / 24.0,
-                        customers: Some(rows / 50),
-                    },
-                )?;
+                new_hour(project, rows, rows / 50)?;
             }
         }
         let on_disk = runtime.block_on(pipeline::run(&local, &options, &quiet))?;

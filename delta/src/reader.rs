@@ -160,7 +160,7 @@ fn read_blocking(
         }
         // Nothing after the version itself (the files are dropped below).
         Some(since) if since == version => (Scope::AddedSince(since), None),
-        Some(since) => match files_at(location, since, engine.as_ref()) {
+        Some(since) => match files_at(location, since, engine.as_ref()).map_err(protocol)? {
             Some(before) => (Scope::AddedSince(since), Some(before)),
             // The log no longer reaches back to `since`: read everything.
             None => (Scope::All, None),
@@ -306,24 +306,23 @@ fn scan_files(
 }
 
 /// The file keys of the table at `version`, `None` when that version can
-/// no longer be read (its commits cleaned up) — then everything is read.
+/// no longer be built (its commits cleaned up) — then everything is read.
+/// Any other failure (the store, a reader feature) is an error.
 fn files_at(
     location: &StorageLocation,
     version: u64,
     engine: &dyn Engine,
-) -> Option<HashSet<FileKey>> {
-    let snapshot = Snapshot::builder_for(location.url().as_str())
+) -> delta_kernel::DeltaResult<Option<HashSet<FileKey>>> {
+    let Ok(snapshot) = Snapshot::builder_for(location.url().as_str())
         .at_version(version)
         .build(engine)
-        .ok()?;
-    let scan = snapshot.scan_builder().build().ok()?;
-    Some(
-        scan_files(&scan, engine)
-            .ok()?
-            .iter()
-            .map(file_key)
-            .collect(),
-    )
+    else {
+        return Ok(None);
+    };
+    let scan = snapshot.scan_builder().build()?;
+    Ok(Some(
+        scan_files(&scan, engine)?.iter().map(file_key).collect(),
+    ))
 }
 
 /// The kernel's engine over the location's object store, running its I/O on
@@ -612,45 +611,47 @@ mod tests {
         assert!(error.to_string().contains("re-created"), "{error}");
     }
 
-    #[tokio::test]
-    async fn appends_since_a_version_are_read_alone() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = crate::DeltaStore::new(dir.path().to_path_buf());
-        let frame = |ids: &[i64]| {
-            polars::prelude::DataFrame::new_infer_height(vec![polars::prelude::Column::new(
-                "id".into(),
-                ids.to_vec(),
-            )])
-            .unwrap()
-        };
-        let lineage = crate::CommitLineage::default();
-        let options = crate::WriteOptions::append();
-        store
-            .write("t", &frame(&[1, 2, 3]), &options, &lineage)
-            .await
-            .unwrap();
-        store
-            .write("t", &frame(&[4, 5]), &options, &lineage)
-            .await
-            .unwrap();
-        store
-            .write("t", &frame(&[6]), &options, &lineage)
-            .await
-            .unwrap();
-        let location = StorageLocation::parse(
-            &dir.path().join("t").display().to_string(),
-            &BTreeMap::new(),
-        )
-        .unwrap();
-        let read = read_table(
-            &location,
+    /// A table at `dir/t` written by aurum's Delta layer, one append of
+    /// `id` values per commit.
+    async fn appended_table(dir: &std::path::Path, commits: &[&[i64]]) -> StorageLocation {
+        let store = crate::DeltaStore::new(dir.to_path_buf());
+        for ids in commits {
+            let frame =
+                polars::prelude::DataFrame::new_infer_height(vec![polars::prelude::Column::new(
+                    "id".into(),
+                    ids.to_vec(),
+                )])
+                .unwrap();
+            store
+                .write(
+                    "t",
+                    &frame,
+                    &crate::WriteOptions::append(),
+                    &crate::CommitLineage::default(),
+                )
+                .await
+                .unwrap();
+        }
+        StorageLocation::parse(&dir.join("t").display().to_string(), &BTreeMap::new()).unwrap()
+    }
+
+    async fn read_since(location: &StorageLocation, since: u64) -> TableRead {
+        read_table(
+            location,
             ReadOptions {
-                since: Some(0),
+                since: Some(since),
                 ..ReadOptions::default()
             },
         )
         .await
-        .unwrap();
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn appends_since_a_version_are_read_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let location = appended_table(dir.path(), &[&[1, 2, 3], &[4, 5], &[6]]).await;
+        let read = read_since(&location, 0).await;
         assert_eq!(read.version, 2);
         assert_eq!(read.scope, Scope::AddedSince(0));
         let mut ids: Vec<i64> = column(&read, "id")
@@ -669,68 +670,29 @@ mod tests {
     #[tokio::test]
     async fn a_file_re_added_without_new_rows_is_not_read_again() {
         let dir = tempfile::tempdir().unwrap();
-        let store = crate::DeltaStore::new(dir.path().to_path_buf());
-        let frame = |ids: &[i64]| {
-            polars::prelude::DataFrame::new_infer_height(vec![polars::prelude::Column::new(
-                "id".into(),
-                ids.to_vec(),
-            )])
-            .unwrap()
-        };
-        let (lineage, options) = (
-            crate::CommitLineage::default(),
-            crate::WriteOptions::append(),
-        );
-        store
-            .write("t", &frame(&[1, 2]), &options, &lineage)
-            .await
-            .unwrap();
-        store
-            .write("t", &frame(&[3]), &options, &lineage)
-            .await
-            .unwrap();
+        let location = appended_table(dir.path(), &[&[1, 2], &[3]]).await;
         // Version 2 re-adds version 0's file unchanged (as a statistics or
         // row-tracking backfill does), without removing it.
         let log = dir.path().join("t/_delta_log");
         let first = std::fs::read_to_string(log.join("00000000000000000000.json")).unwrap();
-        let add = first
+        let mut add = first
             .lines()
             .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
             .find_map(|a| a.get("add").cloned())
             .unwrap();
-        let mut add = add;
         add["dataChange"] = serde_json::json!(false);
         std::fs::write(
             log.join("00000000000000000002.json"),
             format!("{}\n", serde_json::json!({ "add": add })),
         )
         .unwrap();
-        let location = StorageLocation::parse(
-            &dir.path().join("t").display().to_string(),
-            &BTreeMap::new(),
-        )
-        .unwrap();
-        let since = |v: u64| {
-            let location = location.clone();
-            async move {
-                read_table(
-                    &location,
-                    ReadOptions {
-                        since: Some(v),
-                        ..ReadOptions::default()
-                    },
-                )
-                .await
-                .unwrap()
-            }
-        };
-        let after_one = since(1).await;
+        let after_one = read_since(&location, 1).await;
         assert_eq!(after_one.scope, Scope::AddedSince(1));
         assert_eq!(
             after_one.rows, 0,
             "the re-added file's rows were read before"
         );
-        let after_zero = since(0).await;
+        let after_zero = read_since(&location, 0).await;
         assert_eq!(
             after_zero.rows, 1,
             "only version 1's row is new since version 0"

@@ -325,7 +325,8 @@ impl DeltaStore {
         }
         let adds = write_files(name, &dir, df, options.rows_per_file).await?;
 
-        if !self.exists(name).await? {
+        // One look at the log: the table to commit to, or none yet.
+        let Some(table) = self.open_if_exists(name, None).await? else {
             if let Some(sequence) = options.sequence.as_ref().filter(|s| s.planned.is_some()) {
                 return Err(conflict(name, sequence, None));
             }
@@ -369,9 +370,7 @@ impl DeltaStore {
             return table
                 .version()
                 .ok_or_else(|| Error::TableMissing(name.to_string()));
-        }
-
-        let table = self.open(name, None).await?;
+        };
         let snapshot = table.snapshot().map_err(Error::delta(name))?;
         if let Some(sequence) = &options.sequence {
             let now = snapshot
@@ -718,7 +717,12 @@ impl DeltaStore {
                     None => deltalake::open_table(url).await,
                 }
                 .map(Some)
-                .map_err(Error::delta(name))
+                .or_else(|e| match e {
+                    // A log directory whose first commit is not written yet
+                    // (another writer is creating the table).
+                    DeltaTableError::NotATable(_) => Ok(None),
+                    e => Err(Error::delta(name)(e)),
+                })
             }
             Root::Remote(location) => {
                 let mut builder = deltalake::DeltaTableBuilder::from_url(url.clone())

@@ -9,10 +9,17 @@ use serde_json::Value;
 /// Runs `aurum args` in `dir`. A crash point set in the test's own
 /// environment is not passed on: only [`crashes_at`] sets one.
 pub(crate) fn run(dir: &Path, args: &[&str]) -> Output {
+    run_in_env(dir, args, &[])
+}
+
+/// [`run`] with more environment variables (an object store's endpoint
+/// and credentials).
+pub(crate) fn run_in_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_aurum"))
         .args(args)
         .current_dir(dir)
         .env_remove("AURUM_CRASH_AT")
+        .envs(env.iter().copied())
         .output()
         .expect("running aurum")
 }
@@ -20,13 +27,7 @@ pub(crate) fn run(dir: &Path, args: &[&str]) -> Output {
 /// Runs `aurum args` in `dir` with more environment variables
 /// (credentials), which must succeed; returns what it printed.
 pub(crate) fn ok_in_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> String {
-    let output = Command::new(env!("CARGO_BIN_EXE_aurum"))
-        .args(args)
-        .current_dir(dir)
-        .env_remove("AURUM_CRASH_AT")
-        .envs(env.iter().copied())
-        .output()
-        .expect("running aurum");
+    let output = run_in_env(dir, args, env);
     assert!(
         output.status.success(),
         "aurum {args:?} failed: {}\n{}",
@@ -38,14 +39,7 @@ pub(crate) fn ok_in_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Stri
 
 /// Runs `aurum args` in `dir`, which must succeed; returns what it printed.
 pub(crate) fn ok(dir: &Path, args: &[&str]) -> String {
-    let output = run(dir, args);
-    assert!(
-        output.status.success(),
-        "aurum {args:?} failed: {}\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
+    ok_in_env(dir, args, &[])
 }
 
 /// Runs `aurum args` in `dir`, which must succeed printing JSON.

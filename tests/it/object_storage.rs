@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::cli::{ok, ok_in_env};
+use crate::cli::{ok, ok_in_env, run_in_env};
 use crate::python;
 use crate::server::{call, poll, start_in_env};
 
@@ -271,12 +271,7 @@ fn a_missing_bucket_is_named_and_nothing_is_written() {
     let dir = project.path();
     project_on(dir, "s3://no-such-bucket/shop", &s3_options(&server));
     ok(dir, &["generate", "--rows", "200", "--seed", "5"]);
-    let output = Command::new(env!("CARGO_BIN_EXE_aurum"))
-        .arg("pipeline")
-        .current_dir(dir)
-        .envs(server.env())
-        .output()
-        .expect("running aurum");
+    let output = run_in_env(dir, &["pipeline"], &server.env());
     assert!(!output.status.success());
     let error = String::from_utf8_lossy(&output.stderr);
     assert!(error.contains("s3://no-such-bucket/shop/"), "{error}");
