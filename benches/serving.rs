@@ -36,7 +36,7 @@ use anyhow::{Context, Result, bail};
 use delta::DeltaStore;
 use feature_store::FeatureView;
 use feature_store::online::OnlineStore;
-use load::{post_request, run_load};
+use load::{post_request_with, run_load};
 use polars::prelude::*;
 use serving::inference::{BatchOptions, ServingPolicy};
 use serving::metrics::{ArmKey, Histogram};
@@ -56,7 +56,16 @@ struct Options {
     batch: Option<BatchOptions>,
     no_log: bool,
     monitor: bool,
+    /// Check tokens: the server holds one read token and every request
+    /// carries it (issue 21's cost of authentication).
+    token: bool,
+    /// Load `/get-online-features` (the same entities, every feature of the
+    /// view) instead of `/predict`.
+    online: bool,
 }
+
+/// The token the bench's server accepts with `--token`.
+const BENCH_TOKEN: &str = "6f1c0d2a9b8e7f6a5d4c3b2a1f0e9d8c7b6a5f4e3d2c1b0a9f8e7d6c5b4a3f2e";
 
 fn main() -> Result<()> {
     let mut o = Options {
@@ -75,6 +84,8 @@ fn main() -> Result<()> {
             "--swap" => o.swap = true,
             "--no-log" => o.no_log = true,
             "--monitor" => o.monitor = true,
+            "--token" => o.token = true,
+            "--online" => o.online = true,
             "--batch" => {
                 let v = value()?;
                 let (rows, delay) = v.split_once(':').context("--batch ROWS:DELAY_US")?;
@@ -120,19 +131,44 @@ fn aurum(o: &Options) -> Result<()> {
     let (state, addr) = runtime.block_on(start_server(o, online, &registry, dir.path()))?;
     onnx_alone(&state, width)?;
 
-    let bodies = bodies(o)?;
-    check_answers(&runtime, addr, &bodies)?;
+    let mut bodies = bodies(o)?;
+    if o.online {
+        let features = view.feature_refs();
+        bodies = bodies
+            .iter()
+            .map(|b| {
+                let body: serde_json::Value = serde_json::from_str(b)?;
+                Ok(
+                    serde_json::json!({"entities": body["entities"], "features": features})
+                        .to_string(),
+                )
+            })
+            .collect::<Result<_>>()?;
+    } else {
+        check_answers(&runtime, addr, &bodies)?;
+    }
+    let path = if o.online {
+        "/get-online-features"
+    } else {
+        "/predict"
+    };
+    let headers = if o.token {
+        format!("Authorization: Bearer {BENCH_TOKEN}\r\n")
+    } else {
+        String::new()
+    };
     let swapper = o
         .swap
         .then(|| swap_later(o, registry.clone(), bytes.clone(), view.feature_refs()));
     let requests: Vec<Vec<u8>> = bodies
         .iter()
-        .map(|b| post_request(&addr.to_string(), "/predict", b))
+        .map(|b| post_request_with(&addr.to_string(), path, &headers, b))
         .collect();
     let report = run_load(addr, requests, o.connections, o.seconds)?;
     let label = format!(
-        "aurum /predict (1 entity, {width} features from the online store), {} connections{}{}",
+        "aurum {path} (1 entity, {width} features from the online store), {} connections{}{}{}",
         o.connections,
+        if o.token { ", token checked" } else { "" },
         if o.batch.is_some() {
             ", micro-batching"
         } else {
@@ -246,6 +282,18 @@ async fn start_server(
     }
     if let Some(monitor) = monitor {
         state = state.with_monitor(monitor);
+    }
+    if o.token {
+        state = state.with_limits(serving::Limits {
+            tokens: auth::Tokens::none().with_token(
+                BENCH_TOKEN,
+                auth::Identity {
+                    name: "bench".into(),
+                    role: auth::Role::Read,
+                },
+            ),
+            ..serving::Limits::default()
+        });
     }
     let state = Arc::new(state);
     state.sync_models();

@@ -11,7 +11,7 @@ use feature_store::pipeline::{self, PipelineOptions};
 use feature_store::retrieval::{RetrievalOptions, Spine, point_in_time_join};
 use feature_store::{OnlineStore, Project};
 use polars::prelude::DataFrame;
-use registry::{Lineage, Registry};
+use registry::Lineage;
 use serde::Serialize;
 use serving::AppState;
 
@@ -126,7 +126,7 @@ pub async fn build(
     )?;
 
     progress("exporting ONNX and registering");
-    let registry = Registry::open(project.registry_dir())?;
+    let registry = crate::project_registry::open(&project)?;
     let table_versions = BTreeMap::from([
         (example::SILVER_TABLE.to_string(), silver_version),
         (view.name.clone(), gold_version),

@@ -64,7 +64,7 @@ pub async fn drift(args: DriftArgs) -> Result<()> {
     let (report, title) = match (&args.model, &args.reference) {
         (Some(model), None) => {
             let project = args.project.load()?;
-            let registry = Registry::open(project.registry_dir())?;
+            let registry = aurum::project_registry::open(&project)?;
             let version = resolve_version(&registry, model, args.version)?;
             let profile = reference_profile(&registry, model, version)?;
             let (current, prediction) = if let Some((from, to)) = log_range(current_arg)? {
@@ -263,7 +263,7 @@ async fn set_reference(args: &DriftArgs, path: &Path) -> Result<()> {
         bail!("--set-reference needs --model");
     };
     let project = args.project.load()?;
-    let registry = Registry::open(project.registry_dir())?;
+    let registry = aurum::project_registry::open(&project)?;
     let version = resolve_version(&registry, model, args.version)?;
     let features = registry.version(model, version)?.features;
     let data = drift_data::load(path).await?;
@@ -383,7 +383,7 @@ pub async fn ab(args: AbArgs) -> Result<()> {
 
 async fn ab_report(args: AbReportArgs) -> Result<()> {
     let project = args.project.load()?;
-    let registry = Registry::open(project.registry_dir())?;
+    let registry = aurum::project_registry::open(&project)?;
     let aliases = registry.aliases(&args.model)?;
     let Some(&control_version) = aliases.get(&args.control) else {
         bail!(

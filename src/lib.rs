@@ -5,3 +5,4 @@
 pub mod demo_project;
 pub mod drift_data;
 pub mod example;
+pub mod project_registry;

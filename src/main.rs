@@ -2,10 +2,12 @@
 
 mod demo;
 mod drift_commands;
+mod feast_repo;
 mod project_commands;
 mod registry_commands;
 mod serve;
 mod table_commands;
+mod token_commands;
 mod train_commands;
 mod training_set;
 
@@ -73,6 +75,13 @@ enum Command {
     /// Any Delta table (a local path or an object-store URI) as aurum
     /// reads it: `aurum table show URI`.
     Table(table_commands::TableArgs),
+    /// Write a Feast feature repository (feature_store.yaml, features.py)
+    /// for the project, whose remote online and offline stores are a
+    /// running `aurum serve`.
+    FeastRepo(feast_repo::FeastRepoArgs),
+    /// Tokens for `aurum serve --tokens FILE`: `aurum token new NAME
+    /// --role read|write|admin`.
+    Token(token_commands::TokenArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -115,6 +124,8 @@ fn main() -> std::process::ExitCode {
             Command::Drift(args) => drift_commands::drift(args).await,
             Command::Ab(args) => drift_commands::ab(args).await,
             Command::Table(args) => table_commands::run(args).await,
+            Command::FeastRepo(args) => feast_repo::run(args).await,
+            Command::Token(args) => token_commands::run(args),
         }
     });
     match result {

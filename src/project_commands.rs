@@ -352,6 +352,13 @@ pub struct MaterializeArgs {
 pub async fn materialize(args: MaterializeArgs) -> Result<()> {
     let base = args.server.trim_end_matches('/');
     let client = reqwest::Client::new();
+    // The server's token, when it checks them (an admin one: materialize
+    // is an admin call).
+    let token = std::env::var("AURUM_TOKEN").ok().filter(|t| !t.is_empty());
+    let authed = |request: reqwest::RequestBuilder| match &token {
+        Some(token) => request.bearer_auth(token),
+        None => request,
+    };
     let unreachable = || {
         format!(
             "no aurum server answers at {} (start one with `aurum serve`)",
@@ -371,7 +378,7 @@ pub async fn materialize(args: MaterializeArgs) -> Result<()> {
         Ok(body)
     };
     let views_url = format!("{base}/feature-views");
-    let listed = call(client.get(&views_url), views_url.clone()).await?;
+    let listed = call(authed(client.get(&views_url)), views_url.clone()).await?;
     let names: Vec<String> = listed
         .as_array()
         .into_iter()
@@ -391,7 +398,7 @@ pub async fn materialize(args: MaterializeArgs) -> Result<()> {
     for name in &names {
         bar.set_message(name.clone());
         let body = serde_json::json!({"incremental": args.incremental, "views": [name]});
-        let answer = call(client.post(&url).json(&body), url.clone()).await?;
+        let answer = call(authed(client.post(&url)).json(&body), url.clone()).await?;
         reports.extend(answer["views"].as_array().cloned().unwrap_or_default());
         bar.inc(1);
     }

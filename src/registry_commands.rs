@@ -115,7 +115,7 @@ fn who() -> String {
 
 pub async fn run(args: RegistryArgs) -> Result<()> {
     let project = args.project.load()?;
-    let registry = Registry::open(project.registry_dir())?;
+    let registry = aurum::project_registry::open(&project)?;
     match args.command {
         RegistryCommand::List => list(&registry)?,
         RegistryCommand::Show { model, version } => match version {

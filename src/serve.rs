@@ -33,6 +33,11 @@ pub struct ServeArgs {
     /// The Arrow Flight address (port 0 picks a free port; printed).
     #[arg(long, default_value = "127.0.0.1:8815")]
     flight_addr: SocketAddr,
+    /// The Open Inference Protocol's gRPC address (tritonclient and KServe
+    /// gRPC clients; Triton's default port; port 0 picks a free one;
+    /// printed).
+    #[arg(long, default_value = "127.0.0.1:8001")]
+    grpc_addr: SocketAddr,
     /// Memory budget of the online store, in MiB.
     #[arg(long, default_value_t = 1024)]
     memory_mib: u64,
@@ -54,11 +59,33 @@ pub struct ServeArgs {
     /// The longest a request may take, in milliseconds (then 503).
     #[arg(long, default_value_t = 30_000)]
     request_timeout_ms: u64,
-    /// The bearer token admin routes (`/materialize`, `/admin/reload`,
-    /// MLflow writes) require; also read from `AURUM_ADMIN_TOKEN`. Without
-    /// one, admin routes are open (the default address is loopback only).
+    /// A TOML file of tokens (hashed, with roles: `aurum token new` writes
+    /// it); also `AURUM_TOKENS_FILE`. With tokens, every route but the
+    /// probes and `/metrics` needs one of the right role, on HTTP, Flight
+    /// and gRPC alike. Without any, every route is open (the default
+    /// addresses are loopback only).
+    #[arg(long)]
+    tokens: Option<std::path::PathBuf>,
+    /// One more token, with the admin role, named `admin`: prefer
+    /// `AURUM_ADMIN_TOKEN` (the command line is visible to other users of
+    /// the machine).
     #[arg(long)]
     admin_token: Option<String>,
+    /// Serve a non-loopback address without any token (every route open to
+    /// the network).
+    #[arg(long)]
+    insecure: bool,
+    /// A `Host` name the server answers to (repeatable). On a loopback
+    /// address it answers to `localhost`, `127.0.0.1` and `::1` (and these),
+    /// refusing other names so a web page cannot rebind its own name to
+    /// the server; elsewhere to any name unless some are given.
+    #[arg(long = "allowed-host")]
+    allowed_hosts: Vec<String>,
+    /// How far ahead of this server's clock a pushed event time may be, in
+    /// seconds (an event time far in the future would pin an entity's
+    /// online row until then).
+    #[arg(long, default_value_t = 300)]
+    max_future_skew_secs: u64,
     /// Do not log predictions to the `predictions` Delta table.
     #[arg(long)]
     no_prediction_log: bool,
@@ -100,10 +127,14 @@ pub struct ServeArgs {
 
 pub async fn run(args: ServeArgs) -> Result<()> {
     let project = args.project.load()?;
-    let (listener, flight_listener) = bind(&args).await?;
+    // Checked before anything is bound: no port opens without tokens
+    // beyond loopback.
+    let limits = limits(&args)?;
+    let tokens = limits.tokens.clone();
+    let (listener, flight_listener, grpc_listener) = bind(&args).await?;
 
     let online = Arc::new(OnlineStore::new(args.memory_mib << 20));
-    let registry = Registry::open(project.registry_dir())?;
+    let registry = aurum::project_registry::open(&project)?;
     let store = project.delta_store()?;
     let config = ServingConfig::from_sections(&args.serve_alias, &project.models)?;
     let reload = serving::ReloadOptions {
@@ -113,7 +144,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     let mut state = AppState::new(online.clone(), registry.clone())
         .with_offline(store.clone())
         .with_config(config)
-        .with_limits(limits(&args))
+        .with_limits(limits)
         .with_reload(reload);
     let logs = project.store_under(monitoring::LOG_DIR)?;
     let monitor = monitor(&args, &logs)?;
@@ -126,11 +157,17 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         }
         state = state.with_monitor(monitor.clone());
     }
+    state
+        .pusher
+        .set_max_future_skew(std::time::Duration::from_secs(args.max_future_skew_secs));
     let state = Arc::new(state);
     let server = tokio::spawn(serving::serve(listener, state.clone(), shutdown_signal()));
-    let flight =
-        flight::FlightServer::new(online.clone(), state.pusher.clone()).with_store(store.clone());
+    let flight = flight::FlightServer::new(online.clone(), state.pusher.clone())
+        .with_store(store.clone())
+        .with_tokens(tokens);
     let flight = tokio::spawn(flight.serve(flight_listener, shutdown_signal()));
+    let grpc = serving::protocols::oip_grpc::OipGrpc::new(state.clone());
+    let grpc = tokio::spawn(grpc.serve(grpc_listener, shutdown_signal()));
 
     warm_start(&project, &online, &store).await?;
     load_models(&state, &registry).await?;
@@ -151,12 +188,21 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         .await
         .context("the Flight task failed")?
         .context("serving Arrow Flight")?;
+    grpc.await
+        .context("the gRPC task failed")?
+        .context("serving the Open Inference Protocol over gRPC")?;
     Ok(())
 }
 
-/// Binds the HTTP and the Flight listeners first, so `/health/live`
+/// Binds the HTTP, Flight and gRPC listeners first, so `/health/live`
 /// answers at once, and prints the addresses bound.
-async fn bind(args: &ServeArgs) -> Result<(tokio::net::TcpListener, tokio::net::TcpListener)> {
+async fn bind(
+    args: &ServeArgs,
+) -> Result<(
+    tokio::net::TcpListener,
+    tokio::net::TcpListener,
+    tokio::net::TcpListener,
+)> {
     let listener = tokio::net::TcpListener::bind(args.addr)
         .await
         .with_context(|| format!("binding {}", args.addr))?;
@@ -169,27 +215,76 @@ async fn bind(args: &ServeArgs) -> Result<(tokio::net::TcpListener, tokio::net::
         .local_addr()
         .context("reading the bound Flight address")?;
     println!("flight on grpc://{flight_local}");
-    Ok((listener, flight_listener))
+    let grpc_listener = tokio::net::TcpListener::bind(args.grpc_addr)
+        .await
+        .with_context(|| format!("binding {} for the Open Inference Protocol", args.grpc_addr))?;
+    let grpc_local = grpc_listener
+        .local_addr()
+        .context("reading the bound gRPC address")?;
+    println!("grpc on {grpc_local}");
+    Ok((listener, flight_listener, grpc_listener))
 }
 
 /// The server's protections: in-flight limit, request timeout, and the
-/// admin token (flag, else `AURUM_ADMIN_TOKEN`), warned about when admin
-/// routes would be open beyond loopback.
-fn limits(args: &ServeArgs) -> Limits {
+/// tokens (a file, and an admin token from the flag or
+/// `AURUM_ADMIN_TOKEN`). A non-loopback address without any token is
+/// refused unless `--insecure`.
+fn limits(args: &ServeArgs) -> Result<Limits> {
+    let file = args
+        .tokens
+        .clone()
+        .or_else(|| std::env::var_os("AURUM_TOKENS_FILE").map(Into::into));
+    let mut tokens = match &file {
+        Some(file) => auth::Tokens::from_file(file)?,
+        None => auth::Tokens::none(),
+    };
     let admin_token = args
         .admin_token
         .clone()
         .or_else(|| std::env::var("AURUM_ADMIN_TOKEN").ok())
         .filter(|t| !t.is_empty());
-    if admin_token.is_none() && !args.addr.ip().is_loopback() {
-        tracing::warn!(addr = %args.addr, "admin routes are open on a non-loopback address; set --admin-token");
+    if let Some(token) = admin_token {
+        tokens = tokens.with_token(
+            &token,
+            auth::Identity {
+                name: "admin".to_string(),
+                role: auth::Role::Admin,
+            },
+        );
     }
-    Limits {
+    let exposed: Vec<SocketAddr> = [args.addr, args.flight_addr, args.grpc_addr]
+        .into_iter()
+        .filter(|a| !a.ip().is_loopback())
+        .collect();
+    if tokens.is_empty() && !exposed.is_empty() {
+        if !args.insecure {
+            anyhow::bail!(
+                "refusing to serve {} without tokens: every route would be open to the network; \
+                 give --tokens FILE (see `aurum token new`), or --insecure to do it anyway",
+                exposed
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+        tracing::warn!(addresses = ?exposed, "serving without tokens beyond loopback (--insecure)");
+    }
+    let mut allowed_hosts: Vec<String> = args
+        .allowed_hosts
+        .iter()
+        .map(|h| h.trim().to_ascii_lowercase())
+        .collect();
+    if args.addr.ip().is_loopback() {
+        allowed_hosts.extend(["localhost", "127.0.0.1", "::1"].map(String::from));
+    }
+    Ok(Limits {
         max_in_flight: args.max_in_flight.max(1),
         request_timeout: std::time::Duration::from_millis(args.request_timeout_ms.max(1)),
-        admin_token,
+        tokens,
+        allowed_hosts: (!allowed_hosts.is_empty()).then_some(allowed_hosts),
         ..Limits::default()
-    }
+    })
 }
 
 /// The drift monitor the flags ask for (none with `--no-monitor`),
@@ -324,7 +419,7 @@ fn retrain_hook(project: &feature_store::Project) -> Result<AlertHook> {
                 run_id: format!("drift-{}", chrono::Utc::now().format("%Y%m%dT%H%M%S")),
                 who: "aurum serve (drift alert)".into(),
             };
-            let outcome = match registry::Registry::open(project.registry_dir()) {
+            let outcome = match aurum::project_registry::open(&project) {
                 Ok(registry) => training::job::run(&project, &spec, &registry, &options, &|_| {})
                     .await
                     .map_err(|e| e.to_string()),

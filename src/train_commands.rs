@@ -47,7 +47,7 @@ pub struct RetrainArgs {
 /// `aurum train`: trains and registers each model now.
 pub async fn train(args: TrainArgs) -> Result<()> {
     let (project, specs) = load(&args)?;
-    let registry = Registry::open(project.registry_dir())?;
+    let registry = aurum::project_registry::open(&project)?;
     for spec in &specs {
         run_one(&project, spec, &registry, &args, true).await?;
     }
@@ -58,7 +58,7 @@ pub async fn train(args: TrainArgs) -> Result<()> {
 /// its newest registered version; once, or on an interval.
 pub async fn retrain(args: RetrainArgs) -> Result<()> {
     let (project, specs) = load(&args.train)?;
-    let registry = Registry::open(project.registry_dir())?;
+    let registry = aurum::project_registry::open(&project)?;
     let every = match &args.every {
         Some(text) => Some(
             feature_store::project::parse_duration(text)

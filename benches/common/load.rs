@@ -31,9 +31,14 @@ pub fn percentiles(label: &str, mut nanos: Vec<u64>) {
 
 /// An HTTP/1.1 POST of a JSON `body` to `path`.
 pub fn post_request(host: &str, path: &str, body: &str) -> Vec<u8> {
+    post_request_with(host, path, "", body)
+}
+
+/// [`post_request`] with more header lines (each ending in `\r\n`).
+pub fn post_request_with(host: &str, path: &str, headers: &str, body: &str) -> Vec<u8> {
     format!(
         "POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\n\r\n{body}",
+         {headers}Content-Length: {}\r\n\r\n{body}",
         body.len()
     )
     .into_bytes()

@@ -79,6 +79,16 @@ pub enum Command {
     },
 }
 
+/// What a client stream's descriptor asks for: an aurum command, or a
+/// command of Feast's remote offline store.
+#[derive(Debug, Clone)]
+pub(crate) enum Call {
+    /// One of aurum's commands.
+    Aurum(Command),
+    /// A Feast offline-store method.
+    Feast(crate::feast::FeastCommand),
+}
+
 pub(crate) fn default_timestamp_column() -> String {
     feature_store::pipeline::gold::EVENT_TIMESTAMP.to_string()
 }

@@ -128,6 +128,7 @@ pub(crate) fn batch_rows(
     batch: &RecordBatch,
     first_row: usize,
     allow_partial: bool,
+    latest_event_micros: i64,
 ) -> Result<(Vec<PushRow>, Vec<RejectedRow>), Error> {
     let schema = batch.schema();
     check_columns(view, schema.fields().iter().map(|f| f.name().as_str()))?;
@@ -145,7 +146,7 @@ pub(crate) fn batch_rows(
     let mut rows = Vec::with_capacity(batch.num_rows());
     let mut rejected = Vec::new();
     for row in 0..batch.num_rows() {
-        match columns.row(view, row, now) {
+        match columns.row(view, row, now, latest_event_micros) {
             Ok(parsed) => rows.push(parsed),
             Err(reason) if allow_partial => rejected.push(RejectedRow {
                 row: first_row + row,
@@ -211,7 +212,13 @@ impl<'a> PushColumns<'a> {
 
     /// Row `row` as a push row, or why it cannot be one; `now` stands for a
     /// missing created time.
-    fn row(&self, view: &FeatureView, row: usize, now: i64) -> Result<PushRow, String> {
+    fn row(
+        &self,
+        view: &FeatureView,
+        row: usize,
+        now: i64,
+        latest: i64,
+    ) -> Result<PushRow, String> {
         let mut key_values = Vec::with_capacity(self.keys.len());
         for (name, cells) in &self.keys {
             key_values.push(match cells.value(row) {
@@ -237,7 +244,7 @@ impl<'a> PushColumns<'a> {
             )
         })?;
         let event_micros =
-            feature_store::online::push::check_time(&view.timestamp_column, event_micros)?;
+            feature_store::online::push::check_time(&view.timestamp_column, event_micros, latest)?;
         let created_micros = match &self.created {
             Some(cells) => time(&view.created_column, cells)?.unwrap_or(now),
             None => now,

@@ -16,6 +16,7 @@ use futures::{StreamExt, TryStreamExt};
 use tonic::{Status, Streaming};
 
 use crate::command::*;
+use crate::feast::FeastCommand;
 
 /// The rows of `batch` whose timestamp column (`column`, microseconds) is
 /// in `[start, end)`.
@@ -56,7 +57,7 @@ pub(crate) fn encode(
 pub(crate) async fn command_and_batches(
     call: &str,
     mut stream: Streaming<FlightData>,
-) -> Result<(Command, FlightRecordBatchStream), Status> {
+) -> Result<(Call, FlightRecordBatchStream), Status> {
     let first = stream
         .message()
         .await?
@@ -66,7 +67,10 @@ pub(crate) async fn command_and_batches(
             "{call}'s first message carries no flight descriptor"
         ))
     })?;
-    let command = Command::from_descriptor(&descriptor)?;
+    let command = match FeastCommand::from_json(&descriptor.cmd) {
+        Some(feast) => Call::Feast(feast),
+        None => Call::Aurum(Command::from_descriptor(&descriptor)?),
+    };
     let lead = (!first.data_header.is_empty()).then_some(Ok(first));
     let data = futures::stream::iter(lead)
         .chain(stream)

@@ -20,10 +20,12 @@
 mod command;
 mod decode;
 mod encode;
+mod feast;
 mod server;
 mod service;
 mod status;
 mod stream;
 
 pub use command::Command;
+pub use feast::FeastCommand;
 pub use server::{FlightServer, VERSIONS_METADATA};

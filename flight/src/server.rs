@@ -24,6 +24,7 @@ pub struct FlightServer {
     pub(crate) online: Arc<OnlineStore>,
     pub(crate) pusher: Arc<Pusher>,
     pub(crate) store: Option<DeltaStore>,
+    pub(crate) tokens: Arc<auth::Tokens>,
 }
 
 impl FlightServer {
@@ -34,6 +35,31 @@ impl FlightServer {
             online,
             pusher,
             store: None,
+            tokens: Arc::new(auth::Tokens::none()),
+        }
+    }
+
+    /// The same service, checking every call's token against `tokens`
+    /// (`read` for lists, infos, `DoGet` and `DoExchange`; `write` for
+    /// `DoPut`): a bearer `authorization` header on each call, or the
+    /// basic-token handshake pyarrow.flight does, which answers with the
+    /// bearer header to send.
+    pub fn with_tokens(mut self, tokens: auth::Tokens) -> Self {
+        self.tokens = Arc::new(tokens);
+        self
+    }
+
+    /// Checks a call's credential for `role`.
+    pub(crate) fn authorize(
+        &self,
+        metadata: &tonic::metadata::MetadataMap,
+        role: auth::Role,
+    ) -> Result<(), Status> {
+        let authorization = metadata.get("authorization").and_then(|v| v.to_str().ok());
+        match self.tokens.authorize(authorization, role) {
+            Ok(_) => Ok(()),
+            Err(auth::Denied::Unauthenticated(message)) => Err(Status::unauthenticated(message)),
+            Err(auth::Denied::Forbidden(message)) => Err(Status::permission_denied(message)),
         }
     }
 
@@ -181,7 +207,7 @@ impl FlightServer {
                     .max_encoding_message_size(64 << 20),
             )
             .serve_with_incoming_shutdown(
-                tonic::transport::server::TcpIncoming::from(listener),
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
                 shutdown,
             )
             .await

@@ -39,16 +39,33 @@ impl FlightService for FlightServer {
 
     async fn handshake(
         &self,
-        _request: Request<Streaming<HandshakeRequest>>,
+        request: Request<Streaming<HandshakeRequest>>,
     ) -> Result<Response<Self::HandshakeStream>, Status> {
-        // No authentication: the service listens on loopback by default.
-        Ok(Response::new(futures::stream::empty().boxed()))
+        // pyarrow.flight's basic-token handshake sends the credential as a
+        // header and expects the bearer header to send on later calls.
+        let mut response = Response::new(futures::stream::empty().boxed());
+        if self.tokens.is_empty() {
+            return Ok(response);
+        }
+        self.authorize(request.metadata(), auth::Role::Read)?;
+        let token = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(auth::credential)
+            .ok_or_else(|| Status::unauthenticated("the handshake carried no credential"))?;
+        let bearer = format!("Bearer {token}")
+            .parse()
+            .map_err(|_| Status::unauthenticated("the token is not a valid header value"))?;
+        response.metadata_mut().insert("authorization", bearer);
+        Ok(response)
     }
 
     async fn list_flights(
         &self,
-        _request: Request<Criteria>,
+        request: Request<Criteria>,
     ) -> Result<Response<Self::ListFlightsStream>, Status> {
+        self.authorize(request.metadata(), auth::Role::Read)?;
         let mut infos = Vec::new();
         for view in self.online.views() {
             // Views without a gold table (or a server without gold tables)
@@ -88,6 +105,7 @@ impl FlightService for FlightServer {
         &self,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
+        self.authorize(request.metadata(), auth::Role::Read)?;
         let command = Command::from_descriptor(request.get_ref())?;
         let schema = self.schema_of(&command).await?;
         Ok(Response::new(self.info(&command, &schema)?))
@@ -106,6 +124,7 @@ impl FlightService for FlightServer {
         &self,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<SchemaResult>, Status> {
+        self.authorize(request.metadata(), auth::Role::Read)?;
         let command = Command::from_descriptor(request.get_ref())?;
         let schema = self.schema_of(&command).await?;
         let result = SchemaAsIpc::new(&schema, &IpcWriteOptions::default())
@@ -118,6 +137,7 @@ impl FlightService for FlightServer {
         &self,
         request: Request<Ticket>,
     ) -> Result<Response<Self::DoGetStream>, Status> {
+        self.authorize(request.metadata(), auth::Role::Read)?;
         let command = Command::from_ticket(request.get_ref())?;
         let (schema, batches) = match command {
             Command::FeatureView {
@@ -155,7 +175,15 @@ impl FlightService for FlightServer {
         &self,
         request: Request<Streaming<FlightData>>,
     ) -> Result<Response<Self::DoPutStream>, Status> {
-        let (command, mut batches) = command_and_batches("DoPut", request.into_inner()).await?;
+        self.authorize(request.metadata(), auth::Role::Write)?;
+        let (call, mut batches) = command_and_batches("DoPut", request.into_inner()).await?;
+        let command = match call {
+            Call::Aurum(command) => command,
+            Call::Feast(feast) => {
+                self.feast_put(feast, batches).await?;
+                return Ok(Response::new(futures::stream::empty().boxed()));
+            }
+        };
         let Command::Push {
             feature_view,
             to,
@@ -176,13 +204,15 @@ impl FlightService for FlightServer {
                 let batch = batch.map_err(|e| Status::invalid_argument(e.to_string()))?;
                 let first_row = stream_row;
                 stream_row += batch.num_rows();
-                let (rows, rejected) = match batch_rows(&view, &batch, first_row, allow_partial) {
-                    Ok(parsed) => parsed,
-                    Err(e) => {
-                        pusher.count_rejected(1);
-                        return Err(status(e));
-                    }
-                };
+                let latest = pusher.latest_event_micros();
+                let (rows, rejected) =
+                    match batch_rows(&view, &batch, first_row, allow_partial, latest) {
+                        Ok(parsed) => parsed,
+                        Err(e) => {
+                            pusher.count_rejected(1);
+                            return Err(status(e));
+                        }
+                    };
                 let outcome = pusher
                     .apply(&view, rows, rejected, to)
                     .await
@@ -208,9 +238,52 @@ impl FlightService for FlightServer {
         &self,
         request: Request<Streaming<FlightData>>,
     ) -> Result<Response<Self::DoExchangeStream>, Status> {
-        let (command, mut spine_stream) =
+        self.authorize(request.metadata(), auth::Role::Read)?;
+        let (call, mut spine_stream) =
             command_and_batches("DoExchange", request.into_inner()).await?;
+        let command = match call {
+            Call::Aurum(command) => command,
+            Call::Feast(feast) => {
+                return Ok(Response::new(
+                    self.feast_exchange(feast, spine_stream).await?,
+                ));
+            }
+        };
         let request = self.exchange_request(command)?;
+        // Check the request before the spine is read.
+        training_set::plan(&self.online.views(), &request.features).map_err(status)?;
+        let (spine_schema, spine_batches) = spine_batches(&mut spine_stream).await?;
+        Ok(Response::new(
+            self.training_set_answer(request, spine_schema, spine_batches)
+                .await?,
+        ))
+    }
+
+    async fn do_action(
+        &self,
+        _request: Request<Action>,
+    ) -> Result<Response<Self::DoActionStream>, Status> {
+        Err(not_served("DoAction"))
+    }
+
+    async fn list_actions(
+        &self,
+        _request: Request<Empty>,
+    ) -> Result<Response<Self::ListActionsStream>, Status> {
+        Ok(Response::new(futures::stream::empty().boxed()))
+    }
+}
+
+impl FlightServer {
+    /// The point-in-time training set of `request` over the spine
+    /// (`spine_schema`, `spine_batches`), streamed in chunks: aurum's
+    /// `training_set` command and Feast's `get_historical_features`.
+    pub(crate) async fn training_set_answer(
+        &self,
+        request: TrainingSetRequest,
+        spine_schema: SchemaRef,
+        spine_batches: Vec<RecordBatch>,
+    ) -> Result<BoxStream<'static, Result<FlightData, Status>>, Status> {
         let views = self.online.views();
         // Check the request before any table is read.
         let plan = training_set::plan(&views, &request.features).map_err(status)?;
@@ -219,7 +292,6 @@ impl FlightService for FlightServer {
         // The spine is held once (as Arrow batches, then as a frame); the
         // answer is joined and streamed in chunks, so it is never held
         // whole beside the spine.
-        let (spine_schema, spine_batches) = spine_batches(&mut spine_stream).await?;
         let spine =
             interop::batches_to_frame(&spine_schema, &spine_batches).map_err(delta_status)?;
         drop(spine_batches);
@@ -257,25 +329,9 @@ impl FlightService for FlightServer {
             }
             Ok(())
         });
-        Ok(Response::new(results))
+        Ok(results)
     }
 
-    async fn do_action(
-        &self,
-        _request: Request<Action>,
-    ) -> Result<Response<Self::DoActionStream>, Status> {
-        Err(not_served("DoAction"))
-    }
-
-    async fn list_actions(
-        &self,
-        _request: Request<Empty>,
-    ) -> Result<Response<Self::ListActionsStream>, Status> {
-        Ok(Response::new(futures::stream::empty().boxed()))
-    }
-}
-
-impl FlightServer {
     /// The training-set request of a DoExchange command.
     fn exchange_request(&self, command: Command) -> Result<TrainingSetRequest, Status> {
         let Command::TrainingSet {
@@ -299,8 +355,9 @@ impl FlightServer {
     }
 }
 
-/// The spine batches a DoExchange sends, with their schema.
-async fn spine_batches(
+/// The batches a client uploads on `DoExchange` (a spine, Feast's entity
+/// dataframe), with their schema.
+pub(crate) async fn spine_batches(
     stream: &mut FlightRecordBatchStream,
 ) -> Result<(SchemaRef, Vec<RecordBatch>), Status> {
     let mut batches = Vec::new();
@@ -311,7 +368,7 @@ async fn spine_batches(
         .schema()
         .cloned()
         .or_else(|| batches.first().map(|b| b.schema()))
-        .ok_or_else(|| Status::invalid_argument("DoExchange sent no spine schema"))?;
+        .ok_or_else(|| Status::invalid_argument("DoExchange sent no table (no schema)"))?;
     Ok((schema, batches))
 }
 

@@ -113,6 +113,14 @@ pub enum Error {
         /// The underlying error.
         source: std::io::Error,
     },
+    /// The object store holding the registry failed or refused a request.
+    #[error("registry storage {location}: {message}")]
+    Storage {
+        /// The object's URI, without secrets.
+        location: String,
+        /// What the store said.
+        message: String,
+    },
     /// A metadata document could not be read or written.
     #[error("registry metadata {path}: {source}")]
     Metadata {

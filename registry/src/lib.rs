@@ -1,4 +1,5 @@
-//! The aurum model registry: versioned ONNX models on the local filesystem.
+//! The aurum model registry: versioned ONNX models on the local filesystem
+//! or an object store (S3, Azure Blob/ADLS, GCS).
 //!
 //! Every version is an ONNX file stored content-addressed (sha256) plus a JSON
 //! metadata document (signature, feature list, metrics, lineage). A version is
@@ -15,6 +16,7 @@ pub mod error;
 pub mod manage;
 pub mod mlflow_client;
 pub mod model;
+mod objects;
 pub mod search;
 pub mod store;
 

@@ -1,16 +1,16 @@
 //! Changing a registered model: its own metadata, its versions' mutable
 //! fields, deletion, renaming, and aliases with their history.
 //!
-//! Every change takes the model's lock (an OS file lock on
-//! `models/<name>/.lock`), reads, and replaces whole documents atomically.
+//! Every change takes the model's lock (`locks/<name>.lock`: an OS file
+//! lock, or a lease object on an object store), reads, and replaces whole
+//! documents atomically.
 
 use std::collections::BTreeMap;
-use std::fs;
-use std::io::Write;
 
 use crate::error::{Error, Result};
 use crate::model::{AliasChange, ModelVersion, RegisteredModel};
-use crate::store::{Registry, now, replace_file, sync_dir, validate_name, write_temp};
+use crate::objects::Lock;
+use crate::store::{Registry, model_key, now, validate_name, version_key};
 
 /// The alias that `rollback` moves back by default.
 pub const CHAMPION: &str = "champion";
@@ -44,24 +44,12 @@ impl Registry {
 
     /// Creates the model's record unless it exists; `true` when created.
     fn create_model_record(&self, model: &RegisteredModel) -> Result<bool> {
-        let dir = self.model_dir(&model.name);
-        fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-        let path = dir.join("model.json");
-        if path.is_file() {
+        let key = model_key(&model.name);
+        if self.objects.exists(&key)? {
             return Ok(false);
         }
-        let tmp = write_temp(&dir, &to_json(&path, model)?)?;
-        // A hard link fails if the name is taken: of two creators, one wins.
-        let linked = fs::hard_link(&tmp, &path);
-        let _ = fs::remove_file(&tmp);
-        match linked {
-            Ok(()) => {
-                sync_dir(&dir)?;
-                Ok(true)
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
-            Err(e) => Err(Error::io(&path, e)),
-        }
+        // Of two creators, one wins.
+        self.objects.create(&key, &self.to_json(&key, model)?)
     }
 
     /// Makes sure `name` has a model record (registering a version creates
@@ -81,15 +69,18 @@ impl Registry {
     /// A registered model.
     pub fn model(&self, name: &str) -> Result<RegisteredModel> {
         validate_name(name)?;
-        let path = self.model_dir(name).join("model.json");
-        match fs::read(&path) {
-            Ok(bytes) => {
-                let mut model: RegisteredModel = serde_json::from_slice(&bytes)
-                    .map_err(|source| Error::Metadata { path, source })?;
+        let key = model_key(name);
+        match self.objects.read(&key)? {
+            Some(bytes) => {
+                let mut model: RegisteredModel =
+                    serde_json::from_slice(&bytes).map_err(|source| Error::Metadata {
+                        path: self.objects.show(&key),
+                        source,
+                    })?;
                 model.name = name.to_string();
                 Ok(model)
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            None => {
                 // Registries written before models had records.
                 let first = self
                     .versions(name)?
@@ -104,7 +95,6 @@ impl Registry {
                     tags: BTreeMap::new(),
                 })
             }
-            Err(e) => Err(Error::io(&path, e)),
         }
     }
 
@@ -143,8 +133,8 @@ impl Registry {
         let mut model = self.model(name)?;
         change(&mut model)?;
         model.updated_at = now();
-        let path = self.model_dir(name).join("model.json");
-        replace_file(&path, &to_json(&path, &model)?)?;
+        let key = model_key(name);
+        self.objects.replace(&key, &self.to_json(&key, &model)?)?;
         Ok(model)
     }
 
@@ -165,18 +155,17 @@ impl Registry {
             Some(self.lock(second)?)
         };
         self.model(name)?;
-        let (from, to) = (self.model_dir(name), self.model_dir(new_name));
-        if to.exists() {
+        if !self.objects.list(&format!("models/{new_name}"))?.is_empty() {
             return Err(Error::ModelExists(new_name.to_string()));
         }
-        fs::rename(&from, &to).map_err(|e| Error::io(&from, e))?;
-        sync_dir(&self.root().join("models"))?;
-        // The lock held is the renamed directory's: update in place rather
-        // than through `change_model`, which would take it a second time.
+        self.objects
+            .move_tree(&format!("models/{name}"), &format!("models/{new_name}"))?;
+        // Both locks are held: update in place rather than through
+        // `change_model`, which would take one a second time.
         let mut model = self.model(new_name)?;
         model.updated_at = now();
-        let path = to.join("model.json");
-        replace_file(&path, &to_json(&path, &model)?)?;
+        let key = model_key(new_name);
+        self.objects.replace(&key, &self.to_json(&key, &model)?)?;
         Ok(model)
     }
 
@@ -193,14 +182,10 @@ impl Registry {
                 aliases: aliases.keys().cloned().collect::<Vec<_>>().join(", "),
             });
         }
-        let dir = self.model_dir(name);
-        // Renamed out of the way first, so the model vanishes at once.
-        let doomed = self
-            .root()
-            .join("models")
-            .join(format!(".deleted-{name}-{}", std::process::id()));
-        fs::rename(&dir, &doomed).map_err(|e| Error::io(&dir, e))?;
-        fs::remove_dir_all(&doomed).map_err(|e| Error::io(&doomed, e))?;
+        // The model's record first, so the model stops being listed as soon
+        // as it has no versions left either.
+        self.objects.delete(&model_key(name))?;
+        self.objects.delete_tree(&format!("models/{name}"))?;
         tracing::info!(model = name, "deleted model");
         Ok(())
     }
@@ -252,11 +237,8 @@ impl Registry {
         let mut current = self.version(name, version)?;
         change(&mut current)?;
         current.updated_at = now();
-        let path = self
-            .model_dir(name)
-            .join("versions")
-            .join(format!("{version}.json"));
-        replace_file(&path, &to_json(&path, &current)?)?;
+        let key = version_key(name, version);
+        self.objects.replace(&key, &self.to_json(&key, &current)?)?;
         Ok(current)
     }
 
@@ -279,16 +261,20 @@ impl Registry {
                 aliases: pointing.join(", "),
             });
         }
-        let dir = self.model_dir(name).join("versions");
         // A tombstone keeps the number taken, so a later registration does
         // not reuse it.
-        let tombstone = dir.join(format!("{version}.deleted"));
-        fs::write(&tombstone, b"").map_err(|e| Error::io(&tombstone, e))?;
-        let path = dir.join(format!("{version}.json"));
-        fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
+        self.objects.replace(
+            &format!("{}/{version}.deleted", crate::store::versions_dir(name)),
+            b"",
+        )?;
+        self.objects.delete(&version_key(name, version))?;
         // Its attachments go with it (a later version never reuses the number).
-        let _ = fs::remove_dir_all(self.attachments_dir(name, version));
-        sync_dir(&dir)?;
+        if let Err(e) = self
+            .objects
+            .delete_tree(&crate::store::attachments_dir(name, version))
+        {
+            tracing::warn!(model = name, version, error = %e, "could not delete a deleted version's attachments");
+        }
         tracing::info!(model = name, version, "deleted model version");
         Ok(())
     }
@@ -296,13 +282,13 @@ impl Registry {
     /// The model's aliases: alias → version.
     pub fn aliases(&self, name: &str) -> Result<BTreeMap<String, u64>> {
         validate_name(name)?;
-        let path = self.model_dir(name).join("aliases.json");
-        match fs::read(&path) {
-            Ok(bytes) => {
-                serde_json::from_slice(&bytes).map_err(|source| Error::Metadata { path, source })
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
-            Err(e) => Err(Error::io(&path, e)),
+        let key = aliases_key(name);
+        match self.objects.read(&key)? {
+            Some(bytes) => serde_json::from_slice(&bytes).map_err(|source| Error::Metadata {
+                path: self.objects.show(&key),
+                source,
+            }),
+            None => Ok(BTreeMap::new()),
         }
     }
 
@@ -402,26 +388,18 @@ impl Registry {
     /// Every alias move of the model, oldest first.
     pub fn alias_history(&self, name: &str) -> Result<Vec<AliasChange>> {
         validate_name(name)?;
-        let path = self.model_dir(name).join("alias-history.jsonl");
-        let text = match fs::read_to_string(&path) {
-            Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(Error::io(&path, e)),
-        };
-        text.lines()
-            .filter(|line| !line.trim().is_empty())
-            .map(|line| {
-                serde_json::from_str(line).map_err(|source| Error::Metadata {
-                    path: path.clone(),
-                    source,
-                })
+        self.objects
+            .entries(&history_key(name))?
+            .into_iter()
+            .map(|(path, entry)| {
+                serde_json::from_slice(&entry).map_err(|source| Error::Metadata { path, source })
             })
             .collect()
     }
 
-    /// Moves an alias (the caller holds the lock): the history line is
-    /// appended and synced before the alias document changes, so every
-    /// alias state has its history.
+    /// Moves an alias (the caller holds the lock): the history entry is
+    /// written durably before the alias document changes, so every alias
+    /// state has its history.
     fn move_alias(
         &self,
         name: &str,
@@ -439,53 +417,46 @@ impl Registry {
             to,
             rollback,
         };
-        let history = self.model_dir(name).join("alias-history.jsonl");
-        let mut line = serde_json::to_vec(&change).map_err(|source| Error::Metadata {
-            path: history.clone(),
+        let history = history_key(name);
+        let entry = serde_json::to_vec(&change).map_err(|source| Error::Metadata {
+            path: self.objects.show(&history),
             source,
         })?;
-        line.push(b'\n');
-        let mut file = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&history)
-            .map_err(|e| Error::io(&history, e))?;
-        file.write_all(&line).map_err(|e| Error::io(&history, e))?;
-        file.sync_all().map_err(|e| Error::io(&history, e))?;
+        self.objects.append_entry(&history, &entry)?;
         crate::store::crash_point("alias-before-replace");
         match to {
             Some(version) => aliases.insert(alias.to_string(), version),
             None => aliases.remove(alias),
         };
-        let path = self.model_dir(name).join("aliases.json");
-        replace_file(&path, &to_json(&path, &aliases)?)?;
+        let key = aliases_key(name);
+        self.objects.replace(&key, &self.to_json(&key, &aliases)?)?;
         tracing::info!(model = name, alias, from = ?change.from, to = ?to, who, rollback, "moved alias");
         Ok(change)
     }
 
-    /// Takes the model's lock (released when the returned file drops). Lock
-    /// files live in `locks/`, outside the model's directory, so a rename or
+    /// Takes the model's lock (released when the returned guard drops).
+    /// Locks live in `locks/`, outside the model's directory, so a rename or
     /// deletion never leaves a waiter holding a lock on a moved file.
-    pub(crate) fn lock(&self, name: &str) -> Result<fs::File> {
-        let dir = self.root().join("locks");
-        fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-        let path = dir.join(format!("{name}.lock"));
-        let file = fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(|e| Error::io(&path, e))?;
-        file.lock().map_err(|e| Error::io(&path, e))?;
-        Ok(file)
+    pub(crate) fn lock(&self, name: &str) -> Result<Lock> {
+        self.objects.lock(&format!("locks/{name}.lock"))
+    }
+
+    fn to_json(&self, key: &str, value: &impl serde::Serialize) -> Result<Vec<u8>> {
+        serde_json::to_vec_pretty(value).map_err(|source| Error::Metadata {
+            path: self.objects.show(key),
+            source,
+        })
     }
 }
 
-fn to_json(path: &std::path::Path, value: &impl serde::Serialize) -> Result<Vec<u8>> {
-    serde_json::to_vec_pretty(value).map_err(|source| Error::Metadata {
-        path: path.to_path_buf(),
-        source,
-    })
+fn aliases_key(name: &str) -> String {
+    format!("models/{name}/aliases.json")
+}
+
+/// The alias history: `alias-history.jsonl` locally, one object per entry
+/// under `alias-history/` on an object store.
+fn history_key(name: &str) -> String {
+    format!("models/{name}/alias-history")
 }
 
 /// Alias names: 1-64 letters, digits, `_` or `-`, not `latest` and not

@@ -41,10 +41,43 @@ pub struct SyncReport {
 }
 
 /// A client of one MLflow server.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct MlflowClient {
     base: String,
     http: reqwest::Client,
+    credential: Option<Credential>,
+}
+
+/// What the client authenticates with, from the environment the official
+/// client reads: `MLFLOW_TRACKING_TOKEN` (bearer), else
+/// `MLFLOW_TRACKING_USERNAME` and `MLFLOW_TRACKING_PASSWORD` (basic).
+#[derive(Clone)]
+enum Credential {
+    Bearer(String),
+    Basic(String, String),
+}
+
+impl Credential {
+    fn from_env() -> Option<Credential> {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        if let Some(token) = var("MLFLOW_TRACKING_TOKEN") {
+            return Some(Credential::Bearer(token));
+        }
+        Some(Credential::Basic(
+            var("MLFLOW_TRACKING_USERNAME")?,
+            var("MLFLOW_TRACKING_PASSWORD")?,
+        ))
+    }
+}
+
+impl std::fmt::Debug for MlflowClient {
+    // The credential is a secret: never printed.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MlflowClient")
+            .field("base", &self.base)
+            .field("authenticated", &self.credential.is_some())
+            .finish()
+    }
 }
 
 impl MlflowClient {
@@ -59,7 +92,17 @@ impl MlflowClient {
         Ok(MlflowClient {
             base,
             http: reqwest::Client::new(),
+            credential: Credential::from_env(),
         })
+    }
+
+    /// `request` with the client's credential, when it has one.
+    fn authed(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.credential {
+            Some(Credential::Bearer(token)) => request.bearer_auth(token),
+            Some(Credential::Basic(user, password)) => request.basic_auth(user, Some(password)),
+            None => request,
+        }
     }
 
     fn fail(&self, path: &str, message: impl std::fmt::Display) -> Error {
@@ -77,7 +120,7 @@ impl MlflowClient {
         body: Option<&Value>,
     ) -> Result<Value> {
         let url = format!("{}/api/2.0/mlflow/{path}", self.base);
-        let mut request = self.http.request(method.clone(), &url);
+        let mut request = self.authed(self.http.request(method.clone(), &url));
         if let Some(body) = body {
             request = if method == reqwest::Method::GET {
                 let query: Vec<(String, String)> = body
@@ -285,8 +328,7 @@ impl MlflowClient {
     async fn upload(&self, root: &str, file: &str, body: Vec<u8>) -> Result<()> {
         let path = format!("/api/2.0/mlflow-artifacts/artifacts/{root}/model/{file}");
         let response = self
-            .http
-            .put(self.artifact_url(root, &["model", file])?)
+            .authed(self.http.put(self.artifact_url(root, &["model", file])?))
             .body(body)
             .send()
             .await
@@ -505,8 +547,7 @@ impl MlflowClient {
         };
         let list_path = "/api/2.0/mlflow-artifacts/artifacts";
         let response = self
-            .http
-            .get(format!("{}{list_path}", self.base))
+            .authed(self.http.get(format!("{}{list_path}", self.base)))
             .query(&[("path", root.as_str())])
             .send()
             .await
@@ -534,8 +575,7 @@ impl MlflowClient {
         let file = file.rsplit('/').next().unwrap_or(file);
         let path = format!("{list_path}/{root}/{file}");
         let response = self
-            .http
-            .get(self.artifact_url(&root, &["", file])?)
+            .authed(self.http.get(self.artifact_url(&root, &["", file])?))
             .send()
             .await
             .map_err(|e| self.fail(&path, e))?;

@@ -1,4 +1,5 @@
-//! The registry on a local directory.
+//! The registry's documents and blobs, on a local directory or an object
+//! store (see [`crate::objects`] for how each gives the guarantees below).
 //!
 //! Layout under the root:
 //! - `blobs/<sha256>.onnx`: model files, content-addressed, written once;
@@ -7,46 +8,63 @@
 //! - `models/<name>/aliases.json`: alias → version;
 //! - `models/<name>/attachments/<version>/<key>`: documents kept beside a
 //!   version (its drift reference profile), replaced atomically;
-//! - `models/<name>/alias-history.jsonl`: every alias move, appended, never
-//!   rewritten;
-//! - `models/<name>/.lock`: held (an OS file lock) by whoever changes the
-//!   model's documents, so processes (the CLI, servers) never interleave.
+//! - `models/<name>/alias-history.jsonl` (on an object store,
+//!   `models/<name>/alias-history/<n>.json`): every alias move, appended,
+//!   never rewritten;
+//! - `locks/<name>.lock`: held by whoever changes the model's documents, so
+//!   processes (the CLI, servers, replicas) never interleave.
 //!
 //! A version exists exactly when its metadata document exists. The document is
-//! written to a temporary file, synced, and then hard-linked to its final name,
-//! which fails if the name is taken: version numbers are never reused and two
-//! concurrent registrations cannot both claim one. Documents that change are
-//! replaced by writing a temporary file and renaming it over the old one, so a
-//! reader sees the old or the new document, never half of one.
+//! created only if its name is free, so version numbers are never reused and
+//! two concurrent registrations cannot both claim one. Documents that change
+//! are replaced whole, so a reader sees the old or the new document, never
+//! half of one.
 
 use std::fs;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 use crate::model::{ModelVersion, NewVersion, VersionStatus};
+use crate::objects::Objects;
 
-/// A model registry rooted at a directory.
+/// A model registry rooted at a directory or an object-store prefix.
 #[derive(Debug, Clone)]
 pub struct Registry {
-    root: PathBuf,
+    pub(crate) objects: Objects,
 }
 
 impl Registry {
-    /// Opens (creating if needed) the registry at `root`.
+    /// Opens (creating if needed) the registry in the local directory
+    /// `root`.
     pub fn open(root: impl Into<PathBuf>) -> Result<Self> {
         let root = root.into();
         for dir in [root.join("blobs"), root.join("models")] {
             fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
         }
-        Ok(Registry { root })
+        Ok(Registry {
+            objects: Objects::Local(root),
+        })
     }
 
-    /// The registry's root directory.
-    pub fn root(&self) -> &Path {
-        &self.root
+    /// The registry under `prefix` of an object store (S3, Azure, GCS);
+    /// `shown` is the prefix's URI without secrets, for logs and errors.
+    /// Nothing is contacted until the first call.
+    pub fn on_object_store(
+        store: Arc<dyn object_store::ObjectStore>,
+        prefix: object_store::path::Path,
+        shown: &str,
+    ) -> Self {
+        Registry {
+            objects: Objects::remote(store, prefix, shown),
+        }
+    }
+
+    /// Where the registry is (a directory, or a URI without secrets).
+    pub fn location(&self) -> String {
+        self.objects.location()
     }
 
     /// Validates an ONNX model and registers it as the next version of `name`
@@ -103,57 +121,40 @@ impl Registry {
         let name = version.name.clone();
         self.ensure_model(&name)?;
         // Under the model's lock, so a concurrent rename or deletion cannot
-        // move the directory between here and the commit.
+        // move the model between here and the commit.
         let _lock = self.lock(&name)?;
         self.ensure_model(&name)?;
-        let versions_dir = self.versions_dir(&name);
-        fs::create_dir_all(&versions_dir).map_err(|e| Error::io(&versions_dir, e))?;
         let mut next = self.highest_number(&name)? + 1;
         loop {
             version.version = next;
-            let final_path = versions_dir.join(format!("{next}.json"));
+            let key = version_key(&name, next);
             let body = serde_json::to_vec_pretty(&version).map_err(|source| Error::Metadata {
-                path: final_path.clone(),
+                path: self.objects.show(&key),
                 source,
             })?;
-            let tmp = write_temp(&versions_dir, &body)?;
             crash_point("registry-before-link");
-            let linked = fs::hard_link(&tmp, &final_path);
-            let _ = fs::remove_file(&tmp);
-            match linked {
-                Ok(()) => {
-                    sync_dir(&versions_dir)?;
-                    tracing::info!(
-                        model = %name,
-                        version = next,
-                        status = version.status.as_str(),
-                        "registered model version"
-                    );
-                    return Ok(version);
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => next += 1,
-                Err(e) => return Err(Error::io(final_path, e)),
+            if self.objects.create(&key, &body)? {
+                tracing::info!(
+                    model = %name,
+                    version = next,
+                    status = version.status.as_str(),
+                    "registered model version"
+                );
+                return Ok(version);
             }
+            next += 1;
         }
     }
 
     /// The names of the registered models, sorted.
     pub fn models(&self) -> Result<Vec<String>> {
-        let dir = self.root.join("models");
-        let entries = match fs::read_dir(&dir) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(Error::io(&dir, e)),
-        };
         let mut names = Vec::new();
-        for entry in entries {
-            let entry = entry.map_err(|e| Error::io(&dir, e))?;
-            if let Some(name) = entry.file_name().to_str()
-                && validate_name(name).is_ok()
-                && (self.model_dir(name).join("model.json").is_file()
-                    || !self.version_numbers(name)?.is_empty())
+        for name in self.objects.list("models")? {
+            if validate_name(&name).is_ok()
+                && (self.objects.exists(&model_key(&name))?
+                    || !self.version_numbers(&name)?.is_empty())
             {
-                names.push(name.to_string());
+                names.push(name);
             }
         }
         names.sort();
@@ -171,49 +172,29 @@ impl Registry {
     /// The highest version number `name` has used, deleted ones included
     /// (0 when none): numbers are never reused.
     fn highest_number(&self, name: &str) -> Result<u64> {
-        let dir = self.versions_dir(name);
-        let entries = match fs::read_dir(&dir) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
-            Err(e) => return Err(Error::io(&dir, e)),
-        };
-        let mut highest = 0;
-        for entry in entries {
-            let entry = entry.map_err(|e| Error::io(&dir, e))?;
-            let file_name = entry.file_name();
-            let Some(name) = file_name.to_str() else {
-                continue;
-            };
-            let stem = name
-                .strip_suffix(".json")
-                .or_else(|| name.strip_suffix(".deleted"));
-            if let Some(number) = stem.and_then(|s| s.parse::<u64>().ok()) {
-                highest = highest.max(number);
-            }
-        }
-        Ok(highest)
+        Ok(self
+            .objects
+            .list(&versions_dir(name))?
+            .iter()
+            .filter_map(|file| {
+                file.strip_suffix(".json")
+                    .or_else(|| file.strip_suffix(".deleted"))?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .max()
+            .unwrap_or(0))
     }
 
     /// The version numbers of `name`, ascending.
     pub(crate) fn version_numbers(&self, name: &str) -> Result<Vec<u64>> {
         validate_name(name)?;
-        let dir = self.versions_dir(name);
-        let entries = match fs::read_dir(&dir) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(Error::io(&dir, e)),
-        };
-        let mut numbers = Vec::new();
-        for entry in entries {
-            let entry = entry.map_err(|e| Error::io(&dir, e))?;
-            let file_name = entry.file_name();
-            let Some(stem) = file_name.to_str().and_then(|n| n.strip_suffix(".json")) else {
-                continue;
-            };
-            if let Ok(number) = stem.parse::<u64>() {
-                numbers.push(number);
-            }
-        }
+        let mut numbers: Vec<u64> = self
+            .objects
+            .list(&versions_dir(name))?
+            .iter()
+            .filter_map(|file| file.strip_suffix(".json")?.parse().ok())
+            .collect();
         numbers.sort_unstable();
         Ok(numbers)
     }
@@ -221,19 +202,18 @@ impl Registry {
     /// One version of `name`.
     pub fn version(&self, name: &str, version: u64) -> Result<ModelVersion> {
         validate_name(name)?;
-        let path = self.versions_dir(name).join(format!("{version}.json"));
-        let bytes = match fs::read(&path) {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(Error::VersionNotFound {
-                    model: name.to_string(),
-                    version: version.to_string(),
-                });
-            }
-            Err(e) => return Err(Error::io(&path, e)),
+        let key = version_key(name, version);
+        let Some(bytes) = self.objects.read(&key)? else {
+            return Err(Error::VersionNotFound {
+                model: name.to_string(),
+                version: version.to_string(),
+            });
         };
         let mut version: ModelVersion =
-            serde_json::from_slice(&bytes).map_err(|source| Error::Metadata { path, source })?;
+            serde_json::from_slice(&bytes).map_err(|source| Error::Metadata {
+                path: self.objects.show(&key),
+                source,
+            })?;
         // The directory names the model (a rename moves the directory).
         version.name = name.to_string();
         if version.updated_at.is_empty() {
@@ -246,7 +226,7 @@ impl Registry {
     /// documents from the newest down only until one is ready.
     pub fn latest(&self, name: &str) -> Result<ModelVersion> {
         let numbers = self.version_numbers(name)?;
-        if numbers.is_empty() && !self.model_dir(name).join("model.json").is_file() {
+        if numbers.is_empty() && !self.objects.exists(&model_key(name))? {
             return Err(Error::ModelNotFound(name.to_string()));
         }
         for number in numbers.into_iter().rev() {
@@ -282,12 +262,18 @@ impl Registry {
                     .unwrap_or("no reason recorded")
             )));
         }
-        let path = self.blob_path(&version.sha256);
-        let bytes = fs::read(&path).map_err(|e| Error::io(&path, e))?;
+        let key = blob_key(&version.sha256);
+        let bytes = self.objects.read(&key)?.ok_or_else(|| Error::Storage {
+            location: self.objects.show(&key).display().to_string(),
+            message: format!(
+                "the model file of version {} of {} is missing",
+                version.version, version.name
+            ),
+        })?;
         let actual = hex::encode(Sha256::digest(&bytes));
         if actual != version.sha256 {
             return Err(Error::Corrupt {
-                path,
+                path: self.objects.show(&key),
                 expected: version.sha256.clone(),
                 actual,
             });
@@ -301,58 +287,58 @@ impl Registry {
     pub fn put_attachment(&self, name: &str, version: u64, key: &str, bytes: &[u8]) -> Result<()> {
         validate_name(key)?;
         self.version(name, version)?;
-        let dir = self.attachments_dir(name, version);
-        fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-        let tmp = write_temp(&dir, bytes)?;
-        let path = dir.join(key);
-        fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
-        sync_dir(&dir)
+        self.objects
+            .replace(&format!("{}/{key}", attachments_dir(name, version)), bytes)
     }
 
     /// The attachment `key` of a version, if it has one.
     pub fn attachment(&self, name: &str, version: u64, key: &str) -> Result<Option<Vec<u8>>> {
         validate_name(key)?;
-        let path = self.attachments_dir(name, version).join(key);
-        match fs::read(&path) {
-            Ok(bytes) => Ok(Some(bytes)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(Error::io(&path, e)),
+        self.objects
+            .read(&format!("{}/{key}", attachments_dir(name, version)))
+    }
+
+    /// The size in bytes of a version's ONNX file (`None`: the version holds
+    /// no model).
+    pub fn model_size(&self, version: &ModelVersion) -> Result<Option<u64>> {
+        if !version.is_ready() {
+            return Ok(None);
         }
-    }
-
-    pub(crate) fn attachments_dir(&self, name: &str, version: u64) -> PathBuf {
-        self.model_dir(name)
-            .join("attachments")
-            .join(version.to_string())
-    }
-
-    /// The path of a version's ONNX file (for streaming it out).
-    pub fn blob_path_of(&self, version: &ModelVersion) -> Option<PathBuf> {
-        version.is_ready().then(|| self.blob_path(&version.sha256))
-    }
-
-    pub(crate) fn model_dir(&self, name: &str) -> PathBuf {
-        self.root.join("models").join(name)
-    }
-
-    fn versions_dir(&self, name: &str) -> PathBuf {
-        self.model_dir(name).join("versions")
-    }
-
-    fn blob_path(&self, sha256: &str) -> PathBuf {
-        self.root.join("blobs").join(format!("{sha256}.onnx"))
+        self.objects.size(&blob_key(&version.sha256))
     }
 
     fn write_blob(&self, sha256: &str, bytes: &[u8]) -> Result<()> {
-        let path = self.blob_path(sha256);
-        if path.is_file() {
+        let key = blob_key(sha256);
+        // Content-addressed: a file already there holds these very bytes.
+        if self.objects.exists(&key)? {
             return Ok(());
         }
-        let dir = self.root.join("blobs");
-        let tmp = write_temp(&dir, bytes)?;
-        fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
-        sync_dir(&dir)
+        self.objects.replace(&key, bytes)
     }
+}
+
+/// The key of a model's record.
+pub(crate) fn model_key(name: &str) -> String {
+    format!("models/{name}/model.json")
+}
+
+/// The directory of a model's version documents.
+pub(crate) fn versions_dir(name: &str) -> String {
+    format!("models/{name}/versions")
+}
+
+/// The key of a version's document.
+pub(crate) fn version_key(name: &str, version: u64) -> String {
+    format!("models/{name}/versions/{version}.json")
+}
+
+/// The directory of a version's attachments.
+pub(crate) fn attachments_dir(name: &str, version: u64) -> String {
+    format!("models/{name}/attachments/{version}")
+}
+
+fn blob_key(sha256: &str) -> String {
+    format!("blobs/{sha256}.onnx")
 }
 
 /// A version's record before it gets its number: `READY`, or failed with
@@ -474,46 +460,9 @@ pub(crate) fn crash_point(point: &str) {
     }
 }
 
-/// Writes `bytes` to a new, uniquely named temporary file in `dir`, synced.
-pub(crate) fn write_temp(dir: &Path, bytes: &[u8]) -> Result<PathBuf> {
-    let nonce = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or_default();
-    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let count = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let path = dir.join(format!(".tmp-{}-{nonce}-{count}", std::process::id()));
-    let mut file = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&path)
-        .map_err(|e| Error::io(&path, e))?;
-    file.write_all(bytes).map_err(|e| Error::io(&path, e))?;
-    file.sync_all().map_err(|e| Error::io(&path, e))?;
-    Ok(path)
-}
-
-/// Replaces `path` with `bytes` atomically (a temporary file renamed over
-/// it), so readers see the old or the new document.
-pub(crate) fn replace_file(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = write_temp(dir, bytes)?;
-    if let Err(e) = fs::rename(&tmp, path) {
-        let _ = fs::remove_file(&tmp);
-        return Err(Error::io(path, e));
-    }
-    sync_dir(dir)
-}
-
 /// The current time as the registry records it.
 pub(crate) fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-}
-
-pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
-    fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| Error::io(dir, e))
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! What every request passes through before its handler: a request id, a
 //! tracing span, load shedding, a timeout, per-route latency and error
-//! metrics; and the bearer-token check of admin routes.
+//! metrics; and the role check of each route group (`auth`'s tokens).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -10,6 +10,8 @@ use axum::http::{HeaderValue, Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tracing::Instrument;
+
+use auth::{Denied, Role};
 
 use crate::error::{AppError, ErrorCode};
 use crate::state::AppState;
@@ -38,6 +40,10 @@ pub async fn edge(
         .filter(|v| usable_id(v))
         .map(Arc::<str>::from)
         .unwrap_or_else(|| state.new_request_id());
+    if let Some(refusal) = misdirected(&state, &request) {
+        state.metrics.error(route, 403, "host_not_allowed");
+        return refusal;
+    }
     let mut response = match state.admit() {
         None => {
             state.metrics.count_shed();
@@ -92,59 +98,169 @@ pub async fn edge(
     response
 }
 
-/// Admin routes: with a token configured, the request must carry it.
+/// A request whose `Host` is not one the server answers to (when it has an
+/// allow-list): refused, naming the host.
+fn misdirected(state: &AppState, request: &Request) -> Option<Response> {
+    let allowed = state.limits.allowed_hosts.as_ref()?;
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| request.uri().host())
+        .unwrap_or("");
+    let name = host_name(host);
+    if allowed.iter().any(|a| a.eq_ignore_ascii_case(name)) {
+        return None;
+    }
+    Some(
+        AppError {
+            status: axum::http::StatusCode::FORBIDDEN,
+            code: "host_not_allowed",
+            message: format!(
+                "this server does not answer to host {name:?} (allowed: {}); add it with \
+                 --allowed-host",
+                allowed.join(", ")
+            ),
+        }
+        .into_response(),
+    )
+}
+
+/// The name part of a `Host` value: without the port, brackets kept off an
+/// IPv6 literal.
+fn host_name(host: &str) -> &str {
+    if let Some(rest) = host.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    host.rsplit_once(':').map_or(host, |(name, _)| name)
+}
+
+/// Routes that change state (pushes, feedback, admin, MLflow writes) take
+/// JSON bodies only: a missing content type or one a browser may send
+/// cross-site without asking (form, multipart, text) is refused with 415,
+/// so a web page cannot post to a loopback server behind the user's back.
+pub async fn require_json(request: Request, next: Next) -> Response {
+    let method = request.method();
+    if method == Method::GET || method == Method::HEAD || method == Method::OPTIONS {
+        return next.run(request).await;
+    }
+    let content_type = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    if essence == "application/json" || essence.ends_with("+json") {
+        return next.run(request).await;
+    }
+    AppError {
+        status: axum::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        code: "unsupported_media_type",
+        message: format!(
+            "this route takes a JSON body (Content-Type: application/json); got {}",
+            if content_type.is_empty() {
+                "no Content-Type".to_string()
+            } else {
+                format!("{content_type:?}")
+            }
+        ),
+    }
+    .into_response()
+}
+
+/// Routes that read (predictions, online features, inference, drift):
+/// with tokens configured, the caller needs the `read` role.
+pub async fn require_read(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    require(&state, Role::Read, request, next).await
+}
+
+/// Routes that write data (push, feedback): the `write` role.
+pub async fn require_write(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    require(&state, Role::Write, request, next).await
+}
+
+/// Admin routes (materialize, reload): the `admin` role.
 pub async fn require_admin(
     State(state): State<Arc<AppState>>,
     request: Request,
     next: Next,
 ) -> Response {
-    match check_token(&state, &request) {
-        Ok(()) => next.run(request).await,
-        Err(e) => e.into_response(),
-    }
+    require(&state, Role::Admin, request, next).await
 }
 
-/// Like [`require_admin`] for every method but `GET` and `HEAD` (MLflow
-/// reads stay open; writes need the token).
+/// MLflow's routes: reads (`GET`, `HEAD`) need `read`, writes `admin`. The
+/// caller's identity is kept for the handlers (the alias history records
+/// it), and a refusal comes in MLflow's error shape, as MLflow's own server
+/// answers, so its client reports it as such.
 pub async fn require_admin_for_writes(
     State(state): State<Arc<AppState>>,
-    request: Request,
+    mut request: Request,
     next: Next,
 ) -> Response {
-    if request.method() == Method::GET || request.method() == Method::HEAD {
-        return next.run(request).await;
+    let role = if request.method() == Method::GET || request.method() == Method::HEAD {
+        Role::Read
+    } else {
+        Role::Admin
+    };
+    match authorize(&state, role, &request) {
+        Ok(identity) => {
+            if let Some(identity) = identity {
+                request.extensions_mut().insert(identity);
+            }
+            next.run(request).await
+        }
+        Err(denied) => challenge(crate::protocols::mlflow::refusal(denied)),
     }
-    require_admin(State(state), request, next).await
 }
 
-fn check_token(state: &AppState, request: &Request) -> Result<(), AppError> {
-    let Some(token) = &state.limits.admin_token else {
-        return Ok(());
-    };
-    let given = request
+/// Lets the request through when its credential has `role` (or no token
+/// is configured).
+async fn require(state: &AppState, role: Role, request: Request, next: Next) -> Response {
+    match authorize(state, role, &request) {
+        Ok(_) => next.run(request).await,
+        Err(Denied::Unauthenticated(message)) => {
+            challenge(AppError::unauthorized(message).into_response())
+        }
+        Err(Denied::Forbidden(message)) => AppError::forbidden(message).into_response(),
+    }
+}
+
+/// The caller of `request` if it may act with `role` (`None`: no token is
+/// configured), or why not.
+fn authorize(
+    state: &AppState,
+    role: Role,
+    request: &Request,
+) -> Result<Option<Arc<auth::Identity>>, Denied> {
+    let authorization = request
         .headers()
         .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    match given {
-        Some(given) if constant_time_eq(given.as_bytes(), token.as_bytes()) => Ok(()),
-        Some(_) => Err(AppError::unauthorized(
-            "the bearer token is not this server's admin token",
-        )),
-        None => Err(AppError::unauthorized(
-            "this admin route needs an `Authorization: Bearer <token>` header",
-        )),
-    }
+        .and_then(|v| v.to_str().ok());
+    state.limits.tokens.authorize(authorization, role)
 }
 
-/// Compares without an early exit, so the time taken does not tell how
-/// much of a guess was right.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    let mut diff = u8::from(a.len() != b.len());
-    for (i, x) in a.iter().enumerate() {
-        diff |= x ^ b.get(i).copied().unwrap_or(!x);
+/// A 401 answer with the `WWW-Authenticate` challenge HTTP asks of it.
+fn challenge(mut response: Response) -> Response {
+    if response.status() == axum::http::StatusCode::UNAUTHORIZED {
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"aurum\""),
+        );
     }
-    diff == 0
+    response
 }
 
 /// A caller's request id is kept when it is short printable ASCII (it goes
@@ -176,11 +292,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn tokens_compare_whole() {
-        assert!(constant_time_eq(b"secret", b"secret"));
-        assert!(!constant_time_eq(b"secret", b"secreT"));
-        assert!(!constant_time_eq(b"secret", b"secret2"));
-        assert!(!constant_time_eq(b"", b"x"));
+    fn request_ids_are_short_printable_ascii() {
         assert!(usable_id("abc-123") && !usable_id("a b") && !usable_id(""));
     }
 }

@@ -76,11 +76,20 @@ impl AppError {
         }
     }
 
-    /// A 401: an admin route without the right bearer token.
+    /// A 401: a route that needs a token, called without a known one.
     pub fn unauthorized(message: impl Into<String>) -> Self {
         AppError {
             status: StatusCode::UNAUTHORIZED,
             code: "unauthorized",
+            message: message.into(),
+        }
+    }
+
+    /// A 403: a known caller without the role the route needs.
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        AppError {
+            status: StatusCode::FORBIDDEN,
+            code: "forbidden",
             message: message.into(),
         }
     }
@@ -192,9 +201,11 @@ impl From<registry::Error> for AppError {
                 code: "mlflow_unavailable",
                 message,
             },
-            E::RuntimeMissing { .. } | E::Corrupt { .. } | E::Io { .. } | E::Metadata { .. } => {
-                AppError::internal(message)
-            }
+            E::RuntimeMissing { .. }
+            | E::Corrupt { .. }
+            | E::Io { .. }
+            | E::Storage { .. }
+            | E::Metadata { .. } => AppError::internal(message),
         }
     }
 }

@@ -30,7 +30,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::middleware::from_fn_with_state;
+use axum::middleware::{from_fn, from_fn_with_state};
 use axum::routing::{get, post};
 use tokio::net::TcpListener;
 
@@ -44,28 +44,44 @@ pub fn app(state: Arc<AppState>) -> Router {
     use routes::{admin, drift, feedback, health, metrics, online_features, predict, push};
     let admin_routes = Router::new()
         .route("/materialize", post(admin::materialize))
+        .route(
+            "/materialize-incremental",
+            post(admin::materialize_incremental),
+        )
         .route("/admin/reload", post(admin::reload_now))
+        .route_layer(from_fn(edge::require_json))
         .route_layer(from_fn_with_state(state.clone(), edge::require_admin));
-    let mlflow = protocols::mlflow::routes().route_layer(from_fn_with_state(
-        state.clone(),
-        edge::require_admin_for_writes,
-    ));
-    Router::new()
+    let mlflow = protocols::mlflow::routes()
+        .route_layer(from_fn(edge::require_json))
+        .route_layer(from_fn_with_state(
+            state.clone(),
+            edge::require_admin_for_writes,
+        ));
+    let read_routes = Router::new()
         .route("/predict", post(predict::predict))
         .route(
             "/get-online-features",
             post(online_features::get_online_features),
         )
         .route("/feature-views", get(online_features::feature_views))
-        .route("/push", post(push::push))
         .route("/drift/{model}", get(drift::drift_report))
+        .merge(protocols::oip::routes())
+        .route_layer(from_fn_with_state(state.clone(), edge::require_read));
+    let write_routes = Router::new()
+        .route("/push", post(push::push))
+        .route("/write-to-online-store", post(push::write_to_online_store))
         .route("/feedback", post(feedback::feedback))
+        .route_layer(from_fn(edge::require_json))
+        .route_layer(from_fn_with_state(state.clone(), edge::require_write));
+    // Probes and the Prometheus scrape stay open.
+    Router::new()
         .route("/metrics", get(metrics::metrics))
         .route("/health/live", get(health::live))
         .route("/health/ready", get(health::ready))
+        .merge(read_routes)
+        .merge(write_routes)
         .merge(admin_routes)
         .merge(mlflow)
-        .merge(protocols::oip::routes())
         .layer(from_fn_with_state(state.clone(), edge::edge))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)

@@ -30,9 +30,13 @@ pub struct Limits {
     pub request_timeout: Duration,
     /// Shadow runs at once; beyond it, shadow copies are skipped (counted).
     pub max_shadow_in_flight: usize,
-    /// When set, admin routes (`/materialize`, `/admin/…`, MLflow writes)
-    /// need `Authorization: Bearer <token>`.
-    pub admin_token: Option<String>,
+    /// The tokens callers must present, with their roles (none: every
+    /// route is open, the loopback default).
+    pub tokens: auth::Tokens,
+    /// The `Host` names requests may carry (lower case, without port);
+    /// others are refused, so a page that rebinds its own name to the
+    /// loopback address cannot reach the server. `None`: any.
+    pub allowed_hosts: Option<Vec<String>>,
 }
 
 impl Default for Limits {
@@ -41,7 +45,8 @@ impl Default for Limits {
             max_in_flight: 4096,
             request_timeout: Duration::from_secs(30),
             max_shadow_in_flight: 64,
-            admin_token: None,
+            tokens: auth::Tokens::none(),
+            allowed_hosts: None,
         }
     }
 }

@@ -59,9 +59,16 @@ pub(crate) fn fails(dir: &Path, args: &[&str]) -> String {
 /// Runs `aurum args` in `dir` with the process aborting at crash point
 /// `point` (`AURUM_CRASH_AT`), which must be reached.
 pub(crate) fn crashes_at(dir: &Path, point: &str, args: &[&str]) {
+    crashes_at_in_env(dir, point, args, &[]);
+}
+
+/// [`crashes_at`] with more environment variables (an object store's
+/// endpoint and credentials).
+pub(crate) fn crashes_at_in_env(dir: &Path, point: &str, args: &[&str], env: &[(&str, &str)]) {
     let output = Command::new(env!("CARGO_BIN_EXE_aurum"))
         .args(args)
         .current_dir(dir)
+        .envs(env.iter().copied())
         .env("AURUM_CRASH_AT", point)
         .output()
         .expect("running aurum");

@@ -8,12 +8,14 @@ mod server;
 
 mod delta_sources;
 mod demo;
+mod feast;
 mod incremental;
 mod model_registry;
 mod model_server;
 mod monitoring;
 mod object_storage;
 mod pipeline;
+mod security;
 mod serve;
 mod tables;
 mod training;

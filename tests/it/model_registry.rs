@@ -455,6 +455,28 @@ fn a_registration_killed_mid_write_leaves_no_version() {
     assert!(out.contains("registered fraud v1"), "{out}");
 }
 
+/// The numbers of a JSON array of rows (or of numbers), flattened.
+fn numbers(value: &serde_json::Value) -> Vec<f64> {
+    value
+        .as_array()
+        .unwrap_or_else(|| panic!("not an array: {value}"))
+        .iter()
+        .flat_map(|r| match r.as_array() {
+            Some(row) => row.iter().map(|v| v.as_f64().unwrap()).collect(),
+            None => vec![r.as_f64().unwrap()],
+        })
+        .collect()
+}
+
+/// `got` equals scikit-learn's `want` to within float32 rounding.
+fn assert_probabilities(who: &str, got: &serde_json::Value, want: &[f64]) {
+    let got = numbers(got);
+    assert_eq!(got.len(), want.len(), "{who}: {got:?}");
+    for (g, w) in got.iter().zip(want) {
+        assert!((g - w).abs() < 1e-5, "{who} {g} vs scikit-learn {w}");
+    }
+}
+
 /// A scikit-learn gradient-boosted classifier exported by skl2onnx (zipmap
 /// off: an INT64 label and FP32 probabilities) is registered and served
 /// through the Open Inference Protocol, and answers what scikit-learn does.
@@ -472,7 +494,10 @@ fn an_skl2onnx_model_answers_like_scikit_learn_over_the_open_inference_protocol(
     registry
         .register("gbt", &std::fs::read(&onnx).unwrap(), NewVersion::default())
         .unwrap();
-    let (runtime, _state, url) = serve_in_process(registry);
+    let (runtime, state, url) = serve_in_process(registry);
+    // Served under its name too (its newest version), for clients that
+    // name no version.
+    state.sync_models();
 
     let get = |path: &str| -> serde_json::Value {
         runtime.block_on(async {
@@ -515,22 +540,49 @@ fn an_skl2onnx_model_answers_like_scikit_learn_over_the_open_inference_protocol(
     assert_eq!(labels["data"], expected["labels"], "{answer}");
     let probabilities = output("FP32");
     assert_eq!(probabilities["shape"], serde_json::json!([rows.len(), 2]));
-    let got: Vec<f64> = probabilities["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_f64().unwrap())
-        .collect();
-    let want: Vec<f64> = expected["probabilities"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|r| r.as_array().unwrap().iter().map(|v| v.as_f64().unwrap()))
-        .collect();
-    for (g, w) in got.iter().zip(&want) {
-        assert!((g - w).abs() < 1e-5, "ONNX Runtime {g} vs scikit-learn {w}");
-    }
+    let want = numbers(&expected["probabilities"]);
+    assert_probabilities("ONNX Runtime", &probabilities["data"], &want);
     assert_eq!(answer["id"], "sk");
+
+    // NVIDIA's tritonclient, with its default binary tensors both ways.
+    let triton: serde_json::Value = serde_json::from_str(&python::run(
+        "tritonclient",
+        "tests/python/triton_client.py",
+        &[
+            std::ffi::OsStr::new(url.trim_start_matches("http://")),
+            std::ffi::OsStr::new("gbt"),
+            std::ffi::OsStr::new("1"),
+            std::ffi::OsStr::new(&expected["rows"].to_string()),
+        ],
+    ))
+    .unwrap();
+    assert_eq!(triton["live"], true);
+    assert_eq!(triton["ready"], true);
+    assert_eq!(triton["INT64"], expected["labels"], "{triton}");
+    assert_eq!(triton["INT64_binary"], true, "{triton}");
+    assert_probabilities("tritonclient", &triton["FP32"], &want);
+
+    // KServe's REST client, with JSON and with binary tensors.
+    let kserve: serde_json::Value = serde_json::from_str(&python::run(
+        "kserve's InferenceRESTClient",
+        "tests/python/kserve_client.py",
+        &[
+            std::ffi::OsStr::new(&url),
+            std::ffi::OsStr::new("gbt"),
+            std::ffi::OsStr::new(&input),
+            std::ffi::OsStr::new(&expected["rows"].to_string()),
+        ],
+    ))
+    .unwrap();
+    assert_eq!(kserve["live"], true, "{kserve}");
+    assert_eq!(kserve["ready"], true, "{kserve}");
+    for mode in ["json", "binary"] {
+        assert_eq!(
+            kserve[mode]["INT64"], expected["labels"],
+            "{mode}: {kserve}"
+        );
+        assert_probabilities(&format!("kserve ({mode})"), &kserve[mode]["FP32"], &want);
+    }
 }
 
 /// While requests keep coming, moving `champion` swaps the served version
@@ -627,4 +679,65 @@ fn moving_the_champion_swaps_versions_under_load_without_a_failed_request() {
     );
     assert_eq!(seen.last().unwrap().1, "2");
     assert_eq!(state.reload.swaps.load(Ordering::Relaxed), 2);
+}
+
+/// tritonclient's gRPC client against the real `aurum serve`: health,
+/// metadata and inference of an skl2onnx model equal scikit-learn's answer;
+/// an unknown model is NOT_FOUND, a wrong shape INVALID_ARGUMENT and a
+/// message over the limit RESOURCE_EXHAUSTED.
+#[test]
+fn tritonclient_grpc_works_against_aurum_serve() {
+    let dir = tempfile::tempdir().unwrap();
+    let onnx = dir.path().join("gbt.onnx");
+    let expected: serde_json::Value = serde_json::from_str(&python::run(
+        "skl2onnx",
+        "tests/python/skl2onnx_model.py",
+        &[onnx.as_os_str()],
+    ))
+    .unwrap();
+    ok(dir.path(), &["init", "."]);
+    let out = ok(
+        dir.path(),
+        &["registry", "register", "gbt", onnx.to_str().unwrap()],
+    );
+    assert!(out.contains("registered gbt v1"), "{out}");
+    let server = crate::server::start(dir.path());
+    let triton: serde_json::Value = serde_json::from_str(&python::run(
+        "tritonclient.grpc",
+        "tests/python/triton_grpc.py",
+        &[
+            std::ffi::OsStr::new(&server.grpc),
+            std::ffi::OsStr::new("gbt"),
+            std::ffi::OsStr::new(&expected["rows"].to_string()),
+            std::ffi::OsStr::new(&serving::protocols::oip_grpc::MAX_MESSAGE_BYTES.to_string()),
+        ],
+    ))
+    .unwrap();
+    assert_eq!(
+        (&triton["live"], &triton["ready"], &triton["model_ready"]),
+        (
+            &serde_json::json!(true),
+            &serde_json::json!(true),
+            &serde_json::json!(true)
+        ),
+        "{triton}"
+    );
+    assert_eq!(triton["server"], "aurum");
+    assert_eq!(triton["inputs"][0]["datatype"], "FP32");
+    assert_eq!(triton["id"], "g1");
+    assert_eq!(triton["INT64"], expected["labels"], "{triton}");
+    assert_probabilities(
+        "gRPC",
+        &triton["FP32"],
+        &numbers(&expected["probabilities"]),
+    );
+    assert_eq!(triton["unknown_model"], "StatusCode.NOT_FOUND", "{triton}");
+    assert_eq!(
+        triton["wrong_shape"], "StatusCode.INVALID_ARGUMENT",
+        "{triton}"
+    );
+    assert_eq!(
+        triton["too_big"], "StatusCode.RESOURCE_EXHAUSTED",
+        "{triton}"
+    );
 }

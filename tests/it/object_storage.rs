@@ -1,5 +1,6 @@
-//! The project's Delta tables on object storage: the demo path (pipeline →
-//! training → serving → the prediction log) against a real S3 server
+//! The project's Delta tables and model registry on object storage: the demo
+//! path (pipeline → training → registry → serving → the prediction log)
+//! against a real S3 server
 //! (moto's server mode, from PyPI) and a real Azure Blob emulator (Azurite,
 //! from npm), both on loopback, with the tables read back from the same
 //! store by Python's deltalake and by `aurum table show`.
@@ -12,7 +13,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::cli::{ok, ok_in_env, run_in_env};
+use crate::cli::{crashes_at_in_env, ok, ok_in_env, run_in_env};
 use crate::python;
 use crate::server::{call, poll, start_in_env};
 
@@ -230,6 +231,20 @@ fn demo_path_on(env: &[(&str, &str)], uri: &str, options: &str, python_uri: &str
     assert!(shown["rows"].as_u64().unwrap() > 0);
 
     ok_in_env(dir, &["train", "--promote-if-better"], &env);
+    // The registry (model file, version documents, aliases with their
+    // history, the drift reference profile) is in the store too.
+    assert!(
+        !dir.join("data/registry").exists(),
+        "the registry was written to local disk"
+    );
+    ok_in_env(dir, &["registry", "alias", "fraud", "staging", "1"], &env);
+    ok_in_env(dir, &["registry", "alias", "fraud", "staging", "1"], &env);
+    let shown = ok_in_env(dir, &["registry", "show", "fraud"], &env);
+    assert!(shown.starts_with("v1 "), "{shown}");
+    assert!(shown.contains("staging"), "{shown}");
+    let history = ok_in_env(dir, &["registry", "history", "fraud"], &env);
+    let staging_moves = history.lines().filter(|l| l.contains("@staging")).count();
+    assert_eq!(staging_moves, 2, "{history}");
     let serving = start_in_env(dir, &[], &env);
     let reply = call(
         "POST",
@@ -241,6 +256,7 @@ fn demo_path_on(env: &[(&str, &str)], uri: &str, options: &str, python_uri: &str
     let answer = reply.json();
     let predictions = answer["predictions"].as_array().expect("predictions");
     assert_eq!(predictions.len(), 2, "{answer}");
+    assert_eq!(predictions[0]["version"], 1, "{answer}");
 
     // The prediction log lands in the same bucket.
     let log_uri = format!("{python_uri}/logs/predictions");
@@ -281,4 +297,96 @@ fn a_missing_bucket_is_named_and_nothing_is_written() {
         "a secret was shown: {error}"
     );
     assert!(!dir.join("data/delta").exists());
+}
+
+/// A wrong account key: the pipeline and the registry fail with the store's
+/// refusal and the URI, never the key, and nothing is written anywhere.
+#[test]
+fn a_wrong_azure_key_is_refused_without_showing_it() {
+    let azurite = Azurite::start("lake");
+    let project = tempfile::tempdir().unwrap();
+    let dir = project.path();
+    project_on(dir, "az://lake/shop", "{}");
+    ok(dir, &["generate", "--rows", "200", "--seed", "5"]);
+    // Valid base64, the emulator's account, not its key.
+    let wrong_key = "bm90LXRoZS1lbXVsYXRvcnMta2V5LWF0LWFsbA==";
+    let mut env = azurite.env();
+    env.push(("AZURE_STORAGE_ACCOUNT_KEY", wrong_key));
+    for (args, shown) in [
+        (&["pipeline"][..], "az://lake/shop/"),
+        (&["registry", "list"][..], "az://lake/shop/registry/"),
+    ] {
+        let output = run_in_env(dir, args, &env);
+        assert!(!output.status.success(), "{args:?} succeeded");
+        let error = String::from_utf8_lossy(&output.stderr);
+        assert!(error.contains(shown), "{args:?}: {error}");
+        assert!(
+            error.contains("403") || error.to_lowercase().contains("authoriz"),
+            "{args:?}: the store's refusal is not shown: {error}"
+        );
+        assert!(!error.contains(wrong_key), "the key was shown: {error}");
+    }
+    assert!(!dir.join("data/delta").exists());
+    assert!(!dir.join("data/registry").exists());
+    // With the right key, the same project runs.
+    ok_in_env(dir, &["pipeline"], &azurite.env());
+}
+
+/// A run killed between two commits on S3 leaves every table at a committed
+/// version; the next run resumes and ends where an uninterrupted run does,
+/// with nothing lost or appended twice.
+#[test]
+fn a_run_killed_between_commits_on_s3_resumes_without_duplicates() {
+    let server = S3Server::start("lake");
+    let env = server.env();
+    let rows_of = |dir: &Path, uri: &str, table: &str| -> u64 {
+        let shown: Value = serde_json::from_str(&ok_in_env(
+            dir,
+            &[
+                "table",
+                "show",
+                &format!("{uri}/delta/{table}"),
+                "--json",
+                "--limit",
+                "0",
+            ],
+            &env,
+        ))
+        .unwrap();
+        shown["rows"].as_u64().unwrap()
+    };
+    let tables = [
+        "bronze_transactions",
+        "silver_transactions",
+        "quarantine",
+        "customer_features",
+    ];
+
+    let clean = tempfile::tempdir().unwrap();
+    project_on(clean.path(), "s3://lake/clean", &s3_options(&server));
+    ok(clean.path(), &["generate", "--rows", "8000", "--seed", "5"]);
+    ok_in_env(clean.path(), &["pipeline"], &env);
+    let expected: Vec<u64> = tables
+        .iter()
+        .map(|t| rows_of(clean.path(), "s3://lake/clean", t))
+        .collect();
+    assert!(expected[2] > 0, "the generator planted no broken rows");
+
+    for (n, point) in [
+        "after-commit:bronze_transactions",
+        "after-commit:silver_transactions",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let uri = format!("s3://lake/crashed-{n}");
+        let crashed = tempfile::tempdir().unwrap();
+        let dir = crashed.path();
+        project_on(dir, &uri, &s3_options(&server));
+        ok(dir, &["generate", "--rows", "8000", "--seed", "5"]);
+        crashes_at_in_env(dir, point, &["pipeline"], &env);
+        ok_in_env(dir, &["pipeline"], &env);
+        let got: Vec<u64> = tables.iter().map(|t| rows_of(dir, &uri, t)).collect();
+        assert_eq!(got, expected, "{point}: rows of {tables:?}");
+    }
 }

@@ -15,6 +15,8 @@ pub(crate) struct Server {
     pub(crate) url: String,
     /// The Flight address.
     pub(crate) flight: String,
+    /// The Open Inference Protocol's gRPC address (host:port).
+    pub(crate) grpc: String,
 }
 
 impl Drop for Server {
@@ -45,6 +47,8 @@ pub(crate) fn start_in_env(dir: &Path, flags: &[&str], env: &[(&str, &str)]) -> 
             "127.0.0.1:0",
             "--flight-addr",
             "127.0.0.1:0",
+            "--grpc-addr",
+            "127.0.0.1:0",
         ])
         .args(flags)
         .current_dir(dir)
@@ -53,7 +57,7 @@ pub(crate) fn start_in_env(dir: &Path, flags: &[&str], env: &[(&str, &str)]) -> 
         .spawn()
         .expect("starting aurum serve");
     let stdout = child.stdout.take().expect("stdout is piped");
-    let (mut url, mut flight) = (None, None);
+    let (mut url, mut flight, mut grpc) = (None, None, None);
     for line in BufReader::new(stdout).lines() {
         let line = line.expect("reading the server's output");
         if let Some(address) = line.strip_prefix("listening on ") {
@@ -61,6 +65,9 @@ pub(crate) fn start_in_env(dir: &Path, flags: &[&str], env: &[(&str, &str)]) -> 
         }
         if let Some(address) = line.strip_prefix("flight on ") {
             flight = Some(address.to_string());
+        }
+        if let Some(address) = line.strip_prefix("grpc on ") {
+            grpc = Some(address.to_string());
         }
         if line == "ready" {
             break;
@@ -70,6 +77,7 @@ pub(crate) fn start_in_env(dir: &Path, flags: &[&str], env: &[(&str, &str)]) -> 
         child,
         url: url.expect("the server printed its address before ready"),
         flight: flight.expect("the server printed its Flight address before ready"),
+        grpc: grpc.expect("the server printed its gRPC address before ready"),
     }
 }
 

@@ -148,16 +148,47 @@ pub const MIN_EVENT_MICROS: i64 = -62_135_596_800_000_000;
 /// The latest event time a push accepts: 9999-12-31T23:59:59.999999Z.
 pub const MAX_EVENT_MICROS: i64 = 253_402_300_799_999_999;
 
-/// Checks a pushed timestamp of `column` is within years 1 to 9999 (an
-/// event time far in the future would pin an online row forever).
-pub fn check_time(column: &str, micros: i64) -> Result<i64, String> {
-    if (MIN_EVENT_MICROS..=MAX_EVENT_MICROS).contains(&micros) {
-        Ok(micros)
-    } else {
-        Err(format!(
-            "{column}: {micros} µs since the epoch is outside years 1 to 9999"
-        ))
+/// A time as clients write it, in microseconds since the epoch: RFC 3339,
+/// or ISO 8601 without an offset (taken as UTC), as Python's `isoformat()`
+/// of a naive time and Feast's SDK write them.
+pub fn parse_time(text: &str) -> Option<i64> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(text) {
+        return Some(t.timestamp_micros());
     }
+    chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f")
+        .ok()
+        .map(|t| t.and_utc().timestamp_micros())
+}
+
+/// How far ahead of the server's clock a pushed event time may be by
+/// default (clocks differ a little; an event time far in the future would
+/// pin an entity's online row until then).
+pub const DEFAULT_MAX_FUTURE_SKEW: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// Checks a pushed event time of `column`: within years 1 to 9999 and no
+/// later than `latest` (microseconds; see [`Pusher::latest_event_micros`]).
+pub fn check_time(column: &str, micros: i64, latest: i64) -> Result<i64, String> {
+    if !(MIN_EVENT_MICROS..=MAX_EVENT_MICROS).contains(&micros) {
+        return Err(format!(
+            "{column}: {micros} µs since the epoch is outside years 1 to 9999"
+        ));
+    }
+    if micros > latest {
+        let shown = chrono::DateTime::from_timestamp_micros(micros)
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
+            .unwrap_or_else(|| micros.to_string());
+        return Err(format!(
+            "{column}: {shown} is {:.0} s ahead of the server's clock, more than the {} s it \
+             accepts (--max-future-skew-secs)",
+            (micros - now_micros()) as f64 / 1e6,
+            (latest - now_micros() + 500_000) / 1_000_000
+        ));
+    }
+    Ok(micros)
+}
+
+fn default_skew() -> std::sync::atomic::AtomicI64 {
+    std::sync::atomic::AtomicI64::new(DEFAULT_MAX_FUTURE_SKEW.as_micros() as i64)
 }
 
 /// Counters of pushed rows, shared by every edge that pushes.
@@ -188,6 +219,8 @@ pub struct Pusher {
     online: Arc<OnlineStore>,
     writer: Option<PushWriter>,
     stats: PushStats,
+    /// How far ahead of now an event time may be, in microseconds.
+    max_future_skew_micros: std::sync::atomic::AtomicI64,
 }
 
 impl Pusher {
@@ -197,6 +230,7 @@ impl Pusher {
             online,
             writer: None,
             stats: PushStats::default(),
+            max_future_skew_micros: default_skew(),
         }
     }
 
@@ -207,7 +241,20 @@ impl Pusher {
             online,
             writer: Some(PushWriter::start(store)),
             stats: PushStats::default(),
+            max_future_skew_micros: default_skew(),
         }
+    }
+
+    /// Sets how far ahead of the server's clock a pushed event time may be
+    /// (default [`DEFAULT_MAX_FUTURE_SKEW`]).
+    pub fn set_max_future_skew(&self, skew: std::time::Duration) {
+        let micros = i64::try_from(skew.as_micros()).unwrap_or(i64::MAX);
+        self.max_future_skew_micros.store(micros, Ordering::Relaxed);
+    }
+
+    /// The latest event time a push accepts now, in microseconds.
+    pub fn latest_event_micros(&self) -> i64 {
+        now_micros().saturating_add(self.max_future_skew_micros.load(Ordering::Relaxed))
     }
 
     /// The push counters.

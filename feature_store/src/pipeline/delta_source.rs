@@ -50,7 +50,7 @@ pub(super) async fn ingest(
     let table = source.bronze_table();
     // Read first: a run that commits after this point makes ours conflict.
     let sequence = plan_sequence(store, &table, step_id(&table)).await?;
-    let location = StorageLocation::parse_in(&source.path, root, &BTreeMap::new())?;
+    let location = StorageLocation::parse_in(&source.path, root, &source.options)?;
     let key = location.to_string();
     let previous_version = store.latest_version(&table).await?;
     let last = match previous_version {

@@ -91,9 +91,27 @@ impl Project {
         }
     }
 
-    /// The registry directory.
+    /// The registry directory when the registry is local (see
+    /// [`Project::registry_location`] for where it is).
     pub fn registry_dir(&self) -> PathBuf {
         self.data_dir.join("registry")
+    }
+
+    /// Where the registry is when the project has `[storage]`: its
+    /// `registry/` prefix, with an object store of its own (`None`: the
+    /// local [`Project::registry_dir`]).
+    pub fn registry_location(&self) -> Result<Option<delta::StorageLocation>> {
+        let Some(storage) = &self.storage else {
+            return Ok(None);
+        };
+        let root = delta::StorageLocation::parse(&storage.uri, &storage.options)?;
+        let registry = root.child("registry")?;
+        // Parsed afresh so the registry's store (and its connection pool)
+        // is its own: the registry runs its calls on a runtime of its own.
+        Ok(Some(delta::StorageLocation::parse(
+            registry.url().as_str(),
+            &storage.options,
+        )?))
     }
 
     /// A source by name.

@@ -71,6 +71,8 @@ pub(super) struct RawSource {
     pub(super) path: String,
     #[serde(default)]
     pub(super) version: Option<Spanned<u64>>,
+    #[serde(default)]
+    pub(super) options: Option<Spanned<std::collections::BTreeMap<String, String>>>,
     pub(super) timestamp: Spanned<String>,
     #[serde(default)]
     pub(super) created: Option<Spanned<String>>,

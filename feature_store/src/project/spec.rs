@@ -280,6 +280,12 @@ pub struct Source {
     /// For a Delta source, the table version to read (the latest when
     /// `None`).
     pub version: Option<u64>,
+    /// For a Delta source on object storage, non-secret store options
+    /// (`endpoint`, `region`, …): the source's own, or the project's
+    /// `[storage]` options when the source gives none and its URI has the
+    /// same scheme.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub options: std::collections::BTreeMap<String, String>,
     /// Declared columns, in order.
     pub columns: Vec<Column>,
     /// The event-time column (a timestamp).

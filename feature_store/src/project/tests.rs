@@ -104,3 +104,44 @@ fn durations_round_trip() {
     assert!(parse_duration("3651d").is_none());
     assert!(parse_duration("99999999999999999w").is_none());
 }
+
+#[test]
+fn delta_sources_take_store_options_of_their_own_or_the_projects() {
+    let delta_source = |path: &str, options: &str| {
+        BASE.replace("format = \"csv\"", "format = \"delta\"")
+            .replace("path = \"x/*.csv\"", &format!("path = \"{path}\"{options}"))
+    };
+    let storage = "\n[storage]\nuri = \"s3://lake/shop\"\noptions = { endpoint = \"http://127.0.0.1:9000\", allow_http = \"true\" }\n";
+    let parse = |text: &str| Project::parse(text, Path::new("aurum.toml"), Path::new("/p"));
+
+    // Same scheme as [storage], no options of its own: the project's.
+    let p = parse(&format!("{}{storage}", delta_source("s3://raw/tx", ""))).unwrap();
+    assert_eq!(p.sources[0].options, p.storage.as_ref().unwrap().options);
+    // Its own options win.
+    let own = delta_source("s3://raw/tx", "\noptions = { region = \"eu-west-1\" }");
+    let p = parse(&format!("{own}{storage}")).unwrap();
+    assert_eq!(
+        p.sources[0].options,
+        std::collections::BTreeMap::from([("region".to_string(), "eu-west-1".to_string())])
+    );
+    // Another scheme, or a local table: none.
+    let p = parse(&format!("{}{storage}", delta_source("az://raw/tx", ""))).unwrap();
+    assert!(p.sources[0].options.is_empty());
+    let p = parse(&format!("{}{storage}", delta_source("tables/tx", ""))).unwrap();
+    assert!(p.sources[0].options.is_empty());
+
+    // A secret is refused by name, and options are for Delta sources only.
+    let secret = delta_source(
+        "s3://raw/tx",
+        "\noptions = { aws_secret_access_key = \"s3cr3t\" }",
+    );
+    let message = error(&secret);
+    assert!(message.contains("source[0].options"), "{message}");
+    assert!(!message.contains("s3cr3t"), "{message}");
+    let csv = BASE.replace(
+        "path = \"x/*.csv\"",
+        "path = \"x/*.csv\"\noptions = { region = \"eu-west-1\" }",
+    );
+    let message = error(&csv);
+    assert!(message.contains("only for a Delta source"), "{message}");
+}

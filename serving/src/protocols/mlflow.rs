@@ -23,7 +23,7 @@ use std::sync::Arc;
 use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{Extension, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -181,6 +181,21 @@ impl IntoResponse for MlflowError {
     }
 }
 
+/// A caller refused by the server's tokens, in MLflow's error shape (the
+/// codes MLflow's own authentication answers with).
+pub(crate) fn refusal(denied: auth::Denied) -> Response {
+    let (status, code) = match &denied {
+        auth::Denied::Unauthenticated(_) => (StatusCode::UNAUTHORIZED, "UNAUTHENTICATED"),
+        auth::Denied::Forbidden(_) => (StatusCode::FORBIDDEN, "PERMISSION_DENIED"),
+    };
+    MlflowError {
+        status,
+        code,
+        message: denied.message().to_string(),
+    }
+    .into_response()
+}
+
 impl From<registry::Error> for MlflowError {
     fn from(e: registry::Error) -> Self {
         use registry::Error as E;
@@ -200,6 +215,7 @@ impl From<registry::Error> for MlflowError {
             E::RuntimeMissing { .. }
             | E::Corrupt { .. }
             | E::Io { .. }
+            | E::Storage { .. }
             | E::Metadata { .. }
             | E::Mlflow { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR"),
         };
@@ -429,8 +445,13 @@ fn version_answer(registry: &Registry, name: &str, version: u64) -> Answer {
     Ok(Json(json!({"model_version": version_json(&v, &aliases)})))
 }
 
-/// Who moved an alias: the `X-Aurum-User` header, or the API's name.
-fn who(headers: &HeaderMap) -> String {
+/// Who moved an alias: the caller's token identity when the server checks
+/// tokens (a header cannot claim another name then); without tokens, the
+/// `X-Aurum-User` header, or the API's name.
+fn who(identity: Option<&auth::Identity>, headers: &HeaderMap) -> String {
+    if let Some(identity) = identity {
+        return identity.name.clone();
+    }
     headers
         .get("x-aurum-user")
         .and_then(|v| v.to_str().ok())
@@ -529,9 +550,14 @@ async fn search_models(State(state): State<Arc<AppState>>, p: Params) -> Answer 
     .await
 }
 
-async fn set_alias(State(state): State<Arc<AppState>>, headers: HeaderMap, p: Params) -> Answer {
+async fn set_alias(
+    State(state): State<Arc<AppState>>,
+    identity: Option<Extension<std::sync::Arc<auth::Identity>>>,
+    headers: HeaderMap,
+    p: Params,
+) -> Answer {
     let (name, alias, version) = (p.str("name")?, p.str("alias")?, p.version()?);
-    let who = who(&headers);
+    let who = who(identity.as_ref().map(|i| i.0.as_ref()), &headers);
     blocking(&state, move |r| {
         r.set_alias(&name, &alias, version, &who)?;
         done()
@@ -539,9 +565,14 @@ async fn set_alias(State(state): State<Arc<AppState>>, headers: HeaderMap, p: Pa
     .await
 }
 
-async fn delete_alias(State(state): State<Arc<AppState>>, headers: HeaderMap, p: Params) -> Answer {
+async fn delete_alias(
+    State(state): State<Arc<AppState>>,
+    identity: Option<Extension<std::sync::Arc<auth::Identity>>>,
+    headers: HeaderMap,
+    p: Params,
+) -> Answer {
     let (name, alias) = (p.str("name")?, p.str("alias")?);
-    let who = who(&headers);
+    let who = who(identity.as_ref().map(|i| i.0.as_ref()), &headers);
     blocking(&state, move |r| {
         r.delete_alias(&name, &alias, &who)?;
         done()
@@ -812,12 +843,9 @@ fn artifact_files(
         .parse()
         .map_err(|_| MlflowError::not_found(format!("no artifacts at {path:?}")))?;
     let v = registry.version(name, version)?;
-    let Some(blob) = registry.blob_path_of(&v) else {
+    let Some(size) = registry.model_size(&v)? else {
         return Ok((v, Vec::new()));
     };
-    let size = std::fs::metadata(&blob)
-        .map(|m| m.len())
-        .unwrap_or_default();
     let mlmodel = mlmodel(&v).len() as u64;
     Ok((
         v,

@@ -6,3 +6,4 @@
 
 pub mod mlflow;
 pub mod oip;
+pub mod oip_grpc;

@@ -8,6 +8,14 @@
 //! serves under that name answers; with one, any `READY` version of the
 //! registry, loaded on first use. Errors are `{"error": "..."}` with a 4xx
 //! status for a client's mistake.
+//!
+//! The binary tensor data extension (tritonclient's default): with an
+//! `Inference-Header-Content-Length: N` header, the body's first N bytes are
+//! the JSON request and the rest the raw little-endian data of the inputs
+//! whose `parameters.binary_data_size` gives their byte length, in order.
+//! Outputs come back the same way when asked (`parameters.binary_data` on an
+//! output, or `parameters.binary_data_output` on the request): the answer's
+//! JSON gives each such output's `binary_data_size` and its bytes follow.
 
 use std::sync::Arc;
 
@@ -15,7 +23,7 @@ use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use onnx::{Inputs, TensorData, TensorSlice};
@@ -58,18 +66,26 @@ pub fn routes() -> Router<Arc<AppState>> {
 /// An error in the protocol's shape: `{"error": "..."}`.
 #[derive(Debug)]
 pub struct OipError {
-    status: StatusCode,
-    message: String,
+    pub(crate) status: StatusCode,
+    pub(crate) message: String,
 }
 
 impl OipError {
-    fn bad(message: impl Into<String>) -> Self {
+    pub(crate) fn bad(message: impl Into<String>) -> Self {
         OipError {
             status: StatusCode::BAD_REQUEST,
             message: message.into(),
         }
     }
 }
+
+impl std::fmt::Display for OipError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for OipError {}
 
 impl IntoResponse for OipError {
     fn into_response(self) -> Response {
@@ -123,7 +139,7 @@ async fn ready(State(state): State<Arc<AppState>>) -> (StatusCode, Json<Value>) 
 }
 
 /// The model `name` at `version` (the served one when `None`).
-async fn resolve(
+pub(crate) async fn resolve(
     state: &Arc<AppState>,
     name: &str,
     version: Option<&str>,
@@ -149,7 +165,7 @@ async fn resolve(
     .map_err(OipError::from)
 }
 
-fn datatype(dtype: &str) -> &str {
+pub(crate) fn datatype(dtype: &str) -> &str {
     match dtype {
         "f32" => "FP32",
         "f64" => "FP64",
@@ -220,39 +236,61 @@ async fn version_ready(
 async fn infer(
     State(state): State<Arc<AppState>>,
     Path(model): Path<String>,
+    headers: HeaderMap,
     body: Bytes,
-) -> Result<Json<Value>, OipError> {
+) -> Result<Response, OipError> {
     let model = resolve(&state, &model, None).await?;
-    run(model, body).await
+    run(model, &headers, body).await
 }
 
 async fn version_infer(
     State(state): State<Arc<AppState>>,
     Path((model, version)): Path<(String, String)>,
+    headers: HeaderMap,
     body: Bytes,
-) -> Result<Json<Value>, OipError> {
+) -> Result<Response, OipError> {
     let model = resolve(&state, &model, Some(&version)).await?;
-    run(model, body).await
+    run(model, &headers, body).await
 }
 
-async fn run(model: Arc<LoadedModel>, body: Bytes) -> Result<Json<Value>, OipError> {
-    let request: Value = serde_json::from_slice(&body)
-        .map_err(|e| OipError::bad(format!("the request body is not valid JSON: {e}")))?;
-    let id = request.get("id").cloned();
-    let inputs = request
-        .get("inputs")
-        .and_then(Value::as_array)
-        .ok_or_else(|| OipError::bad("the request needs \"inputs\": a list of tensors"))?;
+/// The binary tensor data extension's header: the JSON part's length.
+const HEADER_LENGTH: &str = "inference-header-content-length";
+
+async fn run(
+    model: Arc<LoadedModel>,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Result<Response, OipError> {
     let signature = &model.version.signature;
-    let prepared = prepare_inputs(signature, inputs)?;
+    let (request, prepared) = parse_request(signature, headers, &body)?;
+    let id = request.get("id").cloned();
     let requested = requested_outputs(&request, signature)?;
+    let binary_outputs = BinaryOutputs::of(&request);
     let runner = model.clone();
-    let outputs = tokio::task::spawn_blocking(move || execute(&runner, prepared, requested))
-        .await
-        .map_err(|e| OipError {
-            status: StatusCode::INTERNAL_SERVER_ERROR,
-            message: format!("inference stopped: {e}"),
-        })??;
+    let outputs =
+        tokio::task::spawn_blocking(move || execute(&runner, prepared, requested, &binary_outputs))
+            .await
+            .map_err(|e| OipError {
+                status: StatusCode::INTERNAL_SERVER_ERROR,
+                message: format!("inference stopped: {e}"),
+            })??;
+    // The outputs' JSON, with the bytes of binary ones in order after it.
+    let mut output_bytes = Vec::new();
+    let outputs: Vec<Value> = outputs
+        .into_iter()
+        .map(|o| {
+            let mut tensor = json!({"name": o.name, "datatype": o.datatype, "shape": o.shape});
+            match o.data {
+                OutputData::Json(data) => tensor["data"] = data,
+                OutputData::Binary(bytes) => {
+                    tensor["parameters"] = json!({"binary_data_size": bytes.len()});
+                    output_bytes.extend_from_slice(&bytes);
+                }
+            }
+            tensor
+        })
+        .collect();
+    let any_binary = outputs.iter().any(|o| o.get("parameters").is_some());
     let mut answer = json!({
         "model_name": model.version.name,
         "model_version": model.version.version.to_string(),
@@ -261,19 +299,155 @@ async fn run(model: Arc<LoadedModel>, body: Bytes) -> Result<Json<Value>, OipErr
     if let Some(id) = id {
         answer["id"] = id;
     }
-    Ok(Json(answer))
+    if !any_binary {
+        return Ok(Json(answer).into_response());
+    }
+    let mut bytes = serde_json::to_vec(&answer).map_err(|e| OipError {
+        status: StatusCode::INTERNAL_SERVER_ERROR,
+        message: format!("encoding the answer: {e}"),
+    })?;
+    let json_length = bytes.len();
+    bytes.extend_from_slice(&output_bytes);
+    let mut response = bytes.into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    headers.insert(HEADER_LENGTH, HeaderValue::from(json_length));
+    Ok(response)
+}
+
+/// Parses an infer request's body (JSON, or JSON then binary tensor data
+/// when `headers` carry the extension's header) and checks its inputs
+/// against `signature`: the request document and the inputs ready to run.
+pub fn parse_request(
+    signature: &Signature,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(Value, Vec<Prepared>), OipError> {
+    let (json_part, binary) = split_body(headers, body)?;
+    let request: Value = serde_json::from_slice(json_part)
+        .map_err(|e| OipError::bad(format!("the request's JSON is not valid JSON: {e}")))?;
+    let inputs = request
+        .get("inputs")
+        .and_then(Value::as_array)
+        .ok_or_else(|| OipError::bad("the request needs \"inputs\": a list of tensors"))?;
+    let mut cursor = BinaryCursor { bytes: binary };
+    let prepared = prepare_inputs(signature, inputs, &mut cursor)?;
+    if !cursor.bytes.is_empty() {
+        return Err(OipError::bad(format!(
+            "{} bytes of binary data follow the inputs' binary_data_size",
+            cursor.bytes.len()
+        )));
+    }
+    Ok((request, prepared))
+}
+
+/// The body's JSON part and the binary data after it (none without the
+/// extension's header).
+fn split_body<'a>(headers: &HeaderMap, body: &'a [u8]) -> Result<(&'a [u8], &'a [u8]), OipError> {
+    let Some(value) = headers.get(HEADER_LENGTH) else {
+        return Ok((body, &[]));
+    };
+    let length = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .ok_or_else(|| {
+            OipError::bad(format!(
+                "Inference-Header-Content-Length {value:?} is not a byte count"
+            ))
+        })?;
+    if length > body.len() {
+        return Err(OipError::bad(format!(
+            "Inference-Header-Content-Length is {length}, but the body holds {} bytes",
+            body.len()
+        )));
+    }
+    Ok(body.split_at(length))
+}
+
+/// The binary data of a request not yet taken by its inputs.
+struct BinaryCursor<'a> {
+    bytes: &'a [u8],
+}
+
+impl<'a> BinaryCursor<'a> {
+    /// The next `size` bytes, for input `name`.
+    fn take(&mut self, name: &str, size: usize) -> Result<&'a [u8], OipError> {
+        if size > self.bytes.len() {
+            return Err(OipError::bad(format!(
+                "input {name:?} declares {size} bytes of binary data; {} remain in the body",
+                self.bytes.len()
+            )));
+        }
+        let (taken, rest) = self.bytes.split_at(size);
+        self.bytes = rest;
+        Ok(taken)
+    }
+}
+
+/// Which outputs are answered as binary data: those whose request entry
+/// says `binary_data`, else all when the request says
+/// `binary_data_output`.
+pub(crate) struct BinaryOutputs {
+    default: bool,
+    by_name: Vec<(String, bool)>,
+}
+
+impl BinaryOutputs {
+    /// Every output as binary data (the gRPC protocol's raw contents).
+    pub(crate) fn all() -> BinaryOutputs {
+        BinaryOutputs {
+            default: true,
+            by_name: Vec::new(),
+        }
+    }
+
+    fn of(request: &Value) -> BinaryOutputs {
+        let default = request
+            .pointer("/parameters/binary_data_output")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        let by_name = request
+            .get("outputs")
+            .and_then(Value::as_array)
+            .map(|list| {
+                list.iter()
+                    .filter_map(|o| {
+                        let name = o.get("name")?.as_str()?.to_string();
+                        let binary = o.pointer("/parameters/binary_data")?.as_bool()?;
+                        Some((name, binary))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        BinaryOutputs { default, by_name }
+    }
+
+    fn binary(&self, name: &str) -> bool {
+        self.by_name
+            .iter()
+            .find(|(n, _)| n == name)
+            .map_or(self.default, |(_, binary)| *binary)
+    }
 }
 
 /// An input checked against the signature: its name, shape and values.
-type Prepared = (String, Vec<i64>, TensorData);
+pub type Prepared = (String, Vec<i64>, TensorData);
 
 /// Every input of the request checked against `signature`, and every input
 /// the signature names given.
-fn prepare_inputs(signature: &Signature, inputs: &[Value]) -> Result<Vec<Prepared>, OipError> {
+fn prepare_inputs(
+    signature: &Signature,
+    inputs: &[Value],
+    binary: &mut BinaryCursor<'_>,
+) -> Result<Vec<Prepared>, OipError> {
     let mut prepared: Vec<Prepared> = Vec::with_capacity(inputs.len());
     let mut total = 0usize;
     for input in inputs {
-        let tensor = prepare_input(signature, input, &prepared, &mut total)?;
+        let tensor = prepare_input(signature, input, &prepared, &mut total, binary)?;
         prepared.push(tensor);
     }
     if let Some(missing) = signature
@@ -291,51 +465,22 @@ fn prepare_inputs(signature: &Signature, inputs: &[Value]) -> Result<Vec<Prepare
 
 /// One input: a tensor of the signature, given once, of a shape the model
 /// takes, within the size limit (`total` counts the elements so far), of
-/// its declared datatype, with one value per element.
+/// its declared datatype, with one value per element (in JSON, or as
+/// binary data).
 fn prepare_input(
     signature: &Signature,
     input: &Value,
     prepared: &[Prepared],
     total: &mut usize,
+    binary: &mut BinaryCursor<'_>,
 ) -> Result<Prepared, OipError> {
     let name = input
         .get("name")
         .and_then(Value::as_str)
         .ok_or_else(|| OipError::bad("every input needs a \"name\""))?;
-    let spec = signature
-        .inputs
-        .iter()
-        .find(|s| s.name == name)
-        .ok_or_else(|| {
-            OipError::bad(format!(
-                "the model has no input {name:?} (its inputs: {})",
-                signature
-                    .inputs
-                    .iter()
-                    .map(|s| s.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ))
-        })?;
-    if prepared.iter().any(|(n, _, _)| n == name) {
-        return Err(OipError::bad(format!("input {name:?} is given twice")));
-    }
+    let spec = input_spec(signature, name, prepared)?;
     let shape = input_shape(name, input, spec)?;
-    let elements = shape
-        .iter()
-        .try_fold(1usize, |n, &d| n.checked_mul(d as usize))
-        .filter(|&n| n <= MAX_ELEMENTS)
-        .ok_or_else(|| {
-            OipError::bad(format!(
-                "input {name:?} is larger than {MAX_ELEMENTS} elements"
-            ))
-        })?;
-    *total += elements;
-    if *total > MAX_ELEMENTS {
-        return Err(OipError::bad(format!(
-            "the inputs hold more than {MAX_ELEMENTS} elements"
-        )));
-    }
+    let elements = count_elements(name, &shape, total)?;
     let given = input
         .get("datatype")
         .and_then(Value::as_str)
@@ -345,6 +490,24 @@ fn prepare_input(
         return Err(OipError::bad(format!(
             "input {name:?} is declared {given:?}; the model takes {wanted}"
         )));
+    }
+    if let Some(size) = input.pointer("/parameters/binary_data_size") {
+        if input.get("data").is_some() {
+            return Err(OipError::bad(format!(
+                "input {name:?} has both \"data\" and binary_data_size"
+            )));
+        }
+        let size = size
+            .as_u64()
+            .and_then(|s| usize::try_from(s).ok())
+            .ok_or_else(|| {
+                OipError::bad(format!(
+                    "input {name:?}: binary_data_size is not a byte count"
+                ))
+            })?;
+        let bytes = binary.take(name, size)?;
+        let data = decode_binary(name, wanted, &shape, elements, bytes)?;
+        return Ok((name.to_string(), shape, data));
     }
     let mut flat = Vec::with_capacity(elements);
     flatten(
@@ -363,6 +526,34 @@ fn prepare_input(
     Ok((name.to_string(), shape, data))
 }
 
+/// The signature's input `name`, which must not be among the inputs
+/// `prepared` so far (each input is given once).
+pub(crate) fn input_spec<'a>(
+    signature: &'a Signature,
+    name: &str,
+    prepared: &[Prepared],
+) -> Result<&'a TensorSpec, OipError> {
+    let spec = signature
+        .inputs
+        .iter()
+        .find(|s| s.name == name)
+        .ok_or_else(|| {
+            OipError::bad(format!(
+                "the model has no input {name:?} (its inputs: {})",
+                signature
+                    .inputs
+                    .iter()
+                    .map(|s| s.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+        })?;
+    if prepared.iter().any(|(n, _, _)| n == name) {
+        return Err(OipError::bad(format!("input {name:?} is given twice")));
+    }
+    Ok(spec)
+}
+
 /// The input's `shape`: non-negative integers, matching the signature's
 /// fixed dimensions.
 fn input_shape(name: &str, input: &Value, spec: &TensorSpec) -> Result<Vec<i64>, OipError> {
@@ -370,12 +561,23 @@ fn input_shape(name: &str, input: &Value, spec: &TensorSpec) -> Result<Vec<i64>,
         .get("shape")
         .and_then(Value::as_array)
         .and_then(|s| s.iter().map(Value::as_i64).collect::<Option<Vec<_>>>())
-        .filter(|s| s.iter().all(|&d| d >= 0))
         .ok_or_else(|| {
             OipError::bad(format!(
                 "input {name:?} needs a \"shape\" of non-negative integers"
             ))
         })?;
+    check_shape(name, &shape, spec)?;
+    Ok(shape)
+}
+
+/// Checks an input's shape: non-negative, matching the signature's fixed
+/// dimensions.
+pub(crate) fn check_shape(name: &str, shape: &[i64], spec: &TensorSpec) -> Result<(), OipError> {
+    if shape.iter().any(|&d| d < 0) {
+        return Err(OipError::bad(format!(
+            "input {name:?} needs a \"shape\" of non-negative integers"
+        )));
+    }
     if shape.len() != spec.shape.len()
         || shape
             .iter()
@@ -387,12 +589,37 @@ fn input_shape(name: &str, input: &Value, spec: &TensorSpec) -> Result<Vec<i64>,
             spec.shape
         )));
     }
-    Ok(shape)
+    Ok(())
+}
+
+/// The number of elements of an input of `shape`, counted into `total`;
+/// both within [`MAX_ELEMENTS`].
+pub(crate) fn count_elements(
+    name: &str,
+    shape: &[i64],
+    total: &mut usize,
+) -> Result<usize, OipError> {
+    let elements = shape
+        .iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(usize::try_from(d).ok()?))
+        .filter(|&n| n <= MAX_ELEMENTS)
+        .ok_or_else(|| {
+            OipError::bad(format!(
+                "input {name:?} is larger than {MAX_ELEMENTS} elements"
+            ))
+        })?;
+    *total += elements;
+    if *total > MAX_ELEMENTS {
+        return Err(OipError::bad(format!(
+            "the inputs hold more than {MAX_ELEMENTS} elements"
+        )));
+    }
+    Ok(elements)
 }
 
 /// The values of input `name` as a tensor of the protocol's datatype
 /// `wanted`.
-fn tensor_data(name: &str, wanted: &str, flat: &[Value]) -> Result<TensorData, OipError> {
+fn tensor_data(name: &str, wanted: &str, flat: &[&Value]) -> Result<TensorData, OipError> {
     let bad_value = |i: usize, what: &str| {
         OipError::bad(format!(
             "input {name:?}: value {i} ({}) is not {what}",
@@ -444,6 +671,122 @@ fn tensor_data(name: &str, wanted: &str, flat: &[Value]) -> Result<TensorData, O
     })
 }
 
+/// Bytes per element of a datatype the binary extension carries here.
+fn element_width(datatype: &str) -> Option<usize> {
+    match datatype {
+        "FP64" | "INT64" => Some(8),
+        "FP32" | "INT32" => Some(4),
+        "BOOL" => Some(1),
+        _ => None,
+    }
+}
+
+/// Input `name`'s binary data (little-endian, row-major) as a tensor of
+/// `wanted`, which must hold exactly `elements` values.
+pub(crate) fn decode_binary(
+    name: &str,
+    wanted: &str,
+    shape: &[i64],
+    elements: usize,
+    bytes: &[u8],
+) -> Result<TensorData, OipError> {
+    let width = element_width(wanted).ok_or_else(|| {
+        OipError::bad(format!(
+            "input {name:?} is {wanted}, which this server does not accept yet"
+        ))
+    })?;
+    if bytes.len() != elements * width {
+        return Err(OipError::bad(format!(
+            "input {name:?}: binary_data_size is {} bytes, but shape {shape:?} of {wanted} needs \
+             {}",
+            bytes.len(),
+            elements * width
+        )));
+    }
+    Ok(match wanted {
+        "FP32" => TensorData::F32(from_le(bytes)),
+        "FP64" => TensorData::F64(from_le(bytes)),
+        "INT64" => TensorData::I64(from_le(bytes)),
+        "INT32" => TensorData::I32(from_le(bytes)),
+        _ => TensorData::Bool(bytes.iter().map(|&b| b != 0).collect()),
+    })
+}
+
+/// The plain numbers the binary extension carries: every bit pattern of
+/// their width is a value.
+trait Number: Copy + Default {
+    const WIDTH: usize;
+    fn from_le_chunk(chunk: &[u8]) -> Self;
+    fn to_le_into(self, out: &mut Vec<u8>);
+}
+
+macro_rules! number {
+    ($($t:ty),*) => {$(
+        impl Number for $t {
+            const WIDTH: usize = std::mem::size_of::<$t>();
+            fn from_le_chunk(chunk: &[u8]) -> Self {
+                let mut word = [0u8; std::mem::size_of::<$t>()];
+                word.copy_from_slice(chunk);
+                <$t>::from_le_bytes(word)
+            }
+            fn to_le_into(self, out: &mut Vec<u8>) {
+                out.extend_from_slice(&self.to_le_bytes());
+            }
+        }
+    )*};
+}
+number!(f32, f64, i32, i64);
+
+/// Little-endian `bytes` (a whole number of `T`s) as `T`s: on a
+/// little-endian host one copy of the bytes, else word by word.
+fn from_le<T: Number>(bytes: &[u8]) -> Vec<T> {
+    let count = bytes.len() / T::WIDTH;
+    if cfg!(target_endian = "little") {
+        let mut out = vec![T::default(); count];
+        // SAFETY: `out` owns `count * T::WIDTH` initialized bytes, which
+        // `bytes` (a distinct allocation) holds at least; `T` is one of the
+        // plain numbers above, for which any bit pattern is a value, and the
+        // host stores them little-endian, as the wire does.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                bytes.as_ptr(),
+                out.as_mut_ptr().cast::<u8>(),
+                count * T::WIDTH,
+            );
+        }
+        out
+    } else {
+        bytes.chunks_exact(T::WIDTH).map(T::from_le_chunk).collect()
+    }
+}
+
+/// Appends `values` to `out` little-endian: on a little-endian host one
+/// copy of their bytes.
+fn to_le<T: Number>(values: &[T], out: &mut Vec<u8>) {
+    if cfg!(target_endian = "little") {
+        // SAFETY: `values` is `values.len() * T::WIDTH` initialized bytes of
+        // plain numbers, stored little-endian on this host; the slice lives
+        // as long as the borrow.
+        let bytes = unsafe {
+            std::slice::from_raw_parts(values.as_ptr().cast::<u8>(), values.len() * T::WIDTH)
+        };
+        out.extend_from_slice(bytes);
+    } else {
+        values.iter().for_each(|v| v.to_le_into(out));
+    }
+}
+
+/// Appends `data` to `out` as the binary extension carries it.
+fn encode_binary(data: &TensorSlice<'_>, out: &mut Vec<u8>) {
+    match data {
+        TensorSlice::F32(v) => to_le(v, out),
+        TensorSlice::F64(v) => to_le(v, out),
+        TensorSlice::I64(v) => to_le(v, out),
+        TensorSlice::I32(v) => to_le(v, out),
+        TensorSlice::Bool(v) => out.extend(v.iter().map(|&b| u8::from(b))),
+    }
+}
+
 /// The outputs the request selects by name (all without `outputs`); each
 /// must be one of the model's.
 fn requested_outputs(
@@ -472,7 +815,7 @@ fn requested_outputs(
 }
 
 /// Appends the leaves of `data` (nested lists allowed) to `out`.
-fn flatten(data: &Value, out: &mut Vec<Value>, limit: usize) -> Result<(), String> {
+fn flatten<'a>(data: &'a Value, out: &mut Vec<&'a Value>, limit: usize) -> Result<(), String> {
     match data {
         Value::Array(items) => {
             for item in items {
@@ -485,17 +828,35 @@ fn flatten(data: &Value, out: &mut Vec<Value>, limit: usize) -> Result<(), Strin
             if out.len() >= limit {
                 return Err(format!("has more values than its shape holds ({limit})"));
             }
-            out.push(leaf.clone());
+            out.push(leaf);
             Ok(())
         }
     }
 }
 
-fn execute(
+/// An output of a run: its name, the protocol's datatype and shape, and
+/// its values.
+pub(crate) struct OutputTensor {
+    pub(crate) name: String,
+    pub(crate) datatype: String,
+    pub(crate) shape: Vec<i64>,
+    pub(crate) data: OutputData,
+}
+
+/// An output's values: as JSON, or as the binary extension's bytes.
+pub(crate) enum OutputData {
+    Json(Value),
+    Binary(Vec<u8>),
+}
+
+/// Runs the model; answers each requested output as JSON, or as bytes for
+/// those `binary` selects.
+pub(crate) fn execute(
     model: &LoadedModel,
     inputs: Vec<Prepared>,
     requested: Option<Vec<String>>,
-) -> Result<Vec<Value>, OipError> {
+    binary: &BinaryOutputs,
+) -> Result<Vec<OutputTensor>, OipError> {
     // ONNX Runtime's own words, as this protocol has always answered them.
     let failed = |e: onnx::Error| {
         OipError::bad(format!(
@@ -537,19 +898,25 @@ fn execute(
                     });
                 }
             };
-            let data = match data {
-                TensorSlice::F32(v) => json!(v),
-                TensorSlice::F64(v) => json!(v),
-                TensorSlice::I64(v) => json!(v),
-                TensorSlice::I32(v) => json!(v),
-                TensorSlice::Bool(v) => json!(v),
+            let data = if binary.binary(name) {
+                let mut bytes = Vec::new();
+                encode_binary(&data, &mut bytes);
+                OutputData::Binary(bytes)
+            } else {
+                OutputData::Json(match data {
+                    TensorSlice::F32(v) => json!(v),
+                    TensorSlice::F64(v) => json!(v),
+                    TensorSlice::I64(v) => json!(v),
+                    TensorSlice::I32(v) => json!(v),
+                    TensorSlice::Bool(v) => json!(v),
+                })
             };
-            answer.push(json!({
-                "name": name,
-                "datatype": datatype(&ty),
-                "shape": shape,
-                "data": data,
-            }));
+            answer.push(OutputTensor {
+                name: name.to_string(),
+                datatype: datatype(&ty).to_string(),
+                shape: shape.to_vec(),
+                data,
+            });
         }
         Ok(answer)
     })

@@ -29,8 +29,11 @@ use crate::inference::now_micros;
 use crate::state::AppState;
 
 /// The request body (Feast's). Strings borrow from the request bytes.
+///
+/// Every field Feast's clients send is honoured (these are all the fields
+/// of Feast 0.67's `GetOnlineFeaturesRequest`). A field unknown here is
+/// ignored, as Feast's own server ignores it, and named in a debug log.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct OnlineFeaturesRequest<'a> {
     /// Join-key columns: key name → one value per entity.
     #[serde(borrow)]
@@ -44,6 +47,44 @@ pub struct OnlineFeaturesRequest<'a> {
     /// Name features `view__feature` instead of `feature`.
     #[serde(default)]
     pub full_feature_names: bool,
+    /// Answer with `metadata.feature_view_metadata`: each view's name and
+    /// version (the Delta version of the gold table the online store last
+    /// loaded it from; 0 when it holds pushed rows only).
+    #[serde(default)]
+    pub include_feature_view_version_metadata: bool,
+}
+
+/// The fields of [`OnlineFeaturesRequest`].
+const REQUEST_FIELDS: [&str; 5] = [
+    "entities",
+    "features",
+    "feature_service",
+    "full_feature_names",
+    "include_feature_view_version_metadata",
+];
+
+/// Names, in a debug log, the fields of a request body outside `known`
+/// (they were ignored). Only parses the body again when debug logging is on.
+pub(crate) fn log_ignored_fields(route: &str, body: &[u8], known: &[&str]) {
+    if !tracing::enabled!(tracing::Level::DEBUG) {
+        return;
+    }
+    let Ok(fields) = serde_json::from_slice::<BTreeMap<Cow<'_, str>, serde::de::IgnoredAny>>(body)
+    else {
+        return;
+    };
+    let ignored: Vec<&str> = fields
+        .keys()
+        .map(|k| k.as_ref())
+        .filter(|k| !known.contains(k))
+        .collect();
+    if !ignored.is_empty() {
+        tracing::debug!(
+            route,
+            ?ignored,
+            "ignored request fields aurum does not know"
+        );
+    }
 }
 
 const EPOCH: &str = "1970-01-01T00:00:00Z";
@@ -57,6 +98,7 @@ pub async fn get_online_features(
     let request: OnlineFeaturesRequest<'_> = serde_json::from_slice(&body).map_err(|e| {
         AppError::bad_request("invalid_request", format!("invalid request body: {e}"))
     })?;
+    log_ignored_fields("/get-online-features", &body, &REQUEST_FIELDS);
     let features: Vec<Cow<'_, str>> = match (request.features, &request.feature_service) {
         (Some(features), None) => features,
         (None, Some(name)) => state
@@ -126,9 +168,27 @@ pub async fn get_online_features(
             Cow::Borrowed(feature)
         });
     }
+    let view_metadata: Vec<ViewMetadata<'_>> = if request.include_feature_view_version_metadata {
+        let mut seen: Vec<ViewMetadata<'_>> = Vec::new();
+        for reference in &features {
+            let (view, _) = split_ref(reference).unwrap_or(("", reference));
+            if !seen.iter().any(|v| v.name == view) {
+                seen.push(ViewMetadata {
+                    name: view,
+                    version: state.online.delta_version(view).unwrap_or(0),
+                });
+            }
+        }
+        seen
+    } else {
+        Vec::new()
+    };
     let answer = Answer {
         metadata: AnswerMetadata {
             feature_names: &names,
+            feature_view_metadata: request
+                .include_feature_view_version_metadata
+                .then_some(view_metadata.as_slice()),
         },
         results: AnswerColumns {
             keys: &columns,
@@ -181,6 +241,15 @@ struct Answer<'a> {
 #[derive(Serialize)]
 struct AnswerMetadata<'a> {
     feature_names: &'a [Cow<'a, str>],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    feature_view_metadata: Option<&'a [ViewMetadata<'a>]>,
+}
+
+/// A view's entry in `metadata.feature_view_metadata` (Feast's shape).
+#[derive(Serialize)]
+struct ViewMetadata<'a> {
+    name: &'a str,
+    version: u64,
 }
 
 struct AnswerColumns<'a> {

@@ -7,6 +7,11 @@
 //! A batch with a bad row is rejected whole, naming the row and column,
 //! unless the request sets `allow_partial`: then the good rows are applied
 //! and the bad ones returned with reasons.
+//!
+//! `POST /write-to-online-store` is the route Feast's SDK writes through
+//! when its online store is `remote` (`FeatureStore.push`,
+//! `write_to_online_store`): the same rows with Feast's column names for
+//! the timestamps (`event_timestamp`, `created`), applied online.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -26,9 +31,11 @@ use serde_json::Value;
 use crate::error::AppError;
 use crate::state::AppState;
 
-/// The request body (Feast's, plus `allow_partial`).
+/// The request body (Feast's, plus `allow_partial`). Feast's
+/// `allow_registry_cache` and `transform_on_write` are accepted and change
+/// nothing (aurum has no registry cache and no on-write transformations);
+/// other unknown fields are ignored and named in a debug log.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct PushRequest {
     /// The feature view (aurum's push sources are feature views).
     pub push_source_name: String,
@@ -44,14 +51,92 @@ pub struct PushRequest {
     pub allow_partial: bool,
 }
 
+const PUSH_FIELDS: [&str; 6] = [
+    "push_source_name",
+    "df",
+    "to",
+    "allow_partial",
+    "allow_registry_cache",
+    "transform_on_write",
+];
+
+/// The body of `POST /write-to-online-store` (Feast's
+/// `WriteToFeatureStoreRequest`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct WriteToOnlineStoreRequest {
+    /// The feature view.
+    pub feature_view_name: String,
+    /// Columns: join keys, `event_timestamp`, optionally `created`, and the
+    /// view's features.
+    pub df: BTreeMap<String, Vec<Value>>,
+}
+
+const WRITE_FIELDS: [&str; 4] = [
+    "feature_view_name",
+    "df",
+    "allow_registry_cache",
+    "transform_on_write",
+];
+
 /// Handles `POST /push`.
 pub async fn push(
     State(state): State<Arc<AppState>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<PushOutcome>, AppError> {
-    let request: PushRequest = serde_json::from_slice(&body?).map_err(|e| {
+    let body = body?;
+    let request: PushRequest = serde_json::from_slice(&body).map_err(|e| {
         AppError::bad_request("invalid_request", format!("invalid request body: {e}"))
     })?;
+    super::online_features::log_ignored_fields("/push", &body, &PUSH_FIELDS);
+    apply(&state, request).await
+}
+
+/// Handles `POST /write-to-online-store`: Feast's SDK writing rows of a
+/// view to a remote online store. Applied as a push to the online store.
+pub async fn write_to_online_store(
+    State(state): State<Arc<AppState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<PushOutcome>, AppError> {
+    let body = body?;
+    let request: WriteToOnlineStoreRequest = serde_json::from_slice(&body).map_err(|e| {
+        AppError::bad_request("invalid_request", format!("invalid request body: {e}"))
+    })?;
+    super::online_features::log_ignored_fields("/write-to-online-store", &body, &WRITE_FIELDS);
+    let view = state
+        .online
+        .view(&request.feature_view_name)
+        .ok_or_else(|| {
+            AppError::not_found(
+                "unknown_feature_view",
+                format!("no feature view {:?}", request.feature_view_name),
+            )
+        })?;
+    // Feast names the timestamps `event_timestamp` and `created` whatever
+    // the view calls them.
+    let mut df = request.df;
+    for (feast, ours) in [
+        ("event_timestamp", &view.timestamp_column),
+        ("created", &view.created_column),
+    ] {
+        if feast != ours.as_str()
+            && let Some(column) = df.remove(feast)
+        {
+            df.insert(ours.clone(), column);
+        }
+    }
+    apply(
+        &state,
+        PushRequest {
+            push_source_name: request.feature_view_name,
+            df,
+            to: PushTo::Online,
+            allow_partial: false,
+        },
+    )
+    .await
+}
+
+async fn apply(state: &Arc<AppState>, request: PushRequest) -> Result<Json<PushOutcome>, AppError> {
     let view = state
         .online
         .view(&request.push_source_name)
@@ -95,10 +180,11 @@ fn parse_rows(
         )));
     }
     let now = feature_store::online::push::now_micros();
+    let latest = pusher.latest_event_micros();
     let mut parsed = Vec::with_capacity(rows);
     let mut rejected = Vec::new();
     for row in 0..rows {
-        match parse_row(view, df, row, now) {
+        match parse_row(view, df, row, now, latest) {
             Ok(p) => parsed.push(p),
             Err(reason) if request.allow_partial => rejected.push(RejectedRow { row, reason }),
             Err(reason) => {
@@ -118,6 +204,7 @@ fn parse_row(
     df: &BTreeMap<String, Vec<Value>>,
     row: usize,
     now: i64,
+    latest: i64,
 ) -> Result<PushRow, String> {
     let cell = |column: &str| {
         df.get(column)
@@ -135,15 +222,15 @@ fn parse_row(
     let time = |column: &str, required: bool| -> Result<Option<i64>, String> {
         match cell(column) {
             Value::Null if !required => Ok(None),
-            Value::String(s) => chrono::DateTime::parse_from_rfc3339(s)
-                .map(|t| Some(t.timestamp_micros()))
-                .map_err(|_| format!("{column}: {s:?} is not an RFC 3339 timestamp")),
+            Value::String(s) => feature_store::online::push::parse_time(s)
+                .map(Some)
+                .ok_or_else(|| format!("{column}: {s:?} is not an RFC 3339 timestamp")),
             other => Err(format!("{column}: {other} is not an RFC 3339 timestamp")),
         }
     };
     let event_micros = time(&view.timestamp_column, true)?.unwrap_or(now);
     let event_micros =
-        feature_store::online::push::check_time(&view.timestamp_column, event_micros)?;
+        feature_store::online::push::check_time(&view.timestamp_column, event_micros, latest)?;
     let created_micros = time(&view.created_column, false)?.unwrap_or(now);
     let mut values = Vec::with_capacity(view.features.len());
     for (i, feature) in view.features.iter().enumerate() {

@@ -107,8 +107,96 @@ async fn open_inference_protocol_serves_metadata_and_infers() {
     let state = state(dir.path());
     let input = oip_metadata(&state).await;
     let flat = oip_infers_flat_and_nested(&state, &input).await;
+    oip_takes_and_gives_binary_tensors(&state, &input, &flat).await;
     oip_serves_any_ready_version(&state, &input, &flat).await;
     oip_refuses_client_mistakes(&state, &input).await;
+}
+
+/// A request with the binary tensor data extension: `json` then `binary`,
+/// with the header giving the JSON's length. Returns the status, the
+/// extension's header in the answer, and the answer's bytes.
+async fn binary_call(
+    state: &Arc<AppState>,
+    json: &Value,
+    binary: &[u8],
+) -> (StatusCode, Option<usize>, Vec<u8>) {
+    let json = json.to_string();
+    let mut body = json.clone().into_bytes();
+    body.extend_from_slice(binary);
+    let request = Request::builder()
+        .method("POST")
+        .uri("/v2/models/m/infer")
+        .header("content-type", "application/octet-stream")
+        .header("inference-header-content-length", json.len())
+        .body(Body::from(body))
+        .unwrap();
+    let response = app(state.clone()).oneshot(request).await.unwrap();
+    let status = response.status();
+    let length = response
+        .headers()
+        .get("inference-header-content-length")
+        .and_then(|v| v.to_str().ok()?.parse().ok());
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .unwrap()
+        .to_vec();
+    (status, length, bytes)
+}
+
+/// Binary inputs and outputs (tritonclient's default) answer what JSON
+/// does; sizes that do not fit the shape are refused, naming the input.
+async fn oip_takes_and_gives_binary_tensors(state: &Arc<AppState>, input: &str, flat: &Value) {
+    let values: [f32; 4] = [1.0, 2.0, 15.0, 3.0];
+    let binary: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let request = |size: usize| {
+        json!({"id": "r1", "inputs": [{"name": input, "shape": [2, 2], "datatype": "FP32",
+                                        "parameters": {"binary_data_size": size}}],
+               "parameters": {"binary_data_output": true}})
+    };
+    let (status, length, bytes) = binary_call(state, &request(16), &binary).await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&bytes)
+    );
+    let length = length.expect("a binary answer gives its JSON length");
+    let answer: Value = serde_json::from_slice(&bytes[..length]).unwrap();
+    let output = &answer["outputs"][0];
+    assert_eq!(output["parameters"]["binary_data_size"], 8, "{answer}");
+    assert!(output.get("data").is_none(), "{answer}");
+    let got: Vec<f64> = bytes[length..]
+        .chunks_exact(4)
+        .map(|c| f64::from(f32::from_le_bytes(c.try_into().unwrap())))
+        .collect();
+    let expected: Vec<f64> = flat["outputs"][0]["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    assert_eq!(got, expected);
+
+    // Binary in, JSON out (no binary output asked for).
+    let mut json_out = request(16);
+    json_out.as_object_mut().unwrap().remove("parameters");
+    let (status, length, bytes) = binary_call(state, &json_out, &binary).await;
+    assert_eq!((status, length), (StatusCode::OK, None));
+    let answer: Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(answer["outputs"], flat["outputs"]);
+
+    let longer: Vec<u8> = binary.iter().chain(&[0u8; 4]).copied().collect();
+    for (json, binary, named) in [
+        (request(12), &binary[..12], "needs 16"),
+        (request(16), &binary[..12], "declares 16 bytes"),
+        (request(16), &longer[..], "4 bytes of binary data follow"),
+    ] {
+        let (status, _, bytes) = binary_call(state, &json, binary).await;
+        let answer: Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+        let message = answer["error"].as_str().unwrap();
+        assert!(message.contains(named), "{message}");
+    }
 }
 
 /// An Open Inference Protocol infer body: one input tensor, id `r1`.
@@ -355,6 +443,35 @@ async fn push_validates_every_row_and_applies_all_or_nothing() {
         "{text}"
     );
 
+    // An event time far ahead of the clock would pin the row: refused,
+    // naming the row and column; a little ahead (clock skew) is accepted.
+    let ahead =
+        |seconds: i64| (chrono::Utc::now() + chrono::Duration::seconds(seconds)).to_rfc3339();
+    let (status, answer) = call(
+        &state,
+        "POST",
+        "/push",
+        &push(json!({"customer_id": [9, 10], "ts": [ahead(60), ahead(86_400)], "x1": [1.0, 1.0], "x2": [1.0, 1.0]}), false),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    let message = answer["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("row 1") && message.contains("ts") && message.contains("ahead"),
+        "{message}"
+    );
+    let (status, answer) = call(
+        &state,
+        "POST",
+        "/push",
+        &push(
+            json!({"customer_id": [9], "ts": [ahead(60)], "x1": [1.0], "x2": [1.0]}),
+            false,
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+
     // Missing and unknown columns, unknown views, no offline store.
     for (body, status, code, named) in [
         (push(json!({"customer_id": [7], "ts": [now], "x1": [1.0]}), false), StatusCode::BAD_REQUEST, "invalid_push", "no column \"x2\""),
@@ -370,6 +487,62 @@ async fn push_validates_every_row_and_applies_all_or_nothing() {
     }
 }
 
+/// Feast's SDK writes through `/write-to-online-store` with its own names
+/// for the timestamps and naive UTC times; the rows land online as a push.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn feasts_online_write_lands_as_a_push() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = state(dir.path());
+    let now = chrono::Utc::now();
+    let naive = now.naive_utc().format("%Y-%m-%dT%H:%M:%S%.6f").to_string();
+    let body = json!({
+        "feature_view_name": "v",
+        "df": {"customer_id": [41, 42], "x1": [1.5, 2.5], "x2": [3.0, 4.0],
+               "event_timestamp": [naive, naive], "created": [null, null]},
+        "allow_registry_cache": false,
+    })
+    .to_string();
+    let (status, answer) = call(&state, "POST", "/write-to-online-store", &body).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["online_written"], 2, "{answer}");
+    let lookup = r#"{"entities": {"customer_id": [41, 42]}, "features": ["v:x1", "v:x2"]}"#;
+    let (_, read) = call(&state, "POST", "/get-online-features", lookup).await;
+    assert_eq!(read["results"][1]["values"], json!([1.5, 2.5]), "{read}");
+    assert_eq!(
+        read["results"][2]["statuses"],
+        json!(["PRESENT", "PRESENT"])
+    );
+    let stamp = read["results"][1]["event_timestamps"][0].as_str().unwrap();
+    let stamp = chrono::DateTime::parse_from_rfc3339(stamp).unwrap();
+    assert!(
+        (stamp.timestamp_micros() - now.timestamp_micros()).abs() <= 1,
+        "{stamp}"
+    );
+
+    for (body, status, code) in [
+        (
+            json!({"feature_view_name": "nope", "df": {}}),
+            StatusCode::NOT_FOUND,
+            "unknown_feature_view",
+        ),
+        (
+            json!({"feature_view_name": "v", "df": {"customer_id": [1], "x1": [1.0], "x2": [1.0],
+                 "event_timestamp": ["yesterday"]}}),
+            StatusCode::BAD_REQUEST,
+            "invalid_row",
+        ),
+        (
+            json!({"df": {}}),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+    ] {
+        let (got, answer) = call(&state, "POST", "/write-to-online-store", &body.to_string()).await;
+        assert_eq!(got, status, "{body}: {answer}");
+        assert_eq!(answer["error"]["code"], code, "{body}: {answer}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn online_features_answer_in_feasts_shape_with_ttl_on_read() {
     let dir = tempfile::tempdir().unwrap();
@@ -379,6 +552,7 @@ async fn online_features_answer_in_feasts_shape_with_ttl_on_read() {
     feature_views_are_listed(&state).await;
     online_lookups_are_counted(&state).await;
     online_requests_are_limited(&state).await;
+    online_features_take_every_field_feast_sends(&state).await;
 }
 
 /// Column-major results, entity keys first, with statuses enforced on
@@ -410,6 +584,25 @@ async fn online_features_in_feasts_shape(state: &Arc<AppState>) {
             .unwrap()
             .ends_with('Z')
     );
+}
+
+/// Feast 0.67's SDK asks for view metadata; a field from a later Feast is
+/// ignored rather than refused, and the answer is the same.
+async fn online_features_take_every_field_feast_sends(state: &Arc<AppState>) {
+    let plain = r#"{"entities": {"customer_id": [1, 2]}, "features": ["v:x1"]}"#;
+    let (_, expected) = call(state, "POST", "/get-online-features", plain).await;
+    let body = r#"{"entities": {"customer_id": [1, 2]}, "features": ["v:x1"],
+                  "full_feature_names": false,
+                  "include_feature_view_version_metadata": true,
+                  "some_future_field": {"nested": [1, 2]}}"#;
+    let (status, answer) = call(state, "POST", "/get-online-features", body).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["results"], expected["results"]);
+    assert_eq!(
+        answer["metadata"]["feature_view_metadata"],
+        json!([{"name": "v", "version": state.online.delta_version("v").unwrap_or(0)}])
+    );
+    assert!(expected["metadata"].get("feature_view_metadata").is_none());
 }
 
 /// Unknown views and features, bad entity keys and references.
@@ -751,12 +944,22 @@ async fn overload_is_shed_and_slow_requests_time_out() {
     assert_eq!(slow.metrics.timeouts.load(Ordering::Relaxed), 1);
 }
 
+/// Every route × {no token, unknown token, read, write, admin}: a missing
+/// or unknown token is 401 (with `WWW-Authenticate`), a known one without
+/// the route's role 403, the right role reaches the handler; probes and
+/// the scrape stay open; the alias history records the token's identity.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn admin_routes_need_the_token_when_one_is_set() {
+async fn every_route_needs_its_role_when_tokens_are_set() {
     let dir = tempfile::tempdir().unwrap();
-    let state = state_with(dir.path(), |s| {
+    let (read, read_entry) = auth::new_token("dashboards", auth::Role::Read);
+    let (write, write_entry) = auth::new_token("ingest", auth::Role::Write);
+    let (admin, admin_entry) = auth::new_token("ops", auth::Role::Admin);
+    let file = dir.path().join("tokens.toml");
+    std::fs::write(&file, format!("{read_entry}{write_entry}{admin_entry}")).unwrap();
+    let tokens = auth::Tokens::from_file(&file).unwrap();
+    let state = state_with(&dir.path().join("registry"), |s| {
         s.with_limits(Limits {
-            admin_token: Some("s3cret".into()),
+            tokens,
             ..Limits::default()
         })
     });
@@ -770,34 +973,96 @@ async fn admin_routes_need_the_token_when_one_is_set() {
         }
         let request = request.body(Body::from("{}")).unwrap();
         let app = app(state.clone());
-        async move { app.oneshot(request).await.unwrap().status() }
+        async move {
+            let response = app.oneshot(request).await.unwrap();
+            let challenged = response.headers().contains_key("www-authenticate");
+            (response.status(), challenged)
+        }
     };
-    assert_eq!(
-        send("POST", "/admin/reload", None).await,
-        StatusCode::UNAUTHORIZED
-    );
-    assert_eq!(
-        send("POST", "/admin/reload", Some("guess")).await,
-        StatusCode::UNAUTHORIZED
-    );
-    assert_eq!(
-        send("POST", "/admin/reload", Some("s3cret")).await,
-        StatusCode::OK
-    );
-    assert_eq!(
-        send("POST", "/api/2.0/mlflow/registered-models/create", None).await,
-        StatusCode::UNAUTHORIZED
-    );
-    // Reads and predictions stay open.
-    assert_eq!(
-        send("GET", "/api/2.0/mlflow/registered-models/search", None).await,
-        StatusCode::OK
-    );
-    let body = json!({"model": "m", "features": {"x1": [1.0], "x2": [2.0]}}).to_string();
-    assert_eq!(
-        call(&state, "POST", "/predict", &body).await.0,
-        StatusCode::OK
-    );
+    use auth::Role;
+    let routes: &[(&str, &str, Option<Role>)] = &[
+        ("GET", "/health/live", None),
+        ("GET", "/health/ready", None),
+        ("GET", "/metrics", None),
+        ("POST", "/predict", Some(Role::Read)),
+        ("POST", "/get-online-features", Some(Role::Read)),
+        ("GET", "/feature-views", Some(Role::Read)),
+        ("GET", "/drift/m", Some(Role::Read)),
+        ("GET", "/v2", Some(Role::Read)),
+        ("GET", "/v2/models/m", Some(Role::Read)),
+        ("POST", "/v2/models/m/infer", Some(Role::Read)),
+        (
+            "GET",
+            "/api/2.0/mlflow/registered-models/search",
+            Some(Role::Read),
+        ),
+        ("POST", "/push", Some(Role::Write)),
+        ("POST", "/write-to-online-store", Some(Role::Write)),
+        ("POST", "/feedback", Some(Role::Write)),
+        ("POST", "/materialize", Some(Role::Admin)),
+        ("POST", "/materialize-incremental", Some(Role::Admin)),
+        ("POST", "/admin/reload", Some(Role::Admin)),
+        (
+            "POST",
+            "/api/2.0/mlflow/registered-models/create",
+            Some(Role::Admin),
+        ),
+        (
+            "POST",
+            "/api/2.0/mlflow/registered-models/alias",
+            Some(Role::Admin),
+        ),
+    ];
+    let denied = [StatusCode::UNAUTHORIZED, StatusCode::FORBIDDEN];
+    for &(method, uri, needed) in routes {
+        let (status, challenged) = send(method, uri, None).await;
+        match needed {
+            None => assert!(!denied.contains(&status), "{method} {uri}: {status}"),
+            Some(_) => {
+                assert_eq!(status, StatusCode::UNAUTHORIZED, "{method} {uri}");
+                assert!(challenged, "{method} {uri}: no WWW-Authenticate");
+                let (status, _) = send(method, uri, Some("guess")).await;
+                assert_eq!(status, StatusCode::UNAUTHORIZED, "{method} {uri}");
+            }
+        }
+        for (token, role) in [
+            (&read, Role::Read),
+            (&write, Role::Write),
+            (&admin, Role::Admin),
+        ] {
+            let (status, _) = send(method, uri, Some(token)).await;
+            let allowed = needed.is_none_or(|needed| role >= needed);
+            if allowed {
+                assert!(
+                    !denied.contains(&status),
+                    "{method} {uri} with {role:?}: {status}"
+                );
+            } else {
+                assert_eq!(
+                    status,
+                    StatusCode::FORBIDDEN,
+                    "{method} {uri} with {role:?}"
+                );
+            }
+        }
+    }
+
+    // The alias history records who the token is, whatever a header says.
+    let request = Request::builder()
+        .method("POST")
+        .uri("/api/2.0/mlflow/registered-models/alias")
+        .header("content-type", "application/json")
+        .header("authorization", format!("Bearer {admin}"))
+        .header("x-aurum-user", "someone-else")
+        .body(Body::from(
+            json!({"name": "m", "alias": "staging", "version": "1"}).to_string(),
+        ))
+        .unwrap();
+    let response = app(state.clone()).oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let history = state.registry.alias_history("m").unwrap();
+    assert_eq!(history.last().unwrap().who, "ops");
+
     let text = metrics_text(&state).await;
     assert!(
         text.contains(
@@ -805,6 +1070,85 @@ async fn admin_routes_need_the_token_when_one_is_set() {
         ),
         "{text}"
     );
+    assert!(
+        !text.contains(&admin) && !text.contains(&read),
+        "a token reached /metrics"
+    );
+}
+
+/// State-changing routes take JSON only (a browser's cross-site form or
+/// text post is refused with 415), and a server with a Host allow-list
+/// refuses other names (DNS rebinding) while answering its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browsers_cannot_post_or_rebind() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = state_with(dir.path(), |s| {
+        s.with_limits(Limits {
+            allowed_hosts: Some(vec!["localhost".into(), "127.0.0.1".into(), "::1".into()]),
+            ..Limits::default()
+        })
+    });
+    let send = |uri: &str, host: &str, content_type: Option<&str>| {
+        let mut request = Request::builder()
+            .method("POST")
+            .uri(uri)
+            .header("host", host);
+        if let Some(content_type) = content_type {
+            request = request.header("content-type", content_type);
+        }
+        let request = request.body(Body::from("{}")).unwrap();
+        let app = app(state.clone());
+        async move { app.oneshot(request).await.unwrap().status() }
+    };
+    for uri in [
+        "/push",
+        "/feedback",
+        "/admin/reload",
+        "/api/2.0/mlflow/registered-models/create",
+    ] {
+        for content_type in [
+            None,
+            Some("text/plain;charset=UTF-8"),
+            Some("application/x-www-form-urlencoded"),
+            Some("multipart/form-data; boundary=x"),
+        ] {
+            assert_eq!(
+                send(uri, "127.0.0.1:8080", content_type).await,
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "{uri} with {content_type:?}"
+            );
+        }
+        let status = send(
+            uri,
+            "localhost:8080",
+            Some("application/json; charset=utf-8"),
+        )
+        .await;
+        assert_ne!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{uri}");
+    }
+    for host in ["127.0.0.1:8080", "localhost", "[::1]:8080", "LOCALHOST:1"] {
+        assert_eq!(
+            send("/admin/reload", host, Some("application/json")).await,
+            StatusCode::OK,
+            "{host}"
+        );
+    }
+    for host in ["evil.example:8080", "attacker.test", ""] {
+        assert_eq!(
+            send("/admin/reload", host, Some("application/json")).await,
+            StatusCode::FORBIDDEN,
+            "{host}"
+        );
+    }
+    // Reads still take clients that send no content type (tritonclient).
+    let request = Request::builder()
+        .method("POST")
+        .uri("/v2/models/m/infer")
+        .header("host", "127.0.0.1:8080")
+        .body(Body::from("{\"inputs\": []}"))
+        .unwrap();
+    let status = app(state.clone()).oneshot(request).await.unwrap().status();
+    assert_ne!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
 }
 
 async fn metrics_text(state: &Arc<AppState>) -> String {

@@ -60,6 +60,21 @@ impl Checker<'_> {
                 })
             }
         };
+        // A Delta source on the project's own kind of store reaches it with
+        // the project's options (its endpoint, say) unless it gives its own.
+        let mut sources = sources;
+        if let Some(storage) = &storage {
+            let scheme = |uri: &str| uri.split_once("://").map(|(scheme, _)| scheme.to_string());
+            for source in &mut sources {
+                if source.format == Format::Delta
+                    && source.options.is_empty()
+                    && delta::location::is_uri(&source.path)
+                    && scheme(&source.path) == scheme(&storage.uri)
+                {
+                    source.options = storage.options.clone();
+                }
+            }
+        }
         let mut project = Project {
             root: root.to_path_buf(),
             name: raw.project.name,

@@ -40,6 +40,18 @@ impl Checker<'_> {
                 "a version can only be pinned for a Delta source (format = \"delta\")".to_string(),
             );
         }
+        if let Some(options) = &s.options {
+            if s.format != Format::Delta {
+                return self.fail(
+                    options.span(),
+                    format!("{field}.options"),
+                    "store options are only for a Delta source (format = \"delta\")".to_string(),
+                );
+            }
+            if let Err(e) = delta::StorageLocation::check(&s.path, options.get_ref()) {
+                return self.fail(options.span(), format!("{field}.options"), e.to_string());
+            }
+        }
         let columns = self.check_columns(&field, s)?;
         self.check_column_ref(&field, &columns, &s.timestamp, "timestamp", true)?;
         if let Some(created) = &s.created {
@@ -68,6 +80,11 @@ impl Checker<'_> {
             format: s.format,
             path: s.path.clone(),
             version: s.version.as_ref().map(|v| *v.get_ref()),
+            options: s
+                .options
+                .as_ref()
+                .map(|o| o.get_ref().clone())
+                .unwrap_or_default(),
             timestamp: s.timestamp.get_ref().clone(),
             created: s.created.as_ref().map(|c| c.get_ref().clone()),
             columns,
