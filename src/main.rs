@@ -52,7 +52,7 @@ enum Command {
     /// Serve HTTP (/predict, /get-online-features, health) over the
     /// project's online store, warm-started from the gold tables, and the
     /// latest version of every registered model.
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Load the gold tables' rows into a running server's online store
     /// (`--incremental`: only commits newer than the ones it holds).
     Materialize(project::MaterializeArgs),
@@ -115,7 +115,7 @@ fn main() -> std::process::ExitCode {
             Command::Lineage(args) => project::lineage(args).await,
             Command::Optimize(args) => project::optimize(args).await,
             Command::Vacuum(args) => project::vacuum(args).await,
-            Command::Serve(args) => serve::run(args).await,
+            Command::Serve(args) => serve::run(*args).await,
             Command::Materialize(args) => project::materialize(args).await,
             Command::TrainingSet(args) => training_set::run(args).await,
             Command::Registry(args) => registry_commands::run(args).await,

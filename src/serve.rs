@@ -8,6 +8,7 @@
 //! serves what it served before, for values still within their TTL.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -86,6 +87,35 @@ pub struct ServeArgs {
     /// online row until then).
     #[arg(long, default_value_t = 300)]
     max_future_skew_secs: u64,
+    /// A PEM certificate chain (leaf first): HTTP, Arrow Flight and gRPC
+    /// then speak TLS (rustls) only. Needs `--tls-key`.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of `--tls-cert` (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Connections open at once on each of the HTTP, Flight and gRPC
+    /// ports; more wait until one closes.
+    #[arg(long, default_value_t = 4096)]
+    max_connections: usize,
+    /// The longest, in seconds, an HTTP client may take to send a request's
+    /// headers (and a keep-alive connection may stay idle), and a TLS
+    /// handshake may take; then the connection is closed.
+    #[arg(long, default_value_t = 30)]
+    header_read_timeout_secs: u64,
+    /// The longest, in seconds, an Arrow Flight call may take to start
+    /// answering (`CANCELLED` beyond it).
+    #[arg(long, default_value_t = 300)]
+    flight_call_timeout_secs: u64,
+    /// The most MiB (in memory) of a table a client uploads on Arrow Flight
+    /// `DoExchange` (a training-set spine, Feast's entity dataframe).
+    #[arg(long, default_value_t = 1024)]
+    flight_max_upload_mib: usize,
+    /// The directory MLflow's `model-versions/create` may import model
+    /// files from (default: the project directory); sources outside it are
+    /// refused without touching them.
+    #[arg(long)]
+    import_root: Option<PathBuf>,
     /// Do not log predictions to the `predictions` Delta table.
     #[arg(long)]
     no_prediction_log: bool,
@@ -129,9 +159,30 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     let project = args.project.load()?;
     // Checked before anything is bound: no port opens without tokens
     // beyond loopback.
-    let limits = limits(&args)?;
+    let mut limits = limits(&args)?;
+    limits.import_root = Some(
+        args.import_root
+            .clone()
+            .unwrap_or_else(|| project.root.clone()),
+    );
     let tokens = limits.tokens.clone();
-    let (listener, flight_listener, grpc_listener) = bind(&args).await?;
+    let tls = tls(&args)?;
+    let (listener, flight_listener, grpc_listener) = bind(&args, tls.is_some()).await?;
+    let accept = |listener, alpn: &[&[u8]]| {
+        listen::incoming(
+            listener,
+            listen::Options {
+                max_connections: args.max_connections.max(1),
+                handshake_timeout: Duration::from_secs(args.header_read_timeout_secs.max(1)),
+                tls: tls.as_ref().map(|tls| tls.with_alpn(alpn)),
+            },
+        )
+    };
+    let (http_in, flight_in, grpc_in) = (
+        accept(listener, &[b"h2", b"http/1.1"]),
+        accept(flight_listener, &[b"h2"]),
+        accept(grpc_listener, &[b"h2"]),
+    );
 
     let online = Arc::new(OnlineStore::new(args.memory_mib << 20));
     let registry = aurum::project_registry::open(&project)?;
@@ -161,13 +212,18 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         .pusher
         .set_max_future_skew(std::time::Duration::from_secs(args.max_future_skew_secs));
     let state = Arc::new(state);
-    let server = tokio::spawn(serving::serve(listener, state.clone(), shutdown_signal()));
+    let server = tokio::spawn(serving::serve_on(http_in, state.clone(), shutdown_signal()));
     let flight = flight::FlightServer::new(online.clone(), state.pusher.clone())
         .with_store(store.clone())
         .with_tokens(tokens);
-    let flight = tokio::spawn(flight.serve(flight_listener, shutdown_signal()));
+    let call_limits = flight::CallLimits {
+        timeout: Duration::from_secs(args.flight_call_timeout_secs.max(1)),
+        max_upload_bytes: args.flight_max_upload_mib.saturating_mul(1 << 20),
+        ..flight::CallLimits::default()
+    };
+    let flight = tokio::spawn(flight.serve_on(flight_in, call_limits, shutdown_signal()));
     let grpc = serving::protocols::oip_grpc::OipGrpc::new(state.clone());
-    let grpc = tokio::spawn(grpc.serve(grpc_listener, shutdown_signal()));
+    let grpc = tokio::spawn(grpc.serve_on(grpc_in, shutdown_signal()));
 
     warm_start(&project, &online, &store).await?;
     load_models(&state, &registry).await?;
@@ -194,10 +250,21 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     Ok(())
 }
 
+/// The TLS configuration `--tls-cert` and `--tls-key` name, checked before
+/// anything is bound.
+fn tls(args: &ServeArgs) -> Result<Option<listen::Tls>> {
+    match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Ok(Some(listen::Tls::from_pem_files(cert, key)?)),
+        _ => Ok(None),
+    }
+}
+
 /// Binds the HTTP, Flight and gRPC listeners first, so `/health/live`
-/// answers at once, and prints the addresses bound.
+/// answers at once, and prints the addresses bound (with TLS, as `https`
+/// and `grpc+tls`).
 async fn bind(
     args: &ServeArgs,
+    tls: bool,
 ) -> Result<(
     tokio::net::TcpListener,
     tokio::net::TcpListener,
@@ -207,14 +274,19 @@ async fn bind(
         .await
         .with_context(|| format!("binding {}", args.addr))?;
     let local = listener.local_addr().context("reading the bound address")?;
-    println!("listening on http://{local}");
+    let (http, grpc) = if tls {
+        ("https", "grpc+tls")
+    } else {
+        ("http", "grpc")
+    };
+    println!("listening on {http}://{local}");
     let flight_listener = tokio::net::TcpListener::bind(args.flight_addr)
         .await
         .with_context(|| format!("binding {} for Arrow Flight", args.flight_addr))?;
     let flight_local = flight_listener
         .local_addr()
         .context("reading the bound Flight address")?;
-    println!("flight on grpc://{flight_local}");
+    println!("flight on {grpc}://{flight_local}");
     let grpc_listener = tokio::net::TcpListener::bind(args.grpc_addr)
         .await
         .with_context(|| format!("binding {} for the Open Inference Protocol", args.grpc_addr))?;
@@ -283,6 +355,7 @@ fn limits(args: &ServeArgs) -> Result<Limits> {
         request_timeout: std::time::Duration::from_millis(args.request_timeout_ms.max(1)),
         tokens,
         allowed_hosts: (!allowed_hosts.is_empty()).then_some(allowed_hosts),
+        header_read_timeout: Duration::from_secs(args.header_read_timeout_secs.max(1)),
         ..Limits::default()
     })
 }

@@ -223,7 +223,7 @@ impl<'a> PushColumns<'a> {
         for (name, cells) in &self.keys {
             key_values.push(match cells.value(row) {
                 FeatureValue::Int(v) => KeyValue::Int(v),
-                FeatureValue::Str(s) => KeyValue::Str(s.to_string()),
+                FeatureValue::Str(s) => KeyValue::text(name, &s)?,
                 _ => return Err(format!("{name}: a join key cannot be null")),
             });
         }

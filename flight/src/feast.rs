@@ -142,7 +142,8 @@ impl FlightServer {
                         "feature view aliases (with_name({alias:?})) are not supported by aurum"
                     )));
                 }
-                let (schema, batches) = spine_batches(&mut upload).await?;
+                let (schema, batches) =
+                    spine_batches(&mut upload, self.limits.max_upload_bytes).await?;
                 let timestamp_column = entity_timestamp(&schema)?;
                 let request = TrainingSetRequest {
                     features: parameters.feature_refs,

@@ -28,4 +28,4 @@ mod stream;
 
 pub use command::Command;
 pub use feast::FeastCommand;
-pub use server::{FlightServer, VERSIONS_METADATA};
+pub use server::{CallLimits, FlightServer, VERSIONS_METADATA};

@@ -25,6 +25,7 @@ pub struct FlightServer {
     pub(crate) pusher: Arc<Pusher>,
     pub(crate) store: Option<DeltaStore>,
     pub(crate) tokens: Arc<auth::Tokens>,
+    pub(crate) limits: CallLimits,
 }
 
 impl FlightServer {
@@ -36,6 +37,7 @@ impl FlightServer {
             pusher,
             store: None,
             tokens: Arc::new(auth::Tokens::none()),
+            limits: CallLimits::default(),
         }
     }
 
@@ -194,22 +196,38 @@ impl FlightServer {
             })
     }
 
-    /// Serves on `listener` until `shutdown` completes.
+    /// Serves on `listener` (plain TCP, the default connection cap and
+    /// call limits) until `shutdown` completes.
     pub async fn serve(
         self,
         listener: tokio::net::TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), tonic::transport::Error> {
+        let incoming = listen::incoming(listener, listen::Options::default());
+        self.serve_on(incoming, CallLimits::default(), shutdown)
+            .await
+    }
+
+    /// Serves on the connections `incoming` takes (TLS and the connection
+    /// cap are its business), with `limits` on each call, until `shutdown`
+    /// completes.
+    pub async fn serve_on(
+        mut self,
+        incoming: listen::Incoming,
+        limits: CallLimits,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), tonic::transport::Error> {
+        self.limits = limits;
         tonic::transport::Server::builder()
+            .timeout(limits.timeout)
+            .concurrency_limit_per_connection(limits.per_connection)
+            .load_shed(true)
             .add_service(
                 FlightServiceServer::new(self)
                     .max_decoding_message_size(64 << 20)
                     .max_encoding_message_size(64 << 20),
             )
-            .serve_with_incoming_shutdown(
-                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
-                shutdown,
-            )
+            .serve_with_incoming_shutdown(incoming, shutdown)
             .await
     }
 
@@ -217,6 +235,33 @@ impl FlightServer {
         self.online
             .view(name)
             .ok_or_else(|| Status::not_found(format!("no feature view {name:?} to push to")))
+    }
+}
+
+/// Limits on each Flight call.
+#[derive(Debug, Clone, Copy)]
+pub struct CallLimits {
+    /// The longest a call may take to start answering (a streamed answer
+    /// then runs at the client's pace, bounded by gRPC flow control);
+    /// beyond it, `CANCELLED`.
+    pub timeout: std::time::Duration,
+    /// Calls one connection may have running at once; beyond it,
+    /// `RESOURCE_EXHAUSTED` (with the connection cap, this bounds the calls
+    /// the server runs at once).
+    pub per_connection: usize,
+    /// The most bytes (in memory) of a table a client uploads on
+    /// `DoExchange` (a spine, Feast's entity dataframe); beyond it,
+    /// `RESOURCE_EXHAUSTED`.
+    pub max_upload_bytes: usize,
+}
+
+impl Default for CallLimits {
+    fn default() -> Self {
+        CallLimits {
+            timeout: std::time::Duration::from_secs(300),
+            per_connection: 64,
+            max_upload_bytes: 1 << 30,
+        }
     }
 }
 
@@ -229,6 +274,10 @@ pub const VERSIONS_METADATA: &str = "aurum.versions";
 /// default (fewer, larger messages cost less on both sides; arrow-flight's
 /// default is 2 MiB).
 pub(crate) const MAX_MESSAGE_BYTES: usize = 3 << 20;
+
+/// The most bytes of `PutResult`s that may wait unread for a `DoPut`
+/// client; beyond it the call ends with `RESOURCE_EXHAUSTED`.
+pub(crate) const MAX_UNREAD_RESULT_BYTES: usize = 16 << 20;
 
 /// `PutResult`s that may wait for a client that reads them only at the end
 /// (each is a short JSON document).

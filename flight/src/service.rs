@@ -1,6 +1,7 @@
 //! The `FlightService` calls: list, info, schema, get, put, exchange.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use std::collections::BTreeMap;
 
@@ -197,7 +198,10 @@ impl FlightService for FlightServer {
         let view = self.view(&feature_view)?;
         let pusher = self.pusher.clone();
         // Results are small and a client may read them only after writing
-        // every batch: their queue must never stop ingestion.
+        // every batch: their queue must never stop ingestion. It is bounded
+        // in bytes instead: a client that leaves more unread is cut off.
+        let unread = Arc::new(AtomicUsize::new(0));
+        let queued = unread.clone();
         let results = async_stream(PUT_RESULTS_CAPACITY, move |sender| async move {
             let mut stream_row = 0usize;
             while let Some(batch) = batches.next().await {
@@ -219,6 +223,14 @@ impl FlightService for FlightServer {
                     .map_err(status)?;
                 let metadata = serde_json::to_vec(&outcome)
                     .map_err(|e| Status::internal(format!("encoding the push outcome: {e}")))?;
+                let waiting = queued.fetch_add(metadata.len(), Ordering::Relaxed);
+                if waiting + metadata.len() > MAX_UNREAD_RESULT_BYTES {
+                    return Err(Status::resource_exhausted(format!(
+                        "more than {MAX_UNREAD_RESULT_BYTES} bytes of push results are unread \
+                         (the batches up to row {stream_row} were applied); read the results as \
+                         you write"
+                    )));
+                }
                 if sender
                     .send(Ok(PutResult {
                         app_metadata: metadata.into(),
@@ -230,7 +242,13 @@ impl FlightService for FlightServer {
                 }
             }
             Ok(())
-        });
+        })
+        .inspect(move |result| {
+            if let Ok(result) = result {
+                unread.fetch_sub(result.app_metadata.len(), Ordering::Relaxed);
+            }
+        })
+        .boxed();
         Ok(Response::new(results))
     }
 
@@ -252,7 +270,8 @@ impl FlightService for FlightServer {
         let request = self.exchange_request(command)?;
         // Check the request before the spine is read.
         training_set::plan(&self.online.views(), &request.features).map_err(status)?;
-        let (spine_schema, spine_batches) = spine_batches(&mut spine_stream).await?;
+        let (spine_schema, spine_batches) =
+            spine_batches(&mut spine_stream, self.limits.max_upload_bytes).await?;
         Ok(Response::new(
             self.training_set_answer(request, spine_schema, spine_batches)
                 .await?,
@@ -357,12 +376,25 @@ impl FlightServer {
 
 /// The batches a client uploads on `DoExchange` (a spine, Feast's entity
 /// dataframe), with their schema.
+/// A table larger than `max_bytes` in memory is refused
+/// (`RESOURCE_EXHAUSTED`) as soon as it passes the limit.
 pub(crate) async fn spine_batches(
     stream: &mut FlightRecordBatchStream,
+    max_bytes: usize,
 ) -> Result<(SchemaRef, Vec<RecordBatch>), Status> {
     let mut batches = Vec::new();
+    let mut bytes = 0usize;
     while let Some(batch) = stream.next().await {
-        batches.push(batch.map_err(|e| Status::invalid_argument(e.to_string()))?);
+        let batch = batch.map_err(|e| Status::invalid_argument(e.to_string()))?;
+        bytes = bytes.saturating_add(batch.get_array_memory_size());
+        if bytes > max_bytes {
+            return Err(Status::resource_exhausted(format!(
+                "the uploaded table passed {max_bytes} bytes in memory after {} rows; send it \
+                 in parts (one call per part) or raise the server's --flight-max-upload-mib",
+                batches.iter().map(RecordBatch::num_rows).sum::<usize>() + batch.num_rows()
+            )));
+        }
+        batches.push(batch);
     }
     let schema = stream
         .schema()

@@ -228,9 +228,15 @@ pub async fn require_admin_for_writes(
 
 /// Lets the request through when its credential has `role` (or no token
 /// is configured).
-async fn require(state: &AppState, role: Role, request: Request, next: Next) -> Response {
+async fn require(state: &AppState, role: Role, mut request: Request, next: Next) -> Response {
     match authorize(state, role, &request) {
-        Ok(_) => next.run(request).await,
+        Ok(identity) => {
+            // Kept for the handlers (idempotency keys are scoped by caller).
+            if let Some(identity) = identity {
+                request.extensions_mut().insert(identity);
+            }
+            next.run(request).await
+        }
         Err(Denied::Unauthenticated(message)) => {
             challenge(AppError::unauthorized(message).into_response())
         }
@@ -265,7 +271,7 @@ fn challenge(mut response: Response) -> Response {
 
 /// A caller's request id is kept when it is short printable ASCII (it goes
 /// into logs, headers and the prediction log).
-fn usable_id(id: &str) -> bool {
+pub(crate) fn usable_id(id: &str) -> bool {
     !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_graphic())
 }
 

@@ -19,6 +19,7 @@
 
 pub mod edge;
 pub mod error;
+pub mod idempotency;
 pub mod inference;
 pub mod metrics;
 pub mod protocols;
@@ -71,6 +72,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/push", post(push::push))
         .route("/write-to-online-store", post(push::write_to_online_store))
         .route("/feedback", post(feedback::feedback))
+        .route_layer(from_fn_with_state(state.clone(), idempotency::run_once))
         .route_layer(from_fn(edge::require_json))
         .route_layer(from_fn_with_state(state.clone(), edge::require_write));
     // Probes and the Prometheus scrape stay open.
@@ -87,21 +89,71 @@ pub fn app(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-/// Serves `app(state)` on `listener` until `shutdown` completes, then lets
-/// in-flight requests finish.
+/// Serves `app(state)` on `listener` (plain TCP, the default connection
+/// cap) until `shutdown` completes, then lets in-flight requests finish.
 pub async fn serve(
     listener: TcpListener,
     state: Arc<AppState>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    use axum::serve::ListenerExt;
-    // Answers go out as soon as they are written (no Nagle delay).
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    axum::serve(listener, app(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    serve_on(
+        listen::incoming(listener, listen::Options::default()),
+        state,
+        shutdown,
+    )
+    .await
+}
+
+/// Serves `app(state)` on the connections `incoming` takes (TLS and the
+/// connection cap are its business) until `shutdown` completes, then lets
+/// in-flight requests finish. HTTP/1.1 (a client must send a request's
+/// headers within [`Limits::header_read_timeout`], which also closes a
+/// keep-alive connection idle that long) and HTTP/2.
+pub async fn serve_on(
+    mut incoming: listen::Incoming,
+    state: Arc<AppState>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    use futures::StreamExt;
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use hyper_util::server::conn::auto;
+    use hyper_util::server::graceful::GracefulShutdown;
+    use hyper_util::service::TowerToHyperService;
+
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(state.limits.header_read_timeout);
+    builder.http2().timer(TokioTimer::new());
+    let app = app(state);
+    let graceful = GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let conn = tokio::select! {
+            conn = incoming.next() => match conn {
+                Some(conn) => conn?,
+                None => break,
+            },
+            () = &mut shutdown => break,
+        };
+        let service = TowerToHyperService::new(app.clone());
+        let connection = builder
+            .serve_connection(TokioIo::new(conn), service)
+            .into_owned();
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            // A client that goes away, or is cut off by the header-read
+            // timeout, is not the server's error.
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, "an HTTP connection ended with an error");
+            }
+        });
+    }
+    // Stop accepting, then let what is in flight finish.
+    drop(incoming);
+    graceful.shutdown().await;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -37,6 +37,13 @@ pub struct Limits {
     /// others are refused, so a page that rebinds its own name to the
     /// loopback address cannot reach the server. `None`: any.
     pub allowed_hosts: Option<Vec<String>>,
+    /// The longest an HTTP/1.1 client may take to send a request's headers
+    /// (and a keep-alive connection may stay idle); then the connection is
+    /// closed, so slow clients cannot hold connections open.
+    pub header_read_timeout: Duration,
+    /// The directory MLflow's `model-versions/create` may import model
+    /// files from (the server's disk); `None`: no imports from disk.
+    pub import_root: Option<std::path::PathBuf>,
 }
 
 impl Default for Limits {
@@ -47,6 +54,8 @@ impl Default for Limits {
             max_shadow_in_flight: 64,
             tokens: auth::Tokens::none(),
             allowed_hosts: None,
+            header_read_timeout: Duration::from_secs(30),
+            import_root: None,
         }
     }
 }
@@ -79,6 +88,8 @@ pub struct AppState {
     /// The live drift and quality monitor, when on (it is fed by the
     /// prediction log's writer).
     pub monitor: Option<Arc<Monitor>>,
+    /// The answers of writes made with an idempotency key.
+    pub idempotency: crate::idempotency::Idempotency,
     in_flight: Arc<Semaphore>,
     shadows: Arc<Semaphore>,
     request_ids: (u32, AtomicU64),
@@ -104,6 +115,7 @@ impl AppState {
             limits: Limits::default(),
             prediction_log: None,
             monitor: None,
+            idempotency: crate::idempotency::Idempotency::default(),
             request_ids: (std::process::id() ^ random_u32(), AtomicU64::new(0)),
             ready: AtomicBool::new(false),
         }

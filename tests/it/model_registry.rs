@@ -227,7 +227,13 @@ fn the_official_mlflow_client_works_against_aurum() {
     let registry = Registry::open(dir.path().join("registry")).unwrap();
     let onnx = dir.path().join("model.onnx");
     std::fs::write(&onnx, model(2, 0.5)).unwrap();
-    let (runtime, _state, url) = serve_in_process(registry);
+    let root = dir.path().to_path_buf();
+    let (runtime, _state, url) = serve_configured(registry, |state| {
+        state.with_limits(serving::Limits {
+            import_root: Some(root),
+            ..serving::Limits::default()
+        })
+    });
 
     let work = dir.path().join("work");
     std::fs::create_dir_all(&work).unwrap();

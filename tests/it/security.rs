@@ -110,3 +110,169 @@ fn a_non_loopback_address_without_tokens_is_refused_before_binding() {
     );
     assert!(!String::from_utf8_lossy(&output.stdout).contains("listening"));
 }
+
+/// A self-signed certificate for `localhost` and `127.0.0.1`, written as
+/// `cert.pem` and `key.pem` into `dir`.
+fn self_signed(dir: &std::path::Path) {
+    let made =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+            .unwrap();
+    std::fs::write(dir.join("cert.pem"), made.cert.pem()).unwrap();
+    std::fs::write(dir.join("key.pem"), made.signing_key.serialize_pem()).unwrap();
+}
+
+#[test]
+fn tls_on_every_port_with_the_clients_users_run() {
+    let project = example_project("2000", "3");
+    let dir = project.path();
+    ok(dir, &["train"]);
+    self_signed(dir);
+    let server = start_with(dir, &["--tls-cert", "cert.pem", "--tls-key", "key.pem"]);
+    assert!(server.url.starts_with("https://"), "{}", server.url);
+    assert!(
+        server.flight.starts_with("grpc+tls://"),
+        "{}",
+        server.flight
+    );
+    let answer: Value = serde_json::from_str(&python::run(
+        "the clients over TLS",
+        "tests/python/tls_clients.py",
+        &[
+            OsStr::new(&server.url),
+            OsStr::new(&server.flight),
+            OsStr::new(&server.grpc),
+            dir.join("cert.pem").as_os_str(),
+        ],
+    ))
+    .unwrap();
+    assert_eq!(answer["https_ready"], 200, "{answer}");
+    assert_eq!(answer["https_predict"], 2, "{answer}");
+    assert_eq!(answer["https_untrusted"], "error SSLError", "{answer}");
+    assert!(
+        answer["http_plain"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("error")),
+        "{answer}"
+    );
+    assert!(
+        answer["flight_views"].as_u64().is_some_and(|n| n > 0),
+        "{answer}"
+    );
+    assert!(
+        answer["flight_rows"].as_u64().is_some_and(|n| n > 0),
+        "{answer}"
+    );
+    assert!(
+        answer["flight_plain"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("error")),
+        "{answer}"
+    );
+    assert_eq!(answer["grpc_live"], true, "{answer}");
+    assert_eq!(answer["grpc_model_ready"], true, "{answer}");
+
+    // A key that is not the certificate's is refused before anything is
+    // bound, naming both files and not the key.
+    let other = tempfile::tempdir().unwrap();
+    self_signed(other.path());
+    let key = other.path().join("key.pem");
+    let refused = run_in_env(
+        dir,
+        &[
+            "serve",
+            "--addr",
+            "127.0.0.1:0",
+            "--tls-cert",
+            "cert.pem",
+            "--tls-key",
+            key.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("cert.pem") && stderr.contains("do not make a TLS"),
+        "{stderr}"
+    );
+    let secret = std::fs::read_to_string(&key).unwrap();
+    assert!(!stderr.contains(secret.lines().nth(1).unwrap()), "{stderr}");
+}
+
+#[test]
+fn a_client_that_sends_its_headers_slowly_is_cut_off() {
+    use std::io::{Read, Write};
+    let project = example_project("200", "1");
+    let dir = project.path();
+    let server = start_with(dir, &["--header-read-timeout-secs", "1"]);
+    let address = server.url.trim_start_matches("http://");
+    let mut slow = std::net::TcpStream::connect(address).unwrap();
+    slow.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    let started = std::time::Instant::now();
+    // Headers begun and never finished.
+    slow.write_all(b"GET /health/live HTTP/1.1\r\nHost: localhost\r\nX-Slow: 1")
+        .unwrap();
+    let mut answer = Vec::new();
+    let read = slow.read_to_end(&mut answer);
+    let waited = started.elapsed();
+    assert!(read.is_ok(), "the connection was not closed: {read:?}");
+    assert!(
+        waited >= std::time::Duration::from_millis(900)
+            && waited < std::time::Duration::from_secs(15),
+        "closed after {waited:?}"
+    );
+    assert!(
+        answer.is_empty() || answer.starts_with(b"HTTP/1.1 408"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    // A client that sends its headers in time is answered on the same
+    // server.
+    let reply = call("GET", &format!("{}/health/live", server.url), None, None);
+    assert_eq!(reply.status, 200, "{}", reply.text);
+}
+
+#[test]
+fn flight_uploads_and_entity_keys_are_bounded() {
+    let project = example_project("2000", "3");
+    let dir = project.path();
+    ok(dir, &["train"]);
+    let server = start_with(dir, &["--flight-max-upload-mib", "1"]);
+    let answer: Value = serde_json::from_str(&python::run(
+        "pyarrow.flight against the limits",
+        "tests/python/flight_limits.py",
+        &[OsStr::new(&server.flight)],
+    ))
+    .unwrap();
+    let large = answer["large_spine"].as_str().unwrap_or_default();
+    assert!(
+        large.contains("1048576 bytes") && large.contains("--flight-max-upload-mib"),
+        "{answer}"
+    );
+    assert_eq!(answer["small_spine"], 1000, "{answer}");
+
+    // HTTP: a key longer than the limit is refused, not looked up, and the
+    // message does not echo it whole.
+    let key = "k".repeat(feature_store::online::MAX_KEY_BYTES + 1);
+    for (route, body) in [
+        (
+            "predict",
+            json!({"model": "fraud", "entities": {"customer_id": [key]}}),
+        ),
+        (
+            "get-online-features",
+            json!({"feature_service": "fraud_detection", "entities": {"customer_id": [key]}}),
+        ),
+    ] {
+        let reply = call(
+            "POST",
+            &format!("{}/{route}", server.url),
+            Some(&body),
+            None,
+        );
+        assert_eq!(reply.status, 400, "{route}: {}", reply.text);
+        assert!(reply.text.contains("1024 bytes"), "{route}: {}", reply.text);
+        assert!(reply.text.len() < 2000, "{route}: {}", reply.text);
+    }
+}

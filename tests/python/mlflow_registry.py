@@ -63,6 +63,18 @@ except MlflowException as e:
 failed = client.get_model_version("fraud", "3")
 assert failed.status == "FAILED_REGISTRATION" and failed.status_message, failed
 
+# Sources outside the server's import root are refused alike whether they
+# exist or not (nothing is read, no version is made); a link out of it too.
+outside = [
+    fails_with("INVALID_PARAMETER_VALUE", client.create_model_version, "fraud", path)
+    for path in ("/etc/hostname", "/no/such/model.onnx", os.path.join(work, "..", "..", "..", "etc", "hostname"))
+]
+assert all("outside the server's import root" in m for m in outside), outside
+link = os.path.join(work, "link.onnx")
+os.symlink("/etc/hostname", link)
+message = fails_with("INVALID_PARAMETER_VALUE", client.create_model_version, "fraud", link)
+assert "outside the server's import root" in message, message
+
 client.set_registered_model_alias("fraud", "champion", "2")
 client.set_registered_model_alias("fraud", "challenger", "1")
 champion = client.get_model_version_by_alias("fraud", "champion")

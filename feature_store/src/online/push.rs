@@ -50,6 +50,19 @@ pub enum KeyValue {
 }
 
 impl KeyValue {
+    /// A string key value for join key `key`, refused (naming the key) when
+    /// longer than [`crate::online::MAX_KEY_BYTES`].
+    pub fn text(key: &str, value: &str) -> Result<KeyValue, String> {
+        if value.len() > crate::online::MAX_KEY_BYTES {
+            return Err(format!(
+                "{key}: a key of {} bytes; the limit is {} bytes",
+                value.len(),
+                crate::online::MAX_KEY_BYTES
+            ));
+        }
+        Ok(KeyValue::Str(value.to_string()))
+    }
+
     /// The key part as the online store spells it.
     pub fn as_key_part(&self) -> String {
         match self {
@@ -536,5 +549,23 @@ mod tests {
         assert_eq!(err, "x: 1.5 is not of type int64");
         let err = coerce("flag", "bool", FeatureValue::Str("yes".into())).unwrap_err();
         assert_eq!(err, "flag: \"yes\" is not of type bool");
+    }
+
+    #[test]
+    fn string_keys_are_bounded_and_refusals_do_not_echo_them() {
+        let limit = crate::online::MAX_KEY_BYTES;
+        assert_eq!(
+            KeyValue::text("customer_id", &"k".repeat(limit)),
+            Ok(KeyValue::Str("k".repeat(limit)))
+        );
+        let err = KeyValue::text("customer_id", &"k".repeat(limit + 1)).unwrap_err();
+        assert!(
+            err.starts_with("customer_id:") && err.contains("1024 bytes"),
+            "{err}"
+        );
+        assert!(!err.contains("kkkk"), "{err}");
+        let huge = serde_json::Value::String("k".repeat(10_000));
+        assert_eq!(crate::online::key_part(&huge), None);
+        assert!(crate::online::shown_key(&huge).len() < 100);
     }
 }

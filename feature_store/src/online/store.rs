@@ -164,8 +164,12 @@ pub enum EntityKeyError {
     /// More entities than [`MAX_LOOKUP_ENTITIES`].
     #[error("{0} entities in one request; the limit is {MAX_LOOKUP_ENTITIES}")]
     TooMany(usize),
-    /// A key value that is neither an integer nor a string.
-    #[error("entity key {key:?} row {row}: {value} is not an integer or a string")]
+    /// A key value that is neither an integer nor a string of at most
+    /// [`MAX_KEY_BYTES`].
+    #[error(
+        "entity key {key:?} row {row}: {value} is not an integer or a string of at most \
+         {MAX_KEY_BYTES} bytes"
+    )]
     InvalidKey {
         /// The join key.
         key: String,
@@ -233,7 +237,7 @@ pub fn lookup_keys<'a, K: std::borrow::Borrow<str> + Ord>(
         key_part(value).ok_or_else(|| EntityKeyError::InvalidKey {
             key: key.clone(),
             row,
-            value: value.to_string(),
+            value: shown_key(value),
         })
     };
     let mut keys = Vec::with_capacity(rows);
@@ -257,13 +261,29 @@ pub fn lookup_keys<'a, K: std::borrow::Borrow<str> + Ord>(
     })
 }
 
-/// One entity-key value as the online store keys it: a string as it is, an
-/// integer in decimal; anything else has no key.
+/// The longest string entity-key value, in bytes. Longer ones are refused
+/// on lookups and pushes alike, so one request cannot fill the store's
+/// index, the prediction log's queue or the monitor's index with a huge key.
+pub const MAX_KEY_BYTES: usize = 1024;
+
+/// One entity-key value as the online store keys it: a string (of at most
+/// [`MAX_KEY_BYTES`]) as it is, an integer in decimal; anything else has no
+/// key.
 pub fn key_part(value: &serde_json::Value) -> Option<String> {
     match value {
-        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::String(s) if s.len() <= MAX_KEY_BYTES => Some(s.clone()),
         serde_json::Value::Number(n) if n.is_i64() || n.is_u64() => Some(n.to_string()),
         _ => None,
+    }
+}
+
+/// A key value as an error message shows it: as JSON, cut after 64
+/// characters (a refused key may be huge).
+pub fn shown_key(value: &serde_json::Value) -> String {
+    let text = value.to_string();
+    match text.char_indices().nth(64) {
+        Some((end, _)) => format!("{}... ({} bytes)", &text[..end], text.len()),
+        None => text,
     }
 }
 

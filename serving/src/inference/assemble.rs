@@ -187,7 +187,7 @@ impl Assembled {
                     return Err(Error::FeatureValueNotNumber {
                         feature: reference.to_string(),
                         row,
-                        value: value.to_string(),
+                        value: feature_store::online::shown_key(value),
                     });
                 }
             }
@@ -273,7 +273,7 @@ fn entity_keys(
                 Error::InvalidEntityKey(EntityKeyError::InvalidKey {
                     key: key.clone(),
                     row,
-                    value: value.to_string(),
+                    value: feature_store::online::shown_key(value),
                 })
             })?);
         }

@@ -23,7 +23,7 @@ mod run;
 pub use assemble::now_micros;
 pub use error::{Error, Result};
 pub use model::{LoadedModel, ViewFeed};
-pub use model_set::{ModelSet, Served};
+pub use model_set::{MAX_ON_DEMAND_VERSIONS, ModelSet, Served};
 pub use policy::{
     ARM_HEADER, Arm, BatchOptions, MissingFeatures, PolicyError, ServingConfig, ServingPolicy,
     sticky_hash,

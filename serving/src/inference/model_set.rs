@@ -38,11 +38,24 @@ impl Served {
     }
 }
 
+/// The versions loaded on demand (by number, through the Open Inference
+/// Protocol) that are kept at once; the least recently used go first.
+pub const MAX_ON_DEMAND_VERSIONS: u64 = 16;
+
 /// The models a server serves, by name, and the versions loaded on demand.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ModelSet {
     served: RwLock<HashMap<String, Arc<Served>>>,
-    versions: RwLock<HashMap<(String, u64), Arc<LoadedModel>>>,
+    versions: moka::sync::Cache<(String, u64), Arc<LoadedModel>>,
+}
+
+impl Default for ModelSet {
+    fn default() -> Self {
+        ModelSet {
+            served: RwLock::default(),
+            versions: moka::sync::Cache::new(MAX_ON_DEMAND_VERSIONS),
+        }
+    }
 }
 
 impl ModelSet {
@@ -102,7 +115,8 @@ impl ModelSet {
 
     /// Version `version` of `name`: a served one if it is that version,
     /// else loaded from the registry on first use (any `READY` version)
-    /// and kept.
+    /// and kept, up to [`MAX_ON_DEMAND_VERSIONS`] (a request holding an
+    /// evicted one finishes with it).
     pub fn version(
         &self,
         registry: &Registry,
@@ -116,23 +130,18 @@ impl ModelSet {
             return Ok(model.clone());
         }
         let key = (name.to_string(), version);
-        if let Some(loaded) = self
-            .versions
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&key)
-        {
-            return Ok(loaded.clone());
+        if let Some(loaded) = self.versions.get(&key) {
+            return Ok(loaded);
         }
         let record = registry.version(name, version)?;
         let model = Arc::new(LoadedModel::load(registry, record, pool_size)?);
-        Ok(self
-            .versions
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(key)
-            .or_insert(model)
-            .clone())
+        Ok(self.versions.entry(key).or_insert(model).into_value())
+    }
+
+    /// Versions loaded on demand and kept now.
+    pub fn on_demand(&self) -> u64 {
+        self.versions.run_pending_tasks();
+        self.versions.entry_count()
     }
 
     /// Serves `model` as `name`'s primary arm, served as `arm`, replacing

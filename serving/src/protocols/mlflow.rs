@@ -647,10 +647,14 @@ async fn create_version(State(state): State<Arc<AppState>>, p: Params) -> Answer
         source: source.clone(),
         ..NewVersion::default()
     };
+    // A path outside the import root is refused before the filesystem is
+    // touched, so the answer says nothing of what exists there.
+    let root = state.limits.import_root.clone();
+    let path = importable(&source, root.as_deref()).map_err(MlflowError::invalid)?;
     blocking(&state, move |r| {
         // MLflow requires the registered model to exist first.
         r.model(&name)?;
-        let imported = read_source(&source).and_then(|bytes| {
+        let imported = read_source(&path, root.as_deref()).and_then(|bytes| {
             r.register(&name, &bytes, new.clone())
                 .map_err(|e| e.to_string())
         });
@@ -667,8 +671,17 @@ async fn create_version(State(state): State<Arc<AppState>>, p: Params) -> Answer
 /// separated, in input column order) when it is created through MLflow.
 pub use registry::mlflow_client::FEATURES_TAG;
 
-/// The ONNX bytes at a `model-versions/create` source, or why not.
-fn read_source(source: &str) -> Result<Vec<u8>, String> {
+/// The local path a `model-versions/create` source names, if it lies under
+/// the server's import root (checked lexically: `..` cannot climb out). A
+/// relative path is taken under the root.
+fn importable(source: &str, root: Option<&Path>) -> Result<PathBuf, String> {
+    let Some(root) = root else {
+        return Err(
+            "this server imports no model files from its disk (no import root: start it with \
+             --import-root DIR)"
+                .to_string(),
+        );
+    };
     let path = if let Some(rest) = source.strip_prefix("file://") {
         url::Url::parse(source)
             .ok()
@@ -681,7 +694,64 @@ fn read_source(source: &str) -> Result<Vec<u8>, String> {
     } else {
         PathBuf::from(source)
     };
-    let file = if path.is_dir() { onnx_in(&path)? } else { path };
+    let root = lexical(&std::path::absolute(root).unwrap_or_else(|_| root.to_path_buf()));
+    let path = lexical(&root.join(path));
+    let outside = || {
+        format!("source {source:?} is outside the server's import root; copy the model under it")
+    };
+    if !path.starts_with(&root) {
+        return Err(outside());
+    }
+    // A link under the root to somewhere else is outside too.
+    if let (Ok(real), Ok(real_root)) = (std::fs::canonicalize(&path), std::fs::canonicalize(&root))
+        && !real.starts_with(real_root)
+    {
+        return Err(outside());
+    }
+    Ok(path)
+}
+
+/// `path` with `.` and `..` resolved without reading the filesystem.
+fn lexical(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// The ONNX bytes at an importable `path` (an ONNX file, or an MLflow model
+/// directory), or why not. Symbolic links are followed only when what they
+/// point to is under the import root too.
+fn read_source(path: &Path, root: Option<&Path>) -> Result<Vec<u8>, String> {
+    let real = |p: &Path| {
+        std::fs::canonicalize(p).map_err(|e| format!("cannot read {}: {e}", p.display()))
+    };
+    let root = real(root.unwrap_or(Path::new("/")))?;
+    let inside = |p: &Path| -> Result<PathBuf, String> {
+        let resolved = real(p)?;
+        if resolved.starts_with(&root) {
+            Ok(resolved)
+        } else {
+            Err(format!(
+                "{} leads outside the server's import root",
+                p.display()
+            ))
+        }
+    };
+    let path = inside(path)?;
+    let file = if path.is_dir() {
+        inside(&onnx_in(&path)?)?
+    } else {
+        path
+    };
     // Only regular files (not devices or pipes), and no more than ONNX's
     // protobuf limit.
     let metadata =

@@ -199,7 +199,11 @@ fn entity_label(i: usize, entity: &BTreeMap<String, Value>) -> Result<String, Ap
         let Some(part) = feature_store::online::key_part(value) else {
             return Err(AppError::bad_request(
                 "invalid_feedback",
-                format!("outcome {i}: entity key {name} must be a string or an integer"),
+                format!(
+                    "outcome {i}: entity key {name} must be an integer or a string of at most \
+                     {} bytes",
+                    feature_store::online::MAX_KEY_BYTES
+                ),
             ));
         };
         if !label.is_empty() {

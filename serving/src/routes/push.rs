@@ -214,9 +214,14 @@ fn parse_row(
     let mut keys = Vec::with_capacity(view.entity.join_keys.len());
     for key in &view.entity.join_keys {
         keys.push(match cell(key) {
-            Value::String(s) => KeyValue::Str(s.clone()),
+            Value::String(s) => KeyValue::text(key, s)?,
             Value::Number(n) if n.is_i64() => KeyValue::Int(n.as_i64().unwrap_or_default()),
-            other => return Err(format!("{key}: {other} is not an integer or a string key")),
+            other => {
+                return Err(format!(
+                    "{key}: {} is not an integer or a string key",
+                    feature_store::online::shown_key(other)
+                ));
+            }
         });
     }
     let time = |column: &str, required: bool| -> Result<Option<i64>, String> {

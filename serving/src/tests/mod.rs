@@ -1188,3 +1188,159 @@ async fn readiness_follows_the_state() {
         StatusCode::OK
     );
 }
+
+/// A push with headers, answering the status, the replay header and the
+/// body.
+async fn keyed_push(
+    state: &Arc<AppState>,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (StatusCode, bool, Value) {
+    let mut request = Request::builder()
+        .method("POST")
+        .uri("/push")
+        .header("content-type", "application/json");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = app(state.clone())
+        .oneshot(request.body(Body::from(body.to_string())).unwrap())
+        .await
+        .unwrap();
+    let status = response.status();
+    let replayed = response
+        .headers()
+        .get(crate::idempotency::REPLAYED)
+        .is_some();
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    (
+        status,
+        replayed,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_push_applies_once_and_answers_the_first_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = state(dir.path());
+    let now = chrono::Utc::now().to_rfc3339();
+    let body = |x1: f64| {
+        json!({"push_source_name": "v", "df": {"customer_id": [7], "ts": [now], "x1": [x1], "x2": [1.0]}})
+            .to_string()
+    };
+    let accepted = |state: Arc<AppState>| async move {
+        let text = metrics_text(&state).await;
+        text.lines()
+            .find_map(|l| l.strip_prefix("aurum_push_rows_accepted_total "))
+            .unwrap_or("0")
+            .to_string()
+    };
+
+    let key = [("idempotency-key", "push-1")];
+    let (status, replayed, first) = keyed_push(&state, &key, &body(1.0)).await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    assert!(!replayed);
+    // The retry is answered the first answer, and applies nothing.
+    let (status, replayed, again) = keyed_push(&state, &key, &body(1.0)).await;
+    assert_eq!(status, StatusCode::OK, "{again}");
+    assert!(replayed);
+    assert_eq!(again, first);
+    assert_eq!(accepted(state.clone()).await, "1");
+    // The same key for another body is refused, and applies nothing.
+    let (status, _, refused) = keyed_push(&state, &key, &body(2.0)).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{refused}");
+    assert_eq!(refused["error"]["code"], "idempotency_key_reused");
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("push-1")
+    );
+    assert_eq!(accepted(state.clone()).await, "1");
+
+    // Retries racing the first: one applies, all get its answer.
+    let racing = [("idempotency-key", "push-2")];
+    let same = body(3.0);
+    let answers =
+        futures::future::join_all((0..8).map(|_| keyed_push(&state, &racing, &same))).await;
+    assert!(
+        answers
+            .iter()
+            .all(|(s, _, a)| *s == StatusCode::OK && *a == answers[0].2)
+    );
+    assert_eq!(
+        answers.iter().filter(|(_, replayed, _)| !replayed).count(),
+        1
+    );
+    assert_eq!(accepted(state.clone()).await, "2");
+
+    // A client's own request id is a key too; without either, each push
+    // applies.
+    let id = [("x-request-id", "client-chose-this")];
+    keyed_push(&state, &id, &body(4.0)).await;
+    let (_, replayed, _) = keyed_push(&state, &id, &body(4.0)).await;
+    assert!(replayed);
+    keyed_push(&state, &[], &body(5.0)).await;
+    keyed_push(&state, &[], &body(5.0)).await;
+    assert_eq!(accepted(state.clone()).await, "5");
+
+    // A refusal for the body's content is kept too (a retry would not
+    // change it); a key that is not visible ASCII is refused.
+    let bad = json!({"push_source_name": "v", "df": {"customer_id": [7]}}).to_string();
+    let refusal = [("idempotency-key", "bad-1")];
+    let (status, _, _) = keyed_push(&state, &refusal, &bad).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, replayed, _) = keyed_push(&state, &refusal, &bad).await;
+    assert_eq!((status, replayed), (StatusCode::BAD_REQUEST, true));
+    let long = "k".repeat(300);
+    let (status, _, answer) =
+        keyed_push(&state, &[("idempotency-key", long.as_str())], &body(6.0)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(answer["error"]["code"], "invalid_idempotency_key");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn versions_loaded_on_demand_are_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = state(dir.path());
+    let input = oip_metadata(&state).await;
+    let v1 = state.registry.version("m", 1).unwrap();
+    let bytes = state.registry.model_bytes(&v1).unwrap();
+    let last = crate::inference::MAX_ON_DEMAND_VERSIONS + 4;
+    for _ in 2..=last {
+        let new = registry::NewVersion {
+            features: v1.features.clone(),
+            ..registry::NewVersion::default()
+        };
+        state.registry.register("m", &bytes, new).unwrap();
+    }
+    // Version 1 is served; every other one is loaded on demand.
+    for version in 2..=last {
+        let (status, answer) = call(
+            &state,
+            "POST",
+            &format!("/v2/models/m/versions/{version}/infer"),
+            &oip_body(&input, json!([1.0, 2.0]), json!([1, 2]), "FP32"),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "version {version}: {answer}");
+        assert_eq!(answer["model_version"], json!(version.to_string()));
+    }
+    let kept = state.models.on_demand();
+    assert!(
+        kept <= crate::inference::MAX_ON_DEMAND_VERSIONS,
+        "{kept} versions kept"
+    );
+    // An evicted version loads again when asked.
+    let (status, answer) = call(
+        &state,
+        "POST",
+        "/v2/models/m/versions/2/infer",
+        &oip_body(&input, json!([1.0, 2.0]), json!([1, 2]), "FP32"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+}

@@ -61,12 +61,21 @@ impl OipGrpc {
         listener: tokio::net::TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), tonic::transport::Error> {
+        let incoming = listen::incoming(listener, listen::Options::default());
+        self.serve_on(incoming, shutdown).await
+    }
+
+    /// Serves on the connections `incoming` takes (TLS and the connection
+    /// cap are its business) until `shutdown` completes. The server's
+    /// in-flight limit and request timeout apply to each call, as on HTTP.
+    pub async fn serve_on(
+        self,
+        incoming: listen::Incoming,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), tonic::transport::Error> {
         tonic::transport::Server::builder()
             .add_service(self)
-            .serve_with_incoming_shutdown(
-                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
-                shutdown,
-            )
+            .serve_with_incoming_shutdown(incoming, shutdown)
             .await
     }
 }
