@@ -1,0 +1,402 @@
+//! A soak of the real `aurum serve` (issue 21): full closed-loop load for
+//! `--seconds` (600) with bad requests mixed in, on an example project with
+//! tokens. Reports the server's resident memory after the warm-up and at
+//! the end, the answers by status, the server errors `/metrics` counted
+//! and the panics in its log.
+//!
+//! The mix, per 100 requests: 55 `/predict` and 20 `/get-online-features`
+//! (read token), 5 pushes (write token; half carry an idempotency key from a
+//! rotating set of 1,000, so most of those are replays) and 20 bad ones:
+//! malformed JSON, a wrong content type, no token, a read token on a write
+//! route, a 2 KiB entity key, an unknown model, a body over the 8 MiB limit
+//! (1 in 100), and bytes that are not HTTP. Beside the load, a client opens a
+//! connection every second and never finishes its headers (the server cuts
+//! it after `--header-read-timeout-secs 5`).
+//!
+//! usage: cargo bench --profile dev --bench soak -- [--seconds N] [--connections N]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use tokio::io::AsyncWriteExt;
+
+#[path = "common/load.rs"]
+mod load;
+
+fn main() -> Result<()> {
+    let mut seconds = 600u64;
+    let mut connections = 16usize;
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--seconds" => seconds = args.next().context("--seconds N")?.parse()?,
+            "--connections" => connections = args.next().context("--connections N")?.parse()?,
+            // cargo bench passes --bench.
+            _ => {}
+        }
+    }
+    let project = tempfile::tempdir()?;
+    let dir = project.path();
+    eprintln!("making the example project (generate, pipeline, train)...");
+    for step in [
+        &["init", "."][..],
+        &["generate", "--rows", "50000", "--seed", "7"],
+        &["pipeline"],
+        &["train"],
+    ] {
+        aurum(dir, step)?;
+    }
+    let read = aurum(dir, &["token", "new", "soak-read", "--role", "read"])?;
+    let write = aurum(dir, &["token", "new", "soak-write", "--role", "write"])?;
+    let log = dir.join("serve.log");
+    let mut server = Command::new(env!("CARGO_BIN_EXE_aurum"))
+        .args([
+            "serve",
+            "--addr",
+            "127.0.0.1:0",
+            "--flight-addr",
+            "127.0.0.1:0",
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--tokens",
+            "tokens.toml",
+            "--header-read-timeout-secs",
+            "5",
+        ])
+        .current_dir(dir)
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log)?)
+        .spawn()?;
+    let pid = server.id();
+    let mut address = None;
+    for line in BufReader::new(server.stdout.take().context("stdout")?).lines() {
+        let line = line?;
+        if let Some(url) = line.strip_prefix("listening on http://") {
+            address = Some(url.parse::<SocketAddr>()?);
+        }
+        if line == "ready" {
+            break;
+        }
+    }
+    let address = address.context("the server printed no address")?;
+    let result = soak(address, pid, &read, &write, connections, seconds);
+    let metrics = scrape(address);
+    let _ = server.kill();
+    let _ = server.wait();
+    let report = result?;
+    let server_errors = server_errors(&metrics?);
+    let log = std::fs::read_to_string(&log).unwrap_or_default();
+    let panics = log.matches("panicked").count();
+    println!(
+        "soak: {seconds} s, {connections} connections, {:.0} requests/s",
+        report.requests as f64 / seconds as f64
+    );
+    println!(
+        "  resident memory: {:.1} MiB after the warm-up, {:.1} MiB at the end ({:+.1}%), peak {:.1} MiB",
+        mib(report.rss_start),
+        mib(report.rss_end),
+        (report.rss_end as f64 / report.rss_start as f64 - 1.0) * 100.0,
+        mib(report.rss_peak)
+    );
+    println!("  answers by status: {}", report.statuses);
+    println!(
+        "  slow-header connections cut by the server: {} of {}",
+        report.slow_cut, report.slow_opened
+    );
+    println!("  server errors (5xx in /metrics): {server_errors}; panics in the log: {panics}");
+    if server_errors > 0 || panics > 0 {
+        bail!("the soak saw server errors or panics");
+    }
+    Ok(())
+}
+
+struct Report {
+    requests: u64,
+    rss_start: u64,
+    rss_end: u64,
+    rss_peak: u64,
+    statuses: String,
+    slow_opened: u64,
+    slow_cut: u64,
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / f64::from(1 << 20)
+}
+
+/// Runs an `aurum` command in `dir` and returns its standard output.
+fn aurum(dir: &Path, args: &[&str]) -> Result<String> {
+    let output = Command::new(env!("CARGO_BIN_EXE_aurum"))
+        .args(args)
+        .current_dir(dir)
+        .output()?;
+    if !output.status.success() {
+        bail!(
+            "aurum {args:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
+}
+
+/// The server's resident memory, from `/proc`.
+fn resident(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        })
+        .map_or(0, |kib| kib * 1024)
+}
+
+/// The requests of the mix, cycled by every connection. `features` are the
+/// pushed view's features (a push carries every one).
+fn mix(host: &str, read: &str, write: &str, features: &[String]) -> Vec<Vec<u8>> {
+    let auth = |token: &str| format!("Authorization: Bearer {token}\r\n");
+    let post =
+        |path: &str, headers: &str, body: &str| load::post_request_with(host, path, headers, body);
+    let now = chrono::Utc::now().to_rfc3339();
+    let mut requests = Vec::new();
+    for i in 0..100u64 {
+        let customer = 1 + (i * 37) % 500;
+        let request = match i {
+            0..55 => post(
+                "/predict",
+                &auth(read),
+                &format!(r#"{{"model": "fraud", "entities": {{"customer_id": [{customer}, {}]}}}}"#, customer + 1),
+            ),
+            55..75 => post(
+                "/get-online-features",
+                &auth(read),
+                &format!(
+                    r#"{{"feature_service": "fraud_detection", "entities": {{"customer_id": [{customer}]}}}}"#
+                ),
+            ),
+            75..80 => {
+                let key = if i % 2 == 0 {
+                    format!("Idempotency-Key: soak-{}\r\n", i % 1000)
+                } else {
+                    String::new()
+                };
+                let mut df = serde_json::json!({"customer_id": [customer], "event_timestamp": [now]});
+                for feature in features {
+                    df[feature.as_str()] = serde_json::json!([1.0]);
+                }
+                post(
+                    "/push",
+                    &format!("{}{key}", auth(write)),
+                    &serde_json::json!({"push_source_name": "customer_features", "to": "online", "df": df})
+                        .to_string(),
+                )
+            }
+            80..83 => post("/predict", &auth(read), r#"{"model": "fraud", "entities": "#),
+            83..86 => format!(
+                "POST /push HTTP/1.1\r\nHost: {host}\r\n{}Content-Type: text/plain\r\nContent-Length: 2\r\n\r\n{{}}",
+                auth(write)
+            )
+            .into_bytes(),
+            86..89 => post("/predict", "", r#"{"model": "fraud", "entities": {"customer_id": [1]}}"#),
+            89..92 => post("/push", &auth(read), r#"{"push_source_name": "customer_features", "df": {}}"#),
+            92..95 => post(
+                "/predict",
+                &auth(read),
+                &format!(r#"{{"model": "fraud", "entities": {{"customer_id": ["{}"]}}}}"#, "k".repeat(2048)),
+            ),
+            95..98 => post("/predict", &auth(read), r#"{"model": "nobody", "entities": {"customer_id": [1]}}"#),
+            98 => post("/predict", &auth(read), &" ".repeat(9 << 20)),
+            _ => b"\x16\x03\x01 this is not HTTP\r\n\r\n".to_vec(),
+        };
+        requests.push(request);
+    }
+    requests
+}
+
+fn soak(
+    address: SocketAddr,
+    pid: u32,
+    read: &str,
+    write: &str,
+    connections: usize,
+    seconds: u64,
+) -> Result<Report> {
+    let views: serde_json::Value =
+        serde_json::from_str(&http_get(address, "/feature-views", read)?)?;
+    let features: Vec<String> = views
+        .as_array()
+        .and_then(|views| views.iter().find(|v| v["name"] == "customer_features"))
+        .and_then(|v| v["features"].as_array())
+        .context("the server lists no customer_features view")?
+        .iter()
+        .filter_map(|f| f["name"].as_str().map(str::to_string))
+        .collect();
+    let requests = Arc::new(mix(&address.to_string(), read, write, &features));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let warmup = Instant::now() + Duration::from_secs(30);
+        let end = warmup + Duration::from_secs(seconds);
+        let statuses: Arc<[AtomicU64; 600]> = Arc::new(std::array::from_fn(|_| AtomicU64::new(0)));
+        let done = Arc::new(AtomicBool::new(false));
+        let mut tasks = Vec::new();
+        for c in 0..connections {
+            let (requests, statuses) = (requests.clone(), statuses.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut buffer = Vec::with_capacity(64 << 10);
+                let mut i = c;
+                let mut stream = None;
+                while Instant::now() < end {
+                    let conn = match stream.as_mut() {
+                        Some(conn) => conn,
+                        None => {
+                            let tcp = tokio::net::TcpStream::connect(address).await?;
+                            tcp.set_nodelay(true)?;
+                            stream.insert(tcp)
+                        }
+                    };
+                    let request = &requests[i % requests.len()];
+                    i += connections;
+                    // The server may answer (and close) before reading a
+                    // whole oversize body: a write error is the answer.
+                    let answer = match conn.write_all(request).await {
+                        Ok(()) => load::read_response(conn, &mut buffer).await.ok(),
+                        Err(_) => None,
+                    };
+                    match answer {
+                        Some(status) => {
+                            statuses[usize::from(status).min(599)].fetch_add(1, Ordering::Relaxed);
+                            if status == 400 || status == 413 {
+                                // Bad framing closes the connection.
+                                stream = None;
+                            }
+                        }
+                        None => {
+                            statuses[0].fetch_add(1, Ordering::Relaxed);
+                            stream = None;
+                        }
+                    }
+                }
+                anyhow::Ok(())
+            }));
+        }
+        // Slow-header clients: one a second, each left open until cut.
+        let (slow_opened, slow_cut) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let slow = {
+            let (opened, cut, done) = (slow_opened.clone(), slow_cut.clone(), done.clone());
+            tokio::spawn(async move {
+                while !done.load(Ordering::Relaxed) {
+                    if let Ok(mut tcp) = tokio::net::TcpStream::connect(address).await {
+                        opened.fetch_add(1, Ordering::Relaxed);
+                        let cut = cut.clone();
+                        tokio::spawn(async move {
+                            let _ = tcp.write_all(b"GET /health/live HTTP/1.1\r\nHost: x").await;
+                            let mut byte = [0u8; 1];
+                            let read = tokio::time::timeout(
+                                Duration::from_secs(30),
+                                tokio::io::AsyncReadExt::read(&mut tcp, &mut byte),
+                            )
+                            .await;
+                            if matches!(read, Ok(Ok(0)) | Ok(Err(_))) {
+                                cut.fetch_add(1, Ordering::Relaxed);
+                            }
+                        });
+                    }
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            })
+        };
+        tokio::time::sleep_until(warmup.into()).await;
+        let rss_start = resident(pid);
+        let mut rss_peak = rss_start;
+        let before: u64 = statuses.iter().map(|s| s.load(Ordering::Relaxed)).sum();
+        while Instant::now() < end {
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            let now = resident(pid);
+            rss_peak = rss_peak.max(now);
+            eprintln!(
+                "  {:>4} s: resident {:.1} MiB",
+                (Instant::now() - warmup).as_secs(),
+                mib(now)
+            );
+        }
+        let rss_end = resident(pid);
+        for task in tasks {
+            task.await??;
+        }
+        done.store(true, Ordering::Relaxed);
+        // Let the last slow clients be cut.
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        slow.abort();
+        let total: u64 = statuses.iter().map(|s| s.load(Ordering::Relaxed)).sum();
+        let statuses = statuses
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| n.load(Ordering::Relaxed) > 0)
+            .map(|(status, n)| {
+                let label = if status == 0 {
+                    "closed".to_string()
+                } else {
+                    status.to_string()
+                };
+                format!("{label}: {}", n.load(Ordering::Relaxed))
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        Ok(Report {
+            requests: total - before,
+            rss_start,
+            rss_end,
+            rss_peak,
+            statuses,
+            slow_opened: slow_opened.load(Ordering::Relaxed),
+            slow_cut: slow_cut.load(Ordering::Relaxed),
+        })
+    })
+}
+
+/// The server's `/metrics` text.
+fn scrape(address: SocketAddr) -> Result<String> {
+    http_get(address, "/metrics", "")
+}
+
+/// The body of a GET of `path` (with a bearer `token`, unless empty).
+fn http_get(address: SocketAddr, path: &str, token: &str) -> Result<String> {
+    use std::io::{Read, Write};
+    let mut tcp = std::net::TcpStream::connect(address)?;
+    let auth = if token.is_empty() {
+        String::new()
+    } else {
+        format!("Authorization: Bearer {token}\r\n")
+    };
+    write!(
+        tcp,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}Connection: close\r\n\r\n"
+    )?;
+    let mut text = String::new();
+    tcp.read_to_string(&mut text)?;
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .context("an HTTP answer without a body")?;
+    if !head.starts_with("HTTP/1.1 200") {
+        bail!("GET {path}: {head}");
+    }
+    Ok(body.to_string())
+}
+
+/// The 5xx answers `/metrics` counted (`aurum_http_errors_total` by status).
+fn server_errors(metrics: &str) -> u64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("aurum_http_errors_total") && l.contains("status=\"5"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
