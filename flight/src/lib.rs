@@ -29,3 +29,6 @@ mod stream;
 pub use command::Command;
 pub use feast::FeastCommand;
 pub use server::{CallLimits, FlightServer, VERSIONS_METADATA};
+
+#[cfg(test)]
+mod tests;

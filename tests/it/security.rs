@@ -70,6 +70,11 @@ fn every_protocol_checks_tokens_and_roles() {
     expect("flight_get_read", "ok");
     expect("flight_list_read", "ok");
     expect("flight_get_write", "ok");
+    for call in ["info", "schema", "exchange"] {
+        expect(&format!("flight_{call}_none"), "unauthenticated");
+        expect(&format!("flight_{call}_read"), "ok");
+        expect(&format!("flight_{call}_write"), "ok");
+    }
     expect("flight_put_read", "unauthorized");
     // Let in, then refused for its rows (not for its token).
     let put = answer["flight_put_write"].as_str().unwrap();

@@ -1,5 +1,6 @@
-//! Random bodies at every route: whatever a client sends, the answer is
-//! never a 5xx (a client mistake is a 4xx naming it) and never a panic.
+//! Random bodies at every route, with and without tokens of each role and
+//! idempotency keys: whatever a client sends, the answer is never a 5xx (a
+//! client mistake is a 4xx naming it) and never a panic.
 
 use axum::body::Body;
 use axum::http::Request;
@@ -15,6 +16,8 @@ const ROUTES: &[(&str, &str)] = &[
     ("POST", "/get-online-features"),
     ("POST", "/push"),
     ("POST", "/write-to-online-store"),
+    ("POST", "/feedback"),
+    ("GET", "/drift/m"),
     ("POST", "/materialize"),
     ("POST", "/materialize-incremental"),
     ("POST", "/admin/reload"),
@@ -175,6 +178,13 @@ fn body() -> impl Strategy<Value = Vec<u8>> {
     ]
 }
 
+/// The tokens the fuzzed server knows, one per role.
+const TOKENS: &[(&str, auth::Role)] = &[
+    ("fuzz-read", auth::Role::Read),
+    ("fuzz-write", auth::Role::Write),
+    ("fuzz-admin", auth::Role::Admin),
+];
+
 #[test]
 fn random_bodies_at_every_route_never_get_a_server_error() {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -183,9 +193,26 @@ fn random_bodies_at_every_route_never_get_a_server_error() {
         .build()
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
+    // With tokens, so the role checks and the idempotency layer are in the
+    // path too; most cases carry the admin token, which every route takes.
     let state = {
         let _inside = runtime.enter();
-        state(dir.path())
+        state_with(dir.path(), |s| {
+            let mut tokens = auth::Tokens::none();
+            for (token, role) in TOKENS {
+                tokens = tokens.with_token(
+                    token,
+                    auth::Identity {
+                        name: token.to_string(),
+                        role: *role,
+                    },
+                );
+            }
+            s.with_limits(Limits {
+                tokens,
+                ..Limits::default()
+            })
+        })
     };
     state.set_ready(true);
     let config = proptest::test_runner::Config {
@@ -193,7 +220,20 @@ fn random_bodies_at_every_route_never_get_a_server_error() {
         failure_persistence: None,
         ..proptest::test_runner::Config::default()
     };
-    proptest!(config, |(route in 0..ROUTES.len(), body in body(), arm in prop::option::of("[a-z]{0,3}"))| {
+    let token = prop_oneof![
+        1 => Just(None),
+        1 => Just(Some("fuzz-read")),
+        1 => Just(Some("fuzz-write")),
+        1 => Just(Some("fuzz-guess")),
+        6 => Just(Some("fuzz-admin")),
+    ];
+    proptest!(config, |(
+        route in 0..ROUTES.len(),
+        body in body(),
+        arm in prop::option::of("[a-z]{0,3}"),
+        token in token,
+        key in prop::option::of("[ -~]{0,4}"),
+    )| {
         let (method, uri) = ROUTES[route];
         let mut request = Request::builder()
             .method(method)
@@ -201,6 +241,12 @@ fn random_bodies_at_every_route_never_get_a_server_error() {
             .header("content-type", "application/json");
         if let Some(arm) = &arm {
             request = request.header(crate::inference::ARM_HEADER, arm.as_str());
+        }
+        if let Some(token) = token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        if let Some(key) = &key {
+            request = request.header(crate::idempotency::IDEMPOTENCY_KEY, key.as_str());
         }
         let request = request.body(Body::from(body.clone())).unwrap();
         let response = runtime.block_on(app(state.clone()).oneshot(request)).unwrap();
