@@ -103,8 +103,14 @@ pub struct ServeArgs {
     /// handshake may take; then the connection is closed.
     #[arg(long, default_value_t = 30)]
     header_read_timeout_secs: u64,
-    /// The longest, in seconds, an Arrow Flight call may take to start
-    /// answering (`CANCELLED` beyond it).
+    /// The longest, in seconds, a connection (HTTP, Flight, gRPC) may stay
+    /// without a byte read or written before it is closed; a new connection
+    /// must send its first bytes within `--header-read-timeout-secs`.
+    #[arg(long, default_value_t = 300)]
+    idle_timeout_secs: u64,
+    /// The longest, in seconds, an Arrow Flight call may take, streamed
+    /// answer included (`CANCELLED` before it answers, `DEADLINE_EXCEEDED`
+    /// in its stream after).
     #[arg(long, default_value_t = 300)]
     flight_call_timeout_secs: u64,
     /// The most MiB (in memory) of a table a client uploads on Arrow Flight
@@ -174,6 +180,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             listen::Options {
                 max_connections: args.max_connections.max(1),
                 handshake_timeout: Duration::from_secs(args.header_read_timeout_secs.max(1)),
+                idle_timeout: Duration::from_secs(args.idle_timeout_secs.max(1)),
                 tls: tls.as_ref().map(|tls| tls.with_alpn(alpn)),
             },
         )
@@ -235,6 +242,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     // Graceful shutdown: the server stops accepting, answers what is in
     // flight, and then what the prediction log holds is written.
     let served = server.await.context("the server task failed")?;
+    state.drain_writes().await;
     state.drain_shadows().await;
     if let Some(log) = &state.prediction_log {
         log.close().await;

@@ -76,6 +76,11 @@ pub enum Command {
         /// refusing the batch.
         #[serde(default)]
         allow_partial: bool,
+        /// Makes a retried call apply each batch once: batches the first
+        /// call with this key applied are answered again, not applied (the
+        /// retry must send the same batches in the same order).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        idempotency_key: Option<String>,
     },
 }
 
@@ -117,6 +122,7 @@ impl Command {
                     feature_view: view.clone(),
                     to: PushTo::Online,
                     allow_partial: false,
+                    idempotency_key: None,
                 }),
                 other => Err(Status::invalid_argument(format!(
                     "a descriptor path names one feature view; got {other:?}"

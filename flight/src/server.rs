@@ -26,7 +26,23 @@ pub struct FlightServer {
     pub(crate) store: Option<DeltaStore>,
     pub(crate) tokens: Arc<auth::Tokens>,
     pub(crate) limits: CallLimits,
+    /// What keyed `DoPut` calls applied, by caller and key.
+    pub(crate) put_ledgers: moka::sync::Cache<String, Arc<PutLedger>>,
 }
+
+/// What the `DoPut` calls with one idempotency key have applied: the rows
+/// and result of each batch, in order. A retry skips (and answers again)
+/// the batches already applied, and applies the rest.
+#[derive(Debug, Default)]
+pub(crate) struct PutLedger {
+    /// Whether a call with this key is running.
+    pub(crate) running: std::sync::atomic::AtomicBool,
+    /// Per batch applied: its rows and its result.
+    pub(crate) applied: std::sync::Mutex<Vec<(usize, bytes::Bytes)>>,
+}
+
+/// Keys of `DoPut` calls remembered (for 24 hours).
+pub(crate) const MAX_PUT_KEYS: u64 = 10_000;
 
 impl FlightServer {
     /// A service answering online lookups from `online` and pushing through
@@ -38,6 +54,12 @@ impl FlightServer {
             store: None,
             tokens: Arc::new(auth::Tokens::none()),
             limits: CallLimits::default(),
+            put_ledgers: moka::sync::Cache::builder()
+                .max_capacity(MAX_PUT_KEYS)
+                .time_to_live(std::time::Duration::from_secs(24 * 3600))
+                // Admit every key; the least recently used go first.
+                .eviction_policy(moka::policy::EvictionPolicy::lru())
+                .build(),
         }
     }
 
@@ -56,10 +78,11 @@ impl FlightServer {
         &self,
         metadata: &tonic::metadata::MetadataMap,
         role: auth::Role,
-    ) -> Result<(), Status> {
+    ) -> Result<String, Status> {
         let authorization = metadata.get("authorization").and_then(|v| v.to_str().ok());
         match self.tokens.authorize(authorization, role) {
-            Ok(_) => Ok(()),
+            // The caller's name (empty without tokens).
+            Ok(identity) => Ok(identity.map(|i| i.name.clone()).unwrap_or_default()),
             Err(auth::Denied::Unauthenticated(message)) => Err(Status::unauthenticated(message)),
             Err(auth::Denied::Forbidden(message)) => Err(Status::permission_denied(message)),
         }
@@ -231,6 +254,71 @@ impl FlightServer {
             .await
     }
 
+    /// The ledger of `caller`'s `DoPut` calls to `view` with `key`, marked
+    /// running; refused while another call with the key runs.
+    pub(crate) fn put_ledger(
+        &self,
+        caller: &str,
+        view: &str,
+        key: &str,
+    ) -> Result<Arc<PutLedger>, Status> {
+        if key.is_empty() || key.len() > 256 {
+            return Err(Status::invalid_argument(
+                "an idempotency_key must be 1 to 256 bytes",
+            ));
+        }
+        let ledger = self
+            .put_ledgers
+            .get_with(format!("{caller}\n{view}\n{key}"), Default::default);
+        if ledger
+            .running
+            .swap(true, std::sync::atomic::Ordering::AcqRel)
+        {
+            return Err(Status::aborted(format!(
+                "a DoPut with idempotency key {key:?} is still running; retry once it ends"
+            )));
+        }
+        Ok(ledger)
+    }
+
+    /// When a call starting now must have finished.
+    pub(crate) fn deadline(&self) -> tokio::time::Instant {
+        tokio::time::Instant::now() + self.limits.timeout
+    }
+
+    /// `answer`, ended with `DEADLINE_EXCEEDED` if it is still streaming at
+    /// `deadline`, so a call's whole answer is bounded in time, not only its
+    /// start (a client that reads slowly cannot hold a call open forever).
+    pub(crate) fn within<T: Send + 'static>(
+        &self,
+        answer: futures::stream::BoxStream<'static, Result<T, Status>>,
+        deadline: tokio::time::Instant,
+    ) -> futures::stream::BoxStream<'static, Result<T, Status>> {
+        use futures::StreamExt;
+        let limit = self.limits.timeout;
+        let expiry = Box::pin(tokio::time::sleep_until(deadline));
+        futures::stream::unfold(
+            (answer, expiry, false),
+            move |(mut answer, mut expiry, expired)| async move {
+                if expired {
+                    return None;
+                }
+                tokio::select! {
+                    item = answer.next() => item.map(|item| (item, (answer, expiry, false))),
+                    () = &mut expiry => Some((
+                        Err(Status::deadline_exceeded(format!(
+                            "the call ran longer than the server's limit of {} s \
+                             (--flight-call-timeout-secs)",
+                            limit.as_secs()
+                        ))),
+                        (answer, expiry, true),
+                    )),
+                }
+            },
+        )
+        .boxed()
+    }
+
     pub(crate) fn view(&self, name: &str) -> Result<FeatureView, Status> {
         self.online
             .view(name)
@@ -241,9 +329,9 @@ impl FlightServer {
 /// Limits on each Flight call.
 #[derive(Debug, Clone, Copy)]
 pub struct CallLimits {
-    /// The longest a call may take to start answering (a streamed answer
-    /// then runs at the client's pace, bounded by gRPC flow control);
-    /// beyond it, `CANCELLED`.
+    /// The longest a call may take: to start answering (beyond it,
+    /// `CANCELLED`) and to finish a streamed answer (beyond it, the stream
+    /// ends with `DEADLINE_EXCEEDED`).
     pub timeout: std::time::Duration,
     /// Calls one connection may have running at once; beyond it,
     /// `RESOURCE_EXHAUSTED` (with the connection cap, this bounds the calls

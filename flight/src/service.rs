@@ -138,6 +138,7 @@ impl FlightService for FlightServer {
         &self,
         request: Request<Ticket>,
     ) -> Result<Response<Self::DoGetStream>, Status> {
+        let deadline = self.deadline();
         self.authorize(request.metadata(), auth::Role::Read)?;
         let command = Command::from_ticket(request.get_ref())?;
         let (schema, batches) = match command {
@@ -147,9 +148,10 @@ impl FlightService for FlightServer {
                 start,
                 end,
             } => {
-                return Ok(Response::new(
+                return Ok(Response::new(self.within(
                     self.feature_view_stream(&name, version, start, end).await?,
-                ));
+                    deadline,
+                )));
             }
             Command::OnlineFeatures {
                 features,
@@ -169,14 +171,17 @@ impl FlightService for FlightServer {
                 return Err(Status::invalid_argument("a push sends rows: use DoPut"));
             }
         };
-        Ok(Response::new(encode(schema, batches)))
+        Ok(Response::new(
+            self.within(encode(schema, batches), deadline),
+        ))
     }
 
     async fn do_put(
         &self,
         request: Request<Streaming<FlightData>>,
     ) -> Result<Response<Self::DoPutStream>, Status> {
-        self.authorize(request.metadata(), auth::Role::Write)?;
+        let deadline = self.deadline();
+        let caller = self.authorize(request.metadata(), auth::Role::Write)?;
         let (call, mut batches) = command_and_batches("DoPut", request.into_inner()).await?;
         let command = match call {
             Call::Aurum(command) => command,
@@ -189,6 +194,7 @@ impl FlightService for FlightServer {
             feature_view,
             to,
             allow_partial,
+            idempotency_key,
         } = command
         else {
             return Err(Status::invalid_argument(
@@ -197,17 +203,41 @@ impl FlightService for FlightServer {
         };
         let view = self.view(&feature_view)?;
         let pusher = self.pusher.clone();
+        let ledger = match idempotency_key {
+            Some(key) => Some(self.put_ledger(&caller, &feature_view, &key)?),
+            None => None,
+        };
         // Results are small and a client may read them only after writing
         // every batch: their queue must never stop ingestion. It is bounded
         // in bytes instead: a client that leaves more unread is cut off.
         let unread = Arc::new(AtomicUsize::new(0));
         let queued = unread.clone();
+        // Unmarked as running when the call ends, however it ends.
+        let running = ledger.clone().map(Running);
         let results = async_stream(PUT_RESULTS_CAPACITY, move |sender| async move {
+            let _running = running;
             let mut stream_row = 0usize;
+            let mut index = 0usize;
             while let Some(batch) = batches.next().await {
                 let batch = batch.map_err(|e| Status::invalid_argument(e.to_string()))?;
                 let first_row = stream_row;
                 stream_row += batch.num_rows();
+                index += 1;
+                if let Some(answer) = replayed(ledger.as_deref(), index - 1, batch.num_rows())? {
+                    // Counted like any result: the reader's side subtracts
+                    // every result it passes on.
+                    queued.fetch_add(answer.len(), Ordering::Relaxed);
+                    if sender
+                        .send(Ok(PutResult {
+                            app_metadata: answer,
+                        }))
+                        .await
+                        .is_err()
+                    {
+                        break;
+                    }
+                    continue;
+                }
                 let latest = pusher.latest_event_micros();
                 let (rows, rejected) =
                     match batch_rows(&view, &batch, first_row, allow_partial, latest) {
@@ -221,10 +251,19 @@ impl FlightService for FlightServer {
                     .apply(&view, rows, rejected, to)
                     .await
                     .map_err(status)?;
-                let metadata = serde_json::to_vec(&outcome)
-                    .map_err(|e| Status::internal(format!("encoding the push outcome: {e}")))?;
+                let metadata =
+                    bytes::Bytes::from(serde_json::to_vec(&outcome).map_err(|e| {
+                        Status::internal(format!("encoding the push outcome: {e}"))
+                    })?);
+                if let Some(ledger) = &ledger {
+                    ledger
+                        .applied
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push((batch.num_rows(), metadata.clone()));
+                }
                 let waiting = queued.fetch_add(metadata.len(), Ordering::Relaxed);
-                if waiting + metadata.len() > MAX_UNREAD_RESULT_BYTES {
+                if waiting.saturating_add(metadata.len()) > MAX_UNREAD_RESULT_BYTES {
                     return Err(Status::resource_exhausted(format!(
                         "more than {MAX_UNREAD_RESULT_BYTES} bytes of push results are unread \
                          (the batches up to row {stream_row} were applied); read the results as \
@@ -233,7 +272,7 @@ impl FlightService for FlightServer {
                 }
                 if sender
                     .send(Ok(PutResult {
-                        app_metadata: metadata.into(),
+                        app_metadata: metadata,
                     }))
                     .await
                     .is_err()
@@ -249,22 +288,24 @@ impl FlightService for FlightServer {
             }
         })
         .boxed();
-        Ok(Response::new(results))
+        Ok(Response::new(self.within(results, deadline)))
     }
 
     async fn do_exchange(
         &self,
         request: Request<Streaming<FlightData>>,
     ) -> Result<Response<Self::DoExchangeStream>, Status> {
+        let deadline = self.deadline();
         self.authorize(request.metadata(), auth::Role::Read)?;
         let (call, mut spine_stream) =
             command_and_batches("DoExchange", request.into_inner()).await?;
         let command = match call {
             Call::Aurum(command) => command,
             Call::Feast(feast) => {
-                return Ok(Response::new(
+                return Ok(Response::new(self.within(
                     self.feast_exchange(feast, spine_stream).await?,
-                ));
+                    deadline,
+                )));
             }
         };
         let request = self.exchange_request(command)?;
@@ -273,8 +314,11 @@ impl FlightService for FlightServer {
         let (spine_schema, spine_batches) =
             spine_batches(&mut spine_stream, self.limits.max_upload_bytes).await?;
         Ok(Response::new(
-            self.training_set_answer(request, spine_schema, spine_batches)
-                .await?,
+            self.within(
+                self.training_set_answer(request, spine_schema, spine_batches)
+                    .await?,
+                deadline,
+            ),
         ))
     }
 
@@ -374,6 +418,39 @@ impl FlightServer {
     }
 }
 
+/// Marks a keyed `DoPut` as running while it lives.
+struct Running(Arc<PutLedger>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.running.store(false, Ordering::Release);
+    }
+}
+
+/// The result of batch `index` when an earlier call with the same key
+/// applied it (then it is not applied again), or `None` to apply it. A
+/// batch whose row count differs from the one applied is refused: the
+/// retry is not sending the same batches.
+fn replayed(
+    ledger: Option<&PutLedger>,
+    index: usize,
+    rows: usize,
+) -> Result<Option<bytes::Bytes>, Status> {
+    let Some(ledger) = ledger else {
+        return Ok(None);
+    };
+    let applied = ledger.applied.lock().unwrap_or_else(|e| e.into_inner());
+    match applied.get(index) {
+        None => Ok(None),
+        Some((applied_rows, result)) if *applied_rows == rows => Ok(Some(result.clone())),
+        Some((applied_rows, _)) => Err(Status::invalid_argument(format!(
+            "batch {index} has {rows} rows, but the call first made with this idempotency key \
+             applied {applied_rows} rows as batch {index}: a retry must send the same batches \
+             in the same order (use a new key for new rows)"
+        ))),
+    }
+}
+
 /// The batches a client uploads on `DoExchange` (a spine, Feast's entity
 /// dataframe), with their schema.
 /// A table larger than `max_bytes` in memory is refused
@@ -386,7 +463,15 @@ pub(crate) async fn spine_batches(
     let mut bytes = 0usize;
     while let Some(batch) = stream.next().await {
         let batch = batch.map_err(|e| Status::invalid_argument(e.to_string()))?;
-        bytes = bytes.saturating_add(batch.get_array_memory_size());
+        // The bytes the batch's arrays use (its slices: an IPC-decoded
+        // buffer shares the message body, which capacity would count once
+        // per buffer).
+        let size: usize = batch
+            .columns()
+            .iter()
+            .map(|c| c.to_data().get_slice_memory_size().unwrap_or(0))
+            .sum();
+        bytes = bytes.saturating_add(size);
         if bytes > max_bytes {
             return Err(Status::resource_exhausted(format!(
                 "the uploaded table passed {max_bytes} bytes in memory after {} rows; send it \

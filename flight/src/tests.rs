@@ -144,3 +144,25 @@ fn random_commands_never_get_a_server_error() {
         }
     });
 }
+
+#[tokio::test]
+async fn a_streamed_answer_ends_at_the_call_deadline() {
+    use std::time::Duration;
+    let server = server();
+    let soon = tokio::time::Instant::now() + Duration::from_millis(50);
+    let never = futures::stream::pending::<Result<u32, Status>>().boxed();
+    let items: Vec<_> = server.within(never, soon).collect().await;
+    assert_eq!(items.len(), 1);
+    let status = items[0].as_ref().unwrap_err();
+    assert_eq!(status.code(), Code::DeadlineExceeded);
+    assert!(status.message().contains("--flight-call-timeout-secs"));
+
+    let later = tokio::time::Instant::now() + Duration::from_secs(30);
+    let quick = futures::stream::iter([Ok(1u32), Ok(2)]).boxed();
+    let items: Vec<u32> = server
+        .within(quick, later)
+        .map(|item| item.unwrap())
+        .collect()
+        .await;
+    assert_eq!(items, [1, 2]);
+}

@@ -11,6 +11,8 @@
 //!   handshake on a task of its own bounded by
 //!   [`Options::handshake_timeout`], so a client that stalls mid-handshake
 //!   holds neither the accept loop nor a connection slot for long;
+//! - closes a connection that sends nothing within the handshake timeout,
+//!   and one that reads and writes nothing for [`Options::idle_timeout`];
 //! - sets `TCP_NODELAY` (answers go out as soon as they are written).
 //!
 //! This crate knows nothing of HTTP or gRPC: reading a request (and the
@@ -38,8 +40,12 @@ pub use tls::{Error, Tls};
 pub struct Options {
     /// Connections open at once.
     pub max_connections: usize,
-    /// The longest a TLS handshake may take.
+    /// The longest a new connection may take to send its first bytes, and a
+    /// TLS handshake to complete; then it is closed without being served.
     pub handshake_timeout: Duration,
+    /// The longest a connection may stay without reading or writing a
+    /// byte; then its reads fail and the server closes it.
+    pub idle_timeout: Duration,
     /// TLS, when the server has a certificate.
     pub tls: Option<Tls>,
 }
@@ -49,6 +55,7 @@ impl Default for Options {
         Options {
             max_connections: 4096,
             handshake_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(300),
             tls: None,
         }
     }
@@ -90,7 +97,8 @@ pub fn incoming(listener: TcpListener, options: Options) -> Incoming {
 }
 
 async fn accept_loop(listener: TcpListener, options: Options, sender: mpsc::Sender<Conn>) {
-    let slots = Arc::new(Semaphore::new(options.max_connections.max(1)));
+    let cap = options.max_connections.clamp(1, Semaphore::MAX_PERMITS);
+    let slots = Arc::new(Semaphore::new(cap));
     loop {
         let slot = tokio::select! {
             slot = slots.clone().acquire_owned() => match slot {
@@ -111,21 +119,36 @@ async fn accept_loop(listener: TcpListener, options: Options, sender: mpsc::Send
             () = sender.closed() => return,
         };
         let _ = tcp.set_nodelay(true);
-        match &options.tls {
-            None => {
-                if sender.send(Conn::plain(tcp, peer, slot)).await.is_err() {
-                    return;
-                }
+        // Each connection is readied on a task of its own, so one that
+        // stalls delays nobody else.
+        let (sender, tls, options) = (sender.clone(), options.tls.clone(), options.clone());
+        tokio::spawn(async move {
+            let conn = match tls {
+                None => first_bytes(tcp, options.handshake_timeout)
+                    .await
+                    .map(|tcp| Conn::plain(tcp, peer, slot, options.idle_timeout)),
+                Some(tls) => handshake(tls, tcp, options.handshake_timeout)
+                    .await
+                    .map(|stream| Conn::tls(stream, peer, slot, options.idle_timeout)),
+            };
+            if let Some(conn) = conn {
+                let _ = sender.send(conn).await;
             }
-            Some(tls) => {
-                let handshake = handshake(tls.clone(), tcp, options.handshake_timeout);
-                let sender = sender.clone();
-                tokio::spawn(async move {
-                    if let Some(stream) = handshake.await {
-                        let _ = sender.send(Conn::tls(stream, peer, slot)).await;
-                    }
-                });
-            }
+        });
+    }
+}
+
+/// `tcp` once its client has sent something, or `None` (closed) if it
+/// sends nothing within `timeout`: a silent connection never holds a slot
+/// for longer.
+async fn first_bytes(tcp: TcpStream, timeout: Duration) -> Option<TcpStream> {
+    let mut byte = [0u8; 1];
+    match tokio::time::timeout(timeout, tcp.peek(&mut byte)).await {
+        Ok(Ok(n)) if n > 0 => Some(tcp),
+        Ok(_) => None,
+        Err(_) => {
+            tracing::debug!(?timeout, "a connection sent nothing; closed");
+            None
         }
     }
 }

@@ -62,11 +62,12 @@ async fn connections_beyond_the_cap_wait_for_one_to_close() {
         ..Options::default()
     };
     let (mut incoming, address) = listening(options).await;
-    let _clients = [
-        TcpStream::connect(address).await.unwrap(),
-        TcpStream::connect(address).await.unwrap(),
-        TcpStream::connect(address).await.unwrap(),
-    ];
+    let mut clients = Vec::new();
+    for _ in 0..3 {
+        let mut client = TcpStream::connect(address).await.unwrap();
+        client.write_all(b"x").await.unwrap();
+        clients.push(client);
+    }
     let first = incoming.next().await.unwrap().unwrap();
     let _second = incoming.next().await.unwrap().unwrap();
     let third = tokio::time::timeout(Duration::from_millis(300), incoming.next()).await;
@@ -87,6 +88,7 @@ async fn tls_connections_carry_data_and_stalled_handshakes_are_cut() {
         max_connections: 1,
         handshake_timeout: Duration::from_millis(300),
         tls: Some(Tls::from_pem_files(&pair.certificate, &pair.key).unwrap()),
+        ..Options::default()
     };
     let (mut incoming, address) = listening(options).await;
 
@@ -151,4 +153,45 @@ fn bad_certificates_and_keys_are_named() {
     let key = std::fs::read_to_string(&other.key).unwrap();
     let body = key.lines().nth(1).unwrap();
     assert!(!error.to_string().contains(body), "{error}");
+}
+
+#[tokio::test]
+async fn silent_and_idle_connections_are_closed() {
+    let options = Options {
+        max_connections: 1,
+        handshake_timeout: Duration::from_millis(200),
+        idle_timeout: Duration::from_millis(300),
+        tls: None,
+    };
+    let (mut incoming, address) = listening(options).await;
+    // Says nothing: closed without being handed to the server, and its
+    // slot freed for the next one.
+    let mut silent = TcpStream::connect(address).await.unwrap();
+    let mut byte = [0u8; 1];
+    let read = tokio::time::timeout(Duration::from_secs(5), silent.read(&mut byte))
+        .await
+        .expect("the silent connection was closed");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+
+    let mut client = TcpStream::connect(address).await.unwrap();
+    client.write_all(b"ping").await.unwrap();
+    let mut server = tokio::time::timeout(Duration::from_secs(5), incoming.next())
+        .await
+        .expect("a connection that spoke was taken")
+        .unwrap()
+        .unwrap();
+    let mut got = [0u8; 4];
+    server.read_exact(&mut got).await.unwrap();
+    // Activity keeps it open past the idle limit...
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        client.write_all(b"k").await.unwrap();
+        server.read_exact(&mut byte).await.unwrap();
+    }
+    // ...silence ends it: the server's next read fails.
+    let idle = tokio::time::timeout(Duration::from_secs(5), server.read(&mut byte))
+        .await
+        .expect("the idle read ended");
+    let error = idle.unwrap_err();
+    assert_eq!(error.kind(), std::io::ErrorKind::TimedOut);
 }

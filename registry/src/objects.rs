@@ -138,6 +138,57 @@ impl Objects {
         }
     }
 
+    /// The bytes at `key` in order, in chunks of at most `chunk` bytes,
+    /// each handed to `sink` (which answers `false` to stop reading). `false`
+    /// when nothing is there. At most one chunk is held at a time.
+    pub(crate) fn read_chunks(
+        &self,
+        key: &str,
+        chunk: usize,
+        sink: &mut dyn FnMut(Vec<u8>) -> bool,
+    ) -> Result<bool> {
+        let chunk = chunk.max(1);
+        match self {
+            Objects::Local(root) => {
+                use std::io::Read;
+                let path = root.join(key);
+                let mut file = match fs::File::open(&path) {
+                    Ok(file) => file,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+                    Err(e) => return Err(Error::io(path, e)),
+                };
+                loop {
+                    let mut buffer = Vec::with_capacity(chunk);
+                    let read = (&mut file)
+                        .take(chunk as u64)
+                        .read_to_end(&mut buffer)
+                        .map_err(|e| Error::io(path.clone(), e))?;
+                    if read == 0 || !sink(buffer) {
+                        return Ok(true);
+                    }
+                }
+            }
+            Objects::Remote(remote) => {
+                let Some(size) = self.size(key)? else {
+                    return Ok(false);
+                };
+                let mut start = 0u64;
+                while start < size {
+                    let end = (start + chunk as u64).min(size);
+                    let path = remote.path(key);
+                    let store = remote.store.clone();
+                    let bytes = run(async move { store.get_range(&path, start..end).await })
+                        .map_err(|e| remote.error(key, e))?;
+                    if !sink(bytes.to_vec()) {
+                        break;
+                    }
+                    start = end;
+                }
+                Ok(true)
+            }
+        }
+    }
+
     /// The size of the object at `key` (`None`: nothing there).
     pub(crate) fn size(&self, key: &str) -> Result<Option<u64>> {
         match self {

@@ -249,27 +249,84 @@ impl Registry {
             .transpose()
     }
 
-    /// The ONNX bytes of a version, checked against the recorded digest.
-    pub fn model_bytes(&self, version: &ModelVersion) -> Result<Vec<u8>> {
-        if !version.is_ready() {
-            return Err(Error::InvalidParameter(format!(
-                "version {} of {} holds no model: its registration failed ({})",
-                version.version,
-                version.name,
-                version
-                    .status_message
-                    .as_deref()
-                    .unwrap_or("no reason recorded")
-            )));
-        }
+    /// The ONNX bytes of a version in chunks of at most `chunk` bytes, each
+    /// handed to `sink` in order (`false` from it stops reading), holding
+    /// at most two chunks at a time: for streaming a model to a client. The
+    /// digest is checked as the bytes pass, and the last chunk is handed
+    /// over only once it matches: a file that does not match the record is
+    /// an [`Error::Corrupt`] before its end reaches `sink`, so a client
+    /// streamed the chunks never receives the whole of a wrong file.
+    pub fn read_model(
+        &self,
+        version: &ModelVersion,
+        chunk: usize,
+        mut sink: impl FnMut(Vec<u8>) -> bool,
+    ) -> Result<()> {
+        self.check_ready(version)?;
         let key = blob_key(&version.sha256);
-        let bytes = self.objects.read(&key)?.ok_or_else(|| Error::Storage {
-            location: self.objects.show(&key).display().to_string(),
+        let mut digest = Sha256::new();
+        let mut held: Option<Vec<u8>> = None;
+        let mut stopped = false;
+        let found = self.objects.read_chunks(&key, chunk, &mut |bytes| {
+            digest.update(&bytes);
+            if let Some(previous) = held.replace(bytes) {
+                stopped = !sink(previous);
+            }
+            !stopped
+        })?;
+        if !found {
+            return Err(self.missing_model(version, &key));
+        }
+        if stopped {
+            return Ok(());
+        }
+        let actual = hex::encode(digest.finalize());
+        if actual != version.sha256 {
+            return Err(Error::Corrupt {
+                path: self.objects.show(&key),
+                expected: version.sha256.clone(),
+                actual,
+            });
+        }
+        if let Some(last) = held {
+            sink(last);
+        }
+        Ok(())
+    }
+
+    fn check_ready(&self, version: &ModelVersion) -> Result<()> {
+        if version.is_ready() {
+            return Ok(());
+        }
+        Err(Error::InvalidParameter(format!(
+            "version {} of {} holds no model: its registration failed ({})",
+            version.version,
+            version.name,
+            version
+                .status_message
+                .as_deref()
+                .unwrap_or("no reason recorded")
+        )))
+    }
+
+    fn missing_model(&self, version: &ModelVersion, key: &str) -> Error {
+        Error::Storage {
+            location: self.objects.show(key).display().to_string(),
             message: format!(
                 "the model file of version {} of {} is missing",
                 version.version, version.name
             ),
-        })?;
+        }
+    }
+
+    /// The ONNX bytes of a version, checked against the recorded digest.
+    pub fn model_bytes(&self, version: &ModelVersion) -> Result<Vec<u8>> {
+        self.check_ready(version)?;
+        let key = blob_key(&version.sha256);
+        let bytes = self
+            .objects
+            .read(&key)?
+            .ok_or_else(|| self.missing_model(version, &key))?;
         let actual = hex::encode(Sha256::digest(&bytes));
         if actual != version.sha256 {
             return Err(Error::Corrupt {
@@ -507,5 +564,62 @@ mod tests {
         );
         assert!(registry.versions("fraud").unwrap().is_empty());
         assert_eq!(fs::read_dir(dir.path().join("blobs")).unwrap().count(), 0);
+    }
+
+    fn linear_model(width: usize) -> Vec<u8> {
+        use onnx::{Dim, GraphBuilder};
+        let mut g = GraphBuilder::new("linear");
+        let weights: Vec<f32> = (0..width).map(|i| i as f32).collect();
+        g.input("x", &[Dim::Dynamic("batch"), Dim::Fixed(width as i64)])
+            .output("y", &[Dim::Dynamic("batch"), Dim::Fixed(1)])
+            .constant("w", &[width as i64, 1], &weights)
+            .node("MatMul", &["x", "w"], &["y"]);
+        g.finish("test model")
+    }
+
+    #[test]
+    fn a_model_streams_in_chunks_and_a_corrupt_one_ends_in_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = Registry::open(dir.path()).unwrap();
+        let bytes = linear_model(64);
+        let new = NewVersion {
+            features: (0..64).map(|i| format!("v:f{i}")).collect(),
+            ..NewVersion::default()
+        };
+        let version = registry.register("fraud", &bytes, new).unwrap();
+        let mut chunks = Vec::new();
+        registry
+            .read_model(&version, 100, |chunk| {
+                chunks.push(chunk);
+                true
+            })
+            .unwrap();
+        assert!(chunks.len() > 1 && chunks.iter().all(|c| c.len() <= 100));
+        assert_eq!(chunks.concat(), bytes);
+        // A reader that stops early stops the reading.
+        let mut taken = 0;
+        registry
+            .read_model(&version, 100, |_| {
+                taken += 1;
+                false
+            })
+            .unwrap();
+        assert_eq!(taken, 1);
+        // A file changed behind the registry's back: the digest mismatch is
+        // the error before the last chunk is handed over.
+        let blob = dir.path().join(blob_key(&version.sha256));
+        let mut changed = bytes.clone();
+        let last = changed.len() - 1;
+        changed[last] ^= 1;
+        fs::write(&blob, &changed).unwrap();
+        let mut seen = 0;
+        let err = registry
+            .read_model(&version, 100, |chunk| {
+                seen += chunk.len();
+                true
+            })
+            .unwrap_err();
+        assert!(matches!(err, Error::Corrupt { .. }), "{err}");
+        assert!(seen < changed.len(), "{seen} of {} bytes", changed.len());
     }
 }

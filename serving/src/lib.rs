@@ -133,7 +133,11 @@ pub async fn serve_on(
         let conn = tokio::select! {
             conn = incoming.next() => match conn {
                 Some(conn) => conn?,
-                None => break,
+                None => {
+                    return Err(std::io::Error::other(
+                        "the listener stopped accepting connections",
+                    ));
+                }
             },
             () = &mut shutdown => break,
         };

@@ -91,6 +91,7 @@ pub struct AppState {
     /// The answers of writes made with an idempotency key.
     pub idempotency: crate::idempotency::Idempotency,
     in_flight: Arc<Semaphore>,
+    writes: Arc<Semaphore>,
     shadows: Arc<Semaphore>,
     request_ids: (u32, AtomicU64),
     ready: AtomicBool,
@@ -111,6 +112,7 @@ impl AppState {
             reload_options: ReloadOptions::default(),
             config: ServingConfig::default(),
             in_flight: Arc::new(Semaphore::new(Limits::default().max_in_flight)),
+            writes: Arc::new(Semaphore::new(Limits::default().max_in_flight)),
             shadows: Arc::new(Semaphore::new(Limits::default().max_shadow_in_flight)),
             limits: Limits::default(),
             prediction_log: None,
@@ -130,6 +132,7 @@ impl AppState {
     /// The same state with these protections.
     pub fn with_limits(mut self, limits: Limits) -> Self {
         self.in_flight = Arc::new(Semaphore::new(limits.max_in_flight.max(1)));
+        self.writes = Arc::new(Semaphore::new(limits.max_in_flight.max(1)));
         self.shadows = Arc::new(Semaphore::new(limits.max_shadow_in_flight));
         self.limits = limits;
         self
@@ -166,6 +169,20 @@ impl AppState {
             .max_in_flight
             .max(1)
             .saturating_sub(self.in_flight.available_permits())
+    }
+
+    /// A slot for one write (push, feedback) running to completion, or
+    /// `None` at the limit. A write holds it past the request's timeout,
+    /// until it has finished.
+    pub fn admit_write(&self) -> Option<OwnedSemaphorePermit> {
+        self.writes.clone().try_acquire_owned().ok()
+    }
+
+    /// Waits until no write is running (for shutdown: a write that started
+    /// finishes before the process ends).
+    pub async fn drain_writes(&self) {
+        let all = u32::try_from(self.limits.max_in_flight.max(1)).unwrap_or(u32::MAX);
+        let _ = self.writes.acquire_many(all).await;
     }
 
     /// A slot for one shadow run, or `None` when too many run.

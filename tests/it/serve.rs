@@ -180,6 +180,32 @@ fn serve_warm_starts_from_gold_and_answers_feast_requests() {
             && error.contains("nothing was applied"),
         "{error}"
     );
+    // A retried keyed push applies nothing again (the same results, no new
+    // gold version); a retry with one more batch applies only that one.
+    let keyed = &flight["keyed"];
+    assert_eq!(keyed["first"].as_array().map(Vec::len), Some(2), "{keyed}");
+    assert_eq!(keyed["again"], keyed["first"], "{keyed}");
+    let extended = keyed["extended"].as_array().unwrap();
+    assert_eq!(
+        extended[..2],
+        keyed["first"].as_array().unwrap()[..],
+        "{keyed}"
+    );
+    let newest = |results: &Value| {
+        results
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|r| r["offline_version"].as_u64())
+            .max()
+            .unwrap()
+    };
+    assert!(
+        extended[2]["offline_version"].as_u64().unwrap() > newest(&keyed["first"]),
+        "{keyed}"
+    );
+    let mismatch = keyed["mismatch"].as_str().unwrap_or_default();
+    assert!(mismatch.contains("same batches"), "{keyed}");
     let lookup = json!({"entities": {"customer_id": [888888, 888889, 888890]}, "features": [format!("customer_features:{}", names[1])]});
     let (_, online) = post(&format!("{}/get-online-features", server.url), &lookup);
     assert_eq!(online["results"][1]["values"], json!([3.5, 3.5, null]));
@@ -188,7 +214,8 @@ fn serve_warm_starts_from_gold_and_answers_feast_requests() {
         json!(["PRESENT", "PRESENT", "NOT_FOUND"])
     );
     let gold = read_tables(dir, "888888");
-    assert_eq!(gold["gold_version"], flight_version);
+    // The keyed pushes above committed after the first Flight push.
+    assert_eq!(gold["gold_version"], newest(&keyed["extended"]));
     assert_eq!(gold["features"]["888888"][&names[1]], 3.5);
 
     let (_, fresh) = post(&format!("{}/get-online-features", server.url), &request);

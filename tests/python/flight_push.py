@@ -61,7 +61,38 @@ try:
     error = None
 except (flight.FlightError, pa.ArrowException) as e:
     error = str(e)
-print(json.dumps({"outcome": outcome, "error": error, "many": many}))
+
+
+def keyed_push(data, key, rows_per_batch=1):
+    """A push with an idempotency key, in batches of `rows_per_batch`; every
+    result."""
+    command = {"command": "push", "feature_view": view, "to": "online_and_offline",
+               "idempotency_key": key}
+    descriptor = flight.FlightDescriptor.for_command(json.dumps(command))
+    writer, reader = client.do_put(descriptor, data.schema)
+    writer.write_table(data, max_chunksize=rows_per_batch)
+    writer.done_writing()
+    results = []
+    while (answer := reader.read()) is not None:
+        results.append(json.loads(answer.to_pybytes()))
+    writer.close()
+    return results
+
+
+# A retried keyed push applies nothing again; a retry that sends more
+# batches applies only the new ones; one that sends other batches is
+# refused.
+keyed = {
+    "first": keyed_push(table([entity + 20, entity + 21]), "load-1"),
+    "again": keyed_push(table([entity + 20, entity + 21]), "load-1"),
+    "extended": keyed_push(table([entity + 20, entity + 21, entity + 22]), "load-1"),
+}
+try:
+    keyed_push(table([entity + 20, entity + 21]), "load-1", rows_per_batch=2)
+    keyed["mismatch"] = None
+except (flight.FlightError, pa.ArrowException) as e:
+    keyed["mismatch"] = str(e)
+print(json.dumps({"outcome": outcome, "error": error, "many": many, "keyed": keyed}))
 sys.stdout.flush()
 # pyarrow's native threads may abort an orderly interpreter exit.
 os._exit(0)

@@ -74,6 +74,10 @@ link = os.path.join(work, "link.onnx")
 os.symlink("/etc/hostname", link)
 message = fails_with("INVALID_PARAMETER_VALUE", client.create_model_version, "fraud", link)
 assert "outside the server's import root" in message, message
+dangling = os.path.join(work, "dangling.onnx")
+os.symlink("/no/such/model.onnx", dangling)
+message = fails_with("INVALID_PARAMETER_VALUE", client.create_model_version, "fraud", dangling)
+assert "outside the server's import root" in message, message
 
 client.set_registered_model_alias("fraud", "champion", "2")
 client.set_registered_model_alias("fraud", "challenger", "1")

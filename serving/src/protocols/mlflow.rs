@@ -695,20 +695,63 @@ fn importable(source: &str, root: Option<&Path>) -> Result<PathBuf, String> {
         PathBuf::from(source)
     };
     let root = lexical(&std::path::absolute(root).unwrap_or_else(|_| root.to_path_buf()));
+    let real_root = std::fs::canonicalize(&root).unwrap_or_else(|_| root.clone());
     let path = lexical(&root.join(path));
     let outside = || {
         format!("source {source:?} is outside the server's import root; copy the model under it")
     };
-    if !path.starts_with(&root) {
-        return Err(outside());
-    }
-    // A link under the root to somewhere else is outside too.
-    if let (Ok(real), Ok(real_root)) = (std::fs::canonicalize(&path), std::fs::canonicalize(&root))
-        && !real.starts_with(real_root)
-    {
+    // The root as given or as resolved (it may itself sit behind a link).
+    let path = match (path.strip_prefix(&root), path.strip_prefix(&real_root)) {
+        (Ok(rest), _) | (_, Ok(rest)) => real_root.join(rest),
+        _ => return Err(outside()),
+    };
+    // A link under the root to somewhere else is outside too, whether what
+    // it points to exists or not.
+    if !stays_under(&real_root, &path) {
         return Err(outside());
     }
     Ok(path)
+}
+
+/// Whether `path` (lexically under `root`) stays under `root` when the
+/// links on its way are followed: each must point under `root`, checked on
+/// the link's text, so the answer never depends on whether something
+/// outside exists.
+fn stays_under(root: &Path, path: &Path) -> bool {
+    use std::collections::VecDeque;
+    use std::ffi::OsString;
+    let Ok(rest) = path.strip_prefix(root) else {
+        return false;
+    };
+    let mut todo: VecDeque<OsString> = rest.iter().map(OsString::from).collect();
+    let mut current = root.to_path_buf();
+    let mut hops = 0;
+    while let Some(part) = todo.pop_front() {
+        let next = current.join(&part);
+        match std::fs::symlink_metadata(&next) {
+            Ok(meta) if meta.file_type().is_symlink() => {
+                hops += 1;
+                let Ok(target) = std::fs::read_link(&next) else {
+                    return false;
+                };
+                let target = lexical(&current.join(target));
+                let Ok(inside) = target.strip_prefix(root) else {
+                    return false;
+                };
+                if hops > 40 {
+                    return false;
+                }
+                let mut parts: VecDeque<OsString> = inside.iter().map(OsString::from).collect();
+                parts.extend(todo.drain(..));
+                todo = parts;
+                current = root.to_path_buf();
+            }
+            Ok(_) => current = next,
+            // Nothing there: nothing further to follow.
+            Err(_) => return true,
+        }
+    }
+    true
 }
 
 /// `path` with `.` and `..` resolved without reading the filesystem.
@@ -959,16 +1002,83 @@ async fn download_artifact(
         .rsplit_once('/')
         .ok_or_else(|| MlflowError::not_found(format!("no artifact at {path:?}")))?;
     let (dir, file) = (dir.to_string(), file.to_string());
-    let bytes = blocking(&state, move |r| {
+    let artifact = blocking(&state, move |r| {
         let (version, _) = artifact_files(r, &dir)?;
         match file.as_str() {
-            "model.onnx" => Ok(r.model_bytes(&version)?),
-            "MLmodel" if version.is_ready() => Ok(mlmodel(&version).into_bytes()),
+            "model.onnx" => {
+                let size = r.model_size(&version)?.ok_or_else(|| {
+                    MlflowError::not_found(format!("the model file of {dir} is missing"))
+                })?;
+                Ok(Artifact::Model(Box::new(version), size))
+            }
+            "MLmodel" if version.is_ready() => Ok(Artifact::Small(mlmodel(&version).into_bytes())),
             _ => Err(MlflowError::not_found(format!(
                 "no artifact {file:?} in {dir}"
             ))),
         }
     })
     .await?;
-    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
+    let octets = [(header::CONTENT_TYPE, "application/octet-stream")];
+    let (version, size) = match artifact {
+        Artifact::Small(bytes) => return Ok((octets, bytes).into_response()),
+        Artifact::Model(version, size) => (version, size),
+    };
+    // The model is streamed a chunk at a time (a model may be 2 GiB): a
+    // blocking task reads the registry into a small queue the body drains.
+    // A read error or a digest mismatch ends the body with an error, so
+    // the client sees a failed download, never a wrong file.
+    // Each download holds a blocking thread while it runs: at most
+    // DOWNLOADS_AT_ONCE run, and a client that takes a chunk more than
+    // CHUNK_SEND_TIMEOUT to read is cut off.
+    let Ok(permit) = DOWNLOADS.try_acquire() else {
+        return Err(MlflowError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            code: "TEMPORARILY_UNAVAILABLE",
+            message: format!("{DOWNLOADS_AT_ONCE} model downloads are running; retry shortly"),
+        });
+    };
+    let (chunks, body) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(4);
+    let registry = state.registry.clone();
+    let runtime = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        let read = registry.read_model(&version, DOWNLOAD_CHUNK_BYTES, |bytes| {
+            let sent = runtime.block_on(tokio::time::timeout(
+                CHUNK_SEND_TIMEOUT,
+                chunks.send(Ok(bytes)),
+            ));
+            matches!(sent, Ok(Ok(())))
+        });
+        if let Err(e) = read {
+            tracing::warn!(error = %e, "a model download failed");
+            let _ = chunks.blocking_send(Err(std::io::Error::other(e.to_string())));
+        }
+    });
+    let stream = futures::stream::unfold(body, |mut body| async move {
+        body.recv().await.map(|chunk| (chunk, body))
+    });
+    Ok((
+        octets,
+        [(header::CONTENT_LENGTH, size.to_string())],
+        axum::body::Body::from_stream(stream),
+    )
+        .into_response())
 }
+
+/// An artifact to download: the model (streamed, with its size) or a
+/// small generated document.
+enum Artifact {
+    Model(Box<registry::ModelVersion>, u64),
+    Small(Vec<u8>),
+}
+
+/// The chunks a model download is streamed in.
+const DOWNLOAD_CHUNK_BYTES: usize = 1 << 20;
+
+/// Model downloads running at once.
+const DOWNLOADS_AT_ONCE: usize = 16;
+
+static DOWNLOADS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(DOWNLOADS_AT_ONCE);
+
+/// The longest a download waits for its client to take one more chunk.
+const CHUNK_SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
