@@ -90,7 +90,15 @@ fn main() -> Result<()> {
     let _ = server.kill();
     let _ = server.wait();
     let report = result?;
-    let server_errors = server_errors(&metrics?);
+    let metrics = metrics?;
+    let server_errors = server_errors(&metrics);
+    // What the bounded queues held at the end (they explain memory).
+    for line in metrics
+        .lines()
+        .filter(|l| l.starts_with("aurum_prediction_log_") || l.starts_with("aurum_online_entries"))
+    {
+        println!("  /metrics: {line}");
+    }
     let log = std::fs::read_to_string(&log).unwrap_or_default();
     let panics = log.matches("panicked").count();
     println!(

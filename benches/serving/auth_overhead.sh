@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # What checking tokens costs /predict and /get-online-features: the serving
 # bench's aurum mode without tokens and with one read token (every request
-# carries `Authorization: Bearer`), alternated so drift in the machine's
-# state hits both alike. Issue 21's target: < 2 % of throughput.
+# carries `Authorization: Bearer`), alternated (and which goes first within
+# a round alternates too) so drift in the machine's state hits both alike.
+# Issue 21's target: < 2 % of throughput.
 #
 # usage: benches/serving/auth_overhead.sh [SECONDS] [CONNECTIONS] [ROUNDS]
 set -euo pipefail
@@ -28,8 +29,16 @@ for route in ${ROUTES:-predict online}; do
     [ "$route" = online ] && extra=(--online)
     off_total=0; on_total=0
     for round in $(seq 1 "$rounds"); do
-        off="$(cargo bench --quiet --profile "${PROFILE:-bench}" --bench serving -- "${common[@]}" "${extra[@]}")"
-        on="$(cargo bench --quiet --profile "${PROFILE:-bench}" --bench serving -- "${common[@]}" "${extra[@]}" --token)"
+        # Which setting runs first alternates, so a drift within a round
+        # (the second run of a pair on a warmer or busier machine) falls
+        # on both alike.
+        if [ $((round % 2)) -eq 1 ]; then
+            off="$(cargo bench --quiet --profile "${PROFILE:-bench}" --bench serving -- "${common[@]}" "${extra[@]}")"
+            on="$(cargo bench --quiet --profile "${PROFILE:-bench}" --bench serving -- "${common[@]}" "${extra[@]}" --token)"
+        else
+            on="$(cargo bench --quiet --profile "${PROFILE:-bench}" --bench serving -- "${common[@]}" "${extra[@]}" --token)"
+            off="$(cargo bench --quiet --profile "${PROFILE:-bench}" --bench serving -- "${common[@]}" "${extra[@]}")"
+        fi
         echo "$route round $round: tokens off $(rps "$off") req/s p99 $(p99 "$off") µs; on $(rps "$on") req/s p99 $(p99 "$on") µs"
         off_total="$(echo "$off_total + $(rps "$off")" | bc)"
         on_total="$(echo "$on_total + $(rps "$on")" | bc)"

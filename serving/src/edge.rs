@@ -231,8 +231,11 @@ pub async fn require_admin_for_writes(
 async fn require(state: &AppState, role: Role, mut request: Request, next: Next) -> Response {
     match authorize(state, role, &request) {
         Ok(identity) => {
-            // Kept for the handlers (idempotency keys are scoped by caller).
-            if let Some(identity) = identity {
+            // Kept for the write routes (idempotency keys are scoped by
+            // caller); read routes skip it, an insert allocates.
+            if role == Role::Write
+                && let Some(identity) = identity
+            {
                 request.extensions_mut().insert(identity);
             }
             next.run(request).await
