@@ -59,6 +59,9 @@ struct Options {
     /// Check tokens: the server holds one read token and every request
     /// carries it (issue 21's cost of authentication).
     token: bool,
+    /// Send the token's header without the server checking tokens: what
+    /// the header's bytes cost apart from the check.
+    send_token: bool,
     /// Load `/get-online-features` (the same entities, every feature of the
     /// view) instead of `/predict`.
     online: bool,
@@ -85,6 +88,7 @@ fn main() -> Result<()> {
             "--no-log" => o.no_log = true,
             "--monitor" => o.monitor = true,
             "--token" => o.token = true,
+            "--send-token" => o.send_token = true,
             "--online" => o.online = true,
             "--batch" => {
                 let v = value()?;
@@ -152,7 +156,7 @@ fn aurum(o: &Options) -> Result<()> {
     } else {
         "/predict"
     };
-    let headers = if o.token {
+    let headers = if o.token || o.send_token {
         format!("Authorization: Bearer {BENCH_TOKEN}\r\n")
     } else {
         String::new()
@@ -168,7 +172,13 @@ fn aurum(o: &Options) -> Result<()> {
     let label = format!(
         "aurum {path} (1 entity, {width} features from the online store), {} connections{}{}{}",
         o.connections,
-        if o.token { ", token checked" } else { "" },
+        if o.token {
+            ", token checked"
+        } else if o.send_token {
+            ", token sent, not checked"
+        } else {
+            ""
+        },
         if o.batch.is_some() {
             ", micro-batching"
         } else {
