@@ -62,6 +62,10 @@ struct Options {
     /// Send the token's header without the server checking tokens: what
     /// the header's bytes cost apart from the check.
     send_token: bool,
+    /// Trace requests, sampling this share of them (ratio sampler), with
+    /// the spans exported over OTLP/HTTP to a collector in the bench's
+    /// process (issue 22's cost of tracing).
+    trace: Option<f64>,
     /// Load `/get-online-features` (the same entities, every feature of the
     /// view) instead of `/predict`.
     online: bool,
@@ -89,6 +93,7 @@ fn main() -> Result<()> {
             "--monitor" => o.monitor = true,
             "--token" => o.token = true,
             "--send-token" => o.send_token = true,
+            "--trace" => o.trace = Some(value()?.parse()?),
             "--online" => o.online = true,
             "--batch" => {
                 let v = value()?;
@@ -132,6 +137,10 @@ fn aurum(o: &Options) -> Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?;
+    let _tracing = match o.trace {
+        Some(ratio) => Some(runtime.block_on(trace_to_sink(ratio))?),
+        None => None,
+    };
     let (state, addr) = runtime.block_on(start_server(o, online, &registry, dir.path()))?;
     onnx_alone(&state, width)?;
 
@@ -199,6 +208,15 @@ fn aurum(o: &Options) -> Result<()> {
         );
     }
     print_stages(&state);
+    if o.trace.is_some() {
+        let stats = telemetry::stats();
+        println!(
+            "traces: {} spans exported, {} dropped (queue full), {} dropped (export failed)",
+            stats.exported.load(Ordering::Relaxed),
+            stats.dropped_queue_full.load(Ordering::Relaxed),
+            stats.dropped_export_failed.load(Ordering::Relaxed)
+        );
+    }
     if let Some(log) = &state.prediction_log {
         runtime.block_on(log.close());
         println!(
@@ -208,6 +226,33 @@ fn aurum(o: &Options) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Tracing on, sampling `ratio` of the requests (parent-based, as
+/// `OTEL_TRACES_SAMPLER=parentbased_traceidratio` asks), exporting over
+/// OTLP/HTTP to a collector on a loopback port of this process that takes
+/// every export (decoding nothing: a collector's own work is not aurum's).
+async fn trace_to_sink(ratio: f64) -> Result<telemetry::Tracing> {
+    use opentelemetry_sdk::trace::Sampler;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let sink = axum::Router::new().route(
+        "/v1/traces",
+        axum::routing::post(|body: axum::body::Bytes| async move {
+            std::hint::black_box(body.len());
+            (
+                [(axum::http::header::CONTENT_TYPE, "application/x-protobuf")],
+                Vec::<u8>::new(),
+            )
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, sink).await });
+    let mut settings = telemetry::Settings::new(telemetry::Protocol::HttpProtobuf);
+    settings.endpoint = Some(format!("http://{addr}/v1/traces"));
+    settings.sampler = Some(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
+        ratio,
+    ))));
+    Ok(telemetry::init_with("aurum-bench", settings)?)
 }
 
 /// The online store loaded from `--parquet` (entity, two timestamps, then

@@ -91,11 +91,27 @@ fn main() -> std::process::ExitCode {
     let filter = tracing_subscriber::EnvFilter::try_from_env("AURUM_LOG").unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new("warn,buoyant_kernel::snapshot::builder=off")
     });
-    tracing_subscriber::fmt()
+    // `AURUM_LOG_FORMAT=json`: one JSON object per line, for log shippers.
+    let json = std::env::var("AURUM_LOG_FORMAT").is_ok_and(|v| v.eq_ignore_ascii_case("json"));
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    if json {
+        logs.json().init();
+    } else {
+        logs.init();
+    }
     let cli = Cli::parse();
+    // Traces over OTLP when the standard OTEL_* variables ask for them;
+    // held to the end so the last spans are flushed.
+    let tracing = match telemetry::init("aurum") {
+        Ok(tracing) => tracing,
+        Err(e) => {
+            eprintln!("error: tracing: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let run = run_trace(&cli.command);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -107,6 +123,7 @@ fn main() -> std::process::ExitCode {
         }
     };
     let result = runtime.block_on(async {
+        let _attached = run.attach();
         match cli.command {
             Command::Demo(args) => demo::run(args).await,
             Command::Init(args) => project::init(args),
@@ -128,6 +145,12 @@ fn main() -> std::process::ExitCode {
             Command::Token(args) => token_commands::run(args),
         }
     });
+    if let Err(e) = &result {
+        run.fail(format!("{e:#}"));
+    }
+    run.end();
+    drop(runtime);
+    drop(tracing);
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
@@ -135,4 +158,30 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// The span of a batch command's run (`aurum pipeline`, …), whose steps
+/// are its children. The server's requests are traces of their own, so
+/// `serve` has none.
+fn run_trace(command: &Command) -> telemetry::Trace {
+    let name = match command {
+        Command::Serve(_) | Command::Init(_) | Command::Token(_) | Command::FeastRepo(_) => {
+            return telemetry::Trace::off();
+        }
+        Command::Demo(_) => "aurum demo",
+        Command::Generate(_) => "aurum generate",
+        Command::Pipeline(_) => "aurum pipeline",
+        Command::Lineage(_) => "aurum lineage",
+        Command::Optimize(_) => "aurum optimize",
+        Command::Vacuum(_) => "aurum vacuum",
+        Command::Materialize(_) => "aurum materialize",
+        Command::TrainingSet(_) => "aurum training-set",
+        Command::Registry(_) => "aurum registry",
+        Command::Train(_) => "aurum train",
+        Command::Retrain(_) => "aurum retrain",
+        Command::Drift(_) => "aurum drift",
+        Command::Ab(_) => "aurum ab",
+        Command::Table(_) => "aurum table",
+    };
+    telemetry::Trace::root(name)
 }

@@ -355,9 +355,16 @@ pub async fn materialize(args: MaterializeArgs) -> Result<()> {
     // The server's token, when it checks them (an admin one: materialize
     // is an admin call).
     let token = std::env::var("AURUM_TOKEN").ok().filter(|t| !t.is_empty());
-    let authed = |request: reqwest::RequestBuilder| match &token {
-        Some(token) => request.bearer_auth(token),
-        None => request,
+    // The run's trace continues on the server (W3C `traceparent`).
+    let traced = telemetry::Trace::current().headers();
+    let authed = |mut request: reqwest::RequestBuilder| {
+        for (name, value) in &traced {
+            request = request.header(*name, value);
+        }
+        match &token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
     };
     let unreachable = || {
         format!(

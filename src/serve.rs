@@ -135,6 +135,11 @@ pub struct ServeArgs {
     /// Seconds between drift evaluations.
     #[arg(long, default_value_t = 30)]
     drift_interval_s: u64,
+    /// Seconds between readings of the project's tables (versions, commit
+    /// times, newest event times, rows, the last pipeline run) for
+    /// `/metrics`.
+    #[arg(long, default_value_t = 30)]
+    table_metrics_interval_s: u64,
     /// Predictions per model version in the drift window.
     #[arg(long, default_value_t = 10_000)]
     drift_window_rows: usize,
@@ -236,6 +241,11 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     load_models(&state, &registry).await?;
     serving::tasks::spawn_model_watcher(state.clone());
     serving::tasks::spawn_drift_monitor(state.clone());
+    serving::tasks::spawn_table_health(
+        state.clone(),
+        Arc::new(project.clone()),
+        Duration::from_secs(args.table_metrics_interval_s.max(1)),
+    );
     state.set_ready(true);
     println!("ready");
 

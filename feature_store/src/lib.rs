@@ -21,6 +21,7 @@
 
 pub mod error;
 pub mod expr;
+pub mod health;
 pub mod metrics;
 pub mod online;
 pub mod pipeline;

@@ -245,6 +245,7 @@ impl FlightServer {
             .timeout(limits.timeout)
             .concurrency_limit_per_connection(limits.per_connection)
             .load_shed(true)
+            .layer(telemetry::grpc::GrpcTraceLayer)
             .add_service(
                 FlightServiceServer::new(self)
                     .max_decoding_message_size(64 << 20)

@@ -96,8 +96,12 @@ impl MlflowClient {
         })
     }
 
-    /// `request` with the client's credential, when it has one.
-    fn authed(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+    /// `request` with the client's credential, when it has one, and the
+    /// current run's W3C trace context, when it is traced.
+    fn authed(&self, mut request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        for (name, value) in telemetry::Trace::current().headers() {
+            request = request.header(name, value);
+        }
         match &self.credential {
             Some(Credential::Bearer(token)) => request.bearer_auth(token),
             Some(Credential::Basic(user, password)) => request.basic_auth(user, Some(password)),

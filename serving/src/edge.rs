@@ -1,6 +1,7 @@
-//! What every request passes through before its handler: a request id, a
-//! tracing span, load shedding, a timeout, per-route latency and error
-//! metrics; and the role check of each route group (`auth`'s tokens).
+//! What every request passes through before its handler: a request id, its
+//! OpenTelemetry span (continuing the caller's W3C trace context), load
+//! shedding, a timeout, per-route latency and error metrics, the access log
+//! line; and the role check of each route group (`auth`'s tokens).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -9,6 +10,7 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderValue, Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use telemetry::Trace;
 use tracing::Instrument;
 
 use auth::{Denied, Role};
@@ -40,8 +42,10 @@ pub async fn edge(
         .filter(|v| usable_id(v))
         .map(Arc::<str>::from)
         .unwrap_or_else(|| state.new_request_id());
+    let trace = request_trace(&mut request, route, &id);
     if let Some(refusal) = misdirected(&state, &request) {
         state.metrics.error(route, 403, "host_not_allowed");
+        finish_trace(&trace, 403);
         return refusal;
     }
     let mut response = match state.admit() {
@@ -57,7 +61,7 @@ pub async fn edge(
             request.extensions_mut().insert(RequestId(id.clone()));
             // A debug-level span: free unless debug logs are on. Events that
             // matter at info and above name the request id themselves.
-            let span = tracing::debug_span!("request", request_id = %id, method = %request.method(), route = %route);
+            let span = tracing::debug_span!("request", request_id = %id, trace_id = %TraceId(&trace), method = %request.method(), route = %route);
             let answer = tokio::time::timeout(
                 state.limits.request_timeout,
                 next.run(request).instrument(span.clone()),
@@ -67,7 +71,7 @@ pub async fn edge(
                 Ok(response) => response,
                 Err(_) => {
                     state.metrics.count_timeout();
-                    tracing::warn!(request_id = %id, route = %route, "request timed out");
+                    tracing::warn!(request_id = %id, trace_id = %TraceId(&trace), route = %route, "request timed out");
                     AppError::overloaded(format!(
                         "the request took longer than the server's limit of {} ms",
                         state.limits.request_timeout.as_millis()
@@ -85,17 +89,73 @@ pub async fn edge(
             .map_or_else(|| fallback_code(status.as_u16()), |c| c.0);
         state.metrics.error(route, status.as_u16(), code);
         if status.is_server_error() {
-            tracing::warn!(request_id = %id, route = %route, status = status.as_u16(), code, "error answer");
+            tracing::warn!(request_id = %id, trace_id = %TraceId(&trace), route = %route, status = status.as_u16(), code, "error answer");
         }
     }
-    state
-        .metrics
-        .route(route)
-        .observe(started.elapsed().as_secs_f64());
+    let elapsed = started.elapsed();
+    state.metrics.route(route).observe(elapsed.as_secs_f64());
+    finish_trace(&trace, status.as_u16());
+    // The access log: off unless `AURUM_LOG` turns `aurum::access` on (the
+    // check is a cached per-callsite flag).
+    tracing::info!(
+        target: "aurum::access",
+        request_id = %id,
+        trace_id = %TraceId(&trace),
+        route = %route,
+        status = status.as_u16(),
+        micros = elapsed.as_micros() as u64,
+    );
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(REQUEST_ID, value);
     }
     response
+}
+
+/// The request's span when tracing is on and the trace is sampled,
+/// continuing the caller's `traceparent`; handed to the handler in the
+/// request's extensions for its child spans.
+fn request_trace(request: &mut Request, route: &str, id: &str) -> Trace {
+    if !telemetry::enabled() {
+        return Trace::off();
+    }
+    let headers = request.headers();
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let trace = Trace::incoming(
+        format!("{} {route}", request.method()),
+        header("traceparent"),
+        header("tracestate"),
+    );
+    if trace.is_on() {
+        trace.set("http.request.method", request.method().as_str().to_string());
+        trace.set("http.route", route.to_string());
+        trace.set("aurum.request_id", id.to_string());
+        request.extensions_mut().insert(trace.clone());
+    }
+    trace
+}
+
+/// Ends the request's span with its status (a 5xx marks it failed).
+fn finish_trace(trace: &Trace, status: u16) {
+    if trace.is_on() {
+        trace.set("http.response.status_code", i64::from(status));
+        if status >= 500 {
+            trace.fail(format!("answered {status}"));
+        }
+        trace.end();
+    }
+}
+
+/// A trace id in a log line: its 32 hex digits, or `-` when the request
+/// is not traced.
+struct TraceId<'a>(&'a Trace);
+
+impl std::fmt::Display for TraceId<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0.trace_id() {
+            Some(id) => f.write_str(&id),
+            None => f.write_str("-"),
+        }
+    }
 }
 
 /// A request whose `Host` is not one the server answers to (when it has an

@@ -60,6 +60,27 @@ impl Default for Limits {
     }
 }
 
+/// The project's tables as last read for `/metrics`: freshness, size, the
+/// last pipeline run.
+#[derive(Debug, Default)]
+pub struct TableHealthState {
+    /// The last reading: every table that exists, and the last run.
+    pub reading: std::sync::RwLock<TableReading>,
+    /// Readings of a table that failed (the table is named in a warning).
+    pub errors: AtomicU64,
+}
+
+/// One reading of the project's tables.
+#[derive(Debug, Default, Clone)]
+pub struct TableReading {
+    /// When it was taken (milliseconds since the epoch; 0: never).
+    pub at_ms: i64,
+    /// The tables that exist.
+    pub tables: Vec<feature_store::health::TableHealth>,
+    /// The last pipeline run, once there was one.
+    pub last_run: Option<feature_store::health::LastRun>,
+}
+
 /// Everything a request handler needs.
 #[derive(Debug)]
 pub struct AppState {
@@ -90,6 +111,9 @@ pub struct AppState {
     pub monitor: Option<Arc<Monitor>>,
     /// The answers of writes made with an idempotency key.
     pub idempotency: crate::idempotency::Idempotency,
+    /// The project's tables and last pipeline run, as last read
+    /// ([`crate::tasks::spawn_table_health`]).
+    pub tables: TableHealthState,
     in_flight: Arc<Semaphore>,
     writes: Arc<Semaphore>,
     shadows: Arc<Semaphore>,
@@ -118,6 +142,7 @@ impl AppState {
             prediction_log: None,
             monitor: None,
             idempotency: crate::idempotency::Idempotency::default(),
+            tables: TableHealthState::default(),
             request_ids: (std::process::id() ^ random_u32(), AtomicU64::new(0)),
             ready: AtomicBool::new(false),
         }

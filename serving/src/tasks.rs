@@ -3,9 +3,11 @@
 //! versions in step with the registry ([`crate::inference::reload`]), and
 //! the drift monitor's periodic evaluation with delivery of alert changes
 //! to the webhook (reqwest, 5 s timeout, failures counted; the URL is
-//! never logged, as webhook URLs carry tokens).
+//! never logged, as webhook URLs carry tokens), and the reading of the
+//! project's tables for `/metrics`.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use monitoring::{Alert, Monitor};
@@ -48,16 +50,88 @@ pub fn spawn_drift_monitor(state: Arc<AppState>) {
     });
 }
 
+/// Reads the project's tables (versions, commit times, newest event times,
+/// rows, the last pipeline run) every `interval` for `/metrics`, from their
+/// Delta logs and the quality table. A table that cannot be read is
+/// counted, warned about (once per failure streak) and left out of that
+/// reading.
+pub fn spawn_table_health(
+    state: Arc<AppState>,
+    project: Arc<feature_store::Project>,
+    interval: Duration,
+) {
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut failing = false;
+        loop {
+            ticks.tick().await;
+            let read = read_tables(&project).await;
+            let (reading, errors) = match read {
+                Ok(read) => read,
+                Err(e) => {
+                    state.tables.errors.fetch_add(1, Ordering::Relaxed);
+                    if !failing {
+                        tracing::warn!(error = %e, "the project's tables could not be read for /metrics");
+                    }
+                    failing = true;
+                    continue;
+                }
+            };
+            for e in &errors {
+                state.tables.errors.fetch_add(1, Ordering::Relaxed);
+                if !failing {
+                    tracing::warn!(error = %e, "a table could not be read for /metrics");
+                }
+            }
+            failing = !errors.is_empty();
+            if let Ok(mut last) = state.tables.reading.write() {
+                *last = reading;
+            }
+        }
+    });
+}
+
+/// One reading of `project`'s tables, and the tables that failed.
+async fn read_tables(
+    project: &feature_store::Project,
+) -> feature_store::Result<(crate::state::TableReading, Vec<feature_store::Error>)> {
+    use feature_store::health;
+    let mut tables = Vec::new();
+    let mut errors = Vec::new();
+    for table in health::tables(project).await? {
+        match table {
+            Ok(table) => tables.push(table),
+            Err(e) => errors.push(e),
+        }
+    }
+    let last_run = health::last_run(project, &tables).await?;
+    let at_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    Ok((
+        crate::state::TableReading {
+            at_ms,
+            tables,
+            last_run,
+        },
+        errors,
+    ))
+}
+
 /// POSTs `alert` to `url`. The error never holds the URL: webhook URLs
 /// carry secrets (Slack and Teams put the token in the path).
-async fn post_json(url: &str, alert: &Alert) -> Result<(), String> {
+async fn post_json(url: &str, alert: &Alert, trace: &telemetry::Trace) -> Result<(), String> {
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
         .build()
         .map_err(|e| e.without_url().to_string())?;
-    let response = client
-        .post(url)
-        .json(alert)
+    let mut request = client.post(url).json(alert);
+    // The receiver can join the alert to its trace (W3C `traceparent`).
+    for (name, value) in trace.headers() {
+        request = request.header(name, value);
+    }
+    let response = request
         .send()
         .await
         .map_err(|e| e.without_url().to_string())?;
@@ -73,11 +147,19 @@ async fn post_json(url: &str, alert: &Alert) -> Result<(), String> {
 async fn announce(monitor: &Monitor, alerts: Vec<Alert>) {
     for alert in alerts {
         monitor.announce(&alert);
-        if let Some(url) = &monitor.options().webhook
-            && let Err(e) = post_json(url, &alert).await
-        {
-            monitor.record_webhook_failure();
-            tracing::warn!(error = %e, "the drift alert webhook failed");
+        if let Some(url) = &monitor.options().webhook {
+            let trace = telemetry::Trace::root("drift alert webhook");
+            if trace.is_on() {
+                trace.set("aurum.model", alert.model.clone());
+                trace.set("aurum.model.version", alert.version as i64);
+                trace.set("aurum.drift.state", alert.state);
+            }
+            if let Err(e) = post_json(url, &alert, &trace).await {
+                monitor.record_webhook_failure();
+                trace.fail(e.clone());
+                tracing::warn!(error = %e, trace_id = trace.trace_id().unwrap_or_default(), "the drift alert webhook failed");
+            }
+            trace.end();
         }
     }
 }

@@ -15,8 +15,8 @@ use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
 use opentelemetry_sdk::trace::{SpanData, SpanExporter as _, SpanProcessor};
 use tokio::sync::mpsc;
 
-use crate::settings::{Protocol, Settings};
 use crate::Error;
+use crate::settings::{Protocol, Settings};
 
 /// What happened to the spans this process made.
 #[derive(Debug, Default)]
@@ -255,7 +255,8 @@ impl Worker {
     ) {
         let spans = std::mem::take(batch);
         let count = spans.len() as u64;
-        let outcome = tokio::time::timeout(self.settings.export_timeout, exporter.export(spans)).await;
+        let outcome =
+            tokio::time::timeout(self.settings.export_timeout, exporter.export(spans)).await;
         let error = match outcome {
             Ok(Ok(())) => None,
             Ok(Err(e)) => Some(redact(&e.to_string())),
@@ -329,7 +330,9 @@ pub(crate) fn redact(message: &str) -> String {
         let url = &after[..end];
         let authority_end = url.find(['/', '?', '#']).unwrap_or(url.len());
         let (authority, path) = url.split_at(authority_end);
-        let host = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
+        let host = authority
+            .rsplit_once('@')
+            .map_or(authority, |(_, host)| host);
         let path = path.split(['?', '#']).next().unwrap_or("");
         out.push_str(host);
         out.push_str(path);

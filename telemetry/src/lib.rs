@@ -16,6 +16,7 @@
 //! library code starts children of [`Trace::current`].
 
 mod export;
+pub mod grpc;
 mod settings;
 mod trace;
 

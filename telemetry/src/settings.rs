@@ -89,8 +89,9 @@ impl Settings {
         }
         let protocol = match set("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
             .map(|v| ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", v))
-            .or_else(|| set("OTEL_EXPORTER_OTLP_PROTOCOL").map(|v| ("OTEL_EXPORTER_OTLP_PROTOCOL", v)))
-        {
+            .or_else(|| {
+                set("OTEL_EXPORTER_OTLP_PROTOCOL").map(|v| ("OTEL_EXPORTER_OTLP_PROTOCOL", v))
+            }) {
             None => Protocol::HttpProtobuf,
             Some((variable, v)) => match v.trim() {
                 "grpc" => Protocol::Grpc,

@@ -20,7 +20,9 @@ fn tracing_is_off_unless_an_endpoint_or_the_exporter_asks_for_it() {
         .unwrap()
         .unwrap();
     assert_eq!(on.protocol, Protocol::HttpProtobuf);
-    let on = settings(&[("OTEL_TRACES_EXPORTER", "otlp")]).unwrap().unwrap();
+    let on = settings(&[("OTEL_TRACES_EXPORTER", "otlp")])
+        .unwrap()
+        .unwrap();
     assert_eq!(on.max_queue, 2048);
     assert!(
         settings(&[
@@ -43,7 +45,10 @@ fn tracing_is_off_unless_an_endpoint_or_the_exporter_asks_for_it() {
 #[test]
 fn the_protocol_and_batching_come_from_their_variables() {
     let s = settings(&[
-        ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://127.0.0.1:4317"),
+        (
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+            "http://127.0.0.1:4317",
+        ),
         ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
         ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "grpc"),
         ("OTEL_BSP_SCHEDULE_DELAY", "200"),
@@ -66,7 +71,10 @@ fn values_tracing_cannot_use_are_errors_that_name_the_variable() {
         ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
     ])
     .unwrap_err();
-    assert!(e.to_string().starts_with("OTEL_EXPORTER_OTLP_PROTOCOL"), "{e}");
+    assert!(
+        e.to_string().starts_with("OTEL_EXPORTER_OTLP_PROTOCOL"),
+        "{e}"
+    );
     let e = settings(&[("OTEL_TRACES_EXPORTER", "zipkin")]).unwrap_err();
     assert!(e.to_string().contains("zipkin"), "{e}");
     let e = settings(&[
@@ -80,7 +88,9 @@ fn values_tracing_cannot_use_are_errors_that_name_the_variable() {
 #[test]
 fn urls_in_messages_lose_their_credentials_and_queries() {
     assert_eq!(
-        export::redact("error sending request for url (https://user:secret@otel.example:4318/v1/traces?key=abc)"),
+        export::redact(
+            "error sending request for url (https://user:secret@otel.example:4318/v1/traces?key=abc)"
+        ),
         "error sending request for url (https://otel.example:4318/v1/traces)"
     );
     assert_eq!(
@@ -123,7 +133,11 @@ fn a_collector_that_is_down_drops_and_counts_spans_without_blocking() {
     );
     let headers = root.headers();
     assert_eq!(headers[0].0, "traceparent");
-    assert!(headers[0].1.starts_with("00-0af7651916cd43dd8448eb211c80319c-"));
+    assert!(
+        headers[0]
+            .1
+            .starts_with("00-0af7651916cd43dd8448eb211c80319c-")
+    );
     let child = root.child("inference");
     child.set("aurum.rows", 1_i64);
     child.end();

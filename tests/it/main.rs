@@ -18,5 +18,6 @@ mod pipeline;
 mod security;
 mod serve;
 mod tables;
+mod traces;
 mod training;
 mod training_set;

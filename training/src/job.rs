@@ -114,6 +114,23 @@ pub fn feature_refs(project: &Project, spec: &ModelSpec) -> Result<Vec<String>> 
     Ok(refs)
 }
 
+/// The span of one step of a training job (a child of the command's run,
+/// when traced).
+fn step_trace(step: &'static str, spec: &ModelSpec) -> telemetry::Trace {
+    let span = telemetry::Trace::step(step);
+    span.set("aurum.model", spec.name.clone());
+    span
+}
+
+/// A step's outcome, marking its span failed on an error.
+fn traced<T>(span: &telemetry::Trace, outcome: Result<T>) -> Result<T> {
+    if let Err(e) = &outcome {
+        span.fail(e.to_string());
+        span.end();
+    }
+    outcome
+}
+
 /// Runs one training job for `spec`.
 pub async fn run(
     project: &Project,
@@ -144,7 +161,14 @@ pub async fn run(
 
     progress(Progress::Stage("training set"));
     let started = Instant::now();
-    let frame = read_training_set(&store, &views, &plan, &refs, spec, &table_versions).await?;
+    let span = step_trace("training set", spec);
+    let frame = traced(
+        &span,
+        read_training_set(&store, &views, &plan, &refs, spec, &table_versions).await,
+    )?;
+    span.set("aurum.rows", frame.height() as i64);
+    span.set("aurum.features", refs.len() as i64);
+    span.end();
     let summary = format!(
         "{} rows x {} features; {}",
         frame.height(),
@@ -155,7 +179,10 @@ pub async fn run(
 
     progress(Progress::Stage("training"));
     let started = Instant::now();
-    let (fitted, data_sha) = train(frame, &refs, spec, progress)?;
+    let span = step_trace("training", spec);
+    let (fitted, data_sha) = traced(&span, train(frame, &refs, spec, progress))?;
+    span.set("aurum.epochs", fitted.epochs_run as i64);
+    span.end();
     let (metric, value) = promotion_value(spec, &fitted)?;
     let summary = format!(
         "{} epochs; {metric} {value:.4}; {} training and {} validation rows",
@@ -165,13 +192,19 @@ pub async fn run(
 
     progress(Progress::Stage("registering"));
     let started = Instant::now();
+    let span = step_trace("registering", spec);
     let lineage = Lineage {
         table_versions: table_versions.clone(),
         training_set_sha256: data_sha,
         run_id: options.run_id.clone(),
         parameters: BTreeMap::new(),
     };
-    let version = register_challenger(registry, spec, options, &fitted, &refs, lineage)?;
+    let version = traced(
+        &span,
+        register_challenger(registry, spec, options, &fitted, &refs, lineage),
+    )?;
+    span.set("aurum.model.version", version.version as i64);
+    span.end();
     let champion =
         champion_on_validation(registry, spec, &fitted, &refs, version.version, &metric)?;
     let promoted = if options.promote_if_better {

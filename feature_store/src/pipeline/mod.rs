@@ -66,6 +66,22 @@ pub async fn run(
     }
 }
 
+/// The span of one step of a run (a child of the run's, when traced).
+fn step_trace(step: &'static str, key: &'static str, name: &str) -> telemetry::Trace {
+    let span = telemetry::Trace::step(step);
+    span.set(key, name.to_string());
+    span
+}
+
+/// Ends a step's span with its outcome.
+fn ended<T>(span: &telemetry::Trace, outcome: Result<T>) -> Result<T> {
+    if let Err(e) = &outcome {
+        span.fail(e.to_string());
+    }
+    span.end();
+    outcome
+}
+
 async fn run_once(
     project: &Project,
     options: &PipelineOptions,
@@ -88,7 +104,13 @@ async fn run_once(
     for source in &project.sources {
         progress(&format!("bronze: ingesting {}", source.name));
         let clock = Instant::now();
-        let mut ingest = bronze::ingest(&store, &project.root, source, &run_id, now).await?;
+        let span = step_trace("bronze", "aurum.source", &source.name);
+        let mut ingest = ended(
+            &span,
+            bronze::ingest(&store, &project.root, source, &run_id, now).await,
+        )?;
+        span.set("aurum.rows_out", ingest.rows as i64);
+        span.set("aurum.files", ingest.files_ingested.len() as i64);
         tracing::info!(source = %source.name, rows = ingest.rows, elapsed = ?clock.elapsed(), "bronze committed");
         let mut report = SourceReport {
             source: source.name.clone(),
@@ -104,7 +126,8 @@ async fn run_once(
         };
         crash_point(&format!("after-commit:{}", source.bronze_table()));
         progress(&format!("silver: {}", source.silver_table));
-        silver_step(
+        let span = step_trace("silver", "aurum.source", &source.name);
+        let silvered = silver_step(
             &store,
             project,
             source,
@@ -115,7 +138,14 @@ async fn run_once(
             &mut report,
             &mut in_memory,
         )
-        .await?;
+        .await;
+        if span.is_on() {
+            span.set("aurum.rows_in", report.silver_rows_in as i64);
+            span.set("aurum.rows_out", report.silver_rows_out as i64);
+            span.set("aurum.rows_quarantined", report.quarantined as i64);
+            span.set("aurum.quality_score", report.quality_score);
+        }
+        ended(&span, silvered)?;
         sources.push(report);
         // Keep in memory only the columns the views over this source read.
         if let Some((version, frame)) = in_memory.remove(&source.silver_table) {
@@ -145,7 +175,13 @@ async fn run_once(
         let source = project.source(&view.source).ok_or_else(|| {
             Error::Internal(format!("view {} has no source {}", view.name, view.source))
         })?;
-        views.push(gold_step(&store, view, source, options, &run_id, now, &in_memory).await?);
+        let span = step_trace("gold", "aurum.view", &view.name);
+        let gold = ended(
+            &span,
+            gold_step(&store, view, source, options, &run_id, now, &in_memory).await,
+        )?;
+        span.set("aurum.rows_out", gold.rows as i64);
+        views.push(gold);
     }
     Ok(PipelineReport {
         run_id,

@@ -44,6 +44,7 @@ pub(crate) fn assemble(
     model: &LoadedModel,
     request: &PredictRequest,
     row_ids: &[usize],
+    trace: &telemetry::Trace,
 ) -> Result<Assembled> {
     check_reads(model, request)?;
     let rows = row_ids.len();
@@ -62,7 +63,18 @@ pub(crate) fn assemble(
     let stored = input.fill_supplied(target)?;
     let now = now_micros();
     for (view, columns) in stored {
-        input.fill_stored(online, target, view, &columns, now)?;
+        let span = trace.child("online fetch");
+        if span.is_on() {
+            span.set("aurum.view", view.to_string());
+            span.set("aurum.rows", rows as i64);
+            span.set("aurum.features", columns.len() as i64);
+        }
+        let filled = input.fill_stored(online, target, view, &columns, now);
+        if let Err(e) = &filled {
+            span.fail(e.to_string());
+        }
+        span.end();
+        filled?;
     }
     Ok(input)
 }

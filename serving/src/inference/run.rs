@@ -17,6 +17,7 @@ use super::policy::MissingFeatures;
 use super::pool::Outputs;
 use super::request::PredictRequest;
 use crate::metrics::{ArmMetrics, Metrics};
+use telemetry::Trace;
 
 /// What a run uses besides its model and rows: the online store it reads
 /// and the metrics it is timed into.
@@ -40,6 +41,8 @@ pub struct Call<'a> {
     pub time_micros: i64,
     /// Per request row, its entity label (empty when not computed).
     pub entities: &'a [String],
+    /// The span the run's steps are children of (off when not traced).
+    pub trace: &'a Trace,
 }
 
 /// One arm's share of a request: the rows the arm answers and the version
@@ -110,7 +113,7 @@ pub async fn run(
         statuses,
         feature_versions,
         ..
-    } = assemble(env.online, model, call.request, arm.rows)?;
+    } = assemble(env.online, model, call.request, arm.rows, call.trace)?;
     if mode == Mode::Live(MissingFeatures::Reject) {
         reject_missing(model, arm.rows, &statuses)?;
     }
@@ -122,7 +125,19 @@ pub async fn run(
     };
     impute(model, &mut input);
     let fetched = started.elapsed();
-    let outputs = model.infer(input, arm.rows.len()).await?;
+    let span = call.trace.child("inference");
+    if span.is_on() {
+        span.set("aurum.model", model.version.name.clone());
+        span.set("aurum.model.version", model.version.version as i64);
+        span.set("aurum.arm", arm.arm.to_string());
+        span.set("aurum.rows", arm.rows.len() as i64);
+    }
+    let outputs = model.infer(input, arm.rows.len()).await;
+    if let Err(e) = &outputs {
+        span.fail(e.to_string());
+    }
+    span.end();
+    let outputs = outputs?;
     let inferred = started.elapsed() - fetched;
     let shadow = mode == Mode::Shadow;
     let metrics = model.metrics_for(env.metrics, arm.arm, shadow);
@@ -227,6 +242,9 @@ pub struct ShadowRun {
     pub time_micros: i64,
     /// The request's rows (the shadow runs them all).
     pub rows: usize,
+    /// The shadow run's span (a child of the request's; off when not
+    /// traced).
+    pub trace: Trace,
 }
 
 impl ShadowRun {
@@ -240,6 +258,7 @@ impl ShadowRun {
             request_id: &self.request_id,
             time_micros: self.time_micros,
             entities: &self.entities,
+            trace: &self.trace,
         };
         let arm = ArmRows {
             arm: &self.arm,
@@ -247,7 +266,12 @@ impl ShadowRun {
             rows: &row_ids,
         };
         let records = log.map_or(Records::Skip, Records::Log);
-        match run(env, call, arm, Mode::Shadow, records).await {
+        let ran = run(env, call, arm, Mode::Shadow, records).await;
+        if let Err(e) = &ran {
+            self.trace.fail(e.to_string());
+        }
+        self.trace.end();
+        match ran {
             Ok(_) => {}
             Err(e) if e.is_input() => {
                 tracing::debug!(request_id = %self.request_id, error = %e, "shadow input");

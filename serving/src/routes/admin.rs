@@ -99,8 +99,10 @@ const FEAST_FIELDS: [&str; 3] = ["start_ts", "end_ts", "feature_views"];
 /// (aurum's request), or every row (Feast's).
 pub async fn materialize(
     State(state): State<Arc<AppState>>,
+    trace: Option<axum::Extension<telemetry::Trace>>,
     body: Result<Json<serde_json::Value>, JsonRejection>,
 ) -> Result<Json<MaterializeResponse>, AppError> {
+    let trace = trace.map(|axum::Extension(t)| t).unwrap_or_default();
     let Json(body) = body.map_err(|e| AppError::bad_request("invalid_request", e.body_text()))?;
     let from_feast = FEAST_FIELDS.iter().any(|f| body.get(f).is_some());
     let invalid = |e: serde_json::Error| {
@@ -113,23 +115,26 @@ pub async fn materialize(
     } else {
         serde_json::from_value::<MaterializeRequest>(body).map_err(invalid)?
     };
-    run_materialize(&state, request).await
+    run_materialize(&state, request, &trace).await
 }
 
 /// Handles `POST /materialize-incremental` (Feast's): loads the gold
 /// commits since the version loaded last.
 pub async fn materialize_incremental(
     State(state): State<Arc<AppState>>,
+    trace: Option<axum::Extension<telemetry::Trace>>,
     body: Result<Json<FeastMaterializeRequest>, JsonRejection>,
 ) -> Result<Json<MaterializeResponse>, AppError> {
+    let trace = trace.map(|axum::Extension(t)| t).unwrap_or_default();
     let Json(request) =
         body.map_err(|e| AppError::bad_request("invalid_request", e.body_text()))?;
-    run_materialize(&state, request.into_request(true)?).await
+    run_materialize(&state, request.into_request(true)?, &trace).await
 }
 
 async fn run_materialize(
     state: &Arc<AppState>,
     request: MaterializeRequest,
+    trace: &telemetry::Trace,
 ) -> Result<Json<MaterializeResponse>, AppError> {
     let Some(store) = &state.offline else {
         return Err(AppError::not_found(
@@ -153,15 +158,24 @@ async fn run_materialize(
     };
     let mut views = Vec::new();
     for view in selected {
-        views.push(
-            feature_store::online::materialize::materialize(
-                store,
-                &state.online,
-                &view,
-                request.incremental,
-            )
-            .await?,
-        );
+        let span = trace.child("materialize");
+        span.set("aurum.view", view.name.clone());
+        let loaded = feature_store::online::materialize::materialize(
+            store,
+            &state.online,
+            &view,
+            request.incremental,
+        )
+        .await;
+        match &loaded {
+            Ok(report) => {
+                span.set("aurum.rows_in", report.rows_read as i64);
+                span.set("aurum.rows_out", report.written as i64);
+            }
+            Err(e) => span.fail(e.to_string()),
+        }
+        span.end();
+        views.push(loaded?);
     }
     Ok(Json(MaterializeResponse { views }))
 }

@@ -80,8 +80,160 @@ impl Collector for Scrape {
                 _ => gauge(encoder, name, help, value)?,
             }
         }
-        encode_views(state, encoder)
+        encode_views(state, encoder)?;
+        encode_tables(state, encoder)?;
+        encode_traces(encoder)
     }
+}
+
+/// The project's tables and the last pipeline run, as last read (nothing
+/// before the first reading, or when the server has no project).
+fn encode_tables(state: &AppState, encoder: &mut DescriptorEncoder<'_>) -> fmt::Result {
+    let reading = state
+        .tables
+        .reading
+        .read()
+        .map(|r| r.clone())
+        .unwrap_or_default();
+    counter(
+        encoder,
+        "aurum_table_read_errors",
+        "Readings of a table's Delta log for these metrics that failed.",
+        state.tables.errors.load(Ordering::Relaxed),
+    )?;
+    if reading.at_ms == 0 {
+        return Ok(());
+    }
+    let tables = &reading.tables;
+    gauge(
+        encoder,
+        "aurum_table_read_timestamp_seconds",
+        "When the tables below were last read (seconds since the epoch).",
+        (reading.at_ms / 1000) as u64,
+    )?;
+    gauge_family(
+        encoder,
+        "aurum_table_version",
+        "The latest Delta version of each table.",
+        tables.iter().map(|t| (labels(t), t.version)),
+    )?;
+    gauge_family(
+        encoder,
+        "aurum_table_commit_timestamp_seconds",
+        "When each table's latest version was committed (seconds since the epoch).",
+        tables
+            .iter()
+            .filter_map(|t| Some((labels(t), t.committed_ms? as f64 / 1e3))),
+    )?;
+    gauge_family(
+        encoder,
+        "aurum_table_newest_event_timestamp_seconds",
+        "The newest event time in each table with one (silver, gold), from the files' statistics; \
+         time() minus it is the table's staleness.",
+        tables
+            .iter()
+            .filter_map(|t| Some((labels(t), t.newest_event_micros? as f64 / 1e6))),
+    )?;
+    gauge_family(
+        encoder,
+        "aurum_table_rows",
+        "Rows in each table's latest version, from the files' statistics.",
+        tables.iter().map(|t| (labels(t), t.rows)),
+    )?;
+    let Some(run) = &reading.last_run else {
+        return Ok(());
+    };
+    gauge(
+        encoder,
+        "aurum_pipeline_last_run_start_timestamp_seconds",
+        "When the last pipeline run started (seconds since the epoch).",
+        (run.started_micros / 1_000_000) as u64,
+    )?;
+    gauge(
+        encoder,
+        "aurum_pipeline_last_run_end_timestamp_seconds",
+        "When the last pipeline run made its last commit (seconds since the epoch).",
+        (run.last_commit_ms / 1000) as u64,
+    )?;
+    gauge_family(
+        encoder,
+        "aurum_pipeline_last_run_duration_seconds",
+        "How long the last pipeline run took, from its start to its last commit.",
+        [(
+            [("run_id", Label::Text(run.run_id.as_str()))],
+            run.seconds(),
+        )],
+    )?;
+    gauge_family(
+        encoder,
+        "aurum_pipeline_quality_score",
+        "The share of the last run's silver batch that passed every check, per source.",
+        run.quality.iter().map(|(s, q)| (source(s), q.score)),
+    )?;
+    gauge_family(
+        encoder,
+        "aurum_pipeline_batch_rows",
+        "Rows the last run's silver batch considered, per source.",
+        run.quality.iter().map(|(s, q)| (source(s), q.rows)),
+    )?;
+    gauge_family(
+        encoder,
+        "aurum_pipeline_batch_failed_rows",
+        "Rows of the last run's silver batch that failed a check, per source.",
+        run.quality.iter().map(|(s, q)| (source(s), q.failed)),
+    )
+}
+
+/// A table's labels.
+fn labels(t: &feature_store::health::TableHealth) -> [(&'static str, Label<'_>); 2] {
+    [
+        ("table", Label::Text(t.table.as_str())),
+        ("layer", Label::Text(t.layer.as_str())),
+    ]
+}
+
+/// A source's label.
+fn source(name: &str) -> [(&'static str, Label<'_>); 1] {
+    [("source", Label::Text(name))]
+}
+
+/// What became of the spans this process made (all zero while tracing is
+/// off).
+fn encode_traces(encoder: &mut DescriptorEncoder<'_>) -> fmt::Result {
+    let stats = telemetry::stats();
+    counter(
+        encoder,
+        "aurum_trace_spans_exported",
+        "Spans the OTLP collector accepted.",
+        stats.exported.load(Ordering::Relaxed),
+    )?;
+    crate::metrics::exposition::counter_family(
+        encoder,
+        "aurum_trace_spans_dropped",
+        "Spans not exported: the export queue was full, or the export failed or timed out.",
+        [
+            (
+                [(
+                    "reason",
+                    crate::metrics::exposition::Label::Text("queue_full"),
+                )],
+                stats.dropped_queue_full.load(Ordering::Relaxed),
+            ),
+            (
+                [(
+                    "reason",
+                    crate::metrics::exposition::Label::Text("export_failed"),
+                )],
+                stats.dropped_export_failed.load(Ordering::Relaxed),
+            ),
+        ],
+    )?;
+    counter(
+        encoder,
+        "aurum_trace_export_failures",
+        "OTLP exports that failed or timed out.",
+        stats.export_failures.load(Ordering::Relaxed),
+    )
 }
 
 /// A family of one unlabelled sample: name, help, type and value.

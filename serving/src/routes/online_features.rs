@@ -92,8 +92,10 @@ const EPOCH: &str = "1970-01-01T00:00:00Z";
 /// Handles `POST /get-online-features`.
 pub async fn get_online_features(
     State(state): State<Arc<AppState>>,
+    trace: Option<axum::Extension<telemetry::Trace>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, AppError> {
+    let trace = trace.map(|axum::Extension(t)| t).unwrap_or_default();
     let body = body?;
     let request: OnlineFeaturesRequest<'_> = serde_json::from_slice(&body).map_err(|e| {
         AppError::bad_request("invalid_request", format!("invalid request body: {e}"))
@@ -153,7 +155,14 @@ pub async fn get_online_features(
     })?;
 
     let started = std::time::Instant::now();
-    let batch = state.online.get_set(&set, &keys, now_micros())?;
+    let span = trace.child("online fetch");
+    if span.is_on() {
+        span.set("aurum.features", features.len() as i64);
+        span.set("aurum.rows", keys.len() as i64);
+    }
+    let batch = state.online.get_set(&set, &keys, now_micros());
+    span.end();
+    let batch = batch?;
     state
         .metrics
         .lookup_seconds

@@ -18,6 +18,7 @@ use axum::response::{IntoResponse, Response};
 use feature_store::FeatureStatus;
 use monitoring::{PredictionRecord, headline};
 use serde::{Deserialize, Serialize};
+use telemetry::Trace;
 
 use crate::edge::RequestId;
 use crate::error::AppError;
@@ -69,13 +70,21 @@ pub struct RowPrediction {
 pub async fn predict(
     State(state): State<Arc<AppState>>,
     request_id: Option<Extension<RequestId>>,
+    trace: Option<Extension<Trace>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, AppError> {
     let arrived = Instant::now();
     let time_micros = now_micros();
+    let trace = trace.map(|Extension(t)| t).unwrap_or_default();
     let body = body?;
-    let request: PredictRequest = serde_json::from_slice(&body).map_err(json_error)?;
+    let parse = trace.child("parse");
+    let request = serde_json::from_slice::<PredictRequest>(&body).map_err(json_error);
+    parse.end();
+    let request = request?;
+    if trace.is_on() {
+        trace.set("aurum.model", request.model.clone());
+    }
     state
         .metrics
         .parse_seconds
@@ -85,6 +94,7 @@ pub async fn predict(
     let served = state.models.serving(&request.model)?;
     let policy = state.config.policy(&request.model);
     let rows = row_count(&request)?;
+    trace.set("aurum.rows", rows as i64);
     let forced = forced_arm(&headers, &served, &request.model)?;
     let split = forced.is_none() && policy.arms.len() > 1;
     let entities = if state.prediction_log.is_some() || split || policy.shadow.is_some() {
@@ -107,6 +117,7 @@ pub async fn predict(
         request_id: &request_id,
         time_micros,
         entities: &entities,
+        trace: &trace,
     };
     let Answered {
         predictions,
@@ -114,7 +125,12 @@ pub async fn predict(
         records,
         timings,
     } = run_arms(&state, call, policy.missing, &groups, rows).await?;
-    log_records(&state, records, arrived);
+    if !records.is_empty() {
+        let span = trace.child("log enqueue");
+        span.set("aurum.rows", records.len() as i64);
+        log_records(&state, records, arrived);
+        span.end();
+    }
 
     if let Some(alias) = &policy.shadow
         && let Some(model) = served.arm(alias)
@@ -132,6 +148,7 @@ pub async fn predict(
                 request_id,
                 time_micros,
                 rows,
+                trace: shadow_trace(&trace, alias, model),
             },
         );
     }
@@ -290,6 +307,17 @@ fn start_shadow(state: &Arc<AppState>, shadow: ShadowRun) {
         }
         None => state.metrics.count_shadow_dropped(),
     }
+}
+
+/// The span of a shadow run: a child of the request's, naming the
+/// challenger.
+fn shadow_trace(trace: &Trace, alias: &str, model: &LoadedModel) -> Trace {
+    let span = trace.child("shadow");
+    if span.is_on() {
+        span.set("aurum.arm", alias.to_string());
+        span.set("aurum.model.version", model.version.version as i64);
+    }
+    span
 }
 
 /// Writes the answer, and observes the request's time at every arm that

@@ -74,6 +74,7 @@ impl OipGrpc {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), tonic::transport::Error> {
         tonic::transport::Server::builder()
+            .layer(telemetry::grpc::GrpcTraceLayer)
             .add_service(self)
             .serve_with_incoming_shutdown(incoming, shutdown)
             .await
