@@ -2,7 +2,7 @@
 
 CARGO ?= cargo
 
-.PHONY: demo test onnxruntime python azurite lint unit bench clean-tools
+.PHONY: demo test onnxruntime python azurite prometheus lint unit bench clean-tools
 
 ## Run the whole product end to end in a temporary project.
 demo: onnxruntime
@@ -11,7 +11,7 @@ demo: onnxruntime
 	$(CARGO) run --quiet -- demo
 
 ## Everything CI checks: formatting, clippy, and every test.
-test: onnxruntime python azurite lint unit
+test: onnxruntime python azurite prometheus lint unit
 
 ## Install the ONNX Runtime shared library into .tools/onnxruntime.
 onnxruntime:
@@ -24,6 +24,11 @@ python:
 ## Install Azurite (the Azure Storage emulator, npm) into .tools/azurite.
 azurite:
 	@scripts/install-azurite.sh
+
+## Install Prometheus and promtool (Debian's package, unpacked) into
+## .tools/prometheus.
+prometheus:
+	@scripts/install-prometheus.sh
 
 lint:
 	$(CARGO) fmt --all --check

@@ -14,6 +14,7 @@ mod model_registry;
 mod model_server;
 mod monitoring;
 mod object_storage;
+mod observability;
 mod pipeline;
 mod security;
 mod serve;
