@@ -20,6 +20,9 @@ pub enum Error {
     /// error is large, and every `Result` of this crate would carry its size.
     #[error(transparent)]
     Delta(Box<delta::Error>),
+    /// A silver batch did not meet a quality gate: gold was not advanced.
+    #[error("quality gate: {0}")]
+    QualityGate(String),
     /// Data does not have the shape a feature view declares.
     #[error("feature view {view}: {message}")]
     Schema {

@@ -74,6 +74,10 @@ pub struct LastRun {
     /// Per source, the quality of the run's last silver batch: rows
     /// considered, rows that failed a check, the score.
     pub quality: BTreeMap<String, BatchQuality>,
+    /// The quality gates the run's batches were measured against: per
+    /// (source, view or `*` for the source's own, check), whether the last
+    /// batch failed it.
+    pub gates: BTreeMap<(String, String, String), bool>,
 }
 
 /// One silver batch's measurements (the quality table's `*`/`*` row).
@@ -185,11 +189,13 @@ pub async fn last_run(project: &Project, tables: &[TableHealth]) -> Result<Optio
         started_micros,
         last_commit_ms,
         quality: BTreeMap::new(),
+        gates: BTreeMap::new(),
     };
     let store = project.delta_store()?;
     if store.latest_version(QUALITY_TABLE).await?.is_some() {
         let (frame, _) = store.read(QUALITY_TABLE, None).await?;
         run.quality = batch_quality(&frame, &run.run_id)?;
+        run.gates = gates(&frame, &run.run_id)?;
     }
     Ok(Some(run))
 }
@@ -257,6 +263,55 @@ fn batch_quality(frame: &DataFrame, run_id: &str) -> Result<BTreeMap<String, Bat
                 score: scores.get(i).unwrap_or(f64::NAN),
             },
         );
+    }
+    Ok(out)
+}
+
+/// The run's quality gate rows: per source, view (`*`: the source's) and
+/// check, whether the last batch failed it.
+fn gates(frame: &DataFrame, run_id: &str) -> Result<BTreeMap<(String, String, String), bool>> {
+    let rows = frame
+        .clone()
+        .lazy()
+        .filter(
+            col("run_id")
+                .eq(lit(run_id))
+                .and(col("check").str().starts_with(lit("gate:"))),
+        )
+        .select([
+            col("source"),
+            col("column"),
+            col("check"),
+            col("failed").cast(DataType::Int64),
+        ])
+        .collect()
+        .map_err(Error::polars("reading the quality gates"))?;
+    let text = |name: &str| -> Result<StringChunked> {
+        Ok(rows
+            .column(name)
+            .map_err(Error::polars("reading the quality gates"))?
+            .str()
+            .map_err(Error::polars("reading the quality gates"))?
+            .clone())
+    };
+    let (sources, views, checks) = (text("source")?, text("column")?, text("check")?);
+    let failed = rows
+        .column("failed")
+        .map_err(Error::polars("reading the quality gates"))?
+        .i64()
+        .map_err(Error::polars("reading the quality gates"))?
+        .clone();
+    let mut out = BTreeMap::new();
+    for i in 0..rows.height() {
+        if let (Some(source), Some(view), Some(check)) =
+            (sources.get(i), views.get(i), checks.get(i))
+        {
+            let check = check.strip_prefix("gate:").unwrap_or(check);
+            out.insert(
+                (source.to_string(), view.to_string(), check.to_string()),
+                failed.get(i).unwrap_or(0) > 0,
+            );
+        }
     }
     Ok(out)
 }

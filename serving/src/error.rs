@@ -148,6 +148,11 @@ impl From<feature_store::Error> for AppError {
             E::NoOfflineStore { .. } => AppError::not_found("no_offline_store", message),
             E::OfflineWrite { .. } => AppError::bad_request("offline_write_failed", message),
             E::Delta(e) => (*e).into(),
+            E::QualityGate(_) => AppError {
+                status: axum::http::StatusCode::CONFLICT,
+                code: "quality_gate",
+                message,
+            },
             E::Polars { .. }
             | E::Io { .. }
             | E::Project { .. }

@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 
 use serde_json::{Value, json};
 
-use crate::cli::{example_project, ok};
+use crate::cli::ok;
 use crate::python::workspace;
 use crate::server::{block_on, call, eventually, start_with};
 
@@ -219,14 +219,25 @@ fn alert_inputs() -> Vec<(String, String)> {
             .to_string();
         out.push((name.clone().expect("an alert before its expr"), input));
     }
-    assert_eq!(out.len(), 13, "every alert's expression: {out:#?}");
+    assert_eq!(out.len(), 14, "every alert's expression: {out:#?}");
     out
 }
 
 #[test]
 fn every_dashboard_panel_and_alert_returns_series_from_a_real_prometheus() {
-    let project = example_project("2000", "5");
+    let project = tempfile::tempdir().unwrap();
     let dir = project.path();
+    ok(dir, &["init", "."]);
+    ok(dir, &["generate", "--rows", "2000", "--seed", "5"]);
+    // A quality gate the batch meets, so the gate series exist (at 0).
+    let file = dir.join("aurum.toml");
+    let text = std::fs::read_to_string(&file).unwrap().replacen(
+        "[[feature_view]]",
+        "[source.quality_gate]\nmin_score = 0.5\n\n[[feature_view]]",
+        1,
+    );
+    std::fs::write(&file, text).unwrap();
+    ok(dir, &["pipeline"]);
     ok(dir, &["train", "--promote-if-better"]);
     let server = start_with(
         dir,
@@ -319,7 +330,7 @@ fn every_dashboard_panel_and_alert_returns_series_from_a_real_prometheus() {
         .iter()
         .flat_map(|g| g["rules"].as_array().unwrap())
         .collect();
-    assert_eq!(evaluated.len(), 13, "{rules}");
+    assert_eq!(evaluated.len(), 14, "{rules}");
     for rule in evaluated {
         assert_eq!(rule["health"], "ok", "{rule}");
     }

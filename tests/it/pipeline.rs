@@ -266,3 +266,72 @@ fn an_invalid_project_file_names_the_line_and_field() {
         "{stderr}"
     );
 }
+
+/// The example project with `gate` (a `[source.quality_gate]` body) on its
+/// transactions source.
+fn gate_transactions(dir: &Path, gate: &str) {
+    let file = dir.join("aurum.toml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let text = text.replacen(
+        "[[feature_view]]",
+        &format!("[source.quality_gate]\n{gate}\n\n[[feature_view]]"),
+        1,
+    );
+    std::fs::write(&file, text).unwrap();
+}
+
+#[test]
+fn a_batch_under_its_quality_gate_is_committed_but_gold_is_held() {
+    let project = tempfile::tempdir().unwrap();
+    let dir = project.path();
+    ok(dir, &["init", "."]);
+    ok(dir, &["generate", "--rows", "2000", "--seed", "3"]);
+    // This batch scores 0.999 (2 of 2,000 rows quarantined).
+    gate_transactions(dir, "min_score = 0.9995");
+    let error = fails(dir, &["pipeline"]);
+    assert!(
+        error.contains("the quality gate of source transactions")
+            && error.contains("quality score 0.9990 is under the minimum 0.9995")
+            && error.contains("gate:min_score"),
+        "{error}"
+    );
+    // Silver and the side tables are committed; gold is not.
+    let delta = dir.join("data/delta");
+    assert!(delta.join("silver_transactions/_delta_log").is_dir());
+    assert!(delta.join("quality/_delta_log").is_dir());
+    assert!(!delta.join("customer_features").exists());
+    // The gate's outcome is in the quality table, and a server shows it.
+    let server = crate::server::start_with(dir, &["--table-metrics-interval-s", "1"]);
+    let series =
+        "aurum_quality_gate_failed{source=\"transactions\",view=\"*\",check=\"min_score\"} 1";
+    crate::server::eventually("the failed gate on /metrics", || {
+        let metrics =
+            crate::server::call("GET", &format!("{}/metrics", server.url), None, None).text;
+        metrics.contains(series).then_some(())
+    });
+    drop(server);
+
+    // A share out of range is refused by name.
+    let file = dir.join("aurum.toml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(&file, text.replace("min_score = 0.9995", "min_score = 1.5")).unwrap();
+    let error = fails(dir, &["pipeline"]);
+    assert!(
+        error.contains("source[1].quality_gate.min_score")
+            && error.contains("1.5 is not a share between 0 and 1"),
+        "{error}"
+    );
+    // Under a gate the batch meets, the next run advances gold.
+    let text = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(
+        &file,
+        text.replace(
+            "min_score = 1.5",
+            "min_score = 0.99\nmax_quarantine_share = 0.01",
+        ),
+    )
+    .unwrap();
+    let report = pipeline_json(dir);
+    assert_eq!(report["views"][0]["view"], "customer_features", "{report}");
+    assert!(delta.join("customer_features/_delta_log").is_dir());
+}

@@ -13,6 +13,7 @@
 pub mod bronze;
 mod crash;
 pub mod delta_source;
+pub mod gate;
 pub mod gold;
 mod gold_step;
 pub mod lineage;
@@ -170,18 +171,42 @@ async fn run_once(
         }
     }
     let mut views = Vec::new();
+    // Failed quality gates: their views' gold stays as it was.
+    let mut held: Vec<String> = Vec::new();
     for view in &project.feature_views {
         progress(&format!("gold: {}", view.name));
         let source = project.source(&view.source).ok_or_else(|| {
             Error::Internal(format!("view {} has no source {}", view.name, view.source))
         })?;
         let span = step_trace("gold", "aurum.view", &view.name);
+        let checks = sources
+            .iter()
+            .find(|s| s.source == source.name)
+            .map_or(&[][..], |s| s.gate_checks.as_slice());
+        if gate::holds(checks, &view.name) {
+            span.set("aurum.held", "quality gate");
+            span.end();
+            held.extend(
+                checks
+                    .iter()
+                    .filter(|c| !c.passed && c.view.as_deref().is_none_or(|v| v == view.name))
+                    .map(|c| c.describe(&source.name)),
+            );
+            continue;
+        }
         let gold = ended(
             &span,
             gold_step(&store, view, source, options, &run_id, now, &in_memory).await,
         )?;
         span.set("aurum.rows_out", gold.rows as i64);
         views.push(gold);
+    }
+    if !held.is_empty() {
+        held.dedup();
+        return Err(Error::QualityGate(format!(
+            "gold not advanced; silver, quarantine and quality are committed: {}",
+            held.join("; ")
+        )));
     }
     Ok(PipelineReport {
         run_id,

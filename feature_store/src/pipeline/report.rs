@@ -56,6 +56,10 @@ pub struct SourceReport {
     pub silver_version: Option<u64>,
     /// `full`, `incremental` or `unchanged`.
     pub silver_mode: String,
+    /// The quality gates measured on this run's batches (empty when the
+    /// source and its views declare none).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub gate_checks: Vec<super::gate::GateCheck>,
 }
 
 /// What a run did for one feature view.

@@ -909,6 +909,29 @@ fn quality_frame(
     .map_err(Error::polars("building quality rows"))
 }
 
+/// The quality rows of a batch's gate checks: `check` is `gate:<check>`,
+/// `column` the view whose gate it is (`*`: the source's own), `severity`
+/// `gate`, `failed` 1 when the batch did not meet it, `score` what the batch
+/// measured.
+pub(crate) fn gate_frame(
+    source: &Source,
+    ctx: &BatchContext,
+    checks: &[super::gate::GateCheck],
+    rows: usize,
+) -> Result<DataFrame> {
+    let n = checks.len();
+    df!(
+        "column" => checks.iter().map(|c| c.view.clone().unwrap_or_else(|| "*".into())).collect::<Vec<_>>(),
+        "check" => checks.iter().map(|c| c.name()).collect::<Vec<_>>(),
+        "severity" => vec!["gate".to_string(); n],
+        "rows" => vec![rows as i64; n],
+        "failed" => checks.iter().map(|c| i64::from(!c.passed)).collect::<Vec<_>>(),
+        "score" => checks.iter().map(|c| c.value).collect::<Vec<_>>(),
+    )
+    .and_then(|df| with_batch_context(df, source, ctx, "measured_at"))
+    .map_err(Error::polars("building quality gate rows"))
+}
+
 /// Join arguments that keep the left frame's row order.
 fn left_ordered(how: JoinType) -> JoinArgs {
     let mut args = JoinArgs::new(how);

@@ -54,6 +54,7 @@ pub(super) async fn silver_step(
             return Ok(());
         }
         tracing::info!(source = %source.name, rows = batch_rows, elapsed = ?clock.elapsed(), "silver batch read");
+        let gate_ctx = ctx.clone();
         let processed = {
             let source = source.clone();
             tokio::task::spawn_blocking(move || silver::process(batch, &source, &dimensions, &ctx))
@@ -71,20 +72,37 @@ pub(super) async fn silver_step(
             remove = resolved.remove;
         }
 
+        // The gates are measured on the batch and committed with its quality
+        // rows; the run decides on gold once every source is through.
+        let views: Vec<&crate::project::ViewSpec> = project
+            .feature_views
+            .iter()
+            .filter(|v| v.source == source.name)
+            .collect();
+        let checks = super::gate::evaluate(
+            source,
+            &views,
+            summary.quality_score,
+            processed.quarantine.height(),
+            batch_rows,
+        );
+        let quality = if checks.is_empty() {
+            processed.quality
+        } else {
+            let gates = silver::gate_frame(source, &gate_ctx, &checks, batch_rows)?;
+            processed
+                .quality
+                .vstack(&gates)
+                .map_err(Error::polars("adding the quality gate rows"))?
+        };
         let commit = BatchCommit {
             source,
             input_tables,
             hash: &hash,
             run_id,
         };
-        let quarantine = write_side_tables(
-            store,
-            &commit,
-            &plan,
-            &processed.quarantine,
-            &processed.quality,
-        )
-        .await?;
+        let quarantine =
+            write_side_tables(store, &commit, &plan, &processed.quarantine, &quality).await?;
         let version = write_silver(store, commit, options, &plan, &clean, remove).await?;
         tracing::info!(source = %source.name, elapsed = ?clock.elapsed(), "silver committed");
         report.silver_rows_in += batch_rows;
@@ -92,6 +110,7 @@ pub(super) async fn silver_step(
         report.quarantined += quarantine.height();
         report.duplicates_resolved += summary.duplicates_resolved;
         report.quality_score = summary.quality_score;
+        report.gate_checks.extend(checks);
         for (k, v) in summary.failures {
             *report.failures.entry(k).or_default() += v;
         }

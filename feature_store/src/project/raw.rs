@@ -79,6 +79,18 @@ pub(super) struct RawSource {
     pub(super) columns: Vec<RawColumn>,
     #[serde(default)]
     pub(super) silver: RawSilver,
+    #[serde(default)]
+    pub(super) quality_gate: Option<RawGate>,
+}
+
+/// `[source.quality_gate]` / `[feature_view.quality_gate]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawGate {
+    #[serde(default)]
+    pub(super) min_score: Option<Spanned<f64>>,
+    #[serde(default)]
+    pub(super) max_quarantine_share: Option<Spanned<f64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -169,6 +181,8 @@ pub(super) struct RawView {
     pub(super) aggregation: Vec<RawAggregation>,
     #[serde(default)]
     pub(super) derived: Vec<RawDerived>,
+    #[serde(default)]
+    pub(super) quality_gate: Option<RawGate>,
 }
 
 #[derive(Debug, Deserialize)]

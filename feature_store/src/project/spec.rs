@@ -303,6 +303,28 @@ pub struct Source {
     pub enrich: Vec<Enrichment>,
     /// Quality rules.
     pub rules: Vec<Rule>,
+    /// What a silver batch must meet for gold to advance over it (not part
+    /// of the silver definition: changing it recomputes nothing).
+    #[serde(skip)]
+    pub quality_gate: QualityGate,
+}
+
+/// The least a silver batch must meet for the gold tables over it to
+/// advance: a batch under it is still committed to silver, quarantine and
+/// quality, but the run leaves gold as it was and fails, naming the check.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct QualityGate {
+    /// The lowest quality score (share of rows passing every check).
+    pub min_score: Option<f64>,
+    /// The highest share of a batch's rows quarantined.
+    pub max_quarantine_share: Option<f64>,
+}
+
+impl QualityGate {
+    /// Whether the gate checks anything.
+    pub fn is_empty(&self) -> bool {
+        self.min_score.is_none() && self.max_quarantine_share.is_none()
+    }
 }
 
 impl Source {
@@ -407,6 +429,10 @@ pub struct ViewSpec {
     pub windowed: Vec<WindowFeature>,
     /// Derived features.
     pub derived: Vec<DerivedFeature>,
+    /// What the source's batches must meet for this view's gold table to
+    /// advance (besides the source's own gate).
+    #[serde(skip)]
+    pub quality_gate: QualityGate,
 }
 
 impl ViewSpec {

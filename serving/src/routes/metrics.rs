@@ -181,6 +181,22 @@ fn encode_tables(state: &AppState, encoder: &mut DescriptorEncoder<'_>) -> fmt::
         "aurum_pipeline_batch_failed_rows",
         "Rows of the last run's silver batch that failed a check, per source.",
         run.quality.iter().map(|(s, q)| (source(s), q.failed)),
+    )?;
+    gauge_family(
+        encoder,
+        "aurum_quality_gate_failed",
+        "1 when the last run's batch of a source failed a quality gate (its views' gold was held), \
+         per source, view (* for the source's own gate) and check.",
+        run.gates.iter().map(|((s, view, check), failed)| {
+            (
+                [
+                    ("source", Label::Text(s.as_str())),
+                    ("view", Label::Text(view.as_str())),
+                    ("check", Label::Text(check.as_str())),
+                ],
+                u64::from(*failed),
+            )
+        }),
     )
 }
 

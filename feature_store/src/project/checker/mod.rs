@@ -20,6 +20,35 @@ pub(super) struct Checker<'a> {
 }
 
 impl Checker<'_> {
+    /// A `quality_gate` table: shares between 0 and 1.
+    pub(super) fn check_gate(
+        &self,
+        field: &str,
+        gate: Option<&super::raw::RawGate>,
+    ) -> Result<super::spec::QualityGate> {
+        let Some(gate) = gate else {
+            return Ok(super::spec::QualityGate::default());
+        };
+        for (name, value) in [
+            ("min_score", &gate.min_score),
+            ("max_quarantine_share", &gate.max_quarantine_share),
+        ] {
+            if let Some(value) = value
+                && !(0.0..=1.0).contains(value.get_ref())
+            {
+                return self.fail(
+                    value.span(),
+                    format!("{field}.quality_gate.{name}"),
+                    format!("{} is not a share between 0 and 1", value.get_ref()),
+                );
+            }
+        }
+        Ok(super::spec::QualityGate {
+            min_score: gate.min_score.as_ref().map(|v| *v.get_ref()),
+            max_quarantine_share: gate.max_quarantine_share.as_ref().map(|v| *v.get_ref()),
+        })
+    }
+
     pub(super) fn fail<T>(
         &self,
         span: Range<usize>,

@@ -92,6 +92,7 @@ impl Checker<'_> {
             nulls,
             enrich,
             rules,
+            quality_gate: self.check_gate(&field, s.quality_gate.as_ref())?,
         })
     }
 

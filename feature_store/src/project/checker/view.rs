@@ -95,6 +95,7 @@ impl Checker<'_> {
             ttl,
             windowed,
             derived,
+            quality_gate: self.check_gate(&field, v.quality_gate.as_ref())?,
         })
     }
 
