@@ -233,7 +233,6 @@ fn aurum(o: &Options) -> Result<()> {
 /// OTLP/HTTP to a collector on a loopback port of this process that takes
 /// every export (decoding nothing: a collector's own work is not aurum's).
 async fn trace_to_sink(ratio: f64) -> Result<telemetry::Tracing> {
-    use opentelemetry_sdk::trace::Sampler;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let sink = axum::Router::new().route(
@@ -249,9 +248,7 @@ async fn trace_to_sink(ratio: f64) -> Result<telemetry::Tracing> {
     tokio::spawn(async move { axum::serve(listener, sink).await });
     let mut settings = telemetry::Settings::new(telemetry::Protocol::HttpProtobuf);
     settings.endpoint = Some(format!("http://{addr}/v1/traces"));
-    settings.sampler = Some(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
-        ratio,
-    ))));
+    settings.sampler = telemetry::Sampling::ratio(ratio);
     Ok(telemetry::init_with("aurum-bench", settings)?)
 }
 

@@ -120,11 +120,9 @@ fn request_trace(request: &mut Request, route: &str, id: &str) -> Trace {
     }
     let headers = request.headers();
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    let trace = Trace::incoming(
-        format!("{} {route}", request.method()),
-        header("traceparent"),
-        header("tracestate"),
-    );
+    let trace = Trace::incoming(header("traceparent"), header("tracestate"), || {
+        format!("{} {route}", request.method())
+    });
     if trace.is_on() {
         trace.set("http.request.method", request.method().as_str().to_string());
         trace.set("http.route", route.to_string());

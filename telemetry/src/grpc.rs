@@ -66,11 +66,9 @@ fn call_trace<B>(request: &http::Request<B>) -> Trace {
     let headers = request.headers();
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let path = request.uri().path().trim_start_matches('/');
-    let trace = Trace::incoming(
-        path.to_string(),
-        header("traceparent"),
-        header("tracestate"),
-    );
+    let trace = Trace::incoming(header("traceparent"), header("tracestate"), || {
+        path.to_string()
+    });
     if trace.is_on() {
         let (service, method) = path.split_once('/').unwrap_or((path, ""));
         trace.set("rpc.system", "grpc");

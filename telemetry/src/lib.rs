@@ -21,7 +21,7 @@ mod settings;
 mod trace;
 
 pub use export::{ExportStats, stats};
-pub use settings::{Protocol, Settings};
+pub use settings::{Protocol, Sampling, Settings};
 pub use trace::{Kind, Trace, TraceGuard};
 
 use std::sync::OnceLock;
@@ -48,8 +48,9 @@ pub enum Error {
     AlreadySet,
 }
 
-/// The tracer every [`Trace`] starts its spans with, once [`init`] ran.
-static TRACER: OnceLock<SdkTracer> = OnceLock::new();
+/// The tracer every [`Trace`] starts its spans with, and the sampling
+/// decided before a span is built, once [`init`] ran.
+static TRACER: OnceLock<(SdkTracer, Sampling)> = OnceLock::new();
 
 /// Tracing for this process, while it is held: dropping it flushes the
 /// spans still queued (for up to the export timeout) and stops the export
@@ -86,16 +87,25 @@ pub fn init_with(service: &str, settings: Settings) -> Result<Tracing, Error> {
     if std::env::var_os("OTEL_SERVICE_NAME").is_none() {
         resource = resource.with_service_name(service.to_string());
     }
-    let mut builder = SdkTracerProvider::builder()
+    // aurum decides which traces to record before building a span
+    // (`Trace::incoming`, `Trace::root`); what reaches the SDK is recorded,
+    // or follows its sampled parent.
+    use opentelemetry_sdk::trace::Sampler;
+    let sampler = if settings.sampler.parent_based {
+        Sampler::ParentBased(Box::new(Sampler::AlwaysOn))
+    } else {
+        Sampler::AlwaysOn
+    };
+    let provider = SdkTracerProvider::builder()
         .with_span_processor(processor)
-        .with_resource(resource.build());
-    if let Some(sampler) = settings.sampler {
-        builder = builder.with_sampler(sampler);
-    }
-    let provider = builder.build();
+        .with_resource(resource.build())
+        .with_sampler(sampler)
+        .build();
     use opentelemetry::trace::TracerProvider as _;
     let tracer = provider.tracer("aurum");
-    TRACER.set(tracer).map_err(|_| Error::AlreadySet)?;
+    TRACER
+        .set((tracer, settings.sampler))
+        .map_err(|_| Error::AlreadySet)?;
     Ok(Tracing { provider })
 }
 
@@ -105,7 +115,11 @@ pub fn enabled() -> bool {
 }
 
 fn tracer() -> Option<&'static SdkTracer> {
-    TRACER.get()
+    TRACER.get().map(|(tracer, _)| tracer)
+}
+
+fn sampling() -> Option<Sampling> {
+    TRACER.get().map(|(_, sampling)| *sampling)
 }
 
 #[cfg(test)]

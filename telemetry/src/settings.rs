@@ -3,8 +3,6 @@
 
 use std::time::Duration;
 
-use opentelemetry_sdk::trace::Sampler;
-
 use crate::Error;
 
 /// The OTLP transport.
@@ -26,10 +24,9 @@ pub struct Settings {
     /// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` / `OTEL_EXPORTER_OTLP_ENDPOINT`,
     /// and their defaults on localhost).
     pub endpoint: Option<String>,
-    /// The sampler, when given in code (else the SDK reads
-    /// `OTEL_TRACES_SAMPLER` / `OTEL_TRACES_SAMPLER_ARG`; the default is
-    /// `parentbased_always_on`).
-    pub sampler: Option<Sampler>,
+    /// Which traces are recorded (`OTEL_TRACES_SAMPLER` /
+    /// `OTEL_TRACES_SAMPLER_ARG`; the default is `parentbased_always_on`).
+    pub sampler: Sampling,
     /// Spans waiting for export at most (`OTEL_BSP_MAX_QUEUE_SIZE`, 2048);
     /// beyond it new spans are dropped and counted.
     pub max_queue: usize,
@@ -49,7 +46,7 @@ impl Settings {
         Settings {
             protocol,
             endpoint: None,
-            sampler: None,
+            sampler: Sampling::default(),
             max_queue: 2048,
             max_batch: 512,
             delay: Duration::from_secs(5),
@@ -107,6 +104,10 @@ impl Settings {
             },
         };
         let mut settings = Settings::new(protocol);
+        settings.sampler = Sampling::from_vars(
+            set("OTEL_TRACES_SAMPLER").as_deref(),
+            set("OTEL_TRACES_SAMPLER_ARG").as_deref(),
+        )?;
         let number = |variable: &'static str| -> Result<Option<u64>, Error> {
             set(variable)
                 .map(|v| {
@@ -131,5 +132,81 @@ impl Settings {
         }
         settings.max_batch = settings.max_batch.min(settings.max_queue);
         Ok(Some(settings))
+    }
+}
+
+/// Which traces are recorded: the specification's samplers, decided by
+/// aurum before a span is built (an unsampled request costs no span at all).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Sampling {
+    /// The share of new traces recorded (1: all, 0: none).
+    pub ratio: f64,
+    /// Whether a caller's sampled flag decides instead, when a request
+    /// carries a valid `traceparent`.
+    pub parent_based: bool,
+}
+
+impl Default for Sampling {
+    fn default() -> Self {
+        Sampling {
+            ratio: 1.0,
+            parent_based: true,
+        }
+    }
+}
+
+impl Sampling {
+    /// Every new trace, or the caller's choice (`parentbased_always_on`).
+    pub fn always() -> Sampling {
+        Sampling::default()
+    }
+
+    /// `ratio` of new traces, or the caller's choice
+    /// (`parentbased_traceidratio`).
+    pub fn ratio(ratio: f64) -> Sampling {
+        Sampling {
+            ratio: ratio.clamp(0.0, 1.0),
+            parent_based: true,
+        }
+    }
+
+    /// The sampler `OTEL_TRACES_SAMPLER` (and its argument) names.
+    fn from_vars(sampler: Option<&str>, arg: Option<&str>) -> Result<Sampling, Error> {
+        let ratio = || -> Result<f64, Error> {
+            match arg {
+                None => Ok(1.0),
+                Some(v) => v
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|r| (0.0..=1.0).contains(r))
+                    .ok_or_else(|| Error::Setting {
+                        variable: "OTEL_TRACES_SAMPLER_ARG",
+                        message: format!("{v:?} is not a ratio between 0 and 1"),
+                    }),
+            }
+        };
+        let (ratio, parent_based) = match sampler.map(|s| s.trim().to_ascii_lowercase()).as_deref()
+        {
+            None | Some("parentbased_always_on") => (1.0, true),
+            Some("always_on") => (1.0, false),
+            Some("always_off") => (0.0, false),
+            Some("parentbased_always_off") => (0.0, true),
+            Some("traceidratio") => (ratio()?, false),
+            Some("parentbased_traceidratio") => (ratio()?, true),
+            Some(other) => {
+                return Err(Error::Setting {
+                    variable: "OTEL_TRACES_SAMPLER",
+                    message: format!(
+                        "{other:?} is not a sampler aurum has (always_on, always_off, traceidratio, \
+                         and their parentbased_ forms)"
+                    ),
+                });
+            }
+        };
+        Ok(Sampling {
+            ratio,
+            parent_based,
+        })
     }
 }

@@ -122,9 +122,9 @@ fn a_collector_that_is_down_drops_and_counts_spans_without_blocking() {
 
     let started = Instant::now();
     let root = Trace::incoming(
-        "POST /predict",
         Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
         None,
+        || "POST /predict".to_string(),
     );
     assert_eq!(
         root.trace_id().as_deref(),
@@ -142,7 +142,14 @@ fn a_collector_that_is_down_drops_and_counts_spans_without_blocking() {
     child.set("aurum.rows", 1_i64);
     child.end();
     root.end();
-    let fresh = Trace::incoming("GET /x", Some("00-not-a-trace-context"), None);
+    let fresh = Trace::incoming(Some("00-not-a-trace-context"), None, || "GET /x".into());
+    // A caller that did not sample its trace is followed: nothing recorded.
+    let unsampled = Trace::incoming(
+        Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00"),
+        None,
+        || unreachable!("an unrecorded call's name is never made"),
+    );
+    assert!(!unsampled.is_on());
     let fresh_id = fresh.trace_id().expect("sampled by the default sampler");
     assert_ne!(fresh_id, "0af7651916cd43dd8448eb211c80319c");
     fresh.end();
@@ -163,4 +170,38 @@ fn a_collector_that_is_down_drops_and_counts_spans_without_blocking() {
     assert_eq!(stats.exported.load(Ordering::Relaxed), 0);
     assert_eq!(stats.dropped_export_failed.load(Ordering::Relaxed), 5);
     assert!(stats.export_failures.load(Ordering::Relaxed) >= 1);
+}
+
+#[test]
+fn samplers_are_read_from_their_variables() {
+    let on = |vars: &[(&str, &str)]| {
+        let mut all = vec![("OTEL_TRACES_EXPORTER", "otlp")];
+        all.extend_from_slice(vars);
+        settings(&all).map(|s| s.unwrap().sampler)
+    };
+    assert_eq!(on(&[]).unwrap(), Sampling::always());
+    assert_eq!(
+        on(&[
+            ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
+            ("OTEL_TRACES_SAMPLER_ARG", "0.01")
+        ])
+        .unwrap(),
+        Sampling::ratio(0.01)
+    );
+    let plain = on(&[
+        ("OTEL_TRACES_SAMPLER", "traceidratio"),
+        ("OTEL_TRACES_SAMPLER_ARG", "0.5"),
+    ])
+    .unwrap();
+    assert_eq!((plain.ratio, plain.parent_based), (0.5, false));
+    let off = on(&[("OTEL_TRACES_SAMPLER", "always_off")]).unwrap();
+    assert_eq!(off.ratio, 0.0);
+    let e = on(&[
+        ("OTEL_TRACES_SAMPLER", "traceidratio"),
+        ("OTEL_TRACES_SAMPLER_ARG", "2"),
+    ])
+    .unwrap_err();
+    assert!(e.to_string().starts_with("OTEL_TRACES_SAMPLER_ARG"), "{e}");
+    let e = on(&[("OTEL_TRACES_SAMPLER", "jaeger_remote")]).unwrap_err();
+    assert!(e.to_string().contains("jaeger_remote"), "{e}");
 }

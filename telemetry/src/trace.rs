@@ -7,7 +7,7 @@ use opentelemetry::trace::{Span as _, SpanKind, Status, TraceContextExt, Tracer 
 use opentelemetry::{Context, KeyValue, Value};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 
-use crate::tracer;
+use crate::{sampling, tracer};
 
 /// What a span stands for, as OpenTelemetry names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,37 +51,50 @@ impl Trace {
         Trace(None)
     }
 
-    /// The span of a call this process answers, named `name`: a child of
-    /// the caller's span when `traceparent` (and `tracestate`) carry a valid
-    /// W3C trace context, else the root of a new trace (a malformed header
-    /// is ignored). Whether it is recorded is the sampler's call (by
-    /// default the caller's sampled flag decides).
+    /// The span of a call this process answers, named by `name` (called
+    /// only when the call is recorded): a child of the caller's span when
+    /// `traceparent` (and `tracestate`) carry a valid W3C trace context,
+    /// else the root of a new trace (a malformed header is ignored).
+    /// Whether it is recorded is decided first, without building anything:
+    /// by the caller's sampled flag under a parent-based sampler, else by
+    /// the ratio.
     pub fn incoming(
-        name: impl Into<Cow<'static, str>>,
         traceparent: Option<&str>,
         tracestate: Option<&str>,
+        name: impl FnOnce() -> String,
     ) -> Trace {
-        let Some(tracer) = tracer() else {
+        let (Some(tracer), Some(sampling)) = (tracer(), sampling()) else {
             return Trace(None);
         };
-        let parent = match traceparent {
-            Some(traceparent) => TraceContextPropagator::new().extract_with_context(
+        let parent_flag = traceparent.and_then(sampled_flag);
+        let record = match parent_flag {
+            Some(sampled) if sampling.parent_based => sampled,
+            _ => draw(sampling.ratio),
+        };
+        if !record {
+            return Trace(None);
+        }
+        let parent = match (traceparent, parent_flag) {
+            (Some(traceparent), Some(_)) => TraceContextPropagator::new().extract_with_context(
                 &Context::new(),
                 &Incoming {
                     traceparent,
                     tracestate,
                 },
             ),
-            None => Context::new(),
+            _ => Context::new(),
         };
-        start(tracer, name.into(), SpanKind::Server, &parent)
+        start(tracer, name().into(), SpanKind::Server, &parent)
     }
 
-    /// The root span of a run (a batch command), named `name`.
+    /// The root span of a run (a batch command), named `name`, when the
+    /// sampler's ratio draws it.
     pub fn root(name: impl Into<Cow<'static, str>>) -> Trace {
-        match tracer() {
-            Some(tracer) => start(tracer, name.into(), SpanKind::Internal, &Context::new()),
-            None => Trace(None),
+        match (tracer(), sampling()) {
+            (Some(tracer), Some(sampling)) if draw(sampling.ratio) => {
+                start(tracer, name.into(), SpanKind::Internal, &Context::new())
+            }
+            _ => Trace(None),
         }
     }
 
@@ -168,6 +181,68 @@ impl Trace {
     }
 }
 
+/// The sampled flag of a well-formed W3C `traceparent`
+/// (`00-<32 hex>-<16 hex>-<2 hex>`, ids not all zero), or `None`.
+fn sampled_flag(traceparent: &str) -> Option<bool> {
+    let bytes = traceparent.trim().as_bytes();
+    if bytes.len() < 55 || (bytes.len() > 55 && bytes[55] != b'-') {
+        return None;
+    }
+    let hex = |range: std::ops::Range<usize>| bytes[range].iter().all(u8::is_ascii_hexdigit);
+    let nonzero = |range: std::ops::Range<usize>| bytes[range].iter().any(|&b| b != b'0');
+    let well_formed = hex(0..2)
+        && &bytes[0..2] != b"ff"
+        && bytes[2] == b'-'
+        && hex(3..35)
+        && nonzero(3..35)
+        && bytes[35] == b'-'
+        && hex(36..52)
+        && nonzero(36..52)
+        && bytes[52] == b'-'
+        && hex(53..55)
+        && (bytes.len() == 55 || &bytes[0..2] != b"00");
+    if !well_formed {
+        return None;
+    }
+    let flags = u8::from_str_radix(std::str::from_utf8(&bytes[53..55]).ok()?, 16).ok()?;
+    Some(flags & 1 == 1)
+}
+
+/// Whether a new trace is recorded under `ratio`: a draw from a
+/// thread-local xorshift generator (seeded from the clock and the thread),
+/// far cheaper than building a span to ask the SDK.
+fn draw(ratio: f64) -> bool {
+    if ratio >= 1.0 {
+        return true;
+    }
+    if ratio <= 0.0 {
+        return false;
+    }
+    thread_local! {
+        static STATE: std::cell::Cell<u64> = std::cell::Cell::new(seed());
+    }
+    let x = STATE.with(|state| {
+        let mut x = state.get();
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        state.set(x);
+        x
+    });
+    ((x >> 11) as f64 / (1u64 << 53) as f64) < ratio
+}
+
+fn seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    hasher.finish() | 1
+}
+
 fn start(
     tracer: &opentelemetry_sdk::trace::SdkTracer,
     name: Cow<'static, str>,
@@ -216,5 +291,45 @@ impl Injector for Outgoing {
             _ => return,
         };
         self.0.push((key, value));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_well_formed_trace_contexts_carry_a_sampled_flag() {
+        let id = "0af7651916cd43dd8448eb211c80319c";
+        assert_eq!(
+            sampled_flag(&format!("00-{id}-b7ad6b7169203331-01")),
+            Some(true)
+        );
+        assert_eq!(
+            sampled_flag(&format!("00-{id}-b7ad6b7169203331-00")),
+            Some(false)
+        );
+        // A later version may add fields after a dash.
+        assert_eq!(
+            sampled_flag(&format!("01-{id}-b7ad6b7169203331-01-xyz")),
+            Some(true)
+        );
+        for bad in [
+            "00-not-a-trace-context".to_string(),
+            format!("00-{id}-b7ad6b7169203331-01-extra"),
+            format!("ff-{id}-b7ad6b7169203331-01"),
+            format!("00-{}-b7ad6b7169203331-01", "0".repeat(32)),
+            format!("00-{id}-0000000000000000-01"),
+            format!("00-{id}-b7ad6b716920333g-01"),
+        ] {
+            assert_eq!(sampled_flag(&bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_ratio_draws_about_its_share() {
+        assert!(draw(1.0) && !draw(0.0));
+        let drawn = (0..100_000).filter(|_| draw(0.01)).count();
+        assert!((700..1300).contains(&drawn), "{drawn} of 100,000 at 1 %");
     }
 }

@@ -155,15 +155,14 @@ fn encode_tables(state: &AppState, encoder: &mut DescriptorEncoder<'_>) -> fmt::
         "When the last pipeline run made its last commit (seconds since the epoch).",
         (run.last_commit_ms / 1000) as u64,
     )?;
-    gauge_family(
-        encoder,
-        "aurum_pipeline_last_run_duration_seconds",
-        "How long the last pipeline run took, from its start to its last commit.",
-        [(
-            [("run_id", Label::Text(run.run_id.as_str()))],
-            run.seconds(),
-        )],
-    )?;
+    encoder
+        .encode_descriptor(
+            "aurum_pipeline_last_run_duration_seconds",
+            "How long the last pipeline run took, from its start to its last commit.",
+            None,
+            prometheus_client::metrics::MetricType::Gauge,
+        )?
+        .encode_gauge(&run.seconds())?;
     gauge_family(
         encoder,
         "aurum_pipeline_quality_score",
