@@ -4,6 +4,7 @@ mod demo;
 mod drift_commands;
 mod feast_repo;
 mod project_commands;
+mod pushgateway;
 mod registry_commands;
 mod serve;
 mod table_commands;

@@ -78,6 +78,10 @@ pub struct PipelineArgs {
     /// Print the run report as JSON on stdout.
     #[arg(long)]
     json: bool,
+    /// Push the run's metrics (rows per stage, quality, gates, duration,
+    /// success) to this Prometheus Pushgateway, as job `aurum_pipeline`.
+    #[arg(long, value_name = "URL")]
+    pushgateway: Option<String>,
 }
 
 /// Options of `aurum lineage`.
@@ -184,7 +188,7 @@ pub async fn pipeline(args: PipelineArgs) -> Result<()> {
         spinner.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
     let progress = |stage: &str| spinner.set_message(stage.to_string());
-    let report = pipeline::run(
+    let ran = pipeline::run(
         &project,
         &PipelineOptions {
             allow_breaking_schema_change: args.allow_breaking_schema_change,
@@ -193,8 +197,21 @@ pub async fn pipeline(args: PipelineArgs) -> Result<()> {
         },
         &progress,
     )
-    .await?;
+    .await;
     spinner.finish_and_clear();
+    if let Some(gateway) = &args.pushgateway {
+        let pushed = match &ran {
+            Ok(report) => Some(crate::pushgateway::pipeline_metrics(report, true)),
+            Err(feature_store::Error::QualityGate { report, .. }) => {
+                Some(crate::pushgateway::pipeline_metrics(report, false))
+            }
+            Err(_) => None,
+        };
+        if let Some(metrics) = pushed {
+            crate::pushgateway::push(gateway, "aurum_pipeline", &project.name, &metrics).await;
+        }
+    }
+    let report = ran?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

@@ -21,8 +21,14 @@ pub enum Error {
     #[error(transparent)]
     Delta(Box<delta::Error>),
     /// A silver batch did not meet a quality gate: gold was not advanced.
-    #[error("quality gate: {0}")]
-    QualityGate(String),
+    /// The run's report says what was committed.
+    #[error("quality gate: {message}")]
+    QualityGate {
+        /// The checks that failed.
+        message: String,
+        /// What the run did (the held views are not in it).
+        report: Box<crate::pipeline::PipelineReport>,
+    },
     /// Data does not have the shape a feature view declares.
     #[error("feature view {view}: {message}")]
     Schema {

@@ -13,7 +13,9 @@ pub(crate) fn status(e: Error) -> Status {
         | Error::InvalidSpine { .. }
         | Error::InvalidRequest(_) => Status::invalid_argument(message),
         Error::UnknownFeature(_) | Error::NoOfflineStore { .. } => Status::not_found(message),
-        Error::OfflineWrite { .. } | Error::QualityGate(_) => Status::failed_precondition(message),
+        Error::OfflineWrite { .. } | Error::QualityGate { .. } => {
+            Status::failed_precondition(message)
+        }
         Error::Delta(e) => delta_status(*e),
         Error::Polars { .. }
         | Error::Project { .. }

@@ -148,7 +148,7 @@ impl From<feature_store::Error> for AppError {
             E::NoOfflineStore { .. } => AppError::not_found("no_offline_store", message),
             E::OfflineWrite { .. } => AppError::bad_request("offline_write_failed", message),
             E::Delta(e) => (*e).into(),
-            E::QualityGate(_) => AppError {
+            E::QualityGate { .. } => AppError {
                 status: axum::http::StatusCode::CONFLICT,
                 code: "quality_gate",
                 message,

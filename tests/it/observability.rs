@@ -335,3 +335,138 @@ fn every_dashboard_panel_and_alert_returns_series_from_a_real_prometheus() {
         assert_eq!(rule["health"], "ok", "{rule}");
     }
 }
+
+/// A Pushgateway on a loopback port; killed when dropped.
+struct Pushgateway {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Pushgateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn a_pipeline_run_pushes_its_metrics_to_a_real_pushgateway() {
+    let port = free_port();
+    let state = tempfile::tempdir().unwrap();
+    let gateway = Pushgateway {
+        child: Command::new(prometheus_bin("prometheus-pushgateway"))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg(format!(
+                "--persistence.file={}",
+                state.path().join("pushgateway.data").display()
+            ))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting the Pushgateway"),
+        url: format!("http://127.0.0.1:{port}"),
+    };
+    let scrape = || {
+        block_on(async {
+            reqwest::get(format!("{}/metrics", gateway.url))
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()
+        })
+    };
+    eventually("the Pushgateway to answer", scrape);
+
+    let project = tempfile::tempdir().unwrap();
+    let dir = project.path();
+    ok(dir, &["init", "."]);
+    ok(dir, &["generate", "--rows", "2000", "--seed", "3"]);
+    // A gate the batch (quality 0.999) fails: the run fails, and still
+    // pushes what it did.
+    let file = dir.join("aurum.toml");
+    let text = std::fs::read_to_string(&file).unwrap().replacen(
+        "[[feature_view]]",
+        "[source.quality_gate]\nmin_score = 0.9995\n\n[[feature_view]]",
+        1,
+    );
+    std::fs::write(&file, &text).unwrap();
+    let failed = crate::cli::run(dir, &["pipeline", "--pushgateway", &gateway.url]);
+    assert!(!failed.status.success());
+    let metrics = scrape().unwrap();
+    let has = |metrics: &str, series: &str, value: &str| {
+        metrics.lines().any(|l| {
+            l.starts_with(series.split('{').next().unwrap())
+                && l.contains("job=\"aurum_pipeline\"")
+                && series
+                    .split(['{', '}', ','])
+                    .skip(1)
+                    .filter(|p| !p.is_empty())
+                    .all(|label| l.contains(label))
+                && l.ends_with(&format!(" {value}"))
+        })
+    };
+    assert!(
+        has(&metrics, "aurum_pipeline_run_success", "0"),
+        "{metrics}"
+    );
+    assert!(
+        has(
+            &metrics,
+            "aurum_quality_gate_failed{source=\"transactions\",view=\"*\",check=\"min_score\"}",
+            "1"
+        ),
+        "{metrics}"
+    );
+    assert!(
+        has(
+            &metrics,
+            "aurum_pipeline_rows{table=\"transactions\",stage=\"silver\",kind=\"quarantined\"}",
+            "2"
+        ),
+        "{metrics}"
+    );
+
+    // Under a gate it meets, the next run pushes its success over the last.
+    std::fs::write(
+        &file,
+        text.replace("min_score = 0.9995", "min_score = 0.99"),
+    )
+    .unwrap();
+    ok(dir, &["pipeline", "--pushgateway", &gateway.url]);
+    let metrics = scrape().unwrap();
+    assert!(
+        has(&metrics, "aurum_pipeline_run_success", "1"),
+        "{metrics}"
+    );
+    let gold_rows = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("aurum_pipeline_rows{")
+                && l.contains("table=\"customer_features\"")
+                && l.contains("stage=\"gold\"")
+        })
+        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok());
+    assert!(gold_rows.is_some_and(|n| n > 0.0), "{metrics}");
+
+    // A Pushgateway that is not there: a warning, and the run succeeds.
+    let gone = format!("http://user:secret@127.0.0.1:{}/", free_port());
+    let out = crate::cli::run(dir, &["pipeline", "--pushgateway", &gone]);
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(
+            "warning: the run's metrics were not pushed to the Pushgateway at http://127.0.0.1:"
+        ),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("secret"), "{stderr}");
+}

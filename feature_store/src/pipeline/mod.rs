@@ -201,17 +201,21 @@ async fn run_once(
         span.set("aurum.rows_out", gold.rows as i64);
         views.push(gold);
     }
-    if !held.is_empty() {
-        held.dedup();
-        return Err(Error::QualityGate(format!(
-            "gold not advanced; silver, quarantine and quality are committed: {}",
-            held.join("; ")
-        )));
-    }
-    Ok(PipelineReport {
+    let report = PipelineReport {
         run_id,
         sources,
         views,
         seconds: started.elapsed().as_secs_f64(),
-    })
+    };
+    if !held.is_empty() {
+        held.dedup();
+        return Err(Error::QualityGate {
+            message: format!(
+                "gold not advanced; silver, quarantine and quality are committed: {}",
+                held.join("; ")
+            ),
+            report: Box::new(report),
+        });
+    }
+    Ok(report)
 }
