@@ -208,7 +208,13 @@ pub async fn pipeline(args: PipelineArgs) -> Result<()> {
             Err(_) => None,
         };
         if let Some(metrics) = pushed {
-            crate::pushgateway::push(gateway, "aurum_pipeline", &project.name, &metrics).await;
+            crate::pushgateway::push(
+                gateway,
+                "aurum_pipeline",
+                ("project", &project.name),
+                &metrics,
+            )
+            .await;
         }
     }
     let report = ran?;
@@ -362,11 +368,16 @@ pub struct MaterializeArgs {
     /// Print the reports as JSON.
     #[arg(long)]
     json: bool,
+    /// Push what was loaded (rows per view, gold versions, duration) to
+    /// this Prometheus Pushgateway, as job `aurum_materialize`.
+    #[arg(long, value_name = "URL")]
+    pushgateway: Option<String>,
 }
 
 /// The online store lives in the server process: `materialize` asks the
 /// running server to load the gold tables' new rows.
 pub async fn materialize(args: MaterializeArgs) -> Result<()> {
+    let started = std::time::Instant::now();
     let base = args.server.trim_end_matches('/');
     let client = reqwest::Client::new();
     // The server's token, when it checks them (an admin one: materialize
@@ -427,6 +438,16 @@ pub async fn materialize(args: MaterializeArgs) -> Result<()> {
         bar.inc(1);
     }
     bar.finish_and_clear();
+    if let Some(gateway) = &args.pushgateway {
+        let metrics =
+            crate::pushgateway::materialize_metrics(&reports, started.elapsed().as_secs_f64());
+        let server = args
+            .server
+            .trim_start_matches("http://")
+            .trim_start_matches("https://")
+            .trim_end_matches('/');
+        crate::pushgateway::push(gateway, "aurum_materialize", ("server", server), &metrics).await;
+    }
     let body = serde_json::json!({ "views": reports });
     if args.json {
         println!("{}", serde_json::to_string_pretty(&body)?);

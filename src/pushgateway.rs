@@ -136,15 +136,64 @@ pub(crate) fn pipeline_metrics(report: &PipelineReport, succeeded: bool) -> Expo
     out
 }
 
-/// Pushes `metrics` to the Pushgateway at `url` as job `job` of project
-/// `project`; a failure is a warning naming the gateway (without user
-/// information or query) and the reason, never an error of the run.
-pub(crate) async fn push(url: &str, job: &str, project: &str, metrics: &Exposition) -> bool {
+/// What `aurum materialize` loaded (the server's per-view reports) in
+/// `seconds`, as metrics.
+pub(crate) fn materialize_metrics(views: &[serde_json::Value], seconds: f64) -> Exposition {
+    let mut out = Exposition::default();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
+    out.gauge(
+        "aurum_materialize_run_timestamp_seconds",
+        "When the last materialization ended (seconds since the epoch).",
+        [(vec![], now)],
+    );
+    out.gauge(
+        "aurum_materialize_run_duration_seconds",
+        "How long the last materialization took.",
+        [(vec![], seconds)],
+    );
+    let view = |v: &serde_json::Value| v["view"].as_str().unwrap_or("").to_string();
+    let names: Vec<String> = views.iter().map(view).collect();
+    let mut rows = Vec::new();
+    for (v, name) in views.iter().zip(&names) {
+        for (kind, key) in [
+            ("read", "rows_read"),
+            ("written", "written"),
+            ("older_ignored", "skipped_older"),
+        ] {
+            rows.push((
+                vec![("view", name.as_str()), ("kind", kind)],
+                v[key].as_f64().unwrap_or(0.0),
+            ));
+        }
+    }
+    out.gauge(
+        "aurum_materialize_rows",
+        "Gold rows the last materialization read, wrote online, and ignored as older than the online value, per view.",
+        rows,
+    );
+    out.gauge(
+        "aurum_materialize_gold_version",
+        "The gold version each view's online values now come from.",
+        views.iter().zip(&names).filter_map(|(v, name)| {
+            Some((vec![("view", name.as_str())], v["to_version"].as_f64()?))
+        }),
+    );
+    out
+}
+
+/// Pushes `metrics` to the Pushgateway at `url` as job `job` under the
+/// grouping key `group` (label, value); a failure is a warning naming the
+/// gateway (without user information or query) and the reason, never an
+/// error of the run.
+pub(crate) async fn push(url: &str, job: &str, group: (&str, &str), metrics: &Exposition) -> bool {
     let shown = shown(url);
     let target = format!(
-        "{}/metrics/job/{job}/project/{}",
+        "{}/metrics/job/{job}/{}/{}",
         url.trim_end_matches('/'),
-        path_segment(project)
+        group.0,
+        path_segment(group.1)
     );
     let outcome = async {
         let client = reqwest::Client::builder()
@@ -178,7 +227,7 @@ pub(crate) async fn push(url: &str, job: &str, project: &str, metrics: &Expositi
     }
 }
 
-/// A project name as one path segment of the grouping key.
+/// A grouping value as one path segment.
 fn path_segment(name: &str) -> String {
     name.chars()
         .map(|c| {

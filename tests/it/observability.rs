@@ -457,6 +457,29 @@ fn a_pipeline_run_pushes_its_metrics_to_a_real_pushgateway() {
         .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok());
     assert!(gold_rows.is_some_and(|n| n > 0.0), "{metrics}");
 
+    // `aurum materialize` pushes what the server loaded.
+    let server = start_with(dir, &[]);
+    ok(
+        dir,
+        &[
+            "materialize",
+            "--server",
+            &server.url,
+            "--pushgateway",
+            &gateway.url,
+        ],
+    );
+    let metrics = scrape().unwrap();
+    let materialized = metrics.lines().any(|l| {
+        l.starts_with("aurum_materialize_rows{")
+            && l.contains("job=\"aurum_materialize\"")
+            && l.contains("view=\"customer_features\"")
+            && l.contains("kind=\"read\"")
+            && l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) == gold_rows
+    });
+    assert!(materialized, "{metrics}");
+    drop(server);
+
     // A Pushgateway that is not there: a warning, and the run succeeds.
     let gone = format!("http://user:secret@127.0.0.1:{}/", free_port());
     let out = crate::cli::run(dir, &["pipeline", "--pushgateway", &gone]);
