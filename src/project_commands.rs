@@ -200,22 +200,20 @@ pub async fn pipeline(args: PipelineArgs) -> Result<()> {
     .await;
     spinner.finish_and_clear();
     if let Some(gateway) = &args.pushgateway {
-        let pushed = match &ran {
-            Ok(report) => Some(crate::pushgateway::pipeline_metrics(report, true)),
+        let metrics = match &ran {
+            Ok(report) => crate::pushgateway::pipeline_metrics(report, true),
             Err(feature_store::Error::QualityGate { report, .. }) => {
-                Some(crate::pushgateway::pipeline_metrics(report, false))
+                crate::pushgateway::pipeline_metrics(report, false)
             }
-            Err(_) => None,
+            Err(_) => crate::pushgateway::pipeline_failure_metrics(),
         };
-        if let Some(metrics) = pushed {
-            crate::pushgateway::push(
-                gateway,
-                "aurum_pipeline",
-                ("project", &project.name),
-                &metrics,
-            )
-            .await;
-        }
+        crate::pushgateway::push(
+            gateway,
+            "aurum_pipeline",
+            &[("project", &project.name)],
+            &metrics,
+        )
+        .await;
     }
     let report = ran?;
     if args.json {
@@ -441,12 +439,19 @@ pub async fn materialize(args: MaterializeArgs) -> Result<()> {
     if let Some(gateway) = &args.pushgateway {
         let metrics =
             crate::pushgateway::materialize_metrics(&reports, started.elapsed().as_secs_f64());
-        let server = args
-            .server
-            .trim_start_matches("http://")
-            .trim_start_matches("https://")
-            .trim_end_matches('/');
-        crate::pushgateway::push(gateway, "aurum_materialize", ("server", server), &metrics).await;
+        // The server's host and port only (never its user information).
+        let server = url::Url::parse(&args.server)
+            .ok()
+            .and_then(|u| Some(format!("{}:{}", u.host_str()?, u.port_or_known_default()?)))
+            .unwrap_or_else(|| "unknown".to_string());
+        let server = server.as_str();
+        crate::pushgateway::push(
+            gateway,
+            "aurum_materialize",
+            &[("server", server)],
+            &metrics,
+        )
+        .await;
     }
     let body = serde_json::json!({ "views": reports });
     if args.json {

@@ -56,7 +56,7 @@ pub(crate) fn pipeline_metrics(report: &PipelineReport, succeeded: bool) -> Expo
         .map_or(0.0, |d| d.as_secs_f64());
     out.gauge(
         "aurum_pipeline_run_success",
-        "1 when the last pipeline run advanced every table, 0 when a quality gate held gold.",
+        "1 when the last pipeline run advanced every table, 0 when a quality gate held gold or it failed.",
         [(vec![], f64::from(u8::from(succeeded)))],
     );
     out.gauge(
@@ -136,6 +136,25 @@ pub(crate) fn pipeline_metrics(report: &PipelineReport, succeeded: bool) -> Expo
     out
 }
 
+/// A pipeline run that failed before it could report: success 0 and when.
+pub(crate) fn pipeline_failure_metrics() -> Exposition {
+    let mut out = Exposition::default();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
+    out.gauge(
+        "aurum_pipeline_run_success",
+        "1 when the last pipeline run advanced every table, 0 when a quality gate held gold or it failed.",
+        [(vec![], 0.0)],
+    );
+    out.gauge(
+        "aurum_pipeline_run_timestamp_seconds",
+        "When the last pipeline run ended (seconds since the epoch).",
+        [(vec![], now)],
+    );
+    out
+}
+
 /// What `aurum materialize` loaded (the server's per-view reports) in
 /// `seconds`, as metrics.
 pub(crate) fn materialize_metrics(views: &[serde_json::Value], seconds: f64) -> Exposition {
@@ -183,18 +202,79 @@ pub(crate) fn materialize_metrics(views: &[serde_json::Value], seconds: f64) -> 
     out
 }
 
-/// Pushes `metrics` to the Pushgateway at `url` as job `job` under the
-/// grouping key `group` (label, value); a failure is a warning naming the
-/// gateway (without user information or query) and the reason, never an
-/// error of the run.
-pub(crate) async fn push(url: &str, job: &str, group: (&str, &str), metrics: &Exposition) -> bool {
-    let shown = shown(url);
-    let target = format!(
-        "{}/metrics/job/{job}/{}/{}",
-        url.trim_end_matches('/'),
-        group.0,
-        path_segment(group.1)
+/// What one `aurum train` (or `retrain`) job did, as metrics: `None` for
+/// a skipped job's report.
+pub(crate) fn train_metrics(report: Option<&training::job::Report>) -> Exposition {
+    let mut out = Exposition::default();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
+    out.gauge(
+        "aurum_train_run_timestamp_seconds",
+        "When the model's last training job ended (seconds since the epoch).",
+        [(vec![], now)],
     );
+    out.gauge(
+        "aurum_train_skipped",
+        "1 when the last job found nothing new to learn from.",
+        [(vec![], f64::from(u8::from(report.is_none())))],
+    );
+    let Some(report) = report else {
+        return out;
+    };
+    out.gauge(
+        "aurum_train_registered_version",
+        "The version the last job registered.",
+        [(vec![], report.version as f64)],
+    );
+    out.gauge(
+        "aurum_train_promoted",
+        "1 when the last job moved champion to its version.",
+        [(vec![], f64::from(u8::from(report.promoted.0)))],
+    );
+    out.gauge(
+        "aurum_train_rows",
+        "Rows the last job trained and validated on.",
+        [
+            (vec![("set", "train")], report.rows.0 as f64),
+            (vec![("set", "validation")], report.rows.1 as f64),
+        ],
+    );
+    out.gauge(
+        "aurum_train_validation_metric",
+        "The last job's validation metrics.",
+        report
+            .metrics
+            .iter()
+            .filter(|(_, v)| v.is_finite())
+            .map(|(name, v)| (vec![("metric", name.as_str())], *v)),
+    );
+    out.gauge(
+        "aurum_train_stage_seconds",
+        "How long each step of the last job took.",
+        report
+            .stages
+            .iter()
+            .map(|(stage, seconds)| (vec![("stage", *stage)], *seconds)),
+    );
+    out
+}
+
+/// Pushes `metrics` to the Pushgateway at `url` as job `job` under the
+/// grouping key `groups` (label, value pairs); a failure is a warning
+/// naming the gateway (without user information or query) and the reason,
+/// never an error of the run.
+pub(crate) async fn push(
+    url: &str,
+    job: &str,
+    groups: &[(&str, &str)],
+    metrics: &Exposition,
+) -> bool {
+    let shown = shown(url);
+    let mut target = format!("{}/metrics/job/{job}", url.trim_end_matches('/'));
+    for (label, value) in groups {
+        target.push_str(&format!("/{label}/{}", path_segment(value)));
+    }
     let outcome = async {
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))

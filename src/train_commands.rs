@@ -28,6 +28,11 @@ pub struct TrainArgs {
     /// Print one JSON document per model instead of log lines.
     #[arg(long)]
     json: bool,
+    /// Push each job's outcome (version, promotion, rows, validation
+    /// metrics, step times) to this Prometheus Pushgateway, as job
+    /// `aurum_train` grouped by project and model.
+    #[arg(long, value_name = "URL")]
+    pushgateway: Option<String>,
 }
 
 /// Options of `aurum retrain`.
@@ -147,6 +152,20 @@ async fn run_one(
         .await
         .with_context(|| format!("training {}", spec.name))?;
     bar.finish_and_clear();
+    if let Some(gateway) = &args.pushgateway {
+        let report = match &outcome {
+            Outcome::Registered(report) => Some(report),
+            Outcome::Skipped { .. } => None,
+        };
+        let metrics = crate::pushgateway::train_metrics(report);
+        crate::pushgateway::push(
+            gateway,
+            "aurum_train",
+            &[("project", &project.name), ("model", &spec.name)],
+            &metrics,
+        )
+        .await;
+    }
     print_outcome(&spec.name, outcome, args.json);
     Ok(())
 }

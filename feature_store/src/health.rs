@@ -1,8 +1,9 @@
 //! How fresh and how big each of a project's tables is, and what the last
 //! pipeline run did — read from the Delta logs (versions, commit times, each
-//! commit's lineage, the files' row counts and column statistics) and the
-//! quality table, never from the data files themselves, so a server can
-//! refresh it every few seconds for `/metrics`.
+//! commit's lineage, the files' row counts and column statistics; only the
+//! commits since the last reading) and the small quality table, never from
+//! the other tables' data files, so a server can refresh it every few
+//! seconds for `/metrics`.
 
 use std::collections::BTreeMap;
 
@@ -98,10 +99,14 @@ impl LastRun {
     }
 }
 
-/// Every table of `project` that exists, with its state; a table that
-/// cannot be read is an error naming it (the others are still answered).
-pub async fn tables(project: &Project) -> Result<Vec<Result<TableHealth>>> {
-    let store = project.delta_store()?;
+/// Every table of `project` that exists in `store` (the project's, kept
+/// by the caller between readings so each reads only the commits since the
+/// last), with its state; a table that cannot be read is an error naming
+/// it (the others are still answered).
+pub async fn tables(
+    project: &Project,
+    store: &delta::DeltaStore,
+) -> Result<Vec<Result<TableHealth>>> {
     let mut wanted: Vec<(String, Layer, Option<String>)> = Vec::new();
     for source in &project.sources {
         wanted.push((source.bronze_table(), Layer::Bronze, None));
@@ -124,7 +129,7 @@ pub async fn tables(project: &Project) -> Result<Vec<Result<TableHealth>>> {
     wanted.dedup_by(|a, b| a.0 == b.0);
     let mut out = Vec::with_capacity(wanted.len());
     for (table, layer, event_column) in wanted {
-        match table_health(&store, &table, layer, event_column.as_deref()).await {
+        match table_health(store, &table, layer, event_column.as_deref()).await {
             Ok(Some(health)) => out.push(Ok(health)),
             Ok(None) => {}
             Err(e) => out.push(Err(e)),
@@ -165,7 +170,10 @@ async fn table_health(
 /// The last pipeline run among `tables` (the newest run id any latest
 /// version names), with the quality of its silver batches; `None` before
 /// any run.
-pub async fn last_run(project: &Project, tables: &[TableHealth]) -> Result<Option<LastRun>> {
+pub async fn last_run(
+    store: &delta::DeltaStore,
+    tables: &[TableHealth],
+) -> Result<Option<LastRun>> {
     let Some(run_id) = tables
         .iter()
         .filter_map(|t| t.run_id.as_deref())
@@ -191,7 +199,6 @@ pub async fn last_run(project: &Project, tables: &[TableHealth]) -> Result<Optio
         quality: BTreeMap::new(),
         gates: BTreeMap::new(),
     };
-    let store = project.delta_store()?;
     if store.latest_version(QUALITY_TABLE).await?.is_some() {
         let (frame, _) = store.read(QUALITY_TABLE, None).await?;
         run.quality = batch_quality(&frame, &run.run_id)?;

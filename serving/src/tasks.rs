@@ -64,9 +64,19 @@ pub fn spawn_table_health(
         let mut ticks = tokio::time::interval(interval);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut failing = false;
+        // One store for the task's life: its history cache makes each
+        // reading read only the commits made since the last.
+        let mut store = None;
         loop {
             ticks.tick().await;
-            let read = read_tables(&project).await;
+            if store.is_none() {
+                store = project.delta_store().ok();
+            }
+            let Some(store) = &store else {
+                state.tables.errors.fetch_add(1, Ordering::Relaxed);
+                continue;
+            };
+            let read = read_tables(&project, store).await;
             let (reading, errors) = match read {
                 Ok(read) => read,
                 Err(e) => {
@@ -95,17 +105,25 @@ pub fn spawn_table_health(
 /// One reading of `project`'s tables, and the tables that failed.
 async fn read_tables(
     project: &feature_store::Project,
+    store: &delta::DeltaStore,
 ) -> feature_store::Result<(crate::state::TableReading, Vec<feature_store::Error>)> {
     use feature_store::health;
     let mut tables = Vec::new();
     let mut errors = Vec::new();
-    for table in health::tables(project).await? {
+    for table in health::tables(project, store).await? {
         match table {
             Ok(table) => tables.push(table),
             Err(e) => errors.push(e),
         }
     }
-    let last_run = health::last_run(project, &tables).await?;
+    // A last run that cannot be read costs only itself, not the tables.
+    let last_run = match health::last_run(store, &tables).await {
+        Ok(run) => run,
+        Err(e) => {
+            errors.push(e);
+            None
+        }
+    };
     let at_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64);

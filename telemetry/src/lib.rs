@@ -58,12 +58,14 @@ static TRACER: OnceLock<(SdkTracer, Sampling)> = OnceLock::new();
 #[derive(Debug)]
 pub struct Tracing {
     provider: SdkTracerProvider,
+    /// How long the last export may take at shutdown.
+    flush: std::time::Duration,
 }
 
 impl Drop for Tracing {
     fn drop(&mut self) {
         // Errors here are the exporter's (already counted and logged once).
-        let _ = self.provider.shutdown();
+        let _ = self.provider.shutdown_with_timeout(self.flush);
     }
 }
 
@@ -106,7 +108,13 @@ pub fn init_with(service: &str, settings: Settings) -> Result<Tracing, Error> {
     TRACER
         .set((tracer, settings.sampler))
         .map_err(|_| Error::AlreadySet)?;
-    Ok(Tracing { provider })
+    // The queued spans get one export's time to leave, capped so an
+    // unanswering collector cannot hold a command's exit for long.
+    let flush = settings
+        .export_timeout
+        .min(std::time::Duration::from_secs(10))
+        + std::time::Duration::from_millis(500);
+    Ok(Tracing { provider, flush })
 }
 
 /// Whether spans are being made in this process.

@@ -139,10 +139,13 @@ impl Trace {
         }
     }
 
-    /// Marks the span failed, with what went wrong.
+    /// Marks the span failed, with what went wrong (URLs in the message
+    /// lose their user information and queries).
     pub fn fail(&self, message: impl Into<Cow<'static, str>>) {
         if let Some(cx) = &self.0 {
-            cx.span().set_status(Status::error(message));
+            let message: Cow<'static, str> = message.into();
+            cx.span()
+                .set_status(Status::error(crate::export::redact(&message)));
         }
     }
 
@@ -188,7 +191,12 @@ fn sampled_flag(traceparent: &str) -> Option<bool> {
     if bytes.len() < 55 || (bytes.len() > 55 && bytes[55] != b'-') {
         return None;
     }
-    let hex = |range: std::ops::Range<usize>| bytes[range].iter().all(u8::is_ascii_hexdigit);
+    // Lowercase only, as the specification (and the SDK's parser) require.
+    let hex = |range: std::ops::Range<usize>| {
+        bytes[range]
+            .iter()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b))
+    };
     let nonzero = |range: std::ops::Range<usize>| bytes[range].iter().any(|&b| b != b'0');
     let well_formed = hex(0..2)
         && &bytes[0..2] != b"ff"
@@ -321,6 +329,7 @@ mod tests {
             format!("00-{}-b7ad6b7169203331-01", "0".repeat(32)),
             format!("00-{id}-0000000000000000-01"),
             format!("00-{id}-b7ad6b716920333g-01"),
+            format!("00-{}-b7ad6b7169203331-01", id.to_uppercase()),
         ] {
             assert_eq!(sampled_flag(&bad), None, "{bad}");
         }

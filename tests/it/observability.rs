@@ -480,6 +480,24 @@ fn a_pipeline_run_pushes_its_metrics_to_a_real_pushgateway() {
     assert!(materialized, "{metrics}");
     drop(server);
 
+    // `aurum train` pushes each job's outcome.
+    ok(dir, &["train", "--pushgateway", &gateway.url]);
+    let metrics = scrape().unwrap();
+    let trained = metrics.lines().any(|l| {
+        l.starts_with("aurum_train_registered_version{")
+            && l.contains("job=\"aurum_train\"")
+            && l.contains("model=\"fraud\"")
+            && l.ends_with(" 1")
+    });
+    assert!(trained, "{metrics}");
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("aurum_train_validation_metric{")
+                && l.contains("model=\"fraud\"")),
+        "{metrics}"
+    );
+
     // A Pushgateway that is not there: a warning, and the run succeeds.
     let gone = format!("http://user:secret@127.0.0.1:{}/", free_port());
     let out = crate::cli::run(dir, &["pipeline", "--pushgateway", &gone]);

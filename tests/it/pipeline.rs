@@ -300,6 +300,10 @@ fn a_batch_under_its_quality_gate_is_committed_but_gold_is_held() {
     assert!(delta.join("silver_transactions/_delta_log").is_dir());
     assert!(delta.join("quality/_delta_log").is_dir());
     assert!(!delta.join("customer_features").exists());
+    // A re-run with nothing new keeps the held batch held.
+    let again = fails(dir, &["pipeline"]);
+    assert!(again.contains("gate:min_score"), "{again}");
+    assert!(!delta.join("customer_features").exists());
     // The gate's outcome is in the quality table, and a server shows it.
     let server = crate::server::start_with(dir, &["--table-metrics-interval-s", "1"]);
     let series =
@@ -321,7 +325,7 @@ fn a_batch_under_its_quality_gate_is_committed_but_gold_is_held() {
             && error.contains("1.5 is not a share between 0 and 1"),
         "{error}"
     );
-    // Under a gate the batch meets, the next run advances gold.
+    // Lowered to what the held batch meets, the next run advances gold.
     let text = std::fs::read_to_string(&file).unwrap();
     std::fs::write(
         &file,

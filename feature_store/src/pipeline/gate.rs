@@ -5,7 +5,11 @@
 //! shows the last run's gates, and a re-run writes nothing twice), and a
 //! failed one holds gold back for the run, which then fails naming it.
 
-use crate::project::{QualityGate, Source, ViewSpec};
+use polars::prelude::*;
+
+use crate::error::{Error, Result};
+use crate::pipeline::silver::QUALITY_TABLE;
+use crate::project::{Project, QualityGate, Source, ViewSpec};
 
 /// One check of one gate on one batch.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -90,6 +94,113 @@ pub(crate) fn evaluate(
         }
     }
     checks
+}
+
+/// Adds a later batch's checks to a run's: one check per (view, check),
+/// failed when any batch failed it (the failing value kept).
+pub(crate) fn merge(checks: &mut Vec<GateCheck>, later: Vec<GateCheck>) {
+    for check in later {
+        match checks
+            .iter_mut()
+            .find(|c| c.view == check.view && c.check == check.check)
+        {
+            Some(known) => {
+                if known.passed && !check.passed || known.passed == check.passed {
+                    *known = check;
+                }
+            }
+            None => checks.push(check),
+        }
+    }
+}
+
+/// Whether `source` or a view over it declares a gate.
+pub(crate) fn declared(project: &Project, source: &Source) -> bool {
+    !source.quality_gate.is_empty()
+        || project
+            .feature_views
+            .iter()
+            .any(|v| v.source == source.name && !v.quality_gate.is_empty())
+}
+
+/// The gate checks of `source`'s last measured batch (its rows in the
+/// quality table), judged against the gates as they are declared now.
+pub(crate) async fn last_verdict(
+    store: &delta::DeltaStore,
+    project: &Project,
+    source: &Source,
+) -> Result<Vec<GateCheck>> {
+    if store.latest_version(QUALITY_TABLE).await?.is_none() {
+        return Ok(Vec::new());
+    }
+    let (frame, _) = store.read(QUALITY_TABLE, None).await?;
+    let rows = frame
+        .lazy()
+        .filter(
+            col("source")
+                .eq(lit(source.name.as_str()))
+                .and(col("check").str().starts_with(lit("gate:"))),
+        )
+        .filter(col("bronze_version").eq(col("bronze_version").max()))
+        .select([
+            col("column"),
+            col("check"),
+            col("score").cast(DataType::Float64),
+        ])
+        .collect()
+        .map_err(Error::polars("reading the last quality gate verdicts"))?;
+    let text = |name: &str| -> Result<StringChunked> {
+        Ok(rows
+            .column(name)
+            .map_err(Error::polars("reading the last quality gate verdicts"))?
+            .str()
+            .map_err(Error::polars("reading the last quality gate verdicts"))?
+            .clone())
+    };
+    let (columns, names) = (text("column")?, text("check")?);
+    let scores = rows
+        .column("score")
+        .map_err(Error::polars("reading the last quality gate verdicts"))?
+        .f64()
+        .map_err(Error::polars("reading the last quality gate verdicts"))?
+        .clone();
+    let mut checks = Vec::new();
+    for i in 0..rows.height() {
+        let (Some(column), Some(name), Some(value)) = (columns.get(i), names.get(i), scores.get(i))
+        else {
+            continue;
+        };
+        let view = (column != "*").then(|| column.to_string());
+        let gate = match &view {
+            None => source.quality_gate,
+            Some(view) => match project.feature_views.iter().find(|v| &v.name == view) {
+                Some(spec) => spec.quality_gate,
+                None => continue,
+            },
+        };
+        let (check, threshold, passed) = match name.strip_prefix("gate:") {
+            Some("min_score") => match gate.min_score {
+                Some(min) => ("min_score", min, value >= min),
+                None => continue,
+            },
+            Some("max_quarantine_share") => match gate.max_quarantine_share {
+                Some(max) => ("max_quarantine_share", max, value <= max),
+                None => continue,
+            },
+            _ => continue,
+        };
+        merge(
+            &mut checks,
+            vec![GateCheck {
+                view,
+                check,
+                value,
+                threshold,
+                passed,
+            }],
+        );
+    }
+    Ok(checks)
 }
 
 /// Whether `view`'s gold may advance after `checks` of its source's batch.

@@ -106,12 +106,12 @@ async fn run_once(
         progress(&format!("bronze: ingesting {}", source.name));
         let clock = Instant::now();
         let span = step_trace("bronze", "aurum.source", &source.name);
-        let mut ingest = ended(
-            &span,
-            bronze::ingest(&store, &project.root, source, &run_id, now).await,
-        )?;
-        span.set("aurum.rows_out", ingest.rows as i64);
-        span.set("aurum.files", ingest.files_ingested.len() as i64);
+        let ingested = bronze::ingest(&store, &project.root, source, &run_id, now).await;
+        if let Ok(ingest) = &ingested {
+            span.set("aurum.rows_out", ingest.rows as i64);
+            span.set("aurum.files", ingest.files_ingested.len() as i64);
+        }
+        let mut ingest = ended(&span, ingested)?;
         tracing::info!(source = %source.name, rows = ingest.rows, elapsed = ?clock.elapsed(), "bronze committed");
         let mut report = SourceReport {
             source: source.name.clone(),
@@ -170,6 +170,18 @@ async fn run_once(
             }
         }
     }
+    // A source whose batches this run did not measure (nothing new) keeps
+    // the verdict of its last measured batch, judged against the gates as
+    // they are now: a held batch stays held on a re-run until a good batch
+    // follows it or the gate is lowered.
+    for report in &mut sources {
+        if let Some(source) = project.source(&report.source)
+            && report.gate_checks.is_empty()
+            && gate::declared(project, source)
+        {
+            report.gate_checks = gate::last_verdict(&store, project, source).await?;
+        }
+    }
     let mut views = Vec::new();
     // Failed quality gates: their views' gold stays as it was.
     let mut held: Vec<String> = Vec::new();
@@ -194,11 +206,11 @@ async fn run_once(
             );
             continue;
         }
-        let gold = ended(
-            &span,
-            gold_step(&store, view, source, options, &run_id, now, &in_memory).await,
-        )?;
-        span.set("aurum.rows_out", gold.rows as i64);
+        let golded = gold_step(&store, view, source, options, &run_id, now, &in_memory).await;
+        if let Ok(gold) = &golded {
+            span.set("aurum.rows_out", gold.rows as i64);
+        }
+        let gold = ended(&span, golded)?;
         views.push(gold);
     }
     let report = PipelineReport {
@@ -208,6 +220,7 @@ async fn run_once(
         seconds: started.elapsed().as_secs_f64(),
     };
     if !held.is_empty() {
+        held.sort();
         held.dedup();
         return Err(Error::QualityGate {
             message: format!(

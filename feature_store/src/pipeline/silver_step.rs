@@ -110,7 +110,7 @@ pub(super) async fn silver_step(
         report.quarantined += quarantine.height();
         report.duplicates_resolved += summary.duplicates_resolved;
         report.quality_score = summary.quality_score;
-        report.gate_checks.extend(checks);
+        super::gate::merge(&mut report.gate_checks, checks);
         for (k, v) in summary.failures {
             *report.failures.entry(k).or_default() += v;
         }
