@@ -32,11 +32,17 @@ mod load;
 fn main() -> Result<()> {
     let mut seconds = 600u64;
     let mut connections = 16usize;
+    let mut feedback_memory: Option<String> = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--seconds" => seconds = args.next().context("--seconds N")?.parse()?,
             "--connections" => connections = args.next().context("--connections N")?.parse()?,
+            // The server's --feedback-memory (predictions remembered for
+            // /feedback), to tell that bound's filling from a leak.
+            "--feedback-memory" => {
+                feedback_memory = Some(args.next().context("--feedback-memory N")?)
+            }
             // cargo bench passes --bench.
             _ => {}
         }
@@ -69,6 +75,11 @@ fn main() -> Result<()> {
             "--header-read-timeout-secs",
             "5",
         ])
+        .args(
+            feedback_memory
+                .iter()
+                .flat_map(|n| ["--feedback-memory", n.as_str()]),
+        )
         .current_dir(dir)
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(&log)?)
