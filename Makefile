@@ -2,7 +2,7 @@
 
 CARGO ?= cargo
 
-.PHONY: demo test onnxruntime python azurite prometheus lint unit bench clean-tools
+.PHONY: demo test onnxruntime python azurite prometheus redis lint unit bench clean-tools
 
 ## Run the whole product end to end in a temporary project.
 demo: onnxruntime
@@ -11,7 +11,7 @@ demo: onnxruntime
 	$(CARGO) run --quiet -- demo
 
 ## Everything CI checks: formatting, clippy, and every test.
-test: onnxruntime python azurite prometheus lint unit
+test: onnxruntime python azurite prometheus redis lint unit
 
 ## Install the ONNX Runtime shared library into .tools/onnxruntime.
 onnxruntime:
@@ -29,6 +29,11 @@ azurite:
 ## .tools/prometheus.
 prometheus:
 	@scripts/install-prometheus.sh
+
+## Install redis-server, redis-cli and redis-benchmark (Debian's packages,
+## unpacked) into .tools/redis.
+redis:
+	@scripts/install-redis.sh
 
 lint:
 	$(CARGO) fmt --all --check

@@ -22,6 +22,15 @@ use serving::{AppState, Limits, ServingConfig};
 
 use crate::project::ProjectArg;
 
+/// Where `aurum serve` keeps online rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum OnlineBackend {
+    /// In this process (moka).
+    Memory,
+    /// In Redis, shared by every replica, with this process's store as L1.
+    Redis,
+}
+
 /// Options of `aurum serve`.
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
@@ -39,9 +48,24 @@ pub struct ServeArgs {
     /// printed).
     #[arg(long, default_value = "127.0.0.1:8001")]
     grpc_addr: SocketAddr,
-    /// Memory budget of the online store, in MiB.
+    /// Memory budget of the online store, in MiB (with `--online-store
+    /// redis`, of its L1 cache).
     #[arg(long, default_value_t = 1024)]
     memory_mib: u64,
+    /// Where online rows live: `memory` (in this process; zero services)
+    /// or `redis` (shared by every replica: pushes and materializations
+    /// are written once and seen by all; the URL is read from
+    /// `AURUM_REDIS_URL`; this process keeps an L1 cache of `--memory-mib`
+    /// that writes anywhere invalidate).
+    #[arg(long, value_enum, default_value_t = OnlineBackend::Memory)]
+    online_store: OnlineBackend,
+    /// `AURUM_REDIS_URL` names nodes of a Redis Cluster (comma-separated).
+    #[arg(long)]
+    redis_cluster: bool,
+    /// The longest a connection to Redis or one command may take, in
+    /// milliseconds (then the request answers 503 `online_tier_unavailable`).
+    #[arg(long, default_value_t = 1000)]
+    redis_timeout_ms: u64,
     /// ONNX Runtime sessions per model (concurrent inferences).
     #[arg(long, default_value_t = 2)]
     sessions: usize,
@@ -202,6 +226,20 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     );
 
     let online = Arc::new(OnlineStore::new(args.memory_mib << 20));
+    if args.online_store == OnlineBackend::Redis {
+        let options = feature_store::online::shared::TierOptions::from_env(
+            args.redis_cluster,
+            &project.name,
+            Duration::from_millis(args.redis_timeout_ms.max(10)),
+        )?;
+        let tier = feature_store::online::shared::SharedTier::connect(options).await?;
+        println!(
+            "online store: redis at {} (L1 of {} MiB in this process)",
+            tier.shown(),
+            args.memory_mib
+        );
+        online.attach_tier(tier)?;
+    }
     let registry = aurum::project_registry::open(&project)?;
     let store = project.delta_store()?;
     let config = ServingConfig::from_sections(&args.serve_alias, &project.models)?;
@@ -442,8 +480,12 @@ async fn warm_start(
     for spec in &project.feature_views {
         let view = spec.feature_view();
         online.register_view(view.clone());
+        // A shared tier may hold the view already (another replica loaded
+        // it): only what gold committed since is read.
+        let incremental = online.tier().is_some();
         let report =
-            feature_store::online::materialize::materialize(store, online, &view, false).await?;
+            feature_store::online::materialize::materialize(store, online, &view, incremental)
+                .await?;
         match report.to_version {
             Some(version) => println!(
                 "loaded {} entities of {} (Delta v{version})",

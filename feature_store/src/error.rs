@@ -115,6 +115,24 @@ pub enum Error {
     /// pinned for a view not requested, …).
     #[error("{0}")]
     InvalidRequest(String),
+    /// The shared online tier (Redis) is unreachable, timed out or refused a
+    /// command; the URL in the message has its password redacted.
+    #[error("online tier: {message}")]
+    OnlineTier {
+        /// What failed, naming the server.
+        message: String,
+    },
+    /// A row in the shared online tier does not decode (written by another
+    /// version of aurum, or by something else).
+    #[error("online tier: the row of {view} for entity {entity:?} does not decode: {message}")]
+    OnlineTierValue {
+        /// The feature view.
+        view: String,
+        /// The entity key.
+        entity: String,
+        /// What does not fit.
+        message: String,
+    },
     /// A bug: an invariant of aurum's own code does not hold.
     #[error("internal error (a bug, please report): {0}")]
     Internal(String),

@@ -160,7 +160,8 @@ impl FlightService for FlightServer {
                 full_feature_names,
             } => {
                 let features = self.features(&features, &feature_service)?;
-                self.online_batches(&features, &entities, full_feature_names)?
+                self.online_batches(&features, &entities, full_feature_names)
+                    .await?
             }
             Command::TrainingSet { .. } => {
                 return Err(Status::invalid_argument(

@@ -17,12 +17,14 @@ pub(crate) fn status(e: Error) -> Status {
             Status::failed_precondition(message)
         }
         Error::Delta(e) => delta_status(*e),
+        Error::OnlineTier { .. } => Status::unavailable(message),
         Error::Polars { .. }
         | Error::Project { .. }
         | Error::ProjectMissing(_)
         | Error::Parse { .. }
         | Error::DeltaSource { .. }
         | Error::Internal(_)
+        | Error::OnlineTierValue { .. }
         | Error::Io { .. } => Status::internal(message),
     }
 }

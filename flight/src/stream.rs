@@ -76,7 +76,7 @@ impl FlightServer {
             .boxed())
     }
 
-    pub(crate) fn online_batches(
+    pub(crate) async fn online_batches(
         &self,
         features: &[String],
         entities: &BTreeMap<String, Vec<serde_json::Value>>,
@@ -96,7 +96,8 @@ impl FlightServer {
         })?;
         let batch = self
             .online
-            .get_set(&set, &keys, feature_store::online::push::now_micros())
+            .fetch(&set, &keys, feature_store::online::push::now_micros())
+            .await
             .map_err(status)?;
 
         let mut fields = Vec::new();

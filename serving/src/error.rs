@@ -95,6 +95,15 @@ impl AppError {
     }
 
     /// A 500: a fault of the server, not of the request.
+    pub fn tier_unavailable(message: impl Into<String>) -> Self {
+        AppError {
+            status: axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            code: "online_tier_unavailable",
+            message: message.into(),
+        }
+    }
+
+    /// A 500: a fault of the server (the message says which).
     pub fn internal(message: impl Into<String>) -> Self {
         AppError {
             status: StatusCode::INTERNAL_SERVER_ERROR,
@@ -148,6 +157,12 @@ impl From<feature_store::Error> for AppError {
             E::NoOfflineStore { .. } => AppError::not_found("no_offline_store", message),
             E::OfflineWrite { .. } => AppError::bad_request("offline_write_failed", message),
             E::Delta(e) => (*e).into(),
+            E::OnlineTier { .. } => AppError::tier_unavailable(message),
+            E::OnlineTierValue { .. } => AppError {
+                status: axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                code: "online_tier_bad_value",
+                message,
+            },
             E::QualityGate { .. } => AppError {
                 status: axum::http::StatusCode::CONFLICT,
                 code: "quality_gate",
@@ -230,6 +245,7 @@ impl From<inference::Error> for AppError {
             E::InvalidEntityKey(_) => AppError::bad_request("invalid_entity_key", message),
             E::MissingFeatures { .. } => AppError::unprocessable("missing_features", message),
             E::QueueFull => AppError::overloaded(message),
+            E::OnlineTierUnavailable { .. } => AppError::tier_unavailable(message),
             // The model's feature list and graph come from the registry:
             // what goes wrong past the request's own values is a fault of
             // the deployment or the server, not of the caller.

@@ -15,6 +15,7 @@ mod model_server;
 mod monitoring;
 mod object_storage;
 mod observability;
+mod online_tier;
 mod pipeline;
 mod security;
 mod serve;

@@ -38,7 +38,7 @@ pub async fn materialize(
     view: &FeatureView,
     incremental: bool,
 ) -> Result<MaterializeReport> {
-    let from_version = online.delta_version(&view.name);
+    let from_version = online.loaded_version(&view.name).await?;
     let mut report = MaterializeReport {
         view: view.name.clone(),
         from_version,
@@ -63,7 +63,7 @@ pub async fn materialize(
     let gold = store
         .read_files(&view.name, version, &files, Some(&columns))
         .await?;
-    let stats = online.materialize(view, &gold, version)?;
+    let stats = online.load(view, &gold, version).await?;
     report.to_version = Some(version);
     report.rows_read = gold.height();
     report.written = stats.written;

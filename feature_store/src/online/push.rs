@@ -304,25 +304,30 @@ impl Pusher {
         let accepted = rows.len();
         let mut online_written = 0;
         if matches!(to, PushTo::Online | PushTo::OnlineAndOffline) {
+            let mut online_rows = Vec::with_capacity(rows.len());
             for row in rows {
                 let key = match row.keys.as_slice() {
                     [single] => single.as_key_part(),
                     keys => entity_key(&keys.iter().map(KeyValue::as_key_part).collect::<Vec<_>>()),
                 };
-                let event_micros = row.event_micros;
-                let written = self.online.upsert(
-                    &view.name,
-                    &key,
+                online_rows.push((
+                    key,
                     OnlineRow {
-                        event_micros,
+                        event_micros: row.event_micros,
                         created_micros: row.created_micros,
                         values: row.values.into_boxed_slice(),
                     },
-                )?;
-                online_written += usize::from(written);
+                ));
+            }
+            let event_times: Vec<i64> = online_rows.iter().map(|(_, r)| r.event_micros).collect();
+            // With a shared tier this returns once the tier holds the rows:
+            // the push is acknowledged only then.
+            online_written = self.online.write(&view.name, online_rows).await?;
+            let now = now_micros();
+            for event_micros in event_times {
                 self.stats
                     .freshness_seconds
-                    .observe(now_micros().saturating_sub(event_micros) as f64 / 1e6);
+                    .observe(now.saturating_sub(event_micros) as f64 / 1e6);
             }
         }
         self.stats

@@ -9,13 +9,14 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 
 use moka::ops::compute::Op;
 use moka::sync::Cache;
 use polars::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use super::shared::{self, SharedTier};
 use crate::error::{Error, Result};
 use crate::schema::{FeatureService, FeatureView, split_ref};
 
@@ -366,6 +367,9 @@ struct ViewSlot {
     usage: Arc<ViewUsage>,
     /// Feature name → column, so resolving a reference is one probe.
     columns: HashMap<String, usize>,
+    /// A hash of the join keys and features: the shared tier keys rows by
+    /// it, so a redefined view never reads rows of another layout.
+    layout: String,
 }
 
 /// Rows and memory one feature view holds in the online store.
@@ -391,6 +395,8 @@ pub struct OnlineStore {
     /// Held while the store lives; the housekeeper stops when it is gone.
     _alive: Arc<()>,
     next_view_id: std::sync::atomic::AtomicU32,
+    /// The shared tier this store caches (L1), when there is one.
+    tier: OnceLock<Arc<SharedTier>>,
 }
 
 /// The bytes a stored row costs, as the weigher counts them: key, row
@@ -454,7 +460,49 @@ impl OnlineStore {
             _alive: alive,
             evictions,
             next_view_id: std::sync::atomic::AtomicU32::new(0),
+            tier: OnceLock::new(),
         }
+    }
+
+    /// Puts this store in front of a shared tier: from now on rows are
+    /// written to the tier (once, for every replica) and read through this
+    /// store as a bounded L1 cache that writes anywhere invalidate. Starts
+    /// the tier's subscriber and health check (inside a tokio runtime).
+    pub fn attach_tier(self: &Arc<Self>, tier: SharedTier) -> Result<()> {
+        let tier = Arc::new(tier);
+        self.tier
+            .set(tier.clone())
+            .map_err(|_| Error::Internal("the online store already has a shared tier".into()))?;
+        tier.start(Arc::downgrade(self));
+        Ok(())
+    }
+
+    /// The shared tier, when the store caches one.
+    pub fn tier(&self) -> Option<&Arc<SharedTier>> {
+        self.tier.get()
+    }
+
+    /// Whether lookups can be answered: always for the memory store; with a
+    /// shared tier, while it answers and its invalidations arrive.
+    pub fn is_ready(&self) -> bool {
+        self.tier().is_none_or(|tier| tier.is_ready())
+    }
+
+    /// Empties L1 (the shared tier's rows stay).
+    pub(crate) fn clear_l1(&self) {
+        self.rows.invalidate_all();
+    }
+
+    /// Drops one row from L1; whether the view is known here.
+    pub(crate) fn invalidate_l1(&self, view: &str, layout: &str, entity: &str) -> bool {
+        let Ok(slot) = self.slot(view) else {
+            return false;
+        };
+        if slot.layout != layout {
+            return false;
+        }
+        with_row_key(slot.id, entity, |key| self.rows.invalidate(key));
+        true
     }
 
     /// Registers (or replaces the definition of) a feature view.
@@ -485,6 +533,7 @@ impl OnlineStore {
             .map(|(i, f)| (f.clone(), i))
             .collect();
         let slot = ViewSlot {
+            layout: layout(&view),
             id,
             ttl_micros: view.ttl_micros(),
             view,
@@ -552,21 +601,13 @@ impl OnlineStore {
     /// time, then created time). Returns whether the row was written.
     pub fn upsert(&self, view: &str, entity: &str, row: OnlineRow) -> Result<bool> {
         let slot = self.slot(view)?;
-        if row.values.len() != slot.view.features.len() {
-            return Err(Error::Schema {
-                view: view.to_string(),
-                message: format!(
-                    "row has {} values, the view has {} features",
-                    row.values.len(),
-                    slot.view.features.len()
-                ),
-            });
-        }
+        check_width(&slot, &row)?;
         Ok(self.put_if_newer(&slot, entity, Arc::new(row)))
     }
 
     /// Loads the latest row per entity of `df` (a frame of the view's gold
-    /// table) and records `delta_version` as the version served.
+    /// table) into this process's store and records `delta_version` as the
+    /// version served. With a shared tier, use [`OnlineStore::load`].
     pub fn materialize(
         &self,
         view: &FeatureView,
@@ -574,62 +615,13 @@ impl OnlineStore {
         delta_version: u64,
     ) -> Result<MaterializeStats> {
         let slot = self.slot(&view.name)?;
-        let schema_err = |message: String| Error::Schema {
-            view: view.name.clone(),
-            message,
-        };
-        let mut sort_by: Vec<PlSmallStr> = view
-            .entity
-            .join_keys
-            .iter()
-            .map(|k| k.as_str().into())
-            .collect();
-        sort_by.push(view.timestamp_column.as_str().into());
-        sort_by.push(view.created_column.as_str().into());
-        let latest = df
-            .clone()
-            .lazy()
-            .sort(sort_by, SortMultipleOptions::default())
-            .unique_stable_generic(
-                Some(
-                    view.entity
-                        .join_keys
-                        .iter()
-                        .map(|k| col(k.as_str()))
-                        .collect(),
-                ),
-                UniqueKeepStrategy::Last,
-            )
-            .collect()
-            .map_err(Error::polars(format!("latest rows of {}", view.name)))?;
-
-        let keys = entity_keys(&latest, &view.entity.join_keys).map_err(schema_err)?;
-        let event = micros_column(&latest, &view.timestamp_column).map_err(schema_err)?;
-        let created = micros_column(&latest, &view.created_column).map_err(schema_err)?;
-        let columns: Vec<TypedColumn> = view
-            .features
-            .iter()
-            .map(|f| TypedColumn::new(&latest, f))
-            .collect::<Result<_, _>>()
-            .map_err(schema_err)?;
-
+        let latest = LatestRows::new(view, df)?;
         let mut stats = MaterializeStats {
             written: 0,
             skipped_older: 0,
         };
-        for (i, key) in keys.iter().enumerate() {
-            let (Some(event_micros), created_micros) = (event[i], created[i].unwrap_or(i64::MIN))
-            else {
-                return Err(schema_err(format!(
-                    "row for entity {key:?} has no {}",
-                    view.timestamp_column
-                )));
-            };
-            let row = OnlineRow {
-                event_micros,
-                created_micros,
-                values: columns.iter().map(|c| c.value(i)).collect(),
-            };
+        for i in 0..latest.len() {
+            let (key, row) = latest.row(i)?;
             if self.put_if_newer(&slot, key, Arc::new(row)) {
                 stats.written += 1;
             } else {
@@ -639,6 +631,102 @@ impl OnlineStore {
         slot.delta_version_plus_one
             .fetch_max(delta_version.saturating_add(1), Ordering::AcqRel);
         Ok(stats)
+    }
+
+    /// [`OnlineStore::materialize`], into the shared tier when the store
+    /// caches one (written once for every replica, in pipelined batches,
+    /// latest row winning on the server) and the version recorded there.
+    pub async fn load(
+        &self,
+        view: &FeatureView,
+        df: &DataFrame,
+        delta_version: u64,
+    ) -> Result<MaterializeStats> {
+        let Some(tier) = self.tier() else {
+            return self.materialize(view, df, delta_version);
+        };
+        let slot = self.slot(&view.name)?;
+        let latest = LatestRows::new(view, df)?;
+        let now = super::push::now_micros();
+        // Encoded a batch at a time: a large gold table is never held twice.
+        const BATCH: usize = 65_536;
+        let mut written = 0;
+        let mut start = 0;
+        while start < latest.len() {
+            let end = (start + BATCH).min(latest.len());
+            let mut batch = Vec::with_capacity(end - start);
+            for i in start..end {
+                let (key, row) = latest.row(i)?;
+                batch.push((
+                    tier.key(&view.name, &slot.layout, key),
+                    shared::encode(&row),
+                    shared::expire_at_ms(row.event_micros, slot.ttl_micros, now),
+                ));
+            }
+            written += tier.write(batch).await?;
+            start = end;
+        }
+        tier.record_version(&view.name, &slot.layout, delta_version)
+            .await?;
+        slot.delta_version_plus_one
+            .fetch_max(delta_version.saturating_add(1), Ordering::AcqRel);
+        Ok(MaterializeStats {
+            written,
+            skipped_older: latest.len() - written,
+        })
+    }
+
+    /// The Delta version of the view last materialized: by this process,
+    /// or, with a shared tier, by any replica or command.
+    pub async fn loaded_version(&self, view: &str) -> Result<Option<u64>> {
+        match self.tier() {
+            None => Ok(self.delta_version(view)),
+            Some(tier) => {
+                let slot = self.slot(view)?;
+                let version = tier.loaded_version(view, &slot.layout).await?;
+                if let Some(version) = version {
+                    // Lookups report the version served; another replica
+                    // may have loaded it.
+                    slot.delta_version_plus_one
+                        .fetch_max(version.saturating_add(1), Ordering::AcqRel);
+                }
+                Ok(version)
+            }
+        }
+    }
+
+    /// Writes rows of one view (each unless the store holds a newer one),
+    /// to the shared tier when there is one, and returns how many were
+    /// written. Rows are (entity key, row).
+    pub async fn write(&self, view: &str, rows: Vec<(String, OnlineRow)>) -> Result<usize> {
+        let slot = self.slot(view)?;
+        for (_, row) in &rows {
+            check_width(&slot, row)?;
+        }
+        let Some(tier) = self.tier() else {
+            return Ok(rows
+                .into_iter()
+                .filter(|(entity, row)| self.put_if_newer(&slot, entity, Arc::new(row.clone())))
+                .count());
+        };
+        let now = super::push::now_micros();
+        let encoded = rows
+            .iter()
+            .map(|(entity, row)| {
+                (
+                    tier.key(view, &slot.layout, entity),
+                    shared::encode(row),
+                    shared::expire_at_ms(row.event_micros, slot.ttl_micros, now),
+                )
+            })
+            .collect();
+        let written = tier.write(encoded).await?;
+        // This replica reads its own writes at once; the others drop them
+        // when the tier's notice arrives.
+        for (entity, _) in &rows {
+            with_row_key(slot.id, entity, |key| self.rows.invalidate(key));
+        }
+        Ok(written)
     }
 
     /// Resolves `features` (`view:feature` references) once, for lookups
@@ -699,6 +787,112 @@ impl OnlineStore {
         Ok(self.lookup(&set.columns, entity_keys, now_micros))
     }
 
+    /// [`OnlineStore::get_set`] through the shared tier when the store
+    /// caches one: rows found in L1 are answered from it, the others read
+    /// from the tier in one round trip (and cached unless a write raced
+    /// with the read). Without a tier it is `get_set`.
+    pub async fn fetch(
+        &self,
+        set: &FeatureSet,
+        entity_keys: &[String],
+        now_micros: i64,
+    ) -> Result<FeatureBatch> {
+        let Some(tier) = self.tier() else {
+            return self.get_set(set, entity_keys, now_micros);
+        };
+        let resolved;
+        let columns = if set.generation == self.next_view_id.load(Ordering::Acquire) {
+            &set.columns
+        } else {
+            resolved = self.resolve_columns(&set.features)?.0;
+            &resolved
+        };
+        // The views the set reads, each once.
+        let mut views: Vec<&Arc<ViewSlot>> = Vec::new();
+        for (slot, _) in columns {
+            if !views.iter().any(|v| v.id == slot.id) {
+                views.push(slot);
+            }
+        }
+        let use_l1 = tier.l1_usable();
+        let generation = tier.generation();
+        let mut found: Vec<Option<Arc<OnlineRow>>> = vec![None; entity_keys.len() * views.len()];
+        // (index in `found`, Redis key, stripe, its epoch before the read)
+        let mut missing: Vec<(usize, Vec<u8>, usize, u64)> = Vec::new();
+        for (e, entity) in entity_keys.iter().enumerate() {
+            for (v, slot) in views.iter().enumerate() {
+                let index = e * views.len() + v;
+                if use_l1 && let Some(row) = with_row_key(slot.id, entity, |key| self.rows.get(key))
+                {
+                    found[index] = Some(row);
+                    continue;
+                }
+                let key = tier.key(&slot.view.name, &slot.layout, entity);
+                let stripe = tier.stripe(&key);
+                missing.push((index, key, stripe, tier.epoch(stripe)));
+            }
+        }
+        let stats = tier.stats();
+        stats
+            .l1_hits
+            .fetch_add((found.len() - missing.len()) as u64, Ordering::Relaxed);
+        stats
+            .l1_misses
+            .fetch_add(missing.len() as u64, Ordering::Relaxed);
+        if !missing.is_empty() {
+            let keys: Vec<Vec<u8>> = missing.iter().map(|m| m.1.clone()).collect();
+            let values = tier.read(&keys).await?;
+            for ((index, _, stripe, epoch), value) in missing.into_iter().zip(values) {
+                let Some(bytes) = value else { continue };
+                let slot = views[index % views.len()];
+                let entity = &entity_keys[index / views.len()];
+                let row = shared::decode(&bytes, slot.view.features.len()).map_err(|message| {
+                    stats.decode_errors.fetch_add(1, Ordering::Relaxed);
+                    Error::OnlineTierValue {
+                        view: slot.view.name.clone(),
+                        entity: entity.clone(),
+                        message,
+                    }
+                })?;
+                let row = Arc::new(row);
+                // Cached only when no write to this row (or loss of the
+                // invalidation feed) happened since the read was sent.
+                if use_l1
+                    && tier.l1_usable()
+                    && tier.generation() == generation
+                    && tier.epoch(stripe) == epoch
+                {
+                    self.put_if_newer(slot, entity, row.clone());
+                }
+                found[index] = Some(row);
+            }
+        }
+        let mut rows = Vec::with_capacity(entity_keys.len());
+        let mut times = Vec::with_capacity(entity_keys.len());
+        for e in 0..entity_keys.len() {
+            let mut row = Vec::with_capacity(columns.len());
+            let mut row_times = Vec::with_capacity(columns.len());
+            for (slot, column) in columns {
+                let v = views.iter().position(|v| v.id == slot.id).unwrap_or(0);
+                let stored = found[e * views.len() + v].as_deref();
+                let counter = if stored.is_some() {
+                    &self.hits
+                } else {
+                    &self.misses
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
+                row_times.push(stored.map(|r| r.event_micros));
+                row.push(cell(slot, *column, stored, now_micros));
+            }
+            rows.push(row);
+            times.push(row_times);
+        }
+        Ok(FeatureBatch {
+            rows,
+            event_micros: times,
+        })
+    }
+
     fn lookup(&self, resolved: &Columns, entity_keys: &[String], now_micros: i64) -> FeatureBatch {
         let mut rows = Vec::with_capacity(entity_keys.len());
         let mut times = Vec::with_capacity(entity_keys.len());
@@ -722,18 +916,7 @@ impl OnlineStore {
                 }
                 let stored = found.as_deref();
                 row_times.push(stored.map(|r| r.event_micros));
-                row.push(match stored {
-                    None => (FeatureValue::Null, FeatureStatus::NotFound),
-                    Some(r) if now_micros.saturating_sub(r.event_micros) > slot.ttl_micros => {
-                        (FeatureValue::Null, FeatureStatus::OutsideMaxAge)
-                    }
-                    Some(r) => match r.values.get(*column) {
-                        None | Some(FeatureValue::Null) => {
-                            (FeatureValue::Null, FeatureStatus::NullValue)
-                        }
-                        Some(v) => (v.clone(), FeatureStatus::Present),
-                    },
-                });
+                row.push(cell(slot, *column, stored, now_micros));
             }
             rows.push(row);
             times.push(row_times);
@@ -802,6 +985,142 @@ impl OnlineStore {
             slot.usage.add(1, weight);
         }
         written
+    }
+}
+
+/// One feature of one entity as a lookup answers it: the TTL enforced on
+/// read.
+#[inline]
+fn cell(
+    slot: &ViewSlot,
+    column: usize,
+    stored: Option<&OnlineRow>,
+    now_micros: i64,
+) -> (FeatureValue, FeatureStatus) {
+    match stored {
+        None => (FeatureValue::Null, FeatureStatus::NotFound),
+        Some(r) if now_micros.saturating_sub(r.event_micros) > slot.ttl_micros => {
+            (FeatureValue::Null, FeatureStatus::OutsideMaxAge)
+        }
+        Some(r) => match r.values.get(column) {
+            None | Some(FeatureValue::Null) => (FeatureValue::Null, FeatureStatus::NullValue),
+            Some(v) => (v.clone(), FeatureStatus::Present),
+        },
+    }
+}
+
+fn check_width(slot: &ViewSlot, row: &OnlineRow) -> Result<()> {
+    if row.values.len() != slot.view.features.len() {
+        return Err(Error::Schema {
+            view: slot.view.name.clone(),
+            message: format!(
+                "row has {} values, the view has {} features",
+                row.values.len(),
+                slot.view.features.len()
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// The layout hash of a view: its join keys and features, in order.
+fn layout(view: &FeatureView) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    for key in &view.entity.join_keys {
+        hasher.update(key.as_bytes());
+        hasher.update([0x1f]);
+    }
+    hasher.update([0x1e]);
+    for feature in &view.features {
+        hasher.update(feature.as_bytes());
+        hasher.update([0x1f]);
+    }
+    hex::encode(&hasher.finalize()[..6])
+}
+
+/// The latest row per entity of a gold frame, typed for building rows one
+/// at a time.
+struct LatestRows {
+    view: String,
+    timestamp_column: String,
+    keys: Vec<String>,
+    event: Vec<Option<i64>>,
+    created: Vec<Option<i64>>,
+    columns: Vec<TypedColumn>,
+}
+
+impl LatestRows {
+    fn new(view: &FeatureView, df: &DataFrame) -> Result<Self> {
+        let schema_err = |message: String| Error::Schema {
+            view: view.name.clone(),
+            message,
+        };
+        let mut sort_by: Vec<PlSmallStr> = view
+            .entity
+            .join_keys
+            .iter()
+            .map(|k| k.as_str().into())
+            .collect();
+        sort_by.push(view.timestamp_column.as_str().into());
+        sort_by.push(view.created_column.as_str().into());
+        let latest = df
+            .clone()
+            .lazy()
+            .sort(sort_by, SortMultipleOptions::default())
+            .unique_stable_generic(
+                Some(
+                    view.entity
+                        .join_keys
+                        .iter()
+                        .map(|k| col(k.as_str()))
+                        .collect(),
+                ),
+                UniqueKeepStrategy::Last,
+            )
+            .collect()
+            .map_err(Error::polars(format!("latest rows of {}", view.name)))?;
+        let keys = entity_keys(&latest, &view.entity.join_keys).map_err(schema_err)?;
+        let event = micros_column(&latest, &view.timestamp_column).map_err(schema_err)?;
+        let created = micros_column(&latest, &view.created_column).map_err(schema_err)?;
+        let columns: Vec<TypedColumn> = view
+            .features
+            .iter()
+            .map(|f| TypedColumn::new(&latest, f))
+            .collect::<Result<_, _>>()
+            .map_err(schema_err)?;
+        Ok(LatestRows {
+            view: view.name.clone(),
+            timestamp_column: view.timestamp_column.clone(),
+            keys,
+            event,
+            created,
+            columns,
+        })
+    }
+
+    fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    fn row(&self, i: usize) -> Result<(&str, OnlineRow)> {
+        let key = &self.keys[i];
+        let (Some(event_micros), created_micros) =
+            (self.event[i], self.created[i].unwrap_or(i64::MIN))
+        else {
+            return Err(Error::Schema {
+                view: self.view.clone(),
+                message: format!("row for entity {key:?} has no {}", self.timestamp_column),
+            });
+        };
+        Ok((
+            key,
+            OnlineRow {
+                event_micros,
+                created_micros,
+                values: self.columns.iter().map(|c| c.value(i)).collect(),
+            },
+        ))
     }
 }
 

@@ -39,7 +39,7 @@ type ByView<'a> = BTreeMap<&'a str, Vec<(usize, &'a String)>>;
 
 /// Fetches `model`'s features for rows `row_ids` of `request`: request
 /// values first, the rest from the online store.
-pub(crate) fn assemble(
+pub(crate) async fn assemble(
     online: &OnlineStore,
     model: &LoadedModel,
     request: &PredictRequest,
@@ -69,7 +69,7 @@ pub(crate) fn assemble(
             span.set("aurum.rows", rows as i64);
             span.set("aurum.features", columns.len() as i64);
         }
-        let filled = input.fill_stored(online, target, view, &columns, now);
+        let filled = input.fill_stored(online, target, view, &columns, now).await;
         if let Err(e) = &filled {
             span.fail(e.to_string());
         }
@@ -210,7 +210,7 @@ impl Assembled {
     /// Looks up `columns` of view `view` for the rows, once, and copies the
     /// present values into the input (the others' statuses into the
     /// rows' statuses).
-    fn fill_stored(
+    async fn fill_stored(
         &mut self,
         online: &OnlineStore,
         target: Target<'_>,
@@ -231,11 +231,19 @@ impl Assembled {
             })?;
         let keys = entity_keys(target.request, &feed.join_keys, view, target.row_ids)?;
         let batch = online
-            .get_set(&feed.set, &keys, now)
-            .map_err(|e| Error::LookupFailed {
-                model: model.version.name.clone(),
-                version: model.version.version,
-                reason: e.to_string(),
+            .fetch(&feed.set, &keys, now)
+            .await
+            .map_err(|e| match e {
+                feature_store::Error::OnlineTier { .. } => Error::OnlineTierUnavailable {
+                    model: model.version.name.clone(),
+                    version: model.version.version,
+                    reason: e.to_string(),
+                },
+                e => Error::LookupFailed {
+                    model: model.version.name.clone(),
+                    version: model.version.version,
+                    reason: e.to_string(),
+                },
             })?;
         let width = self.width;
         for (k, values) in batch.rows.into_iter().enumerate() {

@@ -116,6 +116,16 @@ pub enum Error {
         /// The store's error.
         reason: String,
     },
+    /// The shared online tier (Redis) cannot be read now.
+    #[error("model {model} v{version} cannot be fed: {reason}")]
+    OnlineTierUnavailable {
+        /// The model name.
+        model: String,
+        /// The version.
+        version: u64,
+        /// The tier's error (URL redacted).
+        reason: String,
+    },
     /// A stored feature the model reads holds a value that is not a number.
     #[error("feature {feature:?} holds a non-numeric value {value}")]
     NonNumericFeature {
@@ -187,6 +197,7 @@ impl Error {
             | Error::NonNumericFeature { .. } => true,
             Error::InputShape { .. }
             | Error::NoFloatOutput
+            | Error::OnlineTierUnavailable { .. }
             | Error::Runtime { .. }
             | Error::OutputShape { .. }
             | Error::QueueFull

@@ -113,7 +113,7 @@ pub async fn run(
         statuses,
         feature_versions,
         ..
-    } = assemble(env.online, model, call.request, arm.rows, call.trace)?;
+    } = assemble(env.online, model, call.request, arm.rows, call.trace).await?;
     if mode == Mode::Live(MissingFeatures::Reject) {
         reject_missing(model, arm.rows, &statuses)?;
     }

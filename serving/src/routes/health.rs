@@ -1,5 +1,6 @@
 //! `GET /health/live` (the process answers) and `GET /health/ready` (the
-//! online store is warm and the models are loaded).
+//! online store is warm, its shared tier, if any, answers, and the models
+//! are loaded).
 
 use std::sync::Arc;
 
@@ -17,12 +18,20 @@ pub async fn live() -> Json<serde_json::Value> {
 
 /// `GET /health/ready`: 503 until the server is ready.
 pub async fn ready(State(state): State<Arc<AppState>>) -> (StatusCode, Json<serde_json::Value>) {
-    if state.is_ready() {
-        (StatusCode::OK, Json(json!({"status": "ready"})))
-    } else {
+    if !state.is_ready() {
         (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(json!({"status": "starting"})),
         )
+    } else if !state.online.is_ready() {
+        // Serving wrong data is worse than not serving: a load balancer
+        // sends the traffic elsewhere until the tier is back.
+        let tier = state.online.tier().map(|t| t.shown()).unwrap_or_default();
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "online_tier_unavailable", "online_tier": tier})),
+        )
+    } else {
+        (StatusCode::OK, Json(json!({"status": "ready"})))
     }
 }

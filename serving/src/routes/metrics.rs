@@ -81,9 +81,65 @@ impl Collector for Scrape {
             }
         }
         encode_views(state, encoder)?;
+        encode_tier(state, encoder)?;
         encode_tables(state, encoder)?;
         encode_traces(encoder)
     }
+}
+
+/// The shared online tier (Redis), when the store caches one.
+fn encode_tier(state: &AppState, encoder: &mut DescriptorEncoder<'_>) -> fmt::Result {
+    let Some(tier) = state.online.tier() else {
+        return Ok(());
+    };
+    let stats = tier.stats();
+    gauge(
+        encoder,
+        "aurum_online_tier_up",
+        "1 while the shared online tier answers and its invalidations arrive (L1 in use).",
+        u64::from(tier.is_ready()),
+    )?;
+    histogram(
+        encoder,
+        "aurum_online_tier_round_trip_seconds",
+        "Round trips to the shared online tier (reads and write batches).",
+        &stats.round_trip,
+    )?;
+    for (name, help, value) in [
+        (
+            "aurum_online_tier_l1_hits",
+            "Rows a lookup found in the in-process L1 cache.",
+            &stats.l1_hits,
+        ),
+        (
+            "aurum_online_tier_l1_misses",
+            "Rows a lookup read from the shared tier (not in L1).",
+            &stats.l1_misses,
+        ),
+        (
+            "aurum_online_tier_invalidations",
+            "L1 rows dropped because a write (this or another replica's) replaced them.",
+            &stats.invalidations,
+        ),
+        (
+            "aurum_online_tier_reconnects",
+            "Times the invalidation subscription was lost and established again.",
+            &stats.reconnects,
+        ),
+        (
+            "aurum_online_tier_errors",
+            "Commands to the shared tier that failed (unreachable, timed out, refused).",
+            &stats.errors,
+        ),
+        (
+            "aurum_online_tier_decode_errors",
+            "Rows read from the shared tier that did not decode (written by another version).",
+            &stats.decode_errors,
+        ),
+    ] {
+        counter(encoder, name, help, value.load(Ordering::Relaxed))?;
+    }
+    Ok(())
 }
 
 /// The project's tables and the last pipeline run, as last read (nothing

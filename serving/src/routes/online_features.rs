@@ -160,7 +160,7 @@ pub async fn get_online_features(
         span.set("aurum.features", features.len() as i64);
         span.set("aurum.rows", keys.len() as i64);
     }
-    let batch = state.online.get_set(&set, &keys, now_micros());
+    let batch = state.online.fetch(&set, &keys, now_micros()).await;
     span.end();
     let batch = batch?;
     state

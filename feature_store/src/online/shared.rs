@@ -1,0 +1,930 @@
+//! The shared online tier: rows in Redis (standalone or Redis Cluster), read
+//! through the in-process moka store as a bounded L1 cache, so several
+//! `aurum serve` replicas answer alike.
+//!
+//! **Keys** are `aurum:{<entity>}:<namespace>:<view>:<layout>`. The braces
+//! make the entity key Redis Cluster's hash tag, so one entity's rows of
+//! every view live in one slot and a lookup is one `MGET` on one node.
+//! `<layout>` is a hash of the view's join keys and feature list: a view
+//! redefined with other features never reads rows written under the old
+//! layout.
+//!
+//! **Values** start with 32 hex digits, the event and created times (each
+//! with its sign bit flipped, so the text orders as the numbers do), then a
+//! format byte and the values, each a tag byte and its bytes. The write
+//! script compares those 32 bytes on the server, in one step: the latest
+//! row wins by event time then created time whichever replica or command
+//! writes, exactly as in the memory store. Redis expiry is garbage
+//! collection only (set well past the view's TTL); the TTL is enforced on
+//! read, so a stale row reads `OUTSIDE_MAX_AGE` as it does in memory.
+//!
+//! **Invalidation**: the write script publishes the keys it replaced on
+//! `aurum:<namespace>:invalidate` in the same step. Each replica's
+//! subscriber drops those rows from its L1. A read that raced with an
+//! invalidation (the key's stripe epoch moved between sending the `MGET`
+//! and caching its answer) is answered but not cached. While the subscriber
+//! or the connection is down, L1 is emptied and bypassed. So a replica never
+//! serves from L1 a row another replica replaced longer ago than a PUBLISH
+//! takes to arrive (milliseconds on a LAN); reads go to Redis otherwise.
+
+use std::sync::Arc;
+use std::sync::Weak;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::cluster_async::ClusterConnection;
+
+use super::store::{FeatureValue, OnlineRow, OnlineStore};
+use crate::error::{Error, Result};
+use crate::metrics::{Histogram, LATENCY_BUCKETS};
+
+/// The environment variable the Redis URL is read from: one
+/// `redis://[user:password@]host:port[/db]` (or `rediss://` for TLS), or,
+/// for a cluster, several nodes separated by commas.
+pub const REDIS_URL_ENV: &str = "AURUM_REDIS_URL";
+
+/// Keys per write-script call: large enough to amortize a call, small
+/// enough that one call holds Redis for well under a millisecond.
+const WRITE_CHUNK: usize = 256;
+
+/// Write-script calls in flight at once on the multiplexed connection.
+const WRITES_IN_FLIGHT: usize = 32;
+
+/// Stripes of the invalidation epochs (see [`SharedTier::stripe`]).
+const STRIPES: usize = 4096;
+
+/// Garbage collection: a row stays in Redis at least this long past the end
+/// of its TTL, so it reads `OUTSIDE_MAX_AGE` (not `NOT_FOUND`) meanwhile.
+const MIN_GRACE_MS: i64 = 24 * 3_600 * 1_000;
+
+/// The latest-wins write, on the server: for each key, the row is written
+/// only when the stored one is not newer (the first 32 bytes order rows by
+/// event then created time); the keys written are published, each as
+/// `<length>:<key>`, on the channel `ARGV[1]`. `ARGV[2i]` is key i's value,
+/// `ARGV[2i+1]` its expiry in epoch milliseconds (`0`: none).
+const WRITE_SCRIPT: &str = r"
+local written = {}
+for i = 1, #KEYS do
+  local value = ARGV[2 * i]
+  local old = redis.call('GETRANGE', KEYS[i], 0, 31)
+  if old == '' or old <= string.sub(value, 1, 32) then
+    local expire_at = ARGV[2 * i + 1]
+    if expire_at == '0' then
+      redis.call('SET', KEYS[i], value)
+    else
+      redis.call('SET', KEYS[i], value, 'PXAT', expire_at)
+    end
+    written[#written + 1] = string.len(KEYS[i]) .. ':' .. KEYS[i]
+  end
+end
+if #written > 0 then
+  redis.call('PUBLISH', ARGV[1], table.concat(written))
+end
+return #written
+";
+
+/// Raises a view's recorded materialized version (never lowers it).
+const VERSION_SCRIPT: &str = r"
+local current = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '-1')
+if tonumber(ARGV[2]) > current then
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+end
+return 1
+";
+
+/// A row as the tier writes it: Redis key, encoded value, expiry (epoch
+/// milliseconds; 0 for none).
+pub(crate) type TierRow = (Vec<u8>, Vec<u8>, i64);
+
+/// How to reach the shared tier.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TierOptions {
+    /// Node URLs: one for a standalone server; any of a cluster's nodes.
+    pub urls: Vec<String>,
+    /// Whether the nodes form a Redis Cluster.
+    pub cluster: bool,
+    /// Keeps projects sharing one Redis apart (the project's name).
+    pub namespace: String,
+    /// The longest a connection attempt or a command may take.
+    pub timeout: Duration,
+}
+
+impl std::fmt::Debug for TierOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TierOptions")
+            .field(
+                "urls",
+                &self.urls.iter().map(|u| redact_url(u)).collect::<Vec<_>>(),
+            )
+            .field("cluster", &self.cluster)
+            .field("namespace", &self.namespace)
+            .finish()
+    }
+}
+
+impl TierOptions {
+    /// Options with the URL(s) from [`REDIS_URL_ENV`].
+    pub fn from_env(cluster: bool, namespace: &str, timeout: Duration) -> Result<Self> {
+        let value = std::env::var(REDIS_URL_ENV).map_err(|_| Error::OnlineTier {
+            message: format!(
+                "the redis online store needs its URL in {REDIS_URL_ENV} \
+                 (redis://[user:password@]host:port; several nodes, comma-separated, for a cluster)"
+            ),
+        })?;
+        let urls: Vec<String> = value
+            .split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .map(str::to_string)
+            .collect();
+        if urls.is_empty() {
+            return Err(Error::OnlineTier {
+                message: format!("{REDIS_URL_ENV} is empty"),
+            });
+        }
+        if urls.len() > 1 && !cluster {
+            return Err(Error::OnlineTier {
+                message: format!(
+                    "{REDIS_URL_ENV} names {} nodes: a standalone Redis has one URL (is it a cluster?)",
+                    urls.len()
+                ),
+            });
+        }
+        // Colons separate the key's parts; a namespace never holds one.
+        let namespace: String = namespace
+            .chars()
+            .map(|c| {
+                if c == ':' || c == '{' || c == '}' {
+                    '_'
+                } else {
+                    c
+                }
+            })
+            .collect();
+        Ok(TierOptions {
+            urls,
+            cluster,
+            namespace,
+            timeout,
+        })
+    }
+
+    /// The URLs as logs and errors show them (passwords replaced).
+    pub fn shown(&self) -> String {
+        self.urls
+            .iter()
+            .map(|u| redact_url(u))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+/// A Redis URL with its password (and user name) replaced by `***`.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let (authority, path) = match rest.find('/') {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    match authority.rsplit_once('@') {
+        Some((_, host)) => format!("{scheme}://***@{host}{path}"),
+        None => url.to_string(),
+    }
+}
+
+#[derive(Clone)]
+enum Conn {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl Conn {
+    async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> redis::RedisResult<T> {
+        match self {
+            Conn::Single(c) => cmd.query_async(&mut c.clone()).await,
+            Conn::Cluster(c) => cmd.query_async(&mut c.clone()).await,
+        }
+    }
+
+    async fn invoke<T: redis::FromRedisValue>(
+        &self,
+        invocation: &redis::ScriptInvocation<'_>,
+    ) -> redis::RedisResult<T> {
+        match self {
+            Conn::Single(c) => invocation.invoke_async(&mut c.clone()).await,
+            Conn::Cluster(c) => invocation.invoke_async(&mut c.clone()).await,
+        }
+    }
+}
+
+/// Counters of the shared tier, read when `/metrics` is scraped.
+#[derive(Debug)]
+pub struct TierStats {
+    /// Rows a lookup found in L1.
+    pub l1_hits: AtomicU64,
+    /// Rows a lookup had to read from Redis.
+    pub l1_misses: AtomicU64,
+    /// Round trips to Redis (reads and writes), in seconds.
+    pub round_trip: Histogram,
+    /// L1 rows dropped because a write (any replica's) replaced them.
+    pub invalidations: AtomicU64,
+    /// Times the invalidation subscription or the connection was lost and
+    /// established again.
+    pub reconnects: AtomicU64,
+    /// Commands that failed (unreachable, timed out, refused).
+    pub errors: AtomicU64,
+    /// Values read that did not decode (written by another version).
+    pub decode_errors: AtomicU64,
+}
+
+impl Default for TierStats {
+    fn default() -> Self {
+        TierStats {
+            l1_hits: AtomicU64::new(0),
+            l1_misses: AtomicU64::new(0),
+            round_trip: Histogram::new(LATENCY_BUCKETS),
+            invalidations: AtomicU64::new(0),
+            reconnects: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            decode_errors: AtomicU64::new(0),
+        }
+    }
+}
+
+/// A connection to the shared tier, shared by every lookup and write.
+pub struct SharedTier {
+    conn: Conn,
+    options: TierOptions,
+    write: redis::Script,
+    raise_version: redis::Script,
+    channel: String,
+    versions_key: String,
+    stats: TierStats,
+    /// The invalidation subscription is live.
+    subscribed: AtomicBool,
+    /// The last health check reached Redis.
+    healthy: AtomicBool,
+    /// Bumped whenever L1 is emptied (subscription or health lost): a read
+    /// sent before must not fill L1.
+    generation: AtomicU64,
+    /// Bumped per stripe whenever a row of that stripe is invalidated.
+    epochs: Box<[AtomicU64]>,
+    /// Seeds the stripe hash; fixed per process.
+    stripe_seed: foldhash::fast::FixedState,
+}
+
+impl std::fmt::Debug for SharedTier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedTier")
+            .field("options", &self.options)
+            .finish()
+    }
+}
+
+impl SharedTier {
+    /// Connects (and checks the connection with a `PING`); an unreachable
+    /// server or refused credentials are an error naming the URL, its
+    /// password redacted.
+    pub async fn connect(options: TierOptions) -> Result<Self> {
+        let shown = options.shown();
+        let fail = |what: &str, e: &dyn std::fmt::Display| Error::OnlineTier {
+            message: format!(
+                "{what} {shown}: {}",
+                redact_in(&e.to_string(), &options.urls)
+            ),
+        };
+        let conn = if options.cluster {
+            let client = redis::cluster::ClusterClient::builder(options.urls.clone())
+                .connection_timeout(options.timeout)
+                .response_timeout(options.timeout)
+                .build()
+                .map_err(|e| fail("cannot use the Redis Cluster URLs", &e))?;
+            let connected =
+                tokio::time::timeout(options.timeout * 2, client.get_async_connection())
+                    .await
+                    .map_err(|_| {
+                        fail("timed out connecting to the Redis Cluster at", &"no answer")
+                    })?
+                    .map_err(|e| fail("cannot connect to the Redis Cluster at", &e))?;
+            Conn::Cluster(connected)
+        } else {
+            let client = redis::Client::open(options.urls[0].as_str())
+                .map_err(|e| fail("cannot use the Redis URL", &e))?;
+            let config = ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(options.timeout))
+                .set_response_timeout(Some(options.timeout))
+                .set_number_of_retries(2)
+                .set_max_delay(Duration::from_secs(1));
+            let connected = tokio::time::timeout(
+                options.timeout * 2,
+                ConnectionManager::new_with_config(client, config),
+            )
+            .await
+            .map_err(|_| fail("timed out connecting to Redis at", &"no answer"))?
+            .map_err(|e| fail("cannot connect to Redis at", &e))?;
+            Conn::Single(connected)
+        };
+        let pong: String = conn
+            .query(&redis::cmd("PING"))
+            .await
+            .map_err(|e| fail("Redis at", &e))?;
+        if pong != "PONG" {
+            return Err(fail("Redis at", &format!("answered PING with {pong:?}")));
+        }
+        Ok(SharedTier {
+            conn,
+            channel: format!("aurum:{}:invalidate", options.namespace),
+            versions_key: format!("aurum:{{meta}}:{}:versions", options.namespace),
+            options,
+            write: redis::Script::new(WRITE_SCRIPT),
+            raise_version: redis::Script::new(VERSION_SCRIPT),
+            stats: TierStats::default(),
+            subscribed: AtomicBool::new(false),
+            healthy: AtomicBool::new(true),
+            generation: AtomicU64::new(0),
+            epochs: (0..STRIPES).map(|_| AtomicU64::new(0)).collect(),
+            stripe_seed: foldhash::fast::FixedState::with_seed(0x5eed),
+        })
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> &TierStats {
+        &self.stats
+    }
+
+    /// The URL(s), passwords redacted.
+    pub fn shown(&self) -> String {
+        self.options.shown()
+    }
+
+    /// Whether the tier is usable: the last health check reached Redis and
+    /// the invalidation subscription is live.
+    pub fn is_ready(&self) -> bool {
+        self.healthy.load(Ordering::Acquire) && self.subscribed.load(Ordering::Acquire)
+    }
+
+    /// Whether L1 may be read and filled now.
+    pub(crate) fn l1_usable(&self) -> bool {
+        self.is_ready()
+    }
+
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// The stripe of a row: invalidations bump its epoch.
+    pub(crate) fn stripe(&self, key: &[u8]) -> usize {
+        use std::hash::BuildHasher;
+        (self.stripe_seed.hash_one(key) as usize) % STRIPES
+    }
+
+    pub(crate) fn epoch(&self, stripe: usize) -> u64 {
+        self.epochs[stripe].load(Ordering::Acquire)
+    }
+
+    /// The Redis key of an entity's row of a view.
+    pub(crate) fn key(&self, view: &str, layout: &str, entity: &str) -> Vec<u8> {
+        let ns = &self.options.namespace;
+        let mut key = Vec::with_capacity(16 + entity.len() + ns.len() + view.len() + layout.len());
+        key.extend_from_slice(b"aurum:{");
+        key.extend_from_slice(entity.as_bytes());
+        key.extend_from_slice(b"}:");
+        key.extend_from_slice(ns.as_bytes());
+        key.push(b':');
+        key.extend_from_slice(view.as_bytes());
+        key.push(b':');
+        key.extend_from_slice(layout.as_bytes());
+        key
+    }
+
+    /// Splits a key of this namespace into (view, layout, entity).
+    fn parse_key<'k>(&self, key: &'k [u8]) -> Option<(&'k str, &'k str, &'k str)> {
+        let text = std::str::from_utf8(key).ok()?;
+        let rest = text.strip_prefix("aurum:{")?;
+        let (before_layout, layout) = rest.rsplit_once(':')?;
+        let (before_view, view) = before_layout.rsplit_once(':')?;
+        let entity = before_view
+            .strip_suffix(self.options.namespace.as_str())?
+            .strip_suffix("}:")?;
+        Some((view, layout, entity))
+    }
+
+    /// Reads rows by key, in order (`None`: no row). One `MGET` (split by
+    /// slot on a cluster).
+    pub(crate) async fn read(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>> {
+        let started = Instant::now();
+        let result = self
+            .conn
+            .query::<Vec<Option<Vec<u8>>>>(redis::cmd("MGET").arg(keys))
+            .await;
+        self.stats
+            .round_trip
+            .observe(started.elapsed().as_secs_f64());
+        result.map_err(|e| self.failed("reading rows from", &e))
+    }
+
+    /// Writes rows with the latest-wins script; returns how many replaced
+    /// the stored row (or had none). `rows` are (key, value, expiry in
+    /// epoch milliseconds or 0).
+    pub(crate) async fn write(&self, rows: Vec<TierRow>) -> Result<usize> {
+        let chunks = if self.options.cluster {
+            chunks_by_slot(rows)
+        } else {
+            let mut chunks = Vec::with_capacity(rows.len().div_ceil(WRITE_CHUNK));
+            let mut rows = rows.into_iter().peekable();
+            while rows.peek().is_some() {
+                chunks.push(rows.by_ref().take(WRITE_CHUNK).collect::<Vec<_>>());
+            }
+            chunks
+        };
+        let mut calls = futures::stream::iter(chunks)
+            .map(|chunk| self.write_chunk(chunk))
+            .buffer_unordered(WRITES_IN_FLIGHT);
+        let mut written = 0;
+        let mut first_error = None;
+        while let Some(result) = calls.next().await {
+            match result {
+                Ok(n) => written += n,
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        match first_error {
+            None => Ok(written),
+            Some(e) => Err(e),
+        }
+    }
+
+    async fn write_chunk(&self, chunk: Vec<TierRow>) -> Result<usize> {
+        let mut invocation = self.write.prepare_invoke();
+        invocation.arg(&self.channel);
+        for (key, value, expire_at) in &chunk {
+            invocation.key(key).arg(value).arg(*expire_at);
+        }
+        let started = Instant::now();
+        let result = self.conn.invoke::<usize>(&invocation).await;
+        self.stats
+            .round_trip
+            .observe(started.elapsed().as_secs_f64());
+        result.map_err(|e| self.failed("writing rows to", &e))
+    }
+
+    /// The Delta version of `view` last materialized into the tier (by any
+    /// replica or command).
+    pub(crate) async fn loaded_version(&self, view: &str, layout: &str) -> Result<Option<u64>> {
+        let field = format!("{view}:{layout}");
+        let value: Option<u64> = self
+            .conn
+            .query(redis::cmd("HGET").arg(&self.versions_key).arg(field))
+            .await
+            .map_err(|e| self.failed("reading materialized versions from", &e))?;
+        Ok(value)
+    }
+
+    /// Records `version` as materialized for `view` (raised, never lowered).
+    pub(crate) async fn record_version(
+        &self,
+        view: &str,
+        layout: &str,
+        version: u64,
+    ) -> Result<()> {
+        let field = format!("{view}:{layout}");
+        let mut invocation = self.raise_version.prepare_invoke();
+        invocation.key(&self.versions_key).arg(field).arg(version);
+        self.conn
+            .invoke::<i64>(&invocation)
+            .await
+            .map_err(|e| self.failed("recording the materialized version in", &e))?;
+        Ok(())
+    }
+
+    fn failed(&self, what: &str, e: &redis::RedisError) -> Error {
+        self.stats.errors.fetch_add(1, Ordering::Relaxed);
+        if e.is_io_error()
+            || e.is_timeout()
+            || e.is_connection_dropped()
+            || e.is_connection_refusal()
+        {
+            // Whatever L1 holds may have been replaced meanwhile.
+            self.lose_health();
+        }
+        Error::OnlineTier {
+            message: format!(
+                "{what} {}: {}",
+                self.shown(),
+                redact_in(&e.to_string(), &self.options.urls)
+            ),
+        }
+    }
+
+    fn lose_health(&self) {
+        if self.healthy.swap(false, Ordering::AcqRel) {
+            self.generation.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
+    /// Starts the invalidation subscriber and the health checker; both end
+    /// when `store` is dropped.
+    pub(crate) fn start(self: &Arc<Self>, store: Weak<OnlineStore>) {
+        let tier = self.clone();
+        let subscriber_store = store.clone();
+        tokio::spawn(async move { tier.subscribe(subscriber_store).await });
+        let tier = self.clone();
+        tokio::spawn(async move { tier.check_health(store).await });
+    }
+
+    async fn check_health(self: Arc<Self>, store: Weak<OnlineStore>) {
+        let mut interval = tokio::time::interval(Duration::from_millis(250));
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            interval.tick().await;
+            let Some(store) = store.upgrade() else { return };
+            let ping = tokio::time::timeout(
+                self.options.timeout,
+                self.conn.query::<String>(&redis::cmd("PING")),
+            )
+            .await;
+            let ok = matches!(ping, Ok(Ok(ref pong)) if pong == "PONG");
+            if ok {
+                if !self.healthy.swap(true, Ordering::AcqRel) {
+                    tracing::info!("the online tier at {} answers again", self.shown());
+                    store.clear_l1();
+                }
+            } else if self.healthy.load(Ordering::Acquire) {
+                tracing::warn!(
+                    "the online tier at {} does not answer; lookups go to it (and fail) until it does",
+                    self.shown()
+                );
+                self.lose_health();
+                store.clear_l1();
+            }
+        }
+    }
+
+    async fn subscribe(self: Arc<Self>, store: Weak<OnlineStore>) {
+        let mut backoff = Duration::from_millis(50);
+        let mut node = 0usize;
+        let mut first = true;
+        loop {
+            if store.strong_count() == 0 {
+                return;
+            }
+            let url = &self.options.urls[node % self.options.urls.len()];
+            node += 1;
+            match self.subscription(url).await {
+                Ok(mut pubsub) => {
+                    backoff = Duration::from_millis(50);
+                    if let Some(store) = store.upgrade() {
+                        store.clear_l1();
+                    }
+                    self.generation.fetch_add(1, Ordering::AcqRel);
+                    self.subscribed.store(true, Ordering::Release);
+                    if !first {
+                        self.stats.reconnects.fetch_add(1, Ordering::Relaxed);
+                        tracing::info!("subscribed to the online tier's invalidations again");
+                    }
+                    first = false;
+                    let mut messages = pubsub.on_message();
+                    while let Some(message) = messages.next().await {
+                        let Some(store) = store.upgrade() else { return };
+                        self.invalidate(&store, message.get_payload_bytes());
+                    }
+                    drop(messages);
+                    self.subscribed.store(false, Ordering::Release);
+                    self.generation.fetch_add(1, Ordering::AcqRel);
+                    if let Some(store) = store.upgrade() {
+                        store.clear_l1();
+                    }
+                    tracing::warn!(
+                        "lost the online tier's invalidation subscription at {}; L1 is bypassed until it is back",
+                        redact_url(url)
+                    );
+                }
+                Err(e) => {
+                    tracing::debug!("subscribing to {}: {e}", redact_url(url));
+                }
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(2));
+        }
+    }
+
+    async fn subscription(&self, url: &str) -> redis::RedisResult<redis::aio::PubSub> {
+        let client = redis::Client::open(url)?;
+        let mut pubsub = tokio::time::timeout(self.options.timeout, client.get_async_pubsub())
+            .await
+            .map_err(|_| {
+                redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut))
+            })??;
+        pubsub.subscribe(&self.channel).await?;
+        Ok(pubsub)
+    }
+
+    /// Drops the rows a published write names from L1.
+    fn invalidate(&self, store: &OnlineStore, payload: &[u8]) {
+        let mut rest = payload;
+        while let Some(colon) = rest.iter().position(|&b| b == b':') {
+            let Some(len) = std::str::from_utf8(&rest[..colon])
+                .ok()
+                .and_then(|n| n.parse::<usize>().ok())
+            else {
+                return;
+            };
+            let start = colon + 1;
+            let Some(key) = rest.get(start..start + len) else {
+                return;
+            };
+            rest = &rest[start + len..];
+            if let Some((view, layout, entity)) = self.parse_key(key) {
+                // The epoch moves first: a read in flight must not cache
+                // what it fetched before this write.
+                self.epochs[self.stripe(key)].fetch_add(1, Ordering::AcqRel);
+                if store.invalidate_l1(view, layout, entity) {
+                    self.stats.invalidations.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+}
+
+/// Replaces each URL's password in an error message, should a client
+/// library quote the URL.
+fn redact_in(message: &str, urls: &[String]) -> String {
+    let mut shown = message.to_string();
+    for url in urls {
+        if shown.contains(url.as_str()) {
+            shown = shown.replace(url.as_str(), &redact_url(url));
+        }
+    }
+    shown
+}
+
+/// Groups rows by Redis Cluster slot (a script's keys must share one), in
+/// chunks of at most [`WRITE_CHUNK`].
+fn chunks_by_slot(rows: Vec<TierRow>) -> Vec<Vec<TierRow>> {
+    let mut by_slot: std::collections::HashMap<u16, Vec<TierRow>> =
+        std::collections::HashMap::new();
+    let mut chunks = Vec::new();
+    for row in rows {
+        let slot = key_slot(&row.0);
+        let group = by_slot.entry(slot).or_default();
+        group.push(row);
+        if group.len() == WRITE_CHUNK {
+            chunks.push(std::mem::take(group));
+        }
+    }
+    chunks.extend(by_slot.into_values().filter(|g| !g.is_empty()));
+    chunks
+}
+
+/// The Redis Cluster slot of a key: CRC16 (XMODEM) of its hash tag (the
+/// bytes between the first `{` and the next `}`, when not empty) or of the
+/// whole key, modulo 16384.
+pub fn key_slot(key: &[u8]) -> u16 {
+    let hashed = key
+        .iter()
+        .position(|&b| b == b'{')
+        .and_then(|open| {
+            let tail = &key[open + 1..];
+            let close = tail.iter().position(|&b| b == b'}')?;
+            (close > 0).then(|| &tail[..close])
+        })
+        .unwrap_or(key);
+    crc16_xmodem(hashed) % 16_384
+}
+
+fn crc16_xmodem(bytes: &[u8]) -> u16 {
+    let mut crc: u16 = 0;
+    for &byte in bytes {
+        crc ^= u16::from(byte) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc
+}
+
+/// The format byte after the times: bumped when the encoding changes, so a
+/// row written by another version is refused by name, not misread.
+const FORMAT: u8 = 1;
+
+const HEADER: usize = 32;
+
+fn ordered_hex(value: i64, out: &mut Vec<u8>) {
+    let flipped = (value as u64) ^ (1 << 63);
+    out.extend_from_slice(format!("{flipped:016x}").as_bytes());
+}
+
+fn from_ordered_hex(text: &[u8]) -> Option<i64> {
+    let text = std::str::from_utf8(text).ok()?;
+    let flipped = u64::from_str_radix(text, 16).ok()?;
+    Some((flipped ^ (1 << 63)) as i64)
+}
+
+/// Encodes a row as the tier stores it.
+pub(crate) fn encode(row: &OnlineRow) -> Vec<u8> {
+    let mut out = Vec::with_capacity(HEADER + 1 + row.values.len() * 9);
+    ordered_hex(row.event_micros, &mut out);
+    ordered_hex(row.created_micros, &mut out);
+    out.push(FORMAT);
+    for value in row.values.iter() {
+        match value {
+            FeatureValue::Null => out.push(0),
+            FeatureValue::Int(v) => {
+                out.push(1);
+                out.extend_from_slice(&v.to_le_bytes());
+            }
+            FeatureValue::Float(v) => {
+                out.push(2);
+                out.extend_from_slice(&v.to_le_bytes());
+            }
+            FeatureValue::Bool(v) => {
+                out.push(3);
+                out.push(u8::from(*v));
+            }
+            FeatureValue::Str(s) => {
+                out.push(4);
+                let len = u32::try_from(s.len()).unwrap_or(u32::MAX);
+                out.extend_from_slice(&len.to_le_bytes());
+                out.extend_from_slice(&s.as_bytes()[..len as usize]);
+            }
+        }
+    }
+    out
+}
+
+/// Decodes a stored row of a view with `features` features; the error says
+/// what does not fit.
+pub(crate) fn decode(bytes: &[u8], features: usize) -> std::result::Result<OnlineRow, String> {
+    if bytes.len() < HEADER + 1 {
+        return Err(format!("{} bytes, shorter than a row header", bytes.len()));
+    }
+    let event_micros = from_ordered_hex(&bytes[..16]).ok_or("the event time is not hex")?;
+    let created_micros = from_ordered_hex(&bytes[16..32]).ok_or("the created time is not hex")?;
+    if bytes[HEADER] != FORMAT {
+        return Err(format!(
+            "format {} (this aurum reads format {FORMAT}; written by another version?)",
+            bytes[HEADER]
+        ));
+    }
+    let mut rest = &bytes[HEADER + 1..];
+    let mut values = Vec::with_capacity(features);
+    let take = |rest: &mut &[u8], n: usize| -> std::result::Result<Vec<u8>, String> {
+        if rest.len() < n {
+            return Err("the values end early".to_string());
+        }
+        let (head, tail) = rest.split_at(n);
+        *rest = tail;
+        Ok(head.to_vec())
+    };
+    while !rest.is_empty() {
+        let tag = rest[0];
+        rest = &rest[1..];
+        let value = match tag {
+            0 => FeatureValue::Null,
+            1 => FeatureValue::Int(i64::from_le_bytes(
+                take(&mut rest, 8)?.try_into().map_err(|_| "bad int")?,
+            )),
+            2 => FeatureValue::Float(f64::from_le_bytes(
+                take(&mut rest, 8)?.try_into().map_err(|_| "bad float")?,
+            )),
+            3 => FeatureValue::Bool(take(&mut rest, 1)?[0] != 0),
+            4 => {
+                let len = u32::from_le_bytes(
+                    take(&mut rest, 4)?
+                        .try_into()
+                        .map_err(|_| "bad string length")?,
+                ) as usize;
+                let text = String::from_utf8(take(&mut rest, len)?)
+                    .map_err(|_| "a string value is not UTF-8")?;
+                FeatureValue::Str(text.into())
+            }
+            other => return Err(format!("unknown value tag {other}")),
+        };
+        values.push(value);
+    }
+    if values.len() != features {
+        return Err(format!(
+            "{} values, the view has {features} features",
+            values.len()
+        ));
+    }
+    Ok(OnlineRow {
+        event_micros,
+        created_micros,
+        values: values.into_boxed_slice(),
+    })
+}
+
+/// When Redis may drop a row: well after its TTL ends (the TTL itself is
+/// enforced on read), in epoch milliseconds; 0 for never.
+pub(crate) fn expire_at_ms(event_micros: i64, ttl_micros: i64, now_micros: i64) -> i64 {
+    let ttl_ms = ttl_micros / 1_000;
+    if ttl_micros >= i64::MAX / 4 {
+        return 0;
+    }
+    let end = (event_micros / 1_000).saturating_add(ttl_ms);
+    end.max(now_micros / 1_000)
+        .saturating_add(ttl_ms.max(MIN_GRACE_MS))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_round_trip_and_their_headers_order_as_their_times() {
+        let row = |event: i64, created: i64| OnlineRow {
+            event_micros: event,
+            created_micros: created,
+            values: vec![
+                FeatureValue::Float(1.5),
+                FeatureValue::Int(-3),
+                FeatureValue::Null,
+                FeatureValue::Bool(true),
+                FeatureValue::Str("é:}{".into()),
+            ]
+            .into_boxed_slice(),
+        };
+        let times = [
+            (i64::MIN, i64::MIN),
+            (-5, 0),
+            (-5, 3),
+            (0, i64::MIN),
+            (7, -1),
+            (7, 2),
+            (1_700_000_000_000_000, 0),
+            (i64::MAX, i64::MAX),
+        ];
+        let encoded: Vec<Vec<u8>> = times.iter().map(|&(e, c)| encode(&row(e, c))).collect();
+        for (bytes, &(e, c)) in encoded.iter().zip(&times) {
+            assert_eq!(decode(bytes, 5).unwrap(), row(e, c));
+        }
+        for pair in encoded.windows(2) {
+            assert!(pair[0][..HEADER] < pair[1][..HEADER]);
+        }
+        assert!(decode(&encoded[0], 4).unwrap_err().contains("5 values"));
+        let mut other = encoded[0].clone();
+        other[HEADER] = 9;
+        assert!(decode(&other, 5).unwrap_err().contains("format 9"));
+        assert!(decode(b"short", 5).is_err());
+    }
+
+    #[test]
+    fn slots_follow_the_hash_tag() {
+        // Values from the Redis Cluster specification's examples.
+        assert_eq!(crc16_xmodem(b"123456789"), 0x31c3);
+        assert_eq!(key_slot(b"aurum:{17}:p:a:x"), key_slot(b"aurum:{17}:p:b:y"));
+        assert_eq!(
+            key_slot(b"{user1000}.following"),
+            key_slot(b"{user1000}.followers")
+        );
+        assert_eq!(
+            key_slot(b"foo{}{bar}"),
+            crc16_xmodem(b"foo{}{bar}") % 16_384
+        );
+    }
+
+    #[test]
+    fn passwords_never_show() {
+        assert_eq!(
+            redact_url("redis://user:s3cret@127.0.0.1:6379/0"),
+            "redis://***@127.0.0.1:6379/0"
+        );
+        assert_eq!(
+            redact_url("redis://127.0.0.1:6379"),
+            "redis://127.0.0.1:6379"
+        );
+        let options = TierOptions {
+            urls: vec!["redis://:pw@h:1".into()],
+            cluster: false,
+            namespace: "p".into(),
+            timeout: Duration::from_secs(1),
+        };
+        assert!(!format!("{options:?}").contains("pw"));
+        assert_eq!(
+            redact_in("failed redis://:pw@h:1 x", &options.urls),
+            "failed redis://***@h:1 x"
+        );
+    }
+
+    #[test]
+    fn expiry_is_only_garbage_collection() {
+        let day = 86_400_000_000i64;
+        // A row already past its TTL still lives a day (reads OUTSIDE_MAX_AGE).
+        let now = 100 * day;
+        assert!(expire_at_ms(0, day, now) >= (now + day) / 1_000);
+        // A fresh row lives its TTL and as long again.
+        assert_eq!(expire_at_ms(now, 7 * day, now), (now + 14 * day) / 1_000);
+        assert_eq!(expire_at_ms(now, i64::MAX, now), 0);
+    }
+}

@@ -1,0 +1,412 @@
+//! The shared online tier against real Redis servers (Debian's
+//! `redis-server`, installed by `scripts/install-redis.sh`), standalone and
+//! a 3-master cluster on loopback ports: replicas that answer alike, pushes
+//! that survive a replica's `kill -9`, a Redis restart that turns replicas
+//! not-ready instead of wrong, and errors that name the server without its
+//! password.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::cli::{example_project, ok};
+use crate::server::{Server, call, eventually, start_in_env};
+
+fn redis_bin(name: &str) -> PathBuf {
+    let path = crate::python::workspace()
+        .join(".tools/redis/bin")
+        .join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `make redis` (scripts/install-redis.sh)",
+        path.display()
+    );
+    path
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A `redis-server` on a loopback port, its data (append-only file) in a
+/// temporary directory; stopped when dropped.
+struct Redis {
+    child: Option<Child>,
+    port: u16,
+    dir: tempfile::TempDir,
+    extra: Vec<String>,
+}
+
+impl Redis {
+    fn start(extra: &[&str]) -> Redis {
+        let mut redis = Redis {
+            child: None,
+            port: free_port(),
+            dir: tempfile::tempdir().unwrap(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        redis.spawn();
+        redis
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new(redis_bin("redis-server"))
+            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
+            .args(["--save", "", "--appendonly", "yes"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .args(&self.extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("starting redis-server");
+        self.child = Some(child);
+        let port = self.port;
+        let password = self.password();
+        eventually("redis-server to answer PING", || {
+            (cli(port, password.as_deref(), &["PING"]) == "PONG").then_some(())
+        });
+    }
+
+    fn password(&self) -> Option<String> {
+        let at = self.extra.iter().position(|a| a == "--requirepass")?;
+        self.extra.get(at + 1).cloned()
+    }
+
+    /// Stops the server (SIGTERM: the append-only file is flushed).
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            let _ = child.wait();
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// `redis-cli` against a local port; its output, trimmed.
+fn cli(port: u16, password: Option<&str>, args: &[&str]) -> String {
+    let mut command = Command::new(redis_bin("redis-cli"));
+    command.args(["-h", "127.0.0.1", "-p", &port.to_string()]);
+    if let Some(password) = password {
+        command.env("REDISCLI_AUTH", password);
+    }
+    let output = command.args(args).output().expect("running redis-cli");
+    String::from_utf8_lossy(&output.stdout).trim().to_string()
+}
+
+fn serve_redis(dir: &Path, url: &str, flags: &[&str]) -> Server {
+    let mut all = vec!["--online-store", "redis"];
+    all.extend_from_slice(flags);
+    start_in_env(dir, &all, &[("AURUM_REDIS_URL", url)])
+}
+
+fn post(url: &str, body: &Value) -> (u16, Value) {
+    let reply = call("POST", url, Some(body), None);
+    (reply.status, reply.json())
+}
+
+const FEATURES: [&str; 3] = [
+    "customer_features:amount_sum_7d",
+    "customer_features:amount_count_1d",
+    "customer_features:amount_mean_7d",
+];
+
+fn lookup(server: &Server, customers: &[i64]) -> (u16, Value) {
+    post(
+        &format!("{}/get-online-features", server.url),
+        &json!({"entities": {"customer_id": customers}, "features": FEATURES}),
+    )
+}
+
+/// The values and statuses of a lookup's answer (event timestamps left
+/// out: they are the same rows, but a replica's own clock is not compared).
+fn answered(answer: &Value) -> Value {
+    let results = answer["results"].as_array().expect("results");
+    Value::Array(
+        results
+            .iter()
+            .map(|r| json!({"values": r["values"], "statuses": r["statuses"]}))
+            .collect(),
+    )
+}
+
+/// A push of one row for `customer` with every feature of the view `value`.
+fn push_row(server: &Server, customer: i64, value: f64) -> (u16, Value) {
+    let views = call("GET", &format!("{}/feature-views", server.url), None, None).json();
+    let mut df = serde_json::Map::new();
+    df.insert("customer_id".into(), json!([customer]));
+    df.insert(
+        "event_timestamp".into(),
+        json!([chrono::Utc::now().to_rfc3339()]),
+    );
+    for feature in views[0]["features"].as_array().unwrap() {
+        df.insert(feature["name"].as_str().unwrap().into(), json!([value]));
+    }
+    post(
+        &format!("{}/push", server.url),
+        &json!({"push_source_name": "customer_features", "df": df}),
+    )
+}
+
+fn metric(server: &Server, name: &str) -> f64 {
+    let text = call("GET", &format!("{}/metrics", server.url), None, None).text;
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("{name} is not on /metrics"))
+}
+
+#[test]
+fn replicas_over_one_redis_answer_alike_and_lose_no_acknowledged_push() {
+    let project = example_project("3000", "3");
+    let dir = project.path();
+    ok(dir, &["train", "--promote-if-better"]);
+    let mut redis = Redis::start(&[]);
+    let url = redis.url();
+
+    // The first replica loads gold into Redis; the next ones find it there.
+    let replicas: Vec<Server> = (0..3).map(|_| serve_redis(dir, &url, &[])).collect();
+    let memory = crate::server::start(dir);
+    let customers: Vec<i64> = (1..=40).collect();
+    let (status, expected) = lookup(&memory, &customers);
+    assert_eq!(status, 200, "{expected}");
+    for replica in &replicas {
+        let (status, answer) = lookup(replica, &customers);
+        assert_eq!(status, 200, "{answer}");
+        assert_eq!(
+            answered(&answer),
+            answered(&expected),
+            "a replica over Redis answers as the memory store does"
+        );
+    }
+    drop(memory);
+
+    // The same /predict answer (champion, arm, score) from every replica.
+    let request = json!({"model": "fraud", "entities": {"customer_id": [1, 2, 3, 4]}});
+    let answers: Vec<Value> = replicas
+        .iter()
+        .map(|r| {
+            let (status, answer) = post(&format!("{}/predict", r.url), &request);
+            assert_eq!(status, 200, "{answer}");
+            answer["predictions"].clone()
+        })
+        .collect();
+    assert_eq!(answers[0], answers[1]);
+    assert_eq!(answers[0], answers[2]);
+
+    // A push to one replica is read by the others, whose L1 held the old
+    // row a moment before (invalidated by the tier's notice).
+    for replica in &replicas[1..] {
+        lookup(replica, &[1]);
+    }
+    let (status, pushed) = push_row(&replicas[0], 1, 4242.5);
+    assert_eq!(status, 200, "{pushed}");
+    assert_eq!(pushed["online_written"], 1, "{pushed}");
+    for replica in &replicas[1..] {
+        let started = Instant::now();
+        eventually("another replica to read the pushed row", || {
+            let (_, answer) = lookup(replica, &[1]);
+            (answer["results"][1]["values"][0] == json!(4242.5)).then_some(())
+        });
+        assert!(
+            started.elapsed() < Duration::from_millis(500),
+            "visible on another replica after {:?}",
+            started.elapsed()
+        );
+    }
+    assert!(metric(&replicas[1], "aurum_online_tier_invalidations_total") >= 1.0);
+    assert!(metric(&replicas[1], "aurum_online_tier_l1_hits_total") >= 1.0);
+
+    // Pushes acknowledged by a replica killed right after are all kept.
+    let mut doomed = replicas.into_iter();
+    let (first, second, mut third) = (
+        doomed.next().unwrap(),
+        doomed.next().unwrap(),
+        doomed.next().unwrap(),
+    );
+    for customer in 500..520 {
+        let (status, answer) = push_row(&third, customer, customer as f64);
+        assert_eq!(status, 200, "{answer}");
+    }
+    third.child.kill().unwrap(); // SIGKILL
+    let _ = third.child.wait();
+    let pushed: Vec<i64> = (500..520).collect();
+    for survivor in [&first, &second] {
+        let (status, answer) = lookup(survivor, &pushed);
+        assert_eq!(status, 200, "{answer}");
+        let expected: Vec<f64> = pushed.iter().map(|&c| c as f64).collect();
+        assert_eq!(answer["results"][1]["values"], json!(expected));
+    }
+
+    // Redis restarts: the replicas turn not-ready and answer 503 naming the
+    // tier (never a stale value), then recover on their own.
+    redis.stop();
+    eventually("a replica to report the tier down", || {
+        let reply = call("GET", &format!("{}/health/ready", first.url), None, None);
+        (reply.status == 503).then(|| {
+            assert_eq!(reply.json()["status"], "online_tier_unavailable");
+        })
+    });
+    let (status, answer) = lookup(&first, &[1]);
+    assert_eq!(status, 503, "{answer}");
+    assert_eq!(answer["error"]["code"], "online_tier_unavailable");
+    redis.spawn();
+    for replica in [&first, &second] {
+        eventually("the replica to be ready again", || {
+            let reply = call("GET", &format!("{}/health/ready", replica.url), None, None);
+            (reply.status == 200).then_some(())
+        });
+        let (status, answer) = lookup(replica, &[1]);
+        assert_eq!(status, 200, "{answer}");
+        assert_eq!(answer["results"][1]["values"][0], json!(4242.5));
+    }
+    assert!(metric(&first, "aurum_online_tier_reconnects_total") >= 1.0);
+}
+
+#[test]
+fn a_three_master_cluster_serves_what_the_memory_store_does() {
+    let project = example_project("3000", "4");
+    let dir = project.path();
+    let nodes: Vec<Redis> = (0..3)
+        .map(|_| Redis::start(&["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"]))
+        .collect();
+    let addresses: Vec<String> = nodes
+        .iter()
+        .map(|n| format!("127.0.0.1:{}", n.port))
+        .collect();
+    let mut create = Command::new(redis_bin("redis-cli"));
+    create
+        .arg("--cluster")
+        .arg("create")
+        .args(&addresses)
+        .args(["--cluster-replicas", "0", "--cluster-yes"]);
+    let output = create.output().unwrap();
+    assert!(
+        output.status.success(),
+        "redis-cli --cluster create: {}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    eventually("the cluster to be ok", || {
+        nodes
+            .iter()
+            .all(|n| cli(n.port, None, &["CLUSTER", "INFO"]).contains("cluster_state:ok"))
+            .then_some(())
+    });
+    let urls: Vec<String> = nodes.iter().map(Redis::url).collect();
+    let server = serve_redis(dir, &urls.join(","), &["--redis-cluster"]);
+    let memory = crate::server::start(dir);
+    let customers: Vec<i64> = (1..=60).chain([999_999]).collect();
+    let (_, expected) = lookup(&memory, &customers);
+    let (status, answer) = lookup(&server, &customers);
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answered(&answer), answered(&expected));
+    // The rows are spread over the three masters.
+    for node in &nodes {
+        let keys: u64 = cli(node.port, None, &["DBSIZE"]).parse().unwrap();
+        assert!(keys > 0, "node {} holds no rows", node.port);
+    }
+    let (status, pushed) = push_row(&server, 7, 77.0);
+    assert_eq!(status, 200, "{pushed}");
+    let (_, answer) = lookup(&server, &[7]);
+    assert_eq!(answer["results"][1]["values"][0], json!(77.0));
+}
+
+#[test]
+fn an_unreachable_or_refusing_redis_is_named_without_its_password() {
+    let project = example_project("500", "5");
+    let dir = project.path();
+    let closed = free_port();
+    let output = Command::new(env!("CARGO_BIN_EXE_aurum"))
+        .args([
+            "serve",
+            "--addr",
+            "127.0.0.1:0",
+            "--flight-addr",
+            "127.0.0.1:0",
+        ])
+        .args(["--grpc-addr", "127.0.0.1:0", "--online-store", "redis"])
+        .args(["--redis-timeout-ms", "300"])
+        .env(
+            "AURUM_REDIS_URL",
+            format!("redis://user:hunter2@127.0.0.1:{closed}"),
+        )
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains(&format!("127.0.0.1:{closed}")), "{stderr}");
+    assert!(!stderr.contains("hunter2"), "{stderr}");
+
+    let redis = Redis::start(&["--requirepass", "right-password"]);
+    let output = Command::new(env!("CARGO_BIN_EXE_aurum"))
+        .args([
+            "serve",
+            "--addr",
+            "127.0.0.1:0",
+            "--flight-addr",
+            "127.0.0.1:0",
+        ])
+        .args(["--grpc-addr", "127.0.0.1:0", "--online-store", "redis"])
+        .env(
+            "AURUM_REDIS_URL",
+            format!("redis://:wrong-password@127.0.0.1:{}", redis.port),
+        )
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains(&format!("127.0.0.1:{}", redis.port)),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("wrong-password"), "{stderr}");
+
+    // With the right password it serves; a row another program wrote in a
+    // format it cannot read is a named error, counted, never a crash.
+    let url = format!("redis://:right-password@127.0.0.1:{}", redis.port);
+    let server = serve_redis(dir, &url, &[]);
+    let keys = cli(
+        redis.port,
+        Some("right-password"),
+        &["--scan", "--pattern", "aurum:{3}:*"],
+    );
+    let key = keys.lines().next().expect("customer 3's row is in Redis");
+    cli(redis.port, Some("right-password"), &["SET", key, "garbage"]);
+    let (status, answer) = lookup(&server, &[3]);
+    assert_eq!(status, 500, "{answer}");
+    assert_eq!(answer["error"]["code"], "online_tier_bad_value");
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("\"3\""),
+        "{answer}"
+    );
+    assert_eq!(
+        metric(&server, "aurum_online_tier_decode_errors_total"),
+        1.0
+    );
+    let metrics = call("GET", &format!("{}/metrics", server.url), None, None).text;
+    assert!(!metrics.contains("right-password"));
+}
