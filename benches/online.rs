@@ -10,6 +10,13 @@
 //!           disk and from a real S3 server (moto, from the test
 //!           virtualenv), one after the other, with the S3 requests made
 //!
+//! With `--redis URL [--l1-mib M]`, `http` and `materialize` run over the
+//! shared tier on that Redis (issue 20): the rows are materialized into it
+//! and the server reads through an L1 of M MiB (0: every read a miss); the
+//! L1 hit ratio is printed with the figures
+//! (`benches/online_tier/compare_redis.sh` runs both beside Feast's
+//! feature server on the same Redis).
+//!
 //! and, to load any server with the same generator (used for Feast by
 //! `benches/feast/compare.sh`):
 //!   cargo bench --bench online -- load --url URL --body-file F
@@ -58,6 +65,13 @@ struct Options {
     url: Option<String>,
     body_file: Option<String>,
     parquet: Option<String>,
+    /// Run over the shared tier on this Redis.
+    redis: Option<String>,
+    /// The L1 cache's size with `--redis`, in MiB.
+    l1_mib: u64,
+    /// Entities of the materialized gold table (default: a tenth of its
+    /// rows).
+    gold_entities: Option<usize>,
 }
 
 fn main() -> Result<()> {
@@ -72,6 +86,9 @@ fn main() -> Result<()> {
         url: None,
         body_file: None,
         parquet: None,
+        redis: None,
+        l1_mib: 1024,
+        gold_entities: None,
     };
     o.modes = cli::flags_and_modes(|flag, value| {
         match flag {
@@ -84,6 +101,9 @@ fn main() -> Result<()> {
             "--url" => o.url = Some(value()?),
             "--body-file" => o.body_file = Some(value()?),
             "--parquet" => o.parquet = Some(value()?),
+            "--redis" => o.redis = Some(value()?),
+            "--l1-mib" => o.l1_mib = value()?.parse()?,
+            "--gold-entities" => o.gold_entities = Some(value()?.parse()?),
             _ => return Ok(false),
         }
         Ok(true)
@@ -95,6 +115,9 @@ fn main() -> Result<()> {
     }
     if o.modes.iter().any(|m| m == "load") {
         return load_external(&o);
+    }
+    if let Some(url) = o.redis.clone() {
+        return over_redis(&mut o, &url);
     }
     if o.modes.iter().any(|m| m == "materialize-s3") {
         // Started before the runtime's threads (it sets the credentials).
@@ -250,6 +273,15 @@ fn start_server(
         .worker_threads(2)
         .enable_all()
         .build()?;
+    start_server_on(runtime, online, store)
+}
+
+/// [`start_server`] on a given runtime.
+fn start_server_on(
+    runtime: tokio::runtime::Runtime,
+    online: Arc<OnlineStore>,
+    store: Option<DeltaStore>,
+) -> Result<(std::net::SocketAddr, tokio::runtime::Runtime)> {
     let dir = tempfile::tempdir()?;
     let registry = registry::Registry::open(dir.path())?;
     let (addr, _) = runtime.block_on(async move {
@@ -492,7 +524,7 @@ fn materialize(o: &Options) -> Result<()> {
     let dir = tempfile::tempdir()?;
     let store = DeltaStore::new(dir.path());
     let view = view(o.gold_features);
-    let entities = (o.gold_rows / 10).max(1);
+    let entities = o.gold_entities.unwrap_or(o.gold_rows / 10).max(1);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -591,5 +623,151 @@ fn materialize_from_s3(o: &Options, server: &s3::S3Server) -> Result<()> {
         );
     }
     println!("  S3 / local  {:.2}", seconds[1] / seconds[0]);
+    Ok(())
+}
+
+/// A store in front of the shared tier on `url`, with an L1 of
+/// `--l1-mib`; its tasks run on `runtime`.
+fn tier_store(
+    o: &Options,
+    url: &str,
+    runtime: &tokio::runtime::Runtime,
+) -> Result<Arc<OnlineStore>> {
+    let online = Arc::new(OnlineStore::new(o.l1_mib << 20));
+    runtime.block_on(async {
+        let options = feature_store::online::shared::TierOptions {
+            urls: vec![url.to_string()],
+            cluster: false,
+            namespace: "bench".into(),
+            timeout: Duration::from_secs(5),
+        };
+        let tier = feature_store::online::shared::SharedTier::connect(options).await?;
+        online.attach_tier(tier)?;
+        // Ready once the invalidation subscription is live.
+        while !online.is_ready() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        anyhow::Ok(())
+    })?;
+    Ok(online)
+}
+
+/// `http` and `materialize` over the shared tier on Redis `url`.
+fn over_redis(o: &mut Options, url: &str) -> Result<()> {
+    let modes = o.modes.clone();
+    for mode in &modes {
+        match mode.as_str() {
+            "http" => redis_http(o, url)?,
+            "materialize" => redis_materialize(o, url)?,
+            other => bail!("mode {other} does not run over --redis (http and materialize do)"),
+        }
+    }
+    Ok(())
+}
+
+fn redis_http(o: &mut Options, url: &str) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let online = tier_store(o, url, &runtime)?;
+    let df = match &o.parquet {
+        Some(path) => {
+            let df = ParquetReader::new(std::fs::File::open(path)?).finish()?;
+            o.entities = df.height();
+            o.features = df.width() - 3;
+            df
+        }
+        None => gold_frame(o.entities, o.entities, o.features, 7)?,
+    };
+    let view = view(o.features);
+    online.register_view(view.clone());
+    let started = Instant::now();
+    runtime.block_on(online.load(&view, &df, 0))?;
+    println!(
+        "loaded {} entities x {} features into Redis in {:.2} s ({:.0} rows/s)",
+        df.height(),
+        o.features,
+        started.elapsed().as_secs_f64(),
+        df.height() as f64 / started.elapsed().as_secs_f64()
+    );
+    drop(df);
+    let tier = online.tier().context("the store has its tier")?.clone();
+    let (addr, _server) = start_server_on(runtime, online, None)?;
+    let mut rng = ChaCha8Rng::seed_from_u64(13);
+    let refs = view.feature_refs();
+    let requests: Vec<Vec<u8>> = match &o.body_file {
+        Some(file) => load::body_lines(file)?
+            .iter()
+            .map(|b| post_request(&addr.to_string(), "/get-online-features", b))
+            .collect(),
+        None => (0..1000)
+            .map(|_| {
+                let key = rng.random_range(0..o.entities);
+                let body = serde_json::json!({"entities": {"entity_id": [key]}, "features": refs})
+                    .to_string();
+                post_request(&addr.to_string(), "/get-online-features", &body)
+            })
+            .collect(),
+    };
+    let stats = tier.stats();
+    let (hits, misses) = (
+        stats.l1_hits.load(std::sync::atomic::Ordering::Relaxed),
+        stats.l1_misses.load(std::sync::atomic::Ordering::Relaxed),
+    );
+    let report = run_load(addr, requests, o.connections, o.seconds)?;
+    let hits = stats.l1_hits.load(std::sync::atomic::Ordering::Relaxed) - hits;
+    let misses = stats.l1_misses.load(std::sync::atomic::Ordering::Relaxed) - misses;
+    report.print(&format!(
+        "aurum /get-online-features over Redis, 1 entity x {} features, {} connections, \
+         L1 {} MiB (hit ratio {:.3})",
+        o.features,
+        o.connections,
+        o.l1_mib,
+        hits as f64 / (hits + misses).max(1) as f64
+    ));
+    Ok(())
+}
+
+fn redis_materialize(o: &Options, url: &str) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let dir = tempfile::tempdir()?;
+    let store = DeltaStore::new(dir.path());
+    let view = view(o.gold_features);
+    let entities = o.gold_entities.unwrap_or(o.gold_rows / 10).max(1);
+    let started = Instant::now();
+    let df = gold_frame(o.gold_rows, entities, o.gold_features, 23)?;
+    runtime.block_on(store.write(
+        VIEW,
+        &df,
+        &delta::WriteOptions::overwrite(),
+        &delta::CommitLineage::default(),
+    ))?;
+    drop(df);
+    println!(
+        "wrote a gold table of {} rows ({} entities x {} features) in {:.1} s",
+        o.gold_rows,
+        entities,
+        o.gold_features,
+        started.elapsed().as_secs_f64()
+    );
+    let online = tier_store(o, url, &runtime)?;
+    online.register_view(view.clone());
+    let started = Instant::now();
+    let report = runtime.block_on(feature_store::online::materialize::materialize(
+        &store, &online, &view, false,
+    ))?;
+    let took = started.elapsed();
+    println!(
+        "materialize (full) from Delta into Redis: {} rows read, {} entities written in {:.2} s \
+         ({:.0} rows/s, {:.0} entities/s)",
+        report.rows_read,
+        report.written,
+        took.as_secs_f64(),
+        report.rows_read as f64 / took.as_secs_f64(),
+        report.written as f64 / took.as_secs_f64(),
+    );
     Ok(())
 }

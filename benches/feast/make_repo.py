@@ -1,8 +1,8 @@
-"""Writes a Feast repository (local provider, sqlite online store) over the
-same synthetic rows aurum's bench serves, plus the request bodies both
-servers answer.
+"""Writes a Feast repository (local provider, sqlite online store, or Redis
+when a HOST:PORT is given) over the same synthetic rows aurum's bench
+serves, plus the request bodies both servers answer.
 
-usage: make_repo.py REPO_DIR ENTITIES FEATURES
+usage: make_repo.py REPO_DIR ENTITIES FEATURES [REDIS_HOST:PORT]
 Writes REPO_DIR/feature_store.yaml, REPO_DIR/features.py,
 REPO_DIR/data/bench.parquet, and REPO_DIR/bodies_{3,50}.jsonl (one
 /get-online-features request per line, 1 entity each).
@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 repo, entities, features = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+redis = sys.argv[4] if len(sys.argv) > 4 else None
 os.makedirs(os.path.join(repo, "data"), exist_ok=True)
 rng = np.random.default_rng(7)
 now = datetime.now(timezone.utc)
@@ -37,8 +38,9 @@ with open(os.path.join(repo, "feature_store.yaml"), "w") as f:
         "project: bench\n"
         "registry: data/registry.db\n"
         "provider: local\n"
-        "online_store:\n  type: sqlite\n  path: data/online_store.db\n"
-        "offline_store:\n  type: file\n"
+        + (f"online_store:\n  type: redis\n  connection_string: \"{redis}\"\n" if redis
+           else "online_store:\n  type: sqlite\n  path: data/online_store.db\n")
+        + "offline_store:\n  type: file\n"
         "entity_key_serialization_version: 3\n"
     )
 with open(os.path.join(repo, "features.py"), "w") as f:

@@ -334,6 +334,7 @@ fn start_mlflow(dir: &std::path::Path) -> MlflowServer {
             "--artifacts-destination",
             &dir.join("artifacts").display().to_string(),
         ])
+        .env("MLFLOW_DISABLE_TELEMETRY", "true")
         .env(
             "PATH",
             format!("{}:/usr/bin:/bin", python.parent().unwrap().display()),

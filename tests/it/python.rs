@@ -41,6 +41,10 @@ pub(crate) fn run_in_env(
     let output = Command::new(venv_python())
         .arg(workspace().join(script))
         .args(args)
+        // MLflow's usage telemetry thread edits the environment while the
+        // client's requests read it (a KeyError seen once); tests are
+        // hermetic anyway.
+        .env("MLFLOW_DISABLE_TELEMETRY", "true")
         .envs(env.iter().copied())
         .output()
         .unwrap_or_else(|e| panic!("running {what}: {e}"));
