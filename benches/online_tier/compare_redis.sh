@@ -19,6 +19,9 @@ entities="${1:-100000}"
 seconds="${2:-10}"
 connections="${3:-32}"
 gold_rows="${4:-10000000}"
+# The dev profile (dependencies at opt-level 1) is what the other recent
+# benches ran with; AURUM_BENCH_PROFILE=release for a release build.
+profile="${AURUM_BENCH_PROFILE:-dev}"
 features=50
 
 "$root/scripts/install-redis.sh" >/dev/null
@@ -54,9 +57,9 @@ echo "== redis-benchmark: pipelined SET (-P 64, 200-byte values, 2,000,000 reque
 "$redis_bin/redis-cli" -p "$redis_port" flushall >/dev/null
 
 cd "$root"
-cargo bench --quiet --bench online --no-run
+cargo bench --quiet --profile "$profile" --bench online --no-run
 echo "== aurum materialize: $gold_rows gold rows x 18 features, one row per entity, into Redis"
-cargo bench --quiet --bench online -- materialize --redis "$redis_url" \
+cargo bench --quiet --profile "$profile" --bench online -- materialize --redis "$redis_url" \
     --gold-rows "$gold_rows" --gold-entities "$gold_rows" --gold-features 18
 echo "memory used by Redis: $("$redis_bin/redis-cli" -p "$redis_port" info memory | grep '^used_memory_human' | tr -d '\r')"
 "$redis_bin/redis-cli" -p "$redis_port" flushall >/dev/null
@@ -65,9 +68,9 @@ repo="$work/repo"
 parquet="$("$venv/bin/python" "$root/benches/feast/make_repo.py" "$repo" "$entities" "$features" "127.0.0.1:$redis_port")"
 bodies="$repo/bodies_$features.jsonl"
 echo "== 1 entity x $features features over Redis, $connections connections, $seconds s"
-miss_out="$(cargo bench --quiet --bench online -- http --redis "$redis_url" --l1-mib 0 --parquet "$parquet" --body-file "$bodies" --seconds "$seconds" --connections "$connections")"
+miss_out="$(cargo bench --quiet --profile "$profile" --bench online -- http --redis "$redis_url" --l1-mib 0 --parquet "$parquet" --body-file "$bodies" --seconds "$seconds" --connections "$connections")"
 echo "aurum, L1 misses: $miss_out"
-hit_out="$(cargo bench --quiet --bench online -- http --redis "$redis_url" --parquet "$parquet" --body-file "$bodies" --seconds "$seconds" --connections "$connections")"
+hit_out="$(cargo bench --quiet --profile "$profile" --bench online -- http --redis "$redis_url" --parquet "$parquet" --body-file "$bodies" --seconds "$seconds" --connections "$connections")"
 echo "aurum, L1 hits: $hit_out"
 
 cd "$repo"
@@ -85,7 +88,7 @@ done
 curl -fs -o /dev/null "http://127.0.0.1:$feast_port/health" || { cat "$work/serve.log"; exit 1; }
 echo "feast answers: $(curl -s -X POST -H "Content-Type: application/json" "http://127.0.0.1:$feast_port/get-online-features" -d "$(head -1 "$bodies")" | head -c 300)"
 cd "$root"
-feast_out="$(cargo bench --quiet --bench online -- load --url "http://127.0.0.1:$feast_port/get-online-features" --body-file "$bodies" --seconds "$seconds" --connections "$connections")"
+feast_out="$(cargo bench --quiet --profile "$profile" --bench online -- load --url "http://127.0.0.1:$feast_port/get-online-features" --body-file "$bodies" --seconds "$seconds" --connections "$connections")"
 echo "feast (redis online store, 2 workers): $feast_out"
 rps() { grep -o '[0-9.]* requests/s' <<<"$1" | head -1 | cut -d' ' -f1; }
 p99() { grep -o 'p99=[0-9.]*' <<<"$1" | head -1 | cut -d= -f2; }

@@ -324,10 +324,19 @@ fn a_three_master_cluster_serves_what_the_memory_store_does() {
         let keys: u64 = cli(node.port, None, &["DBSIZE"]).parse().unwrap();
         assert!(keys > 0, "node {} holds no rows", node.port);
     }
+    // A second replica, its L1 warm, reads a push made through the first:
+    // the notice reaches it through whichever node it subscribed to.
+    let other = serve_redis(dir, &urls.join(","), &["--redis-cluster"]);
+    lookup(&other, &[7]);
     let (status, pushed) = push_row(&server, 7, 77.0);
     assert_eq!(status, 200, "{pushed}");
-    let (_, answer) = lookup(&server, &[7]);
-    assert_eq!(answer["results"][1]["values"][0], json!(77.0));
+    for replica in [&server, &other] {
+        eventually("the pushed row on both replicas", || {
+            let (_, answer) = lookup(replica, &[7]);
+            (answer["results"][1]["values"][0] == json!(77.0)).then_some(())
+        });
+    }
+    assert!(metric(&other, "aurum_online_tier_invalidations_total") >= 1.0);
 }
 
 #[test]

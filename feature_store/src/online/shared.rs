@@ -210,6 +210,13 @@ impl Conn {
         }
     }
 
+    async fn pipeline(&self, pipe: &redis::Pipeline) -> redis::RedisResult<Vec<redis::Value>> {
+        match self {
+            Conn::Single(c) => pipe.query_async(&mut c.clone()).await,
+            Conn::Cluster(c) => pipe.query_async(&mut c.clone()).await,
+        }
+    }
+
     async fn invoke<T: redis::FromRedisValue>(
         &self,
         invocation: &redis::ScriptInvocation<'_>,
@@ -460,18 +467,63 @@ impl SharedTier {
         }
     }
 
+    /// Writes one chunk (one slot on a cluster). Keys that do not exist yet
+    /// take a plain `SET NX` (no script: a fraction of its cost, which is
+    /// what makes a cold load fast); the same pipeline then publishes the
+    /// chunk's keys, so a replica that still caches a row of a key Redis
+    /// dropped (garbage collection) drops it too. Only the rows whose key
+    /// exists go through the latest-wins script.
     async fn write_chunk(&self, chunk: Vec<TierRow>) -> Result<usize> {
-        let mut invocation = self.write.prepare_invoke();
-        invocation.arg(&self.channel);
-        for (key, value, expire_at) in &chunk {
-            invocation.key(key).arg(value).arg(*expire_at);
-        }
         let started = Instant::now();
-        let result = self.conn.invoke::<usize>(&invocation).await;
+        let mut pipe = redis::pipe();
+        let mut notice = Vec::with_capacity(chunk.iter().map(|r| r.0.len() + 6).sum());
+        for (key, value, expire_at) in &chunk {
+            let set = pipe.cmd("SET").arg(key).arg(value).arg("NX");
+            if *expire_at > 0 {
+                set.arg("PXAT").arg(*expire_at);
+            }
+            notice.extend_from_slice(key.len().to_string().as_bytes());
+            notice.push(b':');
+            notice.extend_from_slice(key);
+        }
+        // A cluster client routes PUBLISH by its channel's slot, which is
+        // not the chunk's: there it follows the pipeline.
+        if !self.options.cluster {
+            pipe.cmd("PUBLISH").arg(&self.channel).arg(&notice);
+        }
+        let replies = self.conn.pipeline(&pipe).await;
         self.stats
             .round_trip
             .observe(started.elapsed().as_secs_f64());
-        result.map_err(|e| self.failed("writing rows to", &e))
+        let replies = replies.map_err(|e| self.failed("writing rows to", &e))?;
+        if self.options.cluster {
+            self.conn
+                .query::<i64>(redis::cmd("PUBLISH").arg(&self.channel).arg(&notice))
+                .await
+                .map_err(|e| self.failed("publishing invalidations to", &e))?;
+        }
+        let mut written = 0;
+        let mut invocation = self.write.prepare_invoke();
+        invocation.arg(&self.channel);
+        let mut existing = 0;
+        for ((key, value, expire_at), reply) in chunk.iter().zip(&replies) {
+            match reply {
+                redis::Value::Nil => {
+                    invocation.key(key).arg(value).arg(*expire_at);
+                    existing += 1;
+                }
+                _ => written += 1,
+            }
+        }
+        if existing > 0 {
+            let started = Instant::now();
+            let result = self.conn.invoke::<usize>(&invocation).await;
+            self.stats
+                .round_trip
+                .observe(started.elapsed().as_secs_f64());
+            written += result.map_err(|e| self.failed("writing rows to", &e))?;
+        }
+        Ok(written)
     }
 
     /// The Delta version of `view` last materialized into the tier (by any
@@ -720,8 +772,11 @@ const FORMAT: u8 = 1;
 const HEADER: usize = 32;
 
 fn ordered_hex(value: i64, out: &mut Vec<u8>) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let flipped = (value as u64) ^ (1 << 63);
-    out.extend_from_slice(format!("{flipped:016x}").as_bytes());
+    for shift in (0..16).rev() {
+        out.push(DIGITS[((flipped >> (shift * 4)) & 0xf) as usize]);
+    }
 }
 
 fn from_ordered_hex(text: &[u8]) -> Option<i64> {
@@ -733,33 +788,44 @@ fn from_ordered_hex(text: &[u8]) -> Option<i64> {
 /// Encodes a row as the tier stores it.
 pub(crate) fn encode(row: &OnlineRow) -> Vec<u8> {
     let mut out = Vec::with_capacity(HEADER + 1 + row.values.len() * 9);
-    ordered_hex(row.event_micros, &mut out);
-    ordered_hex(row.created_micros, &mut out);
-    out.push(FORMAT);
+    encode_header(row.event_micros, row.created_micros, &mut out);
     for value in row.values.iter() {
-        match value {
-            FeatureValue::Null => out.push(0),
-            FeatureValue::Int(v) => {
-                out.push(1);
-                out.extend_from_slice(&v.to_le_bytes());
-            }
-            FeatureValue::Float(v) => {
-                out.push(2);
-                out.extend_from_slice(&v.to_le_bytes());
-            }
-            FeatureValue::Bool(v) => {
-                out.push(3);
-                out.push(u8::from(*v));
-            }
-            FeatureValue::Str(s) => {
-                out.push(4);
-                let len = u32::try_from(s.len()).unwrap_or(u32::MAX);
-                out.extend_from_slice(&len.to_le_bytes());
-                out.extend_from_slice(&s.as_bytes()[..len as usize]);
-            }
-        }
+        encode_value(value, &mut out);
     }
     out
+}
+
+/// The start of an encoded row: its times and the format byte; the values
+/// follow, each through [`encode_value`].
+pub(crate) fn encode_header(event_micros: i64, created_micros: i64, out: &mut Vec<u8>) {
+    ordered_hex(event_micros, out);
+    ordered_hex(created_micros, out);
+    out.push(FORMAT);
+}
+
+/// One encoded value: a tag byte and its bytes.
+pub(crate) fn encode_value(value: &FeatureValue, out: &mut Vec<u8>) {
+    match value {
+        FeatureValue::Null => out.push(0),
+        FeatureValue::Int(v) => {
+            out.push(1);
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        FeatureValue::Float(v) => {
+            out.push(2);
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        FeatureValue::Bool(v) => {
+            out.push(3);
+            out.push(u8::from(*v));
+        }
+        FeatureValue::Str(s) => {
+            out.push(4);
+            let len = u32::try_from(s.len()).unwrap_or(u32::MAX);
+            out.extend_from_slice(&len.to_le_bytes());
+            out.extend_from_slice(&s.as_bytes()[..len as usize]);
+        }
+    }
 }
 
 /// Decodes a stored row of a view with `features` features; the error says
