@@ -56,10 +56,12 @@ pub struct ServeArgs {
     /// or `redis` (shared by every replica: pushes and materializations
     /// are written once and seen by all; the URL is read from
     /// `AURUM_REDIS_URL`; this process keeps an L1 cache of `--memory-mib`
-    /// that writes anywhere invalidate).
-    #[arg(long, value_enum, default_value_t = OnlineBackend::Memory)]
-    online_store: OnlineBackend,
-    /// `AURUM_REDIS_URL` names nodes of a Redis Cluster (comma-separated).
+    /// that writes anywhere invalidate). Default: `[online_store] backend`
+    /// in aurum.toml, else `memory`.
+    #[arg(long, value_enum)]
+    online_store: Option<OnlineBackend>,
+    /// `AURUM_REDIS_URL` names nodes of a Redis Cluster (comma-separated);
+    /// also `[online_store] cluster = true`.
     #[arg(long)]
     redis_cluster: bool,
     /// The longest a connection to Redis or one command may take, in
@@ -226,9 +228,15 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     );
 
     let online = Arc::new(OnlineStore::new(args.memory_mib << 20));
-    if args.online_store == OnlineBackend::Redis {
+    let backend = args
+        .online_store
+        .unwrap_or(match project.online_store.backend {
+            feature_store::OnlineBackendKind::Memory => OnlineBackend::Memory,
+            feature_store::OnlineBackendKind::Redis => OnlineBackend::Redis,
+        });
+    if backend == OnlineBackend::Redis {
         let options = feature_store::online::shared::TierOptions::from_env(
-            args.redis_cluster,
+            args.redis_cluster || project.online_store.cluster,
             &project.name,
             Duration::from_millis(args.redis_timeout_ms.max(10)),
         )?;

@@ -35,5 +35,5 @@ pub mod testing;
 
 pub use error::{Error, Result};
 pub use online::{FeatureStatus, FeatureValue, OnlineStore};
-pub use project::Project;
+pub use project::{OnlineBackendKind, Project};
 pub use schema::{Entity, FeatureService, FeatureView};

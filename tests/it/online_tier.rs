@@ -391,10 +391,23 @@ fn an_unreachable_or_refusing_redis_is_named_without_its_password() {
     );
     assert!(!stderr.contains("wrong-password"), "{stderr}");
 
-    // With the right password it serves; a row another program wrote in a
-    // format it cannot read is a named error, counted, never a crash.
+    // With the right password it serves (the backend chosen in aurum.toml
+    // this time); a row another program wrote in a format it cannot read
+    // is a named error, counted, never a crash.
+    let file = dir.join("aurum.toml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(
+        &file,
+        format!("{text}\n[online_store]\nbackend = \"redis\"\n"),
+    )
+    .unwrap();
     let url = format!("redis://:right-password@127.0.0.1:{}", redis.port);
-    let server = serve_redis(dir, &url, &[]);
+    let server = start_in_env(dir, &[], &[("AURUM_REDIS_URL", url.as_str())]);
+    let health = call("GET", &format!("{}/metrics", server.url), None, None).text;
+    assert!(
+        health.contains("aurum_online_tier_up 1"),
+        "served over Redis"
+    );
     let keys = cli(
         redis.port,
         Some("right-password"),

@@ -24,6 +24,8 @@ pub(super) struct RawProject {
     pub(super) model: Vec<Spanned<toml::Table>>,
     #[serde(default)]
     pub(super) storage: Option<Spanned<RawStorage>>,
+    #[serde(default)]
+    pub(super) online_store: Option<super::spec::OnlineStoreSpec>,
 }
 
 /// `[storage]`: where the project's Delta tables live when not under

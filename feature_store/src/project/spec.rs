@@ -36,8 +36,35 @@ pub struct Project {
     /// crates that train and serve models (the feature store knows nothing
     /// of models): each reads its own sub-table and reports its own errors.
     pub models: Vec<ModelSection>,
+    /// `[online_store]`: where `aurum serve` keeps online rows (the
+    /// server's flags override it).
+    pub online_store: OnlineStoreSpec,
     /// A hash of the file's checked content.
     pub definition_hash: String,
+}
+
+/// The `[online_store]` table. The Redis URL is never in the file (it
+/// holds a password): `aurum serve` reads it from `AURUM_REDIS_URL`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OnlineStoreSpec {
+    /// `memory` (the default) or `redis`.
+    #[serde(default)]
+    pub backend: OnlineBackendKind,
+    /// The Redis URL names nodes of a Redis Cluster.
+    #[serde(default)]
+    pub cluster: bool,
+}
+
+/// Where online rows live.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnlineBackendKind {
+    /// In the serving process (moka): zero services.
+    #[default]
+    Memory,
+    /// In Redis, shared by every replica, the process's store as L1.
+    Redis,
 }
 
 /// The `[storage]` table: checked when the project loads, reached only by

@@ -145,3 +145,29 @@ fn delta_sources_take_store_options_of_their_own_or_the_projects() {
     let message = error(&csv);
     assert!(message.contains("only for a Delta source"), "{message}");
 }
+
+#[test]
+fn the_online_store_section_is_read_and_checked() {
+    let parse = |text: &str| Project::parse(text, Path::new("aurum.toml"), Path::new("/p"));
+    let p = parse(BASE).unwrap();
+    assert_eq!(p.online_store, OnlineStoreSpec::default());
+    assert_eq!(p.online_store.backend, OnlineBackendKind::Memory);
+    let p = parse(&format!(
+        "{BASE}\n[online_store]\nbackend = \"redis\"\ncluster = true\n"
+    ))
+    .unwrap();
+    assert_eq!(
+        p.online_store,
+        OnlineStoreSpec {
+            backend: OnlineBackendKind::Redis,
+            cluster: true
+        }
+    );
+    // A misspelt backend and a URL (it holds a password) are refused.
+    let err = error(&format!("{BASE}\n[online_store]\nbackend = \"redsi\"\n"));
+    assert!(err.contains("redsi"), "{err}");
+    let err = error(&format!(
+        "{BASE}\n[online_store]\nbackend = \"redis\"\nurl = \"redis://:pw@h\"\n"
+    ));
+    assert!(err.contains("url"), "{err}");
+}

@@ -114,6 +114,7 @@ impl Checker<'_> {
             feature_views: views,
             feature_services: services,
             models,
+            online_store: raw.online_store.unwrap_or_default(),
             definition_hash: String::new(),
         };
         project.definition_hash = hash_json(
