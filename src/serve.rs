@@ -247,6 +247,12 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             args.memory_mib
         );
         online.attach_tier(tier)?;
+        // Ready means L1 is in use: wait (briefly) for the invalidation
+        // subscription; without it the server still starts, not ready.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !online.is_ready() && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
     let registry = aurum::project_registry::open(&project)?;
     let store = project.delta_store()?;

@@ -18,14 +18,20 @@
 //! collection only (set well past the view's TTL); the TTL is enforced on
 //! read, so a stale row reads `OUTSIDE_MAX_AGE` as it does in memory.
 //!
-//! **Invalidation**: the write script publishes the keys it replaced on
-//! `aurum:<namespace>:invalidate` in the same step. Each replica's
-//! subscriber drops those rows from its L1. A read that raced with an
-//! invalidation (the key's stripe epoch moved between sending the `MGET`
-//! and caching its answer) is answered but not cached. While the subscriber
-//! or the connection is down, L1 is emptied and bypassed. So a replica never
-//! serves from L1 a row another replica replaced longer ago than a PUBLISH
-//! takes to arrive (milliseconds on a LAN); reads go to Redis otherwise.
+//! **Invalidation**: every write publishes the keys it wrote on
+//! `aurum:<namespace>:invalidate` — the write script in the same step, the
+//! `SET NX` path of keys that did not exist in the same pipeline. Each
+//! replica's subscriber drops those rows from its L1. A read that raced
+//! with an invalidation (the key's stripe epoch or the tier's generation
+//! moved between sending the `MGET` and caching its answer) is answered but
+//! not cached. The health check publishes a heartbeat every 250 ms; a
+//! subscription that hears nothing for a second (or twice the command
+//! timeout) is taken for dead even if its socket never closes. While the
+//! subscription or Redis is down, L1 is emptied and bypassed. So a replica
+//! never serves from L1 a row another replica replaced longer ago than a
+//! PUBLISH takes to arrive (milliseconds on a LAN); reads go to Redis
+//! otherwise. Changes made behind aurum's back (a `DEL` by hand) publish
+//! nothing and are seen once L1 lets the row go.
 
 use std::sync::Arc;
 use std::sync::Weak;
@@ -52,6 +58,10 @@ const WRITE_CHUNK: usize = 256;
 /// Write-script calls in flight at once on the multiplexed connection.
 const WRITES_IN_FLIGHT: usize = 32;
 
+/// How often the health check publishes a heartbeat on the invalidation
+/// channel.
+const HEARTBEAT: Duration = Duration::from_millis(250);
+
 /// Stripes of the invalidation epochs (see [`SharedTier::stripe`]).
 const STRIPES: usize = 4096;
 
@@ -64,12 +74,27 @@ const MIN_GRACE_MS: i64 = 24 * 3_600 * 1_000;
 /// event then created time); the keys written are published, each as
 /// `<length>:<key>`, on the channel `ARGV[1]`. `ARGV[2i]` is key i's value,
 /// `ARGV[2i+1]` its expiry in epoch milliseconds (`0`: none).
+///
+/// The headers are compared as four 8-hex-digit numbers, not as strings:
+/// Lua compares strings with `strcoll`, which follows the server's locale.
+/// A stored value that is not aurum's (no hex header, or another Redis
+/// type) is replaced; `redis.pcall` keeps one odd key from stopping the
+/// chunk half-written.
 const WRITE_SCRIPT: &str = r"
+local function not_newer(old, new)
+  for i = 1, 25, 8 do
+    local a = tonumber(string.sub(old, i, i + 7), 16)
+    local b = tonumber(string.sub(new, i, i + 7), 16)
+    if a == nil or b == nil then return true end
+    if a ~= b then return a < b end
+  end
+  return true
+end
 local written = {}
 for i = 1, #KEYS do
   local value = ARGV[2 * i]
-  local old = redis.call('GETRANGE', KEYS[i], 0, 31)
-  if old == '' or old <= string.sub(value, 1, 32) then
+  local old = redis.pcall('GETRANGE', KEYS[i], 0, 31)
+  if type(old) ~= 'string' or string.len(old) < 32 or not_newer(old, value) then
     local expire_at = ARGV[2 * i + 1]
     if expire_at == '0' then
       redis.call('SET', KEYS[i], value)
@@ -181,19 +206,27 @@ impl TierOptions {
     }
 }
 
-/// A Redis URL with its password (and user name) replaced by `***`.
+/// A Redis URL with its user name and password replaced by `***`: all
+/// between `://` and the last `@` (a password may hold `/`, `?` or `#`),
+/// and `pass=` / `password=` query values.
 pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    let (authority, path) = match rest.find('/') {
-        Some(i) => rest.split_at(i),
-        None => (rest, ""),
-    };
-    match authority.rsplit_once('@') {
-        Some((_, host)) => format!("{scheme}://***@{host}{path}"),
+    let mut shown = match url.split_once("://") {
+        Some((scheme, rest)) => match rest.rfind('@') {
+            Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
+            None => url.to_string(),
+        },
         None => url.to_string(),
+    };
+    for name in ["password=", "pass="] {
+        let mut from = 0;
+        while let Some(found) = shown[from..].find(name) {
+            let start = from + found + name.len();
+            let end = shown[start..].find('&').map_or(shown.len(), |e| start + e);
+            shown.replace_range(start..end, "***");
+            from = start + 3;
+        }
     }
+    shown
 }
 
 #[derive(Clone)]
@@ -310,13 +343,13 @@ impl SharedTier {
                 .response_timeout(options.timeout)
                 .build()
                 .map_err(|e| fail("cannot use the Redis Cluster URLs", &e))?;
-            let connected =
-                tokio::time::timeout(options.timeout * 2, client.get_async_connection())
-                    .await
-                    .map_err(|_| {
-                        fail("timed out connecting to the Redis Cluster at", &"no answer")
-                    })?
-                    .map_err(|e| fail("cannot connect to the Redis Cluster at", &e))?;
+            let connected = tokio::time::timeout(
+                options.timeout.saturating_mul(2),
+                client.get_async_connection(),
+            )
+            .await
+            .map_err(|_| fail("timed out connecting to the Redis Cluster at", &"no answer"))?
+            .map_err(|e| fail("cannot connect to the Redis Cluster at", &e))?;
             Conn::Cluster(connected)
         } else {
             let client = redis::Client::open(options.urls[0].as_str())
@@ -327,7 +360,7 @@ impl SharedTier {
                 .set_number_of_retries(2)
                 .set_max_delay(Duration::from_secs(1));
             let connected = tokio::time::timeout(
-                options.timeout * 2,
+                options.timeout.saturating_mul(2),
                 ConnectionManager::new_with_config(client, config),
             )
             .await
@@ -380,7 +413,7 @@ impl SharedTier {
     }
 
     pub(crate) fn generation(&self) -> u64 {
-        self.generation.load(Ordering::Acquire)
+        self.generation.load(Ordering::SeqCst)
     }
 
     /// The stripe of a row: invalidations bump its epoch.
@@ -390,7 +423,13 @@ impl SharedTier {
     }
 
     pub(crate) fn epoch(&self, stripe: usize) -> u64 {
-        self.epochs[stripe].load(Ordering::Acquire)
+        self.epochs[stripe].load(Ordering::SeqCst)
+    }
+
+    /// Marks a row as replaced: a read in flight must not cache it. Called
+    /// before the row leaves L1.
+    pub(crate) fn bump(&self, stripe: usize) {
+        self.epochs[stripe].fetch_add(1, Ordering::SeqCst);
     }
 
     /// The Redis key of an entity's row of a view.
@@ -538,6 +577,14 @@ impl SharedTier {
         Ok(value)
     }
 
+    /// Every view's recorded materialized version, by `view:layout`.
+    pub(crate) async fn loaded_versions(&self) -> Result<std::collections::HashMap<String, u64>> {
+        self.conn
+            .query(redis::cmd("HGETALL").arg(&self.versions_key))
+            .await
+            .map_err(|e| self.failed("reading materialized versions from", &e))
+    }
+
     /// Records `version` as materialized for `view` (raised, never lowered).
     pub(crate) async fn record_version(
         &self,
@@ -576,7 +623,7 @@ impl SharedTier {
 
     fn lose_health(&self) {
         if self.healthy.swap(false, Ordering::AcqRel) {
-            self.generation.fetch_add(1, Ordering::AcqRel);
+            self.generation.fetch_add(1, Ordering::SeqCst);
         }
     }
 
@@ -590,18 +637,45 @@ impl SharedTier {
         tokio::spawn(async move { tier.check_health(store).await });
     }
 
+    /// How long the subscriber waits for any message (heartbeats come
+    /// every [`HEARTBEAT`]) before it takes the subscription for dead.
+    fn heartbeat_deadline(&self) -> Duration {
+        (HEARTBEAT * 4).max(self.options.timeout.saturating_mul(2))
+    }
+
     async fn check_health(self: Arc<Self>, store: Weak<OnlineStore>) {
-        let mut interval = tokio::time::interval(Duration::from_millis(250));
+        let mut interval = tokio::time::interval(HEARTBEAT);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut ticks = 0u64;
         loop {
             interval.tick().await;
+            ticks += 1;
             let Some(store) = store.upgrade() else { return };
+            // The heartbeat doubles as the health check: a PUBLISH on the
+            // invalidation channel (an empty notice) that every replica's
+            // subscriber hears.
+            let beat = tokio::time::timeout(
+                self.options.timeout,
+                self.conn
+                    .query::<i64>(redis::cmd("PUBLISH").arg(&self.channel).arg("")),
+            )
+            .await;
+            // On a cluster PING reaches every primary (the heartbeat only
+            // the node its channel hashes to).
             let ping = tokio::time::timeout(
                 self.options.timeout,
                 self.conn.query::<String>(&redis::cmd("PING")),
             )
             .await;
-            let ok = matches!(ping, Ok(Ok(ref pong)) if pong == "PONG");
+            let ok =
+                matches!(beat, Ok(Ok(_))) && matches!(ping, Ok(Ok(ref pong)) if pong == "PONG");
+            if ok && ticks.is_multiple_of(8) {
+                // Versions another replica materialized, for the answers'
+                // `feature_versions` and /metrics.
+                if let Err(e) = store.refresh_versions().await {
+                    tracing::debug!("reading the materialized versions: {e}");
+                }
+            }
             if ok {
                 if !self.healthy.swap(true, Ordering::AcqRel) {
                     tracing::info!("the online tier at {} answers again", self.shown());
@@ -634,21 +708,28 @@ impl SharedTier {
                     if let Some(store) = store.upgrade() {
                         store.clear_l1();
                     }
-                    self.generation.fetch_add(1, Ordering::AcqRel);
+                    self.generation.fetch_add(1, Ordering::SeqCst);
                     self.subscribed.store(true, Ordering::Release);
                     if !first {
                         self.stats.reconnects.fetch_add(1, Ordering::Relaxed);
                         tracing::info!("subscribed to the online tier's invalidations again");
                     }
                     first = false;
+                    // The health check publishes a heartbeat every
+                    // HEARTBEAT: a subscription that hears nothing for a
+                    // while is dead even if its socket never says so
+                    // (a vanished host, a node cut off from its cluster).
+                    let deadline = self.heartbeat_deadline();
                     let mut messages = pubsub.on_message();
-                    while let Some(message) = messages.next().await {
+                    while let Ok(Some(message)) =
+                        tokio::time::timeout(deadline, messages.next()).await
+                    {
                         let Some(store) = store.upgrade() else { return };
                         self.invalidate(&store, message.get_payload_bytes());
                     }
                     drop(messages);
                     self.subscribed.store(false, Ordering::Release);
-                    self.generation.fetch_add(1, Ordering::AcqRel);
+                    self.generation.fetch_add(1, Ordering::SeqCst);
                     if let Some(store) = store.upgrade() {
                         store.clear_l1();
                     }
@@ -673,7 +754,11 @@ impl SharedTier {
             .map_err(|_| {
                 redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut))
             })??;
-        pubsub.subscribe(&self.channel).await?;
+        tokio::time::timeout(self.options.timeout, pubsub.subscribe(&self.channel))
+            .await
+            .map_err(|_| {
+                redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut))
+            })??;
         Ok(pubsub)
     }
 
@@ -695,7 +780,7 @@ impl SharedTier {
             if let Some((view, layout, entity)) = self.parse_key(key) {
                 // The epoch moves first: a read in flight must not cache
                 // what it fetched before this write.
-                self.epochs[self.stripe(key)].fetch_add(1, Ordering::AcqRel);
+                self.bump(self.stripe(key));
                 if store.invalidate_l1(view, layout, entity) {
                     self.stats.invalidations.fetch_add(1, Ordering::Relaxed);
                 }
@@ -969,6 +1054,12 @@ mod tests {
         assert_eq!(
             redact_url("redis://127.0.0.1:6379"),
             "redis://127.0.0.1:6379"
+        );
+        // Passwords holding the characters that end a host part.
+        assert_eq!(redact_url("redis://:a/b?c#d@h:1/2"), "redis://***@h:1/2");
+        assert_eq!(
+            redact_url("redis+unix:///tmp/r.sock?db=1&pass=s3cret&x=1"),
+            "redis+unix:///tmp/r.sock?db=1&pass=***&x=1"
         );
         let options = TierOptions {
             urls: vec!["redis://:pw@h:1".into()],

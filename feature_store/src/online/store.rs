@@ -493,7 +493,7 @@ impl OnlineStore {
         self.rows.invalidate_all();
     }
 
-    /// Drops one row from L1; whether the view is known here.
+    /// Drops one row from L1; whether L1 held it.
     pub(crate) fn invalidate_l1(&self, view: &str, layout: &str, entity: &str) -> bool {
         let Ok(slot) = self.slot(view) else {
             return false;
@@ -501,8 +501,30 @@ impl OnlineStore {
         if slot.layout != layout {
             return false;
         }
-        with_row_key(slot.id, entity, |key| self.rows.invalidate(key));
-        true
+        with_row_key(slot.id, entity, |key| self.rows.remove(key)).is_some()
+    }
+
+    /// Reads the versions recorded in the shared tier into the views'
+    /// served versions (another replica may have materialized).
+    pub(crate) async fn refresh_versions(&self) -> Result<()> {
+        let Some(tier) = self.tier() else {
+            return Ok(());
+        };
+        let versions = tier.loaded_versions().await?;
+        let views: Vec<Arc<ViewSlot>> = self
+            .views
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        for slot in views {
+            if let Some(version) = versions.get(&format!("{}:{}", slot.view.name, slot.layout)) {
+                slot.delta_version_plus_one
+                    .fetch_max(version.saturating_add(1), Ordering::AcqRel);
+            }
+        }
+        Ok(())
     }
 
     /// Registers (or replaces the definition of) a feature view.
@@ -726,13 +748,16 @@ impl OnlineStore {
                 )
             })
             .collect();
-        let written = tier.write(encoded).await?;
-        // This replica reads its own writes at once; the others drop them
-        // when the tier's notice arrives.
+        let written = tier.write(encoded).await;
+        // This replica reads its own writes at once (a read in flight does
+        // not cache what it fetched before); the others drop them when the
+        // tier's notice arrives. Also after a failed write: some rows may
+        // have landed.
         for (entity, _) in &rows {
+            tier.bump(tier.stripe(&tier.key(view, &slot.layout, entity)));
             with_row_key(slot.id, entity, |key| self.rows.invalidate(key));
         }
-        Ok(written)
+        written
     }
 
     /// Resolves `features` (`view:feature` references) once, for lookups
@@ -848,6 +873,16 @@ impl OnlineStore {
         if !missing.is_empty() {
             let keys: Vec<Vec<u8>> = missing.iter().map(|m| m.1.clone()).collect();
             let values = tier.read(&keys).await?;
+            if values.len() != keys.len() {
+                return Err(Error::OnlineTier {
+                    message: format!(
+                        "{} answered {} values for {} keys",
+                        tier.shown(),
+                        values.len(),
+                        keys.len()
+                    ),
+                });
+            }
             for ((index, _, stripe, epoch), value) in missing.into_iter().zip(values) {
                 let Some(bytes) = value else { continue };
                 let slot = views[index % views.len()];
@@ -863,12 +898,19 @@ impl OnlineStore {
                 let row = Arc::new(row);
                 // Cached only when no write to this row (or loss of the
                 // invalidation feed) happened since the read was sent.
-                if use_l1
-                    && tier.l1_usable()
-                    && tier.generation() == generation
-                    && tier.epoch(stripe) == epoch
-                {
+                let unchanged = || {
+                    tier.l1_usable()
+                        && tier.generation() == generation
+                        && tier.epoch(stripe) == epoch
+                };
+                if use_l1 && unchanged() {
                     self.put_if_newer(slot, entity, row.clone());
+                    // An invalidation bumps the epoch before it removes the
+                    // row: one that ran between the check and the insert
+                    // either shows here or removes what was inserted.
+                    if !unchanged() {
+                        with_row_key(slot.id, entity, |key| self.rows.invalidate(key));
+                    }
                 }
                 found[index] = Some(row);
             }

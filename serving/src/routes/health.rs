@@ -26,10 +26,11 @@ pub async fn ready(State(state): State<Arc<AppState>>) -> (StatusCode, Json<serd
     } else if !state.online.is_ready() {
         // Serving wrong data is worse than not serving: a load balancer
         // sends the traffic elsewhere until the tier is back.
-        let tier = state.online.tier().map(|t| t.shown()).unwrap_or_default();
+        // The tier's address is in the server's log, not in this open
+        // answer.
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "online_tier_unavailable", "online_tier": tier})),
+            Json(json!({"status": "online_tier_unavailable"})),
         )
     } else {
         (StatusCode::OK, Json(json!({"status": "ready"})))
