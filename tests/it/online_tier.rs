@@ -152,6 +152,11 @@ fn answered(answer: &Value) -> Value {
 
 /// A push of one row for `customer` with every feature of the view `value`.
 fn push_row(server: &Server, customer: i64, value: f64) -> (u16, Value) {
+    push_row_to(server, customer, value, "online")
+}
+
+/// [`push_row`] to the stores `to` names.
+fn push_row_to(server: &Server, customer: i64, value: f64, to: &str) -> (u16, Value) {
     let views = call("GET", &format!("{}/feature-views", server.url), None, None).json();
     let mut df = serde_json::Map::new();
     df.insert("customer_id".into(), json!([customer]));
@@ -164,7 +169,7 @@ fn push_row(server: &Server, customer: i64, value: f64) -> (u16, Value) {
     }
     post(
         &format!("{}/push", server.url),
-        &json!({"push_source_name": "customer_features", "df": df}),
+        &json!({"push_source_name": "customer_features", "df": df, "to": to}),
     )
 }
 
@@ -269,6 +274,10 @@ fn replicas_over_one_redis_answer_alike_and_lose_no_acknowledged_push() {
         })
     });
     let (status, answer) = lookup(&first, &[1]);
+    assert_eq!(status, 503, "{answer}");
+    assert_eq!(answer["error"]["code"], "online_tier_unavailable");
+    // A push to both stores is refused whole (before its gold commit).
+    let (status, answer) = push_row_to(&first, 9, 9.0, "online_and_offline");
     assert_eq!(status, 503, "{answer}");
     assert_eq!(answer["error"]["code"], "online_tier_unavailable");
     redis.spawn();

@@ -293,6 +293,20 @@ impl Pusher {
         to: PushTo,
     ) -> Result<PushOutcome> {
         self.count_rejected(rejected.len());
+        // A push to both stores needs the shared tier: refused before the
+        // gold commit rather than committed offline and failed online (a
+        // retry would then commit its rows to gold again).
+        if matches!(to, PushTo::OnlineAndOffline)
+            && let Some(tier) = self.online.tier()
+            && !tier.is_ready()
+        {
+            return Err(Error::OnlineTier {
+                message: format!(
+                    "{} is unavailable; nothing of this push was applied",
+                    tier.shown()
+                ),
+            });
+        }
         let mut offline_version = None;
         if matches!(to, PushTo::Offline | PushTo::OnlineAndOffline) && !rows.is_empty() {
             let writer = self.writer.as_ref().ok_or_else(|| Error::NoOfflineStore {
