@@ -172,9 +172,11 @@ fn gold_frame(rows: usize, entities: usize, features: usize, seed: u64) -> Resul
     Ok(DataFrame::new_infer_height(columns)?)
 }
 
-fn loaded_store(o: &mut Options) -> Result<Arc<OnlineStore>> {
-    let df = match &o.parquet {
-        // The same rows another store serves (benches/feast/compare.sh).
+/// The rows the lookup benches serve: `--parquet`'s (the same rows another
+/// store serves, benches/feast/compare.sh; sizes taken from it) or one
+/// generated row per entity.
+fn served_rows(o: &mut Options) -> Result<DataFrame> {
+    Ok(match &o.parquet {
         Some(path) => {
             let df = ParquetReader::new(std::fs::File::open(path)?).finish()?;
             o.entities = df.height();
@@ -182,7 +184,11 @@ fn loaded_store(o: &mut Options) -> Result<Arc<OnlineStore>> {
             df
         }
         None => gold_frame(o.entities, o.entities, o.features, 7)?,
-    };
+    })
+}
+
+fn loaded_store(o: &mut Options) -> Result<Arc<OnlineStore>> {
+    let df = served_rows(o)?;
     let view = view(o.features);
     let online = Arc::new(OnlineStore::new(16 << 30));
     online.register_view(view.clone());
@@ -520,14 +526,16 @@ fn flight_push(
     Ok(())
 }
 
-fn materialize(o: &Options) -> Result<()> {
-    let dir = tempfile::tempdir()?;
-    let store = DeltaStore::new(dir.path());
-    let view = view(o.gold_features);
+/// Writes the materialize benches' gold table (`--gold-rows` rows over
+/// `--gold-entities` entities × `--gold-features`) into a Delta store under
+/// `dir`.
+fn gold_table(
+    o: &Options,
+    dir: &std::path::Path,
+    runtime: &tokio::runtime::Runtime,
+) -> Result<DeltaStore> {
+    let store = DeltaStore::new(dir);
     let entities = o.gold_entities.unwrap_or(o.gold_rows / 10).max(1);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
     let started = Instant::now();
     let df = gold_frame(o.gold_rows, entities, o.gold_features, 23)?;
     runtime.block_on(store.write(
@@ -536,7 +544,6 @@ fn materialize(o: &Options) -> Result<()> {
         &delta::WriteOptions::overwrite(),
         &delta::CommitLineage::default(),
     ))?;
-    drop(df);
     println!(
         "wrote a gold table of {} rows ({} entities x {} features) in {:.1} s",
         o.gold_rows,
@@ -544,6 +551,16 @@ fn materialize(o: &Options) -> Result<()> {
         o.gold_features,
         started.elapsed().as_secs_f64()
     );
+    Ok(store)
+}
+
+fn materialize(o: &Options) -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let view = view(o.gold_features);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let store = gold_table(o, dir.path(), &runtime)?;
     let online = OnlineStore::new(16 << 30);
     online.register_view(view.clone());
     let before = memory::resident_bytes();
@@ -671,15 +688,7 @@ fn redis_http(o: &mut Options, url: &str) -> Result<()> {
         .enable_all()
         .build()?;
     let online = tier_store(o, url, &runtime)?;
-    let df = match &o.parquet {
-        Some(path) => {
-            let df = ParquetReader::new(std::fs::File::open(path)?).finish()?;
-            o.entities = df.height();
-            o.features = df.width() - 3;
-            df
-        }
-        None => gold_frame(o.entities, o.entities, o.features, 7)?,
-    };
+    let df = served_rows(o)?;
     let view = view(o.features);
     online.register_view(view.clone());
     let started = Instant::now();
@@ -734,25 +743,8 @@ fn redis_materialize(o: &Options, url: &str) -> Result<()> {
         .enable_all()
         .build()?;
     let dir = tempfile::tempdir()?;
-    let store = DeltaStore::new(dir.path());
     let view = view(o.gold_features);
-    let entities = o.gold_entities.unwrap_or(o.gold_rows / 10).max(1);
-    let started = Instant::now();
-    let df = gold_frame(o.gold_rows, entities, o.gold_features, 23)?;
-    runtime.block_on(store.write(
-        VIEW,
-        &df,
-        &delta::WriteOptions::overwrite(),
-        &delta::CommitLineage::default(),
-    ))?;
-    drop(df);
-    println!(
-        "wrote a gold table of {} rows ({} entities x {} features) in {:.1} s",
-        o.gold_rows,
-        entities,
-        o.gold_features,
-        started.elapsed().as_secs_f64()
-    );
+    let store = gold_table(o, dir.path(), &runtime)?;
     let online = tier_store(o, url, &runtime)?;
     online.register_view(view.clone());
     let started = Instant::now();

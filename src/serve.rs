@@ -15,21 +15,12 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use delta::DeltaStore;
-use feature_store::OnlineStore;
+use feature_store::{OnlineBackendKind, OnlineStore};
 use monitoring::{Alert, AlertHook, LogOptions, Monitor, MonitorOptions, PredictionLog};
 use registry::Registry;
 use serving::{AppState, Limits, ServingConfig};
 
 use crate::project::ProjectArg;
-
-/// Where `aurum serve` keeps online rows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum OnlineBackend {
-    /// In this process (moka).
-    Memory,
-    /// In Redis, shared by every replica, with this process's store as L1.
-    Redis,
-}
 
 /// Options of `aurum serve`.
 #[derive(Debug, clap::Args)]
@@ -58,8 +49,8 @@ pub struct ServeArgs {
     /// `AURUM_REDIS_URL`; this process keeps an L1 cache of `--memory-mib`
     /// that writes anywhere invalidate). Default: `[online_store] backend`
     /// in aurum.toml, else `memory`.
-    #[arg(long, value_enum)]
-    online_store: Option<OnlineBackend>,
+    #[arg(long, value_name = "memory|redis")]
+    online_store: Option<OnlineBackendKind>,
     /// `AURUM_REDIS_URL` names nodes of a Redis Cluster (comma-separated);
     /// also `[online_store] cluster = true`.
     #[arg(long)]
@@ -228,13 +219,8 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     );
 
     let online = Arc::new(OnlineStore::new(args.memory_mib << 20));
-    let backend = args
-        .online_store
-        .unwrap_or(match project.online_store.backend {
-            feature_store::OnlineBackendKind::Memory => OnlineBackend::Memory,
-            feature_store::OnlineBackendKind::Redis => OnlineBackend::Redis,
-        });
-    if backend == OnlineBackend::Redis {
+    let backend = args.online_store.unwrap_or(project.online_store.backend);
+    if backend == OnlineBackendKind::Redis {
         let options = feature_store::online::shared::TierOptions::from_env(
             args.redis_cluster || project.online_store.cluster,
             &project.name,

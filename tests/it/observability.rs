@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use crate::cli::ok;
 use crate::python::workspace;
-use crate::server::{block_on, call, eventually, start_with};
+use crate::server::{block_on, call, eventually, free_port, start_with};
 
 fn prometheus_bin(name: &str) -> PathBuf {
     let bin = workspace().join(".tools/prometheus/usr/bin").join(name);
@@ -347,14 +347,6 @@ impl Drop for Pushgateway {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[test]

@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::cli::{example_project, ok};
-use crate::server::{Server, call, eventually, poll, start_in_env};
+use crate::server::{Server, call, eventually, free_port, poll, start_in_env};
 
 fn redis_bin(name: &str) -> PathBuf {
     let path = crate::python::workspace()
@@ -24,14 +24,6 @@ fn redis_bin(name: &str) -> PathBuf {
         path.display()
     );
     path
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A `redis-server` on a loopback port, its data (append-only file) in a

@@ -26,6 +26,16 @@ impl Drop for Server {
     }
 }
 
+/// A loopback port free a moment ago, for servers that cannot be told to
+/// pick one themselves (Redis, Prometheus's tools).
+pub(crate) fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("binding a loopback port")
+        .local_addr()
+        .expect("the bound address")
+        .port()
+}
+
 /// Starts `aurum serve` on an ephemeral port and returns once it prints
 /// `ready` (after the warm start), so no polling or sleeping is needed.
 pub(crate) fn start(dir: &Path) -> Server {

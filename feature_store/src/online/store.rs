@@ -619,9 +619,11 @@ impl OnlineStore {
             .checked_sub(1)
     }
 
-    /// Writes `row` for `entity` unless the store holds a newer one (by event
-    /// time, then created time). Returns whether the row was written.
-    pub fn upsert(&self, view: &str, entity: &str, row: OnlineRow) -> Result<bool> {
+    /// Writes `row` for `entity` into this process's store unless it holds
+    /// a newer one (by event time, then created time); whether it was
+    /// written. The tests' synchronous form of [`OnlineStore::write`].
+    #[cfg(test)]
+    fn upsert(&self, view: &str, entity: &str, row: OnlineRow) -> Result<bool> {
         let slot = self.slot(view)?;
         check_width(&slot, &row)?;
         Ok(self.put_if_newer(&slot, entity, Arc::new(row)))
@@ -734,11 +736,12 @@ impl OnlineStore {
         let Some(tier) = self.tier() else {
             return Ok(rows
                 .into_iter()
-                .filter(|(entity, row)| self.put_if_newer(&slot, entity, Arc::new(row.clone())))
+                .map(|(entity, row)| self.put_if_newer(&slot, &entity, Arc::new(row)))
+                .filter(|&written| written)
                 .count());
         };
         let now = super::push::now_micros();
-        let encoded = rows
+        let encoded: Vec<shared::TierRow> = rows
             .iter()
             .map(|(entity, row)| {
                 (
@@ -748,13 +751,14 @@ impl OnlineStore {
                 )
             })
             .collect();
+        let stripes: Vec<usize> = encoded.iter().map(|(key, _, _)| tier.stripe(key)).collect();
         let written = tier.write(encoded).await;
         // This replica reads its own writes at once (a read in flight does
         // not cache what it fetched before); the others drop them when the
         // tier's notice arrives. Also after a failed write: some rows may
         // have landed.
-        for (entity, _) in &rows {
-            tier.bump(tier.stripe(&tier.key(view, &slot.layout, entity)));
+        for ((entity, _), stripe) in rows.iter().zip(stripes) {
+            tier.bump(stripe);
             with_row_key(slot.id, entity, |key| self.rows.invalidate(key));
         }
         written
@@ -850,11 +854,13 @@ impl OnlineStore {
             .iter()
             .map(|(slot, _)| views.iter().position(|v| v.id == slot.id).unwrap_or(0))
             .collect();
-        let use_l1 = tier.l1_usable();
+        let use_l1 = tier.is_ready();
         let generation = tier.generation();
         let mut found: Vec<Option<Arc<OnlineRow>>> = vec![None; entity_keys.len() * views.len()];
-        // (index in `found`, Redis key, stripe, its epoch before the read)
-        let mut missing: Vec<(usize, Vec<u8>, usize, u64)> = Vec::new();
+        // The Redis keys to read, and for each (index in `found`, stripe,
+        // the stripe's epoch before the read).
+        let mut keys: Vec<Vec<u8>> = Vec::new();
+        let mut missing: Vec<(usize, usize, u64)> = Vec::new();
         for (e, entity) in entity_keys.iter().enumerate() {
             for (v, slot) in views.iter().enumerate() {
                 let index = e * views.len() + v;
@@ -865,7 +871,8 @@ impl OnlineStore {
                 }
                 let key = tier.key(&slot.view.name, &slot.layout, entity);
                 let stripe = tier.stripe(&key);
-                missing.push((index, key, stripe, tier.epoch(stripe)));
+                missing.push((index, stripe, tier.epoch(stripe)));
+                keys.push(key);
             }
         }
         let stats = tier.stats();
@@ -876,7 +883,6 @@ impl OnlineStore {
             .l1_misses
             .fetch_add(missing.len() as u64, Ordering::Relaxed);
         if !missing.is_empty() {
-            let keys: Vec<Vec<u8>> = missing.iter().map(|m| m.1.clone()).collect();
             let values = tier.read(&keys).await?;
             if values.len() != keys.len() {
                 return Err(Error::OnlineTier {
@@ -888,7 +894,7 @@ impl OnlineStore {
                     ),
                 });
             }
-            for ((index, _, stripe, epoch), value) in missing.into_iter().zip(values) {
+            for ((index, stripe, epoch), value) in missing.into_iter().zip(values) {
                 let Some(bytes) = value else { continue };
                 let slot = views[index % views.len()];
                 let entity = &entity_keys[index / views.len()];
@@ -904,7 +910,7 @@ impl OnlineStore {
                 // Cached only when no write to this row (or loss of the
                 // invalidation feed) happened since the read was sent.
                 let unchanged = || {
-                    tier.l1_usable()
+                    tier.is_ready()
                         && tier.generation() == generation
                         && tier.epoch(stripe) == epoch
                 };

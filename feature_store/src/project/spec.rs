@@ -67,6 +67,20 @@ pub enum OnlineBackendKind {
     Redis,
 }
 
+impl std::str::FromStr for OnlineBackendKind {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "memory" => Ok(OnlineBackendKind::Memory),
+            "redis" => Ok(OnlineBackendKind::Redis),
+            other => Err(format!(
+                "unknown online store {other:?}: expected memory or redis"
+            )),
+        }
+    }
+}
+
 /// The `[storage]` table: checked when the project loads, reached only by
 /// the commands that read or write tables (which have the credentials).
 #[derive(Debug, Clone, PartialEq, Eq)]
