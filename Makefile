@@ -2,7 +2,7 @@
 
 CARGO ?= cargo
 
-.PHONY: demo test onnxruntime python azurite prometheus redis lint unit bench clean-tools
+.PHONY: demo test onnxruntime python azurite prometheus redis kafka lint unit bench clean-tools
 
 ## Run the whole product end to end in a temporary project.
 demo: onnxruntime
@@ -11,7 +11,7 @@ demo: onnxruntime
 	$(CARGO) run --quiet -- demo
 
 ## Everything CI checks: formatting, clippy, and every test.
-test: onnxruntime python azurite prometheus redis lint unit
+test: onnxruntime python azurite prometheus redis kafka lint unit
 
 ## Install the ONNX Runtime shared library into .tools/onnxruntime.
 onnxruntime:
@@ -34,6 +34,10 @@ prometheus:
 ## unpacked) into .tools/redis.
 redis:
 	@scripts/install-redis.sh
+
+## Build the tansu Kafka-protocol broker (crates.io) into .tools/tansu.
+kafka:
+	@scripts/install-kafka.sh
 
 lint:
 	$(CARGO) fmt --all --check

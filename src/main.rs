@@ -7,6 +7,7 @@ mod project_commands;
 mod pushgateway;
 mod registry_commands;
 mod serve;
+mod stream_commands;
 mod table_commands;
 mod token_commands;
 mod train_commands;
@@ -54,6 +55,9 @@ enum Command {
     /// project's online store, warm-started from the gold tables, and the
     /// latest version of every registered model.
     Serve(Box<serve::ServeArgs>),
+    /// Land the project's Kafka sources in their bronze tables, exactly
+    /// once, until stopped (or, with --exit-when-idle, until caught up).
+    Stream(stream_commands::StreamArgs),
     /// Load the gold tables' rows into a running server's online store
     /// (`--incremental`: only commits newer than the ones it holds).
     Materialize(project::MaterializeArgs),
@@ -135,6 +139,7 @@ fn main() -> std::process::ExitCode {
             Command::Vacuum(args) => project::vacuum(args).await,
             Command::Serve(args) => serve::run(*args).await,
             Command::Materialize(args) => project::materialize(args).await,
+            Command::Stream(args) => stream_commands::run(args).await,
             Command::TrainingSet(args) => training_set::run(args).await,
             Command::Registry(args) => registry_commands::run(args).await,
             Command::Train(args) => train_commands::train(args).await,
@@ -176,6 +181,7 @@ fn run_trace(command: &Command) -> telemetry::Trace {
         Command::Optimize(_) => "aurum optimize",
         Command::Vacuum(_) => "aurum vacuum",
         Command::Materialize(_) => "aurum materialize",
+        Command::Stream(_) => "aurum stream",
         Command::TrainingSet(_) => "aurum training-set",
         Command::Registry(_) => "aurum registry",
         Command::Train(_) => "aurum train",

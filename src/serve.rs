@@ -573,7 +573,8 @@ fn retrain_hook(project: &feature_store::Project) -> Result<AlertHook> {
     }))
 }
 
-async fn shutdown_signal() {
+/// Resolves on SIGINT or SIGTERM.
+pub(crate) async fn shutdown_signal() {
     let interrupt = async {
         let _ = tokio::signal::ctrl_c().await;
     };

@@ -37,6 +37,6 @@ pub use reader::{
     FILE_COLUMN, FILE_COMMITTED_COLUMN, ROW_COLUMN, ReadOptions, Scope, TableRead, read_table,
 };
 pub use store::{
-    Commit, DEFAULT_ROWS_PER_FILE, DataFile, DeltaStore, SchemaChange, Sequence, WriteMode,
-    WriteOptions,
+    Advance, Commit, DEFAULT_ROWS_PER_FILE, DataFile, DeltaStore, SchemaChange, Sequence,
+    WriteMode, WriteOptions,
 };

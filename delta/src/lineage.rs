@@ -20,6 +20,10 @@ pub struct CommitLineage {
     /// run skip an unchanged file without reading it.
     #[serde(default)]
     pub input_fingerprints: BTreeMap<String, String>,
+    /// For stream commits: each partition landed (`topic/partition`) and
+    /// the offsets `[first, next)` of its events in the commit.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub input_offsets: BTreeMap<String, [i64; 2]>,
     /// For compaction commits: the data files written, which hold only rows
     /// the table already had.
     #[serde(default)]

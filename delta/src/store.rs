@@ -62,6 +62,36 @@ pub struct WriteOptions {
     /// The step's place in the table's sequence of commits, for writers
     /// that must not commit the same step twice (see [`Sequence`]).
     pub sequence: Option<Sequence>,
+    /// Application transactions moved from a known version to a new one
+    /// in the same commit (see [`Advance`]): a stream consumer's offsets.
+    pub advances: Vec<Advance>,
+}
+
+/// An application transaction (`txn`) of the table moved from `expected`
+/// to `to` by a commit, which is refused with [`Error::Conflict`] when the
+/// table's version for `app_id` is no longer `expected`. A stream consumer
+/// records each partition's next offset this way, in the commit that lands
+/// the partition's events: the table then says exactly which events it
+/// holds, and a consumer that lost its partition to another one (or
+/// restarted after a crash) cannot land the same events twice.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Advance {
+    /// The application id, e.g. `aurum:bronze_clicks:clicks:3`.
+    pub app_id: String,
+    /// The version the writer read (`None`: never committed).
+    pub expected: Option<i64>,
+    /// The version the commit records.
+    pub to: i64,
+}
+
+impl From<&Sequence> for Advance {
+    fn from(sequence: &Sequence) -> Self {
+        Advance {
+            app_id: sequence.app_id.clone(),
+            expected: sequence.planned,
+            to: sequence.planned.map_or(1, |v| v + 1),
+        }
+    }
 }
 
 /// Exactly-once commits for a step that plans from a table's committed
@@ -91,6 +121,7 @@ impl WriteOptions {
             rows_per_file: DEFAULT_ROWS_PER_FILE,
             remove: Vec::new(),
             sequence: None,
+            advances: Vec::new(),
         }
     }
 
@@ -317,23 +348,29 @@ impl DeltaStore {
         let lineage_json = serde_json::to_value(&lineage).unwrap_or(serde_json::Value::Null);
         let mut properties =
             CommitProperties::default().with_metadata([(LINEAGE_KEY.to_string(), lineage_json)]);
-        if let Some(sequence) = &options.sequence {
-            properties = properties.with_application_transaction(Transaction::new(
-                &sequence.app_id,
-                sequence.planned.map_or(1, |v| v + 1),
-            ));
+        // Every transaction the commit moves: the step's, then the stream
+        // offsets.
+        let advances: Vec<Advance> = options
+            .sequence
+            .iter()
+            .map(Advance::from)
+            .chain(options.advances.iter().cloned())
+            .collect();
+        for advance in &advances {
+            properties = properties
+                .with_application_transaction(Transaction::new(&advance.app_id, advance.to));
         }
         let adds = write_files(name, &dir, df, options.rows_per_file).await?;
 
         // One look at the log: the table to commit to, or none yet.
         let Some(table) = self.open_if_exists(name, None).await? else {
-            if let Some(sequence) = options.sequence.as_ref().filter(|s| s.planned.is_some()) {
-                return Err(conflict(name, sequence, None));
+            if let Some(advance) = advances.iter().find(|a| a.expected.is_some()) {
+                return Err(conflict(name, advance, None));
             }
             // deltalake turns a create that finds version 0 taken into an
             // append on top of it, unchecked; a sequenced step must lose
             // that race instead (it is then refused as a conflict below).
-            if options.sequence.is_some() {
+            if !advances.is_empty() {
                 properties = properties.with_max_retries(0);
             }
             let kernel_schema = kernel_schema(name, &schema)?;
@@ -359,9 +396,9 @@ impl DeltaStore {
                 Ok(table) => table,
                 // Another writer created the table first.
                 Err(e) => {
-                    return Err(match &options.sequence {
-                        Some(sequence) if self.exists(name).await? => {
-                            conflict(name, sequence, Some(format!("created the table ({e})")))
+                    return Err(match advances.first() {
+                        Some(advance) if self.exists(name).await? => {
+                            conflict(name, advance, Some(format!("created the table ({e})")))
                         }
                         _ => Error::delta(name)(e),
                     });
@@ -372,15 +409,15 @@ impl DeltaStore {
                 .ok_or_else(|| Error::TableMissing(name.to_string()));
         };
         let snapshot = table.snapshot().map_err(Error::delta(name))?;
-        if let Some(sequence) = &options.sequence {
+        for advance in &advances {
             let now = snapshot
-                .transaction_version(table.log_store().as_ref(), &sequence.app_id)
+                .transaction_version(table.log_store().as_ref(), &advance.app_id)
                 .await
                 .map_err(Error::delta(name))?;
-            if now != sequence.planned {
+            if now != advance.expected {
                 return Err(conflict(
                     name,
-                    sequence,
+                    advance,
                     Some(format!("moved it to {now:?}")),
                 ));
             }
@@ -403,14 +440,14 @@ impl DeltaStore {
             .with_actions(actions)
             .build(Some(snapshot), table.log_store(), operation)
             .await
-            .map_err(|e| match (&options.sequence, &e) {
+            .map_err(|e| match (advances.first(), &e) {
                 (
-                    Some(sequence),
+                    Some(advance),
                     DeltaTableError::Transaction {
                         source: TransactionError::CommitConflict(_),
                     }
                     | DeltaTableError::VersionAlreadyExists(_),
-                ) => conflict(name, sequence, Some(e.to_string())),
+                ) => conflict(name, advance, Some(e.to_string())),
                 _ => Error::delta(name)(e),
             })?;
         Ok(commit.version())
@@ -430,6 +467,30 @@ impl DeltaStore {
             .transaction_version(table.log_store().as_ref(), app_id)
             .await
             .map_err(Error::delta(name))
+    }
+
+    /// The versions of several application transactions of table `name`
+    /// at its latest version, read from one snapshot (`None` for an id that
+    /// never committed, or every id when the table does not exist).
+    pub async fn transaction_versions(
+        &self,
+        name: &str,
+        app_ids: &[String],
+    ) -> Result<Vec<Option<i64>>> {
+        let Some(table) = self.open_if_exists(name, None).await? else {
+            return Ok(vec![None; app_ids.len()]);
+        };
+        let snapshot = table.snapshot().map_err(Error::delta(name))?;
+        let mut versions = Vec::with_capacity(app_ids.len());
+        for app_id in app_ids {
+            versions.push(
+                snapshot
+                    .transaction_version(table.log_store().as_ref(), app_id)
+                    .await
+                    .map_err(Error::delta(name))?,
+            );
+        }
+        Ok(versions)
     }
 
     /// The data files of `name` at `version` (latest when `None`), with
@@ -759,13 +820,13 @@ impl DeltaStore {
 }
 
 /// The error of a write that lost the race for `sequence`'s step.
-fn conflict(name: &str, sequence: &Sequence, what: Option<String>) -> Error {
+fn conflict(name: &str, advance: &Advance, what: Option<String>) -> Error {
     let other = what.map(|w| format!(": {w}")).unwrap_or_default();
     Error::Conflict {
         table: name.to_string(),
         message: format!(
             "another writer committed step {} after this one planned from {:?}{other}",
-            sequence.app_id, sequence.planned
+            advance.app_id, advance.expected
         ),
     }
 }
@@ -909,5 +970,60 @@ mod tests {
         ids.sort_unstable();
         assert_eq!(ids, vec![1, 2, 3]);
         assert_eq!(store.sequence("t", "aurum:t").await.unwrap(), Some(2));
+    }
+
+    #[tokio::test]
+    async fn offsets_advance_once_from_the_version_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DeltaStore::new(dir.path());
+        let lineage = CommitLineage::default();
+        let ids = ["p0".to_string(), "p1".to_string()];
+        assert_eq!(
+            store.transaction_versions("t", &ids).await.unwrap(),
+            vec![None, None]
+        );
+        let advance = |app_id: &str, expected, to| Advance {
+            app_id: app_id.into(),
+            expected,
+            to,
+        };
+        let first = WriteOptions {
+            advances: vec![advance("p0", None, 10), advance("p1", None, 4)],
+            ..WriteOptions::append()
+        };
+        store
+            .write("t", &frame(&[1]), &first, &lineage)
+            .await
+            .unwrap();
+        // A consumer that read the same positions lands nothing.
+        let lost = store
+            .write("t", &frame(&[1]), &first, &lineage)
+            .await
+            .expect_err("the same offsets land once");
+        assert!(lost.is_conflict(), "{lost}");
+        // One stale partition refuses the whole commit.
+        let stale = WriteOptions {
+            advances: vec![advance("p0", Some(10), 12), advance("p1", None, 6)],
+            ..WriteOptions::append()
+        };
+        let lost = store
+            .write("t", &frame(&[2]), &stale, &lineage)
+            .await
+            .expect_err("a partition another consumer moved refuses the commit");
+        assert!(lost.to_string().contains("p1"), "{lost}");
+        let next = WriteOptions {
+            advances: vec![advance("p0", Some(10), 12)],
+            ..WriteOptions::append()
+        };
+        store
+            .write("t", &frame(&[2]), &next, &lineage)
+            .await
+            .unwrap();
+        assert_eq!(
+            store.transaction_versions("t", &ids).await.unwrap(),
+            vec![Some(12), Some(4)]
+        );
+        let (rows, _) = store.read("t", None).await.unwrap();
+        assert_eq!(rows.height(), 2);
     }
 }

@@ -19,6 +19,7 @@ mod online_tier;
 mod pipeline;
 mod security;
 mod serve;
+mod stream;
 mod tables;
 mod traces;
 mod training;

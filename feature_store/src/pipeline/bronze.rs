@@ -28,6 +28,15 @@ pub const SOURCE_FILE: &str = "_source_file";
 pub const SOURCE_ROW: &str = "_source_row";
 /// When the row was ingested (UTC).
 pub const INGESTED_AT: &str = "_ingested_at";
+/// Why a stream event could not be decoded into the declared columns
+/// (null for events that were): only in a Kafka source's bronze, where a
+/// malformed event is landed like any other, so that silver quarantines it
+/// with its partition and offset instead of the stream stopping or
+/// dropping it.
+pub const STREAM_ERROR: &str = "_error";
+/// The payload of an event that could not be decoded (lossy UTF-8; null
+/// for events that were).
+pub const STREAM_RAW: &str = "_raw";
 
 /// What one ingest run did for one source.
 #[derive(Debug, Clone, Default)]
@@ -89,6 +98,16 @@ pub async fn ingest(
     if source.format == Format::Delta {
         // A Delta source's rows carry the time the source wrote them.
         return super::delta_source::ingest(store, root, source, run_id).await;
+    }
+    if source.format == Format::Kafka {
+        // `aurum stream` lands a Kafka source's events in bronze; a run
+        // processes what it has landed so far.
+        let version = store.latest_version(&source.bronze_table()).await?;
+        return Ok(IngestReport {
+            version,
+            previous_version: version,
+            ..IngestReport::default()
+        });
     }
     let table = source.bronze_table();
     // Read first: a run that commits after this point makes ours conflict.
@@ -258,10 +277,10 @@ fn read_raw(file: &Path, source: &Source) -> Result<DataFrame> {
         Format::Csv => read_csv(file, &declared)?,
         Format::Jsonl => read_jsonl(file, &declared)?,
         Format::Parquet => read_parquet(file, &declared)?,
-        Format::Delta => {
+        Format::Delta | Format::Kafka => {
             return Err(Error::Internal(format!(
-                "{} is a Delta source, not a file",
-                source.name
+                "{} is a {:?} source, not a file",
+                source.name, source.format
             )));
         }
     };

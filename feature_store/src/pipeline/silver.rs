@@ -22,7 +22,7 @@ use chrono::Datelike;
 use polars::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::pipeline::bronze::{INGESTED_AT, SOURCE_FILE, SOURCE_ROW};
+use crate::pipeline::bronze::{INGESTED_AT, SOURCE_FILE, SOURCE_ROW, STREAM_ERROR, STREAM_RAW};
 use crate::project::{Check, ColumnType, NullStrategy, Severity, Source};
 
 /// The quarantine table, shared by all sources.
@@ -99,9 +99,11 @@ pub fn process(
         .clone()
         .unwrap_or_else(|| INGESTED_AT.to_string());
 
-    // Step 1: types, and nulls that drop the row.
+    // Step 1: events that did not decode, types, and nulls that drop the
+    // row.
+    let stream = bronze.column(STREAM_ERROR).is_ok();
     let texts = typed_columns(bronze, source)?;
-    let (flags, stage1) = type_and_null_flags(source);
+    let (flags, stage1) = type_and_null_flags(source, stream);
     let hard1 = any_of(stage1.iter().map(|c| col(c.flag.as_str())));
     let df1 = texts
         .lazy()
@@ -112,7 +114,7 @@ pub fn process(
     step("types");
     let mut failures: BTreeMap<String, usize> = BTreeMap::new();
     let bad1 = tally(&df1, &stage1, &mut failures).map_err(failed("quarantine"))?;
-    let good = passed_types(df1, source, &stage1)?;
+    let good = passed_types(df1, source, &stage1, stream)?;
 
     // Step 2: null strategies. From here on rows are in event-time order
     // (then created order), sorted once: forward fill follows it, duplicate
@@ -235,18 +237,39 @@ fn typed_columns(bronze: DataFrame, source: &Source) -> Result<DataFrame> {
     Ok(texts)
 }
 
-/// Step 1's checks: a value whose text does not parse (`type`), and a
-/// null where the row must be dropped (`null`), each as a flag column.
-fn type_and_null_flags(source: &Source) -> (Vec<Expr>, Vec<CheckColumn>) {
+/// Step 1's checks: a stream event that did not decode (`decode`, when
+/// `stream`), a value whose text does not parse (`type`), and a null where
+/// the row must be dropped (`null`), each as a flag column. An event that
+/// did not decode has no values, so it fails only `decode`.
+fn type_and_null_flags(source: &Source, stream: bool) -> (Vec<Expr>, Vec<CheckColumn>) {
     let mut stage1: Vec<CheckColumn> = Vec::new();
     let mut flags = Vec::new();
+    let decoded = |flag: Expr| {
+        if stream {
+            flag.and(col(STREAM_ERROR).is_null())
+        } else {
+            flag
+        }
+    };
+    if stream {
+        flags.push(col(STREAM_ERROR).is_not_null().alias("__decode"));
+        stage1.push(CheckColumn {
+            rule: "decode".into(),
+            column: "event".into(),
+            severity: Severity::Hard,
+            flag: "__decode".into(),
+            check: None,
+        });
+    }
     for c in &source.columns {
         let flag = format!("__type_{}", c.name);
         flags.push(
-            col(text_name(&c.name))
-                .is_not_null()
-                .and(col(c.name.as_str()).is_null())
-                .alias(flag.as_str()),
+            decoded(
+                col(text_name(&c.name))
+                    .is_not_null()
+                    .and(col(c.name.as_str()).is_null()),
+            )
+            .alias(flag.as_str()),
         );
         stage1.push(CheckColumn {
             rule: "type".into(),
@@ -269,7 +292,7 @@ fn type_and_null_flags(source: &Source) -> (Vec<Expr>, Vec<CheckColumn>) {
     }
     for column in &dropped {
         let flag = format!("__null_{column}");
-        flags.push(col(text_name(column)).is_null().alias(flag.as_str()));
+        flags.push(decoded(col(text_name(column)).is_null()).alias(flag.as_str()));
         stage1.push(CheckColumn {
             rule: "null".into(),
             column: column.clone(),
@@ -285,8 +308,16 @@ fn type_and_null_flags(source: &Source) -> (Vec<Expr>, Vec<CheckColumn>) {
 /// columns: the bronze table keeps the raw text, `_source_file`/
 /// `_source_row` point at it, and carrying it through sorts and joins would
 /// double the work.
-fn passed_types(df1: DataFrame, source: &Source, stage1: &[CheckColumn]) -> Result<DataFrame> {
+fn passed_types(
+    df1: DataFrame,
+    source: &Source,
+    stage1: &[CheckColumn],
+    stream: bool,
+) -> Result<DataFrame> {
     let mut scratch: Vec<String> = vec!["__hard".to_string()];
+    if stream {
+        scratch.extend([STREAM_ERROR.to_string(), STREAM_RAW.to_string()]);
+    }
     for c in &source.columns {
         scratch.push(raw_name(&c.name));
         scratch.push(text_name(&c.name));
@@ -695,6 +726,11 @@ fn reason(check: &CheckColumn, source: &Source, frame: &DataFrame, row: usize) -
     };
     let column = check.column.as_str();
     match (&check.check, check.rule.as_str()) {
+        (None, "decode") => frame
+            .column(STREAM_ERROR)
+            .ok()
+            .and_then(|c| c.str().ok()?.get(row).map(str::to_string))
+            .unwrap_or_else(|| "the event could not be decoded".into()),
         (None, "type") => {
             let ty = source
                 .column(column)
@@ -774,6 +810,10 @@ fn quarantine_frame(
             .column(SOURCE_ROW)
             .ok()
             .and_then(|c| c.i64().ok().cloned());
+        let raw_col = frame
+            .column(STREAM_RAW)
+            .ok()
+            .and_then(|c| c.str().ok().cloned());
         for i in 0..frame.height() {
             let failed: Vec<&CheckColumn> = flags
                 .iter()
@@ -818,6 +858,13 @@ fn quarantine_frame(
                     .collect::<Vec<_>>()
                     .join("; "),
             );
+            // An event that did not decode is kept as it arrived.
+            if let Some(raw) = raw_col.as_ref().and_then(|r| r.get(i)) {
+                record.insert(
+                    STREAM_RAW.to_string(),
+                    serde_json::Value::String(raw.to_string()),
+                );
+            }
             records.push(serde_json::Value::Object(record).to_string());
         }
     }

@@ -9,6 +9,7 @@
 
 mod checker;
 mod duration;
+mod kafka;
 mod raw;
 mod spec;
 #[cfg(test)]
@@ -21,6 +22,10 @@ use checker::{Checker, line_of};
 use raw::RawProject;
 
 pub use duration::{format_duration, parse_duration};
+pub use kafka::{
+    Assignment, DEFAULT_COMMIT_INTERVAL, DEFAULT_MAX_BATCH_EVENTS, KafkaSpec, SecurityProtocol,
+    StartAt, ValueFormat,
+};
 pub use spec::*;
 
 /// The project file's name.

@@ -69,8 +69,11 @@ pub(super) struct RawEntity {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawSource {
     pub(super) name: Spanned<String>,
-    pub(super) format: Format,
-    pub(super) path: String,
+    pub(super) format: Spanned<Format>,
+    #[serde(default)]
+    pub(super) path: Option<String>,
+    #[serde(default)]
+    pub(super) kafka: Option<Spanned<super::kafka::RawKafka>>,
     #[serde(default)]
     pub(super) version: Option<Spanned<u64>>,
     #[serde(default)]

@@ -127,6 +127,9 @@ pub enum Format {
     /// A Delta table (a local path or an object-store URI), read through
     /// the Delta protocol, incrementally by table version.
     Delta,
+    /// Events on a Kafka topic (`[source.kafka]`), landed in bronze by
+    /// `aurum stream`.
+    Kafka,
 }
 
 /// A declared column type.
@@ -348,6 +351,10 @@ pub struct Source {
     /// of the silver definition: changing it recomputes nothing).
     #[serde(skip)]
     pub quality_gate: QualityGate,
+    /// For a Kafka source, where its events come from (not part of the
+    /// silver definition: moving a topic recomputes nothing).
+    #[serde(skip)]
+    pub kafka: Option<super::kafka::KafkaSpec>,
 }
 
 /// The least a silver batch must meet for the gold tables over it to

@@ -171,3 +171,84 @@ fn the_online_store_section_is_read_and_checked() {
     ));
     assert!(err.contains("url"), "{err}");
 }
+
+fn kafka_project(kafka: &str) -> String {
+    BASE.replace("format = \"csv\"\npath = \"x/*.csv\"", "format = \"kafka\"")
+        .replace(
+            "\n[[feature_view]]",
+            &format!("\n[source.kafka]\n{kafka}\n\n[[feature_view]]"),
+        )
+}
+
+#[test]
+fn a_kafka_source_loads_with_its_settings() {
+    let text = kafka_project(
+        "bootstrap_servers = \"127.0.0.1:9092, 127.0.0.1:9093\"\ntopic = \"payments.v1\"\ncommit_interval = \"250ms\"\nlateness = \"10m\"\nsecurity_protocol = \"SASL_SSL\"\nsasl_username = \"$ConnectionString\"\nsasl_password_env = \"EVENTHUBS_CONNECTION_STRING\"",
+    );
+    let p = Project::parse(&text, Path::new("aurum.toml"), Path::new("/p")).unwrap();
+    let source = p.source("tx").unwrap();
+    assert_eq!(source.format, Format::Kafka);
+    assert_eq!(source.path, "kafka:payments.v1");
+    let kafka = source.kafka.as_ref().unwrap();
+    assert_eq!(kafka.bootstrap_servers, "127.0.0.1:9092, 127.0.0.1:9093");
+    assert_eq!(kafka.commit_interval, std::time::Duration::from_millis(250));
+    assert_eq!(kafka.lateness, std::time::Duration::from_secs(600));
+    assert_eq!(kafka.security_protocol, SecurityProtocol::SaslSsl);
+    assert_eq!(kafka.sasl_mechanism.as_deref(), Some("PLAIN"));
+    assert_eq!(kafka.start, StartAt::Earliest);
+    assert_eq!(kafka.max_batch_events, DEFAULT_MAX_BATCH_EVENTS);
+    // The brokers are not part of the silver definition.
+    let moved = text.replace("127.0.0.1:9093", "127.0.0.1:9094");
+    let q = Project::parse(&moved, Path::new("aurum.toml"), Path::new("/p")).unwrap();
+    assert_eq!(
+        crate::pipeline::silver_hash(q.source("tx").unwrap()),
+        crate::pipeline::silver_hash(source)
+    );
+}
+
+#[test]
+fn kafka_settings_that_cannot_work_are_named() {
+    for (kafka, expected) in [
+        (
+            "bootstrap_servers = \"localhost\"\ntopic = \"t\"",
+            "source[0].kafka.bootstrap_servers: \"localhost\" is not host:port",
+        ),
+        (
+            "bootstrap_servers = \"h:1\"\ntopic = \"a/b\"",
+            "source[0].kafka.topic: \"a/b\" is not a Kafka topic name",
+        ),
+        (
+            "bootstrap_servers = \"h:1\"\ntopic = \"t\"\nsasl_password = \"hunter2\"",
+            "source[0].kafka.sasl_password: a password is never written in aurum.toml",
+        ),
+        (
+            "bootstrap_servers = \"h:1\"\ntopic = \"t\"\nsecurity_protocol = \"sasl_ssl\"",
+            "needs sasl_username and sasl_password_env",
+        ),
+        (
+            "bootstrap_servers = \"h:1\"\ntopic = \"t\"\nvalue_format = \"protobuf\"",
+            "source[0].kafka.value_format: \"protobuf\" is not a value format",
+        ),
+        (
+            "bootstrap_servers = \"h:1\"\ntopic = \"t\"\nstart = \"middle\"",
+            "source[0].kafka.start: \"middle\" is not a start position",
+        ),
+        (
+            "bootstrap_servers = \"h:1\"\ntopic = \"t\"\nsasl_mechanism = \"PLAIN\"",
+            "a SASL mechanism needs security_protocol",
+        ),
+    ] {
+        let err = error(&kafka_project(kafka));
+        assert!(err.contains(expected), "{err}\nexpected: {expected}");
+        assert!(!err.contains("hunter2"), "{err}");
+    }
+    let no_table = BASE.replace("format = \"csv\"\npath = \"x/*.csv\"", "format = \"kafka\"");
+    assert!(error(&no_table).contains("needs a [source.kafka] table"));
+    let no_path = BASE.replace("path = \"x/*.csv\"\n", "");
+    assert!(error(&no_path).contains("source[0].path: a file or Delta source needs a path"));
+    let stray = BASE.replace(
+        "\n[[feature_view]]",
+        "\n[source.kafka]\nbootstrap_servers = \"h:1\"\ntopic = \"t\"\n\n[[feature_view]]",
+    );
+    assert!(error(&stray).contains("only for a Kafka source"));
+}

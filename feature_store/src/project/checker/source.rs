@@ -31,8 +31,45 @@ impl Checker<'_> {
                 format!("source {name:?} is declared twice"),
             );
         }
+        let format = *s.format.get_ref();
+        let kafka = match (&s.kafka, format) {
+            (Some(k), Format::Kafka) => Some(self.check_kafka(&field, k.get_ref())?),
+            (None, Format::Kafka) => {
+                return self.fail(
+                    s.format.span(),
+                    format!("{field}.kafka"),
+                    "a Kafka source needs a [source.kafka] table (bootstrap_servers, topic)".into(),
+                );
+            }
+            (Some(k), _) => {
+                return self.fail(
+                    k.span(),
+                    format!("{field}.kafka"),
+                    "[source.kafka] is only for a Kafka source (format = \"kafka\")".into(),
+                );
+            }
+            (None, _) => None,
+        };
+        let path = match (&s.path, &kafka) {
+            (Some(_), Some(_)) => {
+                return self.fail(
+                    s.format.span(),
+                    format!("{field}.path"),
+                    "a Kafka source has no path: its events come from [source.kafka]".into(),
+                );
+            }
+            (None, Some(k)) => format!("kafka:{}", k.topic),
+            (Some(path), None) => path.clone(),
+            (None, None) => {
+                return self.fail(
+                    s.name.span(),
+                    format!("{field}.path"),
+                    "a file or Delta source needs a path".into(),
+                );
+            }
+        };
         if let Some(version) = &s.version
-            && s.format != Format::Delta
+            && format != Format::Delta
         {
             return self.fail(
                 version.span(),
@@ -41,14 +78,14 @@ impl Checker<'_> {
             );
         }
         if let Some(options) = &s.options {
-            if s.format != Format::Delta {
+            if format != Format::Delta {
                 return self.fail(
                     options.span(),
                     format!("{field}.options"),
                     "store options are only for a Delta source (format = \"delta\")".to_string(),
                 );
             }
-            if let Err(e) = delta::StorageLocation::check(&s.path, options.get_ref()) {
+            if let Err(e) = delta::StorageLocation::check(&path, options.get_ref()) {
                 return self.fail(options.span(), format!("{field}.options"), e.to_string());
             }
         }
@@ -77,8 +114,8 @@ impl Checker<'_> {
                 .clone()
                 .unwrap_or_else(|| format!("silver_{name}")),
             name,
-            format: s.format,
-            path: s.path.clone(),
+            format,
+            path,
             version: s.version.as_ref().map(|v| *v.get_ref()),
             options: s
                 .options
@@ -93,6 +130,7 @@ impl Checker<'_> {
             enrich,
             rules,
             quality_gate: self.check_gate(&field, s.quality_gate.as_ref())?,
+            kafka,
         })
     }
 

@@ -1,0 +1,157 @@
+//! `aurum stream`: land the project's Kafka sources in bronze until
+//! stopped (SIGINT/SIGTERM land what is in memory first).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use feature_store::project::Format;
+use stream::{StreamOptions, StreamStats};
+
+use crate::project_commands::ProjectArg;
+
+/// Options of `aurum stream`.
+#[derive(Debug, clap::Args)]
+pub struct StreamArgs {
+    #[command(flatten)]
+    project: ProjectArg,
+    /// Only this source (default: every Kafka source of the project).
+    #[arg(long)]
+    source: Vec<String>,
+    /// Stop once caught up: every event received has landed and none
+    /// arrived for this long (e.g. `5s`). Without it the stream runs until
+    /// SIGINT or SIGTERM.
+    #[arg(long, value_name = "DURATION", value_parser = parse_idle)]
+    exit_when_idle: Option<Duration>,
+    /// Print the final report as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+fn parse_idle(text: &str) -> Result<Duration, String> {
+    if let Some(ms) = text.strip_suffix("ms") {
+        return ms
+            .parse::<u64>()
+            .map(Duration::from_millis)
+            .map_err(|_| format!("{text:?} is not a duration (e.g. 500ms, 5s)"));
+    }
+    feature_store::project::parse_duration(text)
+        .ok_or_else(|| format!("{text:?} is not a duration (e.g. 500ms, 5s)"))
+}
+
+/// Runs `aurum stream`.
+pub async fn run(args: StreamArgs) -> Result<()> {
+    let project = args.project.load()?;
+    let sources: Vec<_> = project
+        .sources
+        .iter()
+        .filter(|s| s.format == Format::Kafka)
+        .filter(|s| args.source.is_empty() || args.source.contains(&s.name))
+        .cloned()
+        .collect();
+    if sources.is_empty() {
+        bail!(
+            "no Kafka source to stream{} (a source with format = \"kafka\" and a [source.kafka] table)",
+            if args.source.is_empty() {
+                String::new()
+            } else {
+                format!(" named {}", args.source.join(", "))
+            }
+        );
+    }
+    let store = project.delta_store()?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let run_id = format!("stream-{}", chrono::Utc::now().format("%Y%m%dT%H%M%S%.6fZ"));
+    let mut consumers = Vec::new();
+    for source in &sources {
+        let stats = Arc::new(StreamStats::default());
+        let options = StreamOptions {
+            exit_when_idle: args.exit_when_idle,
+            run_id: run_id.clone(),
+            default_group: format!("aurum.{}.{}", project.name, source.name),
+        };
+        let (store, source_spec, stop, stats_for_run) =
+            (store.clone(), source.clone(), stop.clone(), stats.clone());
+        let runtime = tokio::runtime::Handle::current();
+        let task = tokio::task::spawn_blocking(move || {
+            let outcome = stream::run(store, &source_spec, &options, &stop, stats_for_run, runtime);
+            if outcome.is_err() {
+                // One failed source stops the others (they land first).
+                stop.store(true, Ordering::Relaxed);
+            }
+            outcome
+        });
+        consumers.push((source.clone(), stats, task));
+    }
+    let stopper = stop.clone();
+    tokio::spawn(async move {
+        crate::serve::shutdown_signal().await;
+        stopper.store(true, Ordering::Relaxed);
+    });
+    // Progress: one line per source every few seconds on stderr.
+    let watched: Vec<(String, String, Arc<StreamStats>)> = consumers
+        .iter()
+        .filter_map(|(s, stats, _)| {
+            Some((
+                s.name.clone(),
+                s.kafka.as_ref()?.topic.clone(),
+                stats.clone(),
+            ))
+        })
+        .collect();
+    let quiet = args.json;
+    let reporter = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            if quiet {
+                continue;
+            }
+            for (source, topic, stats) in &watched {
+                let r = stats.report(source, topic);
+                let lag: i64 = r.lag.values().sum();
+                eprintln!(
+                    "stream {source} ({topic}): {} landed, {} undecodable, {} commits, lag {lag}",
+                    r.landed, r.undecodable, r.commits
+                );
+            }
+        }
+    });
+    let mut reports = Vec::new();
+    let mut failure = None;
+    for (source, stats, task) in consumers {
+        let outcome = task.await.context("the stream thread")?;
+        let topic = source
+            .kafka
+            .as_ref()
+            .map(|k| k.topic.clone())
+            .unwrap_or_default();
+        if let Err(e) = outcome {
+            failure.get_or_insert(e);
+        }
+        reports.push(stats.report(&source.name, &topic));
+    }
+    reporter.abort();
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&reports)?);
+    } else {
+        for r in &reports {
+            eprintln!(
+                "stream {} ({}): {} events landed ({} undecodable, quarantined by the pipeline), {} already in bronze skipped, {} offsets skipped by the brokers, {} commits",
+                r.source,
+                r.topic,
+                r.landed,
+                r.undecodable,
+                r.already_landed,
+                r.skipped_offsets,
+                r.commits
+            );
+        }
+    }
+    if let Some(e) = failure {
+        return Err(e.into());
+    }
+    Ok(())
+}

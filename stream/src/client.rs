@@ -1,0 +1,46 @@
+//! librdkafka's settings for a source: the brokers, the group, offsets
+//! kept by aurum, and the security Event Hubs' Kafka endpoint needs.
+
+use feature_store::project::KafkaSpec;
+use rdkafka::config::ClientConfig;
+
+use crate::error::{Error, Result};
+
+/// The consumer settings of `source_name`'s `kafka` table. The SASL
+/// password comes from the environment variable the source names; it is
+/// handed to librdkafka only, never logged or put in an error.
+pub(crate) fn client_config(
+    source_name: &str,
+    kafka: &KafkaSpec,
+    group: &str,
+) -> Result<ClientConfig> {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", &kafka.bootstrap_servers)
+        .set("group.id", group)
+        .set("client.id", format!("aurum-stream-{source_name}"))
+        // Bronze records the offsets (see `consumer`): the group's are
+        // written after each commit for lag tools, never read to start.
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("enable.partition.eof", "false")
+        .set("allow.auto.create.topics", "false")
+        .set("security.protocol", kafka.security_protocol.label());
+    if let Some(mechanism) = &kafka.sasl_mechanism {
+        config.set("sasl.mechanism", mechanism);
+    }
+    if let Some(user) = &kafka.sasl_username {
+        config.set("sasl.username", user);
+    }
+    if let Some(variable) = &kafka.sasl_password_env {
+        let password = std::env::var(variable).map_err(|_| Error::Config {
+            source_name: source_name.to_string(),
+            message: format!("the environment variable {variable} (sasl_password_env) is not set"),
+        })?;
+        config.set("sasl.password", password);
+    }
+    if let Some(ca) = &kafka.ssl_ca_location {
+        config.set("ssl.ca.location", ca);
+    }
+    Ok(config)
+}
