@@ -2,16 +2,20 @@
 
 CARGO ?= cargo
 
-.PHONY: demo test onnxruntime python azurite prometheus redis kafka lint unit bench clean-tools
+.PHONY: demo test build-deps onnxruntime python azurite prometheus redis kafka lint unit bench clean-tools
 
 ## Run the whole product end to end in a temporary project.
-demo: onnxruntime
+demo: build-deps onnxruntime
 	@echo "Building aurum: the first build compiles every dependency (about 25 minutes on 2 cores); cargo shows its progress."
 	$(CARGO) build --bin aurum
 	$(CARGO) run --quiet -- demo
 
 ## Everything CI checks: formatting, clippy, and every test.
-test: onnxruntime python azurite prometheus redis kafka lint unit
+test: build-deps onnxruntime python azurite prometheus redis kafka lint unit
+
+## OpenSSL's headers and pkg-config (Debian's packages) for librdkafka.
+build-deps:
+	@scripts/install-build-deps.sh
 
 ## Install the ONNX Runtime shared library into .tools/onnxruntime.
 onnxruntime:

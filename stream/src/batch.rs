@@ -1,5 +1,7 @@
-//! The events of one bronze commit, kept column by column until they land.
+//! The events of one bronze commit, kept column by column (in the arrow
+//! buffers the bronze frame is made of) until they land.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::time::Instant;
 
@@ -12,16 +14,20 @@ use polars::prelude::*;
 pub(crate) struct BronzeBatch {
     topic: String,
     names: Vec<String>,
-    columns: Vec<Vec<Option<String>>>,
+    columns: Vec<StringChunkedBuilder>,
     partitions: Vec<i32>,
     offsets: Vec<i64>,
     ingested: Vec<i64>,
-    errors: Vec<Option<String>>,
-    raws: Vec<Option<String>>,
+    errors: StringChunkedBuilder,
+    raws: StringChunkedBuilder,
     /// Each partition's offsets in the batch, `[first, next)`.
     ranges: BTreeMap<i32, [i64; 2]>,
     /// When the oldest event of the batch arrived.
     since: Option<Instant>,
+}
+
+fn builder(name: &str) -> StringChunkedBuilder {
+    StringChunkedBuilder::new(name.into(), 1024)
 }
 
 impl BronzeBatch {
@@ -29,13 +35,13 @@ impl BronzeBatch {
     pub(crate) fn new(topic: &str, names: Vec<String>) -> Self {
         BronzeBatch {
             topic: topic.to_string(),
-            columns: vec![Vec::new(); names.len()],
+            columns: names.iter().map(|n| builder(n)).collect(),
             names,
             partitions: Vec::new(),
             offsets: Vec::new(),
             ingested: Vec::new(),
-            errors: Vec::new(),
-            raws: Vec::new(),
+            errors: builder(STREAM_ERROR),
+            raws: builder(STREAM_RAW),
             ranges: BTreeMap::new(),
             since: None,
         }
@@ -78,13 +84,13 @@ impl BronzeBatch {
         partition: i32,
         offset: i64,
         ingested_micros: i64,
-        values: &mut Vec<Option<String>>,
+        values: Vec<Option<Cow<'_, str>>>,
     ) {
-        for (column, value) in self.columns.iter_mut().zip(values.drain(..)) {
-            column.push(value);
+        for (column, value) in self.columns.iter_mut().zip(values) {
+            column.append_option(value);
         }
-        self.errors.push(None);
-        self.raws.push(None);
+        self.errors.append_null();
+        self.raws.append_null();
         self.mark(partition, offset, ingested_micros);
     }
 
@@ -95,15 +101,15 @@ impl BronzeBatch {
         partition: i32,
         offset: i64,
         ingested_micros: i64,
-        reason: String,
+        reason: &str,
         payload: Option<&[u8]>,
     ) {
         for column in &mut self.columns {
-            column.push(None);
+            column.append_null();
         }
-        self.errors.push(Some(reason));
+        self.errors.append_value(reason);
         self.raws
-            .push(payload.map(|p| String::from_utf8_lossy(p).into_owned()));
+            .append_option(payload.map(|p| String::from_utf8_lossy(p)));
         self.mark(partition, offset, ingested_micros);
     }
 
@@ -118,88 +124,66 @@ impl BronzeBatch {
         self.since.get_or_insert_with(Instant::now);
     }
 
-    /// Drops every event of `partition` (it was revoked before landing).
-    pub(crate) fn drop_partition(&mut self, partition: i32) {
-        if self.ranges.remove(&partition).is_none() {
-            return;
-        }
-        let keep: Vec<bool> = self.partitions.iter().map(|p| *p != partition).collect();
-        let filter = |v: &mut Vec<Option<String>>| {
-            let mut i = 0;
-            v.retain(|_| {
-                i += 1;
-                keep[i - 1]
-            });
-        };
-        for column in &mut self.columns {
-            filter(column);
-        }
-        filter(&mut self.errors);
-        filter(&mut self.raws);
-        let mut i = 0;
-        self.offsets.retain(|_| {
-            i += 1;
-            keep[i - 1]
-        });
-        let mut i = 0;
-        self.ingested.retain(|_| {
-            i += 1;
-            keep[i - 1]
-        });
-        self.partitions.retain(|p| *p != partition);
-        if self.partitions.is_empty() {
-            self.since = None;
-        }
-    }
-
     /// Empties the batch.
     pub(crate) fn clear(&mut self) {
-        for column in &mut self.columns {
-            column.clear();
+        for (column, name) in self.columns.iter_mut().zip(&self.names) {
+            *column = builder(name);
         }
+        self.errors = builder(STREAM_ERROR);
+        self.raws = builder(STREAM_RAW);
         self.partitions.clear();
         self.offsets.clear();
         self.ingested.clear();
-        self.errors.clear();
-        self.raws.clear();
         self.ranges.clear();
         self.since = None;
     }
 
-    /// The bronze rows: the declared columns as text, then where each
-    /// event came from (`_source_file` = `topic/partition`, `_source_row`
-    /// = its offset), when it was consumed, and for events that did not
-    /// decode the reason and the payload.
-    pub(crate) fn frame(&self) -> PolarsResult<DataFrame> {
+    /// The bronze rows, taken out of the batch (which keeps its offsets
+    /// until [`clear`](Self::clear)): the declared columns as text, then
+    /// where each event came from (`_source_file` = `topic/partition`,
+    /// `_source_row` = its offset), when it was consumed, and for events
+    /// that did not decode the reason and the payload.
+    pub(crate) fn take_frame(&mut self) -> PolarsResult<DataFrame> {
         let mut columns: Vec<Column> = self
-            .names
-            .iter()
-            .zip(&self.columns)
-            .map(|(name, values)| {
-                Column::new(
-                    name.as_str().into(),
-                    values.iter().map(Option::as_deref).collect::<Vec<_>>(),
-                )
+            .columns
+            .iter_mut()
+            .zip(&self.names)
+            .map(|(column, name)| {
+                std::mem::replace(column, builder(name))
+                    .finish()
+                    .into_series()
+                    .into_column()
             })
             .collect();
         let files: Vec<String> = self
-            .partitions
-            .iter()
+            .ranges
+            .keys()
             .map(|p| format!("{}/{p}", self.topic))
             .collect();
-        columns.push(Column::new(SOURCE_FILE.into(), files));
+        let file_of = |p: &i32| {
+            let at = self.ranges.keys().position(|k| k == p).unwrap_or(0);
+            files[at].as_str()
+        };
+        let mut sources = builder(SOURCE_FILE);
+        for partition in &self.partitions {
+            sources.append_value(file_of(partition));
+        }
+        columns.push(sources.finish().into_series().into_column());
         columns.push(Column::new(SOURCE_ROW.into(), self.offsets.clone()));
         columns.push(Column::new(INGESTED_AT.into(), self.ingested.clone()).cast(
             &DataType::Datetime(TimeUnit::Microseconds, Some(TimeZone::UTC)),
         )?);
-        columns.push(Column::new(
-            STREAM_ERROR.into(),
-            self.errors.iter().map(Option::as_deref).collect::<Vec<_>>(),
-        ));
-        columns.push(Column::new(
-            STREAM_RAW.into(),
-            self.raws.iter().map(Option::as_deref).collect::<Vec<_>>(),
-        ));
+        for (column, name) in [
+            (&mut self.errors, STREAM_ERROR),
+            (&mut self.raws, STREAM_RAW),
+        ] {
+            columns.push(
+                std::mem::replace(column, builder(name))
+                    .finish()
+                    .into_series()
+                    .into_column(),
+            );
+        }
         DataFrame::new_infer_height(columns)
     }
 }
@@ -209,32 +193,31 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_batch_keeps_offsets_per_partition_and_drops_a_revoked_one() {
+    fn a_batch_keeps_offsets_per_partition() {
         let mut batch = BronzeBatch::new("t", vec!["a".into()]);
-        let mut values = vec![Some("1".to_string())];
-        batch.push(0, 10, 5, &mut values);
-        values.push(Some("2".into()));
-        batch.push(1, 3, 6, &mut values);
-        batch.push_undecodable(0, 11, 7, "bad".into(), Some(b"x"));
+        batch.push(0, 10, 5, vec![Some(Cow::Borrowed("1"))]);
+        batch.push(1, 3, 6, vec![Some(Cow::Owned("2".into()))]);
+        batch.push_undecodable(0, 11, 7, "bad", Some(b"x"));
         assert_eq!(batch.len(), 3);
         assert_eq!(batch.ranges().get(&0), Some(&[10, 12]));
         assert_eq!(batch.next_offset(1), Some(4));
-        let frame = batch.frame().unwrap();
+        let frame = batch.take_frame().unwrap();
         assert_eq!(frame.height(), 3);
-        assert_eq!(
-            frame.column(SOURCE_FILE).unwrap().str().unwrap().get(1),
-            Some("t/1")
-        );
+        let files = frame.column(SOURCE_FILE).unwrap().str().unwrap().clone();
+        assert_eq!(files.get(1), Some("t/1"));
+        assert_eq!(files.get(2), Some("t/0"));
+        assert_eq!(frame.column("a").unwrap().str().unwrap().get(1), Some("2"));
         assert_eq!(frame.column(STREAM_ERROR).unwrap().null_count(), 2);
-        batch.drop_partition(0);
-        assert_eq!(batch.len(), 1);
-        let frame = batch.frame().unwrap();
-        assert_eq!(frame.column("a").unwrap().str().unwrap().get(0), Some("2"));
         assert_eq!(
-            frame.column(SOURCE_ROW).unwrap().i64().unwrap().get(0),
-            Some(3)
+            frame.column(STREAM_RAW).unwrap().str().unwrap().get(2),
+            Some("x")
+        );
+        assert_eq!(
+            frame.column(SOURCE_ROW).unwrap().i64().unwrap().get(2),
+            Some(11)
         );
         batch.clear();
         assert!(batch.is_empty() && batch.ranges().is_empty());
+        assert_eq!(batch.take_frame().unwrap().height(), 0);
     }
 }

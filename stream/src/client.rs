@@ -25,6 +25,13 @@ pub(crate) fn client_config(
         .set("enable.auto.offset.store", "false")
         .set("enable.partition.eof", "false")
         .set("allow.auto.create.topics", "false")
+        // A broker answers a fetch when it has data or after this long:
+        // librdkafka's 500 ms default is most of an event's time to
+        // bronze on a quiet topic.
+        .set("fetch.wait.max.ms", "50")
+        // Larger fetches per partition (librdkafka's default is 1 MiB):
+        // fewer round trips when a partition is far behind.
+        .set("max.partition.fetch.bytes", "8388608")
         .set("security.protocol", kafka.security_protocol.label());
     if let Some(mechanism) = &kafka.sasl_mechanism {
         config.set("sasl.mechanism", mechanism);

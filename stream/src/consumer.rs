@@ -181,7 +181,6 @@ fn poll_loop(
         topic: kafka.topic.clone(),
         message,
     };
-    let mut values: Vec<Option<String>> = Vec::new();
     let mut last_event = Instant::now();
     let mut last_lag = Instant::now();
     let mut last_warning: Option<Instant> = None;
@@ -214,7 +213,7 @@ fn poll_loop(
         match consumer.poll(POLL) {
             Some(Ok(message)) => {
                 last_event = Instant::now();
-                locked(lander).accept(&message, &mut values);
+                locked(lander).accept(&message);
             }
             Some(Err(e)) => {
                 if e.rdkafka_error_code() == Some(RDKafkaErrorCode::UnknownTopicOrPartition) {
@@ -366,12 +365,11 @@ impl Lander {
         }
         for element in tpl.elements_for_topic(&self.kafka.topic) {
             self.positions.remove(&element.partition());
-            self.batch.drop_partition(element.partition());
         }
     }
 
     /// Takes one received event into the batch, unless bronze holds it.
-    fn accept<M: Message>(&mut self, message: &M, values: &mut Vec<Option<String>>) {
+    fn accept<M: Message>(&mut self, message: &M) {
         StreamStats::add(&self.stats.consumed, 1);
         let (partition, offset) = (message.partition(), message.offset());
         let Some(position) = self.positions.get(&partition) else {
@@ -391,11 +389,11 @@ impl Lander {
             }
         }
         let now = chrono::Utc::now().timestamp_micros();
-        match decode_json(message.payload(), self.batch.names(), values) {
-            Ok(()) => self.batch.push(partition, offset, now, values),
+        match decode_json(message.payload(), self.batch.names()) {
+            Ok(values) => self.batch.push(partition, offset, now, values),
             Err(reason) => {
                 self.batch
-                    .push_undecodable(partition, offset, now, reason, message.payload());
+                    .push_undecodable(partition, offset, now, &reason, message.payload());
             }
         }
     }
@@ -406,10 +404,18 @@ impl Lander {
             return Ok(());
         }
         let clock = Instant::now();
-        let frame = self.batch.frame().map_err(|e| Error::Batch {
-            source_name: self.source.name.clone(),
-            message: e.to_string(),
-        })?;
+        // The frame is taken out of the batch: from here every way out
+        // either lands it or clears the batch (its events are read again).
+        let frame = match self.batch.take_frame() {
+            Ok(frame) => frame,
+            Err(e) => {
+                self.batch.clear();
+                return Err(Error::Batch {
+                    source_name: self.source.name.clone(),
+                    message: e.to_string(),
+                });
+            }
+        };
         let undecodable = frame
             .column(feature_store::pipeline::bronze::STREAM_ERROR)
             .map(|c| (c.len() - c.null_count()) as u64)
@@ -470,7 +476,10 @@ impl Lander {
                 self.batch.clear();
                 self.reseek(consumer)
             }
-            Err(e) => Err(e.into()),
+            Err(e) => {
+                self.batch.clear();
+                Err(e.into())
+            }
         }
     }
 

@@ -13,6 +13,10 @@ usage:
       inside a batch with the next batch, skipping the rest of that one, so
       a consumer resuming mid-batch would miss events through no fault of
       its own. Prints {"produced": n, "bad": [...]}.
+  kafka_events.py consume BOOTSTRAP TOPIC COUNT
+      reads COUNT events from the start of every partition with a plain
+      confluent-kafka consumer (the brokers' and librdkafka's own pace, the
+      stream benchmark's reference); prints {"events": n, "seconds": s}.
   kafka_events.py bronze TABLE_DIR
       what the bronze table holds: rows, distinct (partition, offset)
       pairs, event ids, and per partition the smallest and largest offset.
@@ -93,6 +97,37 @@ def produce(bootstrap, topic, first, count, bad_every=0, one_per_batch=0):
     print(json.dumps({"produced": count, "bad": bad}))
 
 
+def consume(bootstrap, topic, count):
+    import time
+    import uuid
+
+    from confluent_kafka import Consumer
+
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"reference-{uuid.uuid4()}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+            # The fetch settings aurum's consumer uses.
+            "fetch.wait.max.ms": 50,
+            "max.partition.fetch.bytes": 8388608,
+        }
+    )
+    consumer.subscribe([topic])
+    count, seen, started = int(count), 0, None
+    deadline = time.time() + 600
+    while seen < count and time.time() < deadline:
+        for message in consumer.consume(10000, 0.5):
+            if message.error() is None:
+                if started is None:
+                    started = time.time()
+                seen += 1
+    seconds = time.time() - (started or time.time())
+    consumer.close()
+    print(json.dumps({"events": seen, "seconds": seconds}))
+
+
 def bronze(table_dir):
     from deltalake import DeltaTable
 
@@ -124,7 +159,7 @@ def bronze(table_dir):
 
 if __name__ == "__main__":
     command, args = sys.argv[1], sys.argv[2:]
-    {"create": create, "produce": produce, "bronze": bronze}[command](*args)
+    {"create": create, "produce": produce, "consume": consume, "bronze": bronze}[command](*args)
     # deltalake's runtime threads can abort the interpreter's shutdown
     # ("terminate called without an active exception"); the answer is out.
     sys.stdout.flush()
