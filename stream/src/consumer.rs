@@ -287,6 +287,16 @@ fn locked(lander: &Mutex<Lander>) -> MutexGuard<'_, Lander> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// Where a partition starts: the offset bronze records, else as `start`
+/// says.
+fn start_offset(landed: Option<i64>, start: StartAt) -> Offset {
+    match (landed, start) {
+        (Some(next), _) => Offset::Offset(next),
+        (None, StartAt::Earliest) => Offset::Beginning,
+        (None, StartAt::Latest) => Offset::End,
+    }
+}
+
 /// The application transaction recording `partition`'s next offset.
 pub fn offset_app_id(topic: &str, partition: i32) -> String {
     format!("aurum:stream:{topic}:{partition}")
@@ -341,11 +351,7 @@ impl Lander {
             }
         };
         for (partition, position) in partitions.into_iter().zip(positions) {
-            let offset = match (position, self.kafka.start) {
-                (Some(next), _) => Offset::Offset(next),
-                (None, StartAt::Earliest) => Offset::Beginning,
-                (None, StartAt::Latest) => Offset::End,
-            };
+            let offset = start_offset(position, self.kafka.start);
             if let Err(e) = tpl.set_partition_offset(&self.kafka.topic, partition, offset) {
                 self.fatal = Some(Error::Internal(format!("setting a start offset: {e}")));
                 return;
@@ -489,11 +495,7 @@ impl Lander {
         let positions = self.read_positions(&partitions)?;
         for (partition, position) in partitions.into_iter().zip(positions) {
             self.positions.insert(partition, position);
-            let offset = match (position, self.kafka.start) {
-                (Some(next), _) => Offset::Offset(next),
-                (None, StartAt::Earliest) => Offset::Beginning,
-                (None, StartAt::Latest) => Offset::End,
-            };
+            let offset = start_offset(position, self.kafka.start);
             consumer
                 .seek(&self.kafka.topic, partition, offset, Duration::from_secs(5))
                 .map_err(|e| Error::Kafka {
