@@ -76,7 +76,8 @@ pub struct WriteOptions {
 /// restarted after a crash) cannot land the same events twice.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Advance {
-    /// The application id, e.g. `aurum:bronze_clicks:clicks:3`.
+    /// The application id, e.g. `aurum:stream:payments:3` (a stream
+    /// partition's next offset).
     pub app_id: String,
     /// The version the writer read (`None`: never committed).
     pub expected: Option<i64>,

@@ -24,6 +24,11 @@ pub(crate) fn client_config(
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("enable.partition.eof", "false")
+        // An offset the brokers no longer (or do not yet) hold is an error
+        // the consumer handles (`Lander::out_of_range`): librdkafka's
+        // default jumps to the end, skipping events unseen, and a
+        // recreated topic would look already landed.
+        .set("auto.offset.reset", "error")
         .set("allow.auto.create.topics", "false")
         // A broker answers a fetch when it has data or after this long:
         // librdkafka's 500 ms default is most of an event's time to

@@ -39,6 +39,8 @@ const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
 const POLL: Duration = Duration::from_millis(50);
 /// How often partition lag is measured.
 const LAG_EVERY: Duration = Duration::from_secs(2);
+/// How often a consumer assigned every partition looks for new ones.
+const TOPIC_CHECK_EVERY: Duration = Duration::from_secs(30);
 /// The longest wait between attempts after a broker or storage failure.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
@@ -58,7 +60,10 @@ pub struct StreamOptions {
 /// batch in memory is landed first) or, with
 /// [`StreamOptions::exit_when_idle`], until caught up. Broker and storage
 /// failures are retried with backoff (each logged with the brokers and
-/// topic); settings that cannot work are returned as errors.
+/// topic). Returned as errors: settings that cannot work (a missing
+/// password variable, a setting librdkafka refuses), a topic that does not
+/// exist, refused credentials, and bronze recording offsets beyond the
+/// topic's end ([`Error::Offsets`]).
 ///
 /// Blocking: run it on a thread of its own (`spawn_blocking`); `runtime`
 /// runs the Delta reads and writes.
@@ -133,12 +138,18 @@ fn consume(
         .unwrap_or_else(|| options.default_group.clone());
     let config = client_config(&source_name, kafka, &group)?;
     let consumer: BaseConsumer<StreamContext> =
-        config
-            .create_with_context(context)
-            .map_err(|e| Error::Config {
+        config.create_with_context(context).map_err(|e| {
+            // librdkafka quotes the value it refuses; the password is
+            // never shown.
+            let mut message = e.to_string();
+            if let Some(secret) = config.get("sasl.password").filter(|s| !s.is_empty()) {
+                message = message.replace(secret, "***");
+            }
+            Error::Config {
                 source_name: source_name.clone(),
-                message: format!("librdkafka refused the settings: {e}"),
-            })?;
+                message: format!("librdkafka refused the settings: {message}"),
+            }
+        })?;
     let kafka_error = |message: String| Error::Kafka {
         brokers: kafka.bootstrap_servers.clone(),
         topic: kafka.topic.clone(),
@@ -154,7 +165,7 @@ fn consume(
             for partition in partitions {
                 tpl.add_partition(&kafka.topic, partition);
             }
-            locked(&lander).assign(&mut tpl);
+            locked(&lander).assign(&consumer, &mut tpl);
             consumer
                 .assign(&tpl)
                 .map_err(|e| kafka_error(format!("assigning the partitions: {e}")))?;
@@ -183,6 +194,8 @@ fn poll_loop(
     };
     let mut last_event = Instant::now();
     let mut last_lag = Instant::now();
+    let mut last_idle_check = Instant::now();
+    let mut last_topic_check = Instant::now();
     let mut last_warning: Option<Instant> = None;
     loop {
         if stop.load(Ordering::Relaxed) {
@@ -216,8 +229,15 @@ fn poll_loop(
                 locked(lander).accept(&message);
             }
             Some(Err(e)) => {
-                if e.rdkafka_error_code() == Some(RDKafkaErrorCode::UnknownTopicOrPartition) {
-                    return Err(kafka_error("the topic does not exist".into()));
+                match e.rdkafka_error_code() {
+                    Some(RDKafkaErrorCode::UnknownTopicOrPartition) => {
+                        return Err(kafka_error("the topic does not exist".into()));
+                    }
+                    Some(RDKafkaErrorCode::AutoOffsetReset) => {
+                        locked(lander).out_of_range(consumer)?;
+                        continue;
+                    }
+                    _ => {}
                 }
                 if last_warning.is_none_or(|w| w.elapsed() > Duration::from_secs(5)) {
                     tracing::warn!(brokers = %kafka.bootstrap_servers, topic = %kafka.topic, error = %e, "consuming");
@@ -236,14 +256,38 @@ fn poll_loop(
             guard.measure_lag(consumer);
             last_lag = Instant::now();
         }
+        // Caught up: nothing waiting to land, every assigned partition
+        // landed up to the brokers' end (an unreachable broker is never
+        // idle), and quiet for `idle` since the last event and the last
+        // assignment (a member the group gives no partition is idle too).
         if let Some(idle) = options.exit_when_idle
             && guard.batch.is_empty()
-            && !guard.positions.is_empty()
             && last_event.elapsed() >= idle
             && guard.assigned_at.is_some_and(|at| at.elapsed() >= idle)
+            && last_idle_check.elapsed() >= POLL * 10
         {
-            guard.measure_lag(consumer);
-            return Ok(());
+            last_idle_check = Instant::now();
+            if guard
+                .measure_lag(consumer)
+                .is_some_and(|lag| lag.values().all(|l| *l == 0))
+            {
+                return Ok(());
+            }
+        }
+        // Partitions added to the topic: a consumer assigned them all
+        // reconnects to take them (a group's members are rebalanced by
+        // librdkafka when its metadata shows them).
+        if kafka.assignment == Assignment::All && last_topic_check.elapsed() >= TOPIC_CHECK_EVERY {
+            last_topic_check = Instant::now();
+            if let Ok(partitions) = check_topic(consumer, kafka)
+                && partitions.iter().any(|p| !guard.positions.contains_key(p))
+            {
+                guard.land(consumer)?;
+                return Err(kafka_error(format!(
+                    "the topic now has {} partitions; reconnecting to read them all",
+                    partitions.len()
+                )));
+            }
         }
     }
 }
@@ -337,13 +381,16 @@ impl Lander {
     }
 
     /// Newly assigned partitions start where bronze says.
-    fn assign(&mut self, tpl: &mut TopicPartitionList) {
+    fn assign(&mut self, consumer: &BaseConsumer<StreamContext>, tpl: &mut TopicPartitionList) {
         let partitions: Vec<i32> = tpl
             .elements_for_topic(&self.kafka.topic)
             .iter()
             .map(|e| e.partition())
             .collect();
-        let positions = match self.read_positions(&partitions) {
+        let positions = match self
+            .read_positions(&partitions)
+            .and_then(|positions| self.pin_latest(consumer, &partitions, positions))
+        {
             Ok(positions) => positions,
             Err(e) => {
                 self.fatal = Some(e);
@@ -362,16 +409,140 @@ impl Lander {
         tracing::info!(source = %self.source.name, partitions = ?self.positions, "partitions assigned");
     }
 
-    /// Revoked partitions: what was received of them lands first (another
+    /// With `start = "latest"`, partitions bronze has no offset for get
+    /// the topic's end recorded in bronze (an empty commit moving their
+    /// transactions), so the start is chosen once: a consumer that
+    /// crashes before its first batch lands resumes there instead of at a
+    /// later end, and loses nothing produced meanwhile.
+    fn pin_latest(
+        &mut self,
+        consumer: &BaseConsumer<StreamContext>,
+        partitions: &[i32],
+        positions: Vec<Option<i64>>,
+    ) -> Result<Vec<Option<i64>>> {
+        if self.kafka.start != StartAt::Latest || positions.iter().all(Option::is_some) {
+            return Ok(positions);
+        }
+        let mut advances = Vec::new();
+        let mut input_offsets = BTreeMap::new();
+        for (partition, position) in partitions.iter().zip(&positions) {
+            if position.is_some() {
+                continue;
+            }
+            let (_, end) = consumer
+                .fetch_watermarks(&self.kafka.topic, *partition, METADATA_TIMEOUT)
+                .map_err(|e| Error::Kafka {
+                    brokers: self.kafka.bootstrap_servers.clone(),
+                    topic: self.kafka.topic.clone(),
+                    message: format!(
+                        "reading partition {partition}'s end (start = \"latest\"): {e}"
+                    ),
+                })?;
+            advances.push(Advance {
+                app_id: offset_app_id(&self.kafka.topic, *partition),
+                expected: None,
+                to: end,
+            });
+            input_offsets.insert(format!("{}/{partition}", self.kafka.topic), [end, end]);
+        }
+        let empty = BronzeBatch::new(&self.kafka.topic, self.batch.names().to_vec())
+            .take_frame()
+            .map_err(|e| Error::Batch {
+                source_name: self.source.name.clone(),
+                message: e.to_string(),
+            })?;
+        let options = WriteOptions {
+            schema_change: SchemaChange::AddColumns,
+            advances,
+            ..WriteOptions::append()
+        };
+        let lineage = CommitLineage {
+            operation: "bronze_stream_start".into(),
+            input_offsets,
+            definition_hash: self.definition_hash.clone(),
+            run_id: self.run_id.clone(),
+            ..CommitLineage::default()
+        };
+        match self
+            .runtime
+            .block_on(self.store.write(&self.table, &empty, &options, &lineage))
+        {
+            Ok(_) => {}
+            // Another consumer recorded a start first: take its.
+            Err(e) if e.is_conflict() => {}
+            Err(e) => return Err(e.into()),
+        }
+        self.read_positions(partitions)
+    }
+
+    /// Revoked partitions: what was received lands first (another
     /// consumer takes them from the landed offsets).
     fn revoke(&mut self, consumer: &BaseConsumer<StreamContext>, tpl: &TopicPartitionList) {
-        if let Err(e) = self.land(consumer) {
-            tracing::warn!(source = %self.source.name, error = %e, "landing before a rebalance failed; the new owner reads those events again");
-            self.batch.clear();
-        }
+        let landed = self.land(consumer);
         for element in tpl.elements_for_topic(&self.kafka.topic) {
             self.positions.remove(&element.partition());
         }
+        if let Err(e) = landed {
+            tracing::warn!(source = %self.source.name, error = %e, "landing before a rebalance failed; the new owner reads those events again");
+            self.batch.clear();
+            // Partitions this consumer keeps (a cooperative rebalance
+            // revokes some only) go on from what bronze holds.
+            if let Err(e) = self.reseek(consumer) {
+                self.fatal = Some(e);
+            }
+        }
+    }
+
+    /// Some partition's next offset is outside what the brokers hold
+    /// (`auto.offset.reset = error`: librdkafka never jumps by itself, and
+    /// its error does not say which partition). Events that expired
+    /// before they landed: go on from the oldest the brokers hold, the gap
+    /// counted and warned in `accept`. Bronze ahead of the topic's end
+    /// (the topic was deleted and recreated, or truncated): stop, since
+    /// any resume point would skip events or land them under offsets
+    /// bronze already records.
+    fn out_of_range(&mut self, consumer: &BaseConsumer<StreamContext>) -> Result<()> {
+        let positions: Vec<(i32, Option<i64>)> =
+            self.positions.iter().map(|(p, o)| (*p, *o)).collect();
+        for (partition, position) in positions {
+            let Some(next) = self.batch.next_offset(partition).or(position) else {
+                continue;
+            };
+            let kafka_error = |message: String| Error::Kafka {
+                brokers: self.kafka.bootstrap_servers.clone(),
+                topic: self.kafka.topic.clone(),
+                message,
+            };
+            let (low, high) = consumer
+                .fetch_watermarks(&self.kafka.topic, partition, METADATA_TIMEOUT)
+                .map_err(|e| {
+                    kafka_error(format!("reading partition {partition}'s offsets: {e}"))
+                })?;
+            if next > high {
+                return Err(Error::Offsets {
+                    brokers: self.kafka.bootstrap_servers.clone(),
+                    topic: self.kafka.topic.clone(),
+                    message: format!(
+                        "partition {partition}: bronze ({}) holds events up to offset {next} but the topic ends at {high}, so the topic was deleted and recreated or truncated; land it into a new bronze table, or remove the table's `{}` transaction to start over",
+                        self.table,
+                        offset_app_id(&self.kafka.topic, partition)
+                    ),
+                });
+            }
+            if next < low {
+                consumer
+                    .seek(
+                        &self.kafka.topic,
+                        partition,
+                        Offset::Offset(low),
+                        Duration::from_secs(5),
+                    )
+                    .map_err(|e| {
+                        kafka_error(format!("seeking partition {partition} to {low}: {e}"))
+                    })?;
+            }
+        }
+        Ok(())
     }
 
     /// Takes one received event into the batch, unless bronze holds it.
@@ -507,19 +678,24 @@ impl Lander {
         Ok(())
     }
 
-    /// Each assigned partition's lag behind the broker's high watermark.
-    fn measure_lag(&self, consumer: &BaseConsumer<StreamContext>) {
+    /// Each assigned partition's lag (events the brokers hold that bronze
+    /// does not), kept in the stats; `None` when a partition's could not
+    /// be read.
+    fn measure_lag(&self, consumer: &BaseConsumer<StreamContext>) -> Option<BTreeMap<i32, i64>> {
         let mut lag = BTreeMap::new();
+        let mut complete = true;
         for (partition, position) in &self.positions {
-            if let Ok((low, high)) =
-                consumer.fetch_watermarks(&self.kafka.topic, *partition, Duration::from_secs(1))
-            {
-                lag.insert(*partition, (high - position.unwrap_or(low)).max(0));
+            match consumer.fetch_watermarks(&self.kafka.topic, *partition, Duration::from_secs(1)) {
+                Ok((low, high)) => {
+                    lag.insert(*partition, (high - position.unwrap_or(low)).max(0));
+                }
+                Err(_) => complete = false,
             }
         }
         if let Ok(mut shared) = self.stats.lag.lock() {
-            *shared = lag;
+            *shared = lag.clone();
         }
+        complete.then_some(lag)
     }
 }
 
@@ -569,7 +745,7 @@ impl ConsumerContext for StreamContext {
         );
         let outcome = match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
-                locked(&self.lander).assign(tpl);
+                locked(&self.lander).assign(consumer, tpl);
                 if cooperative {
                     consumer.incremental_assign(tpl)
                 } else {

@@ -26,6 +26,19 @@ pub enum Error {
         /// What went wrong.
         message: String,
     },
+    /// Bronze and the topic disagree in a way going on would lose or
+    /// repeat events (bronze records offsets beyond the topic's end: the
+    /// topic was deleted and recreated, or truncated). Retrying does not
+    /// help; someone must decide where the stream resumes.
+    #[error("Kafka {brokers}, topic {topic}: {message}")]
+    Offsets {
+        /// The bootstrap servers.
+        brokers: String,
+        /// The topic.
+        topic: String,
+        /// What disagrees, with the partition and offsets.
+        message: String,
+    },
     /// Reading or writing the bronze table failed. Boxed: the Delta
     /// layer's error is large.
     #[error(transparent)]
@@ -55,7 +68,10 @@ impl Error {
     pub fn is_retryable(&self) -> bool {
         match self {
             Error::Kafka { .. } | Error::Delta(_) => true,
-            Error::Config { .. } | Error::Batch { .. } | Error::Internal(_) => false,
+            Error::Config { .. }
+            | Error::Offsets { .. }
+            | Error::Batch { .. }
+            | Error::Internal(_) => false,
         }
     }
 }

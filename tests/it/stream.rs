@@ -392,3 +392,33 @@ fn brokers_topics_and_credentials_that_are_not_there_are_named() {
     assert!(!said.contains("s3cr3t-value"), "{said}");
     let _ = ok;
 }
+
+#[test]
+fn start_latest_is_chosen_once_so_a_crash_before_the_first_batch_loses_nothing() {
+    let broker = Broker::start();
+    broker.create_topic("payments", 1);
+    let project = stream_project(&broker.bootstrap(), "payments", "start = \"latest\"");
+    let dir = project.path();
+    // Events from before the source existed: `latest` skips them.
+    broker.produce("payments", 0, 100, 0);
+    let mut consumer = spawn_stream(dir);
+    // The consumer records where it starts before it reads anything.
+    let first_commit = bronze_dir(dir).join("_delta_log/00000000000000000000.json");
+    poll(
+        Duration::from_secs(60),
+        Duration::from_millis(100),
+        || first_commit.exists().then_some(()),
+        || "the consumer never recorded its start in bronze".to_string(),
+    );
+    kill_9(&mut consumer);
+    // Produced while no consumer runs: the next one must land them all,
+    // not start again at the (now later) end.
+    broker.produce("payments", 100, 100, 0);
+    let report = json(dir, &["stream", "--exit-when-idle", "2s", "--json"]);
+    assert_eq!(report[0]["landed"], 100, "{report}");
+    let held = bronze(dir);
+    assert_eq!(held["rows"], 100, "{held}");
+    assert_eq!(held["partitions"]["payments/0"]["first"], 100, "{held}");
+    assert_eq!(held["partitions"]["payments/0"]["last"], 199, "{held}");
+    assert_eq!(held["distinct_event_ids"], 100, "{held}");
+}

@@ -34,8 +34,10 @@ pub const INGESTED_AT: &str = "_ingested_at";
 /// with its partition and offset instead of the stream stopping or
 /// dropping it.
 pub const STREAM_ERROR: &str = "_error";
-/// The payload of an event that could not be decoded (lossy UTF-8; null
-/// for events that were).
+/// The payload of an event that could not be decoded, as text (null for
+/// events that were). Bytes that are not UTF-8 are replaced by U+FFFD, so
+/// a binary payload is kept readable but not byte for byte; its partition
+/// and offset (`_source_file`, `_source_row`) find the original.
 pub const STREAM_RAW: &str = "_raw";
 
 /// What one ingest run did for one source.
