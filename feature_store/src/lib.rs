@@ -12,6 +12,8 @@
 //!   ingestion;
 //! - [`retrieval`]: point-in-time joins of gold rows onto labelled spines,
 //!   and the training sets built from them;
+//! - [`window`]: window features valued at the time they are read, on
+//!   time tiles, the same way online and in point-in-time joins;
 //! - `testing` (this crate's tests, or the `testing` feature): fixtures
 //!   the workspace's tests and benches share.
 //!
@@ -28,6 +30,7 @@ pub mod pipeline;
 pub mod project;
 pub mod retrieval;
 pub mod schema;
+pub mod window;
 // Only for tests and benches: compiled for this crate's tests and behind
 // the `testing` feature other crates' dev-dependencies enable.
 #[cfg(any(test, feature = "testing"))]

@@ -1,0 +1,220 @@
+//! Tiles kept up to date as events arrive, read at the request's time: the
+//! online store's side of request-time windows.
+//!
+//! Each entity keeps, per grid, its non-empty tiles from the oldest any
+//! window (or the declared lateness) can still read. An event updates one
+//! tile per grid; a read at `t` merges the tiles of the window ending with
+//! `tile(t)`. The newest tile holds every event that has arrived in it:
+//! events stamped after `t` (a producer clock ahead of the server's) are
+//! counted in it online, where the point-in-time join would leave them out
+//! — the one place the two can differ, bounded by one tile and counted
+//! ([`LiveTiles::future_reads`]).
+
+use std::collections::{HashMap, VecDeque};
+use std::hash::BuildHasher;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::{Agg, WindowPlan};
+
+const SHARDS: usize = 64;
+
+/// One entity's tiles, per grid, ascending.
+#[derive(Debug, Default)]
+struct EntityTiles {
+    grids: Vec<VecDeque<(i64, Vec<Agg>, i64)>>,
+}
+
+type Shard = HashMap<String, EntityTiles, foldhash::fast::RandomState>;
+
+/// The live tiles of one view.
+pub struct LiveTiles {
+    plan: WindowPlan,
+    shards: Vec<Mutex<Shard>>,
+    hasher: foldhash::fast::RandomState,
+    /// Events older than the newest tile any read can use minus this are
+    /// refused as late.
+    lateness_micros: i64,
+    /// Events applied.
+    pub applied: AtomicU64,
+    /// Events refused as too late for any window.
+    pub too_late: AtomicU64,
+    /// Reads whose newest tile held an event stamped after the read time.
+    pub future_reads: AtomicU64,
+}
+
+impl LiveTiles {
+    /// Empty tiles for `plan`; events later than `lateness` behind the
+    /// clock are refused (their windows have been read).
+    pub fn new(plan: WindowPlan, lateness_micros: i64) -> Self {
+        LiveTiles {
+            plan,
+            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
+            hasher: foldhash::fast::RandomState::default(),
+            lateness_micros: lateness_micros.max(0),
+            applied: AtomicU64::new(0),
+            too_late: AtomicU64::new(0),
+            future_reads: AtomicU64::new(0),
+        }
+    }
+
+    /// The plan the tiles aggregate for.
+    pub fn plan(&self) -> &WindowPlan {
+        &self.plan
+    }
+
+    fn shard(&self, key: &str) -> std::sync::MutexGuard<'_, Shard> {
+        let at = self.hasher.hash_one(key) as usize % SHARDS;
+        self.shards[at]
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Applies one event of entity `key` at time `t` (microseconds) with
+    /// its plan-column values and distinct keys, as of the clock `now`.
+    /// Returns `false` (and counts it) when it is older than every window
+    /// read from `now` back by the lateness: no tile it would join can be
+    /// read again.
+    pub fn apply(
+        &self,
+        key: &str,
+        t: i64,
+        values: &[Option<f64>],
+        keys: &[Option<u64>],
+        now: i64,
+    ) -> bool {
+        let oldest_read = now.saturating_sub(self.lateness_micros);
+        let width = self.plan.columns.len();
+        let mut shard = self.shard(key);
+        if !shard.contains_key(key) {
+            if self
+                .plan
+                .grids
+                .iter()
+                .all(|g| g.tile_of(t) < g.first_tile(oldest_read))
+            {
+                self.too_late.fetch_add(1, Ordering::Relaxed);
+                return false;
+            }
+            shard.insert(
+                key.to_string(),
+                EntityTiles {
+                    grids: vec![VecDeque::new(); self.plan.grids.len()],
+                },
+            );
+        }
+        let Some(entity) = shard.get_mut(key) else {
+            return false;
+        };
+        let mut used = false;
+        for (grid, tiles) in self.plan.grids.iter().zip(entity.grids.iter_mut()) {
+            let tile = grid.tile_of(t);
+            if tile < grid.first_tile(oldest_read) {
+                continue;
+            }
+            used = true;
+            let at = match tiles.binary_search_by_key(&tile, |(i, _, _)| *i) {
+                Ok(at) => at,
+                Err(at) => {
+                    tiles.insert(at, (tile, vec![Agg::default(); width], i64::MIN));
+                    at
+                }
+            };
+            let (_, aggs, newest) = &mut tiles[at];
+            for (c, agg) in aggs.iter_mut().enumerate() {
+                let key = if self.plan.distinct[c] {
+                    keys.get(c).copied().flatten()
+                } else {
+                    None
+                };
+                agg.push(values.get(c).copied().flatten(), key);
+                if key.is_some() && agg.distinct.len() > 64 {
+                    agg.compact();
+                }
+            }
+            *newest = (*newest).max(t);
+            // Tiles no read can reach any more.
+            let keep_from = grid.first_tile(oldest_read);
+            while tiles.front().is_some_and(|(i, _, _)| *i < keep_from) {
+                tiles.pop_front();
+            }
+        }
+        if used {
+            self.applied.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.too_late.fetch_add(1, Ordering::Relaxed);
+        }
+        used
+    }
+
+    /// The window aggregates of entity `key` read at `t`, one per (grid,
+    /// column) into `aggs`; `false` when the entity has no tiles.
+    pub fn aggregates(&self, key: &str, t: i64, aggs: &mut Vec<Agg>) -> bool {
+        let width = self.plan.columns.len();
+        aggs.resize(self.plan.grids.len() * width, Agg::default());
+        aggs.iter_mut().for_each(Agg::clear);
+        let shard = self.shard(key);
+        let Some(entity) = shard.get(key) else {
+            return false;
+        };
+        let mut future = false;
+        for (g, (grid, tiles)) in self.plan.grids.iter().zip(&entity.grids).enumerate() {
+            let window = &mut aggs[g * width..(g + 1) * width];
+            let (first, current) = (grid.first_tile(t), grid.tile_of(t));
+            let from = tiles.partition_point(|(i, _, _)| *i < first);
+            for (tile, tile_aggs, newest) in tiles.range(from..) {
+                if *tile > current {
+                    break;
+                }
+                future |= *newest > t;
+                for (acc, agg) in window.iter_mut().zip(tile_aggs) {
+                    acc.merge(agg);
+                }
+            }
+        }
+        if future {
+            self.future_reads.fetch_add(1, Ordering::Relaxed);
+        }
+        true
+    }
+
+    /// Drops tiles no read from `now` can reach, and entities left with
+    /// none; returns the entities kept.
+    pub fn prune(&self, now: i64) -> usize {
+        let oldest_read = now.saturating_sub(self.lateness_micros);
+        let mut kept = 0;
+        for shard in &self.shards {
+            let mut shard = shard
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            shard.retain(|_, entity| {
+                for (grid, tiles) in self.plan.grids.iter().zip(entity.grids.iter_mut()) {
+                    let keep_from = grid.first_tile(oldest_read);
+                    while tiles.front().is_some_and(|(i, _, _)| *i < keep_from) {
+                        tiles.pop_front();
+                    }
+                }
+                entity.grids.iter().any(|t| !t.is_empty())
+            });
+            kept += shard.len();
+        }
+        kept
+    }
+
+    /// Entities with tiles.
+    pub fn entities(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.lock().map(|s| s.len()).unwrap_or(0))
+            .sum()
+    }
+
+    /// Forgets every tile (before a reload from the events).
+    pub fn clear(&self) {
+        for shard in &self.shards {
+            if let Ok(mut shard) = shard.lock() {
+                shard.clear();
+            }
+        }
+    }
+}
