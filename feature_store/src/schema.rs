@@ -38,6 +38,11 @@ pub struct FeatureView {
     pub created_column: String,
     /// How long a value stays valid after its event time, online and offline.
     pub ttl: Duration,
+    /// When set, the windowed features are valued at the time they are
+    /// read (the request's, the spine row's) from these events, not taken
+    /// from the gold row as of the entity's last event ([`crate::window`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_windows: Option<crate::window::RequestWindows>,
 }
 
 impl FeatureView {

@@ -43,6 +43,7 @@ impl ViewFixture {
                 timestamp_column: "ts".into(),
                 created_column: "created".into(),
                 ttl: Duration::from_secs(86_400),
+                request_windows: None,
             },
         }
     }

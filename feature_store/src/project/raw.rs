@@ -183,6 +183,8 @@ pub(super) struct RawView {
     #[serde(default)]
     pub(super) windows: Option<Spanned<Vec<String>>>,
     #[serde(default)]
+    pub(super) windows_at: Option<Spanned<String>>,
+    #[serde(default)]
     pub(super) aggregation: Vec<RawAggregation>,
     #[serde(default)]
     pub(super) derived: Vec<RawDerived>,

@@ -462,6 +462,19 @@ pub struct DerivedFeature {
     pub expr: String,
 }
 
+/// When a view's windowed features are valued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub enum WindowsAt {
+    /// At each event: a read gets the window that ended at the entity's
+    /// last event (the gold row's value). The default when the project
+    /// file does not say, so existing projects read what they did.
+    #[default]
+    Event,
+    /// At the read: the window that ends at the request's (or the spine
+    /// row's) time, on tiles ([`crate::window`]). `aurum init` writes it.
+    Request,
+}
+
 /// A feature view as declared: how the gold processor computes it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ViewSpec {
@@ -477,6 +490,18 @@ pub struct ViewSpec {
     pub windowed: Vec<WindowFeature>,
     /// Derived features.
     pub derived: Vec<DerivedFeature>,
+    /// When windowed features are valued. Not part of the definition hash:
+    /// gold rows are the same either way (valued at their own events);
+    /// reads differ.
+    #[serde(skip)]
+    pub windows_at: WindowsAt,
+    /// The silver table of the view's source (where request-time windows
+    /// read their events).
+    #[serde(skip)]
+    pub silver_table: String,
+    /// The source's event-time column in silver.
+    #[serde(skip)]
+    pub source_timestamp: String,
     /// What the source's batches must meet for this view's gold table to
     /// advance (besides the source's own gate).
     #[serde(skip)]
@@ -524,7 +549,57 @@ impl ViewSpec {
             timestamp_column: EVENT_TIMESTAMP.to_string(),
             created_column: CREATED_TIMESTAMP.to_string(),
             ttl: self.ttl,
+            request_windows: self.request_windows(),
         }
+    }
+
+    /// What a read values at its own time, for a view with
+    /// `windows_at = "request"`: its windowed features with a window (a
+    /// `last` value, or a count over all time, is the same at the last
+    /// event as at any later read) and its derived features.
+    pub fn request_windows(&self) -> Option<crate::window::RequestWindows> {
+        use crate::window::{DerivedAtRead, Function, RequestWindows, WindowFeature};
+        if self.windows_at != WindowsAt::Request {
+            return None;
+        }
+        let features: Vec<WindowFeature> = self
+            .windowed
+            .iter()
+            .filter_map(|f| {
+                let function = match f.function {
+                    Aggregation::Count => Function::Count,
+                    Aggregation::Sum => Function::Sum,
+                    Aggregation::Mean => Function::Mean,
+                    Aggregation::Min => Function::Min,
+                    Aggregation::Max => Function::Max,
+                    Aggregation::Stddev => Function::Stddev,
+                    Aggregation::DistinctCount => Function::DistinctCount,
+                    Aggregation::Last => return None,
+                };
+                Some(WindowFeature {
+                    name: f.name.clone(),
+                    column: f.column.clone(),
+                    function,
+                    window_micros: i64::try_from(f.window?.as_micros()).unwrap_or(i64::MAX),
+                })
+            })
+            .collect();
+        if features.is_empty() {
+            return None;
+        }
+        Some(RequestWindows {
+            events_table: self.silver_table.clone(),
+            timestamp_column: self.source_timestamp.clone(),
+            features,
+            derived: self
+                .derived
+                .iter()
+                .map(|d| DerivedAtRead {
+                    name: d.name.clone(),
+                    expr: d.expr.clone(),
+                })
+                .collect(),
+        })
     }
 
     /// A stable hash of the definition and the gold processor's version.

@@ -13,6 +13,7 @@ use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::schema::FeatureView;
+use crate::window::history::{History, entity_keys};
 
 /// Which spine columns drive the join.
 #[derive(Debug, Clone)]
@@ -76,6 +77,11 @@ pub struct PreparedView {
     rows: Vec<IdxSize>,
     /// The wanted feature columns, renamed, in gold row order.
     features: DataFrame,
+    /// The wanted features, in output order.
+    wanted: Vec<String>,
+    /// The view's events, when its windows are valued at the spine's
+    /// times ([`PreparedView::with_events`]).
+    history: Option<std::sync::Arc<History>>,
 }
 
 impl PreparedView {
@@ -138,7 +144,18 @@ impl PreparedView {
             times: entries.iter().map(|e| e.time).collect(),
             rows: entries.iter().map(|e| e.row).collect(),
             features: feature_frame,
+            wanted: features.to_vec(),
+            history: None,
         })
+    }
+
+    /// Values the view's request-time windows ([`FeatureView::request_windows`])
+    /// at each spine row's time from `history` (the view's events) instead
+    /// of taking the gold row's, which were valued at its own event. A
+    /// spine row with no gold row within the TTL stays null, as online.
+    pub fn with_events(mut self, history: std::sync::Arc<History>) -> Self {
+        self.history = Some(history);
+        self
     }
 
     /// The gold row matched by each spine row (null: none), in spine order.
@@ -335,14 +352,101 @@ pub fn join_prepared(
     // match gives nulls.
     for prepared in views {
         let index = prepared.matches(&spine.frame, &spine_times, options.strictly_before)?;
-        let gathered = prepared
+        let mut gathered = prepared
             .features
             .take(&index)
             .map_err(Error::polars(format!("gathering {}", prepared.view.name)))?;
+        match (&prepared.view.request_windows, &prepared.history) {
+            (None, _) => {}
+            (Some(_), Some(history)) => windows_at_spine_times(
+                prepared,
+                history,
+                &spine.frame,
+                &spine_times,
+                &index,
+                options.strictly_before,
+                &mut gathered,
+            )?,
+            (Some(_), None) => {
+                return Err(Error::Internal(format!(
+                    "feature view {} values its windows at read time but was prepared without its events",
+                    prepared.view.name
+                )));
+            }
+        }
         out.hstack_mut(gathered.columns())
             .map_err(Error::polars("point-in-time join"))?;
     }
     Ok(out)
+}
+
+/// Replaces the request-time features of `gathered` (one row per spine
+/// row) by their values at the spine rows' times.
+fn windows_at_spine_times(
+    prepared: &PreparedView,
+    history: &History,
+    spine: &DataFrame,
+    spine_times: &Int64Chunked,
+    index: &IdxCa,
+    strictly_before: bool,
+    gathered: &mut DataFrame,
+) -> Result<()> {
+    let plan = history.plan();
+    let targets: Vec<(usize, &String)> = prepared
+        .wanted
+        .iter()
+        .zip(&prepared.names)
+        .filter_map(|(feature, out)| plan.names.iter().position(|n| n == feature).map(|i| (i, out)))
+        .collect();
+    if targets.is_empty() {
+        return Ok(());
+    }
+    let keys = entity_keys(spine, &prepared.view.entity.join_keys).map_err(|message| {
+        Error::InvalidSpine {
+            column: prepared.view.entity.join_keys.join(", "),
+            message,
+        }
+    })?;
+    let rows: Vec<(Option<&String>, Option<i64>)> = keys
+        .iter()
+        .zip(spine_times.iter())
+        .zip(index.iter())
+        .map(|((key, t), matched)| match matched {
+            Some(_) => (key.as_ref(), t.map(|t| if strictly_before { t - 1 } else { t })),
+            None => (None, None),
+        })
+        .collect();
+    let chunks: Vec<Vec<Vec<Option<f64>>>> = rows
+        .par_chunks(8192)
+        .map(|chunk| {
+            let mut aggs = Vec::new();
+            let mut out = Vec::new();
+            let mut columns = vec![Vec::with_capacity(chunk.len()); targets.len()];
+            for (key, t) in chunk {
+                match (key, t) {
+                    (Some(key), Some(t)) => {
+                        history.aggregates(key, *t, &mut aggs);
+                        plan.finish(&aggs, &|_| None, &mut out);
+                        for (column, (at, _)) in columns.iter_mut().zip(&targets) {
+                            column.push(out[*at]);
+                        }
+                    }
+                    _ => columns.iter_mut().for_each(|c| c.push(None)),
+                }
+            }
+            columns
+        })
+        .collect();
+    for (i, (_, name)) in targets.iter().enumerate() {
+        let values: Float64Chunked = chunks
+            .iter()
+            .flat_map(|chunk| chunk[i].iter().copied())
+            .collect();
+        gathered
+            .with_column(values.with_name(name.as_str().into()).into_column())
+            .map_err(Error::polars(format!("valuing {} at the spine's times", prepared.view.name)))?;
+    }
+    Ok(())
 }
 
 /// Marks a row whose key is null or unknown.

@@ -142,6 +142,7 @@ pub async fn load(
         )));
     }
     let mut frames = Vec::with_capacity(plan.len());
+    let mut histories = Vec::with_capacity(plan.len());
     let mut versions = BTreeMap::new();
     for (view, wanted) in &plan {
         if !store.exists(&view.name).await? {
@@ -179,6 +180,25 @@ pub async fn load(
         );
         versions.insert(view.name.clone(), version);
         frames.push(frame);
+        // Windows valued at the spine's times read the events gold was
+        // computed from.
+        histories.push(match &view.request_windows {
+            Some(windows) => {
+                let events =
+                    crate::window::events::events_version(store, view, windows, Some(version))
+                        .await?;
+                let started = std::time::Instant::now();
+                let history = crate::window::events::load_history(store, view, events).await?;
+                tracing::debug!(
+                    view = %view.name,
+                    events = history.len(),
+                    seconds = started.elapsed().as_secs_f64(),
+                    "indexed events for request-time windows"
+                );
+                Some(history)
+            }
+            None => None,
+        });
     }
     let options = RetrievalOptions {
         full_feature_names: request.full_feature_names,
@@ -195,7 +215,14 @@ pub async fn load(
         for_prepare
             .iter()
             .zip(&frames)
-            .map(|((view, wanted), frame)| PreparedView::new(view, frame, wanted, options))
+            .zip(histories)
+            .map(|(((view, wanted), frame), history)| {
+                let prepared = PreparedView::new(view, frame, wanted, options)?;
+                Ok(match history {
+                    Some(history) => prepared.with_events(history),
+                    None => prepared,
+                })
+            })
             .collect::<Result<Vec<_>>>()
     })
     .await

@@ -145,6 +145,16 @@ pub fn column_inputs(
     Ok((values, keys))
 }
 
+impl std::fmt::Debug for History {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("History")
+            .field("features", &self.plan.names)
+            .field("events", &self.times.len())
+            .field("entities", &self.runs.len())
+            .finish()
+    }
+}
+
 impl History {
     /// Indexes `events` (join keys, `timestamp`, the plan's columns; any
     /// order). Events with a null key or time are not the entity's and are

@@ -26,6 +26,8 @@
 //! - [`tiles`]: the partial aggregate and its merge;
 //! - [`history`]: an entity's events and tiles for many reads at any
 //!   times (the point-in-time join);
+//! - [`events`]: reading the events (the source's silver rows, at the
+//!   version gold was computed from);
 //! - [`live`]: tiles kept up to date as events arrive, read at now (the
 //!   online store).
 //!
@@ -36,6 +38,7 @@
 //! 10^19 per pair). With no events in the window `count`, `sum` and
 //! `distinct_count` are 0 and the others null; `stddev` needs two values.
 
+pub mod events;
 pub mod history;
 pub mod live;
 pub mod tiles;

@@ -88,6 +88,39 @@ impl Checker<'_> {
                 );
             }
         }
+        let windows_at = match v.windows_at.as_ref().map(|w| (w, w.get_ref().as_str())) {
+            None | Some((_, "event")) => WindowsAt::Event,
+            Some((_, "request")) => WindowsAt::Request,
+            Some((w, other)) => {
+                return self.fail(
+                    w.span(),
+                    format!("{field}.windows_at"),
+                    format!(
+                        "{other:?} is not when windows are valued: \"request\" (the window ending at the read) or \"event\" (the window ending at the entity's last event)"
+                    ),
+                );
+            }
+        };
+        if windows_at == WindowsAt::Request {
+            // A read values derived features from the view's features only:
+            // the source row's own columns are not kept online.
+            let features: Vec<String> = windowed
+                .iter()
+                .map(|f| f.name.clone())
+                .chain(derived.iter().map(|d| d.name.clone()))
+                .collect();
+            for (d, raw) in derived.iter().zip(&v.derived) {
+                if let Err(message) = crate::expr::parse(&d.expr, &features) {
+                    return self.fail(
+                        raw.expr.span(),
+                        format!("{field}.derived.expr"),
+                        format!(
+                            "{message}: with windows_at = \"request\" a derived feature is recomputed at each read from the view's features, so it cannot use the source's columns"
+                        ),
+                    );
+                }
+            }
+        }
         Ok(ViewSpec {
             name,
             entity: entity.clone(),
@@ -95,6 +128,9 @@ impl Checker<'_> {
             ttl,
             windowed,
             derived,
+            windows_at,
+            silver_table: source.silver_table.clone(),
+            source_timestamp: source.timestamp.clone(),
             quality_gate: self.check_gate(&field, v.quality_gate.as_ref())?,
         })
     }
