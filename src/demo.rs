@@ -39,6 +39,10 @@ struct Summary {
     server: String,
     customers: Vec<i64>,
     response: PredictResponse,
+    /// `/get-online-features` for the same customers right after: the
+    /// feature values the prediction was made on (windows valued at the
+    /// read).
+    online_features: serde_json::Value,
 }
 
 pub async fn run(args: DemoArgs) -> Result<()> {
@@ -73,6 +77,12 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         steps.set_message(stage.to_string());
     };
     let project = demo_project::build(&dir, &options, &progress).await?;
+    let features: Vec<String> = project
+        .state
+        .online
+        .view(aurum::example::CUSTOMER_VIEW)
+        .map(|v| v.feature_refs())
+        .unwrap_or_default();
 
     steps.set_message("serving POST /predict");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -97,6 +107,18 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         .context("POST /predict")?;
     let status = response.status();
     let body = response.text().await?;
+    let online_features: serde_json::Value = client
+        .post(format!("http://{address}/get-online-features"))
+        .json(&serde_json::json!({
+            "entities": {"customer_id": args.customers},
+            "features": features,
+        }))
+        .send()
+        .await
+        .context("POST /get-online-features")?
+        .json()
+        .await
+        .context("parsing /get-online-features' answer")?;
     let _ = stop.send(());
     server.await.context("joining the server")??;
     if !status.is_success() {
@@ -112,6 +134,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         server: format!("http://{address}"),
         customers: args.customers.clone(),
         response,
+        online_features,
     };
     if args.json {
         println!("{}", serde_json::to_string(&summary)?);

@@ -8,7 +8,8 @@ use std::sync::Arc;
 use crate::example::{self, GenerateOptions};
 use anyhow::{Context, Result, bail};
 use feature_store::pipeline::{self, PipelineOptions};
-use feature_store::retrieval::{RetrievalOptions, Spine, point_in_time_join};
+use feature_store::retrieval::{PreparedView, RetrievalOptions, Spine, join_prepared};
+use feature_store::window::history::History;
 use feature_store::{OnlineStore, Project};
 use polars::prelude::DataFrame;
 use registry::Lineage;
@@ -111,6 +112,13 @@ pub async fn build(
     let (silver, silver_version) = delta
         .read(example::SILVER_TABLE, Some(silver_version))
         .await?;
+    // Windows valued at the request read the events' tiles.
+    online.apply_events(
+        &view.name,
+        &silver,
+        chrono::Utc::now().timestamp_micros(),
+        Some(silver_version),
+    )?;
 
     progress("point-in-time training set");
     let training_set = training_set(&silver, &view, &gold)?;
@@ -203,14 +211,19 @@ fn training_set(
             .context("selecting the spine")?,
         timestamp_column: example::EVENT_TIME.into(),
     };
-    Ok(point_in_time_join(
-        &spine,
-        &[(view, gold, &view.features)],
-        RetrievalOptions {
-            strictly_before: true,
-            ..RetrievalOptions::default()
-        },
-    )?)
+    let options = RetrievalOptions {
+        strictly_before: true,
+        ..RetrievalOptions::default()
+    };
+    let mut prepared = PreparedView::new(view, gold, &view.features, options)?;
+    // Windows valued at each transaction's time, from the same events.
+    if let Some(windows) = &view.request_windows {
+        let (_, plan) = feature_store::window::events::plan_of(view)?;
+        let history = History::build(plan, silver, &view.entity.join_keys, &windows.timestamp_column)
+            .map_err(|message| anyhow::anyhow!("indexing the transactions: {message}"))?;
+        prepared = prepared.with_events(Arc::new(history));
+    }
+    Ok(join_prepared(&spine, &[prepared], options)?)
 }
 
 /// The training parameters recorded in the model's lineage.

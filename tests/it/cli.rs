@@ -81,6 +81,22 @@ pub(crate) fn crashes_at_in_env(dir: &Path, point: &str, args: &[&str], env: &[(
 /// A fresh example project (`aurum init`) with `rows` generated
 /// transactions from `seed` (ending at the current hour, so values are
 /// within the view's TTL) run through the pipeline.
+/// [`example_project`] whose view serves its gold rows' window values
+/// (`windows_at = "event"`), for tests of rows pushed or stored as they
+/// are.
+pub(crate) fn example_project_event_windows(rows: &str, seed: &str) -> tempfile::TempDir {
+    let project = example_project(rows, seed);
+    let file = project.path().join("aurum.toml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(text.contains("windows_at = \"request\""), "{text}");
+    std::fs::write(
+        &file,
+        text.replace("windows_at = \"request\"", "windows_at = \"event\""),
+    )
+    .unwrap();
+    project
+}
+
 pub(crate) fn example_project(rows: &str, seed: &str) -> tempfile::TempDir {
     let project = tempfile::tempdir().expect("a temporary project directory");
     let dir = project.path();

@@ -8,13 +8,13 @@ use std::ffi::OsStr;
 
 use serde_json::{Value, json};
 
-use crate::cli::{example_project, ok};
+use crate::cli::{example_project_event_windows, ok};
 use crate::python;
 use crate::server::{call, start};
 
 #[test]
 fn feasts_sdk_works_against_aurum_unchanged() {
-    let project = example_project("3000", "3");
+    let project = example_project_event_windows("3000", "3");
     let dir = project.path();
     let server = start(dir);
     let flight = server.flight.trim_start_matches("grpc://").to_string();

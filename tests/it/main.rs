@@ -24,3 +24,4 @@ mod tables;
 mod traces;
 mod training;
 mod training_set;
+mod windows;

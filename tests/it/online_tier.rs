@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::cli::{example_project, ok};
+use crate::cli::{example_project_event_windows, ok};
 use crate::server::{Server, call, eventually, free_port, poll, start_in_env};
 
 fn redis_bin(name: &str) -> PathBuf {
@@ -174,7 +174,7 @@ fn metric(server: &Server, name: &str) -> f64 {
 
 #[test]
 fn replicas_over_one_redis_answer_alike_and_lose_no_acknowledged_push() {
-    let project = example_project("3000", "3");
+    let project = example_project_event_windows("3000", "3");
     let dir = project.path();
     ok(dir, &["train", "--promote-if-better"]);
     let mut redis = Redis::start(&[]);
@@ -304,7 +304,7 @@ fn replicas_over_one_redis_answer_alike_and_lose_no_acknowledged_push() {
 
 #[test]
 fn a_three_master_cluster_serves_what_the_memory_store_does() {
-    let project = example_project("3000", "4");
+    let project = example_project_event_windows("3000", "4");
     let dir = project.path();
     let nodes: Vec<Redis> = (0..3)
         .map(|_| Redis::start(&["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"]))
@@ -361,7 +361,7 @@ fn a_three_master_cluster_serves_what_the_memory_store_does() {
 
 #[test]
 fn an_unreachable_or_refusing_redis_is_named_without_its_password() {
-    let project = example_project("500", "5");
+    let project = example_project_event_windows("500", "5");
     let dir = project.path();
     let closed = free_port();
     let output = Command::new(env!("CARGO_BIN_EXE_aurum"))

@@ -5,7 +5,7 @@
 
 use serde_json::{Value, json};
 
-use crate::cli::{self, example_project, ok};
+use crate::cli::{self, example_project_event_windows, ok};
 use crate::python::{self, read_tables};
 use crate::server::{call, start};
 
@@ -24,7 +24,7 @@ fn get(url: &str) -> Value {
 fn serve_warm_starts_from_gold_and_answers_feast_requests() {
     // Recent data (the default end is the current hour), so values are
     // within the view's 7-day TTL.
-    let project = example_project("3000", "3");
+    let project = example_project_event_windows("3000", "3");
     let dir = project.path();
 
     let features = [

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::Result;
 use crate::online::OnlineStore;
 use crate::schema::FeatureView;
+use crate::window;
 use delta::DeltaStore;
 
 /// What materializing one view did.
@@ -28,6 +29,10 @@ pub struct MaterializeReport {
     pub written: usize,
     /// Entities whose online row was newer than what was read.
     pub skipped_older: usize,
+    /// For a view whose windows are valued at the read: events loaded into
+    /// its live tiles (those a read from now can still reach).
+    #[serde(default)]
+    pub window_events: usize,
 }
 
 /// Loads `view`'s gold rows into `online`: all of them, or with
@@ -46,6 +51,7 @@ pub async fn materialize(
         rows_read: 0,
         written: 0,
         skipped_older: 0,
+        window_events: 0,
     };
     if store.latest_version(&view.name).await?.is_none() {
         return Ok(report);
@@ -68,5 +74,18 @@ pub async fn materialize(
     report.rows_read = gold.height();
     report.written = stats.written;
     report.skipped_older = stats.skipped_older;
+    if let Some(windows) = &view.request_windows {
+        // The tiles hold the events this gold version was computed from,
+        // rebuilt when that changes and swapped in whole.
+        let events = window::events::events_version(store, view, windows, Some(version)).await?;
+        if let Some(events) = events
+            && online.events_version(&view.name) != Some(events)
+        {
+            let (_, plan) = window::events::plan_of(view)?;
+            let frame = window::events::read_events(store, view, windows, &plan, Some(events)).await?;
+            report.window_events =
+                online.apply_events(&view.name, &frame, crate::online::push::now_micros(), Some(events))?;
+        }
+    }
     Ok(report)
 }

@@ -120,6 +120,13 @@ pub fn check_columns<'a>(
         view: view.name.clone(),
         message,
     };
+    if view.request_windows.is_some() {
+        // Its windows are valued at each read from the source's events: a
+        // pushed window value would never be served.
+        return Err(invalid(
+            "the view values its windows at the read from its source's events (windows_at = \"request\"), so pushed feature rows would never be served; land the events in its source, or declare windows_at = \"event\" to serve pushed rows".into(),
+        ));
+    }
     let columns: Vec<&str> = columns.into_iter().collect();
     let mut required: Vec<&str> = view.entity.join_keys.iter().map(String::as_str).collect();
     required.push(&view.timestamp_column);

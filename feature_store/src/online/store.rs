@@ -19,6 +19,9 @@ use serde::{Deserialize, Serialize};
 use super::shared::{self, SharedTier};
 use crate::error::{Error, Result};
 use crate::schema::{FeatureService, FeatureView, split_ref};
+use crate::window::WindowPlan;
+use crate::window::history::{column_inputs, entity_keys as event_keys, micros};
+use crate::window::live::LiveTiles;
 
 /// One feature value.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -370,6 +373,39 @@ struct ViewSlot {
     /// A hash of the join keys and features: the shared tier keys rows by
     /// it, so a redefined view never reads rows of another layout.
     layout: String,
+    /// The view's live window tiles, when its windows are valued at the
+    /// read ([`FeatureView::request_windows`]); replaced whole on a full
+    /// reload, so a read never sees half of one.
+    live: Option<RwLock<Arc<LiveTiles>>>,
+    /// Per feature column: its index among the window plan's values
+    /// (`None`: taken from the stored row).
+    at_read: Vec<Option<usize>>,
+    /// The events-table version the live tiles hold, plus one.
+    events_version_plus_one: AtomicU64,
+}
+
+impl ViewSlot {
+    fn live(&self) -> Option<Arc<LiveTiles>> {
+        self.live
+            .as_ref()
+            .map(|l| l.read().unwrap_or_else(|e| e.into_inner()).clone())
+    }
+
+    /// The request-time values of entity `entity` read at `now`, when the
+    /// view has them and its stored row is within the TTL (otherwise the
+    /// row's status stands: not found, or outside max age).
+    fn values_at(&self, entity: &str, stored: Option<&OnlineRow>, now: i64) -> Option<Vec<Option<f64>>> {
+        let row = stored?;
+        if now.saturating_sub(row.event_micros) > self.ttl_micros {
+            return None;
+        }
+        let live = self.live()?;
+        let mut aggs = Vec::new();
+        let mut out = Vec::new();
+        live.aggregates(entity, now, &mut aggs);
+        live.plan().finish(&aggs, &|_| None, &mut out);
+        Some(out)
+    }
 }
 
 /// Rows and memory one feature view holds in the online store.
@@ -554,9 +590,30 @@ impl OnlineStore {
             .enumerate()
             .map(|(i, f)| (f.clone(), i))
             .collect();
+        let (live, at_read) = match &view.request_windows {
+            Some(windows) => match WindowPlan::new(windows, &[]) {
+                Ok(plan) => {
+                    let at_read = view
+                        .features
+                        .iter()
+                        .map(|f| plan.names.iter().position(|n| n == f))
+                        .collect();
+                    (Some(RwLock::new(Arc::new(LiveTiles::new(plan, 0)))), at_read)
+                }
+                Err(message) => {
+                    // The project checker parses every expression first.
+                    tracing::error!(view = %view.name, "request-time windows: {message}; serving the gold rows' values");
+                    (None, vec![None; view.features.len()])
+                }
+            },
+            None => (None, vec![None; view.features.len()]),
+        };
         let slot = ViewSlot {
             layout: layout(&view),
             id,
+            live,
+            at_read,
+            events_version_plus_one: AtomicU64::new(0),
             ttl_micros: view.ttl_micros(),
             view,
             delta_version_plus_one: AtomicU64::new(0),
@@ -934,13 +991,22 @@ impl OnlineStore {
             .fetch_add(found.len() as u64 - present, Ordering::Relaxed);
         let mut rows = Vec::with_capacity(entity_keys.len());
         let mut times = Vec::with_capacity(entity_keys.len());
-        for e in 0..entity_keys.len() {
+        for (e, entity) in entity_keys.iter().enumerate() {
             let mut row = Vec::with_capacity(columns.len());
             let mut row_times = Vec::with_capacity(columns.len());
+            let at_read: Vec<Option<Vec<Option<f64>>>> = views
+                .iter()
+                .enumerate()
+                .map(|(v, slot)| {
+                    slot.live.as_ref().and_then(|_| {
+                        slot.values_at(entity, found[e * views.len() + v].as_deref(), now_micros)
+                    })
+                })
+                .collect();
             for ((slot, column), &v) in columns.iter().zip(&view_of) {
                 let stored = found[e * views.len() + v].as_deref();
                 row_times.push(stored.map(|r| r.event_micros));
-                row.push(cell(slot, *column, stored, now_micros));
+                row.push(cell_at(slot, *column, stored, now_micros, at_read[v].as_deref()));
             }
             rows.push(row);
             times.push(row_times);
@@ -961,6 +1027,7 @@ impl OnlineStore {
             // is borrowed, not re-counted, for each of them).
             let mut probed: Option<u32> = None;
             let mut found: Option<Arc<OnlineRow>> = None;
+            let mut at_read: Option<Vec<Option<f64>>> = None;
             for (slot, column) in resolved {
                 if probed != Some(slot.id) {
                     found = with_row_key(slot.id, entity, |key| self.rows.get(key));
@@ -971,10 +1038,14 @@ impl OnlineStore {
                     };
                     counter.fetch_add(1, Ordering::Relaxed);
                     probed = Some(slot.id);
+                    at_read = slot
+                        .live
+                        .as_ref()
+                        .and_then(|_| slot.values_at(entity, found.as_deref(), now_micros));
                 }
                 let stored = found.as_deref();
                 row_times.push(stored.map(|r| r.event_micros));
-                row.push(cell(slot, *column, stored, now_micros));
+                row.push(cell_at(slot, *column, stored, now_micros, at_read.as_deref()));
             }
             rows.push(row);
             times.push(row_times);
@@ -983,6 +1054,78 @@ impl OnlineStore {
             rows,
             event_micros: times,
         }
+    }
+
+    /// Applies events of `view` (join keys, its events' time column and
+    /// the aggregated columns: rows of its source's silver table) to its
+    /// live window tiles, as of the clock `now_micros`. With `replace`, the
+    /// tiles are rebuilt from these events alone and swapped in whole, and
+    /// `events_version` recorded as what they hold. Returns the events
+    /// applied (those no window read from now can reach are not).
+    pub fn apply_events(
+        &self,
+        view: &str,
+        events: &DataFrame,
+        now_micros: i64,
+        replace: Option<u64>,
+    ) -> Result<usize> {
+        let slot = self.slot(view)?;
+        let (Some(live), Some(windows)) = (slot.live(), slot.view.request_windows.as_ref()) else {
+            return Ok(0);
+        };
+        let schema_err = |message: String| Error::Schema {
+            view: view.to_string(),
+            message: format!("its events: {message}"),
+        };
+        let plan = live.plan().clone();
+        let keys = event_keys(events, &slot.view.entity.join_keys).map_err(schema_err)?;
+        let times = micros(events, &windows.timestamp_column).map_err(schema_err)?;
+        let mut values = Vec::with_capacity(plan.columns.len());
+        let mut distinct = Vec::with_capacity(plan.columns.len());
+        for (column, counted) in plan.columns.iter().zip(&plan.distinct) {
+            let (v, k) = column_inputs(events, column, *counted).map_err(schema_err)?;
+            values.push(v);
+            distinct.push(k);
+        }
+        let target = match replace {
+            Some(_) => Arc::new(LiveTiles::new(plan.clone(), 0)),
+            None => live,
+        };
+        let mut applied = 0;
+        let mut row_values = vec![None; plan.columns.len()];
+        let mut row_keys = vec![None; plan.columns.len()];
+        for (i, (key, t)) in keys.iter().zip(&times).enumerate() {
+            let (Some(key), Some(t)) = (key, t) else {
+                continue;
+            };
+            for c in 0..plan.columns.len() {
+                row_values[c] = values[c][i];
+                row_keys[c] = distinct[c].get(i).copied().flatten();
+            }
+            if target.apply(key, *t, &row_values, &row_keys, now_micros) {
+                applied += 1;
+            }
+        }
+        if let (Some(version), Some(lock)) = (replace, &slot.live) {
+            *lock.write().unwrap_or_else(|e| e.into_inner()) = target;
+            slot.events_version_plus_one
+                .store(version.saturating_add(1), Ordering::Release);
+        }
+        Ok(applied)
+    }
+
+    /// The events-table version `view`'s live tiles were last loaded
+    /// from (`None`: not loaded, or the view has none).
+    pub fn events_version(&self, view: &str) -> Option<u64> {
+        let slot = self.slot(view).ok()?;
+        slot.events_version_plus_one
+            .load(Ordering::Acquire)
+            .checked_sub(1)
+    }
+
+    /// The live tiles of `view`, when its windows are valued at the read.
+    pub fn live_tiles(&self, view: &str) -> Option<Arc<LiveTiles>> {
+        self.slot(view).ok()?.live()
     }
 
     /// Hit, miss and size counters.
@@ -1065,6 +1208,25 @@ fn cell(
             Some(v) => (v.clone(), FeatureStatus::Present),
         },
     }
+}
+
+/// [`cell`], with the view's request-time values when it has them: a
+/// feature valued at the read comes from them, the others from the row.
+#[inline]
+fn cell_at(
+    slot: &ViewSlot,
+    column: usize,
+    stored: Option<&OnlineRow>,
+    now_micros: i64,
+    at_read: Option<&[Option<f64>]>,
+) -> (FeatureValue, FeatureStatus) {
+    if let (Some(values), Some(Some(at))) = (at_read, slot.at_read.get(column)) {
+        return match values.get(*at).copied().flatten() {
+            Some(v) => (FeatureValue::Float(v), FeatureStatus::Present),
+            None => (FeatureValue::Null, FeatureStatus::NullValue),
+        };
+    }
+    cell(slot, column, stored, now_micros)
 }
 
 fn check_width(slot: &ViewSlot, row: &OnlineRow) -> Result<()> {

@@ -43,6 +43,15 @@ pub struct LiveTiles {
     pub future_reads: AtomicU64,
 }
 
+impl std::fmt::Debug for LiveTiles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LiveTiles")
+            .field("features", &self.plan.names)
+            .field("entities", &self.entities())
+            .finish()
+    }
+}
+
 impl LiveTiles {
     /// Empty tiles for `plan`; events later than `lateness` behind the
     /// clock are refused (their windows have been read).

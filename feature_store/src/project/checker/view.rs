@@ -102,10 +102,12 @@ impl Checker<'_> {
             }
         };
         if windows_at == WindowsAt::Request {
-            // A read values derived features from the view's features only:
-            // the source row's own columns are not kept online.
+            // A read values derived features from the windows it values
+            // (and earlier derived features) only: the source row's own
+            // columns are not kept online.
             let features: Vec<String> = windowed
                 .iter()
+                .filter(|f| f.window.is_some() && f.function != Aggregation::Last)
                 .map(|f| f.name.clone())
                 .chain(derived.iter().map(|d| d.name.clone()))
                 .collect();
@@ -115,7 +117,7 @@ impl Checker<'_> {
                         raw.expr.span(),
                         format!("{field}.derived.expr"),
                         format!(
-                            "{message}: with windows_at = \"request\" a derived feature is recomputed at each read from the view's features, so it cannot use the source's columns"
+                            "{message}: with windows_at = \"request\" a derived feature is recomputed at each read from the view's windowed features, so it cannot use the source's columns or `last` values"
                         ),
                     );
                 }
