@@ -148,6 +148,7 @@ max_batch_events = {max_batch}
         let (stop, stats, handle) = (stop.clone(), stats.clone(), runtime.handle().clone());
         std::thread::spawn(move || {
             let options = StreamOptions {
+                on_landed: None,
                 exit_when_idle: None,
                 run_id: "bench".into(),
                 default_group: "aurum.bench.payments".into(),

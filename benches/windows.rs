@@ -20,12 +20,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Result;
-use feature_store::online::OnlineStore;
+use feature_store::FeatureView;
+use feature_store::online::{EventsFrom, OnlineStore};
 use feature_store::retrieval::{PreparedView, RetrievalOptions, Spine, join_prepared};
 use feature_store::testing::{frame, gold_frame, utc_micros};
 use feature_store::window::history::History;
 use feature_store::window::{Function, RequestWindows, WindowFeature, WindowPlan};
-use feature_store::FeatureView;
 use polars::prelude::*;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -53,7 +53,10 @@ fn main() -> Result<()> {
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
-        let mut value = || args.next().ok_or_else(|| anyhow::anyhow!("{arg} needs a value"));
+        let mut value = || {
+            args.next()
+                .ok_or_else(|| anyhow::anyhow!("{arg} needs a value"))
+        };
         match arg.as_str() {
             "--entities" => o.entities = value()?.parse()?,
             "--events-per-entity" => o.events_per_entity = value()?.parse()?,
@@ -160,7 +163,9 @@ fn read(o: &Options) -> Result<()> {
         .features
         .iter()
         .map(|f| {
-            let values: Vec<f64> = (0..o.entities).map(|_| rng.random_range(0.0..9.0)).collect();
+            let values: Vec<f64> = (0..o.entities)
+                .map(|_| rng.random_range(0.0..9.0))
+                .collect();
             Column::new(f.as_str().into(), values)
         })
         .collect();
@@ -174,15 +179,25 @@ fn read(o: &Options) -> Result<()> {
     online.materialize(&plain, &gold, 1)?;
     online.materialize(&windowed, &gold, 1)?;
     let started = Instant::now();
-    let events = events(o.entities, o.events_per_entity, now, DAY, &["c0", "c1", "c2", "c3", "c4"]);
-    let applied = online.apply_events("windowed", &events, now, Some(1))?;
+    let events = events(
+        o.entities,
+        o.events_per_entity,
+        now,
+        DAY,
+        &["c0", "c1", "c2", "c3", "c4"],
+    );
+    let applied = online.apply_events("windowed", &events, now, EventsFrom::Table(1))?;
     println!(
         "read: {} entities, {features} features (5 columns × count/sum/mean/max/stddev × 1h, 1d; tiles of 1 and 24 minutes), {applied} events applied to tiles in {:.2} s",
         o.entities,
         started.elapsed().as_secs_f64()
     );
     let refs = |view: &str| -> Vec<String> {
-        windowed.features.iter().map(|f| format!("{view}:{f}")).collect()
+        windowed
+            .features
+            .iter()
+            .map(|f| format!("{view}:{f}"))
+            .collect()
     };
     let plain_set = online.resolve(&refs("plain"))?;
     let windowed_set = online.resolve(&refs("windowed"))?;
@@ -303,15 +318,17 @@ fn join(o: &Options) -> Result<()> {
     let history = History::build(plan, &events, &["entity_id".into()], "event_timestamp")
         .map_err(anyhow::Error::msg)?;
     let indexed = clock.elapsed().as_secs_f64();
-    let prepared = PreparedView::new(&view, &gold, &view.features, options)?
-        .with_events(Arc::new(history));
+    let prepared =
+        PreparedView::new(&view, &gold, &view.features, options)?.with_events(Arc::new(history));
     let joined = join_prepared(&spine, &[prepared], options)?;
     let seconds = clock.elapsed().as_secs_f64();
     assert_eq!(joined.height(), o.spine);
-    let counted = joined.column(view.features[0].as_str())?.f64()?.sum().unwrap_or(0.0);
-    println!(
-        "join: gold rows' values (baseline)        {plain_seconds:>6.2} s"
-    );
+    let counted = joined
+        .column(view.features[0].as_str())?
+        .f64()?
+        .sum()
+        .unwrap_or(0.0);
+    println!("join: gold rows' values (baseline)        {plain_seconds:>6.2} s");
     println!(
         "join: windows at each spine row's time    {seconds:>6.2} s  (indexing the events {indexed:.2} s; target < 10 s; {:.2}× the baseline) [events counted {counted:.0}]",
         seconds / plain_seconds

@@ -117,7 +117,7 @@ pub async fn build(
         &view.name,
         &silver,
         chrono::Utc::now().timestamp_micros(),
-        Some(silver_version),
+        feature_store::online::EventsFrom::Table(silver_version),
     )?;
 
     progress("point-in-time training set");
@@ -219,8 +219,13 @@ fn training_set(
     // Windows valued at each transaction's time, from the same events.
     if let Some(windows) = &view.request_windows {
         let (_, plan) = feature_store::window::events::plan_of(view)?;
-        let history = History::build(plan, silver, &view.entity.join_keys, &windows.timestamp_column)
-            .map_err(|message| anyhow::anyhow!("indexing the transactions: {message}"))?;
+        let history = History::build(
+            plan,
+            silver,
+            &view.entity.join_keys,
+            &windows.timestamp_column,
+        )
+        .map_err(|message| anyhow::anyhow!("indexing the transactions: {message}"))?;
         prepared = prepared.with_events(Arc::new(history));
     }
     Ok(join_prepared(&spine, &[prepared], options)?)

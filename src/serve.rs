@@ -31,6 +31,11 @@ pub struct ServeArgs {
     /// address is printed).
     #[arg(long, default_value = "127.0.0.1:8080")]
     addr: SocketAddr,
+    /// Also consume the project's Kafka sources: land them in bronze (as
+    /// `aurum stream` does) and add each landed batch to the window tiles
+    /// of the request-time views over them.
+    #[arg(long)]
+    stream: bool,
     /// The Arrow Flight address (port 0 picks a free port; printed).
     #[arg(long, default_value = "127.0.0.1:8815")]
     flight_addr: SocketAddr,
@@ -289,12 +294,39 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         Arc::new(project.clone()),
         Duration::from_secs(args.table_metrics_interval_s.max(1)),
     );
+    // Kafka sources into bronze, and their events into the window tiles,
+    // once the tiles hold what gold was computed from.
+    let streams = if args.stream {
+        let streams = crate::stream_commands::start_in_server(&project, online.clone()).await?;
+        if let Ok(mut statuses) = state.streams.write() {
+            *statuses = streams.statuses.clone();
+        }
+        println!(
+            "streaming {}",
+            streams
+                .statuses
+                .iter()
+                .map(|s| format!("{} ({})", s.source, s.topic))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        Some(streams)
+    } else {
+        None
+    };
     state.set_ready(true);
     println!("ready");
 
     // Graceful shutdown: the server stops accepting, answers what is in
     // flight, and then what the prediction log holds is written.
     let served = server.await.context("the server task failed")?;
+    // A stream's consumer that failed was logged as it failed; the rest
+    // land what they hold.
+    if let Some(streams) = streams
+        && let Err(e) = streams.stop().await
+    {
+        tracing::error!("{e:#}");
+    }
     state.drain_writes().await;
     state.drain_shadows().await;
     if let Some(log) = &state.prediction_log {

@@ -67,6 +67,7 @@ pub async fn run(args: StreamArgs) -> Result<()> {
     for source in &sources {
         let stats = Arc::new(StreamStats::default());
         let options = StreamOptions {
+            on_landed: None,
             exit_when_idle: args.exit_when_idle,
             run_id: run_id.clone(),
             default_group: format!("aurum.{}.{}", project.name, source.name),
@@ -154,4 +155,132 @@ pub async fn run(args: StreamArgs) -> Result<()> {
         return Err(e.into());
     }
     Ok(())
+}
+
+/// The streams `aurum serve --stream` runs: each Kafka source lands in
+/// bronze exactly as `aurum stream` lands it, and each landed batch,
+/// cleaned in memory by the source's silver rules (the step `aurum
+/// pipeline` runs on the same rows), is added to the window tiles of the
+/// request-time views over the source, so an event is visible online once
+/// its bronze commit lands — each landed event once, since each commit is
+/// handed on once.
+pub(crate) struct ServerStreams {
+    stop: Arc<AtomicBool>,
+    tasks: Vec<(String, tokio::task::JoinHandle<stream::Result<()>>)>,
+    /// Each source's status, for `/metrics` and `/health/ready`.
+    pub statuses: Vec<serving::state::StreamStatus>,
+}
+
+/// Starts a consumer for every Kafka source of `project`.
+pub(crate) async fn start_in_server(
+    project: &feature_store::Project,
+    online: Arc<feature_store::OnlineStore>,
+) -> Result<ServerStreams> {
+    let store = project.delta_store()?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let run_id = format!(
+        "serve-stream-{}",
+        chrono::Utc::now().format("%Y%m%dT%H%M%S%.6fZ")
+    );
+    let mut streams = ServerStreams {
+        stop: stop.clone(),
+        tasks: Vec::new(),
+        statuses: Vec::new(),
+    };
+    for source in project.sources.iter().filter(|s| s.format == Format::Kafka) {
+        let Some(kafka) = &source.kafka else {
+            continue;
+        };
+        let views: Vec<String> = project
+            .feature_views
+            .iter()
+            .filter(|v| v.source == source.name && v.request_windows().is_some())
+            .map(|v| v.name.clone())
+            .collect();
+        let dimensions = feature_store::pipeline::silver_step::dimensions(&store, project, source)
+            .await
+            .with_context(|| format!("reading the enrichment tables of source {}", source.name))?;
+        let hook = {
+            let (source, online, run_id) = (source.clone(), online.clone(), run_id.clone());
+            move |bronze: &polars::prelude::DataFrame| {
+                if views.is_empty() {
+                    return;
+                }
+                let now = chrono::Utc::now().timestamp_micros();
+                let ctx = feature_store::pipeline::silver::BatchContext {
+                    run_id: run_id.clone(),
+                    bronze_version: 0,
+                    now_micros: now,
+                };
+                match feature_store::pipeline::silver::process(
+                    bronze.clone(),
+                    &source,
+                    &dimensions,
+                    &ctx,
+                ) {
+                    Ok(batch) => {
+                        for view in &views {
+                            if let Err(e) = online.apply_events(
+                                view,
+                                &batch.clean,
+                                now,
+                                feature_store::online::EventsFrom::Stream,
+                            ) {
+                                tracing::warn!(source = %source.name, view, error = %e, "applying landed events to window tiles");
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(source = %source.name, error = %e, "cleaning landed events for the window tiles");
+                    }
+                }
+            }
+        };
+        let stats = Arc::new(StreamStats::default());
+        let options = StreamOptions {
+            on_landed: Some(stream::LandedHook(Arc::new(hook))),
+            exit_when_idle: None,
+            run_id: run_id.clone(),
+            default_group: format!("aurum.{}.{}", project.name, source.name),
+        };
+        let (store, spec, stop, for_run) =
+            (store.clone(), source.clone(), stop.clone(), stats.clone());
+        let runtime = tokio::runtime::Handle::current();
+        let task = tokio::task::spawn_blocking(move || {
+            stream::run(store, &spec, &options, &stop, for_run, runtime)
+        });
+        streams.tasks.push((source.name.clone(), task));
+        streams.statuses.push(serving::state::StreamStatus {
+            source: source.name.clone(),
+            topic: kafka.topic.clone(),
+            stats,
+            started_ms: chrono::Utc::now().timestamp_millis(),
+        });
+    }
+    if streams.tasks.is_empty() {
+        bail!("--stream: the project has no Kafka source (format = \"kafka\")");
+    }
+    Ok(streams)
+}
+
+impl ServerStreams {
+    /// Stops every consumer (each lands what it holds first) and reports
+    /// the first that failed.
+    pub(crate) async fn stop(self) -> Result<()> {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut failure = None;
+        for (source, task) in self.tasks {
+            match task.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    failure
+                        .get_or_insert(anyhow::Error::new(e).context(format!("stream {source}")));
+                }
+                Err(e) => {
+                    failure.get_or_insert(anyhow::anyhow!("stream {source}: {e}"));
+                }
+            }
+        }
+        failure.map_or(Ok(()), Err)
+    }
 }

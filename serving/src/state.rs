@@ -81,6 +81,50 @@ pub struct TableReading {
     pub last_run: Option<feature_store::health::LastRun>,
 }
 
+/// A stream this server consumes, for `/metrics` and `/health/ready`.
+#[derive(Debug, Clone)]
+pub struct StreamStatus {
+    /// The source.
+    pub source: String,
+    /// Its topic.
+    pub topic: String,
+    /// The consumer's counters.
+    pub stats: Arc<stream::StreamStats>,
+    /// When the consumer started, milliseconds since the epoch.
+    pub started_ms: i64,
+}
+
+/// Lag (events the brokers hold that bronze does not) above which a
+/// stream is reported behind.
+pub const STREAM_BEHIND_EVENTS: i64 = 100_000;
+/// Silence from the brokers after which a stream is reported
+/// disconnected.
+pub const STREAM_SILENT_MS: i64 = 30_000;
+
+impl StreamStatus {
+    /// `ok`, `behind` (lag over [`STREAM_BEHIND_EVENTS`]) or
+    /// `disconnected` (no answer from the brokers for
+    /// [`STREAM_SILENT_MS`]).
+    pub fn state(&self, now_ms: i64) -> &'static str {
+        let contact = self
+            .stats
+            .last_contact_ms
+            .load(std::sync::atomic::Ordering::Relaxed) as i64;
+        let since = if contact == 0 {
+            self.started_ms
+        } else {
+            contact
+        };
+        if now_ms - since > STREAM_SILENT_MS {
+            "disconnected"
+        } else if self.stats.total_lag() > STREAM_BEHIND_EVENTS {
+            "behind"
+        } else {
+            "ok"
+        }
+    }
+}
+
 /// Everything a request handler needs.
 #[derive(Debug)]
 pub struct AppState {
@@ -114,6 +158,8 @@ pub struct AppState {
     /// The project's tables and last pipeline run, as last read
     /// ([`crate::tasks::spawn_table_health`]).
     pub tables: TableHealthState,
+    /// The Kafka sources this server consumes (`aurum serve --stream`).
+    pub streams: std::sync::RwLock<Vec<StreamStatus>>,
     in_flight: Arc<Semaphore>,
     writes: Arc<Semaphore>,
     shadows: Arc<Semaphore>,
@@ -143,6 +189,7 @@ impl AppState {
             monitor: None,
             idempotency: crate::idempotency::Idempotency::default(),
             tables: TableHealthState::default(),
+            streams: std::sync::RwLock::default(),
             request_ids: (std::process::id() ^ random_u32(), AtomicU64::new(0)),
             ready: AtomicBool::new(false),
         }

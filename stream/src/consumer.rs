@@ -44,9 +44,23 @@ const TOPIC_CHECK_EVERY: Duration = Duration::from_secs(30);
 /// The longest wait between attempts after a broker or storage failure.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
+/// Called with each batch right after it landed in bronze (the frame
+/// committed: bronze's columns), once per commit: what lands is handed on
+/// exactly once, e.g. to the online store's window tiles.
+#[derive(Clone)]
+pub struct LandedHook(pub Arc<dyn Fn(&polars::prelude::DataFrame) + Send + Sync>);
+
+impl std::fmt::Debug for LandedHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LandedHook")
+    }
+}
+
 /// How a stream runs.
 #[derive(Debug, Clone, Default)]
 pub struct StreamOptions {
+    /// Called with each landed batch.
+    pub on_landed: Option<LandedHook>,
     /// Stop once every event received has landed and none arrived for this
     /// long (`None`: run until stopped).
     pub exit_when_idle: Option<Duration>,
@@ -98,6 +112,7 @@ pub fn run(
             assigned_at: None,
             run_id: options.run_id.clone(),
             definition_hash: feature_store::project::hash_json("aurum-bronze-v1", &source.columns),
+            on_landed: options.on_landed.clone(),
         };
         match consume(lander, &kafka, options, stop) {
             Ok(()) => return Ok(()),
@@ -366,6 +381,7 @@ struct Lander {
     assigned_at: Option<Instant>,
     run_id: String,
     definition_hash: String,
+    on_landed: Option<LandedHook>,
 }
 
 impl Lander {
@@ -566,6 +582,10 @@ impl Lander {
             }
         }
         let now = chrono::Utc::now().timestamp_micros();
+        self.stats.last_contact_ms.store(
+            (now / 1000).max(0) as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
         match decode_json(message.payload(), self.batch.names()) {
             Ok(values) => self.batch.push(partition, offset, now, values),
             Err(reason) => {
@@ -635,6 +655,9 @@ impl Lander {
                     );
                 }
                 self.batch.clear();
+                if let Some(hook) = &self.on_landed {
+                    (hook.0)(&frame);
+                }
                 StreamStats::add(&self.stats.landed, rows);
                 StreamStats::add(&self.stats.undecodable, undecodable);
                 StreamStats::add(&self.stats.commits, 1);
@@ -694,6 +717,9 @@ impl Lander {
         }
         if let Ok(mut shared) = self.stats.lag.lock() {
             *shared = lag.clone();
+        }
+        if complete {
+            self.stats.touch();
         }
         complete.then_some(lag)
     }

@@ -25,6 +25,6 @@ mod decode;
 pub mod error;
 pub mod stats;
 
-pub use consumer::{StreamOptions, offset_app_id, run};
+pub use consumer::{LandedHook, StreamOptions, offset_app_id, run};
 pub use error::{Error, Result};
 pub use stats::{StreamReport, StreamStats};

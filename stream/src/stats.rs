@@ -32,6 +32,9 @@ pub struct StreamStats {
     /// Each assigned partition's lag: the broker's high watermark minus
     /// the next offset bronze holds, as last measured.
     pub lag: Mutex<BTreeMap<i32, i64>>,
+    /// When the brokers last answered (an event, or every partition's
+    /// offsets), milliseconds since the epoch; 0: never.
+    pub last_contact_ms: AtomicU64,
 }
 
 /// A snapshot of [`StreamStats`], for reports.
@@ -75,6 +78,18 @@ impl StreamStats {
             conflicts: get(&self.conflicts),
             lag: self.lag.lock().map(|l| l.clone()).unwrap_or_default(),
         }
+    }
+
+    /// Records that the brokers answered just now.
+    pub(crate) fn touch(&self) {
+        let now = chrono::Utc::now().timestamp_millis().max(0) as u64;
+        self.last_contact_ms.store(now, Ordering::Relaxed);
+    }
+
+    /// Events the brokers hold that bronze does not, over every partition
+    /// as last measured.
+    pub fn total_lag(&self) -> i64 {
+        self.lag.lock().map(|l| l.values().sum()).unwrap_or(0)
     }
 
     pub(crate) fn add(counter: &AtomicU64, n: u64) {

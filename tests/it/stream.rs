@@ -74,6 +74,21 @@ impl Broker {
         ]);
         serde_json::from_str::<Value>(&out).expect("the producer prints JSON")["bad"].clone()
     }
+
+    /// Produces events `first..first + count` stamped with the time each
+    /// is sent, `rate` per second (-1: as fast as the client goes).
+    pub(crate) fn produce_live(&self, topic: &str, first: u64, count: u64, rate: i64) {
+        kafka_events(&[
+            "produce",
+            &self.bootstrap(),
+            topic,
+            &first.to_string(),
+            &count.to_string(),
+            "0",
+            "0",
+            &rate.to_string(),
+        ]);
+    }
 }
 
 impl Drop for Broker {
@@ -421,4 +436,135 @@ fn start_latest_is_chosen_once_so_a_crash_before_the_first_batch_loses_nothing()
     assert_eq!(held["partitions"]["payments/0"]["first"], 100, "{held}");
     assert_eq!(held["partitions"]["payments/0"]["last"], 199, "{held}");
     assert_eq!(held["distinct_event_ids"], 100, "{held}");
+}
+
+/// `aurum serve --stream`: events land in bronze and reach the request-time
+/// window tiles as their commit lands; what the server answers then is what
+/// the training set computes once the pipeline has run.
+#[test]
+fn serve_stream_shows_events_in_request_time_windows_as_the_training_set_computes_them() {
+    use crate::server::{call, start_with};
+    let broker = Broker::start();
+    broker.create_topic("payments", 2);
+    let project = stream_project(&broker.bootstrap(), "payments", "");
+    let dir = project.path();
+    let file = dir.join("aurum.toml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(
+        &file,
+        text.replace(
+            "windows = [\"1h\"]",
+            "windows = [\"1h\"]\nwindows_at = \"request\"",
+        ),
+    )
+    .unwrap();
+    let server = start_with(dir, &["--stream"]);
+    let customers: Vec<String> = (0..97).map(|c| format!("c{c}")).collect();
+    let features = [
+        "customer_payments:amount_count_1h",
+        "customer_payments:amount_sum_1h",
+    ];
+    let read = || -> Value {
+        let reply = call(
+            "POST",
+            &format!("{}/get-online-features", server.url),
+            Some(
+                &serde_json::json!({"entities": {"customer_id": customers}, "features": features}),
+            ),
+            None,
+        );
+        assert_eq!(reply.status, 200);
+        reply.json()
+    };
+    let counted = |answer: &Value| -> f64 {
+        answer["results"][1]["values"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(Value::as_f64)
+            .sum()
+    };
+    broker.produce_live("payments", 0, 500, -1);
+    poll(
+        Duration::from_secs(60),
+        Duration::from_millis(50),
+        || (counted(&read()) == 500.0).then_some(()),
+        || format!("the windows count {} of 500 events", counted(&read())),
+    );
+    let metrics = call("GET", &format!("{}/metrics", server.url), None, None).text;
+    for expected in [
+        "aurum_stream_events_landed_total{source=\"payments\"} 500",
+        "aurum_window_events_applied_total{view=\"customer_payments\"} 500",
+        "aurum_window_event_visible_seconds_count{view=\"customer_payments\"} 500",
+    ] {
+        assert!(metrics.contains(expected), "{expected} not in {metrics}");
+    }
+    let ready = call("GET", &format!("{}/health/ready", server.url), None, None).json();
+    assert_eq!(ready["streams"][0]["state"], "ok", "{ready}");
+
+    // What the server answers now is what the training set holds at the
+    // same time, once the pipeline has taken the landed events to gold.
+    let before = chrono::Utc::now().timestamp_micros();
+    let online = read();
+    let after = chrono::Utc::now().timestamp_micros();
+    drop(server);
+    ok(dir, &["pipeline"]);
+    let n = customers.len();
+    let mut spine = feature_store::testing::frame(vec![
+        polars::prelude::Column::new(
+            "customer_id".into(),
+            customers
+                .iter()
+                .chain(&customers)
+                .cloned()
+                .collect::<Vec<_>>(),
+        ),
+        feature_store::testing::utc_micros(
+            "event_timestamp",
+            [vec![before; n], vec![after; n]].concat(),
+        ),
+    ]);
+    use polars::prelude::{DataType, ParquetReader, ParquetWriter, SerReader};
+    ParquetWriter::new(std::fs::File::create(dir.join("spine.parquet")).unwrap())
+        .finish(&mut spine)
+        .unwrap();
+    ok(
+        dir,
+        &[
+            "training-set",
+            "--spine",
+            "spine.parquet",
+            "--features",
+            &features.join(","),
+            "--out",
+            "set.parquet",
+        ],
+    );
+    let set = ParquetReader::new(std::fs::File::open(dir.join("set.parquet")).unwrap())
+        .finish()
+        .unwrap();
+    for (i, feature) in ["amount_count_1h", "amount_sum_1h"].iter().enumerate() {
+        let column = set
+            .column(feature)
+            .unwrap()
+            .cast(&DataType::Float64)
+            .unwrap();
+        let values = column.f64().unwrap();
+        for (c, customer) in customers.iter().enumerate() {
+            let (at_before, at_after) = (values.get(c), values.get(n + c));
+            assert_eq!(
+                at_before, at_after,
+                "{feature} of {customer} moved during the read"
+            );
+            let served = online["results"][i + 1]["values"][c].as_f64();
+            let close = match (served, at_before) {
+                (Some(a), Some(b)) => (a - b).abs() <= 1e-9 * a.abs().max(1.0),
+                (a, b) => a == b,
+            };
+            assert!(
+                close,
+                "{feature} of {customer}: served {served:?}, training set {at_before:?}"
+            );
+        }
+    }
 }

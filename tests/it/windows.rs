@@ -32,7 +32,11 @@ fn offline(dir: &std::path::Path, customers: &[i64], before: i64, after: i64) ->
     let mut spine = frame(vec![
         Column::new(
             "customer_id".into(),
-            customers.iter().chain(customers).copied().collect::<Vec<i64>>(),
+            customers
+                .iter()
+                .chain(customers)
+                .copied()
+                .collect::<Vec<i64>>(),
         ),
         utc_micros(
             "event_timestamp",
@@ -122,8 +126,13 @@ fn the_server_answers_what_the_training_set_holds_at_the_same_time() {
         }
         compared += 1;
     }
-    eprintln!("{compared} of {n} customers compared, {empty_hours} with no transaction in the last hour");
-    assert!(compared >= n / 2, "only {compared} of {n} customers compared");
+    eprintln!(
+        "{compared} of {n} customers compared, {empty_hours} with no transaction in the last hour"
+    );
+    assert!(
+        compared >= n / 2,
+        "only {compared} of {n} customers compared"
+    );
     // Valued at the read, an hour without transactions counts 0: a gold
     // row's own window always holds its own transaction.
     assert!(

@@ -4,7 +4,7 @@ what aurum landed in bronze with Python's deltalake.
 
 usage:
   kafka_events.py create BOOTSTRAP TOPIC PARTITIONS
-  kafka_events.py produce BOOTSTRAP TOPIC FIRST COUNT [BAD_EVERY [ONE_PER_BATCH]]
+  kafka_events.py produce BOOTSTRAP TOPIC FIRST COUNT [BAD_EVERY [ONE_PER_BATCH [RATE]]]
       events FIRST..FIRST+COUNT-1 (event i: customer c{i % 97}, amount
       i / 100, time 2026-01-01 + i seconds); with BAD_EVERY, every
       BAD_EVERY-th event is malformed (in turn: not JSON, a JSON array, an
@@ -12,7 +12,9 @@ usage:
       a record batch of its own: tansu 0.6 answers a fetch from an offset
       inside a batch with the next batch, skipping the rest of that one, so
       a consumer resuming mid-batch would miss events through no fault of
-      its own. Prints {"produced": n, "bad": [...]}.
+      its own. With RATE (events/s; -1: as fast as possible), events are
+      stamped with the time they are sent instead. Prints {"produced": n,
+      "bad": [...]}.
   kafka_events.py consume BOOTSTRAP TOPIC COUNT
       reads COUNT events from the start of every partition with a plain
       confluent-kafka consumer (the brokers' and librdkafka's own pace, the
@@ -25,6 +27,7 @@ usage:
 import json
 import os
 import sys
+import time
 from datetime import datetime, timedelta, timezone
 
 
@@ -43,9 +46,12 @@ def create(bootstrap, topic, partitions):
 BASE = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
 
-def event(i, bad_every):
+def event(i, bad_every, live=False):
     customer = f"c{i % 97}"
-    when = (BASE + timedelta(seconds=i)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    if live:
+        when = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    else:
+        when = (BASE + timedelta(seconds=i)).strftime("%Y-%m-%dT%H:%M:%SZ")
     good = {"event_id": i, "customer_id": customer, "amount": i / 100, "ts": when}
     if bad_every and i % bad_every == bad_every - 1:
         kind = (i // bad_every) % 4
@@ -60,7 +66,7 @@ def event(i, bad_every):
     return customer, json.dumps(good).encode(), None
 
 
-def produce(bootstrap, topic, first, count, bad_every=0, one_per_batch=0):
+def produce(bootstrap, topic, first, count, bad_every=0, one_per_batch=0, rate=0):
     from confluent_kafka import Producer
 
     settings = {
@@ -79,9 +85,18 @@ def produce(bootstrap, topic, first, count, bad_every=0, one_per_batch=0):
             failures.append(str(err))
 
     bad = []
-    first, count, bad_every = int(first), int(count), int(bad_every)
+    first, count, bad_every, rate = int(first), int(count), int(bad_every), float(rate)
+    started = time.time()
     for i in range(first, first + count):
-        key, value, why = event(i, bad_every)
+        if rate > 0:
+            # Paced: event i leaves at its slot, stamped with the time it
+            # leaves.
+            ahead = started + (i - first) / rate - time.time()
+            if ahead > 0:
+                producer.poll(min(ahead, 0.01))
+                while time.time() < started + (i - first) / rate:
+                    pass
+        key, value, why = event(i, bad_every, live=rate != 0)
         if why:
             bad.append({"event": i, "why": why})
         while True:

@@ -82,9 +82,14 @@ pub async fn materialize(
             && online.events_version(&view.name) != Some(events)
         {
             let (_, plan) = window::events::plan_of(view)?;
-            let frame = window::events::read_events(store, view, windows, &plan, Some(events)).await?;
-            report.window_events =
-                online.apply_events(&view.name, &frame, crate::online::push::now_micros(), Some(events))?;
+            let frame =
+                window::events::read_events(store, view, windows, &plan, Some(events)).await?;
+            report.window_events = online.apply_events(
+                &view.name,
+                &frame,
+                crate::online::push::now_micros(),
+                crate::online::EventsFrom::Table(events),
+            )?;
         }
     }
     Ok(report)

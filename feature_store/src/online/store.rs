@@ -392,14 +392,23 @@ impl ViewSlot {
     }
 
     /// The request-time values of entity `entity` read at `now`, when the
-    /// view has them and its stored row is within the TTL (otherwise the
-    /// row's status stands: not found, or outside max age).
-    fn values_at(&self, entity: &str, stored: Option<&OnlineRow>, now: i64) -> Option<Vec<Option<f64>>> {
-        let row = stored?;
-        if now.saturating_sub(row.event_micros) > self.ttl_micros {
+    /// view has them and the entity has an event within the TTL: its
+    /// stored (gold) row's, or one its tiles hold (a stream event not yet
+    /// through the pipeline). Otherwise the row's status stands: not
+    /// found, or outside max age.
+    fn values_at(
+        &self,
+        entity: &str,
+        stored: Option<&OnlineRow>,
+        now: i64,
+    ) -> Option<Vec<Option<f64>>> {
+        let live = self.live()?;
+        let fresh = |t: i64| now.saturating_sub(t) <= self.ttl_micros;
+        if !stored.is_some_and(|row| fresh(row.event_micros))
+            && !live.newest(entity).is_some_and(fresh)
+        {
             return None;
         }
-        let live = self.live()?;
         let mut aggs = Vec::new();
         let mut out = Vec::new();
         live.aggregates(entity, now, &mut aggs);
@@ -417,6 +426,16 @@ pub struct ViewStats {
     pub entries: u64,
     /// Bytes held, as the weigher counts them.
     pub bytes: u64,
+}
+
+/// Where events applied to a view's window tiles come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventsFrom {
+    /// Every event of the events table at this version: the tiles are
+    /// rebuilt from them.
+    Table(u64),
+    /// Events just landed from a stream: added to the tiles.
+    Stream,
 }
 
 /// The in-memory online store.
@@ -598,7 +617,8 @@ impl OnlineStore {
                         .iter()
                         .map(|f| plan.names.iter().position(|n| n == f))
                         .collect();
-                    (Some(RwLock::new(Arc::new(LiveTiles::new(plan, 0)))), at_read)
+                    let tiles = LiveTiles::new(plan, 0, Arc::default());
+                    (Some(RwLock::new(Arc::new(tiles))), at_read)
                 }
                 Err(message) => {
                     // The project checker parses every expression first.
@@ -1006,7 +1026,13 @@ impl OnlineStore {
             for ((slot, column), &v) in columns.iter().zip(&view_of) {
                 let stored = found[e * views.len() + v].as_deref();
                 row_times.push(stored.map(|r| r.event_micros));
-                row.push(cell_at(slot, *column, stored, now_micros, at_read[v].as_deref()));
+                row.push(cell_at(
+                    slot,
+                    *column,
+                    stored,
+                    now_micros,
+                    at_read[v].as_deref(),
+                ));
             }
             rows.push(row);
             times.push(row_times);
@@ -1045,7 +1071,13 @@ impl OnlineStore {
                 }
                 let stored = found.as_deref();
                 row_times.push(stored.map(|r| r.event_micros));
-                row.push(cell_at(slot, *column, stored, now_micros, at_read.as_deref()));
+                row.push(cell_at(
+                    slot,
+                    *column,
+                    stored,
+                    now_micros,
+                    at_read.as_deref(),
+                ));
             }
             rows.push(row);
             times.push(row_times);
@@ -1058,17 +1090,23 @@ impl OnlineStore {
 
     /// Applies events of `view` (join keys, its events' time column and
     /// the aggregated columns: rows of its source's silver table) to its
-    /// live window tiles, as of the clock `now_micros`. With `replace`, the
-    /// tiles are rebuilt from these events alone and swapped in whole, and
-    /// `events_version` recorded as what they hold. Returns the events
-    /// applied (those no window read from now can reach are not).
+    /// live window tiles, as of the clock `now_micros`. From
+    /// [`EventsFrom::Table`], the tiles are rebuilt from these events alone
+    /// and swapped in whole, and the version recorded as what they hold;
+    /// from [`EventsFrom::Stream`] they are added, and each event's time
+    /// to visible is observed. Returns the events applied (those no window
+    /// read from now can reach are not).
     pub fn apply_events(
         &self,
         view: &str,
         events: &DataFrame,
         now_micros: i64,
-        replace: Option<u64>,
+        from: EventsFrom,
     ) -> Result<usize> {
+        let replace = match from {
+            EventsFrom::Table(version) => Some(version),
+            EventsFrom::Stream => None,
+        };
         let slot = self.slot(view)?;
         let (Some(live), Some(windows)) = (slot.live(), slot.view.request_windows.as_ref()) else {
             return Ok(0);
@@ -1088,7 +1126,7 @@ impl OnlineStore {
             distinct.push(k);
         }
         let target = match replace {
-            Some(_) => Arc::new(LiveTiles::new(plan.clone(), 0)),
+            Some(_) => Arc::new(LiveTiles::new(plan.clone(), 0, live.stats().clone())),
             None => live,
         };
         let mut applied = 0;
@@ -1104,6 +1142,13 @@ impl OnlineStore {
             }
             if target.apply(key, *t, &row_values, &row_keys, now_micros) {
                 applied += 1;
+            }
+        }
+        if replace.is_none() {
+            let visible = chrono::Utc::now().timestamp_micros();
+            let histogram = &target.stats().visible_seconds;
+            for t in times.iter().flatten() {
+                histogram.observe((visible - t).max(0) as f64 / 1e6);
             }
         }
         if let (Some(version), Some(lock)) = (replace, &slot.live) {

@@ -21,7 +21,7 @@ mod marks;
 mod options;
 mod report;
 pub mod silver;
-mod silver_step;
+pub mod silver_step;
 
 use std::collections::BTreeMap;
 use std::time::Instant;

@@ -301,6 +301,34 @@ fn type_and_null_flags(source: &Source, stream: bool) -> (Vec<Expr>, Vec<CheckCo
             check: None,
         });
     }
+    // A stream event consumed later after its event time than the declared
+    // lateness: its windows have been read, so it is quarantined (from
+    // bronze's own consumption time, so every run decides alike).
+    if let Some(lateness) = source
+        .kafka
+        .as_ref()
+        .map(|k| k.lateness)
+        .filter(|l| !l.is_zero())
+        .filter(|_| stream)
+    {
+        let micros = i64::try_from(lateness.as_micros()).unwrap_or(i64::MAX);
+        flags.push(
+            decoded(
+                col(source.timestamp.as_str())
+                    .cast(DataType::Int64)
+                    .lt(col(INGESTED_AT).cast(DataType::Int64) - lit(micros))
+                    .fill_null(lit(false)),
+            )
+            .alias("__late"),
+        );
+        stage1.push(CheckColumn {
+            rule: "late".into(),
+            column: source.timestamp.clone(),
+            severity: Severity::Hard,
+            flag: "__late".into(),
+            check: None,
+        });
+    }
     (flags, stage1)
 }
 
@@ -751,6 +779,16 @@ fn reason(check: &CheckColumn, source: &Source, frame: &DataFrame, row: usize) -
                 get(&text_name(column))
             )
         }
+        (None, "late") => format!(
+            "{column}: {} arrived at {}, later than the declared lateness ({})",
+            get(column),
+            get(INGESTED_AT),
+            source
+                .kafka
+                .as_ref()
+                .map(|k| crate::project::format_duration(k.lateness))
+                .unwrap_or_default()
+        ),
         (None, _) if column == source.timestamp => {
             format!("{column}: null, and every row needs an event time")
         }

@@ -253,6 +253,16 @@ async fn read_batch(
     })
 }
 
+/// The silver frames (latest) of the sources `source` is enriched from,
+/// by source name: what [`super::silver::process`] joins a batch with.
+pub async fn dimensions(
+    store: &DeltaStore,
+    project: &Project,
+    source: &Source,
+) -> Result<BTreeMap<String, DataFrame>> {
+    Ok(read_dimensions(store, project, source, 0).await?.0)
+}
+
 /// The silver frames of the sources `source` is enriched from, and the
 /// version of every table the batch reads (bronze up to `target`).
 async fn read_dimensions(

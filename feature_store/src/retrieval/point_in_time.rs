@@ -396,7 +396,12 @@ fn windows_at_spine_times(
         .wanted
         .iter()
         .zip(&prepared.names)
-        .filter_map(|(feature, out)| plan.names.iter().position(|n| n == feature).map(|i| (i, out)))
+        .filter_map(|(feature, out)| {
+            plan.names
+                .iter()
+                .position(|n| n == feature)
+                .map(|i| (i, out))
+        })
         .collect();
     if targets.is_empty() {
         return Ok(());
@@ -412,7 +417,10 @@ fn windows_at_spine_times(
         .zip(spine_times.iter())
         .zip(index.iter())
         .map(|((key, t), matched)| match matched {
-            Some(_) => (key.as_ref(), t.map(|t| if strictly_before { t - 1 } else { t })),
+            Some(_) => (
+                key.as_ref(),
+                t.map(|t| if strictly_before { t - 1 } else { t }),
+            ),
             None => (None, None),
         })
         .collect();
@@ -444,7 +452,10 @@ fn windows_at_spine_times(
             .collect();
         gathered
             .with_column(values.with_name(name.as_str().into()).into_column())
-            .map_err(Error::polars(format!("valuing {} at the spine's times", prepared.view.name)))?;
+            .map_err(Error::polars(format!(
+                "valuing {} at the spine's times",
+                prepared.view.name
+            )))?;
     }
     Ok(())
 }

@@ -51,7 +51,10 @@ pub async fn events_version(
             return Ok(recorded);
         }
     }
-    store.latest_version(&windows.events_table).await.map_err(Error::from)
+    store
+        .latest_version(&windows.events_table)
+        .await
+        .map_err(Error::from)
 }
 
 /// Reads the events `view`'s request-time windows aggregate (at
@@ -66,15 +69,14 @@ pub async fn load_history(
     let join_keys = view.entity.join_keys.clone();
     let timestamp = windows.timestamp_column.clone();
     let name = view.name.clone();
-    let history = tokio::task::spawn_blocking(move || {
-        History::build(plan, &frame, &join_keys, &timestamp)
-    })
-    .await
-    .map_err(|e| Error::Internal(format!("indexing the events of {name} stopped: {e}")))?
-    .map_err(|message| Error::Schema {
-        view: view.name.clone(),
-        message: format!("its events ({}): {message}", windows.events_table),
-    })?;
+    let history =
+        tokio::task::spawn_blocking(move || History::build(plan, &frame, &join_keys, &timestamp))
+            .await
+            .map_err(|e| Error::Internal(format!("indexing the events of {name} stopped: {e}")))?
+            .map_err(|message| Error::Schema {
+                view: view.name.clone(),
+                message: format!("its events ({}): {message}", windows.events_table),
+            })?;
     Ok(Arc::new(history))
 }
 

@@ -103,13 +103,13 @@ pub fn micros(df: &DataFrame, name: &str) -> Result<Vec<Option<i64>>, String> {
         .collect())
 }
 
+/// A column's values as aggregated (float64) and the keys its distinct
+/// values are counted by (empty when they are not).
+pub type ColumnInputs = (Vec<Option<f64>>, Vec<Option<u64>>);
+
 /// A plan column's values (as float64; text that is not a number is null)
 /// and, when its distinct values are counted, their keys.
-pub fn column_inputs(
-    df: &DataFrame,
-    name: &str,
-    distinct: bool,
-) -> Result<(Vec<Option<f64>>, Vec<Option<u64>>), String> {
+pub fn column_inputs(df: &DataFrame, name: &str, distinct: bool) -> Result<ColumnInputs, String> {
     let column = df
         .column(name)
         .map_err(|_| format!("column {name:?} is missing"))?;

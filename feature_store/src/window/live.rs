@@ -8,21 +8,54 @@
 //! events stamped after `t` (a producer clock ahead of the server's) are
 //! counted in it online, where the point-in-time join would leave them out
 //! — the one place the two can differ, bounded by one tile and counted
-//! ([`LiveTiles::future_reads`]).
+//! ([`WindowStats::future_reads`]).
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasher;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use super::{Agg, WindowPlan};
+use crate::metrics::Histogram;
 
 const SHARDS: usize = 64;
+
+/// Bucket bounds of the event-to-visible latency, in seconds (1 ms to a
+/// minute).
+pub const VISIBLE_BUCKETS: &[f64] = &[
+    1e-3, 5e-3, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 10.0, 60.0,
+];
+
+/// Counters of a view's live windows, kept across reloads of its tiles.
+#[derive(Debug)]
+pub struct WindowStats {
+    /// Events applied to tiles.
+    pub applied: AtomicU64,
+    /// Events refused as too late for any window a read can still make.
+    pub too_late: AtomicU64,
+    /// Reads whose newest tile held an event stamped after the read time.
+    pub future_reads: AtomicU64,
+    /// Stream events: from their event time to visible in the tiles.
+    pub visible_seconds: Histogram,
+}
+
+impl Default for WindowStats {
+    fn default() -> Self {
+        WindowStats {
+            applied: AtomicU64::new(0),
+            too_late: AtomicU64::new(0),
+            future_reads: AtomicU64::new(0),
+            visible_seconds: Histogram::new(VISIBLE_BUCKETS),
+        }
+    }
+}
 
 /// One entity's tiles, per grid, ascending.
 #[derive(Debug, Default)]
 struct EntityTiles {
     grids: Vec<VecDeque<(i64, Vec<Agg>, i64)>>,
+    /// The newest event time applied.
+    newest: i64,
 }
 
 type Shard = HashMap<String, EntityTiles, foldhash::fast::RandomState>;
@@ -35,12 +68,7 @@ pub struct LiveTiles {
     /// Events older than the newest tile any read can use minus this are
     /// refused as late.
     lateness_micros: i64,
-    /// Events applied.
-    pub applied: AtomicU64,
-    /// Events refused as too late for any window.
-    pub too_late: AtomicU64,
-    /// Reads whose newest tile held an event stamped after the read time.
-    pub future_reads: AtomicU64,
+    stats: Arc<WindowStats>,
 }
 
 impl std::fmt::Debug for LiveTiles {
@@ -55,16 +83,20 @@ impl std::fmt::Debug for LiveTiles {
 impl LiveTiles {
     /// Empty tiles for `plan`; events later than `lateness` behind the
     /// clock are refused (their windows have been read).
-    pub fn new(plan: WindowPlan, lateness_micros: i64) -> Self {
+    pub fn new(plan: WindowPlan, lateness_micros: i64, stats: Arc<WindowStats>) -> Self {
         LiveTiles {
             plan,
             shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
             hasher: foldhash::fast::RandomState::default(),
             lateness_micros: lateness_micros.max(0),
-            applied: AtomicU64::new(0),
-            too_late: AtomicU64::new(0),
-            future_reads: AtomicU64::new(0),
+            stats,
         }
+    }
+
+    /// The counters (shared with the tiles this replaces or is replaced
+    /// by).
+    pub fn stats(&self) -> &Arc<WindowStats> {
+        &self.stats
     }
 
     /// The plan the tiles aggregate for.
@@ -102,19 +134,21 @@ impl LiveTiles {
                 .iter()
                 .all(|g| g.tile_of(t) < g.first_tile(oldest_read))
             {
-                self.too_late.fetch_add(1, Ordering::Relaxed);
+                self.stats.too_late.fetch_add(1, Ordering::Relaxed);
                 return false;
             }
             shard.insert(
                 key.to_string(),
                 EntityTiles {
                     grids: vec![VecDeque::new(); self.plan.grids.len()],
+                    newest: i64::MIN,
                 },
             );
         }
         let Some(entity) = shard.get_mut(key) else {
             return false;
         };
+        entity.newest = entity.newest.max(t);
         let mut used = false;
         for (grid, tiles) in self.plan.grids.iter().zip(entity.grids.iter_mut()) {
             let tile = grid.tile_of(t);
@@ -149,9 +183,9 @@ impl LiveTiles {
             }
         }
         if used {
-            self.applied.fetch_add(1, Ordering::Relaxed);
+            self.stats.applied.fetch_add(1, Ordering::Relaxed);
         } else {
-            self.too_late.fetch_add(1, Ordering::Relaxed);
+            self.stats.too_late.fetch_add(1, Ordering::Relaxed);
         }
         used
     }
@@ -182,9 +216,14 @@ impl LiveTiles {
             }
         }
         if future {
-            self.future_reads.fetch_add(1, Ordering::Relaxed);
+            self.stats.future_reads.fetch_add(1, Ordering::Relaxed);
         }
         true
+    }
+
+    /// The newest event time applied for entity `key`, while it has tiles.
+    pub fn newest(&self, key: &str) -> Option<i64> {
+        self.shard(key).get(key).map(|e| e.newest)
     }
 
     /// Drops tiles no read from `now` can reach, and entities left with

@@ -231,11 +231,12 @@ impl WindowPlan {
             out.push(aggs[grid * width + column].value(*function));
         }
         for node in &self.derived {
-            let value = eval(node, &|name| {
-                match self.names[..out.len()].iter().position(|n| n == name) {
-                    Some(i) => out[i],
-                    None => other(name),
-                }
+            let value = eval(node, &|name| match self.names[..out.len()]
+                .iter()
+                .position(|n| n == name)
+            {
+                Some(i) => out[i],
+                None => other(name),
             });
             out.push(value);
         }

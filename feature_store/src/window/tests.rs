@@ -154,7 +154,7 @@ proptest! {
             state ^= state << 17;
             arrival.swap(i, (state % (i as u64 + 1)) as usize);
         }
-        let live = LiveTiles::new(plan.clone(), 10 * 60 * MINUTE);
+        let live = LiveTiles::new(plan.clone(), 10 * 60 * MINUTE, Default::default());
         let end = 3 * 60 * MINUTE;
         for e in &arrival {
             let (values, keys) = (vec![e.2, None], vec![None, Some(distinct_key(&e.3))]);
@@ -190,7 +190,8 @@ fn a_window_ends_at_the_read_not_at_the_last_event() {
     // One event at 10:00; read at 10:30 it is in the hour, at 11:30 not.
     let ten = 10 * 60 * MINUTE;
     let events = vec![(1u8, ten, Some(5.0), "m1".to_string())];
-    let history = History::build(plan.clone(), &frame(&events), &["customer_id".into()], "ts").unwrap();
+    let history =
+        History::build(plan.clone(), &frame(&events), &["customer_id".into()], "ts").unwrap();
     let mut aggs = Vec::new();
     let mut out = Vec::new();
     assert!(history.aggregates("c1", ten + 30 * MINUTE, &mut aggs));
@@ -207,13 +208,18 @@ fn a_window_ends_at_the_read_not_at_the_last_event() {
 #[test]
 fn live_refuses_events_no_window_can_read_and_forgets_old_tiles() {
     let plan = WindowPlan::new(&windows(), &[]).unwrap();
-    let live = LiveTiles::new(plan, 5 * MINUTE);
+    let live = LiveTiles::new(plan, 5 * MINUTE, Default::default());
     let now = 100 * 60 * MINUTE;
     let v = [Some(1.0), None];
     let k = [None, Some(distinct_key("m"))];
     assert!(live.apply("c1", now - MINUTE, &v, &k, now));
     assert!(!live.apply("c2", now - 2 * 60 * MINUTE, &v, &k, now));
-    assert_eq!(live.too_late.load(std::sync::atomic::Ordering::Relaxed), 1);
+    assert_eq!(
+        live.stats()
+            .too_late
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
     assert_eq!(live.entities(), 1);
     assert_eq!(live.prune(now + 3 * 60 * MINUTE), 0);
 }

@@ -33,6 +33,32 @@ pub async fn ready(State(state): State<Arc<AppState>>) -> (StatusCode, Json<serd
             Json(json!({"status": "online_tier_unavailable"})),
         )
     } else {
-        (StatusCode::OK, Json(json!({"status": "ready"})))
+        // A stream behind or cut off is reported, and serving goes on:
+        // the values are older than they should be, not wrong.
+        let now = chrono::Utc::now().timestamp_millis();
+        let streams: Vec<serde_json::Value> = state
+            .streams
+            .read()
+            .map(|s| {
+                s.iter()
+                    .map(|s| {
+                        json!({
+                            "source": s.source,
+                            "topic": s.topic,
+                            "state": s.state(now),
+                            "lag": s.stats.total_lag(),
+                        })
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        if streams.is_empty() {
+            (StatusCode::OK, Json(json!({"status": "ready"})))
+        } else {
+            (
+                StatusCode::OK,
+                Json(json!({"status": "ready", "streams": streams})),
+            )
+        }
     }
 }

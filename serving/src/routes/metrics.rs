@@ -23,7 +23,7 @@ use prometheus_client::registry::Registry;
 use crate::error::AppError;
 use crate::metrics::Histogram;
 use crate::metrics::exposition::{
-    Label, counter, gauge, gauge_family, histogram, histogram_family,
+    Label, counter, counter_family, gauge, gauge_family, histogram, histogram_family,
 };
 use crate::state::AppState;
 
@@ -81,10 +81,167 @@ impl Collector for Scrape {
             }
         }
         encode_views(state, encoder)?;
+        encode_windows(state, encoder)?;
+        encode_streams(state, encoder)?;
         encode_tier(state, encoder)?;
         encode_tables(state, encoder)?;
         encode_traces(encoder)
     }
+}
+
+/// Views whose windows are valued at the read: their live tiles.
+fn encode_windows(state: &AppState, encoder: &mut DescriptorEncoder<'_>) -> fmt::Result {
+    let live: Vec<(String, Arc<feature_store::window::live::LiveTiles>)> = state
+        .online
+        .views()
+        .into_iter()
+        .filter_map(|v| Some((v.name.clone(), state.online.live_tiles(&v.name)?)))
+        .collect();
+    if live.is_empty() {
+        return Ok(());
+    }
+    gauge_family(
+        encoder,
+        "aurum_window_entities",
+        "Entities with window tiles a read can reach, per feature view.",
+        live.iter()
+            .map(|(view, tiles)| ([("view", Label::Text(view))], tiles.entities() as u64)),
+    )?;
+    for (name, help, value) in [
+        (
+            "aurum_window_events_applied",
+            "Events applied to a view's window tiles (loaded from its events table or landed from a stream).",
+            (|s: &feature_store::window::live::WindowStats| &s.applied) as fn(&_) -> &_,
+        ),
+        (
+            "aurum_window_events_too_late",
+            "Events older than every window a read can still make, not applied.",
+            |s| &s.too_late,
+        ),
+        (
+            "aurum_window_future_reads",
+            "Reads whose newest tile held an event stamped after the read time (counted online, left out offline).",
+            |s| &s.future_reads,
+        ),
+    ] {
+        counter_family(
+            encoder,
+            name,
+            help,
+            live.iter().map(|(view, tiles)| {
+                (
+                    [("view", Label::Text(view))],
+                    value(tiles.stats()).load(Ordering::Relaxed),
+                )
+            }),
+        )?;
+    }
+    histogram_family(
+        encoder,
+        "aurum_window_event_visible_seconds",
+        "Stream events: from their event time to visible in the online window tiles.",
+        live.iter().map(|(view, tiles)| {
+            (
+                [("view", Label::Text(view))],
+                StatsHistogram(tiles.stats().clone()),
+            )
+        }),
+    )
+}
+
+/// A window's latency histogram, held through its counters.
+struct StatsHistogram(Arc<feature_store::window::live::WindowStats>);
+
+impl std::ops::Deref for StatsHistogram {
+    type Target = Histogram;
+    fn deref(&self) -> &Histogram {
+        &self.0.visible_seconds
+    }
+}
+
+/// The Kafka sources the server consumes (`aurum serve --stream`).
+fn encode_streams(state: &AppState, encoder: &mut DescriptorEncoder<'_>) -> fmt::Result {
+    let streams = state.streams.read().map(|s| s.clone()).unwrap_or_default();
+    if streams.is_empty() {
+        return Ok(());
+    }
+    let now = chrono::Utc::now().timestamp_millis();
+    for (name, help, value) in [
+        (
+            "aurum_stream_events_consumed",
+            "Events received from the brokers, per source.",
+            (|s: &stream::StreamStats| &s.consumed) as fn(&_) -> &_,
+        ),
+        (
+            "aurum_stream_events_landed",
+            "Events landed in bronze, per source.",
+            |s| &s.landed,
+        ),
+        (
+            "aurum_stream_events_undecodable",
+            "Landed events that did not decode (quarantined by silver), per source.",
+            |s| &s.undecodable,
+        ),
+        (
+            "aurum_stream_skipped_offsets",
+            "Offsets the brokers skipped where a partition resumed, per source.",
+            |s| &s.skipped_offsets,
+        ),
+        ("aurum_stream_commits", "Bronze commits, per source.", |s| {
+            &s.commits
+        }),
+        (
+            "aurum_stream_conflicts",
+            "Bronze commits refused because another consumer landed a partition first.",
+            |s| &s.conflicts,
+        ),
+    ] {
+        counter_family(
+            encoder,
+            name,
+            help,
+            streams.iter().map(|s| {
+                (
+                    [("source", Label::Text(&s.source))],
+                    value(&s.stats).load(Ordering::Relaxed),
+                )
+            }),
+        )?;
+    }
+    let lags: Vec<(String, i32, i64)> = streams
+        .iter()
+        .flat_map(|s| {
+            let lag = s.stats.lag.lock().map(|l| l.clone()).unwrap_or_default();
+            lag.into_iter()
+                .map(|(p, l)| (s.source.clone(), p, l))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    gauge_family(
+        encoder,
+        "aurum_stream_lag_events",
+        "Events the brokers hold that bronze does not, per source and partition.",
+        lags.iter().map(|(source, partition, lag)| {
+            (
+                [
+                    ("source", Label::Text(source)),
+                    ("partition", Label::Int(*partition as u64)),
+                ],
+                (*lag).max(0) as u64,
+            )
+        }),
+    )?;
+    gauge_family(
+        encoder,
+        "aurum_stream_connected",
+        "1 while the brokers answer (within 30 s), per source.",
+        streams.iter().map(|s| {
+            (
+                [("source", Label::Text(&s.source))],
+                u64::from(s.state(now) != "disconnected"),
+            )
+        }),
+    )
 }
 
 /// The shared online tier (Redis), when the store caches one.
