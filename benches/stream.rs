@@ -3,12 +3,21 @@
 //! `make kafka`) on loopback, beside a plain confluent-kafka consumer
 //! reading the same events (the brokers' and librdkafka's own pace).
 //!
-//! usage: cargo bench --bench stream -- [--events N] [--partitions P]
-//!        [--max-batch-events B] [--commit-interval-ms MS]
+//! usage: cargo bench --bench stream -- [MODE...] [--events N]
+//!        [--partitions P] [--max-batch-events B] [--commit-interval-ms MS]
+//!        [--rate R] [--seconds S]
+//!   ingest (default): N events produced before the clock starts; the time
+//!     is from the consumer's start to the commit that makes bronze hold
+//!     all N, beside a read-only confluent-kafka consumer;
+//!   tiles: the same, each landed batch also cleaned by silver's rules and
+//!     added to a request-time view's window tiles (what `aurum serve
+//!     --stream` does); the events are stamped when sent, so every one is
+//!     in a window;
+//!   latency: events produced at R per second for S seconds, each stamped
+//!     when sent, while the consumer (with the tiles) runs; per event, the
+//!     time from its stamp to visible in the tiles.
 //!
-//! The events (JSON, four declared columns, as in the stream tests) are
-//! produced before the clock starts; the time is from the consumer's start
-//! to the commit that makes bronze hold all N events.
+//! The events are JSON with four declared columns, as in the stream tests.
 
 #[path = "common/cli.rs"]
 mod cli;
@@ -18,8 +27,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use std::sync::Mutex;
+
 use anyhow::{Context, Result, bail};
-use stream::{StreamOptions, StreamStats};
+use feature_store::OnlineStore;
+use polars::prelude::{DataFrame, DataType};
+use stream::tiles::TilesFeed;
+use stream::{LandedHook, StreamOptions, StreamStats};
 
 struct Broker(Child);
 
@@ -52,67 +66,93 @@ fn kafka_events(args: &[&str]) -> Result<serde_json::Value> {
 
 fn main() -> Result<()> {
     cli::init_logging();
-    let (mut events, mut partitions, mut max_batch, mut interval_ms) =
-        (1_000_000u64, 3u32, 200_000usize, 1_000u64);
-    cli::flags(|name, value| {
+    let mut o = Options {
+        events: 1_000_000,
+        partitions: 3,
+        max_batch: 200_000,
+        interval_ms: 1_000,
+        rate: 20_000,
+        seconds: 20,
+    };
+    let mut modes = cli::flags_and_modes(|name, value| {
         match name {
-            "--events" => events = value()?.parse()?,
-            "--partitions" => partitions = value()?.parse()?,
-            "--max-batch-events" => max_batch = value()?.parse()?,
-            "--commit-interval-ms" => interval_ms = value()?.parse()?,
+            "--events" => o.events = value()?.parse()?,
+            "--partitions" => o.partitions = value()?.parse()?,
+            "--max-batch-events" => o.max_batch = value()?.parse()?,
+            "--commit-interval-ms" => o.interval_ms = value()?.parse()?,
+            "--rate" => o.rate = value()?.parse()?,
+            "--seconds" => o.seconds = value()?.parse()?,
             _ => return Ok(false),
         }
         Ok(true)
     })?;
+    if modes.is_empty() {
+        modes.push("ingest".into());
+    }
     let tansu = workspace().join(".tools/tansu/bin/tansu");
     if !tansu.exists() {
         bail!("{} is missing: run `make kafka`", tansu.display());
     }
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let url = format!("tcp://127.0.0.1:{port}");
-    let _broker = Broker(
-        Command::new(&tansu)
-            .args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &url,
-            ])
-            .args(["--storage-engine", "memory://tansu/"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()?,
-    );
-    let bootstrap = format!("127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        if Instant::now() > deadline {
-            bail!("tansu did not listen on {bootstrap}");
+    for mode in &modes {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let url = format!("tcp://127.0.0.1:{port}");
+        let _broker = Broker(
+            Command::new(&tansu)
+                .args([
+                    "broker",
+                    "--listener-url",
+                    &url,
+                    "--advertised-listener-url",
+                    &url,
+                ])
+                .args(["--storage-engine", "memory://tansu/"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()?,
+        );
+        let bootstrap = format!("127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if Instant::now() > deadline {
+                bail!("tansu did not listen on {bootstrap}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
         }
-        std::thread::sleep(Duration::from_millis(100));
+        kafka_events(&["create", &bootstrap, "payments", &o.partitions.to_string()])?;
+        match mode.as_str() {
+            "ingest" => ingest(&o, &bootstrap, false)?,
+            "tiles" => ingest(&o, &bootstrap, true)?,
+            "latency" => latency(&o, &bootstrap)?,
+            other => bail!("unknown mode {other} (ingest, tiles, latency)"),
+        }
     }
-    kafka_events(&["create", &bootstrap, "payments", &partitions.to_string()])?;
-    let clock = Instant::now();
-    kafka_events(&[
-        "produce",
-        &bootstrap,
-        "payments",
-        "0",
-        &events.to_string(),
-        "0",
-    ])?;
-    let produce_seconds = clock.elapsed().as_secs_f64();
-    eprintln!("produced {events} events in {produce_seconds:.2} s");
+    Ok(())
+}
 
+struct Options {
+    events: u64,
+    partitions: u32,
+    max_batch: usize,
+    interval_ms: u64,
+    rate: u64,
+    seconds: u64,
+}
+
+/// A project whose Kafka source `payments` feeds a request-time view.
+fn project(o: &Options, bootstrap: &str) -> Result<(tempfile::TempDir, feature_store::Project)> {
     let dir = tempfile::tempdir()?;
+    let (interval_ms, max_batch) = (o.interval_ms, o.max_batch);
     std::fs::write(
         dir.path().join("aurum.toml"),
         format!(
             r#"[project]
 name = "bench"
+
+[[entity]]
+name = "customer"
+join_keys = ["customer_id"]
 
 [[source]]
 name = "payments"
@@ -131,31 +171,104 @@ topic = "payments"
 assignment = "all"
 commit_interval = "{interval_ms}ms"
 max_batch_events = {max_batch}
+
+[[feature_view]]
+name = "customer_payments"
+entity = "customer"
+source = "payments"
+ttl = "7d"
+windows = ["1h", "1d"]
+windows_at = "request"
+
+[[feature_view.aggregation]]
+column = "amount"
+functions = ["count", "sum", "mean", "max", "stddev"]
 "#
         ),
     )?;
     let project = feature_store::project::Project::load(&dir.path().join("aurum.toml"))?;
+    Ok((dir, project))
+}
+
+/// A consumer landing `project`'s source, with the tiles feed when
+/// `online` is given; `on_clean` sees each batch's clean rows.
+fn consumer(
+    project: &feature_store::Project,
+    online: Option<Arc<OnlineStore>>,
+    on_clean: Arc<dyn Fn(&DataFrame) + Send + Sync>,
+    runtime: &tokio::runtime::Runtime,
+    stop: Arc<AtomicBool>,
+    stats: Arc<StreamStats>,
+) -> Result<std::thread::JoinHandle<stream::Result<()>>> {
     let source = project.sources[0].clone();
     let store = project.delta_store()?;
+    let on_landed = match online {
+        Some(online) => {
+            for view in &project.feature_views {
+                online.register_view(view.feature_view());
+            }
+            let feed = Arc::new(TilesFeed::new(
+                project,
+                &source,
+                Default::default(),
+                online,
+                "bench",
+            ));
+            Some(LandedHook(Arc::new(move |bronze: &DataFrame| {
+                if let Some(clean) = feed.apply(bronze) {
+                    on_clean(&clean);
+                }
+            })))
+        }
+        None => None,
+    };
+    let handle = runtime.handle().clone();
+    Ok(std::thread::spawn(move || {
+        let options = StreamOptions {
+            on_landed,
+            exit_when_idle: None,
+            run_id: "bench".into(),
+            default_group: "aurum.bench.payments".into(),
+        };
+        stream::run(store, &source, &options, &stop, stats, handle)
+    }))
+}
+
+fn ingest(o: &Options, bootstrap: &str, tiles: bool) -> Result<()> {
+    let events = o.events;
+    let clock = Instant::now();
+    // Stamped when sent with the tiles, so that every event is in a window
+    // (events older than every window are refused cheaply).
+    let rate = if tiles { "-1" } else { "0" };
+    kafka_events(&[
+        "produce",
+        bootstrap,
+        "payments",
+        "0",
+        &events.to_string(),
+        "0",
+        "0",
+        rate,
+    ])?;
+    let produce_seconds = clock.elapsed().as_secs_f64();
+    eprintln!("produced {events} events in {produce_seconds:.2} s");
+    let (_dir, project) = project(o, bootstrap)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
     let stop = Arc::new(AtomicBool::new(false));
     let stats = Arc::new(StreamStats::default());
+    let online = tiles.then(|| Arc::new(OnlineStore::new(1 << 30)));
     let started = Instant::now();
-    let consumer = {
-        let (stop, stats, handle) = (stop.clone(), stats.clone(), runtime.handle().clone());
-        std::thread::spawn(move || {
-            let options = StreamOptions {
-                on_landed: None,
-                exit_when_idle: None,
-                run_id: "bench".into(),
-                default_group: "aurum.bench.payments".into(),
-            };
-            stream::run(store, &source, &options, &stop, stats, handle)
-        })
-    };
+    let consumer = consumer(
+        &project,
+        online.clone(),
+        Arc::new(|_: &DataFrame| {}),
+        &runtime,
+        stop.clone(),
+        stats.clone(),
+    )?;
     let deadline = Instant::now() + Duration::from_secs(900);
     while stats.landed.load(Ordering::Relaxed) < events {
         if consumer.is_finished() || Instant::now() > deadline {
@@ -175,15 +288,31 @@ max_batch_events = {max_batch}
             report.landed
         );
     }
+    let applied = online
+        .as_ref()
+        .and_then(|o| o.live_tiles("customer_payments"))
+        .map(|t| t.stats().applied.load(Ordering::Relaxed));
+    if tiles && applied != Some(events) {
+        bail!("the tiles hold {applied:?} of {events} events");
+    }
     let aurum_rate = events as f64 / seconds;
-    let reference = kafka_events(&["consume", &bootstrap, "payments", &events.to_string()])?;
+    let reference = kafka_events(&["consume", bootstrap, "payments", &events.to_string()])?;
     let reference_seconds = reference["seconds"].as_f64().unwrap_or(f64::NAN);
     let reference_rate = reference["events"].as_f64().unwrap_or(0.0) / reference_seconds;
     println!(
-        "stream ingest: {events} events, {partitions} partitions, batches of up to {max_batch} / {interval_ms} ms"
+        "stream ingest{}: {events} events, {} partitions, batches of up to {} / {} ms",
+        if tiles { " + window tiles" } else { "" },
+        o.partitions,
+        o.max_batch,
+        o.interval_ms
     );
     println!(
-        "  aurum stream -> bronze (committed): {seconds:.2} s, {aurum_rate:.0} events/s, {} commits",
+        "  aurum stream -> bronze (committed){}: {seconds:.2} s, {aurum_rate:.0} events/s, {} commits",
+        if tiles {
+            " -> silver rules -> tiles of 10 window features"
+        } else {
+            ""
+        },
         report.commits
     );
     println!(
@@ -197,5 +326,78 @@ max_batch_events = {max_batch}
         "  producer (confluent-kafka, before the clock): {:.0} events/s",
         events as f64 / produce_seconds
     );
+    Ok(())
+}
+
+fn latency(o: &Options, bootstrap: &str) -> Result<()> {
+    let events = o.rate * o.seconds;
+    let (_dir, project) = project(o, bootstrap)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let stats = Arc::new(StreamStats::default());
+    let online = Arc::new(OnlineStore::new(1 << 30));
+    let latencies: Arc<Mutex<Vec<f64>>> = Arc::default();
+    let record = {
+        let latencies = latencies.clone();
+        Arc::new(move |clean: &DataFrame| {
+            let visible = chrono::Utc::now().timestamp_micros();
+            let Ok(times) = clean.column("ts").and_then(|c| c.cast(&DataType::Int64)) else {
+                return;
+            };
+            let Ok(times) = times.i64() else { return };
+            if let Ok(mut all) = latencies.lock() {
+                all.extend(times.iter().flatten().map(|t| (visible - t) as f64 / 1e3));
+            }
+        })
+    };
+    let consumer = consumer(
+        &project,
+        Some(online.clone()),
+        record,
+        &runtime,
+        stop.clone(),
+        stats.clone(),
+    )?;
+    // The consumer is assigned and reading before the first event leaves.
+    std::thread::sleep(Duration::from_secs(3));
+    kafka_events(&[
+        "produce",
+        bootstrap,
+        "payments",
+        "0",
+        &events.to_string(),
+        "0",
+        "0",
+        &o.rate.to_string(),
+    ])?;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while stats.landed.load(Ordering::Relaxed) < events && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    stop.store(true, Ordering::Relaxed);
+    consumer
+        .join()
+        .map_err(|_| anyhow::anyhow!("the consumer thread panicked"))??;
+    let mut all = latencies.lock().map(|l| l.clone()).unwrap_or_default();
+    if all.len() as u64 != events {
+        bail!("{} of {events} events reached the tiles", all.len());
+    }
+    all.sort_by(f64::total_cmp);
+    let at = |p: f64| all[((all.len() as f64 * p) as usize).min(all.len() - 1)];
+    println!(
+        "stream latency: {events} events at {} events/s, {} partitions, commits every {} ms",
+        o.rate, o.partitions, o.interval_ms
+    );
+    println!(
+        "  event sent -> visible in the window tiles: p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, max {:.1} ms (target p99 < 100 ms)",
+        at(0.5),
+        at(0.9),
+        at(0.99),
+        at(1.0)
+    );
+    println!("  {} bronze commits", stats.commits.load(Ordering::Relaxed));
     Ok(())
 }

@@ -191,54 +191,19 @@ pub(crate) async fn start_in_server(
         let Some(kafka) = &source.kafka else {
             continue;
         };
-        let views: Vec<String> = project
-            .feature_views
-            .iter()
-            .filter(|v| v.source == source.name && v.request_windows().is_some())
-            .map(|v| v.name.clone())
-            .collect();
         let dimensions = feature_store::pipeline::silver_step::dimensions(&store, project, source)
             .await
             .with_context(|| format!("reading the enrichment tables of source {}", source.name))?;
-        let hook = {
-            let (source, online, run_id) = (source.clone(), online.clone(), run_id.clone());
-            move |bronze: &polars::prelude::DataFrame| {
-                if views.is_empty() {
-                    return;
-                }
-                let now = chrono::Utc::now().timestamp_micros();
-                let ctx = feature_store::pipeline::silver::BatchContext {
-                    run_id: run_id.clone(),
-                    bronze_version: 0,
-                    now_micros: now,
-                };
-                match feature_store::pipeline::silver::process(
-                    bronze.clone(),
-                    &source,
-                    &dimensions,
-                    &ctx,
-                ) {
-                    Ok(batch) => {
-                        for view in &views {
-                            if let Err(e) = online.apply_events(
-                                view,
-                                &batch.clean,
-                                now,
-                                feature_store::online::EventsFrom::Stream,
-                            ) {
-                                tracing::warn!(source = %source.name, view, error = %e, "applying landed events to window tiles");
-                            }
-                        }
-                    }
-                    Err(e) => {
-                        tracing::warn!(source = %source.name, error = %e, "cleaning landed events for the window tiles");
-                    }
-                }
-            }
-        };
+        let feed = Arc::new(stream::tiles::TilesFeed::new(
+            project,
+            source,
+            dimensions,
+            online.clone(),
+            &run_id,
+        ));
         let stats = Arc::new(StreamStats::default());
         let options = StreamOptions {
-            on_landed: Some(stream::LandedHook(Arc::new(hook))),
+            on_landed: Some(feed.hook()),
             exit_when_idle: None,
             run_id: run_id.clone(),
             default_group: format!("aurum.{}.{}", project.name, source.name),

@@ -10,10 +10,12 @@
 //!   (`_error`, `_raw`), and silver quarantines it with its partition and
 //!   offset, so a bad event neither stops the stream nor disappears;
 //! - `batch`: the events of one commit, column by column;
-//! - [`stats`]: counters and lag, for progress and metrics.
+//! - [`stats`]: counters and lag, for progress and metrics;
+//! - [`tiles`]: landed batches, cleaned by silver's rules, into the
+//!   online store's request-time window tiles (`aurum serve --stream`).
 //!
-//! This crate knows Kafka and the feature store's project and bronze
-//! layout; it knows nothing of models or HTTP. The Kafka client is
+//! This crate knows Kafka and the feature store's project, bronze layout,
+//! silver step and online store; it knows nothing of models or HTTP. The Kafka client is
 //! librdkafka (through `rdkafka`): the client Confluent's own libraries
 //! are built on, with consumer groups, cooperative rebalancing, TLS and
 //! SASL PLAIN/SCRAM, which Event Hubs needs.
@@ -24,6 +26,7 @@ pub mod consumer;
 mod decode;
 pub mod error;
 pub mod stats;
+pub mod tiles;
 
 pub use consumer::{LandedHook, StreamOptions, offset_app_id, run};
 pub use error::{Error, Result};

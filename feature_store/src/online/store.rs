@@ -409,10 +409,15 @@ impl ViewSlot {
         {
             return None;
         }
-        let mut aggs = Vec::new();
-        let mut out = Vec::new();
-        live.aggregates(entity, now, &mut aggs);
-        live.plan().finish(&aggs, &|_| None, &mut out);
+        thread_local! {
+            // A lookup's scratch aggregates, reused: no allocation per read.
+            static AGGS: std::cell::RefCell<Vec<crate::window::Agg>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        let mut out = Vec::with_capacity(live.plan().names.len());
+        AGGS.with_borrow_mut(|aggs| {
+            live.aggregates(entity, now, aggs);
+            live.plan().finish(aggs, &|_| None, &mut out);
+        });
         Some(out)
     }
 }

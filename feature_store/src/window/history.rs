@@ -14,13 +14,20 @@ use rayon::prelude::*;
 
 use super::{Agg, WindowPlan, distinct_key};
 
+/// An entity's non-empty tiles in one grid, ascending: (tile, one
+/// aggregate per plan column).
+type Tiles = Vec<(i64, Vec<Agg>)>;
+
+/// Events per non-empty tile from which an entity's tiles are built.
+const DENSE: usize = 4;
+
 /// One entity's events (a range of the sorted arrays) and tiles.
 struct Run {
     start: usize,
     end: usize,
     /// Per grid: the entity's non-empty tiles, ascending, each with one
-    /// aggregate per plan column.
-    tiles: Vec<Vec<(i64, Vec<Agg>)>>,
+    /// aggregate per plan column; `None` where its events are sparse.
+    tiles: Vec<Option<Tiles>>,
 }
 
 /// A view's events, indexed for reads at any time.
@@ -165,37 +172,61 @@ impl History {
         join_keys: &[String],
         timestamp: &str,
     ) -> Result<History, String> {
-        let keys = entity_keys(events, join_keys)?;
-        let times = micros(events, timestamp)?;
-        let mut order: Vec<u32> = (0..events.height() as u32)
-            .filter(|i| keys[*i as usize].is_some() && times[*i as usize].is_some())
+        // Sorted by entity, then time, by polars (in parallel): sorting
+        // row numbers by per-row key strings cost seconds per 10M events.
+        let mut by: Vec<PlSmallStr> = join_keys.iter().map(|k| k.as_str().into()).collect();
+        by.push(timestamp.into());
+        let mut known = col(timestamp).is_not_null();
+        for key in join_keys {
+            known = known.and(col(key.as_str()).is_not_null());
+        }
+        let sorted = events
+            .clone()
+            .lazy()
+            .filter(known)
+            .sort(by, SortMultipleOptions::default().with_multithreaded(true))
+            .collect()
+            .map_err(|e| format!("sorting the events: {e}"))?;
+        let sorted_times: Vec<i64> = micros(&sorted, timestamp)?
+            .into_iter()
+            .map(Option::unwrap_or_default)
             .collect();
-        order.par_sort_by(|a, b| {
-            let (a, b) = (*a as usize, *b as usize);
-            keys[a].cmp(&keys[b]).then(times[a].cmp(&times[b]))
-        });
         let mut values = Vec::with_capacity(plan.columns.len());
         let mut distinct_keys = Vec::with_capacity(plan.columns.len());
         for (column, distinct) in plan.columns.iter().zip(&plan.distinct) {
-            let (v, k) = column_inputs(events, column, *distinct)?;
-            values.push(order.iter().map(|i| v[*i as usize]).collect::<Vec<_>>());
-            distinct_keys.push(if *distinct {
-                order.iter().map(|i| k[*i as usize]).collect()
-            } else {
-                Vec::new()
-            });
+            let (v, k) = column_inputs(&sorted, column, *distinct)?;
+            values.push(v);
+            distinct_keys.push(k);
         }
-        let sorted_times: Vec<i64> = order
+        // Entity runs: where any key part changes from the row before.
+        let parts: Vec<StringChunked> = join_keys
             .iter()
-            .map(|i| times[*i as usize].unwrap_or_default())
-            .collect();
-        // Entity runs, then their tiles in parallel.
+            .map(|key| {
+                let column = sorted
+                    .column(key)
+                    .map_err(|_| format!("join key column {key:?} is missing"))?
+                    .cast(&DataType::String)
+                    .map_err(|e| format!("join key {key:?}: {e}"))?;
+                Ok(column
+                    .str()
+                    .map_err(|e| format!("join key {key:?}: {e}"))?
+                    .rechunk()
+                    .into_owned())
+            })
+            .collect::<Result<_, String>>()?;
+        let key_at = |row: usize| -> String {
+            let values: Vec<&str> = parts
+                .iter()
+                .map(|p| p.get(row).unwrap_or_default())
+                .collect();
+            crate::online::entity_key(&values)
+        };
+        let rows = sorted.height();
         let mut bounds: Vec<(String, usize, usize)> = Vec::new();
         let mut start = 0;
-        for at in 1..=order.len() {
-            if at == order.len() || keys[order[at] as usize] != keys[order[start] as usize] {
-                let key = keys[order[start] as usize].clone().unwrap_or_default();
-                bounds.push((key, start, at));
+        for at in 1..=rows {
+            if at == rows || parts.iter().any(|p| p.get(at) != p.get(at - 1)) {
+                bounds.push((key_at(start), start, at));
                 start = at;
             }
         }
@@ -239,12 +270,28 @@ impl History {
         }
     }
 
-    fn tiles(&self, start: usize, end: usize) -> Vec<Vec<(i64, Vec<Agg>)>> {
+    /// Per grid, the entity's whole tiles, or `None` where its events are
+    /// sparse (fewer than [`DENSE`] per non-empty tile on average): a read
+    /// then folds the window's events themselves, which costs what merging
+    /// as many tiles would and builds nothing.
+    fn tiles(&self, start: usize, end: usize) -> Vec<Option<Tiles>> {
         let width = self.plan.columns.len();
         self.plan
             .grids
             .iter()
             .map(|grid| {
+                let mut distinct = 0;
+                let mut last = None;
+                for event in start..end {
+                    let tile = grid.tile_of(self.times[event]);
+                    if last != Some(tile) {
+                        distinct += 1;
+                        last = Some(tile);
+                    }
+                }
+                if end - start < DENSE * distinct {
+                    return None;
+                }
                 let mut tiles: Vec<(i64, Vec<Agg>)> = Vec::new();
                 for event in start..end {
                     let tile = grid.tile_of(self.times[event]);
@@ -261,7 +308,7 @@ impl History {
                 if let Some((_, aggs)) = tiles.last_mut() {
                     aggs.iter_mut().for_each(Agg::compact);
                 }
-                tiles
+                Some(tiles)
             })
             .collect()
     }
@@ -284,16 +331,21 @@ impl History {
         for (g, grid) in self.plan.grids.iter().enumerate() {
             let window = &mut aggs[g * width..(g + 1) * width];
             let (first, current) = (grid.first_tile(t), grid.tile_of(t));
-            let tiles = &run.tiles[g];
-            let from = tiles.partition_point(|(i, _)| *i < first);
-            let to = tiles.partition_point(|(i, _)| *i < current);
-            for (_, tile) in &tiles[from..to] {
-                for (acc, agg) in window.iter_mut().zip(tile) {
-                    acc.merge(agg);
+            // Whole tiles before the current one (when built), then the
+            // events from there up to `t`.
+            let fold_from = match &run.tiles[g] {
+                Some(tiles) => {
+                    let from = tiles.partition_point(|(i, _)| *i < first);
+                    let to = tiles.partition_point(|(i, _)| *i < current);
+                    let whole = &tiles[from..to];
+                    for (c, acc) in window.iter_mut().enumerate() {
+                        acc.merge_run(whole.iter().map(|(_, aggs)| &aggs[c]));
+                    }
+                    current.saturating_mul(grid.tile)
                 }
-            }
-            let current_start = current.saturating_mul(grid.tile);
-            let first_event = run.start + times.partition_point(|e| *e < current_start);
+                None => first.saturating_mul(grid.tile),
+            };
+            let first_event = run.start + times.partition_point(|e| *e < fold_from);
             for event in first_event..upto {
                 self.push_event(window, event);
             }

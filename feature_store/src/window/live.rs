@@ -10,7 +10,7 @@
 //! — the one place the two can differ, bounded by one tile and counted
 //! ([`WindowStats::future_reads`]).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -50,10 +50,35 @@ impl Default for WindowStats {
     }
 }
 
-/// One entity's tiles, per grid, ascending.
+/// One grid's non-empty tiles of one entity, ascending, flat: a read
+/// walks one contiguous run of aggregates (`width` per tile) instead of
+/// chasing a pointer per tile.
+#[derive(Debug, Default, Clone)]
+struct GridTiles {
+    /// The tile numbers.
+    ids: Vec<i64>,
+    /// Per tile, the newest event time in it.
+    newest: Vec<i64>,
+    /// Per tile, one aggregate per plan column.
+    aggs: Vec<Agg>,
+}
+
+impl GridTiles {
+    /// Drops the tiles before `keep_from`.
+    fn prune(&mut self, keep_from: i64, width: usize) {
+        let drop = self.ids.partition_point(|i| *i < keep_from);
+        if drop > 0 {
+            self.ids.drain(..drop);
+            self.newest.drain(..drop);
+            self.aggs.drain(..drop * width);
+        }
+    }
+}
+
+/// One entity's tiles, per grid.
 #[derive(Debug, Default)]
 struct EntityTiles {
-    grids: Vec<VecDeque<(i64, Vec<Agg>, i64)>>,
+    grids: Vec<GridTiles>,
     /// The newest event time applied.
     newest: i64,
 }
@@ -140,7 +165,7 @@ impl LiveTiles {
             shard.insert(
                 key.to_string(),
                 EntityTiles {
-                    grids: vec![VecDeque::new(); self.plan.grids.len()],
+                    grids: vec![GridTiles::default(); self.plan.grids.len()],
                     newest: i64::MIN,
                 },
             );
@@ -156,31 +181,35 @@ impl LiveTiles {
                 continue;
             }
             used = true;
-            let at = match tiles.binary_search_by_key(&tile, |(i, _, _)| *i) {
+            let at = match tiles.ids.binary_search(&tile) {
                 Ok(at) => at,
                 Err(at) => {
-                    tiles.insert(at, (tile, vec![Agg::default(); width], i64::MIN));
+                    tiles.ids.insert(at, tile);
+                    tiles.newest.insert(at, i64::MIN);
+                    tiles.aggs.splice(
+                        at * width..at * width,
+                        std::iter::repeat_with(Agg::default).take(width),
+                    );
                     at
                 }
             };
-            let (_, aggs, newest) = &mut tiles[at];
-            for (c, agg) in aggs.iter_mut().enumerate() {
+            for (c, agg) in tiles.aggs[at * width..(at + 1) * width]
+                .iter_mut()
+                .enumerate()
+            {
                 let key = if self.plan.distinct[c] {
                     keys.get(c).copied().flatten()
                 } else {
                     None
                 };
                 agg.push(values.get(c).copied().flatten(), key);
-                if key.is_some() && agg.distinct.len() > 64 {
+                if key.is_some() && agg.distinct_len() > 64 {
                     agg.compact();
                 }
             }
-            *newest = (*newest).max(t);
+            tiles.newest[at] = tiles.newest[at].max(t);
             // Tiles no read can reach any more.
-            let keep_from = grid.first_tile(oldest_read);
-            while tiles.front().is_some_and(|(i, _, _)| *i < keep_from) {
-                tiles.pop_front();
-            }
+            tiles.prune(grid.first_tile(oldest_read), width);
         }
         if used {
             self.stats.applied.fetch_add(1, Ordering::Relaxed);
@@ -204,15 +233,12 @@ impl LiveTiles {
         for (g, (grid, tiles)) in self.plan.grids.iter().zip(&entity.grids).enumerate() {
             let window = &mut aggs[g * width..(g + 1) * width];
             let (first, current) = (grid.first_tile(t), grid.tile_of(t));
-            let from = tiles.partition_point(|(i, _, _)| *i < first);
-            for (tile, tile_aggs, newest) in tiles.range(from..) {
-                if *tile > current {
-                    break;
-                }
-                future |= *newest > t;
-                for (acc, agg) in window.iter_mut().zip(tile_aggs) {
-                    acc.merge(agg);
-                }
+            let from = tiles.ids.partition_point(|i| *i < first);
+            let to = from + tiles.ids[from..].partition_point(|i| *i <= current);
+            future |= tiles.newest[from..to].iter().any(|n| *n > t);
+            let run = &tiles.aggs[from * width..to * width];
+            for (c, acc) in window.iter_mut().enumerate() {
+                acc.merge_run(run.iter().skip(c).step_by(width));
             }
         }
         if future {
@@ -235,14 +261,12 @@ impl LiveTiles {
             let mut shard = shard
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let width = self.plan.columns.len();
             shard.retain(|_, entity| {
                 for (grid, tiles) in self.plan.grids.iter().zip(entity.grids.iter_mut()) {
-                    let keep_from = grid.first_tile(oldest_read);
-                    while tiles.front().is_some_and(|(i, _, _)| *i < keep_from) {
-                        tiles.pop_front();
-                    }
+                    tiles.prune(grid.first_tile(oldest_read), width);
                 }
-                entity.grids.iter().any(|t| !t.is_empty())
+                entity.grids.iter().any(|t| !t.ids.is_empty())
             });
             kept += shard.len();
         }

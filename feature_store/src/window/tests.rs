@@ -104,17 +104,21 @@ fn close(a: Option<f64>, b: Option<f64>) -> bool {
     }
 }
 
+/// Random events over 3 hours (sparse: the history folds the events) or
+/// over 10 minutes (dense: it merges whole tiles).
 fn events() -> impl Strategy<Value = Vec<Event>> {
-    prop::collection::vec(
-        (
-            0u8..4,
-            0i64..(3 * 60 * MINUTE),
-            prop::option::weighted(0.9, -1000.0f64..1000.0),
-            0u8..6,
+    prop::sample::select(vec![10 * MINUTE, 3 * 60 * MINUTE]).prop_flat_map(|span| {
+        prop::collection::vec(
+            (
+                0u8..4,
+                0i64..span,
+                prop::option::weighted(0.9, -1000.0f64..1000.0),
+                0u8..6,
+            )
+                .prop_map(|(e, t, v, m)| (e, t, v, format!("m{m}"))),
+            0..400,
         )
-            .prop_map(|(e, t, v, m)| (e, t, v, format!("m{m}"))),
-        0..200,
-    )
+    })
 }
 
 proptest! {

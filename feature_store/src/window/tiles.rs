@@ -5,7 +5,9 @@ use super::Function;
 /// The aggregate of a set of events of one column: enough to value every
 /// [`Function`] and to merge with another set's (Welford's mean and
 /// squared deviations, merged by Chan's formula, so variances stay exact
-/// where a sum of squares would cancel).
+/// where a sum of squares would cancel). 64 bytes, one cache line: a read
+/// merges many, and the distinct keys most columns never count live
+/// behind a pointer.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Agg {
     /// Events, null values included.
@@ -24,7 +26,7 @@ pub struct Agg {
     pub max: f64,
     /// The distinct values' keys ([`super::distinct_key`]), when counted:
     /// unsorted, may repeat until [`Agg::compact`].
-    pub distinct: Vec<u64>,
+    pub distinct: Option<Box<Vec<u64>>>,
 }
 
 impl Default for Agg {
@@ -37,7 +39,7 @@ impl Default for Agg {
             m2: 0.0,
             min: f64::INFINITY,
             max: f64::NEG_INFINITY,
-            distinct: Vec::new(),
+            distinct: None,
         }
     }
 }
@@ -57,7 +59,7 @@ impl Agg {
             self.max = self.max.max(x);
         }
         if let Some(key) = key {
-            self.distinct.push(key);
+            self.distinct.get_or_insert_default().push(key);
         }
     }
 
@@ -80,14 +82,52 @@ impl Agg {
             self.min = self.min.min(other.min);
             self.max = self.max.max(other.max);
         }
-        self.distinct.extend_from_slice(&other.distinct);
+        if let Some(keys) = other.distinct.as_deref().filter(|k| !k.is_empty()) {
+            self.distinct
+                .get_or_insert_default()
+                .extend_from_slice(keys);
+        }
+    }
+
+    /// Adds a run of aggregates (a window's tiles of one column) in two
+    /// passes: counts, sums and extremes first, then the squared
+    /// deviations about the run's mean, so no tile costs a division (a
+    /// chain of [`Agg::merge`]s divides twice per tile, one after the
+    /// other). `run` is iterated twice.
+    pub fn merge_run<'a>(&mut self, run: impl Iterator<Item = &'a Agg> + Clone) {
+        let mut all = Agg::default();
+        for a in run.clone() {
+            all.events += a.events;
+            all.n += a.n;
+            all.sum += a.sum;
+            all.min = all.min.min(a.min);
+            all.max = all.max.max(a.max);
+            if let Some(keys) = a.distinct.as_deref().filter(|k| !k.is_empty()) {
+                all.distinct.get_or_insert_default().extend_from_slice(keys);
+            }
+        }
+        if all.n > 0 {
+            all.mean = all.sum / all.n as f64;
+            for a in run {
+                let d = a.mean - all.mean;
+                all.m2 += a.m2 + a.n as f64 * d * d;
+            }
+        }
+        self.merge(&all);
     }
 
     /// Sorts and de-duplicates the distinct keys (a tile's, once it is
     /// built, so merges carry each key once).
     pub fn compact(&mut self) {
-        self.distinct.sort_unstable();
-        self.distinct.dedup();
+        if let Some(keys) = &mut self.distinct {
+            keys.sort_unstable();
+            keys.dedup();
+        }
+    }
+
+    /// Distinct keys held (repeats included until compacted).
+    pub fn distinct_len(&self) -> usize {
+        self.distinct.as_ref().map_or(0, |k| k.len())
     }
 
     /// The value of `function` over the events aggregated.
@@ -103,7 +143,7 @@ impl Agg {
                 (self.n > 1).then(|| (self.m2.max(0.0) / (self.n - 1) as f64).sqrt())
             }
             Function::DistinctCount => {
-                let mut keys = self.distinct.clone();
+                let mut keys: Vec<u64> = self.distinct.as_deref().cloned().unwrap_or_default();
                 keys.sort_unstable();
                 keys.dedup();
                 Some(keys.len() as f64)
@@ -113,8 +153,10 @@ impl Agg {
 
     /// Resets to no events, keeping the distinct keys' allocation.
     pub fn clear(&mut self) {
-        let mut distinct = std::mem::take(&mut self.distinct);
-        distinct.clear();
+        let mut distinct = self.distinct.take();
+        if let Some(keys) = &mut distinct {
+            keys.clear();
+        }
         *self = Agg {
             distinct,
             ..Agg::default()
