@@ -33,7 +33,7 @@ use anyhow::{Context, Result, bail};
 use feature_store::OnlineStore;
 use polars::prelude::{DataFrame, DataType};
 use stream::tiles::TilesFeed;
-use stream::{LandedHook, StreamOptions, StreamStats};
+use stream::{StreamOptions, StreamStats};
 
 struct Broker(Child);
 
@@ -214,11 +214,7 @@ fn consumer(
                 online,
                 "bench",
             ));
-            Some(LandedHook(Arc::new(move |bronze: &DataFrame| {
-                if let Some(clean) = feed.apply(bronze) {
-                    on_clean(&clean);
-                }
-            })))
+            Some(feed.hook(Some(on_clean))?)
         }
         None => None,
     };
@@ -269,8 +265,16 @@ fn ingest(o: &Options, bootstrap: &str, tiles: bool) -> Result<()> {
         stop.clone(),
         stats.clone(),
     )?;
+    // Done when bronze holds every event and, with the tiles, when the
+    // tiles do too.
+    let applied = || {
+        online
+            .as_ref()
+            .and_then(|o| o.live_tiles("customer_payments"))
+            .map_or(events, |t| t.stats().applied.load(Ordering::Relaxed))
+    };
     let deadline = Instant::now() + Duration::from_secs(900);
-    while stats.landed.load(Ordering::Relaxed) < events {
+    while stats.landed.load(Ordering::Relaxed) < events || applied() < events {
         if consumer.is_finished() || Instant::now() > deadline {
             break;
         }
@@ -288,12 +292,8 @@ fn ingest(o: &Options, bootstrap: &str, tiles: bool) -> Result<()> {
             report.landed
         );
     }
-    let applied = online
-        .as_ref()
-        .and_then(|o| o.live_tiles("customer_payments"))
-        .map(|t| t.stats().applied.load(Ordering::Relaxed));
-    if tiles && applied != Some(events) {
-        bail!("the tiles hold {applied:?} of {events} events");
+    if applied() != events {
+        bail!("the tiles hold {} of {events} events", applied());
     }
     let aurum_rate = events as f64 / seconds;
     let reference = kafka_events(&["consume", bootstrap, "payments", &events.to_string()])?;
@@ -374,7 +374,8 @@ fn latency(o: &Options, bootstrap: &str) -> Result<()> {
         &o.rate.to_string(),
     ])?;
     let deadline = Instant::now() + Duration::from_secs(120);
-    while stats.landed.load(Ordering::Relaxed) < events && Instant::now() < deadline {
+    let reached = || latencies.lock().map(|l| l.len() as u64).unwrap_or(0);
+    while reached() < events && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(5));
     }
     stop.store(true, Ordering::Relaxed);

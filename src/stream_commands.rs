@@ -203,7 +203,7 @@ pub(crate) async fn start_in_server(
         ));
         let stats = Arc::new(StreamStats::default());
         let options = StreamOptions {
-            on_landed: Some(feed.hook()),
+            on_landed: Some(feed.hook(None).context("starting the window tiles' feed")?),
             exit_when_idle: None,
             run_id: run_id.clone(),
             default_group: format!("aurum.{}.{}", project.name, source.name),

@@ -18,6 +18,12 @@ use polars::prelude::DataFrame;
 
 use crate::consumer::LandedHook;
 
+/// Landed batches waiting for the feed's thread before the consumer waits.
+pub const QUEUED_BATCHES: usize = 64;
+
+/// Sees the clean rows of each batch the feed applied.
+pub type CleanHook = Arc<dyn Fn(&DataFrame) + Send + Sync>;
+
 /// Feeds one source's landed batches to the window tiles of the views
 /// over it.
 pub struct TilesFeed {
@@ -91,10 +97,30 @@ impl TilesFeed {
         Some(batch.clean)
     }
 
-    /// The feed as a consumer's [`LandedHook`].
-    pub fn hook(self: Arc<Self>) -> LandedHook {
-        LandedHook(Arc::new(move |bronze: &DataFrame| {
-            self.apply(bronze);
-        }))
+    /// The feed as a consumer's [`LandedHook`]: batches are cleaned and
+    /// applied on a thread of the feed's own, in commit order, so the
+    /// consumer goes on reading meanwhile (it waits only when
+    /// [`QUEUED_BATCHES`] are queued). `on_clean` sees each batch's clean
+    /// rows once applied. The thread ends when the hook is dropped.
+    pub fn hook(self: Arc<Self>, on_clean: Option<CleanHook>) -> std::io::Result<LandedHook> {
+        let (send, receive) = std::sync::mpsc::sync_channel::<DataFrame>(QUEUED_BATCHES);
+        std::thread::Builder::new()
+            .name(format!("aurum-tiles-{}", self.source.name))
+            .spawn(move || {
+                for bronze in receive {
+                    if let (Some(clean), Some(on_clean)) = (self.apply(&bronze), &on_clean) {
+                        on_clean(&clean);
+                    }
+                }
+            })?;
+        let send = std::sync::Mutex::new(send);
+        Ok(LandedHook(Arc::new(move |bronze: &DataFrame| {
+            // Columns are shared, not copied. A feed thread that is gone
+            // (it panicked) leaves the batch in bronze only; the next
+            // pipeline run and materialize bring it to the tiles.
+            if let Ok(send) = send.lock() {
+                let _ = send.send(bronze.clone());
+            }
+        })))
     }
 }
