@@ -286,6 +286,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     let grpc = tokio::spawn(grpc.serve_on(grpc_in, shutdown_signal()));
 
     warm_start(&project, &online, &store).await?;
+    spawn_window_pruner(online.clone());
     load_models(&state, &registry).await?;
     serving::tasks::spawn_model_watcher(state.clone());
     serving::tasks::spawn_drift_monitor(state.clone());
@@ -320,8 +321,8 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     // Graceful shutdown: the server stops accepting, answers what is in
     // flight, and then what the prediction log holds is written.
     let served = server.await.context("the server task failed")?;
-    // A stream's consumer that failed was logged as it failed; the rest
-    // land what they hold.
+    // A stream's consumer that failed was logged as it failed (and shown
+    // by /health/ready); the rest land what they hold.
     if let Some(streams) = streams
         && let Err(e) = streams.stop().await
     {
@@ -606,6 +607,27 @@ fn retrain_hook(project: &feature_store::Project) -> Result<AlertHook> {
 }
 
 /// Resolves on SIGINT or SIGTERM.
+/// Drops, every minute, the window tiles no read can reach any more: an
+/// entity that went quiet would otherwise keep its tiles.
+fn spawn_window_pruner(online: Arc<OnlineStore>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tick.tick().await;
+            let online = online.clone();
+            let _ = tokio::task::spawn_blocking(move || {
+                let now = chrono::Utc::now().timestamp_micros();
+                for view in online.views() {
+                    if let Some(tiles) = online.live_tiles(&view.name) {
+                        tiles.prune(now);
+                    }
+                }
+            })
+            .await;
+        }
+    });
+}
+
 pub(crate) async fn shutdown_signal() {
     let interrupt = async {
         let _ = tokio::signal::ctrl_c().await;

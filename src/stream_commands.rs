@@ -212,7 +212,16 @@ pub(crate) async fn start_in_server(
             (store.clone(), source.clone(), stop.clone(), stats.clone());
         let runtime = tokio::runtime::Handle::current();
         let task = tokio::task::spawn_blocking(move || {
-            stream::run(store, &spec, &options, &stop, for_run, runtime)
+            let outcome = stream::run(store, &spec, &options, &stop, for_run.clone(), runtime);
+            // Said when it happens, and shown by /health/ready: the server
+            // goes on serving what the tiles hold.
+            if let Err(e) = &outcome {
+                tracing::error!(source = %spec.name, "the stream stopped: {e}");
+                if let Ok(mut failed) = for_run.failed.lock() {
+                    *failed = Some(e.to_string());
+                }
+            }
+            outcome
         });
         streams.tasks.push((source.name.clone(), task));
         streams.statuses.push(serving::state::StreamStatus {

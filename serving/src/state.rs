@@ -102,10 +102,20 @@ pub const STREAM_BEHIND_EVENTS: i64 = 100_000;
 pub const STREAM_SILENT_MS: i64 = 30_000;
 
 impl StreamStatus {
-    /// `ok`, `behind` (lag over [`STREAM_BEHIND_EVENTS`]) or
+    /// `failed` (the consumer stopped on an error retrying cannot fix),
     /// `disconnected` (no answer from the brokers for
-    /// [`STREAM_SILENT_MS`]).
+    /// [`STREAM_SILENT_MS`]), `behind` (lag over [`STREAM_BEHIND_EVENTS`])
+    /// or `ok`.
     pub fn state(&self, now_ms: i64) -> &'static str {
+        if self
+            .stats
+            .failed
+            .lock()
+            .map(|f| f.is_some())
+            .unwrap_or(false)
+        {
+            return "failed";
+        }
         let contact = self
             .stats
             .last_contact_ms

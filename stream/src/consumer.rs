@@ -426,8 +426,9 @@ impl Lander {
     }
 
     /// With `start = "latest"`, partitions bronze has no offset for get
-    /// the topic's end recorded in bronze (an empty commit moving their
-    /// transactions), so the start is chosen once: a consumer that
+    /// the topic's end (its beginning, for a partition added to a topic the
+    /// source already streams) recorded in bronze (an empty commit moving
+    /// their transactions), so the start is chosen once: a consumer that
     /// crashes before its first batch lands resumes there instead of at a
     /// later end, and loses nothing produced meanwhile.
     fn pin_latest(
@@ -439,13 +440,20 @@ impl Lander {
         if self.kafka.start != StartAt::Latest || positions.iter().all(Option::is_some) {
             return Ok(positions);
         }
+        // A partition added to a topic this source already streams starts
+        // at its beginning: everything in it was produced after the
+        // source's start.
+        let streamed = match check_topic(consumer, &self.kafka) {
+            Ok(all) => self.read_positions(&all)?.iter().any(Option::is_some),
+            Err(_) => false,
+        };
         let mut advances = Vec::new();
         let mut input_offsets = BTreeMap::new();
         for (partition, position) in partitions.iter().zip(&positions) {
             if position.is_some() {
                 continue;
             }
-            let (_, end) = consumer
+            let (low, end) = consumer
                 .fetch_watermarks(&self.kafka.topic, *partition, METADATA_TIMEOUT)
                 .map_err(|e| Error::Kafka {
                     brokers: self.kafka.bootstrap_servers.clone(),
@@ -454,12 +462,13 @@ impl Lander {
                         "reading partition {partition}'s end (start = \"latest\"): {e}"
                     ),
                 })?;
+            let start = if streamed { low } else { end };
             advances.push(Advance {
                 app_id: offset_app_id(&self.kafka.topic, *partition),
                 expected: None,
-                to: end,
+                to: start,
             });
-            input_offsets.insert(format!("{}/{partition}", self.kafka.topic), [end, end]);
+            input_offsets.insert(format!("{}/{partition}", self.kafka.topic), [start, start]);
         }
         let empty = BronzeBatch::new(&self.kafka.topic, self.batch.names().to_vec())
             .take_frame()

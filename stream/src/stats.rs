@@ -35,6 +35,9 @@ pub struct StreamStats {
     /// When the brokers last answered (an event, or every partition's
     /// offsets), milliseconds since the epoch; 0: never.
     pub last_contact_ms: AtomicU64,
+    /// Why the consumer stopped for good (an error retrying cannot fix),
+    /// once it has.
+    pub failed: Mutex<Option<String>>,
 }
 
 /// A snapshot of [`StreamStats`], for reports.

@@ -84,12 +84,24 @@ pub async fn materialize(
             let (_, plan) = window::events::plan_of(view)?;
             let frame =
                 window::events::read_events(store, view, windows, &plan, Some(events)).await?;
-            report.window_events = online.apply_events(
-                &view.name,
-                &frame,
-                crate::online::push::now_micros(),
-                crate::online::EventsFrom::Table(events),
-            )?;
+            let apply = || {
+                online.apply_events(
+                    &view.name,
+                    &frame,
+                    crate::online::push::now_micros(),
+                    crate::online::EventsFrom::Table(events),
+                )
+            };
+            // CPU work over the whole events table: off the async workers
+            // where the runtime allows it.
+            report.window_events = match tokio::runtime::Handle::try_current() {
+                Ok(handle)
+                    if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread =>
+                {
+                    tokio::task::block_in_place(apply)?
+                }
+                _ => apply()?,
+            };
         }
     }
     Ok(report)

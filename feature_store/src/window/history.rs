@@ -18,6 +18,12 @@ use super::{Agg, WindowPlan, distinct_key};
 /// aggregate per plan column).
 type Tiles = Vec<(i64, Vec<Agg>)>;
 
+thread_local! {
+    /// A read's tiles made of events (the current tile's, or a sparse
+    /// entity's window), reused across reads on the same thread.
+    static PARTIAL: std::cell::RefCell<Vec<Agg>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// Events per non-empty tile from which an entity's tiles are built.
 const DENSE: usize = 4;
 
@@ -331,24 +337,41 @@ impl History {
         for (g, grid) in self.plan.grids.iter().enumerate() {
             let window = &mut aggs[g * width..(g + 1) * width];
             let (first, current) = (grid.first_tile(t), grid.tile_of(t));
-            // Whole tiles before the current one (when built), then the
-            // events from there up to `t`.
-            let fold_from = match &run.tiles[g] {
+            // Whole tiles before the current one (when built), then tiles
+            // made here of the events from there up to `t`, all merged in
+            // one run: the same arithmetic, tile by tile, as the online
+            // side's merge of its tiles, so the two agree to the bit when
+            // events arrived in time order.
+            let (whole, fold_from): (&[(i64, Vec<Agg>)], i64) = match &run.tiles[g] {
                 Some(tiles) => {
                     let from = tiles.partition_point(|(i, _)| *i < first);
                     let to = tiles.partition_point(|(i, _)| *i < current);
-                    let whole = &tiles[from..to];
-                    for (c, acc) in window.iter_mut().enumerate() {
-                        acc.merge_run(whole.iter().map(|(_, aggs)| &aggs[c]));
-                    }
-                    current.saturating_mul(grid.tile)
+                    (&tiles[from..to], current.saturating_mul(grid.tile))
                 }
-                None => first.saturating_mul(grid.tile),
+                None => (&[], first.saturating_mul(grid.tile)),
             };
             let first_event = run.start + times.partition_point(|e| *e < fold_from);
-            for event in first_event..upto {
-                self.push_event(window, event);
-            }
+            PARTIAL.with_borrow_mut(|partial| {
+                partial.clear();
+                let mut last_tile = None;
+                for event in first_event..upto {
+                    let tile = grid.tile_of(self.times[event]);
+                    if last_tile != Some(tile) {
+                        partial.extend(std::iter::repeat_with(Agg::default).take(width));
+                        last_tile = Some(tile);
+                    }
+                    let at = partial.len() - width;
+                    self.push_event(&mut partial[at..], event);
+                }
+                for (c, acc) in window.iter_mut().enumerate() {
+                    acc.merge_run(
+                        whole
+                            .iter()
+                            .map(|(_, aggs)| &aggs[c])
+                            .chain(partial.iter().skip(c).step_by(width)),
+                    );
+                }
+            });
         }
         true
     }

@@ -203,7 +203,9 @@ impl LiveTiles {
                     None
                 };
                 agg.push(values.get(c).copied().flatten(), key);
-                if key.is_some() && agg.distinct_len() > 64 {
+                // Compacted as the keys double: linear, not a sort per push.
+                let held = agg.distinct_len();
+                if key.is_some() && held >= 64 && held.is_power_of_two() {
                     agg.compact();
                 }
             }

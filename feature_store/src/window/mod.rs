@@ -20,8 +20,9 @@
 //! boundary: it never holds an event older than `w`, and holds every event
 //! of `(t − w, t]` except those in the oldest, partial tile (at most `g` =
 //! `w / 60` of event time: 1 minute of a 1-hour window). Online and offline
-//! agree on it exactly; it is what the training set holds and what the
-//! server answers.
+//! compute it with the same arithmetic, tile by tile (to the bit when the
+//! events arrived in time order, else to rounding): it is what the
+//! training set holds and what the server answers.
 //!
 //! - [`tiles`]: the partial aggregate and its merge;
 //! - [`history`]: an entity's events and tiles for many reads at any

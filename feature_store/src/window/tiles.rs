@@ -139,6 +139,8 @@ impl Agg {
             Function::Mean => some(self.mean),
             Function::Min => some(self.min),
             Function::Max => some(self.max),
+            // Equal values deviate by nothing, whatever rounding left in m2.
+            Function::Stddev if self.n > 1 && self.min == self.max => Some(0.0),
             Function::Stddev => {
                 (self.n > 1).then(|| (self.m2.max(0.0) / (self.n - 1) as f64).sqrt())
             }

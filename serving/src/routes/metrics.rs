@@ -234,11 +234,11 @@ fn encode_streams(state: &AppState, encoder: &mut DescriptorEncoder<'_>) -> fmt:
     gauge_family(
         encoder,
         "aurum_stream_connected",
-        "1 while the brokers answer (within 30 s), per source.",
+        "1 while the consumer runs and the brokers answer (within 30 s), per source.",
         streams.iter().map(|s| {
             (
                 [("source", Label::Text(&s.source))],
-                u64::from(s.state(now) != "disconnected"),
+                u64::from(matches!(s.state(now), "ok" | "behind")),
             )
         }),
     )
