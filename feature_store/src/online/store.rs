@@ -1351,8 +1351,8 @@ impl LatestRows {
             .collect()
             .map_err(Error::polars(format!("latest rows of {}", view.name)))?;
         let keys = entity_keys(&latest, &view.entity.join_keys).map_err(schema_err)?;
-        let event = micros_column(&latest, &view.timestamp_column).map_err(schema_err)?;
-        let created = micros_column(&latest, &view.created_column).map_err(schema_err)?;
+        let event = micros(&latest, &view.timestamp_column).map_err(schema_err)?;
+        let created = micros(&latest, &view.created_column).map_err(schema_err)?;
         let columns: Vec<TypedColumn> = view
             .features
             .iter()
@@ -1477,26 +1477,6 @@ fn entity_keys(df: &DataFrame, join_keys: &[String]) -> Result<Vec<String>, Stri
     Ok((0..df.height())
         .map(|i| entity_key(&parts.iter().map(|p| p[i].as_str()).collect::<Vec<_>>()))
         .collect())
-}
-
-fn micros_column(df: &DataFrame, name: &str) -> Result<Vec<Option<i64>>, String> {
-    let column = df
-        .column(name)
-        .map_err(|_| format!("timestamp column {name:?} is missing"))?;
-    let DataType::Datetime(unit, _) = column.dtype() else {
-        return Err(format!(
-            "column {name:?} is {}, expected a timestamp",
-            column.dtype()
-        ));
-    };
-    let to_micros = match unit {
-        TimeUnit::Nanoseconds => |v: i64| v / 1000,
-        TimeUnit::Microseconds => |v: i64| v,
-        TimeUnit::Milliseconds => |v: i64| v * 1000,
-    };
-    let physical = column.as_materialized_series().to_physical_repr();
-    let values = physical.i64().map_err(|e| format!("{name}: {e}"))?;
-    Ok(values.iter().map(|v| v.map(to_micros)).collect())
 }
 
 /// A feature column of a gold frame, typed for reading one row at a time
