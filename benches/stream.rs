@@ -9,7 +9,7 @@
 //!   ingest (default): N events produced before the clock starts; the time
 //!     is from the consumer's start to the commit that makes bronze hold
 //!     all N, beside a read-only confluent-kafka consumer;
-//!   tiles: the same, each landed batch also cleaned by silver's rules and
+//!   tiles: the same, the events received also cleaned by silver's rules and
 //!     added to a request-time view's window tiles (what `aurum serve
 //!     --stream` does); the events are stamped when sent, so every one is
 //!     in a window;
@@ -202,7 +202,7 @@ fn consumer(
 ) -> Result<std::thread::JoinHandle<stream::Result<()>>> {
     let source = project.sources[0].clone();
     let store = project.delta_store()?;
-    let on_landed = match online {
+    let on_received = match online {
         Some(online) => {
             for view in &project.feature_views {
                 online.register_view(view.feature_view());
@@ -213,6 +213,7 @@ fn consumer(
                 Default::default(),
                 online,
                 "bench",
+                stats.clone(),
             ));
             Some(feed.hook(Some(on_clean))?)
         }
@@ -221,7 +222,7 @@ fn consumer(
     let handle = runtime.handle().clone();
     Ok(std::thread::spawn(move || {
         let options = StreamOptions {
-            on_landed,
+            on_received,
             exit_when_idle: None,
             run_id: "bench".into(),
             default_group: "aurum.bench.payments".into(),
@@ -340,16 +341,26 @@ fn latency(o: &Options, bootstrap: &str) -> Result<()> {
     let stats = Arc::new(StreamStats::default());
     let online = Arc::new(OnlineStore::new(1 << 30));
     let latencies: Arc<Mutex<Vec<f64>>> = Arc::default();
+    // Where the time goes: sent -> received by the consumer.
+    // and received -> visible in the tiles (aurum's own part).
+    let received: Arc<Mutex<Vec<(f64, f64)>>> = Arc::default();
     let record = {
-        let latencies = latencies.clone();
+        let (latencies, received) = (latencies.clone(), received.clone());
         Arc::new(move |clean: &DataFrame| {
             let visible = chrono::Utc::now().timestamp_micros();
-            let Ok(times) = clean.column("ts").and_then(|c| c.cast(&DataType::Int64)) else {
-                return;
+            let column = |name: &str| -> Option<Vec<Option<i64>>> {
+                let c = clean.column(name).ok()?.cast(&DataType::Int64).ok()?;
+                Some(c.i64().ok()?.iter().collect())
             };
-            let Ok(times) = times.i64() else { return };
+            let Some(times) = column("ts") else { return };
             if let Ok(mut all) = latencies.lock() {
                 all.extend(times.iter().flatten().map(|t| (visible - t) as f64 / 1e3));
+            }
+            if let (Some(ingested), Ok(mut all)) = (column("_ingested_at"), received.lock()) {
+                all.extend(times.iter().zip(&ingested).filter_map(|(t, i)| {
+                    let (t, i) = (t.as_ref()?, i.as_ref()?);
+                    Some(((i - t) as f64 / 1e3, (visible - i) as f64 / 1e3))
+                }));
             }
         })
     };
@@ -399,6 +410,67 @@ fn latency(o: &Options, bootstrap: &str) -> Result<()> {
         at(0.99),
         at(1.0)
     );
+    let received = received.lock().map(|l| l.clone()).unwrap_or_default();
+    for (what, mut part) in [
+        (
+            "sent -> received by the consumer",
+            received.iter().map(|r| r.0).collect::<Vec<f64>>(),
+        ),
+        (
+            "received -> visible in the tiles",
+            received.iter().map(|r| r.1).collect(),
+        ),
+    ] {
+        if part.is_empty() {
+            continue;
+        }
+        part.sort_by(f64::total_cmp);
+        let at = |p: f64| part[((part.len() as f64 * p) as usize).min(part.len() - 1)];
+        println!(
+            "    {what}: p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms",
+            at(0.5),
+            at(0.9),
+            at(0.99)
+        );
+    }
     println!("  {} bronze commits", stats.commits.load(Ordering::Relaxed));
+
+    // The reference: a plain confluent-kafka consumer (aurum's fetch
+    // settings) receiving the same number of events at the same rate from
+    // the same broker: the latency the broker and librdkafka allow.
+    let python = workspace().join(".tools/venv/bin/python");
+    let mut reference = Command::new(&python)
+        .arg(workspace().join("tests/python/kafka_events.py"))
+        .args(["latency", bootstrap, "payments", &events.to_string()])
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("starting the reference consumer")?;
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(
+        reference.stdout.take().context("the reference's output")?,
+    ));
+    lines
+        .next()
+        .context("the reference consumer said nothing")??;
+    std::thread::sleep(Duration::from_secs(3));
+    kafka_events(&[
+        "produce",
+        bootstrap,
+        "payments",
+        "0",
+        &events.to_string(),
+        "0",
+        "0",
+        &o.rate.to_string(),
+    ])?;
+    let answer: serde_json::Value =
+        serde_json::from_str(&lines.next().context("the reference's figures")??)?;
+    reference.wait()?;
+    println!(
+        "  reference, confluent-kafka consumer: event sent -> received: p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms ({} events)",
+        answer["p50_ms"].as_f64().unwrap_or(f64::NAN),
+        answer["p90_ms"].as_f64().unwrap_or(f64::NAN),
+        answer["p99_ms"].as_f64().unwrap_or(f64::NAN),
+        answer["events"]
+    );
     Ok(())
 }

@@ -202,10 +202,15 @@ fn read(o: &Options) -> Result<()> {
     let plain_set = online.resolve(&refs("plain"))?;
     let windowed_set = online.resolve(&refs("windowed"))?;
     let mut times = [Vec::with_capacity(o.lookups), Vec::with_capacity(o.lookups)];
+    // Windowed reads split by whether the entity was read before in this
+    // tile (its merged whole tiles kept) or not (merged at this read).
+    let (mut first_reads, mut again) = (Vec::new(), Vec::new());
+    let mut read_before = vec![false; o.entities];
     let mut keys = vec![String::new()];
     let mut checksum = 0.0;
     for i in 0..o.lookups * 2 {
-        keys[0] = rng.random_range(0..o.entities).to_string();
+        let entity = rng.random_range(0..o.entities);
+        keys[0] = entity.to_string();
         let (set, slot) = if i % 2 == 0 {
             (&plain_set, 0)
         } else {
@@ -213,7 +218,15 @@ fn read(o: &Options) -> Result<()> {
         };
         let clock = Instant::now();
         let batch = online.get_set(set, &keys, now)?;
-        times[slot].push(clock.elapsed().as_nanos() as u64);
+        let nanos = clock.elapsed().as_nanos() as u64;
+        times[slot].push(nanos);
+        if slot == 1 {
+            if std::mem::replace(&mut read_before[entity], true) {
+                again.push(nanos);
+            } else {
+                first_reads.push(nanos);
+            }
+        }
         checksum += batch.rows[0][0].0.as_f64().unwrap_or(0.0);
     }
     for t in &mut times {
@@ -238,6 +251,20 @@ fn read(o: &Options) -> Result<()> {
         wm - pm,
         percentile(&times[1], 0.5) as i64 - percentile(&times[0], 0.5) as i64
     );
+    for (what, t) in [
+        ("first read of an entity in the tile", &mut first_reads),
+        ("entity read before in the tile", &mut again),
+    ] {
+        t.sort_unstable();
+        println!(
+            "read:   {what}: {} reads, mean {:.0} ns ({:+.0} ns over the plain lookup's mean), p50 {} ns, p99 {} ns",
+            t.len(),
+            mean(&t[..]),
+            mean(&t[..]) - pm,
+            percentile(&t[..], 0.5),
+            percentile(&t[..], 0.99)
+        );
+    }
     Ok(())
 }
 

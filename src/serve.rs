@@ -32,7 +32,7 @@ pub struct ServeArgs {
     #[arg(long, default_value = "127.0.0.1:8080")]
     addr: SocketAddr,
     /// Also consume the project's Kafka sources: land them in bronze (as
-    /// `aurum stream` does) and add each landed batch to the window tiles
+    /// `aurum stream` does) and add the events received to the window tiles
     /// of the request-time views over them.
     #[arg(long)]
     stream: bool,

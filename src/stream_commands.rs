@@ -67,7 +67,7 @@ pub async fn run(args: StreamArgs) -> Result<()> {
     for source in &sources {
         let stats = Arc::new(StreamStats::default());
         let options = StreamOptions {
-            on_landed: None,
+            on_received: None,
             exit_when_idle: args.exit_when_idle,
             run_id: run_id.clone(),
             default_group: format!("aurum.{}.{}", project.name, source.name),
@@ -158,12 +158,11 @@ pub async fn run(args: StreamArgs) -> Result<()> {
 }
 
 /// The streams `aurum serve --stream` runs: each Kafka source lands in
-/// bronze exactly as `aurum stream` lands it, and each landed batch,
+/// bronze exactly as `aurum stream` lands it, and the events received,
 /// cleaned in memory by the source's silver rules (the step `aurum
-/// pipeline` runs on the same rows), is added to the window tiles of the
-/// request-time views over the source, so an event is visible online once
-/// its bronze commit lands — each landed event once, since each commit is
-/// handed on once.
+/// pipeline` runs on the same rows), are added to the window tiles of the
+/// request-time views over the source within milliseconds, before their
+/// bronze commit — each offset once, however often it is read.
 pub(crate) struct ServerStreams {
     stop: Arc<AtomicBool>,
     tasks: Vec<(String, tokio::task::JoinHandle<stream::Result<()>>)>,
@@ -194,16 +193,17 @@ pub(crate) async fn start_in_server(
         let dimensions = feature_store::pipeline::silver_step::dimensions(&store, project, source)
             .await
             .with_context(|| format!("reading the enrichment tables of source {}", source.name))?;
+        let stats = Arc::new(StreamStats::default());
         let feed = Arc::new(stream::tiles::TilesFeed::new(
             project,
             source,
             dimensions,
             online.clone(),
             &run_id,
+            stats.clone(),
         ));
-        let stats = Arc::new(StreamStats::default());
         let options = StreamOptions {
-            on_landed: Some(feed.hook(None).context("starting the window tiles' feed")?),
+            on_received: Some(feed.hook(None).context("starting the window tiles' feed")?),
             exit_when_idle: None,
             run_id: run_id.clone(),
             default_group: format!("aurum.{}.{}", project.name, source.name),

@@ -95,21 +95,20 @@ impl BronzeBatch {
     }
 
     /// Adds an event that did not decode: no values, the reason and the
-    /// payload as it arrived.
+    /// payload as it arrived (`raw`: as text).
     pub(crate) fn push_undecodable(
         &mut self,
         partition: i32,
         offset: i64,
         ingested_micros: i64,
         reason: &str,
-        payload: Option<&[u8]>,
+        raw: Option<&str>,
     ) {
         for column in &mut self.columns {
             column.append_null();
         }
         self.errors.append_value(reason);
-        self.raws
-            .append_option(payload.map(|p| String::from_utf8_lossy(p)));
+        self.raws.append_option(raw);
         self.mark(partition, offset, ingested_micros);
     }
 
@@ -197,7 +196,7 @@ mod tests {
         let mut batch = BronzeBatch::new("t", vec!["a".into()]);
         batch.push(0, 10, 5, vec![Some(Cow::Borrowed("1"))]);
         batch.push(1, 3, 6, vec![Some(Cow::Owned("2".into()))]);
-        batch.push_undecodable(0, 11, 7, "bad", Some(b"x"));
+        batch.push_undecodable(0, 11, 7, "bad", Some("x"));
         assert_eq!(batch.len(), 3);
         assert_eq!(batch.ranges().get(&0), Some(&[10, 12]));
         assert_eq!(batch.next_offset(1), Some(4));

@@ -21,15 +21,16 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use delta::{Advance, CommitLineage, DeltaStore, SchemaChange, WriteOptions};
-use feature_store::project::{Assignment, KafkaSpec, Source, StartAt};
+use feature_store::project::{Assignment, KafkaSpec, Source, StartAt, ValueFormat};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
 
+use crate::avro::AvroEvents;
 use crate::batch::BronzeBatch;
 use crate::client::client_config;
-use crate::decode::decode_json;
+use crate::decode::{Row, decode_json};
 use crate::error::{Error, Result};
 use crate::stats::StreamStats;
 
@@ -43,24 +44,32 @@ const LAG_EVERY: Duration = Duration::from_secs(2);
 const TOPIC_CHECK_EVERY: Duration = Duration::from_secs(30);
 /// The longest wait between attempts after a broker or storage failure.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// The longest a received event waits before it is handed on
+/// ([`StreamOptions::on_received`]).
+pub const HANDOFF_INTERVAL: Duration = Duration::from_millis(5);
+/// The most events handed on at once.
+pub const HANDOFF_EVENTS: usize = 8192;
 
-/// Called with each batch right after it landed in bronze (the frame
-/// committed: bronze's columns), once per commit: what lands is handed on
-/// exactly once, e.g. to the online store's window tiles.
+/// Called with the events received since the last call (bronze's columns,
+/// as they will land), at most [`HANDOFF_INTERVAL`] after they arrive and
+/// before their bronze commit: e.g. for the online store's window tiles,
+/// which should not wait for a commit. Each offset is handed on once per
+/// [`run`], however often it is read (a refused or failed commit makes
+/// the consumer read it again; it is then landed, not handed on again).
 #[derive(Clone)]
-pub struct LandedHook(pub Arc<dyn Fn(&polars::prelude::DataFrame) + Send + Sync>);
+pub struct ReceivedHook(pub Arc<dyn Fn(&polars::prelude::DataFrame) + Send + Sync>);
 
-impl std::fmt::Debug for LandedHook {
+impl std::fmt::Debug for ReceivedHook {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("LandedHook")
+        f.write_str("ReceivedHook")
     }
 }
 
 /// How a stream runs.
 #[derive(Debug, Clone, Default)]
 pub struct StreamOptions {
-    /// Called with each landed batch.
-    pub on_landed: Option<LandedHook>,
+    /// Called with the events received, before they land.
+    pub on_received: Option<ReceivedHook>,
     /// Stop once every event received has landed and none arrived for this
     /// long (`None`: run until stopped).
     pub exit_when_idle: Option<Duration>,
@@ -93,7 +102,15 @@ pub fn run(
         source_name: source.name.clone(),
         message: "not a Kafka source (format = \"kafka\")".into(),
     })?;
+    let names: Vec<String> = source.columns.iter().map(|c| c.name.clone()).collect();
+    let decoder = Decoder::new(&kafka, &names).map_err(|message| Error::Config {
+        source_name: source.name.clone(),
+        message,
+    })?;
     let mut backoff = Duration::from_millis(500);
+    // Outlives each consumer: an event read again after a reconnect is not
+    // handed on twice.
+    let handed: Arc<Mutex<BTreeMap<i32, i64>>> = Arc::default();
     loop {
         let started = Instant::now();
         let lander = Lander {
@@ -103,16 +120,17 @@ pub fn run(
             kafka: kafka.clone(),
             table: source.bronze_table(),
             positions: BTreeMap::new(),
-            batch: BronzeBatch::new(
-                &kafka.topic,
-                source.columns.iter().map(|c| c.name.clone()).collect(),
-            ),
+            batch: BronzeBatch::new(&kafka.topic, names.clone()),
+            fresh: BronzeBatch::new(&kafka.topic, names.clone()),
+            decoder: decoder.clone(),
+            handed_next: handed.lock().map(|h| h.clone()).unwrap_or_default(),
+            handed: handed.clone(),
             stats: stats.clone(),
             fatal: None,
             assigned_at: None,
             run_id: options.run_id.clone(),
             definition_hash: feature_store::project::hash_json("aurum-bronze-v1", &source.columns),
-            on_landed: options.on_landed.clone(),
+            on_received: options.on_received.clone(),
         };
         match consume(lander, &kafka, options, stop) {
             Ok(()) => return Ok(()),
@@ -187,10 +205,15 @@ fn consume(
         }
     }
     let result = poll_loop(&consumer, &lander, kafka, options, stop);
+    let mut guard = locked(&lander);
+    // What was received is handed on, landed or not: read again, it is
+    // landed without being handed on twice.
+    guard.hand_off();
     if result.is_err() {
         // Closing revokes the partitions; what did not land is read again.
-        locked(&lander).batch.clear();
+        guard.batch.clear();
     }
+    drop(guard);
     drop(consumer);
     result
 }
@@ -238,7 +261,18 @@ fn poll_loop(
             }
         }
         // The lock is not held while polling: a rebalance runs inside poll.
-        match consumer.poll(POLL) {
+        // Events waiting to be handed on bound the wait (whole
+        // milliseconds: librdkafka spins through a fraction of one).
+        let wait = {
+            let guard = locked(lander);
+            if guard.fresh.is_empty() {
+                POLL
+            } else {
+                let left = HANDOFF_INTERVAL.saturating_sub(guard.fresh.age());
+                Duration::from_millis(left.as_millis().clamp(1, POLL.as_millis()) as u64)
+            }
+        };
+        match consumer.poll(wait) {
             Some(Ok(message)) => {
                 last_event = Instant::now();
                 locked(lander).accept(&message);
@@ -262,12 +296,20 @@ fn poll_loop(
             None => {}
         }
         let mut guard = locked(lander);
+        if guard.fresh.len() >= HANDOFF_EVENTS
+            || (!guard.fresh.is_empty() && guard.fresh.age() >= HANDOFF_INTERVAL)
+        {
+            guard.hand_off();
+        }
         if guard.batch.len() >= kafka.max_batch_events
             || (!guard.batch.is_empty() && guard.batch.age() >= kafka.commit_interval)
         {
             guard.land(consumer)?;
         }
         if last_lag.elapsed() >= LAG_EVERY {
+            // Asking the brokers can take a while: what arrived goes on
+            // first.
+            guard.hand_off();
             guard.measure_lag(consumer);
             last_lag = Instant::now();
         }
@@ -294,6 +336,7 @@ fn poll_loop(
         // librdkafka when its metadata shows them).
         if kafka.assignment == Assignment::All && last_topic_check.elapsed() >= TOPIC_CHECK_EVERY {
             last_topic_check = Instant::now();
+            guard.hand_off();
             if let Ok(partitions) = check_topic(consumer, kafka)
                 && partitions.iter().any(|p| !guard.positions.contains_key(p))
             {
@@ -356,6 +399,58 @@ fn start_offset(landed: Option<i64>, start: StartAt) -> Offset {
     }
 }
 
+/// How event values become the declared columns' text.
+#[derive(Debug, Clone)]
+enum Decoder {
+    Json,
+    Avro(Box<AvroEvents>),
+}
+
+impl Decoder {
+    /// The decoder of `kafka`'s value format; an Avro schema that cannot
+    /// be read is an error saying why.
+    fn new(kafka: &KafkaSpec, columns: &[String]) -> std::result::Result<Self, String> {
+        let confluent = match kafka.value_format {
+            ValueFormat::Json => return Ok(Decoder::Json),
+            ValueFormat::Avro => None,
+            ValueFormat::AvroConfluent => Some(kafka.avro_schema_id),
+        };
+        let schema = kafka
+            .avro_schema
+            .as_deref()
+            .ok_or("the Avro formats need avro_schema")?;
+        AvroEvents::new(schema, columns, confluent)
+            .map(|events| Decoder::Avro(Box::new(events)))
+            .map_err(|e| format!("avro_schema: {e}"))
+    }
+
+    /// An undecodable payload as `_raw` keeps it: JSON's as text (lossy
+    /// where it is not UTF-8), Avro's (binary) as `base64:` and its
+    /// base64, so it can be recovered byte for byte.
+    fn raw_text<'a>(&self, payload: &'a [u8]) -> std::borrow::Cow<'a, str> {
+        use base64::Engine;
+        match self {
+            Decoder::Json => String::from_utf8_lossy(payload),
+            Decoder::Avro(_) => format!(
+                "base64:{}",
+                base64::engine::general_purpose::STANDARD.encode(payload)
+            )
+            .into(),
+        }
+    }
+
+    fn decode<'a>(
+        &self,
+        payload: Option<&'a [u8]>,
+        columns: &[String],
+    ) -> std::result::Result<Row<'a>, String> {
+        match self {
+            Decoder::Json => decode_json(payload, columns),
+            Decoder::Avro(events) => events.decode(payload),
+        }
+    }
+}
+
 /// The application transaction recording `partition`'s next offset.
 pub fn offset_app_id(topic: &str, partition: i32) -> String {
     format!("aurum:stream:{topic}:{partition}")
@@ -373,6 +468,13 @@ struct Lander {
     /// landed yet).
     positions: BTreeMap<i32, Option<i64>>,
     batch: BronzeBatch,
+    /// Events received and not yet handed on (only with a hook).
+    fresh: BronzeBatch,
+    decoder: Decoder,
+    /// Per partition, the next offset to hand on (this consumer's copy).
+    handed_next: BTreeMap<i32, i64>,
+    /// The same, shared by the consumers of one [`run`].
+    handed: Arc<Mutex<BTreeMap<i32, i64>>>,
     stats: Arc<StreamStats>,
     /// An error met inside a rebalance, returned by the poll loop.
     fatal: Option<Error>,
@@ -381,7 +483,7 @@ struct Lander {
     assigned_at: Option<Instant>,
     run_id: String,
     definition_hash: String,
-    on_landed: Option<LandedHook>,
+    on_received: Option<ReceivedHook>,
 }
 
 impl Lander {
@@ -503,6 +605,7 @@ impl Lander {
     /// Revoked partitions: what was received lands first (another
     /// consumer takes them from the landed offsets).
     fn revoke(&mut self, consumer: &BaseConsumer<StreamContext>, tpl: &TopicPartitionList) {
+        self.hand_off();
         let landed = self.land(consumer);
         for element in tpl.elements_for_topic(&self.kafka.topic) {
             self.positions.remove(&element.partition());
@@ -595,17 +698,64 @@ impl Lander {
             (now / 1000).max(0) as u64,
             std::sync::atomic::Ordering::Relaxed,
         );
-        match decode_json(message.payload(), self.batch.names()) {
-            Ok(values) => self.batch.push(partition, offset, now, values),
+        // Handed on unless it was before (read again after a reconnect or
+        // a refused commit).
+        let hand_on = self.on_received.is_some()
+            && self
+                .fresh
+                .next_offset(partition)
+                .or_else(|| self.handed_next.get(&partition).copied())
+                .is_none_or(|n| offset >= n);
+        match self.decoder.decode(message.payload(), self.batch.names()) {
+            Ok(values) => {
+                if hand_on {
+                    self.fresh.push(partition, offset, now, values.clone());
+                }
+                self.batch.push(partition, offset, now, values);
+            }
             Err(reason) => {
+                let raw = message.payload().map(|p| self.decoder.raw_text(p));
+                if hand_on {
+                    self.fresh
+                        .push_undecodable(partition, offset, now, &reason, raw.as_deref());
+                }
                 self.batch
-                    .push_undecodable(partition, offset, now, &reason, message.payload());
+                    .push_undecodable(partition, offset, now, &reason, raw.as_deref());
             }
         }
     }
 
-    /// Commits the batch to bronze with its partitions' new offsets.
+    /// Hands the events received since the last hand-off to the hook.
+    fn hand_off(&mut self) {
+        let Some(hook) = &self.on_received else {
+            return;
+        };
+        if self.fresh.is_empty() {
+            return;
+        }
+        let frame = self.fresh.take_frame();
+        for (partition, [_, next]) in self.fresh.ranges() {
+            self.handed_next.insert(*partition, *next);
+        }
+        if let Ok(mut shared) = self.handed.lock() {
+            shared.extend(self.handed_next.iter().map(|(p, n)| (*p, *n)));
+        }
+        self.fresh.clear();
+        match frame {
+            Ok(frame) => (hook.0)(&frame),
+            // Cannot happen for text columns of equal length; said if it
+            // does: the events still land.
+            Err(e) => {
+                tracing::error!(source = %self.source.name, error = %e, "handing received events on")
+            }
+        }
+    }
+
+    /// Commits the batch to bronze with its partitions' new offsets (what
+    /// was received is handed on first: a commit takes tens of
+    /// milliseconds).
     fn land(&mut self, consumer: &BaseConsumer<StreamContext>) -> Result<()> {
+        self.hand_off();
         if self.batch.is_empty() {
             return Ok(());
         }
@@ -664,9 +814,6 @@ impl Lander {
                     );
                 }
                 self.batch.clear();
-                if let Some(hook) = &self.on_landed {
-                    (hook.0)(&frame);
-                }
                 StreamStats::add(&self.stats.landed, rows);
                 StreamStats::add(&self.stats.undecodable, undecodable);
                 StreamStats::add(&self.stats.commits, 1);
@@ -798,6 +945,7 @@ impl ConsumerContext for StreamContext {
             other => {
                 tracing::warn!(brokers = %self.brokers, topic = %self.topic, error = ?other, "rebalance failed");
                 let mut lander = locked(&self.lander);
+                lander.hand_off();
                 lander.positions.clear();
                 lander.batch.clear();
                 consumer.unassign()

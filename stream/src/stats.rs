@@ -29,6 +29,9 @@ pub struct StreamStats {
     /// Commits refused because another consumer landed a partition first
     /// (the batch was dropped and re-read from the committed offsets).
     pub conflicts: AtomicU64,
+    /// Events the window tiles' feed left out as a re-delivery of one it
+    /// applied (same dedup key and event time; `aurum serve --stream`).
+    pub repeats: AtomicU64,
     /// Each assigned partition's lag: the broker's high watermark minus
     /// the next offset bronze holds, as last measured.
     pub lag: Mutex<BTreeMap<i32, i64>>,

@@ -1,14 +1,18 @@
-//! Landed events into the online store's window tiles: what `aurum serve
-//! --stream` does with each batch once its bronze commit lands.
+//! Received events into the online store's window tiles: what `aurum
+//! serve --stream` does with the events as they arrive, without waiting
+//! for their bronze commit.
 //!
-//! A batch is cleaned by the source's silver rules in memory (the step
+//! Events are cleaned by the source's silver rules in memory (the step
 //! `aurum pipeline` later runs on the same bronze rows, so the tiles and
 //! the training set see the same events) and added to the tiles of every
-//! request-time view over the source. The hook runs once per landed
-//! commit, so each event reaches the tiles once.
+//! request-time view over the source. The consumer hands each offset on
+//! once ([`crate::consumer::ReceivedHook`]), so each event reaches the
+//! tiles once, whether its commit lands at the first try or after a
+//! re-read.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasher, Hasher};
+use std::sync::{Arc, Mutex};
 
 use feature_store::OnlineStore;
 use feature_store::online::EventsFrom;
@@ -16,15 +20,16 @@ use feature_store::pipeline::silver::{self, BatchContext};
 use feature_store::project::{Project, Source};
 use polars::prelude::DataFrame;
 
-use crate::consumer::LandedHook;
+use crate::consumer::ReceivedHook;
+use crate::stats::StreamStats;
 
-/// Landed batches waiting for the feed's thread before the consumer waits.
+/// Hand-offs waiting for the feed's thread before the consumer waits.
 pub const QUEUED_BATCHES: usize = 64;
 
 /// Sees the clean rows of each batch the feed applied.
 pub type CleanHook = Arc<dyn Fn(&DataFrame) + Send + Sync>;
 
-/// Feeds one source's landed batches to the window tiles of the views
+/// Feeds one source's received events to the window tiles of the views
 /// over it.
 pub struct TilesFeed {
     source: Source,
@@ -32,6 +37,26 @@ pub struct TilesFeed {
     dimensions: BTreeMap<String, DataFrame>,
     online: Arc<OnlineStore>,
     run_id: String,
+    stats: Arc<StreamStats>,
+    /// Record keys applied, for re-deliveries (with a dedup key and a
+    /// declared lateness only).
+    applied: Option<Mutex<RecentRecords>>,
+}
+
+/// The record keys (a hash of the dedup key's values and the event time)
+/// of the events applied, with that time, kept while a re-delivery could
+/// still be applied: silver's `late` rule keeps an event only if its time
+/// is within the lateness of its consumption (`_ingested_at`), and events
+/// reach the feed in the order consumed, so once a hand-off's earliest
+/// consumption time minus the lateness has passed an event's time, no
+/// later re-delivery of it can be applied. Silver keeps one delivery of a
+/// record (the last), and so do the tiles (the first applied): the same
+/// values for a producer's retry. (Two records whose 64-bit hashes
+/// collide, about one in 10^19 per pair, would be taken for one.)
+struct RecentRecords {
+    keys: HashMap<u64, i64>,
+    lateness_micros: i64,
+    pruned_at: i64,
 }
 
 impl TilesFeed {
@@ -44,6 +69,7 @@ impl TilesFeed {
         dimensions: BTreeMap<String, DataFrame>,
         online: Arc<OnlineStore>,
         run_id: &str,
+        stats: Arc<StreamStats>,
     ) -> Self {
         let views = project
             .feature_views
@@ -51,13 +77,72 @@ impl TilesFeed {
             .filter(|v| v.source == source.name && v.request_windows().is_some())
             .map(|v| v.name.clone())
             .collect();
+        let lateness = source.kafka.as_ref().map_or(0, |k| k.lateness.as_micros());
+        let applied = (!source.dedup_key.is_empty() && lateness > 0).then(|| {
+            Mutex::new(RecentRecords {
+                keys: HashMap::new(),
+                lateness_micros: i64::try_from(lateness).unwrap_or(i64::MAX),
+                pruned_at: 0,
+            })
+        });
         TilesFeed {
             source: source.clone(),
             views,
             dimensions,
             online,
             run_id: run_id.to_string(),
+            stats,
+            applied,
         }
+    }
+
+    /// `clean` without the events whose record (dedup key and event time)
+    /// was applied before, which it then records.
+    fn first_deliveries(&self, clean: DataFrame, now: i64) -> DataFrame {
+        let Some(applied) = &self.applied else {
+            return clean;
+        };
+        let hashes = match record_hashes(&clean, &self.source) {
+            Ok(hashes) => hashes,
+            Err(e) => {
+                tracing::warn!(source = %self.source.name, error = %e, "hashing record keys; re-deliveries are not left out of this hand-off");
+                return clean;
+            }
+        };
+        let Ok(mut applied) = applied.lock() else {
+            return clean;
+        };
+        // The earliest consumption in this hand-off bounds what any later
+        // re-delivery can repeat.
+        let consumed = feature_store::window::history::micros(
+            &clean,
+            feature_store::pipeline::bronze::INGESTED_AT,
+        )
+        .ok()
+        .and_then(|t| t.into_iter().flatten().min());
+        if let Some(consumed) = consumed
+            && now - applied.pruned_at > 1_000_000
+        {
+            let horizon = consumed.saturating_sub(applied.lateness_micros);
+            applied.keys.retain(|_, t| *t >= horizon);
+            applied.pruned_at = now;
+        }
+        let mut keep = Vec::with_capacity(hashes.len());
+        let mut repeats = 0;
+        for (hash, time) in hashes {
+            let first = match (hash, time) {
+                (Some(hash), Some(time)) => applied.keys.insert(hash, time).is_none(),
+                _ => true,
+            };
+            repeats += u64::from(!first);
+            keep.push(first);
+        }
+        if repeats == 0 {
+            return clean;
+        }
+        StreamStats::add(&self.stats.repeats, repeats);
+        let mask: polars::prelude::BooleanChunked = keep.iter().copied().collect();
+        clean.filter(&mask).unwrap_or(clean)
     }
 
     /// The views whose tiles the feed updates.
@@ -65,10 +150,10 @@ impl TilesFeed {
         &self.views
     }
 
-    /// Cleans a landed bronze batch and adds it to the tiles; returns the
-    /// clean rows (none when no view needs them, or when cleaning failed,
-    /// which is logged: the events are in bronze, and the next pipeline
-    /// run and materialize bring them to the tiles).
+    /// Cleans received events (bronze's columns) and adds them to the
+    /// tiles; returns the clean rows (none when no view needs them, or
+    /// when cleaning failed, which is logged: the events land in bronze,
+    /// and the next pipeline run and materialize bring them to the tiles).
     pub fn apply(&self, bronze: &DataFrame) -> Option<DataFrame> {
         if self.views.is_empty() {
             return None;
@@ -82,45 +167,197 @@ impl TilesFeed {
         let batch = match silver::process(bronze.clone(), &self.source, &self.dimensions, &ctx) {
             Ok(batch) => batch,
             Err(e) => {
-                tracing::warn!(source = %self.source.name, error = %e, "cleaning landed events for the window tiles");
+                tracing::warn!(source = %self.source.name, error = %e, "cleaning received events for the window tiles");
                 return None;
             }
         };
+        let clean = self.first_deliveries(batch.clean, now);
         for view in &self.views {
             if let Err(e) = self
                 .online
-                .apply_events(view, &batch.clean, now, EventsFrom::Stream)
+                .apply_events(view, &clean, now, EventsFrom::Stream)
             {
-                tracing::warn!(source = %self.source.name, view, error = %e, "applying landed events to window tiles");
+                tracing::warn!(source = %self.source.name, view, error = %e, "applying received events to window tiles");
             }
         }
-        Some(batch.clean)
+        Some(clean)
     }
 
-    /// The feed as a consumer's [`LandedHook`]: batches are cleaned and
-    /// applied on a thread of the feed's own, in commit order, so the
-    /// consumer goes on reading meanwhile (it waits only when
-    /// [`QUEUED_BATCHES`] are queued). `on_clean` sees each batch's clean
-    /// rows once applied. The thread ends when the hook is dropped.
-    pub fn hook(self: Arc<Self>, on_clean: Option<CleanHook>) -> std::io::Result<LandedHook> {
+    /// The feed as a consumer's [`ReceivedHook`]: events are cleaned and
+    /// applied on a thread of the feed's own, in the order received, so
+    /// the consumer goes on reading meanwhile (it waits only when
+    /// [`QUEUED_BATCHES`] are queued); hand-offs queued while the thread
+    /// was busy are cleaned together. `on_clean` sees the clean rows once
+    /// applied. The thread ends when the hook is dropped.
+    pub fn hook(self: Arc<Self>, on_clean: Option<CleanHook>) -> std::io::Result<ReceivedHook> {
         let (send, receive) = std::sync::mpsc::sync_channel::<DataFrame>(QUEUED_BATCHES);
         std::thread::Builder::new()
             .name(format!("aurum-tiles-{}", self.source.name))
             .spawn(move || {
-                for bronze in receive {
-                    if let (Some(clean), Some(on_clean)) = (self.apply(&bronze), &on_clean) {
-                        on_clean(&clean);
+                while let Ok(mut received) = receive.recv() {
+                    // What queued meanwhile joins it: one cleaning per
+                    // wake-up, however small the hand-offs.
+                    while let Ok(more) = receive.try_recv() {
+                        if let Err(e) = received.vstack_mut(&more) {
+                            // Cannot happen (one schema); if it does, the
+                            // events still go in the order received.
+                            tracing::warn!(source = %self.source.name, error = %e, "joining received events");
+                            self.apply_and_tell(&received, on_clean.as_ref());
+                            received = more;
+                        }
                     }
+                    received.rechunk_mut();
+                    self.apply_and_tell(&received, on_clean.as_ref());
                 }
             })?;
         let send = std::sync::Mutex::new(send);
-        Ok(LandedHook(Arc::new(move |bronze: &DataFrame| {
+        Ok(ReceivedHook(Arc::new(move |bronze: &DataFrame| {
             // Columns are shared, not copied. A feed thread that is gone
-            // (it panicked) leaves the batch in bronze only; the next
-            // pipeline run and materialize bring it to the tiles.
+            // (it panicked) leaves the events in bronze only; the next
+            // pipeline run and materialize bring them to the tiles.
             if let Ok(send) = send.lock() {
                 let _ = send.send(bronze.clone());
             }
         })))
+    }
+
+    fn apply_and_tell(&self, bronze: &DataFrame, on_clean: Option<&CleanHook>) {
+        if let (Some(clean), Some(on_clean)) = (self.apply(bronze), on_clean) {
+            on_clean(&clean);
+        }
+    }
+}
+
+/// A row's record key hash and event time (`None` with a null part).
+type RecordHash = (Option<u64>, Option<i64>);
+
+/// Per row of `clean`, a hash of its record key (the dedup key's values
+/// and the event time) and its event time.
+fn record_hashes(clean: &DataFrame, source: &Source) -> Result<Vec<RecordHash>, String> {
+    let times = feature_store::window::history::micros(clean, &source.timestamp)?;
+    let mut parts = Vec::with_capacity(source.dedup_key.len());
+    for key in &source.dedup_key {
+        let column = clean
+            .column(key)
+            .map_err(|_| format!("dedup key column {key:?} is missing"))?
+            .cast(&polars::prelude::DataType::String)
+            .map_err(|e| format!("dedup key {key:?}: {e}"))?;
+        parts.push(
+            column
+                .str()
+                .map_err(|e| format!("dedup key {key:?}: {e}"))?
+                .clone(),
+        );
+    }
+    let state = foldhash::quality::FixedState::with_seed(0x7265_6465_6c69_7665);
+    Ok(times
+        .into_iter()
+        .enumerate()
+        .map(|(row, time)| {
+            let mut hasher = state.build_hasher();
+            for part in &parts {
+                let value = part.get(row)?;
+                hasher.write(value.as_bytes());
+                hasher.write_u8(0xff);
+            }
+            hasher.write_i64(time?);
+            Some((Some(hasher.finish()), time))
+        })
+        .map(|hashed| hashed.unwrap_or((None, None)))
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::borrow::Cow;
+    use std::sync::atomic::Ordering;
+
+    use super::*;
+    use crate::batch::BronzeBatch;
+
+    const PROJECT: &str = r#"[project]
+name = "feed"
+
+[[entity]]
+name = "customer"
+join_keys = ["customer_id"]
+
+[[source]]
+name = "payments"
+format = "kafka"
+timestamp = "ts"
+columns = [
+  { name = "event_id", type = "int64" },
+  { name = "customer_id", type = "string" },
+  { name = "amount", type = "float64" },
+  { name = "ts", type = "timestamp" },
+]
+
+[source.kafka]
+bootstrap_servers = "127.0.0.1:9092"
+topic = "payments"
+lateness = "10m"
+
+[source.silver]
+dedup_key = ["event_id"]
+
+[[feature_view]]
+name = "customer_payments"
+entity = "customer"
+source = "payments"
+ttl = "7d"
+windows = ["1h"]
+windows_at = "request"
+
+[[feature_view.aggregation]]
+column = "amount"
+functions = ["count", "sum"]
+"#;
+
+    /// A re-delivery (same event id and time) in a later hand-off is left
+    /// out of the tiles and counted, as silver keeps one delivery; another
+    /// event at the same time is not.
+    #[test]
+    fn a_re_delivery_within_the_lateness_reaches_the_tiles_once() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("aurum.toml"), PROJECT).unwrap();
+        let project = Project::load(&dir.path().join("aurum.toml")).unwrap();
+        let online = Arc::new(OnlineStore::new(1 << 26));
+        for view in &project.feature_views {
+            online.register_view(view.feature_view());
+        }
+        let stats = Arc::new(StreamStats::default());
+        let feed = TilesFeed::new(
+            &project,
+            &project.sources[0],
+            BTreeMap::new(),
+            online.clone(),
+            "test",
+            stats.clone(),
+        );
+        let now = chrono::Utc::now();
+        let ts = now.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string();
+        let names: Vec<String> = ["event_id", "customer_id", "amount", "ts"]
+            .iter()
+            .map(|c| c.to_string())
+            .collect();
+        let hand_off = |offset: i64, event_id: &str| {
+            let mut batch = BronzeBatch::new("payments", names.clone());
+            let values = vec![
+                Some(Cow::Borrowed(event_id)),
+                Some(Cow::Borrowed("c1")),
+                Some(Cow::Borrowed("2.5")),
+                Some(Cow::Borrowed(ts.as_str())),
+            ];
+            batch.push(0, offset, now.timestamp_micros(), values);
+            let clean = feed.apply(&batch.take_frame().unwrap()).unwrap();
+            clean.height()
+        };
+        assert_eq!(hand_off(0, "1"), 1);
+        assert_eq!(hand_off(1, "1"), 0, "the re-delivery is left out");
+        assert_eq!(hand_off(2, "2"), 1);
+        let tiles = online.live_tiles("customer_payments").unwrap();
+        assert_eq!(tiles.stats().applied.load(Ordering::Relaxed), 2);
+        assert_eq!(stats.repeats.load(Ordering::Relaxed), 1);
     }
 }

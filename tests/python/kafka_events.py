@@ -15,10 +15,24 @@ usage:
       its own. With RATE (events/s; -1: as fast as possible), events are
       stamped with the time they are sent instead. Prints {"produced": n,
       "bad": [...]}.
+  kafka_events.py produce_avro BOOTSTRAP TOPIC SCHEMA_FILE COUNT SCHEMA_ID
+      COUNT events written with fastavro in the schema of SCHEMA_FILE
+      (event i as above, its time a timestamp-millis, a note field no
+      column declares), framed as Confluent's Schema Registry frames them
+      with SCHEMA_ID; every 10th event is malformed (in turn: cut short,
+      framed with another schema id, a union branch the schema lacks).
+      Prints {"produced": n, "bad": [...], "sum": total amount of the
+      good events}.
   kafka_events.py consume BOOTSTRAP TOPIC COUNT
       reads COUNT events from the start of every partition with a plain
       confluent-kafka consumer (the brokers' and librdkafka's own pace, the
       stream benchmark's reference); prints {"events": n, "seconds": s}.
+  kafka_events.py latency BOOTSTRAP TOPIC COUNT
+      reads COUNT live-stamped events (produce with RATE) as they arrive
+      with a plain confluent-kafka consumer (aurum's fetch settings) and
+      prints the time from each event's stamp to its receipt: {"p50_ms",
+      "p90_ms", "p99_ms", "events"} (the broker's and librdkafka's own
+      latency, the stream latency benchmark's reference).
   kafka_events.py bronze TABLE_DIR
       what the bronze table holds: rows, distinct (partition, offset)
       pairs, event ids, and per partition the smallest and largest offset.
@@ -89,13 +103,14 @@ def produce(bootstrap, topic, first, count, bad_every=0, one_per_batch=0, rate=0
     started = time.time()
     for i in range(first, first + count):
         if rate > 0:
-            # Paced: event i leaves at its slot, stamped with the time it
-            # leaves.
+            # Paced: event i leaves at its slot (to the half millisecond,
+            # sleeping rather than spinning, so the producer does not take
+            # a core from the consumer it is measuring), stamped with the
+            # time it leaves.
             ahead = started + (i - first) / rate - time.time()
-            if ahead > 0:
-                producer.poll(min(ahead, 0.01))
-                while time.time() < started + (i - first) / rate:
-                    pass
+            while ahead > 0:
+                producer.poll(min(ahead, 0.0005))
+                ahead = started + (i - first) / rate - time.time()
         key, value, why = event(i, bad_every, live=rate != 0)
         if why:
             bad.append({"event": i, "why": why})
@@ -110,6 +125,55 @@ def produce(bootstrap, topic, first, count, bad_every=0, one_per_batch=0, rate=0
     if left or failures:
         raise SystemExit(f"{left} events undelivered, failures: {failures[:5]}")
     print(json.dumps({"produced": count, "bad": bad}))
+
+
+def produce_avro(bootstrap, topic, schema_file, count, schema_id):
+    import io
+    import struct
+
+    import fastavro
+    from confluent_kafka import Producer
+
+    with open(schema_file) as f:
+        schema = fastavro.parse_schema(json.load(f))
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
+    count, schema_id = int(count), int(schema_id)
+    bad, total = [], 0.0
+    for i in range(count):
+        record = {
+            "event_id": i,
+            "customer_id": f"c{i % 7}",
+            "amount": i / 4,
+            "ts": BASE + timedelta(seconds=i, milliseconds=250),
+            "note": None if i % 2 else f"note {i}",
+        }
+        body = io.BytesIO()
+        fastavro.schemaless_writer(body, schema, record)
+        datum = body.getvalue()
+        frame_id = schema_id
+        if i % 10 == 9:
+            kind = (i // 10) % 3
+            if kind == 0:
+                datum = datum[:-3]
+                bad.append({"event": i, "why": "short"})
+            elif kind == 1:
+                frame_id = schema_id + 1
+                bad.append({"event": i, "why": "schema id"})
+            else:
+                # event_id, then customer_id's union branch 5.
+                head = io.BytesIO()
+                fastavro.schemaless_writer(head, {"type": "long"}, i)
+                datum = head.getvalue() + bytes([10])
+                bad.append({"event": i, "why": "union branch"})
+        else:
+            total += i / 4
+        value = struct.pack(">bI", 0, frame_id) + datum
+        producer.produce(topic, key=record["customer_id"].encode(), value=value)
+        producer.poll(0)
+    left = producer.flush(60)
+    if left:
+        raise SystemExit(f"{left} events undelivered")
+    print(json.dumps({"produced": count, "bad": bad, "sum": total}))
 
 
 def consume(bootstrap, topic, count):
@@ -143,6 +207,39 @@ def consume(bootstrap, topic, count):
     print(json.dumps({"events": seen, "seconds": seconds}))
 
 
+def latency(bootstrap, topic, count):
+    import uuid
+
+    from confluent_kafka import Consumer
+
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"reference-{uuid.uuid4()}",
+            "auto.offset.reset": "latest",
+            "enable.auto.commit": False,
+            "fetch.wait.max.ms": 50,
+            "max.partition.fetch.bytes": 8388608,
+        }
+    )
+    consumer.subscribe([topic])
+    count, waits = int(count), []
+    deadline = time.time() + 600
+    print(json.dumps({"ready": True}), flush=True)
+    while len(waits) < count and time.time() < deadline:
+        for message in consumer.consume(10000, 0.1):
+            if message.error() is not None:
+                continue
+            now = datetime.now(timezone.utc)
+            sent = json.loads(message.value())["ts"]
+            sent = datetime.strptime(sent, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
+            waits.append((now - sent).total_seconds() * 1000)
+    consumer.close()
+    waits.sort()
+    at = lambda p: waits[min(int(len(waits) * p), len(waits) - 1)] if waits else None
+    print(json.dumps({"events": len(waits), "p50_ms": at(0.5), "p90_ms": at(0.9), "p99_ms": at(0.99)}))
+
+
 def bronze(table_dir):
     from deltalake import DeltaTable
 
@@ -174,7 +271,14 @@ def bronze(table_dir):
 
 if __name__ == "__main__":
     command, args = sys.argv[1], sys.argv[2:]
-    {"create": create, "produce": produce, "consume": consume, "bronze": bronze}[command](*args)
+    {
+        "create": create,
+        "produce": produce,
+        "produce_avro": produce_avro,
+        "consume": consume,
+        "latency": latency,
+        "bronze": bronze,
+    }[command](*args)
     # deltalake's runtime threads can abort the interpreter's shutdown
     # ("terminate called without an active exception"); the answer is out.
     sys.stdout.flush()

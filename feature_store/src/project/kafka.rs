@@ -25,6 +25,12 @@ pub struct KafkaSpec {
     pub group: Option<String>,
     /// How event values are encoded.
     pub value_format: ValueFormat,
+    /// The Avro schema events are written with (its JSON text, read from
+    /// the file `avro_schema` names), for the Avro formats.
+    pub avro_schema: Option<String>,
+    /// With `avro_confluent`: the Schema Registry id of `avro_schema`;
+    /// events carrying another id are not decoded.
+    pub avro_schema_id: Option<u32>,
     /// Where a partition with no landed events starts.
     pub start: StartAt,
     /// Who decides which partitions a consumer reads.
@@ -54,6 +60,13 @@ pub struct KafkaSpec {
 pub enum ValueFormat {
     /// One JSON object per event; declared columns are its keys.
     Json,
+    /// One Avro binary datum per event (no framing), a record of the
+    /// declared schema; declared columns are its fields.
+    Avro,
+    /// Confluent Schema Registry's framing: a zero byte, the schema id
+    /// (4 bytes, big-endian), then the Avro datum, decoded with the
+    /// declared schema (the registry is not asked).
+    AvroConfluent,
 }
 
 /// Where a partition with no landed events starts reading.
@@ -127,6 +140,10 @@ pub(super) struct RawKafka {
     #[serde(default)]
     value_format: Option<Spanned<String>>,
     #[serde(default)]
+    avro_schema: Option<Spanned<String>>,
+    #[serde(default)]
+    avro_schema_id: Option<Spanned<i64>>,
+    #[serde(default)]
     start: Option<Spanned<String>>,
     #[serde(default)]
     assignment: Option<Spanned<String>>,
@@ -153,7 +170,12 @@ pub(super) struct RawKafka {
 
 impl Checker<'_> {
     /// Checks `[source.kafka]` of source `field`.
-    pub(super) fn check_kafka(&self, field: &str, raw: &RawKafka) -> Result<KafkaSpec> {
+    pub(super) fn check_kafka(
+        &self,
+        field: &str,
+        raw: &RawKafka,
+        columns: &[String],
+    ) -> Result<KafkaSpec> {
         let field = format!("{field}.kafka");
         let servers = raw.bootstrap_servers.get_ref().trim();
         let bad_server = servers.split(',').map(str::trim).find(|s| {
@@ -178,6 +200,8 @@ impl Checker<'_> {
         }
         let value_format = match raw.value_format.as_ref().map(|v| v.get_ref().as_str()) {
             None | Some("json") => ValueFormat::Json,
+            Some("avro") => ValueFormat::Avro,
+            Some("avro_confluent") => ValueFormat::AvroConfluent,
             Some(other) => {
                 let span = raw
                     .value_format
@@ -187,9 +211,41 @@ impl Checker<'_> {
                 return self.fail(
                     span,
                     format!("{field}.value_format"),
-                    format!("{other:?} is not a value format aurum reads (json)"),
+                    format!(
+                        "{other:?} is not a value format aurum reads (json, avro, avro_confluent)"
+                    ),
                 );
             }
+        };
+        let avro_schema = self.check_avro_schema(&field, raw, value_format, columns)?;
+        let avro_schema_id = match &raw.avro_schema_id {
+            // Events written with another schema could decode into wrong
+            // values: the id says which ones this schema reads.
+            None if value_format == ValueFormat::AvroConfluent => {
+                return self.fail(
+                    raw.topic.span(),
+                    format!("{field}.avro_schema_id"),
+                    "value_format = \"avro_confluent\" needs avro_schema_id: the Schema Registry id of the avro_schema file (events carrying another id are quarantined, never read with the wrong schema)".into(),
+                );
+            }
+            None => None,
+            Some(id) if value_format != ValueFormat::AvroConfluent => {
+                return self.fail(
+                    id.span(),
+                    format!("{field}.avro_schema_id"),
+                    "a schema id is only carried by value_format = \"avro_confluent\"".into(),
+                );
+            }
+            Some(id) => match u32::try_from(*id.get_ref()) {
+                Ok(id) => Some(id),
+                Err(_) => {
+                    return self.fail(
+                        id.span(),
+                        format!("{field}.avro_schema_id"),
+                        "must be a Schema Registry id (0 to 4294967295)".into(),
+                    );
+                }
+            },
         };
         let start = match raw.start.as_ref().map(|v| v.get_ref().as_str()) {
             None | Some("earliest") => StartAt::Earliest,
@@ -314,6 +370,8 @@ impl Checker<'_> {
             topic,
             group: raw.group.as_ref().map(|g| g.get_ref().clone()),
             value_format,
+            avro_schema,
+            avro_schema_id,
             start,
             assignment,
             lateness: lateness.unwrap_or_default(),
@@ -326,6 +384,90 @@ impl Checker<'_> {
             commit_interval,
             max_batch_events,
         })
+    }
+
+    /// The Avro schema's text, for the Avro formats: read from the file
+    /// `avro_schema` names (relative to aurum.toml), a JSON record whose
+    /// fields include every declared column. The full schema is compiled
+    /// when the consumer starts.
+    fn check_avro_schema(
+        &self,
+        field: &str,
+        raw: &RawKafka,
+        format: ValueFormat,
+        columns: &[String],
+    ) -> Result<Option<String>> {
+        let key = format!("{field}.avro_schema");
+        let Some(file) = &raw.avro_schema else {
+            if format == ValueFormat::Json {
+                return Ok(None);
+            }
+            return self.fail(
+                raw.topic.span(),
+                key,
+                "the Avro formats need avro_schema: the .avsc file the events are written with"
+                    .into(),
+            );
+        };
+        if format == ValueFormat::Json {
+            return self.fail(
+                file.span(),
+                key,
+                "a schema is only for value_format = \"avro\" or \"avro_confluent\"".into(),
+            );
+        }
+        let base = self.path.parent().unwrap_or(std::path::Path::new("."));
+        let path = base.join(file.get_ref());
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) => {
+                return self.fail(
+                    file.span(),
+                    key,
+                    format!("cannot read {}: {e}", path.display()),
+                );
+            }
+        };
+        let schema: serde_json::Value = match serde_json::from_str(&text) {
+            Ok(schema) => schema,
+            Err(e) => {
+                return self.fail(
+                    file.span(),
+                    key,
+                    format!("{} is not JSON: {e}", path.display()),
+                );
+            }
+        };
+        let fields: Vec<&str> = match (schema.get("type"), schema.get("fields")) {
+            (Some(t), Some(serde_json::Value::Array(fields))) if t == "record" || t == "error" => {
+                fields
+                    .iter()
+                    .filter_map(|f| f.get("name").and_then(|n| n.as_str()))
+                    .collect()
+            }
+            _ => {
+                return self.fail(
+                    file.span(),
+                    key,
+                    format!(
+                        "{} is not an Avro record schema ({{\"type\": \"record\", \"fields\": [...]}})",
+                        path.display()
+                    ),
+                );
+            }
+        };
+        if let Some(missing) = columns.iter().find(|c| !fields.contains(&c.as_str())) {
+            return self.fail(
+                file.span(),
+                key,
+                format!(
+                    "declared column {missing:?} is not a field of the record in {} (fields: {})",
+                    path.display(),
+                    fields.join(", ")
+                ),
+            );
+        }
+        Ok(Some(text))
     }
 
     fn kafka_duration(

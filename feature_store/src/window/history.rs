@@ -337,11 +337,12 @@ impl History {
         for (g, grid) in self.plan.grids.iter().enumerate() {
             let window = &mut aggs[g * width..(g + 1) * width];
             let (first, current) = (grid.first_tile(t), grid.tile_of(t));
-            // Whole tiles before the current one (when built), then tiles
-            // made here of the events from there up to `t`, all merged in
-            // one run: the same arithmetic, tile by tile, as the online
-            // side's merge of its tiles, so the two agree to the bit when
-            // events arrived in time order.
+            // Whole tiles before the current one (when built, else tiles
+            // made here of the events from the window's first tile) merged
+            // in one run, then the current tile made of its events up to
+            // `t`: the same two steps, tile by tile, as the online side's
+            // read of its tiles, so the two agree to the bit when events
+            // arrived in time order.
             let (whole, fold_from): (&[(i64, Vec<Agg>)], i64) = match &run.tiles[g] {
                 Some(tiles) => {
                     let from = tiles.partition_point(|(i, _)| *i < first);
@@ -363,13 +364,23 @@ impl History {
                     let at = partial.len() - width;
                     self.push_event(&mut partial[at..], event);
                 }
+                // The current tile's events, when it has any, are the last
+                // tile made.
+                let before = if last_tile == Some(current) {
+                    partial.len() - width
+                } else {
+                    partial.len()
+                };
                 for (c, acc) in window.iter_mut().enumerate() {
                     acc.merge_run(
                         whole
                             .iter()
                             .map(|(_, aggs)| &aggs[c])
-                            .chain(partial.iter().skip(c).step_by(width)),
+                            .chain(partial[..before].iter().skip(c).step_by(width)),
                     );
+                    if let Some(tile) = partial[before..].get(c) {
+                        acc.merge(tile);
+                    }
                 }
             });
         }

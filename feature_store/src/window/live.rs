@@ -4,7 +4,9 @@
 //! Each entity keeps, per grid, its non-empty tiles from the oldest any
 //! window (or the declared lateness) can still read. An event updates one
 //! tile per grid; a read at `t` merges the tiles of the window ending with
-//! `tile(t)`. The newest tile holds every event that has arrived in it:
+//! `tile(t)`: the merge of those before `tile(t)` is kept per entity until
+//! the read moves to the next tile or a late event changes one of them,
+//! so most reads merge two aggregates per column. The newest tile holds every event that has arrived in it:
 //! events stamped after `t` (a producer clock ahead of the server's) are
 //! counted in it online, where the point-in-time join would leave them out
 //! — the one place the two can differ, bounded by one tile and counted
@@ -15,7 +17,7 @@ use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use super::{Agg, WindowPlan};
+use super::{Agg, Grid, WindowPlan};
 use crate::metrics::Histogram;
 
 const SHARDS: usize = 64;
@@ -53,7 +55,14 @@ impl Default for WindowStats {
 /// One grid's non-empty tiles of one entity, ascending, flat: a read
 /// walks one contiguous run of aggregates (`width` per tile) instead of
 /// chasing a pointer per tile.
-#[derive(Debug, Default, Clone)]
+///
+/// The window's whole tiles before the current one change only when an
+/// event arrives late into one of them, so their merge is kept
+/// (`prefix`, valid for reads in tile `prefix_tile`): a read in the same
+/// tile merges that and the current tile only, the same two steps the
+/// point-in-time join takes ([`super::history`]), so both stay equal to
+/// the bit.
+#[derive(Debug, Clone)]
 struct GridTiles {
     /// The tile numbers.
     ids: Vec<i64>,
@@ -61,16 +70,68 @@ struct GridTiles {
     newest: Vec<i64>,
     /// Per tile, one aggregate per plan column.
     aggs: Vec<Agg>,
+    /// The current tile `prefix` was merged for (`i64::MIN`: none).
+    prefix_tile: i64,
+    /// Per plan column, the merge of the tiles of the window read in
+    /// `prefix_tile`, that tile left out.
+    prefix: Vec<Agg>,
+}
+
+impl Default for GridTiles {
+    fn default() -> Self {
+        GridTiles {
+            ids: Vec::new(),
+            newest: Vec::new(),
+            aggs: Vec::new(),
+            prefix_tile: i64::MIN,
+            prefix: Vec::new(),
+        }
+    }
 }
 
 impl GridTiles {
     /// Drops the tiles before `keep_from`.
-    fn prune(&mut self, keep_from: i64, width: usize) {
+    fn prune(&mut self, keep_from: i64, width: usize, grid: &Grid) {
         let drop = self.ids.partition_point(|i| *i < keep_from);
         if drop > 0 {
             self.ids.drain(..drop);
             self.newest.drain(..drop);
             self.aggs.drain(..drop * width);
+            if keep_from > self.prefix_tile.saturating_sub(grid.tiles - 1) {
+                self.prefix_tile = i64::MIN;
+            }
+        }
+    }
+
+    /// The merged window at `t` for every column into `window`: the kept
+    /// prefix (merged first when the read is in another tile than the
+    /// last), then the current tile. Returns whether the current tile
+    /// holds an event stamped after `t`.
+    fn read(&mut self, grid: &Grid, t: i64, width: usize, window: &mut [Agg]) -> bool {
+        let current = grid.tile_of(t);
+        if self.prefix_tile != current {
+            let from = self.ids.partition_point(|i| *i < grid.first_tile(t));
+            let to = from + self.ids[from..].partition_point(|i| *i < current);
+            let run = &self.aggs[from * width..to * width];
+            self.prefix.resize(width, Agg::default());
+            for (c, prefix) in self.prefix.iter_mut().enumerate() {
+                prefix.clear();
+                prefix.merge_run(run.iter().skip(c).step_by(width));
+                prefix.compact();
+            }
+            self.prefix_tile = current;
+        }
+        for (acc, prefix) in window.iter_mut().zip(&self.prefix) {
+            acc.merge(prefix);
+        }
+        match self.ids.binary_search(&current) {
+            Ok(at) => {
+                for (acc, tile) in window.iter_mut().zip(&self.aggs[at * width..]) {
+                    acc.merge(tile);
+                }
+                self.newest[at] > t
+            }
+            Err(_) => false,
         }
     }
 }
@@ -210,8 +271,13 @@ impl LiveTiles {
                 }
             }
             tiles.newest[at] = tiles.newest[at].max(t);
+            // A late event changes the kept merge of the tiles before the
+            // current one.
+            if tile < tiles.prefix_tile {
+                tiles.prefix_tile = i64::MIN;
+            }
             // Tiles no read can reach any more.
-            tiles.prune(grid.first_tile(oldest_read), width);
+            tiles.prune(grid.first_tile(oldest_read), width, grid);
         }
         if used {
             self.stats.applied.fetch_add(1, Ordering::Relaxed);
@@ -227,21 +293,13 @@ impl LiveTiles {
         let width = self.plan.columns.len();
         aggs.resize(self.plan.grids.len() * width, Agg::default());
         aggs.iter_mut().for_each(Agg::clear);
-        let shard = self.shard(key);
-        let Some(entity) = shard.get(key) else {
+        let mut shard = self.shard(key);
+        let Some(entity) = shard.get_mut(key) else {
             return false;
         };
         let mut future = false;
-        for (g, (grid, tiles)) in self.plan.grids.iter().zip(&entity.grids).enumerate() {
-            let window = &mut aggs[g * width..(g + 1) * width];
-            let (first, current) = (grid.first_tile(t), grid.tile_of(t));
-            let from = tiles.ids.partition_point(|i| *i < first);
-            let to = from + tiles.ids[from..].partition_point(|i| *i <= current);
-            future |= tiles.newest[from..to].iter().any(|n| *n > t);
-            let run = &tiles.aggs[from * width..to * width];
-            for (c, acc) in window.iter_mut().enumerate() {
-                acc.merge_run(run.iter().skip(c).step_by(width));
-            }
+        for (g, (grid, tiles)) in self.plan.grids.iter().zip(&mut entity.grids).enumerate() {
+            future |= tiles.read(grid, t, width, &mut aggs[g * width..(g + 1) * width]);
         }
         if future {
             self.stats.future_reads.fetch_add(1, Ordering::Relaxed);
@@ -266,7 +324,7 @@ impl LiveTiles {
             let width = self.plan.columns.len();
             shard.retain(|_, entity| {
                 for (grid, tiles) in self.plan.grids.iter().zip(entity.grids.iter_mut()) {
-                    tiles.prune(grid.first_tile(oldest_read), width);
+                    tiles.prune(grid.first_tile(oldest_read), width, grid);
                 }
                 entity.grids.iter().any(|t| !t.ids.is_empty())
             });

@@ -160,10 +160,22 @@ proptest! {
         }
         let live = LiveTiles::new(plan.clone(), 10 * 60 * MINUTE, Default::default());
         let end = 3 * 60 * MINUTE;
-        for e in &arrival {
+        for (i, e) in arrival.iter().enumerate() {
             let (values, keys) = (vec![e.2, None], vec![None, Some(distinct_key(&e.3))]);
             let key = format!("c{}", e.0);
             prop_assert!(live.apply(&key, e.1, &values, &keys, end));
+            // Reads between arrivals: a late event lands in a tile whose
+            // merge a read kept, and the next read must see it.
+            if i % 7 == 3 {
+                let (entity, t) = reads[i % reads.len()];
+                let t = end + t % (10 * MINUTE);
+                live.aggregates(&format!("c{entity}"), t, &mut aggs);
+                plan.finish(&aggs, &|_| None, &mut out);
+                let expected = naive(&arrival[..=i], entity, t);
+                for (n, (got, want)) in out.iter().zip(&expected).enumerate() {
+                    prop_assert!(close(*got, *want), "live after {} arrivals {} at {}: {:?} != {:?}", i + 1, plan.names[n], t, got, want);
+                }
+            }
         }
         for (entity, t) in &reads {
             let t = end + t % (10 * MINUTE);

@@ -195,6 +195,11 @@ fn encode_streams(state: &AppState, encoder: &mut DescriptorEncoder<'_>) -> fmt:
             "Bronze commits refused because another consumer landed a partition first.",
             |s| &s.conflicts,
         ),
+        (
+            "aurum_stream_repeats",
+            "Re-delivered events (same dedup key and event time) the window tiles left out.",
+            |s| &s.repeats,
+        ),
     ] {
         counter_family(
             encoder,

@@ -33,7 +33,10 @@ impl Checker<'_> {
         }
         let format = *s.format.get_ref();
         let kafka = match (&s.kafka, format) {
-            (Some(k), Format::Kafka) => Some(self.check_kafka(&field, k.get_ref())?),
+            (Some(k), Format::Kafka) => {
+                let columns: Vec<String> = s.columns.iter().map(|c| c.name.clone()).collect();
+                Some(self.check_kafka(&field, k.get_ref(), &columns)?)
+            }
             (None, Format::Kafka) => {
                 return self.fail(
                     s.format.span(),
