@@ -207,6 +207,62 @@ fn a_kafka_source_loads_with_its_settings() {
 }
 
 #[test]
+fn avro_sources_name_their_schema_and_every_column_is_a_field_of_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("aurum.toml");
+    let schema = r#"{"type": "record", "name": "Tx", "fields": [
+        {"name": "customer_id", "type": "long"},
+        {"name": "amount", "type": "double"},
+        {"name": "ts", "type": {"type": "long", "logicalType": "timestamp-millis"}},
+        {"name": "extra", "type": "string"}]}"#;
+    std::fs::write(dir.path().join("tx.avsc"), schema).unwrap();
+    std::fs::write(
+        dir.path().join("short.avsc"),
+        r#"{"type": "record", "name": "Tx", "fields": [{"name": "amount", "type": "double"}]}"#,
+    )
+    .unwrap();
+    let parse = |kafka: &str| Project::parse(&kafka_project(kafka), &path, dir.path());
+    let base = "bootstrap_servers = \"h:1\"\ntopic = \"t\"";
+    let p = parse(&format!(
+        "{base}\nvalue_format = \"avro_confluent\"\navro_schema = \"tx.avsc\"\navro_schema_id = 12"
+    ))
+    .unwrap();
+    let kafka = p.sources[0].kafka.as_ref().unwrap();
+    assert_eq!(kafka.value_format, ValueFormat::AvroConfluent);
+    assert_eq!(kafka.avro_schema.as_deref(), Some(schema));
+    assert_eq!(kafka.avro_schema_id, Some(12));
+    for (kafka, expected) in [
+        (
+            "value_format = \"avro\"",
+            "the Avro formats need avro_schema",
+        ),
+        (
+            "value_format = \"avro\"\navro_schema = \"missing.avsc\"",
+            "cannot read",
+        ),
+        (
+            "value_format = \"avro\"\navro_schema = \"short.avsc\"",
+            "declared column \"customer_id\" is not a field of the record",
+        ),
+        (
+            "value_format = \"avro_confluent\"\navro_schema = \"tx.avsc\"",
+            "needs avro_schema_id",
+        ),
+        (
+            "avro_schema = \"tx.avsc\"",
+            "a schema is only for value_format",
+        ),
+        (
+            "value_format = \"avro\"\navro_schema = \"tx.avsc\"\navro_schema_id = 3",
+            "only carried by value_format = \"avro_confluent\"",
+        ),
+    ] {
+        let err = parse(&format!("{base}\n{kafka}")).unwrap_err().to_string();
+        assert!(err.contains(expected), "{err}\nexpected: {expected}");
+    }
+}
+
+#[test]
 fn kafka_settings_that_cannot_work_are_named() {
     for (kafka, expected) in [
         (
