@@ -189,7 +189,8 @@ def consume(bootstrap, topic, count):
             "auto.offset.reset": "earliest",
             "enable.auto.commit": False,
             # The fetch settings aurum's consumer uses.
-            "fetch.wait.max.ms": 50,
+            "fetch.wait.max.ms": 10,
+            "fetch.queue.backoff.ms": 10,
             "max.partition.fetch.bytes": 8388608,
         }
     )
@@ -218,7 +219,8 @@ def latency(bootstrap, topic, count):
             "group.id": f"reference-{uuid.uuid4()}",
             "auto.offset.reset": "latest",
             "enable.auto.commit": False,
-            "fetch.wait.max.ms": 50,
+            "fetch.wait.max.ms": 10,
+            "fetch.queue.backoff.ms": 10,
             "max.partition.fetch.bytes": 8388608,
         }
     )
