@@ -15,7 +15,12 @@
 //!     in a window;
 //!   latency: events produced at R per second for S seconds, each stamped
 //!     when sent, while the consumer (with the tiles) runs; per event, the
-//!     time from its stamp to visible in the tiles.
+//!     time from its stamp to visible in the tiles;
+//!   crash: the exactly-once check at full size: N events (each in a
+//!     record batch of its own, see `tests/python/kafka_events.py`), the
+//!     `aurum stream` process killed with SIGKILL at random points (seeded)
+//!     until bronze holds them all, then bronze read by Python's deltalake:
+//!     every (partition, offset) and event id once, offsets contiguous.
 //!
 //! The events are JSON with four declared columns, as in the stream tests.
 
@@ -125,7 +130,8 @@ fn main() -> Result<()> {
             "ingest" => ingest(&o, &bootstrap, false)?,
             "tiles" => ingest(&o, &bootstrap, true)?,
             "latency" => latency(&o, &bootstrap)?,
-            other => bail!("unknown mode {other} (ingest, tiles, latency)"),
+            "crash" => crash(&o, &bootstrap)?,
+            other => bail!("unknown mode {other} (ingest, tiles, latency, crash)"),
         }
     }
     Ok(())
@@ -472,5 +478,99 @@ fn latency(o: &Options, bootstrap: &str) -> Result<()> {
         answer["p99_ms"].as_f64().unwrap_or(f64::NAN),
         answer["events"]
     );
+    Ok(())
+}
+
+fn crash(o: &Options, bootstrap: &str) -> Result<()> {
+    use rand::{Rng, SeedableRng};
+
+    let events = o.events;
+    let clock = Instant::now();
+    kafka_events(&[
+        "produce",
+        bootstrap,
+        "payments",
+        "0",
+        &events.to_string(),
+        "0",
+        "1",
+    ])?;
+    println!(
+        "crash: {events} events produced (one per record batch) in {:.1} s",
+        clock.elapsed().as_secs_f64()
+    );
+    let (dir, _project) = project(o, bootstrap)?;
+    let bronze = dir.path().join("data/delta/bronze_payments");
+    let held = || -> Result<serde_json::Value> {
+        if !bronze.join("_delta_log").exists() {
+            return Ok(serde_json::json!({"rows": 0}));
+        }
+        kafka_events(&["bronze", bronze.to_str().context("a UTF-8 path")?])
+    };
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(19);
+    let mut kills = 0;
+    let started = Instant::now();
+    let log_path = dir.path().join("stream.log");
+    loop {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)?;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_aurum"))
+            .arg("stream")
+            .current_dir(dir.path())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .context("starting aurum stream")?;
+        let wait = Duration::from_millis(rng.random_range(150..1_500));
+        std::thread::sleep(wait);
+        let _ = Command::new("kill")
+            .args(["-9", &child.id().to_string()])
+            .status();
+        let _ = child.wait();
+        kills += 1;
+        let rows = held()?["rows"].as_u64().unwrap_or(0);
+        println!(
+            "crash: kill -9 #{kills} after {} ms: bronze holds {rows} rows",
+            wait.as_millis()
+        );
+        if rows >= events {
+            break;
+        }
+        if started.elapsed() > Duration::from_secs(1_200) || (kills >= 20 && rows == 0) {
+            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(20).collect();
+            bail!(
+                "bronze holds {rows} of {events} events after {kills} kills; the consumer said:\n{}",
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
+        }
+    }
+    let status = Command::new(env!("CARGO_BIN_EXE_aurum"))
+        .args(["stream", "--exit-when-idle", "3s"])
+        .current_dir(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()?;
+    if !status.success() {
+        bail!("the last aurum stream run failed: {status}");
+    }
+    let held = held()?;
+    let rows = held["rows"].as_u64().unwrap_or(0);
+    let offsets = held["distinct_offsets"].as_u64().unwrap_or(0);
+    let contiguous = held["partitions"].as_object().is_some_and(|p| {
+        p.values()
+            .all(|r| r["first"] == 0 && r["last"].as_u64().map(|l| l + 1) == r["count"].as_u64())
+    });
+    let ids_once = held["event_ids"] == held["distinct_event_ids"];
+    println!(
+        "crash: {kills} kill -9s, then a clean run: bronze holds {rows} rows, {offsets} distinct (partition, offset) pairs, {} event ids ({} distinct), offsets contiguous from 0 in every partition: {contiguous}",
+        held["event_ids"], held["distinct_event_ids"]
+    );
+    if rows != events || offsets != events || !contiguous || !ids_once {
+        bail!("bronze does not hold each event exactly once: {held}");
+    }
+    println!("crash: exactly once: yes");
     Ok(())
 }
