@@ -336,6 +336,21 @@ fn ingest(o: &Options, bootstrap: &str, tiles: bool) -> Result<()> {
     Ok(())
 }
 
+/// Produces `events` live-stamped events at `rate` per second.
+fn produce_paced(bootstrap: &str, events: u64, rate: u64) -> Result<()> {
+    kafka_events(&[
+        "produce",
+        bootstrap,
+        "payments",
+        "0",
+        &events.to_string(),
+        "0",
+        "0",
+        &rate.to_string(),
+    ])?;
+    Ok(())
+}
+
 fn latency(o: &Options, bootstrap: &str) -> Result<()> {
     let events = o.rate * o.seconds;
     let (_dir, project) = project(o, bootstrap)?;
@@ -380,16 +395,7 @@ fn latency(o: &Options, bootstrap: &str) -> Result<()> {
     )?;
     // The consumer is assigned and reading before the first event leaves.
     std::thread::sleep(Duration::from_secs(3));
-    kafka_events(&[
-        "produce",
-        bootstrap,
-        "payments",
-        "0",
-        &events.to_string(),
-        "0",
-        "0",
-        &o.rate.to_string(),
-    ])?;
+    produce_paced(bootstrap, events, o.rate)?;
     let deadline = Instant::now() + Duration::from_secs(120);
     let reached = || latencies.lock().map(|l| l.len() as u64).unwrap_or(0);
     while reached() < events && Instant::now() < deadline {
@@ -458,16 +464,7 @@ fn latency(o: &Options, bootstrap: &str) -> Result<()> {
         .next()
         .context("the reference consumer said nothing")??;
     std::thread::sleep(Duration::from_secs(3));
-    kafka_events(&[
-        "produce",
-        bootstrap,
-        "payments",
-        "0",
-        &events.to_string(),
-        "0",
-        "0",
-        &o.rate.to_string(),
-    ])?;
+    produce_paced(bootstrap, events, o.rate)?;
     let answer: serde_json::Value =
         serde_json::from_str(&lines.next().context("the reference's figures")??)?;
     reference.wait()?;

@@ -176,24 +176,27 @@ def produce_avro(bootstrap, topic, schema_file, count, schema_id):
     print(json.dumps({"produced": count, "bad": bad, "sum": total}))
 
 
-def consume(bootstrap, topic, count):
-    import time
+def reference_consumer(bootstrap, start):
+    """A plain consumer in a group of its own, with aurum's fetch settings."""
     import uuid
 
     from confluent_kafka import Consumer
 
-    consumer = Consumer(
+    return Consumer(
         {
             "bootstrap.servers": bootstrap,
             "group.id": f"reference-{uuid.uuid4()}",
-            "auto.offset.reset": "earliest",
+            "auto.offset.reset": start,
             "enable.auto.commit": False,
-            # The fetch settings aurum's consumer uses.
             "fetch.wait.max.ms": 10,
             "fetch.queue.backoff.ms": 10,
             "max.partition.fetch.bytes": 8388608,
         }
     )
+
+
+def consume(bootstrap, topic, count):
+    consumer = reference_consumer(bootstrap, "earliest")
     consumer.subscribe([topic])
     count, seen, started = int(count), 0, None
     deadline = time.time() + 600
@@ -209,21 +212,7 @@ def consume(bootstrap, topic, count):
 
 
 def latency(bootstrap, topic, count):
-    import uuid
-
-    from confluent_kafka import Consumer
-
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"reference-{uuid.uuid4()}",
-            "auto.offset.reset": "latest",
-            "enable.auto.commit": False,
-            "fetch.wait.max.ms": 10,
-            "fetch.queue.backoff.ms": 10,
-            "max.partition.fetch.bytes": 8388608,
-        }
-    )
+    consumer = reference_consumer(bootstrap, "latest")
     consumer.subscribe([topic])
     count, waits = int(count), []
     deadline = time.time() + 600
