@@ -7,7 +7,9 @@
 //!         entity over the last day merged per lookup) and from the same
 //!         view served as stored gold rows (today's plain row lookup),
 //!         interleaved; the difference is what valuing windows at the read
-//!         costs.
+//!         costs. Read at the loading clock, then 24 minutes on (tiles
+//!         have left and entered the windows); windowed reads are split
+//!         by whether they merged the window's earlier tiles themselves.
 //!   join: the point-in-time join of S spine rows over M events with the
 //!         windows valued at each spine row's time (indexing the events
 //!         included), beside the same join taking the gold rows' values.
@@ -17,6 +19,7 @@
 mod view;
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use anyhow::Result;
@@ -201,69 +204,85 @@ fn read(o: &Options) -> Result<()> {
     };
     let plain_set = online.resolve(&refs("plain"))?;
     let windowed_set = online.resolve(&refs("windowed"))?;
-    let mut times = [Vec::with_capacity(o.lookups), Vec::with_capacity(o.lookups)];
-    // Windowed reads split by whether the entity was read before in this
-    // tile (its merged whole tiles kept) or not (merged at this read).
-    let (mut first_reads, mut again) = (Vec::new(), Vec::new());
-    let mut read_before = vec![false; o.entities];
-    let mut keys = vec![String::new()];
+    let merges = || {
+        online
+            .live_tiles("windowed")
+            .map_or(0, |t| t.stats().read_merges.load(Ordering::Relaxed))
+    };
     let mut checksum = 0.0;
-    for i in 0..o.lookups * 2 {
-        let entity = rng.random_range(0..o.entities);
-        keys[0] = entity.to_string();
-        let (set, slot) = if i % 2 == 0 {
-            (&plain_set, 0)
-        } else {
-            (&windowed_set, 1)
-        };
-        let clock = Instant::now();
-        let batch = online.get_set(set, &keys, now)?;
-        let nanos = clock.elapsed().as_nanos() as u64;
-        times[slot].push(nanos);
-        if slot == 1 {
-            if std::mem::replace(&mut read_before[entity], true) {
-                again.push(nanos);
+    // At the loading clock, then with the clock one tile of the day
+    // window (24 minutes) on: non-empty tiles leave and enter the windows,
+    // so a share of the entities' kept merges are not the ones their next
+    // read needs.
+    for (phase, at) in [("at the load", now), ("24 minutes on", now + 24 * 60_000_000)] {
+        let mut times = [Vec::with_capacity(o.lookups), Vec::with_capacity(o.lookups)];
+        // Windowed reads split by whether they merged the window's earlier
+        // tiles themselves or found the kept merge.
+        let (mut merging, mut kept) = (Vec::new(), Vec::new());
+        let mut keys = vec![String::new()];
+        for i in 0..o.lookups * 2 {
+            let entity = rng.random_range(0..o.entities);
+            keys[0] = entity.to_string();
+            let (set, slot) = if i % 2 == 0 {
+                (&plain_set, 0)
             } else {
-                first_reads.push(nanos);
+                (&windowed_set, 1)
+            };
+            let before = merges();
+            let clock = Instant::now();
+            let batch = online.get_set(set, &keys, at)?;
+            let nanos = clock.elapsed().as_nanos() as u64;
+            times[slot].push(nanos);
+            if slot == 1 {
+                if merges() > before {
+                    merging.push(nanos);
+                } else {
+                    kept.push(nanos);
+                }
             }
+            checksum += batch.rows[0][0].0.as_f64().unwrap_or(0.0);
         }
-        checksum += batch.rows[0][0].0.as_f64().unwrap_or(0.0);
-    }
-    for t in &mut times {
-        t.sort_unstable();
-    }
-    let mean = |t: &[u64]| t.iter().sum::<u64>() as f64 / t.len() as f64;
-    let (pm, wm) = (mean(&times[0]), mean(&times[1]));
-    println!(
-        "read: plain row lookup       mean {:>7.0} ns  p50 {:>6} ns  p99 {:>6} ns",
-        pm,
-        percentile(&times[0], 0.5),
-        percentile(&times[0], 0.99)
-    );
-    println!(
-        "read: windows at the read    mean {:>7.0} ns  p50 {:>6} ns  p99 {:>6} ns",
-        wm,
-        percentile(&times[1], 0.5),
-        percentile(&times[1], 0.99)
-    );
-    println!(
-        "read: cost of valuing {features} window features at the read: {:+.0} ns mean, {:+} ns p50 (target < 2000 ns) [checksum {checksum:.0}]",
-        wm - pm,
-        percentile(&times[1], 0.5) as i64 - percentile(&times[0], 0.5) as i64
-    );
-    for (what, t) in [
-        ("first read of an entity in the tile", &mut first_reads),
-        ("entity read before in the tile", &mut again),
-    ] {
-        t.sort_unstable();
+        for t in &mut times {
+            t.sort_unstable();
+        }
+        let mean = |t: &[u64]| t.iter().sum::<u64>() as f64 / t.len().max(1) as f64;
+        let (pm, wm) = (mean(&times[0]), mean(&times[1]));
+        println!("read, {phase}:");
         println!(
-            "read:   {what}: {} reads, mean {:.0} ns ({:+.0} ns over the plain lookup's mean), p50 {} ns, p99 {} ns",
-            t.len(),
-            mean(&t[..]),
-            mean(&t[..]) - pm,
-            percentile(&t[..], 0.5),
-            percentile(&t[..], 0.99)
+            "read:   plain row lookup       mean {:>7.0} ns  p50 {:>6} ns  p99 {:>6} ns",
+            pm,
+            percentile(&times[0], 0.5),
+            percentile(&times[0], 0.99)
         );
+        println!(
+            "read:   windows at the read    mean {:>7.0} ns  p50 {:>6} ns  p99 {:>6} ns",
+            wm,
+            percentile(&times[1], 0.5),
+            percentile(&times[1], 0.99)
+        );
+        println!(
+            "read:   cost of valuing {features} window features at the read: {:+.0} ns mean, {:+} ns p50 (target < 2000 ns) [checksum {checksum:.0}]",
+            wm - pm,
+            percentile(&times[1], 0.5) as i64 - percentile(&times[0], 0.5) as i64
+        );
+        for (what, t) in [
+            ("reads merging the window's earlier tiles", &mut merging),
+            ("reads finding the kept merge", &mut kept),
+        ] {
+            t.sort_unstable();
+            if t.is_empty() {
+                println!("read:     {what}: none");
+                continue;
+            }
+            println!(
+                "read:     {what}: {} reads, mean {:.0} ns ({:+.0} ns over the plain lookup's mean), p50 {} ns, p99 {} ns",
+                t.len(),
+                mean(&t[..]),
+                mean(&t[..]) - pm,
+                percentile(&t[..], 0.5),
+                percentile(&t[..], 0.99)
+            );
+        }
     }
     Ok(())
 }

@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use polars::prelude::*;
 use rayon::prelude::*;
 
+use super::tiles::merge_tiles;
 use super::{Agg, WindowPlan, distinct_key};
 
 /// An entity's non-empty tiles in one grid, ascending: (tile, one
@@ -371,16 +372,15 @@ impl History {
                 } else {
                     partial.len()
                 };
-                for (c, acc) in window.iter_mut().enumerate() {
-                    acc.merge_run(
-                        whole
-                            .iter()
-                            .map(|(_, aggs)| &aggs[c])
-                            .chain(partial[..before].iter().skip(c).step_by(width)),
-                    );
-                    if let Some(tile) = partial[before..].get(c) {
-                        acc.merge(tile);
-                    }
+                merge_tiles(
+                    window,
+                    whole
+                        .iter()
+                        .map(|(_, aggs)| aggs.as_slice())
+                        .chain(partial[..before].chunks_exact(width)),
+                );
+                for (acc, tile) in window.iter_mut().zip(&partial[before..]) {
+                    acc.merge(tile);
                 }
             });
         }

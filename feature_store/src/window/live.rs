@@ -4,9 +4,10 @@
 //! Each entity keeps, per grid, its non-empty tiles from the oldest any
 //! window (or the declared lateness) can still read. An event updates one
 //! tile per grid; a read at `t` merges the tiles of the window ending with
-//! `tile(t)`: the merge of those before `tile(t)` is kept per entity until
-//! the read moves to the next tile or a late event changes one of them,
-//! so most reads merge two aggregates per column. The newest tile holds every event that has arrived in it:
+//! `tile(t)`: the merge of those before `tile(t)` is kept per entity while
+//! the window has the same non-empty tiles there and none of them changes
+//! (made when an event lands in order, or at the read), so most reads
+//! merge two aggregates per column. The newest tile holds every event that has arrived in it:
 //! events stamped after `t` (a producer clock ahead of the server's) are
 //! counted in it online, where the point-in-time join would leave them out
 //! — the one place the two can differ, bounded by one tile and counted
@@ -17,6 +18,7 @@ use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use super::tiles::merge_tiles;
 use super::{Agg, Grid, WindowPlan};
 use crate::metrics::Histogram;
 
@@ -37,6 +39,9 @@ pub struct WindowStats {
     pub too_late: AtomicU64,
     /// Reads whose newest tile held an event stamped after the read time.
     pub future_reads: AtomicU64,
+    /// Reads that merged a window's earlier tiles themselves: the kept
+    /// merge was not made for the tiles they needed.
+    pub read_merges: AtomicU64,
     /// Stream events: from their event time to visible in the tiles.
     pub visible_seconds: Histogram,
 }
@@ -47,6 +52,7 @@ impl Default for WindowStats {
             applied: AtomicU64::new(0),
             too_late: AtomicU64::new(0),
             future_reads: AtomicU64::new(0),
+            read_merges: AtomicU64::new(0),
             visible_seconds: Histogram::new(VISIBLE_BUCKETS),
         }
     }
@@ -57,11 +63,15 @@ impl Default for WindowStats {
 /// chasing a pointer per tile.
 ///
 /// The window's whole tiles before the current one change only when an
-/// event arrives late into one of them, so their merge is kept
-/// (`prefix`, valid for reads in tile `prefix_tile`): a read in the same
-/// tile merges that and the current tile only, the same two steps the
-/// point-in-time join takes ([`super::history`]), so both stay equal to
-/// the bit.
+/// event arrives late into one of them, so their merge is kept (`prefix`,
+/// made of the tiles `prefix_run` names) for as long as a read's window
+/// has the same non-empty tiles before its current one: across tile
+/// boundaries too, until a non-empty tile enters or leaves that part of
+/// the window. A read merges that and the current tile only, the same two
+/// steps the point-in-time join takes ([`super::history`]), and the kept
+/// merge is a function of the run's tiles alone, so both stay equal to
+/// the bit. Events arriving in order make the merge for the clock's tile
+/// when they land, off the read path.
 #[derive(Debug, Clone)]
 struct GridTiles {
     /// The tile numbers.
@@ -70,68 +80,106 @@ struct GridTiles {
     newest: Vec<i64>,
     /// Per tile, one aggregate per plan column.
     aggs: Vec<Agg>,
-    /// The current tile `prefix` was merged for (`i64::MIN`: none).
-    prefix_tile: i64,
-    /// Per plan column, the merge of the tiles of the window read in
-    /// `prefix_tile`, that tile left out.
+    /// The tiles `prefix` was merged from (`None`: not merged, or a tile
+    /// of it changed since).
+    prefix_run: Option<RunOf>,
+    /// Per plan column, the merge of the tiles `prefix_run` names.
     prefix: Vec<Agg>,
 }
 
-impl Default for GridTiles {
-    fn default() -> Self {
+/// A contiguous run of an entity's non-empty tiles, named by its first
+/// and last tile and its length. Tiles are inserted in order and dropped
+/// only from the front, and a change to a tile of a kept run forgets the
+/// merge, so equal names mean equal contents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct RunOf {
+    first: i64,
+    last: i64,
+    len: usize,
+}
+
+impl GridTiles {
+    /// No tiles; the kept merge's room (one aggregate per column) taken
+    /// now, with the tiles, rather than at the first read.
+    fn new(width: usize) -> Self {
         GridTiles {
             ids: Vec::new(),
             newest: Vec::new(),
             aggs: Vec::new(),
-            prefix_tile: i64::MIN,
-            prefix: Vec::new(),
+            prefix_run: None,
+            prefix: vec![Agg::default(); width],
         }
     }
-}
 
-impl GridTiles {
     /// Drops the tiles before `keep_from`.
-    fn prune(&mut self, keep_from: i64, width: usize, grid: &Grid) {
+    fn prune(&mut self, keep_from: i64, width: usize) {
         let drop = self.ids.partition_point(|i| *i < keep_from);
         if drop > 0 {
             self.ids.drain(..drop);
             self.newest.drain(..drop);
             self.aggs.drain(..drop * width);
-            if keep_from > self.prefix_tile.saturating_sub(grid.tiles - 1) {
-                self.prefix_tile = i64::MIN;
-            }
         }
     }
 
-    /// The merged window at `t` for every column into `window`: the kept
-    /// prefix (merged first when the read is in another tile than the
-    /// last), then the current tile. Returns whether the current tile
-    /// holds an event stamped after `t`.
-    fn read(&mut self, grid: &Grid, t: i64, width: usize, window: &mut [Agg]) -> bool {
-        let current = grid.tile_of(t);
-        if self.prefix_tile != current {
-            let from = self.ids.partition_point(|i| *i < grid.first_tile(t));
-            let to = from + self.ids[from..].partition_point(|i| *i < current);
-            let run = &self.aggs[from * width..to * width];
-            self.prefix.resize(width, Agg::default());
-            for (c, prefix) in self.prefix.iter_mut().enumerate() {
-                prefix.clear();
-                prefix.merge_run(run.iter().skip(c).step_by(width));
-                prefix.compact();
-            }
-            self.prefix_tile = current;
+    /// Forgets the kept merge when tile `tile` changed inside its run.
+    fn changed(&mut self, tile: i64) {
+        if self
+            .prefix_run
+            .is_some_and(|run| run.len > 0 && tile <= run.last)
+        {
+            self.prefix_run = None;
         }
+    }
+
+    /// Makes the kept merge that of the window read at `t`'s tiles before
+    /// its current one (merging them only when they are not the run
+    /// already merged); returns whether it merged.
+    fn ready(&mut self, grid: &Grid, t: i64, width: usize) -> bool {
+        let from = self.ids.partition_point(|i| *i < grid.first_tile(t));
+        let to = from + self.ids[from..].partition_point(|i| *i < grid.tile_of(t));
+        let run = match to > from {
+            true => RunOf {
+                first: self.ids[from],
+                last: self.ids[to - 1],
+                len: to - from,
+            },
+            false => RunOf {
+                first: 0,
+                last: 0,
+                len: 0,
+            },
+        };
+        if self.prefix_run != Some(run) {
+            self.prefix.iter_mut().for_each(Agg::clear);
+            merge_tiles(
+                &mut self.prefix,
+                self.aggs[from * width..to * width].chunks_exact(width),
+            );
+            self.prefix.iter_mut().for_each(Agg::compact);
+            self.prefix_run = Some(run);
+            return true;
+        }
+        false
+    }
+
+    /// The merged window at `t` for every column into `window`: the kept
+    /// merge of the tiles before the current one (made again only when
+    /// those tiles are not the ones it was made of), then the current
+    /// tile. Returns whether it merged the earlier tiles, and whether the
+    /// current tile holds an event stamped after `t`.
+    fn read(&mut self, grid: &Grid, t: i64, width: usize, window: &mut [Agg]) -> (bool, bool) {
+        let merged = self.ready(grid, t, width);
         for (acc, prefix) in window.iter_mut().zip(&self.prefix) {
             acc.merge(prefix);
         }
-        match self.ids.binary_search(&current) {
+        match self.ids.binary_search(&grid.tile_of(t)) {
             Ok(at) => {
                 for (acc, tile) in window.iter_mut().zip(&self.aggs[at * width..]) {
                     acc.merge(tile);
                 }
-                self.newest[at] > t
+                (merged, self.newest[at] > t)
             }
-            Err(_) => false,
+            Err(_) => (merged, false),
         }
     }
 }
@@ -226,7 +274,7 @@ impl LiveTiles {
             shard.insert(
                 key.to_string(),
                 EntityTiles {
-                    grids: vec![GridTiles::default(); self.plan.grids.len()],
+                    grids: vec![GridTiles::new(width); self.plan.grids.len()],
                     newest: i64::MIN,
                 },
             );
@@ -273,11 +321,14 @@ impl LiveTiles {
             tiles.newest[at] = tiles.newest[at].max(t);
             // A late event changes the kept merge of the tiles before the
             // current one.
-            if tile < tiles.prefix_tile {
-                tiles.prefix_tile = i64::MIN;
-            }
+            tiles.changed(tile);
             // Tiles no read can reach any more.
-            tiles.prune(grid.first_tile(oldest_read), width, grid);
+            tiles.prune(grid.first_tile(oldest_read), width);
+            // An event in order: the merge a read now needs, made while
+            // the entity's tiles are at hand.
+            if tile >= grid.tile_of(now) {
+                let _ = tiles.ready(grid, now, width);
+            }
         }
         if used {
             self.stats.applied.fetch_add(1, Ordering::Relaxed);
@@ -297,9 +348,14 @@ impl LiveTiles {
         let Some(entity) = shard.get_mut(key) else {
             return false;
         };
-        let mut future = false;
+        let (mut merged, mut future) = (false, false);
         for (g, (grid, tiles)) in self.plan.grids.iter().zip(&mut entity.grids).enumerate() {
-            future |= tiles.read(grid, t, width, &mut aggs[g * width..(g + 1) * width]);
+            let (m, f) = tiles.read(grid, t, width, &mut aggs[g * width..(g + 1) * width]);
+            merged |= m;
+            future |= f;
+        }
+        if merged {
+            self.stats.read_merges.fetch_add(1, Ordering::Relaxed);
         }
         if future {
             self.stats.future_reads.fetch_add(1, Ordering::Relaxed);
@@ -324,13 +380,29 @@ impl LiveTiles {
             let width = self.plan.columns.len();
             shard.retain(|_, entity| {
                 for (grid, tiles) in self.plan.grids.iter().zip(entity.grids.iter_mut()) {
-                    tiles.prune(grid.first_tile(oldest_read), width, grid);
+                    tiles.prune(grid.first_tile(oldest_read), width);
                 }
                 entity.grids.iter().any(|t| !t.ids.is_empty())
             });
             kept += shard.len();
         }
         kept
+    }
+
+    /// Makes every entity's kept merges those a read at `now` needs (after
+    /// loading events in any order, so the first reads find them made).
+    pub fn ready(&self, now: i64) {
+        let width = self.plan.columns.len();
+        for shard in &self.shards {
+            let mut shard = shard
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            for entity in shard.values_mut() {
+                for (grid, tiles) in self.plan.grids.iter().zip(entity.grids.iter_mut()) {
+                    let _ = tiles.ready(grid, now, width);
+                }
+            }
+        }
     }
 
     /// Entities with tiles.

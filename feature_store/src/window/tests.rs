@@ -160,10 +160,15 @@ proptest! {
         }
         let live = LiveTiles::new(plan.clone(), 10 * 60 * MINUTE, Default::default());
         let end = 3 * 60 * MINUTE;
+        // The clock follows the newest event: an event at the clock makes
+        // the merge a read then needs as it lands, and later arrivals
+        // into earlier tiles must undo that.
+        let mut clock = 0;
         for (i, e) in arrival.iter().enumerate() {
             let (values, keys) = (vec![e.2, None], vec![None, Some(distinct_key(&e.3))]);
             let key = format!("c{}", e.0);
-            prop_assert!(live.apply(&key, e.1, &values, &keys, end));
+            clock = clock.max(e.1);
+            prop_assert!(live.apply(&key, e.1, &values, &keys, clock));
             // Reads between arrivals: a late event lands in a tile whose
             // merge a read kept, and the next read must see it.
             if i % 7 == 3 {

@@ -89,33 +89,6 @@ impl Agg {
         }
     }
 
-    /// Adds a run of aggregates (a window's tiles of one column) in two
-    /// passes: counts, sums and extremes first, then the squared
-    /// deviations about the run's mean, so no tile costs a division (a
-    /// chain of [`Agg::merge`]s divides twice per tile, one after the
-    /// other). `run` is iterated twice.
-    pub fn merge_run<'a>(&mut self, run: impl Iterator<Item = &'a Agg> + Clone) {
-        let mut all = Agg::default();
-        for a in run.clone() {
-            all.events += a.events;
-            all.n += a.n;
-            all.sum += a.sum;
-            all.min = all.min.min(a.min);
-            all.max = all.max.max(a.max);
-            if let Some(keys) = a.distinct.as_deref().filter(|k| !k.is_empty()) {
-                all.distinct.get_or_insert_default().extend_from_slice(keys);
-            }
-        }
-        if all.n > 0 {
-            all.mean = all.sum / all.n as f64;
-            for a in run {
-                let d = a.mean - all.mean;
-                all.m2 += a.m2 + a.n as f64 * d * d;
-            }
-        }
-        self.merge(&all);
-    }
-
     /// Sorts and de-duplicates the distinct keys (a tile's, once it is
     /// built, so merges carry each key once).
     pub fn compact(&mut self) {
@@ -163,5 +136,45 @@ impl Agg {
             distinct,
             ..Agg::default()
         };
+    }
+}
+
+/// Sets `out` (one aggregate per column, holding no events) to the merge
+/// of a run of tiles (each one aggregate per column, as wide as `out`), in
+/// two walks over the tiles: counts, sums and extremes first, then the
+/// squared deviations about the run's mean, so no tile costs a division
+/// (a chain of [`Agg::merge`]s divides twice per tile, one after the
+/// other). Each column's arithmetic is the same in whatever order the
+/// columns are walked, so the online and offline reads that both use it
+/// agree to the bit; the tiles are walked in memory order, all columns at
+/// once. `tiles` is iterated twice.
+pub fn merge_tiles<'a>(out: &mut [Agg], tiles: impl Iterator<Item = &'a [Agg]> + Clone) {
+    debug_assert!(out.iter().all(|a| a.events == 0 && a.distinct_len() == 0));
+    for tile in tiles.clone() {
+        for (all, a) in out.iter_mut().zip(tile) {
+            all.events += a.events;
+            all.n += a.n;
+            all.sum += a.sum;
+            all.min = all.min.min(a.min);
+            all.max = all.max.max(a.max);
+            if let Some(keys) = a.distinct.as_deref().filter(|k| !k.is_empty()) {
+                all.distinct.get_or_insert_default().extend_from_slice(keys);
+            }
+        }
+    }
+    if out.iter().all(|a| a.n == 0) {
+        return;
+    }
+    for all in out.iter_mut().filter(|a| a.n > 0) {
+        all.mean = all.sum / all.n as f64;
+    }
+    for tile in tiles {
+        for (all, a) in out.iter_mut().zip(tile) {
+            let d = a.mean - all.mean;
+            all.m2 += a.m2 + a.n as f64 * d * d;
+        }
+    }
+    for all in out.iter_mut().filter(|a| a.n == 0) {
+        all.m2 = 0.0;
     }
 }

@@ -123,6 +123,11 @@ fn encode_windows(state: &AppState, encoder: &mut DescriptorEncoder<'_>) -> fmt:
             "Reads whose newest tile held an event stamped after the read time (counted online, left out offline).",
             |s| &s.future_reads,
         ),
+        (
+            "aurum_window_read_merges",
+            "Reads that merged a window's earlier tiles themselves (the kept merge was not the one they needed).",
+            |s| &s.read_merges,
+        ),
     ] {
         counter_family(
             encoder,
