@@ -18,8 +18,10 @@
 //!     time from its stamp to visible in the tiles;
 //!   crash: the exactly-once check at full size: N events (each in a
 //!     record batch of its own, see `tests/python/kafka_events.py`), the
-//!     `aurum stream` process killed with SIGKILL at random points (seeded)
-//!     until bronze holds them all, then bronze read by Python's deltalake:
+//!     `aurum stream` process killed with SIGKILL at random points (seeded;
+//!     one in four while it starts, the others within 600 ms after its
+//!     first landed batch) until bronze holds them all, then bronze read by
+//!     Python's deltalake:
 //!     every (partition, offset) and event id once, offsets contiguous.
 //!
 //! The events are JSON with four declared columns, as in the stream tests.
@@ -505,37 +507,73 @@ fn crash(o: &Options, bootstrap: &str) -> Result<()> {
         kafka_events(&["bronze", bronze.to_str().context("a UTF-8 path")?])
     };
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(19);
-    let mut kills = 0;
+    let (mut kills, mut mid_stream) = (0, 0);
     let started = Instant::now();
     let log_path = dir.path().join("stream.log");
     loop {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)?;
         let mut child = Command::new(env!("CARGO_BIN_EXE_aurum"))
             .arg("stream")
             .current_dir(dir.path())
+            .env("AURUM_LOG", "warn,stream=debug")
             .stdout(Stdio::null())
-            .stderr(log)
+            .stderr(Stdio::piped())
             .spawn()
             .context("starting aurum stream")?;
-        let wait = Duration::from_millis(rng.random_range(150..1_500));
-        std::thread::sleep(wait);
+        // The consumer's log goes to `stream.log`; the first landed batch
+        // of this run is signalled, so kill points fall while events
+        // stream, not only while the consumer starts (a consumer resuming
+        // deep in a log of one-record batches waits seconds for tansu's
+        // first fetch).
+        let (landed_tx, landed) = std::sync::mpsc::channel();
+        let stderr = child.stderr.take().context("the consumer's stderr")?;
+        let mut log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)?;
+        let copier = std::thread::spawn(move || {
+            use std::io::{BufRead, Write};
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                let _ = writeln!(log, "{line}");
+                if line.contains("bronze batch landed") {
+                    let _ = landed_tx.send(());
+                }
+            }
+        });
+        // One kill in four while the consumer starts; the others at a
+        // random point after its first landed batch.
+        let (point, wait) = if rng.random_range(0..4) == 0 {
+            let wait = Duration::from_millis(rng.random_range(0..1_500));
+            std::thread::sleep(wait);
+            ("after start", wait)
+        } else {
+            let wait = Duration::from_millis(rng.random_range(0..600));
+            let clock = Instant::now();
+            if landed.recv_timeout(Duration::from_secs(60)).is_ok() {
+                mid_stream += 1;
+                std::thread::sleep(wait);
+                ("after its first landed batch", wait)
+            } else {
+                ("after waiting 60 s for a landed batch", clock.elapsed())
+            }
+        };
         let _ = Command::new("kill")
             .args(["-9", &child.id().to_string()])
             .status();
         let _ = child.wait();
+        let _ = copier.join();
         kills += 1;
         let rows = held()?["rows"].as_u64().unwrap_or(0);
         println!(
-            "crash: kill -9 #{kills} after {} ms: bronze holds {rows} rows",
+            "crash: kill -9 #{kills} {} ms {point}: bronze holds {rows} rows",
             wait.as_millis()
         );
         if rows >= events {
             break;
         }
-        if started.elapsed() > Duration::from_secs(1_200) || (kills >= 20 && rows == 0) {
+        if started.elapsed() > Duration::from_secs(1_800) {
             let log = std::fs::read_to_string(&log_path).unwrap_or_default();
             let tail: Vec<&str> = log.lines().rev().take(20).collect();
             bail!(
@@ -562,7 +600,7 @@ fn crash(o: &Options, bootstrap: &str) -> Result<()> {
     });
     let ids_once = held["event_ids"] == held["distinct_event_ids"];
     println!(
-        "crash: {kills} kill -9s, then a clean run: bronze holds {rows} rows, {offsets} distinct (partition, offset) pairs, {} event ids ({} distinct), offsets contiguous from 0 in every partition: {contiguous}",
+        "crash: {kills} kill -9s ({mid_stream} while events streamed), then a clean run: bronze holds {rows} rows, {offsets} distinct (partition, offset) pairs, {} event ids ({} distinct), offsets contiguous from 0 in every partition: {contiguous}",
         held["event_ids"], held["distinct_event_ids"]
     );
     if rows != events || offsets != events || !contiguous || !ids_once {

@@ -51,6 +51,15 @@ pub enum Error {
         /// What went wrong.
         message: String,
     },
+    /// Bringing the window tiles up to bronze at a start failed (reading
+    /// silver's history or bronze's rows since it).
+    #[error("source {source_name}: catching the window tiles up with bronze: {message}")]
+    Tiles {
+        /// The source.
+        source_name: String,
+        /// What went wrong.
+        message: String,
+    },
     /// A bug: an invariant of this crate does not hold.
     #[error("internal error (a bug, please report): {0}")]
     Internal(String),
@@ -71,6 +80,7 @@ impl Error {
             Error::Config { .. }
             | Error::Offsets { .. }
             | Error::Batch { .. }
+            | Error::Tiles { .. }
             | Error::Internal(_) => false,
         }
     }

@@ -20,7 +20,10 @@ use feature_store::pipeline::silver::{self, BatchContext};
 use feature_store::project::{Project, Source};
 use polars::prelude::DataFrame;
 
+use delta::DeltaStore;
+
 use crate::consumer::ReceivedHook;
+use crate::error::{Error, Result};
 use crate::stats::StreamStats;
 
 /// Hand-offs waiting for the feed's thread before the consumer waits.
@@ -150,12 +153,72 @@ impl TilesFeed {
         &self.views
     }
 
+    /// Brings the tiles up to bronze before the consumer starts: the
+    /// tiles were loaded from the events table (silver) at some version,
+    /// which holds bronze up to the version its commit records; the rows
+    /// bronze gained since (landed by an earlier run that a restart cut
+    /// off from the tiles) are cleaned and added as received events are.
+    /// The consumer then resumes where bronze ends, so each event reaches
+    /// the tiles once. Views loaded from different silver versions are
+    /// caught up separately. Returns the bronze rows added.
+    pub async fn catch_up(&self, store: &DeltaStore) -> Result<usize> {
+        let failed = |message: String| Error::Tiles {
+            source_name: self.source.name.clone(),
+            message,
+        };
+        let bronze = self.source.bronze_table();
+        if self.views.is_empty() || !store.exists(&bronze).await? {
+            return Ok(0);
+        }
+        // The bronze version each view's tiles hold, grouped.
+        let mut by_mark: BTreeMap<Option<u64>, Vec<String>> = BTreeMap::new();
+        for view in &self.views {
+            let mark = match self.online.events_version(view) {
+                Some(silver) => {
+                    feature_store::pipeline::bronze_processed_at(store, &self.source, silver)
+                        .await
+                        .map_err(|e| failed(e.to_string()))?
+                }
+                None => None,
+            };
+            by_mark.entry(mark).or_default().push(view.clone());
+        }
+        let mut added = 0;
+        for (mark, views) in by_mark {
+            let (files, version) = store.files_added(&bronze, mark, None).await?;
+            if files.is_empty() {
+                continue;
+            }
+            let rows = store.read_files(&bronze, version, &files, None).await?;
+            tracing::info!(source = %self.source.name, views = ?views, since = ?mark, to = version, rows = rows.height(), "adding bronze rows the pipeline has not processed to the window tiles");
+            added += rows.height();
+            let clean =
+                tokio::task::block_in_place(|| self.apply_to(&views, &rows, EventsFrom::Landed));
+            if clean.is_none() {
+                return Err(failed(format!(
+                    "the {} bronze rows since version {mark:?} could not be cleaned (logged above)",
+                    rows.height()
+                )));
+            }
+        }
+        Ok(added)
+    }
+
     /// Cleans received events (bronze's columns) and adds them to the
     /// tiles; returns the clean rows (none when no view needs them, or
     /// when cleaning failed, which is logged: the events land in bronze,
     /// and the next pipeline run and materialize bring them to the tiles).
     pub fn apply(&self, bronze: &DataFrame) -> Option<DataFrame> {
-        if self.views.is_empty() {
+        self.apply_to(&self.views, bronze, EventsFrom::Stream)
+    }
+
+    fn apply_to(
+        &self,
+        views: &[String],
+        bronze: &DataFrame,
+        from: EventsFrom,
+    ) -> Option<DataFrame> {
+        if views.is_empty() {
             return None;
         }
         let now = chrono::Utc::now().timestamp_micros();
@@ -172,11 +235,8 @@ impl TilesFeed {
             }
         };
         let clean = self.first_deliveries(batch.clean, now);
-        for view in &self.views {
-            if let Err(e) = self
-                .online
-                .apply_events(view, &clean, now, EventsFrom::Stream)
-            {
+        for view in views {
+            if let Err(e) = self.online.apply_events(view, &clean, now, from) {
                 tracing::warn!(source = %self.source.name, view, error = %e, "applying received events to window tiles");
             }
         }

@@ -439,8 +439,12 @@ pub enum EventsFrom {
     /// Every event of the events table at this version: the tiles are
     /// rebuilt from them.
     Table(u64),
-    /// Events just landed from a stream: added to the tiles.
+    /// Events just received from a stream: added to the tiles, and each
+    /// one's time from its event time to visible observed.
     Stream,
+    /// Events that reached bronze after the events table's version the
+    /// tiles were loaded from (a restart catching up): added, not timed.
+    Landed,
 }
 
 /// The in-memory online store.
@@ -1098,8 +1102,8 @@ impl OnlineStore {
     /// live window tiles, as of the clock `now_micros`. From
     /// [`EventsFrom::Table`], the tiles are rebuilt from these events alone
     /// and swapped in whole, and the version recorded as what they hold;
-    /// from [`EventsFrom::Stream`] they are added, and each event's time
-    /// to visible is observed. Returns the events applied (those no window
+    /// otherwise they are added (and from [`EventsFrom::Stream`] each
+    /// event's time to visible is observed). Returns the events applied (those no window
     /// read from now can reach are not).
     pub fn apply_events(
         &self,
@@ -1110,7 +1114,7 @@ impl OnlineStore {
     ) -> Result<usize> {
         let replace = match from {
             EventsFrom::Table(version) => Some(version),
-            EventsFrom::Stream => None,
+            EventsFrom::Stream | EventsFrom::Landed => None,
         };
         let slot = self.slot(view)?;
         let (Some(live), Some(windows)) = (slot.live(), slot.view.request_windows.as_ref()) else {
@@ -1149,7 +1153,7 @@ impl OnlineStore {
                 applied += 1;
             }
         }
-        if replace.is_none() {
+        if from == EventsFrom::Stream {
             let visible = chrono::Utc::now().timestamp_micros();
             let histogram = &target.stats().visible_seconds;
             for t in times.iter().flatten() {
@@ -1157,6 +1161,9 @@ impl OnlineStore {
             }
         }
         if let (Some(version), Some(lock)) = (replace, &slot.live) {
+            // Loaded in any order: each entity's merge of its window's
+            // earlier tiles made now, not by the first reads.
+            target.ready(now_micros);
             *lock.write().unwrap_or_else(|e| e.into_inner()) = target;
             slot.events_version_plus_one
                 .store(version.saturating_add(1), Ordering::Release);

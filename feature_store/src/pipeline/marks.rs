@@ -39,6 +39,29 @@ pub(super) async fn silver_mark(store: &DeltaStore, source: &Source) -> Result<S
     })
 }
 
+/// The bronze version of `source` that silver version `silver_version`
+/// was computed from: the mark of silver's newest data commit at or before
+/// it (`None`: bronze was not processed by then). What the window tiles
+/// loaded from that silver version hold of bronze.
+pub async fn bronze_processed_at(
+    store: &DeltaStore,
+    source: &Source,
+    silver_version: u64,
+) -> Result<Option<u64>> {
+    if !store.exists(&source.silver_table).await? {
+        return Ok(None);
+    }
+    // Newest first.
+    Ok(store
+        .history(&source.silver_table)
+        .await?
+        .into_iter()
+        .filter(|c| c.version <= silver_version)
+        .filter_map(|c| c.lineage)
+        .find(|l| l.operation != "optimize")
+        .and_then(|l| l.input_tables.get(&source.bronze_table()).copied()))
+}
+
 /// The lineage of the newest commit that changed data: compaction commits
 /// are skipped, they carry no progress mark.
 pub(super) async fn latest_lineage(

@@ -34,7 +34,7 @@ use gold_step::gold_step;
 use silver_step::silver_step;
 
 pub use crash::crash_point;
-pub use marks::{consumed_versions, silver_hash};
+pub use marks::{bronze_processed_at, consumed_versions, silver_hash};
 pub use options::PipelineOptions;
 pub use report::{PipelineReport, SourceReport, ViewReport};
 
