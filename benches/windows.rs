@@ -214,7 +214,10 @@ fn read(o: &Options) -> Result<()> {
     // window (24 minutes) on: non-empty tiles leave and enter the windows,
     // so a share of the entities' kept merges are not the ones their next
     // read needs.
-    for (phase, at) in [("at the load", now), ("24 minutes on", now + 24 * 60_000_000)] {
+    for (phase, at) in [
+        ("at the load", now),
+        ("24 minutes on", now + 24 * 60_000_000),
+    ] {
         let mut times = [Vec::with_capacity(o.lookups), Vec::with_capacity(o.lookups)];
         // Windowed reads split by whether they merged the window's earlier
         // tiles themselves or found the kept merge.

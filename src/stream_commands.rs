@@ -202,6 +202,10 @@ pub(crate) async fn start_in_server(
             &run_id,
             stats.clone(),
         ));
+        // What bronze gained after the silver version the tiles were
+        // loaded from (an earlier run's events), before the consumer
+        // resumes where bronze ends.
+        feed.catch_up(&store).await?;
         let options = StreamOptions {
             on_received: Some(feed.hook(None).context("starting the window tiles' feed")?),
             exit_when_idle: None,
