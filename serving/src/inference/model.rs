@@ -3,7 +3,9 @@
 //! handles resolved once and kept on it (per-arm metrics, per-view feature
 //! sets).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
 
 use onnx::Model;
 use registry::{ModelVersion, Registry};
@@ -28,6 +30,10 @@ pub struct LoadedModel {
     arm_metrics: RwLock<Vec<(String, bool, Arc<ArmMetrics>)>>,
     /// How this version's features are fetched, per view (resolved once).
     feeds: RwLock<Vec<Arc<ViewFeed>>>,
+    /// How long this version's recent Open Inference Protocol runs took, in
+    /// nanoseconds, smoothed (each run counts 1/8): whether a small one may
+    /// run on the request's own thread.
+    run_nanos: AtomicU64,
 }
 
 /// A view's part of a model's input, resolved against the online store
@@ -83,6 +89,7 @@ impl LoadedModel {
             batcher: None,
             arm_metrics: RwLock::default(),
             feeds: RwLock::default(),
+            run_nanos: AtomicU64::new(0),
         })
     }
 
@@ -118,6 +125,22 @@ impl LoadedModel {
             None => self.predict(features, rows),
             Some(batcher) => batcher.submit(features, rows).await,
         }
+    }
+
+    /// How long this version's recent runs took, smoothed (zero before the
+    /// first).
+    pub fn recent_run_time(&self) -> Duration {
+        Duration::from_nanos(self.run_nanos.load(Ordering::Relaxed))
+    }
+
+    /// Counts a run that took `took` into [`recent_run_time`](Self::recent_run_time).
+    /// Concurrent runs may lose one another's update; the figure is a
+    /// guide, not a record.
+    pub fn record_run(&self, took: Duration) {
+        let took = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        let old = self.run_nanos.load(Ordering::Relaxed);
+        let smoothed = old - old / 8 + took / 8;
+        self.run_nanos.store(smoothed, Ordering::Relaxed);
     }
 
     /// This version's metrics as served at `arm` (`shadow`: as a shadow),

@@ -266,14 +266,7 @@ async fn run(
     let id = request.get("id").cloned();
     let requested = requested_outputs(&request, signature)?;
     let binary_outputs = BinaryOutputs::of(&request);
-    let runner = model.clone();
-    let outputs =
-        tokio::task::spawn_blocking(move || execute(&runner, prepared, requested, &binary_outputs))
-            .await
-            .map_err(|e| OipError {
-                status: StatusCode::INTERNAL_SERVER_ERROR,
-                message: format!("inference stopped: {e}"),
-            })??;
+    let outputs = execute_nearby(&model, prepared, requested, binary_outputs).await?;
     // The outputs' JSON, with the bytes of binary ones in order after it.
     let mut output_bytes = Vec::new();
     let outputs: Vec<Value> = outputs
@@ -849,9 +842,51 @@ pub(crate) enum OutputData {
     Binary(Vec<u8>),
 }
 
+/// Inputs of at most this many elements in all run on the request's own
+/// thread when the version's recent runs were quick: handing a small
+/// inference to a blocking thread (a wake-up and two context switches)
+/// costs more than running it, and `/predict` runs its rows in place too.
+const INLINE_ELEMENTS: i64 = 4096;
+
+/// A version whose recent runs took longer than this runs on the blocking
+/// pool whatever its inputs' size, so that it does not hold up the other
+/// requests on the server's few worker threads.
+const INLINE_RUN: std::time::Duration = std::time::Duration::from_micros(200);
+
+/// [`execute`] in place when the inputs are small and the version runs
+/// quickly (see [`INLINE_ELEMENTS`]), else on the blocking pool; either way
+/// the run's time counts into the version's recent run time.
+pub(crate) async fn execute_nearby(
+    model: &Arc<LoadedModel>,
+    inputs: Vec<Prepared>,
+    requested: Option<Vec<String>>,
+    binary: BinaryOutputs,
+) -> Result<Vec<OutputTensor>, OipError> {
+    let elements: i64 = inputs
+        .iter()
+        .map(|(_, shape, _)| shape.iter().fold(1i64, |n, &d| n.saturating_mul(d.max(0))))
+        .fold(0i64, i64::saturating_add);
+    let timed = |model: &LoadedModel, inputs, requested, binary: &BinaryOutputs| {
+        let started = std::time::Instant::now();
+        let outputs = execute(model, inputs, requested, binary);
+        model.record_run(started.elapsed());
+        outputs
+    };
+    if elements <= INLINE_ELEMENTS && model.recent_run_time() < INLINE_RUN {
+        return timed(model, inputs, requested, &binary);
+    }
+    let runner = model.clone();
+    tokio::task::spawn_blocking(move || timed(&runner, inputs, requested, &binary))
+        .await
+        .map_err(|e| OipError {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            message: format!("inference stopped: {e}"),
+        })?
+}
+
 /// Runs the model; answers each requested output as JSON, or as bytes for
 /// those `binary` selects.
-pub(crate) fn execute(
+fn execute(
     model: &LoadedModel,
     inputs: Vec<Prepared>,
     requested: Option<Vec<String>>,

@@ -30,7 +30,7 @@ use tonic::{Code, Status};
 
 use super::oip::{
     BinaryOutputs, OipError, OutputData, Prepared, check_shape, count_elements, datatype,
-    decode_binary, execute, input_spec, resolve,
+    decode_binary, execute_nearby, input_spec, resolve,
 };
 use crate::state::AppState;
 use messages::*;
@@ -354,13 +354,9 @@ async fn model_infer(
     .map_err(status_of)?;
     let prepared = prepare(&model.version.signature, &request).map_err(status_of)?;
     let requested = requested(&model.version.signature, &request).map_err(status_of)?;
-    let runner = model.clone();
-    let outputs = tokio::task::spawn_blocking(move || {
-        execute(&runner, prepared, requested, &BinaryOutputs::all())
-    })
-    .await
-    .map_err(|e| Status::internal(format!("inference stopped: {e}")))?
-    .map_err(status_of)?;
+    let outputs = execute_nearby(&model, prepared, requested, BinaryOutputs::all())
+        .await
+        .map_err(status_of)?;
     let mut answer = ModelInferResponse {
         model_name: model.version.name.clone(),
         model_version: model.version.version.to_string(),
