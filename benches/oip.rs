@@ -8,7 +8,9 @@
 //!
 //! The server (HTTP and gRPC) runs in this process on its own 2-thread
 //! runtime, each load generator on one more thread: all on the same 2
-//! cores.
+//! cores. gRPC is loaded twice: by a raw HTTP/2 client that sends
+//! pre-encoded frames (the counterpart of the raw HTTP/1.1 client the JSON
+//! route gets, so the clients' own costs match) and by tonic's client.
 
 #[path = "common/cli.rs"]
 mod cli;
@@ -111,27 +113,168 @@ fn main() -> Result<()> {
         o.connections
     ));
 
-    let cpu_before = server_cpu_seconds()?;
-    let (grpc_rate, grpc_errors, nanos) = grpc_load(grpc, &row, o.connections, o.seconds)?;
-    let grpc_cpu = server_cpu_seconds()? - cpu_before;
-    let grpc_requests = grpc_rate * (o.seconds as f64 + 2.0);
-    println!(
-        "gRPC ModelInfer, 1 row x {WIDTH}, {} connections: {grpc_rate:.0} requests/s ({grpc_errors} errors)",
-        o.connections
-    );
-    load::percentiles("  latency", nanos);
     let http_us = http_cpu / http_requests * 1e6;
-    let grpc_us = grpc_cpu / grpc_requests * 1e6;
-    println!(
-        "server CPU per request (approx., warm-up included): HTTP JSON {http_us:.1} µs, gRPC \
-         {grpc_us:.1} µs ({:.2}x)",
-        http_us / grpc_us
-    );
-    println!(
-        "gRPC / HTTP JSON throughput: {:.2} (errors: HTTP {http_errors}, gRPC {grpc_errors})",
-        grpc_rate / http_rate
-    );
+    println!("  server CPU per request (approx., warm-up included): {http_us:.1} µs");
+
+    let request = infer_request(&row);
+    for client in [GrpcClient::RawHttp2, GrpcClient::Tonic] {
+        let cpu_before = server_cpu_seconds()?;
+        let (rate, errors, nanos) = match client {
+            GrpcClient::RawHttp2 => h2_load(grpc, &request, o.connections, o.seconds)?,
+            GrpcClient::Tonic => grpc_load(grpc, &request, o.connections, o.seconds)?,
+        };
+        let cpu = server_cpu_seconds()? - cpu_before;
+        let us = cpu / (rate * (o.seconds as f64 + 2.0)) * 1e6;
+        println!(
+            "gRPC ModelInfer ({}), 1 row x {WIDTH}, {} connections: {rate:.0} requests/s \
+             ({errors} errors)",
+            client.name(),
+            o.connections
+        );
+        load::percentiles("  latency", nanos);
+        println!(
+            "  server CPU per request (approx., warm-up included): {us:.1} µs (HTTP JSON / gRPC \
+             {:.2}x)",
+            http_us / us
+        );
+        println!(
+            "  gRPC ({}) / HTTP JSON throughput: {:.2} (errors: HTTP {http_errors}, gRPC \
+             {errors})",
+            client.name(),
+            rate / http_rate
+        );
+    }
     Ok(())
+}
+
+/// The gRPC load generators: raw HTTP/2 frames, the counterpart of the raw
+/// HTTP/1.1 generator the JSON route gets, and tonic's client, what a Rust
+/// caller would use.
+#[derive(Clone, Copy)]
+enum GrpcClient {
+    RawHttp2,
+    Tonic,
+}
+
+impl GrpcClient {
+    fn name(self) -> &'static str {
+        match self {
+            GrpcClient::RawHttp2 => "raw HTTP/2 client",
+            GrpcClient::Tonic => "tonic client",
+        }
+    }
+}
+
+/// One row as a `ModelInfer` request with raw contents (what tritonclient
+/// sends).
+fn infer_request(row: &[f32]) -> ModelInferRequest {
+    let raw: Vec<u8> = row.iter().flat_map(|v| v.to_le_bytes()).collect();
+    ModelInferRequest {
+        model_name: MODEL.to_string(),
+        inputs: vec![InferInputTensor {
+            name: "x".into(),
+            datatype: "FP32".into(),
+            shape: vec![1, WIDTH as i64],
+            ..InferInputTensor::default()
+        }],
+        raw_input_contents: vec![raw],
+        ..ModelInferRequest::default()
+    }
+}
+
+/// A closed-loop gRPC load over raw HTTP/2 (the `h2` crate), as
+/// [`load::run_load`] is over raw HTTP/1.1: `connections` connections on
+/// one thread, each sending the same `ModelInfer` message (encoded once,
+/// with gRPC's 5-byte length prefix) when the previous answer is in, and
+/// reading the answer's frames without decoding the message; a call counts
+/// when its trailers say `grpc-status: 0`.
+fn h2_load(
+    addr: std::net::SocketAddr,
+    request: &ModelInferRequest,
+    connections: usize,
+    seconds: u64,
+) -> Result<(f64, usize, Vec<u64>)> {
+    use prost::Message;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let message = request.encode_to_vec();
+    let mut framed = Vec::with_capacity(5 + message.len());
+    framed.push(0); // not compressed
+    framed.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    framed.extend_from_slice(&message);
+    let framed = bytes::Bytes::from(framed);
+    runtime.block_on(async move {
+        let warmup = Instant::now() + Duration::from_secs(2);
+        let end = warmup + Duration::from_secs(seconds);
+        let mut tasks = Vec::new();
+        for _ in 0..connections {
+            let tcp = tokio::net::TcpStream::connect(addr)
+                .await
+                .context("connecting to the gRPC service")?;
+            tcp.set_nodelay(true)?;
+            let (client, connection) = h2::client::handshake(tcp).await?;
+            tokio::spawn(connection);
+            let framed = framed.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut client = client.ready().await?;
+                let (mut done, mut errors, mut nanos) = (0usize, 0usize, Vec::new());
+                loop {
+                    let started = Instant::now();
+                    if started >= end {
+                        break;
+                    }
+                    let call = http::Request::post(format!(
+                        "http://{addr}/inference.GRPCInferenceService/ModelInfer"
+                    ))
+                    .header("content-type", "application/grpc")
+                    .header("te", "trailers")
+                    .body(())?;
+                    let (answer, mut body) = client.send_request(call, false)?;
+                    body.send_data(framed.clone(), true)?;
+                    let ok = read_answer(answer).await?;
+                    client = client.ready().await?;
+                    if started >= warmup {
+                        if ok {
+                            done += 1;
+                            nanos.push(started.elapsed().as_nanos() as u64);
+                        } else {
+                            errors += 1;
+                        }
+                    }
+                }
+                anyhow::Ok((done, errors, nanos))
+            }));
+        }
+        let (mut done, mut errors, mut nanos) = (0, 0, Vec::new());
+        for task in tasks {
+            let (d, e, n) = task.await??;
+            done += d;
+            errors += e;
+            nanos.extend(n);
+        }
+        Ok((done as f64 / seconds as f64, errors, nanos))
+    })
+}
+
+/// Reads a gRPC answer's frames (its message bytes released, not decoded);
+/// whether its status, in the trailers or a trailers-only answer, is OK.
+async fn read_answer(answer: h2::client::ResponseFuture) -> Result<bool> {
+    let answer = answer.await?;
+    let status_ok =
+        |headers: &http::HeaderMap| headers.get("grpc-status").map(|v| v.as_bytes() == b"0");
+    if let Some(ok) = status_ok(answer.headers()) {
+        return Ok(ok);
+    }
+    let mut body = answer.into_body();
+    let mut bytes = 0;
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk?;
+        bytes += chunk.len();
+        body.flow_control().release_capacity(chunk.len())?;
+    }
+    let trailers = body.trailers().await?;
+    Ok(bytes > 5 && trailers.as_ref().and_then(status_ok) == Some(true))
 }
 
 /// The CPU time (user + system) the server's threads have used so far.
@@ -209,31 +352,20 @@ fn parse_times(signature: &registry::Signature, rows: usize) -> Result<()> {
     Ok(())
 }
 
-/// A closed-loop gRPC load: `connections` HTTP/2 connections, each sending
+/// A closed-loop gRPC load through tonic's client: `connections` HTTP/2 connections, each sending
 /// its next `ModelInfer` when the previous answer is in, for `seconds`
 /// after a 2-second warm-up, on one thread. Requests per second, errors
 /// and latencies.
 fn grpc_load(
     addr: std::net::SocketAddr,
-    row: &[f32],
+    request: &ModelInferRequest,
     connections: usize,
     seconds: u64,
 ) -> Result<(f64, usize, Vec<u64>)> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let raw: Vec<u8> = row.iter().flat_map(|v| v.to_le_bytes()).collect();
-    let request = ModelInferRequest {
-        model_name: MODEL.to_string(),
-        inputs: vec![InferInputTensor {
-            name: "x".into(),
-            datatype: "FP32".into(),
-            shape: vec![1, WIDTH as i64],
-            ..InferInputTensor::default()
-        }],
-        raw_input_contents: vec![raw],
-        ..ModelInferRequest::default()
-    };
+    let request = request.clone();
     runtime.block_on(async move {
         let warmup = Instant::now() + Duration::from_secs(2);
         let end = warmup + Duration::from_secs(seconds);
