@@ -5,12 +5,13 @@
 # serve_offline` (file offline store over a Parquet copy of the same gold
 # rows). Issue 23's target: aurum ≥ 10× faster.
 #
-# usage: benches/feast/compare_remote_historical.sh [BRONZE_ROWS] [SPINE_ROWS]
+# usage: [AURUM_BENCH_PROFILE=release] benches/feast/compare_remote_historical.sh [BRONZE_ROWS] [SPINE_ROWS] [ROUNDS]
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 bronze_rows="${1:-1000000}"
 spine_rows="${2:-100000}"
+rounds="${3:-3}"
 
 "$root/benches/feast/setup.sh"
 venv="$root/.tools/feast-venv"
@@ -23,9 +24,12 @@ cleanup() {
 trap cleanup EXIT
 
 cd "$root"
-echo "building aurum (dev profile) ..."
-cargo build --quiet
-aurum="$root/target/debug/aurum"
+# AURUM_BENCH_PROFILE=release measures the build a deployment runs; the
+# default dev profile (aurum's crates at opt-level 0) is what the tests use.
+profile="${AURUM_BENCH_PROFILE:-dev}"
+echo "building aurum ($profile profile) ..."
+cargo build --quiet --profile "$profile"
+case "$profile" in dev) aurum="$root/target/debug/aurum" ;; *) aurum="$root/target/$profile/aurum" ;; esac
 
 echo "an aurum project with $bronze_rows generated transactions ..."
 "$aurum" init "$work/project" >/dev/null
@@ -81,4 +85,4 @@ YAML
 
 echo "get_historical_features, $spine_rows entity rows, through each ..."
 "$venv/bin/python" "$root/benches/feast/remote_historical.py" \
-    "$work/aurum-repo" "$work/feast-client" "$work/gold.parquet" "$spine_rows"
+    "$work/aurum-repo" "$work/feast-client" "$work/gold.parquet" "$spine_rows" "$rounds"

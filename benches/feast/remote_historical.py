@@ -3,7 +3,7 @@ training set: aurum's Flight service and Feast's own `feast serve_offline`
 (file offline store over a Parquet copy of the same gold rows). Prints the
 times and compares the values on the rows both return.
 
-usage: remote_historical.py AURUM_REPO FEAST_CLIENT_REPO GOLD_PARQUET SPINE_ROWS
+usage: remote_historical.py AURUM_REPO FEAST_CLIENT_REPO GOLD_PARQUET SPINE_ROWS [ROUNDS]
 """
 import sys
 import time
@@ -30,15 +30,23 @@ aurum = FeatureStore(repo_path=aurum_repo)
 features = [
     f"customer_features:{f.name}" for f in aurum.get_feature_view("customer_features").features
 ]
+rounds = int(sys.argv[5]) if len(sys.argv) > 5 else 3
 answers = {}
-for name, repo in (("aurum", aurum_repo), ("feast serve_offline", feast_repo)):
-    store = FeatureStore(repo_path=repo)
-    started = time.perf_counter()
-    answer = store.get_historical_features(entity_df=entity_df, features=features).to_df()
-    seconds = time.perf_counter() - started
-    answers[name] = answer.set_index("spine_row").sort_index()
-    print(f"{name}: {seconds:.2f} s, {len(answer)} rows x {len(features)} features")
-    answers[name + " seconds"] = seconds
+seconds = {"aurum": [], "feast serve_offline": []}
+for round_ in range(rounds):
+    # Alternate which store goes first, so neither always meets a warm
+    # page cache or a busy machine.
+    order = [("aurum", aurum_repo), ("feast serve_offline", feast_repo)]
+    if round_ % 2:
+        order.reverse()
+    for name, repo in order:
+        store = FeatureStore(repo_path=repo)
+        started = time.perf_counter()
+        answer = store.get_historical_features(entity_df=entity_df, features=features).to_df()
+        took = time.perf_counter() - started
+        seconds[name].append(took)
+        answers[name] = answer.set_index("spine_row").sort_index()
+        print(f"round {round_ + 1}, {name}: {took:.2f} s, {len(answer)} rows x {len(features)} features")
 
 a, f = answers["aurum"], answers["feast serve_offline"]
 common = a.index.intersection(f.index)
@@ -51,4 +59,9 @@ print(
     f"rows: aurum {len(a)}, Feast {len(f)}, in both {len(common)}; "
     f"values equal on {equal.all(axis=1).sum()} of them"
 )
-print(f"Feast / aurum time: {answers['feast serve_offline seconds'] / answers['aurum seconds']:.1f}x")
+ratios = [f_s / a_s for a_s, f_s in zip(seconds["aurum"], seconds["feast serve_offline"])]
+print("Feast / aurum time per round: " + ", ".join(f"{r:.1f}x" for r in ratios))
+print(
+    f"median: aurum {np.median(seconds['aurum']):.2f} s, Feast "
+    f"{np.median(seconds['feast serve_offline']):.2f} s, ratio {np.median(ratios):.1f}x"
+)
