@@ -5,8 +5,10 @@
 //! and the panics in its log.
 //!
 //! The mix, per 100 requests: 55 `/predict` and 20 `/get-online-features`
-//! (read token), 5 pushes (write token; half carry an idempotency key from a
-//! rotating set of 1,000, so most of those are replays) and 20 bad ones:
+//! (read token), 5 pushes to the online store (write token; two carry an
+//! idempotency key from a rotating set of 1,000, so most of those are
+//! replays; the example view serves stored rows, `windows_at = "event"`,
+//! so that it accepts pushes) and 20 bad ones:
 //! malformed JSON, a wrong content type, no token, a read token on a write
 //! route, a 2 KiB entity key, an unknown model, a body over the 8 MiB limit
 //! (1 in 100), and bytes that are not HTTP. Beside the load, a client opens a
@@ -14,6 +16,7 @@
 //! it after `--header-read-timeout-secs 5`).
 //!
 //! usage: cargo bench --profile dev --bench soak -- [--seconds N] [--connections N]
+//!        [--feedback-memory N] [--no-oversize]
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -33,6 +36,7 @@ fn main() -> Result<()> {
     let mut seconds = 600u64;
     let mut connections = 16usize;
     let mut feedback_memory: Option<String> = None;
+    let mut oversize = true;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -43,6 +47,9 @@ fn main() -> Result<()> {
             "--feedback-memory" => {
                 feedback_memory = Some(args.next().context("--feedback-memory N")?)
             }
+            // Sends a second unknown-model request in place of the 9 MiB
+            // body, to tell the allocator's retained pages from growth.
+            "--no-oversize" => oversize = false,
             // cargo bench passes --bench.
             _ => {}
         }
@@ -57,6 +64,20 @@ fn main() -> Result<()> {
         &["train"],
     ] {
         aurum(dir, step)?;
+        if step[0] == "init" {
+            // The example view values its windows at the read, and such a
+            // view refuses pushed rows; the soak pushes, so it serves
+            // rows as stored.
+            let toml = dir.join("aurum.toml");
+            let text = std::fs::read_to_string(&toml)?;
+            if !text.contains("windows_at = \"request\"") {
+                bail!("the example project no longer declares windows_at = \"request\"");
+            }
+            std::fs::write(
+                &toml,
+                text.replace("windows_at = \"request\"", "windows_at = \"event\""),
+            )?;
+        }
     }
     let read = aurum(dir, &["token", "new", "soak-read", "--role", "read"])?;
     let write = aurum(dir, &["token", "new", "soak-write", "--role", "write"])?;
@@ -96,7 +117,7 @@ fn main() -> Result<()> {
         }
     }
     let address = address.context("the server printed no address")?;
-    let result = soak(address, pid, &read, &write, connections, seconds);
+    let result = soak(address, pid, &read, &write, connections, seconds, oversize);
     let metrics = scrape(address);
     let _ = server.kill();
     let _ = server.wait();
@@ -176,9 +197,33 @@ fn resident(pid: u32) -> u64 {
         .map_or(0, |kib| kib * 1024)
 }
 
-/// The requests of the mix, cycled by every connection. `features` are the
-/// pushed view's features (a push carries every one).
-fn mix(host: &str, read: &str, write: &str, features: &[String]) -> Vec<Vec<u8>> {
+/// The idempotency key of a keyed push: the sender fills its three digits
+/// from a counter, so the keys rotate through 1,000 and most keyed pushes
+/// replay one sent before. Each key stays with one push's body (a key sent
+/// again with another body is refused, 422).
+const KEY_DIGITS: &str = "soak-000";
+
+/// The server's anonymous (heap, stacks) and file-backed (its binary, ONNX
+/// Runtime, mapped files) resident memory, from `/proc`: only the first can
+/// grow with what the server holds.
+fn resident_parts(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+            .map_or(0, |kib| kib * 1024)
+    };
+    (field("RssAnon:"), field("RssFile:"))
+}
+
+/// The requests of the mix, cycled by every connection, each with the
+/// offset of its idempotency key's digits if it carries one. `features` are
+/// the pushed view's features (a push carries every one).
+type Mix = Vec<(Vec<u8>, Option<usize>)>;
+
+fn mix(host: &str, read: &str, write: &str, features: &[String], oversize: bool) -> Mix {
     let auth = |token: &str| format!("Authorization: Bearer {token}\r\n");
     let post =
         |path: &str, headers: &str, body: &str| load::post_request_with(host, path, headers, body);
@@ -201,7 +246,7 @@ fn mix(host: &str, read: &str, write: &str, features: &[String]) -> Vec<Vec<u8>>
             ),
             75..80 => {
                 let key = if i % 2 == 0 {
-                    format!("Idempotency-Key: soak-{}\r\n", i % 1000)
+                    format!("Idempotency-Key: {KEY_DIGITS}\r\n")
                 } else {
                     String::new()
                 };
@@ -230,10 +275,15 @@ fn mix(host: &str, read: &str, write: &str, features: &[String]) -> Vec<Vec<u8>>
                 &format!(r#"{{"model": "fraud", "entities": {{"customer_id": ["{}"]}}}}"#, "k".repeat(2048)),
             ),
             95..98 => post("/predict", &auth(read), r#"{"model": "nobody", "entities": {"customer_id": [1]}}"#),
-            98 => post("/predict", &auth(read), &" ".repeat(9 << 20)),
+            98 if oversize => post("/predict", &auth(read), &" ".repeat(9 << 20)),
+            98 => post("/predict", &auth(read), r#"{"model": "nobody", "entities": {"customer_id": [2]}}"#),
             _ => b"\x16\x03\x01 this is not HTTP\r\n\r\n".to_vec(),
         };
-        requests.push(request);
+        let key_at = request
+            .windows(KEY_DIGITS.len())
+            .position(|w| w == KEY_DIGITS.as_bytes())
+            .map(|at| at + KEY_DIGITS.len() - 3);
+        requests.push((request, key_at));
     }
     requests
 }
@@ -245,6 +295,7 @@ fn soak(
     write: &str,
     connections: usize,
     seconds: u64,
+    oversize: bool,
 ) -> Result<Report> {
     let views: serde_json::Value =
         serde_json::from_str(&http_get(address, "/feature-views", read)?)?;
@@ -256,7 +307,7 @@ fn soak(
         .iter()
         .filter_map(|f| f["name"].as_str().map(str::to_string))
         .collect();
-    let requests = Arc::new(mix(&address.to_string(), read, write, &features));
+    let requests = Arc::new(mix(&address.to_string(), read, write, &features, oversize));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -265,10 +316,15 @@ fn soak(
         let warmup = Instant::now() + Duration::from_secs(30);
         let end = warmup + Duration::from_secs(seconds);
         let statuses: Arc<[AtomicU64; 600]> = Arc::new(std::array::from_fn(|_| AtomicU64::new(0)));
+        let keys = Arc::new(AtomicU64::new(0));
+        // Keyed push j of the mix takes the keys congruent to j.
+        let keyed: Vec<usize> = (0..requests.len()).filter(|&i| requests[i].1.is_some()).collect();
+        let keyed = Arc::new(keyed);
         let done = Arc::new(AtomicBool::new(false));
         let mut tasks = Vec::new();
         for c in 0..connections {
-            let (requests, statuses) = (requests.clone(), statuses.clone());
+            let (requests, statuses, keys, keyed) =
+                (requests.clone(), statuses.clone(), keys.clone(), keyed.clone());
             tasks.push(tokio::spawn(async move {
                 let mut buffer = Vec::with_capacity(64 << 10);
                 let mut i = c;
@@ -282,8 +338,22 @@ fn soak(
                             stream.insert(tcp)
                         }
                     };
-                    let request = &requests[i % requests.len()];
+                    let which = i % requests.len();
+                    let (request, key_at) = &requests[which];
                     i += connections;
+                    let with_key;
+                    let request = match key_at {
+                        Some(at) => {
+                            let count = keyed.len() as u64;
+                            let ordinal = keyed.iter().position(|&k| k == which).unwrap_or(0) as u64;
+                            let n = keys.fetch_add(1, Ordering::Relaxed) % (1000 / count) * count + ordinal;
+                            let mut copy = request.clone();
+                            copy[*at..*at + 3].copy_from_slice(format!("{n:03}").as_bytes());
+                            with_key = copy;
+                            &with_key
+                        }
+                        None => request,
+                    };
                     // The server may answer (and close) before reading a
                     // whole oversize body: a write error is the answer.
                     let answer = match conn.write_all(request).await {
@@ -341,10 +411,13 @@ fn soak(
             tokio::time::sleep(Duration::from_secs(10)).await;
             let now = resident(pid);
             rss_peak = rss_peak.max(now);
+            let (anon, file) = resident_parts(pid);
             eprintln!(
-                "  {:>4} s: resident {:.1} MiB",
+                "  {:>4} s: resident {:.1} MiB (anonymous {:.1}, file-backed {:.1})",
                 (Instant::now() - warmup).as_secs(),
-                mib(now)
+                mib(now),
+                mib(anon),
+                mib(file)
             );
         }
         let rss_end = resident(pid);
