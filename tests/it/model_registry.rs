@@ -2,6 +2,7 @@
 //! crate's graph builder, loaded by ONNX Runtime): aliases and their
 //! history, rollback, deletion rules, renaming, concurrent registrations.
 
+use std::os::unix::process::CommandExt;
 use std::time::Duration;
 
 use onnx::{Dim, GraphBuilder};
@@ -305,7 +306,12 @@ struct MlflowServer {
 }
 
 impl Drop for MlflowServer {
+    /// `mlflow server` starts uvicorn and a job runner with its own workers
+    /// as children that outlive it: the whole process group goes.
     fn drop(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.child.id())])
+            .status();
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -341,6 +347,7 @@ fn start_mlflow(dir: &std::path::Path) -> MlflowServer {
         )
         .stdout(log.try_clone().unwrap())
         .stderr(log)
+        .process_group(0)
         .spawn()
         .expect("starting mlflow server");
     let server = MlflowServer {
