@@ -318,13 +318,19 @@ fn soak(
         let statuses: Arc<[AtomicU64; 600]> = Arc::new(std::array::from_fn(|_| AtomicU64::new(0)));
         let keys = Arc::new(AtomicU64::new(0));
         // Keyed push j of the mix takes the keys congruent to j.
-        let keyed: Vec<usize> = (0..requests.len()).filter(|&i| requests[i].1.is_some()).collect();
+        let keyed: Vec<usize> = (0..requests.len())
+            .filter(|&i| requests[i].1.is_some())
+            .collect();
         let keyed = Arc::new(keyed);
         let done = Arc::new(AtomicBool::new(false));
         let mut tasks = Vec::new();
         for c in 0..connections {
-            let (requests, statuses, keys, keyed) =
-                (requests.clone(), statuses.clone(), keys.clone(), keyed.clone());
+            let (requests, statuses, keys, keyed) = (
+                requests.clone(),
+                statuses.clone(),
+                keys.clone(),
+                keyed.clone(),
+            );
             tasks.push(tokio::spawn(async move {
                 let mut buffer = Vec::with_capacity(64 << 10);
                 let mut i = c;
@@ -345,8 +351,10 @@ fn soak(
                     let request = match key_at {
                         Some(at) => {
                             let count = keyed.len() as u64;
-                            let ordinal = keyed.iter().position(|&k| k == which).unwrap_or(0) as u64;
-                            let n = keys.fetch_add(1, Ordering::Relaxed) % (1000 / count) * count + ordinal;
+                            let ordinal =
+                                keyed.iter().position(|&k| k == which).unwrap_or(0) as u64;
+                            let n = keys.fetch_add(1, Ordering::Relaxed) % (1000 / count) * count
+                                + ordinal;
                             let mut copy = request.clone();
                             copy[*at..*at + 3].copy_from_slice(format!("{n:03}").as_bytes());
                             with_key = copy;
