@@ -5,7 +5,7 @@
 # serve_offline` (file offline store over a Parquet copy of the same gold
 # rows). Issue 23's target: aurum ≥ 10× faster.
 #
-# usage: [AURUM_BENCH_PROFILE=release] benches/feast/compare_remote_historical.sh [BRONZE_ROWS] [SPINE_ROWS] [ROUNDS]
+# usage: [AURUM_BENCH_PROFILE=release] [WINDOWS_AT=event|request] benches/feast/compare_remote_historical.sh [BRONZE_ROWS] [SPINE_ROWS] [ROUNDS]
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -33,6 +33,18 @@ case "$profile" in dev) aurum="$root/target/debug/aurum" ;; *) aurum="$root/targ
 
 echo "an aurum project with $bronze_rows generated transactions ..."
 "$aurum" init "$work/project" >/dev/null
+# Feast's file offline store joins the gold rows as of each entity row's
+# time: windows as of the entity's last event. `aurum init` values windows
+# at the read (the window ending at each entity row's time, computed from
+# the source's events), a different answer and more work. The comparison
+# runs both on the same definition, `windows_at = "event"`, unless
+# WINDOWS_AT=request asks for aurum's default (values then differ from
+# Feast's wherever a window moved since the entity's last event).
+windows_at="${WINDOWS_AT:-event}"
+sed -i "s/^windows_at = \"request\"/windows_at = \"$windows_at\"/" "$work/project/aurum.toml"
+grep -q "^windows_at = \"$windows_at\"" "$work/project/aurum.toml" ||
+    { echo "the example project declares no windows_at to set" >&2; exit 1; }
+echo "the view's windows_at: $windows_at"
 (cd "$work/project" && "$aurum" generate --rows "$bronze_rows" --seed 7 >/dev/null && "$aurum" pipeline >/dev/null)
 gold="$work/project/data/delta/customer_features"
 "$aurum" table show "$gold" --out "$work/gold.parquet"
