@@ -246,14 +246,7 @@ fn h2_load(
                 anyhow::Ok((done, errors, nanos))
             }));
         }
-        let (mut done, mut errors, mut nanos) = (0, 0, Vec::new());
-        for task in tasks {
-            let (d, e, n) = task.await??;
-            done += d;
-            errors += e;
-            nanos.extend(n);
-        }
-        Ok((done as f64 / seconds as f64, errors, nanos))
+        gather(tasks, seconds).await
     })
 }
 
@@ -406,13 +399,26 @@ fn grpc_load(
                 anyhow::Ok((done, errors, nanos))
             }));
         }
-        let (mut done, mut errors, mut nanos) = (0, 0, Vec::new());
-        for task in tasks {
-            let (d, e, n) = task.await??;
-            done += d;
-            errors += e;
-            nanos.extend(n);
-        }
-        Ok((done as f64 / seconds as f64, errors, nanos))
+        gather(tasks, seconds).await
     })
+}
+
+/// What one load task counts: requests done, errors, latencies in
+/// nanoseconds.
+type Counts = (usize, usize, Vec<u64>);
+
+/// Sums the load tasks' counts (requests done, errors, latencies in
+/// nanoseconds) into requests per second, errors and all the latencies.
+async fn gather(
+    tasks: Vec<tokio::task::JoinHandle<Result<Counts>>>,
+    seconds: u64,
+) -> Result<(f64, usize, Vec<u64>)> {
+    let (mut done, mut errors, mut nanos) = (0, 0, Vec::new());
+    for task in tasks {
+        let (d, e, n) = task.await??;
+        done += d;
+        errors += e;
+        nanos.extend(n);
+    }
+    Ok((done as f64 / seconds as f64, errors, nanos))
 }
