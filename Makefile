@@ -10,8 +10,11 @@ demo: build-deps onnxruntime
 	$(CARGO) build --bin aurum
 	$(CARGO) run --quiet -- demo
 
-## Everything CI checks: formatting, clippy, and every test.
-test: build-deps onnxruntime python azurite prometheus redis kafka lint unit
+## Everything CI checks: formatting, clippy, and every test
+## (scripts/test.sh: installs the services while the workspace builds, and
+## lints with clippy in the same build as the tests).
+test:
+	@scripts/test.sh
 
 ## OpenSSL's headers and pkg-config (Debian's packages) for librdkafka.
 build-deps:
@@ -39,10 +42,12 @@ prometheus:
 redis:
 	@scripts/install-redis.sh
 
-## Build the tansu Kafka-protocol broker (crates.io) into .tools/tansu.
+## Build the tansu Kafka-protocol broker (crates.io) into .tools/tansu
+## (opt-level 1, enough for the tests; `make bench` rebuilds it at 3).
 kafka:
 	@scripts/install-kafka.sh
 
+## The lint and test halves of `make test` on their own, for a warm tree.
 lint:
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
@@ -50,7 +55,8 @@ lint:
 unit:
 	$(CARGO) test --workspace
 
-bench: onnxruntime
+bench: onnxruntime python redis
+	@TANSU_OPT_LEVEL=3 scripts/install-kafka.sh
 	$(CARGO) bench --workspace
 
 clean-tools:

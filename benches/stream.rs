@@ -100,6 +100,19 @@ fn main() -> Result<()> {
     if !tansu.exists() {
         bail!("{} is missing: run `make kafka`", tansu.display());
     }
+    // `make kafka` builds the broker for the tests at opt-level 1; the
+    // figures of BENCHMARKS.md were measured against a level-3 build.
+    let built =
+        std::fs::read_to_string(workspace().join(".tools/tansu/.version")).unwrap_or_default();
+    if let Some(level) = built.split("opt-level ").nth(1)
+        && level.trim() != "3"
+    {
+        eprintln!(
+            "note: tansu is built at opt-level {}; BENCHMARKS.md's figures used 3 \
+             (`TANSU_OPT_LEVEL=3 make kafka`, or `make bench`)",
+            level.trim()
+        );
+    }
     for mode in &modes {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
