@@ -6,9 +6,10 @@
 #
 # Arranged for a cold run on 2 cores, where the build is nearly all of the
 # time:
-# - The services are installed in the background while the workspace
-#   builds: their downloads wait on the network, and tansu's own cargo build
-#   (niced) takes the cores the workspace build leaves idle while it links.
+# - The services are installed in the background, niced, while the
+#   workspace builds: their downloads wait on the network, and pip's
+#   unpacking and tansu's own cargo build take the cores the workspace build
+#   leaves idle (while it waits on one long crate, or links).
 #   Their output is prefixed with [tools].
 # - clippy lints the workspace as the compiler wrapper of the test build
 #   (RUSTC_WORKSPACE_WRAPPER, which is what `cargo clippy` itself sets, over
@@ -30,9 +31,12 @@ step "cargo fmt --check"
 "$CARGO" fmt --all --check
 
 step "installing the test services in the background ([tools] lines)"
-# Its own process group (setsid), so that a failed build stops the installers
-# and their children too.
-setsid bash -c '
+# Its own process group (job control), so that a failed build stops the
+# installers and their children too. Not its own session (setsid): the
+# kernel's autogroup scheduling would then share the cores equally between
+# the two sessions, and tansu's niceness would count for nothing.
+set -m
+nice -n 10 bash -c '
     set -o pipefail
     {
         scripts/install-onnxruntime.sh &&
@@ -40,10 +44,11 @@ setsid bash -c '
         scripts/install-azurite.sh &&
         scripts/install-prometheus.sh &&
         scripts/install-redis.sh &&
-        nice -n 10 scripts/install-kafka.sh
+        scripts/install-kafka.sh
     } 2>&1 | sed -u "s/^/[tools] /"
 ' &
 tools=$!
+set +m
 # Stop the installers too when the build fails or the run is interrupted.
 trap 'kill -- -$tools 2>/dev/null || true' EXIT
 
