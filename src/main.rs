@@ -18,6 +18,7 @@ use project_commands as project;
 // mimalloc: the server allocates small buffers per request on one thread
 // and frees some on another (the prediction log's writer), where glibc's
 // malloc costs ~15 % of /predict throughput (BENCHMARKS.md, issue 7).
+#[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
