@@ -17,6 +17,10 @@
 #   once checked for clippy and once built for the tests. The lints and
 #   `-D warnings` are those of `cargo clippy --workspace --all-targets -- -D
 #   warnings` (`make lint`).
+# - The build uses the `ci` profile (Cargo.toml): no optimisation of the
+#   dependencies, whose optimisation at opt-level 1 is most of a cold
+#   build's time; `cargo test` and the dev-profile benchmarks keep the dev
+#   profile.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -62,7 +66,7 @@ export CLIPPY_ARGS="-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__"
 
 step "building every target with clippy's lints (-D warnings)"
 # --timings: target/cargo-timings/ shows which crates the time went to.
-"$CARGO" test --workspace --all-targets --no-run --timings
+"$CARGO" test --profile ci --workspace --all-targets --no-run --timings
 
 step "waiting for the test services"
 if ! wait "$tools"; then
@@ -72,5 +76,5 @@ fi
 trap - EXIT
 
 step "running the tests"
-"$CARGO" test --workspace
+"$CARGO" test --profile ci --workspace
 step "all tests passed"
