@@ -34,11 +34,13 @@ scripts/install-build-deps.sh
 step "cargo fmt --check"
 "$CARGO" fmt --all --check
 
-step "installing the test services in the background ([tools] lines)"
-# Its own process group (job control), so that a failed build stops the
-# installers and their children too. Not its own session (setsid): the
-# kernel's autogroup scheduling would then share the cores equally between
-# the two sessions, and tansu's niceness would count for nothing.
+step "installing the test services in the background ([tools] and [kafka] lines)"
+# Two background jobs, niced: the downloads (mostly waiting on the network)
+# and tansu's cargo build (which takes the cores the workspace build leaves
+# idle). Each in its own process group (job control), so that a failed
+# build stops them and their children too; not in their own sessions
+# (setsid), where the kernel's autogroup scheduling would share the cores
+# equally between sessions and the niceness would count for nothing.
 set -m
 nice -n 10 bash -c '
     set -o pipefail
@@ -47,14 +49,18 @@ nice -n 10 bash -c '
         scripts/setup-python.sh &&
         scripts/install-azurite.sh &&
         scripts/install-prometheus.sh &&
-        scripts/install-redis.sh &&
-        scripts/install-kafka.sh
+        scripts/install-redis.sh
     } 2>&1 | sed -u "s/^/[tools] /"
 ' &
 tools=$!
+nice -n 10 bash -c '
+    set -o pipefail
+    scripts/install-kafka.sh 2>&1 | sed -u "s/^/[kafka] /"
+' &
+kafka=$!
 set +m
 # Stop the installers too when the build fails or the run is interrupted.
-trap 'kill -- -$tools 2>/dev/null || true' EXIT
+trap 'kill -- -$tools -$kafka 2>/dev/null || true' EXIT
 
 clippy_driver="$(rustup which clippy-driver 2>/dev/null || command -v clippy-driver || true)"
 if [[ -z "$clippy_driver" ]]; then
@@ -71,6 +77,10 @@ step "building every target with clippy's lints (-D warnings)"
 step "waiting for the test services"
 if ! wait "$tools"; then
     echo "error: installing the test services failed (see the [tools] lines above)" >&2
+    exit 1
+fi
+if ! wait "$kafka"; then
+    echo "error: building the tansu broker failed (see the [kafka] lines above)" >&2
     exit 1
 fi
 trap - EXIT
