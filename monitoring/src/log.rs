@@ -144,6 +144,20 @@ async fn write_loop(
     stats: Arc<LogStats>,
     stop: Arc<Notify>,
 ) {
+    // One thread writes every batch. Each batch allocates tens of MiB for a
+    // moment (the frame, the Parquet pages, the monitor's rows); on
+    // whichever thread of the blocking pool happened to be idle, every
+    // thread's allocator kept its own high-water mark of those, and the
+    // server's resident memory crept up for minutes (BENCHMARKS.md, the
+    // soak). Without the thread (it could not be started), the blocking
+    // pool does the work as before.
+    let worker = match Worker::start() {
+        Ok(worker) => Some(worker),
+        Err(e) => {
+            tracing::warn!(error = %e, "no prediction log thread; writing on the blocking pool");
+            None
+        }
+    };
     let mut stopping = false;
     while !stopping {
         let mut batch = Vec::new();
@@ -174,28 +188,114 @@ async fn write_loop(
                 batch.push(record);
             }
         }
-        // Building the frame and encoding Parquet are CPU work: done on a
-        // blocking thread, so no request waits behind them on a runtime
-        // worker.
-        let (table, stats, monitor) = (table.clone(), stats.clone(), monitor.clone());
-        let max_batch = options.max_batch.max(1);
-        let runtime = tokio::runtime::Handle::current();
-        let done = tokio::task::spawn_blocking(move || {
-            // Without a table only the monitor reads the records.
-            if let Some((store, table)) = &table {
-                for chunk in batch.chunks(max_batch) {
-                    runtime.block_on(commit(store, table, chunk, &stats));
-                }
-            }
-            // The monitor takes the rows (their buffers move, no copies),
-            // after they are committed.
-            if let Some(monitor) = monitor {
-                monitor.observe(batch);
-            }
-        })
-        .await;
+        // Building the frame and encoding Parquet are CPU work: done off the
+        // runtime's workers, so no request waits behind them.
+        let job = Batch {
+            records: batch,
+            table: table.clone(),
+            monitor: monitor.clone(),
+            stats: stats.clone(),
+            max_batch: options.max_batch.max(1),
+            runtime: tokio::runtime::Handle::current(),
+        };
+        let done = match &worker {
+            Some(worker) => worker.run(job).await,
+            None => tokio::task::spawn_blocking(move || job.write())
+                .await
+                .map_err(|e| e.to_string()),
+        };
         if let Err(e) = done {
             tracing::error!(error = %e, "a prediction log commit stopped");
+        }
+    }
+    drop(worker);
+}
+
+/// One batch of records to commit and hand to the monitor.
+struct Batch {
+    records: Vec<PredictionRecord>,
+    table: Option<(DeltaStore, String)>,
+    monitor: Option<Arc<Monitor>>,
+    stats: Arc<LogStats>,
+    max_batch: usize,
+    runtime: tokio::runtime::Handle,
+}
+
+impl Batch {
+    /// Commits the records (in chunks of `max_batch`), then lets the
+    /// monitor take them. Runs on a thread outside the runtime.
+    fn write(self) {
+        // Without a table only the monitor reads the records.
+        if let Some((store, table)) = &self.table {
+            for chunk in self.records.chunks(self.max_batch) {
+                self.runtime
+                    .block_on(commit(store, table, chunk, &self.stats));
+            }
+        }
+        // The monitor takes the rows (their buffers move, no copies),
+        // after they are committed.
+        if let Some(monitor) = self.monitor {
+            monitor.observe(self.records);
+        }
+    }
+}
+
+/// The thread that writes the log's batches, one at a time.
+struct Worker {
+    jobs: std::sync::mpsc::Sender<(Batch, tokio::sync::oneshot::Sender<Result<(), String>>)>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Worker {
+    fn start() -> std::io::Result<Self> {
+        let (jobs, queue) =
+            std::sync::mpsc::channel::<(Batch, tokio::sync::oneshot::Sender<Result<(), String>>)>();
+        let thread = std::thread::Builder::new()
+            .name("aurum-prediction-log".into())
+            .spawn(move || {
+                while let Ok((batch, done)) = queue.recv() {
+                    // A panic in one batch is reported, as the blocking
+                    // pool's join did, and the thread goes on.
+                    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        batch.write();
+                    }))
+                    .map_err(|panic| {
+                        panic
+                            .downcast_ref::<&str>()
+                            .map(|s| (*s).to_string())
+                            .or_else(|| panic.downcast_ref::<String>().cloned())
+                            .unwrap_or_else(|| "a panic".into())
+                    });
+                    let _ = done.send(result);
+                }
+            })?;
+        Ok(Worker {
+            jobs,
+            thread: Some(thread),
+        })
+    }
+
+    /// Writes `batch` on the thread; waits for it without holding a worker
+    /// of the runtime.
+    async fn run(&self, batch: Batch) -> Result<(), String> {
+        let (done, finished) = tokio::sync::oneshot::channel();
+        if self.jobs.send((batch, done)).is_err() {
+            return Err("the prediction log thread is gone".into());
+        }
+        finished
+            .await
+            .unwrap_or_else(|_| Err("the prediction log thread is gone".into()))
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        // Closing the channel ends the thread's loop; it has no batch in
+        // hand (each `run` waited for its own).
+        let (closed, _) = std::sync::mpsc::channel();
+        self.jobs = closed;
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
         }
     }
 }
