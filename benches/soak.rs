@@ -35,7 +35,7 @@ mod load;
 fn main() -> Result<()> {
     let mut seconds = 600u64;
     let mut connections = 16usize;
-    let mut feedback_memory: Option<String> = None;
+    let mut serve_args: Vec<String> = Vec::new();
     let mut oversize = true;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -45,8 +45,13 @@ fn main() -> Result<()> {
             // The server's --feedback-memory (predictions remembered for
             // /feedback), to tell that bound's filling from a leak.
             "--feedback-memory" => {
-                feedback_memory = Some(args.next().context("--feedback-memory N")?)
+                serve_args.push("--feedback-memory".into());
+                serve_args.push(args.next().context("--feedback-memory N")?);
             }
+            // Any other argument for `aurum serve` (e.g. `--serve-arg
+            // --drift-window-rows --serve-arg 100`), to try what a bound
+            // does to memory.
+            "--serve-arg" => serve_args.push(args.next().context("--serve-arg ARG")?),
             // Sends a second unknown-model request in place of the 9 MiB
             // body, to tell the allocator's retained pages from growth.
             "--no-oversize" => oversize = false,
@@ -96,11 +101,7 @@ fn main() -> Result<()> {
             "--header-read-timeout-secs",
             "5",
         ])
-        .args(
-            feedback_memory
-                .iter()
-                .flat_map(|n| ["--feedback-memory", n.as_str()]),
-        )
+        .args(&serve_args)
         .current_dir(dir)
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(&log)?)

@@ -232,10 +232,9 @@ impl Monitor {
         if records.is_empty() {
             return;
         }
-        let mut records = records;
         {
             let mut recent = lock(&self.recent);
-            for r in records.iter_mut().filter(|r| !r.shadow) {
+            for r in records.iter().filter(|r| !r.shadow) {
                 recent.insert(r);
             }
         }

@@ -58,9 +58,8 @@ impl Recent {
         }
     }
 
-    /// Remembers `r`'s answer; takes its entity label (the caller keeps
-    /// the rest of the record).
-    pub(crate) fn insert(&mut self, r: &mut PredictionRecord) {
+    /// Remembers `r`'s answer.
+    pub(crate) fn insert(&mut self, r: &PredictionRecord) {
         let served = Served {
             model: r.model.clone(),
             version: r.version,
@@ -73,23 +72,38 @@ impl Recent {
             time_micros: r.time_micros,
             labelled: false,
         };
-        match self.by_request.get_mut(&r.request_id) {
-            Some(rows) => rows.push((r.row, served)),
-            None => {
-                self.by_request
-                    .insert(r.request_id.clone(), vec![(r.row, served)]);
-                self.order.push_back(r.request_id.clone());
+        // What is remembered for minutes is copied here, on the log's
+        // thread, not kept from the record: the record's buffers were
+        // allocated by a request thread among its short-lived allocations,
+        // and long-lived survivors there keep the allocator from returning
+        // the pages around them (BENCHMARKS.md, the soak).
+        let known = self
+            .by_request
+            .get_key_value(&r.request_id)
+            .map(|(id, _)| id.clone());
+        let id = match known {
+            Some(id) => {
+                if let Some(rows) = self.by_request.get_mut(&id) {
+                    rows.push((r.row, served));
+                }
+                id
             }
-        }
+            None => {
+                let id: Arc<str> = Arc::from(&*r.request_id);
+                self.by_request.insert(id.clone(), vec![(r.row, served)]);
+                self.order.push_back(id.clone());
+                id
+            }
+        };
         if !r.entity.is_empty() {
             let rows = self
                 .by_entity
-                .entry((r.model.clone(), std::mem::take(&mut r.entity)))
+                .entry((r.model.clone(), r.entity.as_str().to_owned()))
                 .or_default();
             if rows.len() == PER_ENTITY {
                 rows.pop_front();
             }
-            rows.push_back((r.time_micros, r.request_id.clone(), r.row));
+            rows.push_back((r.time_micros, id, r.row));
         }
         while self.order.len() > self.capacity {
             if let Some(old) = self.order.pop_front() {
@@ -197,8 +211,7 @@ mod tests {
     #[test]
     fn an_outcome_is_claimed_once_and_a_release_allows_it_again() {
         let mut recent = Recent::new(10);
-        let mut r = record("a", 0, 1, "");
-        recent.insert(&mut r);
+        recent.insert(&record("a", 0, 1, ""));
         let (id, row, served) = recent.claim(&by_request("a", 0)).unwrap();
         assert_eq!((&*id, row, served.prediction), ("a", 0, 0.8));
         assert_eq!(
@@ -217,7 +230,7 @@ mod tests {
     fn the_oldest_requests_are_forgotten_first() {
         let mut recent = Recent::new(2);
         for id in ["a", "b", "c"] {
-            recent.insert(&mut record(id, 0, 1, ""));
+            recent.insert(&record(id, 0, 1, ""));
         }
         assert!(recent.claim(&by_request("a", 0)).is_err());
         assert!(recent.claim(&by_request("b", 0)).is_ok());
@@ -227,10 +240,8 @@ mod tests {
     #[test]
     fn an_entity_finds_its_newest_prediction_at_or_before_a_time() {
         let mut recent = Recent::new(100);
-        let mut first = record("a", 0, 10, "customer_id=1");
-        recent.insert(&mut first);
-        assert!(first.entity.is_empty(), "the label is taken, not copied");
-        recent.insert(&mut record("b", 0, 20, "customer_id=1"));
+        recent.insert(&record("a", 0, 10, "customer_id=1"));
+        recent.insert(&record("b", 0, 20, "customer_id=1"));
         let at = |at_micros| OutcomeTarget::Entity {
             model: "m".into(),
             entity: "customer_id=1".into(),
@@ -244,12 +255,7 @@ mod tests {
         );
         // At most PER_ENTITY rows per entity.
         for i in 0..PER_ENTITY {
-            recent.insert(&mut record(
-                &format!("n{i}"),
-                0,
-                30 + i as i64,
-                "customer_id=1",
-            ));
+            recent.insert(&record(&format!("n{i}"), 0, 30 + i as i64, "customer_id=1"));
         }
         assert!(recent.claim(&at(Some(25))).is_err());
     }

@@ -6,16 +6,19 @@ use std::sync::Arc;
 
 use crate::record::{PredictionRecord, headline};
 
-/// The rows of one version's window.
+/// The rows of one version's window, stored flat: a row's values are
+/// `width` consecutive entries of `values`.
+///
+/// The window copies what it keeps instead of holding each record's own
+/// buffers. Those were allocated by the request threads among their
+/// short-lived allocations, and ten thousand survivors per version kept
+/// the allocator from returning the pages around them: the server's
+/// resident memory crept up for minutes (BENCHMARKS.md, the soak).
 pub(crate) struct Window {
     feature_names: Arc<[String]>,
-    rows: VecDeque<WindowRow>,
-}
-
-struct WindowRow {
-    time_micros: i64,
-    features: Vec<f32>,
-    prediction: f32,
+    times: VecDeque<i64>,
+    predictions: VecDeque<f32>,
+    values: VecDeque<f32>,
 }
 
 /// A window's live rows, column by column: the input names, the values per
@@ -27,45 +30,50 @@ impl Window {
     pub(crate) fn new(feature_names: Arc<[String]>) -> Self {
         Window {
             feature_names,
-            rows: VecDeque::new(),
+            times: VecDeque::new(),
+            predictions: VecDeque::new(),
+            values: VecDeque::new(),
         }
     }
 
-    /// Adds `record` (its feature buffer moves, no copy), dropping the
+    /// Adds `record`'s values (a value it lacks is NaN), dropping the
     /// oldest row when the window holds `capacity` rows.
     pub(crate) fn push(&mut self, record: PredictionRecord, capacity: usize) {
-        if self.rows.len() >= capacity {
-            self.rows.pop_front();
+        let width = self.feature_names.len();
+        if self.times.len() >= capacity.max(1) {
+            self.times.pop_front();
+            self.predictions.pop_front();
+            self.values.drain(..width);
         }
         let prediction = if record.outputs.is_empty() {
             f32::NAN
         } else {
             headline(&record.outputs)
         };
-        self.rows.push_back(WindowRow {
-            time_micros: record.time_micros,
-            features: record.features,
-            prediction,
-        });
+        self.times.push_back(record.time_micros);
+        self.predictions.push_back(prediction);
+        self.values
+            .extend((0..width).map(|j| record.features.get(j).copied().unwrap_or(f32::NAN)));
     }
 
     /// The rows at or after `cutoff` (µs since the epoch), column by
     /// column; a missing value is NaN.
     pub(crate) fn live_columns(&self, cutoff: i64) -> LiveColumns {
-        let live: Vec<&WindowRow> = self
-            .rows
-            .iter()
-            .filter(|r| r.time_micros >= cutoff)
-            .collect();
         let width = self.feature_names.len();
+        let live: Vec<usize> = (0..self.times.len())
+            .filter(|&i| self.times[i] >= cutoff)
+            .collect();
         let columns: Vec<Vec<f64>> = (0..width)
             .map(|j| {
                 live.iter()
-                    .map(|r| r.features.get(j).map_or(f64::NAN, |v| f64::from(*v)))
+                    .map(|&i| f64::from(self.values[i * width + j]))
                     .collect()
             })
             .collect();
-        let predictions: Vec<f64> = live.iter().map(|r| f64::from(r.prediction)).collect();
+        let predictions: Vec<f64> = live
+            .iter()
+            .map(|&i| f64::from(self.predictions[i]))
+            .collect();
         (self.feature_names.clone(), columns, predictions, live.len())
     }
 }
