@@ -196,6 +196,12 @@ pub struct DeltaStore {
     /// changes once written, so [`DeltaStore::history`] reads only the
     /// versions committed since (on object storage, one GET per commit).
     histories: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, Vec<Commit>>>>,
+    /// Each table as this store last wrote it: the next write brings it up
+    /// to date with the commits made since (by anyone) instead of loading
+    /// the whole log again. A writer that commits every few seconds (the
+    /// prediction log) otherwise re-read up to a hundred commits each time,
+    /// each file on a thread of the blocking pool of its own.
+    written: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, DeltaTable>>>,
 }
 
 #[derive(Debug, Clone)]
@@ -211,6 +217,7 @@ impl DeltaStore {
         DeltaStore {
             root: Root::Local(root.into()),
             histories: Default::default(),
+            written: Default::default(),
         }
     }
 
@@ -229,6 +236,7 @@ impl DeltaStore {
         DeltaStore {
             root: Root::Remote(location),
             histories: Default::default(),
+            written: Default::default(),
         }
     }
 
@@ -364,7 +372,7 @@ impl DeltaStore {
         let adds = write_files(name, &dir, df, options.rows_per_file).await?;
 
         // One look at the log: the table to commit to, or none yet.
-        let Some(table) = self.open_if_exists(name, None).await? else {
+        let Some(table) = self.to_write(name).await? else {
             if let Some(advance) = advances.iter().find(|a| a.expected.is_some()) {
                 return Err(conflict(name, advance, None));
             }
@@ -394,7 +402,10 @@ impl DeltaStore {
                 .with_commit_properties(properties)
                 .await;
             let table = match created {
-                Ok(table) => table,
+                Ok(table) => {
+                    self.written_to(name, table.clone());
+                    table
+                }
                 // Another writer created the table first.
                 Err(e) => {
                     return Err(match advances.first() {
@@ -451,7 +462,36 @@ impl DeltaStore {
                 ) => conflict(name, advance, Some(e.to_string())),
                 _ => Error::delta(name)(e),
             })?;
+        // The state before this commit: the next write reads this commit
+        // (and any other made since) on top of it.
+        self.written_to(name, table);
         Ok(commit.version())
+    }
+
+    /// Table `name` to commit to, as it stands now, or `None` when it does
+    /// not exist yet: the state this store last wrote brought up to date,
+    /// or (the first time, or when that fails) loaded from the log.
+    async fn to_write(&self, name: &str) -> Result<Option<DeltaTable>> {
+        let written = self
+            .written
+            .lock()
+            .ok()
+            .and_then(|mut tables| tables.remove(name));
+        if let Some(mut table) = written {
+            match table.update_incremental(None).await {
+                Ok(()) => return Ok(Some(table)),
+                Err(e) => {
+                    tracing::debug!(table = name, error = %e, "reloading the table's log");
+                }
+            }
+        }
+        self.open_if_exists(name, None).await
+    }
+
+    fn written_to(&self, name: &str, table: DeltaTable) {
+        if let Ok(mut tables) = self.written.lock() {
+            tables.insert(name.to_string(), table);
+        }
     }
 
     /// The version of step `app_id`'s last commit to table `name` (its
@@ -1026,5 +1066,48 @@ mod tests {
         );
         let (rows, _) = store.read("t", None).await.unwrap();
         assert_eq!(rows.height(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_writer_sees_what_others_committed_since_its_last_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (DeltaStore::new(dir.path()), DeltaStore::new(dir.path()));
+        let lineage = CommitLineage::default();
+        let append = WriteOptions::append();
+        assert_eq!(
+            a.write("t", &frame(&[1]), &sequenced(None), &lineage)
+                .await
+                .unwrap(),
+            0
+        );
+        assert_eq!(
+            b.write("t", &frame(&[2]), &append, &lineage).await.unwrap(),
+            1
+        );
+        let planned = b.sequence("t", "aurum:t").await.unwrap();
+        assert_eq!(planned, Some(1));
+        b.write("t", &frame(&[3]), &sequenced(planned), &lineage)
+            .await
+            .unwrap();
+        // `a` last wrote version 0; the step `b` committed since is seen.
+        let lost = a
+            .write("t", &frame(&[3]), &sequenced(planned), &lineage)
+            .await
+            .expect_err("the step was committed by the other writer");
+        assert!(lost.is_conflict(), "{lost}");
+        assert_eq!(
+            a.write("t", &frame(&[4]), &append, &lineage).await.unwrap(),
+            3
+        );
+        let (rows, _) = a.read("t", None).await.unwrap();
+        let mut ids: Vec<i64> = rows
+            .column("id")
+            .unwrap()
+            .i64()
+            .unwrap()
+            .into_no_null_iter()
+            .collect();
+        ids.sort_unstable();
+        assert_eq!(ids, vec![1, 2, 3, 4]);
     }
 }
