@@ -961,6 +961,19 @@ mod tests {
         DataFrame::new_infer_height(vec![Column::new("id".into(), ids.to_vec())]).unwrap()
     }
 
+    /// The `id` column's values, ascending.
+    fn sorted_ids(rows: &DataFrame) -> Vec<i64> {
+        let mut ids: Vec<i64> = rows
+            .column("id")
+            .unwrap()
+            .i64()
+            .unwrap()
+            .into_no_null_iter()
+            .collect();
+        ids.sort_unstable();
+        ids
+    }
+
     fn sequenced(planned: Option<i64>) -> WriteOptions {
         WriteOptions {
             sequence: Some(Sequence {
@@ -1009,14 +1022,7 @@ mod tests {
             .await
             .unwrap();
         let (rows, _) = store.read("t", None).await.unwrap();
-        let mut ids: Vec<i64> = rows
-            .column("id")
-            .unwrap()
-            .i64()
-            .unwrap()
-            .into_no_null_iter()
-            .collect();
-        ids.sort_unstable();
+        let ids = sorted_ids(&rows);
         assert_eq!(ids, vec![1, 2, 3]);
         assert_eq!(store.sequence("t", "aurum:t").await.unwrap(), Some(2));
     }
@@ -1108,14 +1114,7 @@ mod tests {
             3
         );
         let (rows, _) = a.read("t", None).await.unwrap();
-        let mut ids: Vec<i64> = rows
-            .column("id")
-            .unwrap()
-            .i64()
-            .unwrap()
-            .into_no_null_iter()
-            .collect();
-        ids.sort_unstable();
+        let ids = sorted_ids(&rows);
         assert_eq!(ids, vec![1, 2, 3, 4]);
     }
 }
