@@ -25,6 +25,8 @@ use crate::lineage::{CommitLineage, LINEAGE_KEY};
 use crate::location::StorageLocation;
 use crate::schema::{SchemaDiff, arrow_schema_of, compare_schemas, empty_frame, kernel_schema};
 
+mod append;
+
 /// How a write treats existing data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WriteMode {
@@ -202,6 +204,10 @@ pub struct DeltaStore {
     /// prediction log) otherwise re-read up to a hundred commits each time,
     /// each file on a thread of the blocking pool of its own.
     written: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, DeltaTable>>>,
+    /// How [`DeltaStore::append`] commits to each table it appended to:
+    /// the version it last committed and the schema it checked.
+    appenders:
+        std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, append::Appender>>>,
 }
 
 #[derive(Debug, Clone)]
@@ -218,6 +224,7 @@ impl DeltaStore {
             root: Root::Local(root.into()),
             histories: Default::default(),
             written: Default::default(),
+            appenders: Default::default(),
         }
     }
 
@@ -237,6 +244,7 @@ impl DeltaStore {
             root: Root::Remote(location),
             histories: Default::default(),
             written: Default::default(),
+            appenders: Default::default(),
         }
     }
 

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use delta::{CommitLineage, DeltaStore, WriteOptions};
+use delta::{CommitLineage, DeltaStore};
 use tokio::sync::{Notify, mpsc};
 
 use crate::monitor::Monitor;
@@ -311,8 +311,10 @@ async fn commit(store: &DeltaStore, table: &str, records: &[PredictionRecord], s
                 operation: "prediction_log".into(),
                 ..CommitLineage::default()
             };
+            // A blind append: the table's state is not loaded for each
+            // commit (see `DeltaStore::append`).
             store
-                .write(table, &df, &WriteOptions::append(), &lineage)
+                .append(table, &df, &lineage)
                 .await
                 .map_err(|e| e.to_string())
         }
