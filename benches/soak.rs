@@ -16,7 +16,7 @@
 //! it after `--header-read-timeout-secs 5`).
 //!
 //! usage: cargo bench --profile dev --bench soak -- [--seconds N] [--connections N]
-//!        [--feedback-memory N] [--no-oversize]
+//!        [--feedback-memory N] [--no-oversize] [--serve-arg ARG]… [--wrap COMMAND]
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -37,6 +37,7 @@ fn main() -> Result<()> {
     let mut connections = 16usize;
     let mut serve_args: Vec<String> = Vec::new();
     let mut oversize = true;
+    let mut wrapper: Vec<String> = Vec::new();
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -55,6 +56,18 @@ fn main() -> Result<()> {
             // Sends a second unknown-model request in place of the 9 MiB
             // body, to tell the allocator's retained pages from growth.
             "--no-oversize" => oversize = false,
+            // Runs the server under a tool, e.g. `--wrap "heaptrack -o
+            // /tmp/serve"` (build with `--features system-allocator` so
+            // the tool sees the allocations). Memory figures are then the
+            // tool's process's, not the server's.
+            "--wrap" => {
+                wrapper = args
+                    .next()
+                    .context("--wrap COMMAND")?
+                    .split_whitespace()
+                    .map(str::to_string)
+                    .collect();
+            }
             // cargo bench passes --bench.
             _ => {}
         }
@@ -87,7 +100,15 @@ fn main() -> Result<()> {
     let read = aurum(dir, &["token", "new", "soak-read", "--role", "read"])?;
     let write = aurum(dir, &["token", "new", "soak-write", "--role", "write"])?;
     let log = dir.join("serve.log");
-    let mut server = Command::new(env!("CARGO_BIN_EXE_aurum"))
+    let mut server = match wrapper.split_first() {
+        Some((tool, tool_args)) => {
+            let mut command = Command::new(tool);
+            command.args(tool_args).arg(env!("CARGO_BIN_EXE_aurum"));
+            command
+        }
+        None => Command::new(env!("CARGO_BIN_EXE_aurum")),
+    };
+    let mut server = server
         .args([
             "serve",
             "--addr",
@@ -134,6 +155,16 @@ fn main() -> Result<()> {
     }
     let log = std::fs::read_to_string(&log).unwrap_or_default();
     let panics = log.matches("panicked").count();
+    // Warnings and errors the server logged, each distinct message once
+    // (the log is JSON or text; the bad requests themselves log nothing
+    // above INFO).
+    let mut warnings: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+        .collect();
+    let logged = warnings.len();
+    warnings.sort_unstable();
+    warnings.dedup();
     println!(
         "soak: {seconds} s, {connections} connections, {:.0} requests/s",
         report.requests as f64 / seconds as f64
@@ -151,6 +182,10 @@ fn main() -> Result<()> {
         report.slow_cut, report.slow_opened
     );
     println!("  server errors (5xx in /metrics): {server_errors}; panics in the log: {panics}");
+    println!("  warnings and errors in the log: {logged}");
+    for line in warnings.iter().take(5) {
+        println!("    {}", line.chars().take(300).collect::<String>());
+    }
     if server_errors > 0 || panics > 0 {
         bail!("the soak saw server errors or panics");
     }
@@ -217,6 +252,19 @@ fn resident_parts(pid: u32) -> (u64, u64) {
             .map_or(0, |kib| kib * 1024)
     };
     (field("RssAnon:"), field("RssFile:"))
+}
+
+/// The server's threads, from `/proc`: the blocking pool grows when work
+/// piles up on it, and each new thread's allocator heap keeps what it used.
+fn threads(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Threads:"))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(0)
 }
 
 /// The requests of the mix, cycled by every connection, each with the
@@ -422,11 +470,12 @@ fn soak(
             rss_peak = rss_peak.max(now);
             let (anon, file) = resident_parts(pid);
             eprintln!(
-                "  {:>4} s: resident {:.1} MiB (anonymous {:.1}, file-backed {:.1})",
+                "  {:>4} s: resident {:.1} MiB (anonymous {:.1}, file-backed {:.1}), {} threads",
                 (Instant::now() - warmup).as_secs(),
                 mib(now),
                 mib(anon),
-                mib(file)
+                mib(file),
+                threads(pid)
             );
         }
         let rss_end = resident(pid);

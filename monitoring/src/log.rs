@@ -222,6 +222,11 @@ struct Batch {
 }
 
 impl Batch {
+    /// The batch with its Delta work done on `runtime`.
+    fn on(self, runtime: tokio::runtime::Handle) -> Self {
+        Batch { runtime, ..self }
+    }
+
     /// Commits the records (in chunks of `max_batch`), then lets the
     /// monitor take them. Runs on a thread outside the runtime.
     fn write(self) {
@@ -240,14 +245,35 @@ impl Batch {
     }
 }
 
-/// The thread that writes the log's batches, one at a time.
+/// The thread that writes the log's batches, one at a time, with a runtime
+/// of its own for their Delta work.
 struct Worker {
     jobs: std::sync::mpsc::Sender<(Batch, tokio::sync::oneshot::Sender<Result<(), String>>)>,
     thread: Option<std::thread::JoinHandle<()>>,
+    /// The commits' file reads and writes run here, not on the server's
+    /// runtime. object_store's local files and the Delta kernel's log
+    /// reads take a blocking-pool thread per file, and the checkpoint every
+    /// hundred commits reads a hundred at once: on the server's pool that
+    /// grew it from 16 threads to 40–60, and each new thread's allocator
+    /// heap kept what it had touched (BENCHMARKS.md, the soak). Here the
+    /// pool is at most [`LOG_BLOCKING_THREADS`]. Always `Some` until
+    /// dropped.
+    runtime: Option<tokio::runtime::Runtime>,
 }
+
+/// Blocking-pool threads of the log's own runtime.
+const LOG_BLOCKING_THREADS: usize = 4;
 
 impl Worker {
     fn start() -> std::io::Result<Self> {
+        // Multi-threaded: the Delta kernel's executor calls
+        // `block_in_place`, which a current-thread runtime refuses.
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .max_blocking_threads(LOG_BLOCKING_THREADS)
+            .thread_name("aurum-log-io")
+            .enable_all()
+            .build()?;
         let (jobs, queue) =
             std::sync::mpsc::channel::<(Batch, tokio::sync::oneshot::Sender<Result<(), String>>)>();
         let thread = std::thread::Builder::new()
@@ -272,12 +298,17 @@ impl Worker {
         Ok(Worker {
             jobs,
             thread: Some(thread),
+            runtime: Some(runtime),
         })
     }
 
     /// Writes `batch` on the thread; waits for it without holding a worker
     /// of the runtime.
     async fn run(&self, batch: Batch) -> Result<(), String> {
+        let batch = match &self.runtime {
+            Some(runtime) => batch.on(runtime.handle().clone()),
+            None => batch,
+        };
         let (done, finished) = tokio::sync::oneshot::channel();
         if self.jobs.send((batch, done)).is_err() {
             return Err("the prediction log thread is gone".into());
@@ -296,6 +327,11 @@ impl Drop for Worker {
         self.jobs = closed;
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
+        }
+        // Dropped from the writer task: a runtime may not wait for its
+        // threads inside another runtime. It has no work left.
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
         }
     }
 }
