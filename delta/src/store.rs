@@ -962,7 +962,7 @@ fn removals(snapshot: &DeltaTableState, options: &WriteOptions) -> (Vec<Action>,
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn frame(ids: &[i64]) -> DataFrame {
@@ -970,7 +970,7 @@ mod tests {
     }
 
     /// The `id` column's values, ascending.
-    fn sorted_ids(rows: &DataFrame) -> Vec<i64> {
+    pub(super) fn sorted_ids(rows: &DataFrame) -> Vec<i64> {
         let mut ids: Vec<i64> = rows
             .column("id")
             .unwrap()

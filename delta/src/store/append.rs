@@ -316,15 +316,7 @@ mod tests {
 
     async fn sorted_ids(store: &DeltaStore) -> Vec<i64> {
         let (df, _) = store.read("t", None).await.unwrap();
-        let mut ids: Vec<i64> = df
-            .column("id")
-            .unwrap()
-            .i64()
-            .unwrap()
-            .into_no_null_iter()
-            .collect();
-        ids.sort_unstable();
-        ids
+        crate::store::tests::sorted_ids(&df)
     }
 
     /// Table `t` with one `id` column, checkpointed every `interval`
