@@ -165,9 +165,10 @@ pub struct ServeArgs {
     /// Predictions per model version in the drift window.
     #[arg(long, default_value_t = 10_000)]
     drift_window_rows: usize,
-    /// Live predictions remembered (by request id, at most 8 per entity)
-    /// for matching `/feedback` outcomes; older ones cannot take one. A
-    /// bound on memory: about 0.5 KiB each.
+    /// Live predictions (rows) remembered for matching `/feedback`
+    /// outcomes, by request id and row and by entity (its last 8); older
+    /// ones cannot take one. A bound on memory: about 130 bytes each
+    /// (one-row requests, 36-character request ids), plus entity labels.
     #[arg(long, default_value_t = 200_000)]
     feedback_memory: usize,
     /// Only predictions younger than this many seconds are evaluated.
@@ -472,7 +473,7 @@ fn monitor(args: &ServeArgs, logs: &DeltaStore) -> Result<Option<Arc<Monitor>>> 
         alert_after: args.drift_alert_after.max(1),
         clear_after: args.drift_alert_after.max(1),
         webhook: args.drift_webhook.clone(),
-        recent_requests: args.feedback_memory.max(1),
+        recent_predictions: args.feedback_memory.max(1),
         ..MonitorOptions::default()
     };
     let monitor = Monitor::new(options)?.with_feedback_table(logs.clone());

@@ -59,8 +59,8 @@ pub struct MonitorOptions {
     pub clear_after: u32,
     /// Where alerts are POSTed as JSON, if anywhere.
     pub webhook: Option<String>,
-    /// Request ids remembered for matching outcomes.
-    pub recent_requests: usize,
+    /// Predictions (rows) remembered for matching outcomes.
+    pub recent_predictions: usize,
     /// Labelled predictions kept per version and arm for live quality.
     pub performance_window: usize,
 }
@@ -76,7 +76,7 @@ impl Default for MonitorOptions {
             alert_after: 2,
             clear_after: 2,
             webhook: None,
-            recent_requests: 200_000,
+            recent_predictions: 200_000,
             performance_window: 10_000,
         }
     }
@@ -195,7 +195,7 @@ impl Monitor {
             return Err(Error::InvalidWebhook);
         }
         Ok(Monitor {
-            recent: Mutex::new(Recent::new(options.recent_requests)),
+            recent: Mutex::new(Recent::new(options.recent_predictions)),
             options,
             windows: Mutex::default(),
             states: RwLock::default(),

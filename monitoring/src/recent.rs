@@ -1,28 +1,40 @@
-//! The most recent live predictions, by request id and by entity, so that
-//! outcomes sent later can be matched to them.
+//! The most recent live predictions, by request id and row and by entity,
+//! so that outcomes sent later can be matched to them.
 //!
-//! At most `capacity` request ids are remembered (the oldest forgotten
-//! first) and at most [`PER_ENTITY`] rows per model and entity. An entity
-//! lookup takes the newest row at or before the time asked for whose
-//! request is still remembered. A prediction takes at most one outcome:
+//! At most `capacity` predictions are remembered, the oldest forgotten
+//! first. They live in a ring of fixed-size slots (56 bytes each) with two
+//! hash tables over it: (request id, row) → slot, and (model, entity) → the
+//! entity's newest slot, each older slot of the entity linking to the one
+//! before it. A request id is stored once per request and an entity label
+//! once per entity, and a slot's index entries leave with it, so the memory
+//! is bounded by the count: about 130 bytes a prediction for one-row
+//! requests with 36-character ids, plus the entity's label while it has a
+//! remembered prediction. An entity lookup takes the newest of the
+//! entity's last [`PER_ENTITY`] predictions at or before the time asked
+//! for, if still remembered. A prediction takes at most one outcome:
 //! [`Recent::claim`] marks it, and [`Recent::release`] undoes the mark when
 //! the outcome could not be stored.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+use std::hash::BuildHasher;
 use std::sync::Arc;
+
+use hashbrown::HashTable;
 
 use crate::outcome::OutcomeTarget;
 use crate::record::{PredictionRecord, headline};
 
-type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
-
-/// A prediction for an entity: when, the request, the row.
-type EntityRow = (i64, Arc<str>, u32);
-
-/// Entity rows remembered per model and entity key.
+/// An entity's predictions an entity lookup considers, newest first.
 const PER_ENTITY: usize = 8;
 
-/// A remembered prediction.
+/// The ring is allocated up front up to this many slots (and grows past it
+/// only when the bound asks for more).
+const PREALLOCATED: usize = 1 << 20;
+
+/// No slot (the end of an entity's chain).
+const NO_SLOT: u64 = u64::MAX;
+
+/// A remembered prediction, as a claim answers it.
 #[derive(Debug, Clone)]
 pub(crate) struct Served {
     /// The model.
@@ -35,89 +47,154 @@ pub(crate) struct Served {
     pub(crate) prediction: f32,
     /// When the request arrived, in microseconds since the epoch.
     pub(crate) time_micros: i64,
+}
+
+/// A model version and arm that answered; a handful per server, stored once
+/// and named by their index in the slots.
+#[derive(Debug)]
+struct Answerer {
+    model: Arc<str>,
+    version: u64,
+    arm: Arc<str>,
+}
+
+/// One remembered prediction. Slots are named by a sequence number that
+/// counts every prediction ever inserted; the ring's front holds
+/// `Recent::first`.
+#[derive(Debug)]
+struct Slot {
+    /// Shared by the rows of a request inserted one after another.
+    request_id: Arc<str>,
+    time_micros: i64,
+    /// The same entity's previous prediction, or [`NO_SLOT`].
+    previous_of_entity: u64,
+    /// The hash of (model, entity) in the entity table (with `has_entity`).
+    entity_hash: u64,
+    prediction: f32,
+    row: u32,
+    answerer: u32,
+    has_entity: bool,
     labelled: bool,
 }
 
-/// The most recent predictions, by request id and by entity.
+/// An entity with a remembered prediction: its label and its newest slot.
+#[derive(Debug)]
+struct EntityEntry {
+    model: Arc<str>,
+    entity: Box<str>,
+    newest: u64,
+}
+
+/// The most recent predictions, by request id and row and by entity.
 #[derive(Debug)]
 pub(crate) struct Recent {
     capacity: usize,
-    by_request: FastMap<Arc<str>, Vec<(u32, Served)>>,
-    order: VecDeque<Arc<str>>,
-    by_entity: FastMap<(Arc<str>, String), VecDeque<EntityRow>>,
+    slots: VecDeque<Slot>,
+    /// The sequence number of `slots[0]`.
+    first: u64,
+    /// Sequence numbers by (request id, row); a row inserted again under the
+    /// same id takes the entry over.
+    by_row: HashTable<u64>,
+    by_entity: HashTable<EntityEntry>,
+    answerers: Vec<Answerer>,
+    hasher: foldhash::fast::RandomState,
 }
 
 impl Recent {
-    /// Remembers up to `capacity` request ids (at least one).
+    /// Remembers up to `capacity` predictions (at least one).
     pub(crate) fn new(capacity: usize) -> Self {
+        let capacity = capacity.max(1);
+        let preallocated = capacity.min(PREALLOCATED);
         Recent {
-            capacity: capacity.max(1),
-            by_request: FastMap::default(),
-            order: VecDeque::new(),
-            by_entity: FastMap::default(),
+            capacity,
+            slots: VecDeque::with_capacity(preallocated),
+            first: 0,
+            by_row: HashTable::with_capacity(preallocated),
+            by_entity: HashTable::new(),
+            answerers: Vec::new(),
+            hasher: foldhash::fast::RandomState::default(),
         }
     }
 
-    /// Remembers `r`'s answer.
+    /// Remembers `r`'s answer, forgetting the oldest prediction when full.
     pub(crate) fn insert(&mut self, r: &PredictionRecord) {
-        let served = Served {
-            model: r.model.clone(),
-            version: r.version,
-            arm: r.arm.clone(),
+        if self.slots.len() == self.capacity {
+            self.forget_oldest();
+        }
+        let answerer = self.answerer(r);
+        let seq = self.first + self.slots.len() as u64;
+        // What is remembered for minutes is copied here, on the log's
+        // thread, not kept from the record: the record's buffers were
+        // allocated by a request thread among its short-lived allocations,
+        // and long-lived survivors there keep the allocator from returning
+        // the pages around them (BENCHMARKS.md, the soak). The rows of one
+        // request arrive together and share one copy of its id.
+        let request_id = match self.slots.back() {
+            Some(last) if *last.request_id == *r.request_id => last.request_id.clone(),
+            _ => Arc::from(&*r.request_id),
+        };
+        let Recent {
+            slots,
+            first,
+            by_row,
+            by_entity,
+            answerers,
+            hasher,
+            ..
+        } = self;
+        let (previous_of_entity, entity_hash) = if r.entity.is_empty() {
+            (NO_SLOT, 0)
+        } else {
+            let model = &answerers[answerer as usize].model;
+            let hash = hasher.hash_one((&**model, r.entity.as_str()));
+            let found = by_entity.find_mut(hash, |e| {
+                *e.model == **model && *e.entity == *r.entity.as_str()
+            });
+            let previous = match found {
+                Some(e) => std::mem::replace(&mut e.newest, seq),
+                None => {
+                    by_entity.insert_unique(
+                        hash,
+                        EntityEntry {
+                            model: model.clone(),
+                            entity: r.entity.as_str().into(),
+                            newest: seq,
+                        },
+                        |e| hasher.hash_one((&*e.model, &*e.entity)),
+                    );
+                    NO_SLOT
+                }
+            };
+            (previous, hash)
+        };
+        slots.push_back(Slot {
+            request_id,
+            time_micros: r.time_micros,
+            previous_of_entity,
+            entity_hash,
             prediction: if r.outputs.is_empty() {
                 f32::NAN
             } else {
                 headline(&r.outputs)
             },
-            time_micros: r.time_micros,
+            row: r.row,
+            answerer,
+            has_entity: !r.entity.is_empty(),
             labelled: false,
-        };
-        // What is remembered for minutes is copied here, on the log's
-        // thread, not kept from the record: the record's buffers were
-        // allocated by a request thread among its short-lived allocations,
-        // and long-lived survivors there keep the allocator from returning
-        // the pages around them (BENCHMARKS.md, the soak).
-        let known = self
-            .by_request
-            .get_key_value(&r.request_id)
-            .map(|(id, _)| id.clone());
-        let id = match known {
-            Some(id) => {
-                if let Some(rows) = self.by_request.get_mut(&id) {
-                    rows.push((r.row, served));
-                }
-                id
-            }
+        });
+        let hash = hasher.hash_one((&*r.request_id, r.row));
+        let found = by_row.find_mut(hash, |&s| {
+            let slot = &slots[(s - *first) as usize];
+            slot.row == r.row && *slot.request_id == *r.request_id
+        });
+        match found {
+            Some(s) => *s = seq,
             None => {
-                let id: Arc<str> = Arc::from(&*r.request_id);
-                self.by_request.insert(id.clone(), vec![(r.row, served)]);
-                self.order.push_back(id.clone());
-                id
+                by_row.insert_unique(hash, seq, |&s| {
+                    let slot = &slots[(s - *first) as usize];
+                    hasher.hash_one((&*slot.request_id, slot.row))
+                });
             }
-        };
-        if !r.entity.is_empty() {
-            let rows = self
-                .by_entity
-                .entry((r.model.clone(), r.entity.as_str().to_owned()))
-                .or_default();
-            if rows.len() == PER_ENTITY {
-                rows.pop_front();
-            }
-            rows.push_back((r.time_micros, id, r.row));
-        }
-        while self.order.len() > self.capacity {
-            if let Some(old) = self.order.pop_front() {
-                self.by_request.remove(&old);
-            }
-        }
-        // Entity entries of forgotten requests fail their lookup and are
-        // pruned when the index outgrows the requests remembered.
-        if self.by_entity.len() > 2 * self.capacity {
-            let requests = &self.by_request;
-            self.by_entity.retain(|_, rows| {
-                rows.retain(|(_, id, _)| requests.contains_key(id));
-                !rows.is_empty()
-            });
         }
     }
 
@@ -128,55 +205,120 @@ impl Recent {
         &mut self,
         target: &OutcomeTarget,
     ) -> Result<(Arc<str>, u32, Served), String> {
-        let (id, row) = match target {
+        let seq = match target {
             OutcomeTarget::Request { request_id, row } => {
-                (Arc::<str>::from(request_id.as_str()), *row)
+                self.find_row(request_id, *row).ok_or_else(|| {
+                    format!("no remembered prediction for request {request_id} row {row}")
+                })?
             }
             OutcomeTarget::Entity {
                 model,
                 entity,
                 at_micros,
-            } => self.by_entity(model, entity, *at_micros).ok_or_else(|| {
+            } => self.find_entity(model, entity, *at_micros).ok_or_else(|| {
                 format!("no remembered prediction of {model} for {entity} at that time")
             })?,
         };
-        match self.get_mut(&id, row) {
-            None => Err(format!(
-                "no remembered prediction for request {id} row {row}"
-            )),
-            Some(s) if s.labelled => Err(format!("request {id} row {row} already has an outcome")),
-            Some(s) => {
-                s.labelled = true;
-                let served = s.clone();
-                Ok((id, row, served))
-            }
+        let slot = &mut self.slots[(seq - self.first) as usize];
+        if slot.labelled {
+            return Err(format!(
+                "request {} row {} already has an outcome",
+                slot.request_id, slot.row
+            ));
         }
+        slot.labelled = true;
+        let answerer = &self.answerers[slot.answerer as usize];
+        Ok((
+            slot.request_id.clone(),
+            slot.row,
+            Served {
+                model: answerer.model.clone(),
+                version: answerer.version,
+                arm: answerer.arm.clone(),
+                prediction: slot.prediction,
+                time_micros: slot.time_micros,
+            },
+        ))
     }
 
     /// Undoes the mark [`Recent::claim`] set on a request's row (when it is
     /// still remembered).
     pub(crate) fn release(&mut self, request_id: &str, row: u32) {
-        if let Some(s) = self.get_mut(request_id, row) {
-            s.labelled = false;
+        if let Some(seq) = self.find_row(request_id, row) {
+            self.slots[(seq - self.first) as usize].labelled = false;
         }
     }
 
-    fn by_entity(&self, model: &str, entity: &str, at: Option<i64>) -> Option<(Arc<str>, u32)> {
-        let rows = self
-            .by_entity
-            .get(&(Arc::from(model), entity.to_string()))?;
-        rows.iter()
-            .rev()
-            .find(|(t, id, _)| at.is_none_or(|at| *t <= at) && self.by_request.contains_key(id))
-            .map(|(_, id, row)| (id.clone(), *row))
+    /// The slot of a request's row.
+    fn find_row(&self, request_id: &str, row: u32) -> Option<u64> {
+        let hash = self.hasher.hash_one((request_id, row));
+        self.by_row
+            .find(hash, |&s| {
+                let slot = &self.slots[(s - self.first) as usize];
+                slot.row == row && *slot.request_id == *request_id
+            })
+            .copied()
     }
 
-    fn get_mut(&mut self, request_id: &str, row: u32) -> Option<&mut Served> {
-        self.by_request
-            .get_mut(request_id)?
-            .iter_mut()
-            .find(|(r, _)| *r == row)
-            .map(|(_, s)| s)
+    /// The slot of the newest of an entity's last [`PER_ENTITY`] predictions
+    /// made at or before `at` (any time for `None`).
+    fn find_entity(&self, model: &str, entity: &str, at: Option<i64>) -> Option<u64> {
+        let hash = self.hasher.hash_one((model, entity));
+        let mut seq = self
+            .by_entity
+            .find(hash, |e| *e.model == *model && *e.entity == *entity)?
+            .newest;
+        for _ in 0..PER_ENTITY {
+            if seq == NO_SLOT || seq < self.first {
+                return None;
+            }
+            let slot = &self.slots[(seq - self.first) as usize];
+            if at.is_none_or(|at| slot.time_micros <= at) {
+                return Some(seq);
+            }
+            seq = slot.previous_of_entity;
+        }
+        None
+    }
+
+    /// Drops the oldest slot and the index entries that still point at it.
+    fn forget_oldest(&mut self) {
+        let Some(slot) = self.slots.pop_front() else {
+            return;
+        };
+        let seq = self.first;
+        self.first += 1;
+        let hash = self.hasher.hash_one((&*slot.request_id, slot.row));
+        if let Ok(entry) = self.by_row.find_entry(hash, |&s| s == seq) {
+            entry.remove();
+        }
+        // An entity whose newest prediction this was has no other left:
+        // its older ones were forgotten before it.
+        if slot.has_entity
+            && let Ok(entry) = self
+                .by_entity
+                .find_entry(slot.entity_hash, |e| e.newest == seq)
+        {
+            entry.remove();
+        }
+    }
+
+    /// The index of `r`'s model version and arm among the answerers,
+    /// added when new. The newest are looked at first: they answer now.
+    fn answerer(&mut self, r: &PredictionRecord) -> u32 {
+        let known = self
+            .answerers
+            .iter()
+            .rposition(|a| a.version == r.version && *a.model == *r.model && *a.arm == *r.arm);
+        let index = known.unwrap_or_else(|| {
+            self.answerers.push(Answerer {
+                model: Arc::from(&*r.model),
+                version: r.version,
+                arm: Arc::from(&*r.arm),
+            });
+            self.answerers.len() - 1
+        });
+        u32::try_from(index).unwrap_or(u32::MAX)
     }
 }
 
@@ -258,5 +400,143 @@ mod tests {
             recent.insert(&record(&format!("n{i}"), 0, 30 + i as i64, "customer_id=1"));
         }
         assert!(recent.claim(&at(Some(25))).is_err());
+    }
+
+    #[test]
+    fn the_bound_counts_predictions_and_the_indexes_leave_with_them() {
+        assert_eq!(std::mem::size_of::<Slot>(), 56);
+        let mut recent = Recent::new(4);
+        // A request of three rows, then one more: four predictions.
+        for row in 0..3 {
+            recent.insert(&record("a", row, 1, "customer_id=1"));
+        }
+        recent.insert(&record("b", 0, 2, "customer_id=2"));
+        assert!(recent.claim(&by_request("a", 0)).is_ok());
+        // A fifth forgets a's row 0 (and nothing else).
+        recent.insert(&record("c", 0, 3, "customer_id=3"));
+        assert!(recent.claim(&by_request("a", 0)).is_err());
+        assert!(recent.claim(&by_request("a", 2)).is_ok());
+        // Many more entities than the bound: the tables stay within it.
+        for i in 0..1_000 {
+            recent.insert(&record(&format!("r{i}"), 0, 4, &format!("customer_id={i}")));
+        }
+        assert_eq!(recent.slots.len(), 4);
+        assert_eq!(recent.by_row.len(), 4);
+        assert_eq!(recent.by_entity.len(), 4);
+        assert!(recent.claim(&by_request("r999", 0)).is_ok());
+        assert!(recent.claim(&by_request("r995", 0)).is_err());
+    }
+
+    #[test]
+    fn a_request_id_used_again_answers_its_newest_prediction() {
+        let mut recent = Recent::new(10);
+        recent.insert(&record("a", 0, 1, ""));
+        let mut again = record("a", 0, 2, "");
+        again.outputs = vec![0.6, 0.4];
+        recent.insert(&again);
+        let (_, _, served) = recent.claim(&by_request("a", 0)).unwrap();
+        assert_eq!((served.prediction, served.time_micros), (0.4, 2));
+    }
+
+    /// Random inserts, claims and releases against a plain list of every
+    /// prediction ever inserted, searched the slow way.
+    #[test]
+    fn it_answers_as_a_plain_list_of_the_newest_predictions_would() {
+        struct Reference {
+            rows: Vec<(String, u32, String, i64, bool)>,
+            capacity: usize,
+        }
+        impl Reference {
+            fn first(&self) -> usize {
+                self.rows.len().saturating_sub(self.capacity)
+            }
+            fn find(&self, target: &OutcomeTarget) -> Option<usize> {
+                match target {
+                    OutcomeTarget::Request { request_id, row } => (self.first()..self.rows.len())
+                        .rev()
+                        .find(|&i| self.rows[i].0 == *request_id && self.rows[i].1 == *row),
+                    OutcomeTarget::Entity {
+                        entity, at_micros, ..
+                    } => {
+                        let newest: Vec<usize> = (0..self.rows.len())
+                            .rev()
+                            .filter(|&i| self.rows[i].2 == *entity)
+                            .take(PER_ENTITY)
+                            .collect();
+                        newest.into_iter().find(|&i| {
+                            i >= self.first() && at_micros.is_none_or(|at| self.rows[i].3 <= at)
+                        })
+                    }
+                }
+            }
+        }
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = |n: u64| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % n
+        };
+        let mut applied = 0;
+        for capacity in [1, 3, 17, 64] {
+            let mut recent = Recent::new(capacity);
+            let mut reference = Reference {
+                rows: Vec::new(),
+                capacity,
+            };
+            for _ in 0..5_000 {
+                let id = format!("q{}", next(40));
+                let row = next(3) as u32;
+                let entity = match next(6) {
+                    0 => String::new(),
+                    e => format!("customer_id={e}"),
+                };
+                match next(4) {
+                    0 | 1 => {
+                        let time = next(100) as i64;
+                        recent.insert(&record(&id, row, time, &entity));
+                        reference.rows.push((id, row, entity, time, false));
+                    }
+                    2 => {
+                        let target = if entity.is_empty() {
+                            by_request(&id, row)
+                        } else {
+                            OutcomeTarget::Entity {
+                                model: "m".into(),
+                                entity,
+                                at_micros: (next(3) > 0).then(|| next(100) as i64),
+                            }
+                        };
+                        let expected = reference.find(&target);
+                        let got = recent.claim(&target);
+                        match expected {
+                            None => assert!(got.is_err(), "{target:?}: {got:?}"),
+                            Some(i) if reference.rows[i].4 => {
+                                assert!(got.unwrap_err().contains("already has an outcome"));
+                            }
+                            Some(i) => {
+                                let (got_id, got_row, served) = got.unwrap();
+                                let want = &reference.rows[i];
+                                assert_eq!((&*got_id, got_row), (want.0.as_str(), want.1));
+                                assert_eq!(served.time_micros, want.3);
+                                reference.rows[i].4 = true;
+                                applied += 1;
+                            }
+                        }
+                    }
+                    _ => {
+                        recent.release(&id, row);
+                        let target = by_request(&id, row);
+                        if let Some(i) = reference.find(&target) {
+                            reference.rows[i].4 = false;
+                        }
+                    }
+                }
+                assert!(recent.slots.len() <= capacity);
+                assert!(recent.by_row.len() <= capacity);
+                assert!(recent.by_entity.len() <= capacity);
+            }
+        }
+        assert!(applied > 500, "only {applied} claims matched");
     }
 }
