@@ -302,10 +302,9 @@ fn replicas_over_one_redis_answer_alike_and_lose_no_acknowledged_push() {
     );
 }
 
-#[test]
-fn a_three_master_cluster_serves_what_the_memory_store_does() {
-    let project = example_project_event_windows("3000", "4");
-    let dir = project.path();
+/// Three `redis-server`s with cluster mode on, joined as three primaries
+/// (no replicas).
+fn start_cluster() -> Vec<Redis> {
     let nodes: Vec<Redis> = (0..3)
         .map(|_| Redis::start(&["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"]))
         .collect();
@@ -331,6 +330,14 @@ fn a_three_master_cluster_serves_what_the_memory_store_does() {
             .all(|n| cli(n.port, None, &["CLUSTER", "INFO"]).contains("cluster_state:ok"))
             .then_some(())
     });
+    nodes
+}
+
+#[test]
+fn a_three_master_cluster_serves_what_the_memory_store_does() {
+    let project = example_project_event_windows("3000", "4");
+    let dir = project.path();
+    let nodes = start_cluster();
     let urls: Vec<String> = nodes.iter().map(Redis::url).collect();
     let server = serve_redis(dir, &urls.join(","), &["--redis-cluster"]);
     let memory = crate::server::start(dir);
@@ -451,4 +458,138 @@ fn an_unreachable_or_refusing_redis_is_named_without_its_password() {
     );
     let metrics = call("GET", &format!("{}/metrics", server.url), None, None).text;
     assert!(!metrics.contains("right-password"));
+}
+
+/// A bulk load writes each chunk with one `MSETNX` and no expiry; the sweep
+/// gives an expiry to the rows whose TTL has passed (only those, only in
+/// its namespace, never to a view without a TTL), as far out as a write
+/// would set; a row replaced later takes its writer's expiry.
+#[test]
+fn a_bulk_load_takes_no_expiry_until_the_sweep_finds_its_ttl_passed() {
+    let redis = Redis::start(&[]);
+    bulk_load_and_sweep(&[&redis], false);
+}
+
+#[test]
+fn a_cluster_is_swept_on_every_primary() {
+    let nodes = start_cluster();
+    let nodes: Vec<&Redis> = nodes.iter().collect();
+    bulk_load_and_sweep(&nodes, true);
+}
+
+fn bulk_load_and_sweep(nodes: &[&Redis], cluster: bool) {
+    use std::sync::Arc;
+
+    use feature_store::online::OnlineRow;
+    use feature_store::online::shared::{SharedTier, TierOptions};
+    use feature_store::testing::ViewFixture;
+    use feature_store::{FeatureValue, OnlineStore};
+
+    let pttl = |namespace: &str, view: &str, entity: i64| -> i64 {
+        let pattern = format!("aurum:{{{entity}}}:{namespace}:{view}:*");
+        nodes
+            .iter()
+            .find_map(|node| {
+                let keys = cli(node.port, None, &["KEYS", &pattern]);
+                let key = keys.lines().next()?.to_string();
+                cli(node.port, None, &["PTTL", &key]).parse().ok()
+            })
+            .expect("the row's key")
+    };
+    let urls: Vec<String> = nodes.iter().map(|n| n.url()).collect();
+    let day_ms = 86_400_000;
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let mut stores = Vec::new();
+        for namespace in ["sweep", "other"] {
+            let tier = SharedTier::connect(TierOptions {
+                urls: urls.clone(),
+                cluster,
+                namespace: namespace.into(),
+                timeout: Duration::from_secs(5),
+            })
+            .await
+            .unwrap();
+            let store = Arc::new(OnlineStore::new(16 << 20));
+            store.register_view(
+                ViewFixture::customer("hourly")
+                    .features(["x"])
+                    .float64()
+                    .ttl(Duration::from_secs(3_600))
+                    .build(),
+            );
+            store.register_view(
+                ViewFixture::customer("forever")
+                    .features(["x"])
+                    .float64()
+                    .ttl(Duration::MAX)
+                    .build(),
+            );
+            store.attach_tier(tier).unwrap();
+            stores.push(store);
+        }
+        let now = chrono::Utc::now().timestamp_micros();
+        let hour = 3_600_000_000;
+        // Customers 0..20 last seen three hours ago (past the hour's TTL),
+        // 20..40 ten minutes ago: 40 rows, one bulk chunk per view.
+        let rows = || -> Vec<(String, OnlineRow)> {
+            (0..40)
+                .map(|i| {
+                    let event = if i < 20 {
+                        now - 3 * hour
+                    } else {
+                        now - hour / 6
+                    };
+                    let row = OnlineRow {
+                        event_micros: event,
+                        created_micros: event,
+                        values: vec![FeatureValue::Float(i as f64)].into_boxed_slice(),
+                    };
+                    (i.to_string(), row)
+                })
+                .collect()
+        };
+        for store in &stores {
+            assert_eq!(store.write("hourly", rows()).await.unwrap(), 40);
+            assert_eq!(store.write("forever", rows()).await.unwrap(), 40);
+        }
+        assert_eq!(pttl("sweep", "hourly", 3), -1, "a bulk row takes no expiry");
+
+        if cluster {
+            // The rows are spread over the three primaries.
+            for node in nodes {
+                let keys: u64 = cli(node.port, None, &["DBSIZE"]).parse().unwrap();
+                assert!(keys > 0, "node {} holds no rows", node.port);
+            }
+        }
+        let sweep = &stores[0];
+        assert_eq!(sweep.sweep_tier().await.unwrap(), 20);
+        let given = pttl("sweep", "hourly", 3);
+        assert!(
+            given > day_ms - 60_000 && given <= day_ms,
+            "the grace a write gives: {given} ms"
+        );
+        assert_eq!(pttl("sweep", "hourly", 30), -1, "within its TTL");
+        assert_eq!(pttl("sweep", "forever", 3), -1, "a view without a TTL");
+        assert_eq!(pttl("other", "hourly", 3), -1, "another namespace");
+        // Again: nothing left to do.
+        assert_eq!(sweep.sweep_tier().await.unwrap(), 0);
+
+        // A newer row for customer 3 goes through the latest-wins script and
+        // takes its own expiry (its TTL plus the grace from its event).
+        let newer = OnlineRow {
+            event_micros: now,
+            created_micros: now,
+            values: vec![FeatureValue::Float(-1.0)].into_boxed_slice(),
+        };
+        assert_eq!(
+            sweep
+                .write("hourly", vec![("3".to_string(), newer)])
+                .await
+                .unwrap(),
+            1
+        );
+        let rewritten = pttl("sweep", "hourly", 3);
+        assert!(rewritten > day_ms, "{rewritten} ms");
+    });
 }

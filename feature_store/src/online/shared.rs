@@ -18,6 +18,12 @@
 //! collection only (set well past the view's TTL); the TTL is enforced on
 //! read, so a stale row reads `OUTSIDE_MAX_AGE` as it does in memory.
 //!
+//! **Bulk loads** write a chunk whose keys are all new with one `MSETNX`
+//! (a cold materialize), without expiry: one command per chunk instead of
+//! one per row. A sweep, run about once an hour by whichever replica takes
+//! its lock, gives such rows an expiry once their TTL has passed (the
+//! grace a write would give, from then).
+//!
 //! **Invalidation**: every write publishes the keys it wrote on
 //! `aurum:<namespace>:invalidate` — the write script in the same step, the
 //! `SET NX` path of keys that did not exist in the same pipeline. Each
@@ -57,6 +63,22 @@ const WRITE_CHUNK: usize = 256;
 
 /// Write-script calls in flight at once on the multiplexed connection.
 const WRITES_IN_FLIGHT: usize = 32;
+
+/// Writes of at least this many rows try one `MSETNX` per chunk first (a
+/// cold load's rows are all new); smaller ones (pushes) go straight to
+/// `SET NX`.
+const BULK_ROWS: usize = 16;
+
+/// How often one replica (whichever takes the lock first) sweeps the tier
+/// for rows past their TTL's grace.
+const GC_INTERVAL: Duration = Duration::from_secs(3_600);
+
+/// How often each replica tries to take the sweep's lock.
+const GC_ATTEMPT: Duration = Duration::from_secs(300);
+
+/// Keys one sweep step visits (one script call: a few milliseconds of
+/// Redis's time).
+const GC_SCAN_COUNT: usize = 1_000;
 
 /// How often the health check publishes a heartbeat on the invalidation
 /// channel.
@@ -117,6 +139,45 @@ if tonumber(ARGV[2]) > current then
   redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 end
 return 1
+";
+
+/// One step of the garbage sweep, on one node: `SCAN` from cursor
+/// `ARGV[1]` (`COUNT` `ARGV[2]`, `MATCH` `ARGV[3]`). A key of this
+/// namespace (`ARGV[4]`) whose `<view>:<layout>` is listed (triples from
+/// `ARGV[5]`: the suffix, a cutoff as 16 hex digits ordered as the value
+/// headers' event times, an expiry in epoch milliseconds), that has no
+/// expiry and whose row's event time is before the cutoff (its TTL has
+/// passed) is given the expiry. Answers the next cursor and the number of
+/// keys given one. A row a writer replaces later takes the writer's expiry
+/// (or none), so a fresh row is never dropped.
+const SWEEP_SCRIPT: &str = r"
+local function older(head, cutoff)
+  for i = 1, 9, 8 do
+    local a = tonumber(string.sub(head, i, i + 7), 16)
+    local b = tonumber(string.sub(cutoff, i, i + 7), 16)
+    if a == nil or b == nil then return false end
+    if a ~= b then return a < b end
+  end
+  return false
+end
+local views = {}
+for i = 5, #ARGV, 3 do views[ARGV[i]] = {ARGV[i + 1], ARGV[i + 2]} end
+local step = redis.call('SCAN', ARGV[1], 'MATCH', ARGV[3], 'COUNT', ARGV[2])
+local expiring = 0
+for _, key in ipairs(step[2]) do
+  local suffix = string.match(key, ':([^:]*:[^:]*)$')
+  local view = suffix and views[suffix]
+  local tail = suffix and ('}:' .. ARGV[4] .. ':' .. suffix)
+  if view and string.sub(key, -string.len(tail)) == tail then
+    local head = redis.pcall('GETRANGE', key, 0, 15)
+    if type(head) == 'string' and string.len(head) == 16 and older(head, view[1])
+        and redis.call('PTTL', key) == -1 then
+      redis.call('PEXPIREAT', key, view[2])
+      expiring = expiring + 1
+    end
+  end
+end
+return {step[1], expiring}
 ";
 
 /// A row as the tier writes it: Redis key, encoded value, expiry (epoch
@@ -267,6 +328,8 @@ pub struct TierStats {
     pub errors: AtomicU64,
     /// Values read that did not decode (written by another version).
     pub decode_errors: AtomicU64,
+    /// Rows past their TTL the sweep gave an expiry (this replica's sweeps).
+    pub rows_given_expiry: AtomicU64,
 }
 
 impl Default for TierStats {
@@ -279,6 +342,7 @@ impl Default for TierStats {
             reconnects: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             decode_errors: AtomicU64::new(0),
+            rows_given_expiry: AtomicU64::new(0),
         }
     }
 }
@@ -460,6 +524,7 @@ impl SharedTier {
     /// the stored row (or had none). `rows` are (key, value, expiry in
     /// epoch milliseconds or 0).
     pub(crate) async fn write(&self, rows: Vec<TierRow>) -> Result<usize> {
+        let total = rows.len();
         let chunks = if self.options.cluster {
             chunks_by_slot(rows)
         } else {
@@ -470,8 +535,9 @@ impl SharedTier {
             }
             chunks
         };
+        let bulk = total >= BULK_ROWS;
         let mut calls = futures::stream::iter(chunks)
-            .map(|chunk| self.write_chunk(chunk))
+            .map(|chunk| self.write_chunk(chunk, bulk))
             .buffer_unordered(WRITES_IN_FLIGHT);
         let mut written = 0;
         let mut first_error = None;
@@ -489,24 +555,30 @@ impl SharedTier {
         }
     }
 
-    /// Writes one chunk (one slot on a cluster). Keys that do not exist yet
-    /// take a plain `SET NX` (no script: a fraction of its cost, which is
-    /// what makes a cold load fast); the same pipeline then publishes the
+    /// Writes one chunk (one slot on a cluster). In a `bulk` write, a chunk
+    /// whose keys are all new is one `MSETNX` ([`SharedTier::write_new_chunk`]).
+    /// Otherwise keys that do not exist yet take a plain `SET NX` (no
+    /// script: a fraction of its cost); the same pipeline then publishes the
     /// chunk's keys, so a replica that still caches a row of a key Redis
     /// dropped (garbage collection) drops it too. Only the rows whose key
     /// exists go through the latest-wins script.
-    async fn write_chunk(&self, chunk: Vec<TierRow>) -> Result<usize> {
+    async fn write_chunk(&self, chunk: Vec<TierRow>, bulk: bool) -> Result<usize> {
+        let mut notice = Vec::with_capacity(chunk.iter().map(|r| r.0.len() + 6).sum());
+        for (key, _, _) in &chunk {
+            notice.extend_from_slice(key.len().to_string().as_bytes());
+            notice.push(b':');
+            notice.extend_from_slice(key);
+        }
+        if bulk && self.write_new_chunk(&chunk, &notice).await? {
+            return Ok(chunk.len());
+        }
         let started = Instant::now();
         let mut pipe = redis::pipe();
-        let mut notice = Vec::with_capacity(chunk.iter().map(|r| r.0.len() + 6).sum());
         for (key, value, expire_at) in &chunk {
             let set = pipe.cmd("SET").arg(key).arg(value).arg("NX");
             if *expire_at > 0 {
                 set.arg("PXAT").arg(*expire_at);
             }
-            notice.extend_from_slice(key.len().to_string().as_bytes());
-            notice.push(b':');
-            notice.extend_from_slice(key);
         }
         // A cluster client routes PUBLISH by its channel's slot, which is
         // not the chunk's: there it follows the pipeline.
@@ -546,6 +618,142 @@ impl SharedTier {
             written += result.map_err(|e| self.failed("writing rows to", &e))?;
         }
         Ok(written)
+    }
+
+    /// Writes a chunk whose keys are all new (a cold load's) with one
+    /// `MSETNX`, and publishes its keys; whether it did (`false`: a key
+    /// exists, nothing was written). One command for the chunk costs Redis
+    /// a fraction of a `SET` per row. Its rows take no expiry: the sweep
+    /// ([`SharedTier::sweep`]) gives them one once their TTL has passed,
+    /// and a later write through the script sets its own.
+    async fn write_new_chunk(&self, chunk: &[TierRow], notice: &[u8]) -> Result<bool> {
+        let started = Instant::now();
+        let mut pipe = redis::pipe();
+        let set = pipe.cmd("MSETNX");
+        for (key, value, _) in chunk {
+            set.arg(key).arg(value);
+        }
+        // Published even when nothing was set (the fallback publishes
+        // again): the notice is cheap, a second round trip is not.
+        if !self.options.cluster {
+            pipe.cmd("PUBLISH").arg(&self.channel).arg(notice);
+        }
+        let replies = self.conn.pipeline(&pipe).await;
+        self.stats
+            .round_trip
+            .observe(started.elapsed().as_secs_f64());
+        let replies = replies.map_err(|e| self.failed("writing rows to", &e))?;
+        let all_new = matches!(replies.first(), Some(redis::Value::Int(1)));
+        if all_new && self.options.cluster {
+            self.conn
+                .query::<i64>(redis::cmd("PUBLISH").arg(&self.channel).arg(notice))
+                .await
+                .map_err(|e| self.failed("publishing invalidations to", &e))?;
+        }
+        Ok(all_new)
+    }
+
+    /// Gives the rows of `views` whose TTL has passed, and which have no
+    /// expiry (rows written by `MSETNX`), an expiry, on every node; returns
+    /// how many. `views` are (`<view>:<layout>`, the cutoff event time in
+    /// microseconds since the epoch, the expiry in epoch milliseconds).
+    /// Keys of other namespaces, and of views or layouts not listed
+    /// (another version's), are left alone.
+    pub(crate) async fn sweep(&self, views: &[(String, i64, i64)]) -> Result<usize> {
+        if views.is_empty() {
+            return Ok(0);
+        }
+        let pattern = format!("aurum:{{*}}:{}:*", glob_escaped(&self.options.namespace));
+        let mut fixed = Vec::with_capacity(3 + 3 * views.len());
+        fixed.push(GC_SCAN_COUNT.to_string().into_bytes());
+        fixed.push(pattern.into_bytes());
+        fixed.push(self.options.namespace.clone().into_bytes());
+        for (suffix, cutoff, expire_at) in views {
+            fixed.push(suffix.clone().into_bytes());
+            let mut header = Vec::with_capacity(16);
+            ordered_hex(*cutoff, &mut header);
+            fixed.push(header);
+            fixed.push(expire_at.to_string().into_bytes());
+        }
+        let nodes = match &self.conn {
+            Conn::Single(_) => vec![None],
+            Conn::Cluster(_) => self.masters().await?.into_iter().map(Some).collect(),
+        };
+        let mut expiring = 0;
+        for node in nodes {
+            let mut cursor = "0".to_string();
+            loop {
+                let mut step = redis::cmd("EVAL");
+                step.arg(SWEEP_SCRIPT).arg(0).arg(&cursor);
+                for arg in &fixed {
+                    step.arg(arg);
+                }
+                let started = Instant::now();
+                let answer: redis::RedisResult<(String, usize)> = match (&self.conn, &node) {
+                    (Conn::Cluster(c), Some((host, port))) => {
+                        let routing = redis::cluster_routing::RoutingInfo::SingleNode(
+                            redis::cluster_routing::SingleNodeRoutingInfo::ByAddress {
+                                host: host.clone(),
+                                port: *port,
+                            },
+                        );
+                        match c.clone().route_command(step, routing).await {
+                            Ok(value) => redis::from_redis_value(value).map_err(Into::into),
+                            Err(e) => Err(e),
+                        }
+                    }
+                    _ => self.conn.query(&step).await,
+                };
+                self.stats
+                    .round_trip
+                    .observe(started.elapsed().as_secs_f64());
+                let (next, n) = answer.map_err(|e| self.failed("sweeping expired rows in", &e))?;
+                expiring += n;
+                self.stats
+                    .rows_given_expiry
+                    .fetch_add(n as u64, Ordering::Relaxed);
+                if next == "0" {
+                    break;
+                }
+                cursor = next;
+            }
+        }
+        Ok(expiring)
+    }
+
+    /// The primaries of the cluster, as (host, port), from `CLUSTER SLOTS`.
+    async fn masters(&self) -> Result<Vec<(String, u16)>> {
+        let ranges: Vec<redis::Value> =
+            self.conn
+                .query(redis::cmd("CLUSTER").arg("SLOTS"))
+                .await
+                .map_err(|e| self.failed("reading the cluster's nodes from", &e))?;
+        let mut masters = Vec::new();
+        for range in ranges {
+            let redis::Value::Array(parts) = range else {
+                continue;
+            };
+            let Some(redis::Value::Array(master)) = parts.get(2) else {
+                continue;
+            };
+            let host: Option<String> = master
+                .first()
+                .and_then(|v| redis::from_redis_value_ref(v).ok());
+            let port: Option<u16> = master
+                .get(1)
+                .and_then(|v| redis::from_redis_value_ref(v).ok());
+            if let (Some(host), Some(port)) = (host, port)
+                && !masters.contains(&(host.clone(), port))
+            {
+                masters.push((host, port));
+            }
+        }
+        if masters.is_empty() {
+            return Err(Error::OnlineTier {
+                message: format!("the Redis Cluster at {} lists no primaries", self.shown()),
+            });
+        }
+        Ok(masters)
     }
 
     /// The Delta version of `view` last materialized into the tier (by any
@@ -617,7 +825,49 @@ impl SharedTier {
         let subscriber_store = store.clone();
         tokio::spawn(async move { tier.subscribe(subscriber_store).await });
         let tier = self.clone();
+        let sweeper_store = store.clone();
         tokio::spawn(async move { tier.check_health(store).await });
+        let tier = self.clone();
+        tokio::spawn(async move { tier.collect_garbage(sweeper_store).await });
+    }
+
+    /// Every [`GC_ATTEMPT`] (the first one interval after start), tries to take the sweep's
+    /// lock, a key that lives [`GC_INTERVAL`]; the replica that takes it
+    /// sweeps ([`OnlineStore::sweep_tier`]). So the tier is swept about once
+    /// an interval, by one replica, however many run.
+    async fn collect_garbage(self: Arc<Self>, store: Weak<OnlineStore>) {
+        let lock = format!("aurum:{{meta}}:{}:sweep", self.options.namespace);
+        let mut attempts =
+            tokio::time::interval_at(tokio::time::Instant::now() + GC_ATTEMPT, GC_ATTEMPT);
+        attempts.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            attempts.tick().await;
+            let Some(store) = store.upgrade() else { return };
+            if !self.is_ready() {
+                continue;
+            }
+            let taken = self
+                .conn
+                .query::<Option<String>>(
+                    redis::cmd("SET")
+                        .arg(&lock)
+                        .arg(std::process::id())
+                        .arg("NX")
+                        .arg("PX")
+                        .arg(GC_INTERVAL.as_millis() as u64),
+                )
+                .await;
+            if !matches!(taken, Ok(Some(_))) {
+                continue;
+            }
+            match store.sweep_tier().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(
+                    "gave {n} rows past their TTL in the online tier an expiry (garbage collection)"
+                ),
+                Err(e) => tracing::warn!("sweeping the online tier: {e}"),
+            }
+        }
     }
 
     /// How long the subscriber waits for any message (heartbeats come
@@ -772,6 +1022,18 @@ impl SharedTier {
             }
         }
     }
+}
+
+/// `text` with the characters `SCAN`'s `MATCH` treats as a pattern escaped.
+fn glob_escaped(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// Replaces each URL's password in an error message, should a client
@@ -961,6 +1223,21 @@ pub(crate) fn decode(bytes: &[u8], features: usize) -> std::result::Result<Onlin
     })
 }
 
+/// What the sweep asks of a view's rows: those whose event time is before
+/// the first value (their TTL has passed) take the second as their expiry,
+/// in epoch milliseconds (the grace [`expire_at_ms`] gives a row written
+/// now); `None` for a view without a TTL.
+pub(crate) fn sweep_cutoff(ttl_micros: i64, now_micros: i64) -> Option<(i64, i64)> {
+    if ttl_micros >= i64::MAX / 4 {
+        return None;
+    }
+    let ttl_ms = ttl_micros / 1_000;
+    Some((
+        now_micros.saturating_sub(ttl_micros),
+        (now_micros / 1_000).saturating_add(ttl_ms.max(MIN_GRACE_MS)),
+    ))
+}
+
 /// When Redis may drop a row: well after its TTL ends (the TTL itself is
 /// enforced on read), in epoch milliseconds; 0 for never.
 pub(crate) fn expire_at_ms(event_micros: i64, ttl_micros: i64, now_micros: i64) -> i64 {
@@ -1054,6 +1331,23 @@ mod tests {
         };
         assert!(!format!("{options:?}").contains("pw"));
         assert!(!redact_in("failed redis://:pw@h:1 x", &options.urls).contains("pw"));
+    }
+
+    #[test]
+    fn the_sweep_expires_rows_past_their_ttl_with_a_writes_grace() {
+        let day_ms = 86_400_000;
+        let now = 1_000_000 * day_ms;
+        let hour = 3_600_000_000;
+        assert_eq!(
+            sweep_cutoff(hour, now),
+            Some((now - hour, now / 1_000 + day_ms))
+        );
+        assert_eq!(
+            sweep_cutoff(7 * 24 * hour, now),
+            Some((now - 7 * 24 * hour, now / 1_000 + 7 * day_ms))
+        );
+        assert_eq!(sweep_cutoff(i64::MAX, now), None);
+        assert_eq!(glob_escaped("a*b?[c]\\d"), "a\\*b\\?\\[c\\]\\\\d");
     }
 
     #[test]

@@ -568,6 +568,33 @@ impl OnlineStore {
         with_row_key(slot.id, entity, |key| self.rows.remove(key)).is_some()
     }
 
+    /// Garbage collection of the shared tier: gives the rows of the
+    /// registered views whose TTL has passed and which have no expiry
+    /// (written by a bulk load) one, as far past now as a write would set
+    /// ([`shared::expire_at_ms`]); returns how many. Replicas run it about
+    /// once an hour, one at a time; nothing to do without a tier.
+    pub async fn sweep_tier(&self) -> Result<usize> {
+        let Some(tier) = self.tier() else {
+            return Ok(0);
+        };
+        let now = super::push::now_micros();
+        let views: Vec<(String, i64, i64)> = self
+            .views
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .filter_map(|slot| {
+                let (cutoff, expire_at) = shared::sweep_cutoff(slot.ttl_micros, now)?;
+                Some((
+                    format!("{}:{}", slot.view.name, slot.layout),
+                    cutoff,
+                    expire_at,
+                ))
+            })
+            .collect();
+        tier.sweep(&views).await
+    }
+
     /// Reads the versions recorded in the shared tier into the views'
     /// served versions (another replica may have materialized).
     pub(crate) async fn refresh_versions(&self) -> Result<()> {

@@ -299,6 +299,11 @@ fn encode_tier(state: &AppState, encoder: &mut DescriptorEncoder<'_>) -> fmt::Re
             &stats.errors,
         ),
         (
+            "aurum_online_tier_rows_given_expiry",
+            "Rows past their TTL that the tier's sweep gave an expiry (garbage collection).",
+            &stats.rows_given_expiry,
+        ),
+        (
             "aurum_online_tier_decode_errors",
             "Rows read from the shared tier that did not decode (written by another version).",
             &stats.decode_errors,
