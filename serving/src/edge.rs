@@ -16,7 +16,7 @@ use tracing::Instrument;
 use auth::{Denied, Role};
 
 use crate::error::{AppError, ErrorCode};
-use crate::state::AppState;
+use crate::state::{AppState, MAX_BODY_BYTES};
 
 /// The header carrying a request's id, in and out.
 pub const REQUEST_ID: &str = "x-request-id";
@@ -49,6 +49,12 @@ pub async fn edge(
         return refusal;
     }
     let mut response = match state.admit() {
+        // A body declared larger than any route takes is refused before a
+        // byte of it is read (nor buffered up to the limit first).
+        _ if declares_oversize(&request) => AppError::payload_too_large(format!(
+            "the request body declares more than the server's limit of {MAX_BODY_BYTES} bytes"
+        ))
+        .into_response(),
         None => {
             state.metrics.count_shed();
             AppError::overloaded(format!(
@@ -158,6 +164,16 @@ impl std::fmt::Display for TraceId<'_> {
 
 /// A request whose `Host` is not one the server answers to (when it has an
 /// allow-list): refused, naming the host.
+/// Whether the request's `Content-Length` is above [`MAX_BODY_BYTES`].
+fn declares_oversize(request: &Request) -> bool {
+    request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .is_some_and(|length| length > MAX_BODY_BYTES as u64)
+}
+
 fn misdirected(state: &AppState, request: &Request) -> Option<Response> {
     let allowed = state.limits.allowed_hosts.as_ref()?;
     let host = request

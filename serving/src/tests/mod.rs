@@ -704,6 +704,28 @@ async fn online_requests_are_limited(state: &Arc<AppState>) {
         assert_eq!(got, StatusCode::PAYLOAD_TOO_LARGE, "{path}: {answer}");
         assert_eq!(answer["error"]["code"], "too_large", "{path}: {answer}");
     }
+    // A body that declares more is refused on its Content-Length alone:
+    // the two bytes sent are never read.
+    let request = Request::builder()
+        .method("POST")
+        .uri("/get-online-features")
+        .header("content-type", "application/json")
+        .header("content-length", (MAX_BODY_BYTES + 1).to_string())
+        .body(Body::from("{}"))
+        .unwrap();
+    let response = app(state.clone()).oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    let answer: Value = serde_json::from_slice(&bytes).unwrap();
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("declares more than"),
+        "{answer}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
