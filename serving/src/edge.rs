@@ -49,12 +49,17 @@ pub async fn edge(
         return refusal;
     }
     let mut response = match state.admit() {
-        // A body declared larger than any route takes is refused before a
-        // byte of it is read (nor buffered up to the limit first).
-        _ if declares_oversize(&request) => AppError::payload_too_large(format!(
-            "the request body declares more than the server's limit of {MAX_BODY_BYTES} bytes"
-        ))
-        .into_response(),
+        // A body declared larger than any route takes is refused at once,
+        // not buffered up to the limit first; what the client still sends
+        // is read and dropped for a while (a lingering close), so that it
+        // sees the 413 rather than a reset connection.
+        _ if declares_oversize(&request) => {
+            discard_for_a_while(std::mem::take(request.body_mut()));
+            AppError::payload_too_large(format!(
+                "the request body declares more than the server's limit of {MAX_BODY_BYTES} bytes"
+            ))
+            .into_response()
+        }
         None => {
             state.metrics.count_shed();
             AppError::overloaded(format!(
@@ -164,6 +169,23 @@ impl std::fmt::Display for TraceId<'_> {
 
 /// A request whose `Host` is not one the server answers to (when it has an
 /// allow-list): refused, naming the host.
+/// How long the body of a refused oversize request is read and dropped.
+const LINGER: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Reads `body` and drops each frame as it comes, for at most [`LINGER`],
+/// on a task of its own: nothing is kept, and the connection stays open
+/// for the answer while the client finishes sending.
+fn discard_for_a_while(body: axum::body::Body) {
+    use http_body_util::BodyExt;
+    tokio::spawn(async move {
+        let mut body = body;
+        let _ = tokio::time::timeout(LINGER, async {
+            while let Some(Ok(_)) = body.frame().await {}
+        })
+        .await;
+    });
+}
+
 /// Whether the request's `Content-Length` is above [`MAX_BODY_BYTES`].
 fn declares_oversize(request: &Request) -> bool {
     request

@@ -238,6 +238,40 @@ fn a_client_that_sends_its_headers_slowly_is_cut_off() {
     assert_eq!(reply.status, 200, "{}", reply.text);
 }
 
+/// A body that declares more than the limit is answered 413 at once, and
+/// the client that goes on sending it all still reads that answer (the
+/// server reads and drops the rest instead of resetting the connection).
+#[test]
+fn a_body_declared_too_large_is_answered_413_while_it_is_still_sent() {
+    use std::io::{Read, Write};
+    let project = example_project("200", "1");
+    let server = crate::server::start(project.path());
+    let address = server.url.trim_start_matches("http://");
+    let mut client = std::net::TcpStream::connect(address).unwrap();
+    client
+        .set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    let length = 9 << 20;
+    let head = format!(
+        "POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {length}\r\n\r\n"
+    );
+    client.write_all(head.as_bytes()).unwrap();
+    let chunk = vec![b' '; 64 << 10];
+    let mut sent = 0;
+    while sent < length {
+        client
+            .write_all(&chunk)
+            .expect("the server kept reading the body");
+        sent += chunk.len();
+    }
+    client.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut answer = Vec::new();
+    let _ = client.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("too_large"), "{answer}");
+}
+
 #[test]
 fn flight_uploads_and_entity_keys_are_bounded() {
     let project = example_project("2000", "3");
