@@ -36,7 +36,7 @@ use crate::error::{Error, Result};
 use crate::feedback::{self, FeedbackRow};
 use crate::outcome::{Applied, NotApplied, OutcomeError, OutcomeTarget};
 use crate::performance::{PerformanceRow, VersionPerformance};
-use crate::recent::{Recent, Served};
+use crate::recent::{Claim, Recent};
 use crate::record::PredictionRecord;
 use crate::window::Window;
 
@@ -468,13 +468,13 @@ impl Monitor {
         outcomes: &[(OutcomeTarget, f64)],
     ) -> std::result::Result<Applied, OutcomeError> {
         let received = chrono::Utc::now().timestamp_micros();
-        let mut claimed: Vec<(Arc<str>, u32, Served, f64)> = Vec::new();
+        let mut claimed: Vec<(Claim, f64)> = Vec::new();
         let mut not_applied = Vec::new();
         {
             let mut recent = lock(&self.recent);
             for (index, (target, outcome)) in outcomes.iter().enumerate() {
                 match recent.claim(target) {
-                    Ok((id, row, served)) => claimed.push((id, row, served, *outcome)),
+                    Ok(claim) => claimed.push((claim, *outcome)),
                     Err(reason) => not_applied.push(NotApplied { index, reason }),
                 }
             }
@@ -489,9 +489,12 @@ impl Monitor {
         if let Some(store) = &self.feedback_store {
             let rows: Vec<FeedbackRow> = claimed
                 .iter()
+                .map(|(claim, outcome)| {
+                    (claim.request_id.as_ref(), claim.row, &claim.served, outcome)
+                })
                 .map(|(id, row, s, outcome)| FeedbackRow {
                     request_id: id.to_string(),
-                    row: *row,
+                    row,
                     model: s.model.to_string(),
                     version: s.version,
                     arm: s.arm.to_string(),
@@ -503,8 +506,8 @@ impl Monitor {
                 .collect();
             if let Err(e) = feedback::append(store, &rows).await {
                 let mut recent = lock(&self.recent);
-                for (id, row, _, _) in &claimed {
-                    recent.release(id, *row);
+                for (claim, _) in &claimed {
+                    recent.release(claim.slot);
                 }
                 return Err(OutcomeError::Table(e));
             }
@@ -512,7 +515,7 @@ impl Monitor {
         {
             let window = self.options.performance_window.max(1);
             let mut performance = lock(&self.performance);
-            for (_, _, s, outcome) in &claimed {
+            for (Claim { served: s, .. }, outcome) in &claimed {
                 performance
                     .entry((s.model.to_string(), s.version, s.arm.to_string()))
                     .or_default()

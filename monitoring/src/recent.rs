@@ -49,6 +49,19 @@ pub(crate) struct Served {
     pub(crate) time_micros: i64,
 }
 
+/// A prediction marked as labelled by [`Recent::claim`].
+#[derive(Debug, Clone)]
+pub(crate) struct Claim {
+    /// Its slot, for [`Recent::release`].
+    pub(crate) slot: u64,
+    /// The request's id.
+    pub(crate) request_id: Arc<str>,
+    /// The request's row.
+    pub(crate) row: u32,
+    /// What was served.
+    pub(crate) served: Served,
+}
+
 /// A model version and arm that answered; a handful per server, stored once
 /// and named by their index in the slots.
 #[derive(Debug)]
@@ -199,12 +212,9 @@ impl Recent {
     }
 
     /// Finds the prediction `target` names and marks it as labelled:
-    /// its request id, row and what was served; or why it cannot take an
-    /// outcome.
-    pub(crate) fn claim(
-        &mut self,
-        target: &OutcomeTarget,
-    ) -> Result<(Arc<str>, u32, Served), String> {
+    /// the claim (its slot, request id, row and what was served); or why it
+    /// cannot take an outcome.
+    pub(crate) fn claim(&mut self, target: &OutcomeTarget) -> Result<Claim, String> {
         let seq = match target {
             OutcomeTarget::Request { request_id, row } => {
                 self.find_row(request_id, *row).ok_or_else(|| {
@@ -228,24 +238,30 @@ impl Recent {
         }
         slot.labelled = true;
         let answerer = &self.answerers[slot.answerer as usize];
-        Ok((
-            slot.request_id.clone(),
-            slot.row,
-            Served {
+        Ok(Claim {
+            slot: seq,
+            request_id: slot.request_id.clone(),
+            row: slot.row,
+            served: Served {
                 model: answerer.model.clone(),
                 version: answerer.version,
                 arm: answerer.arm.clone(),
                 prediction: slot.prediction,
                 time_micros: slot.time_micros,
             },
-        ))
+        })
     }
 
-    /// Undoes the mark [`Recent::claim`] set on a request's row (when it is
-    /// still remembered).
-    pub(crate) fn release(&mut self, request_id: &str, row: u32) {
-        if let Some(seq) = self.find_row(request_id, row) {
-            self.slots[(seq - self.first) as usize].labelled = false;
+    /// Undoes the mark a [`Recent::claim`] set on the slot it claimed (when
+    /// that prediction is still remembered): the very slot, not whichever
+    /// prediction now answers to its request id and row.
+    pub(crate) fn release(&mut self, slot: u64) {
+        if let Some(index) = slot.checked_sub(self.first)
+            && let Some(s) = usize::try_from(index)
+                .ok()
+                .and_then(|i| self.slots.get_mut(i))
+        {
+            s.labelled = false;
         }
     }
 
@@ -354,13 +370,16 @@ mod tests {
     fn an_outcome_is_claimed_once_and_a_release_allows_it_again() {
         let mut recent = Recent::new(10);
         recent.insert(&record("a", 0, 1, ""));
-        let (id, row, served) = recent.claim(&by_request("a", 0)).unwrap();
-        assert_eq!((&*id, row, served.prediction), ("a", 0, 0.8));
+        let claim = recent.claim(&by_request("a", 0)).unwrap();
+        assert_eq!(
+            (&*claim.request_id, claim.row, claim.served.prediction),
+            ("a", 0, 0.8)
+        );
         assert_eq!(
             recent.claim(&by_request("a", 0)).unwrap_err(),
             "request a row 0 already has an outcome"
         );
-        recent.release("a", 0);
+        recent.release(claim.slot);
         assert!(recent.claim(&by_request("a", 0)).is_ok());
         assert_eq!(
             recent.claim(&by_request("a", 1)).unwrap_err(),
@@ -389,8 +408,8 @@ mod tests {
             entity: "customer_id=1".into(),
             at_micros,
         };
-        assert_eq!(&*recent.claim(&at(Some(15))).unwrap().0, "a");
-        assert_eq!(&*recent.claim(&at(None)).unwrap().0, "b");
+        assert_eq!(&*recent.claim(&at(Some(15))).unwrap().request_id, "a");
+        assert_eq!(&*recent.claim(&at(None)).unwrap().request_id, "b");
         assert_eq!(
             recent.claim(&at(Some(5))).unwrap_err(),
             "no remembered prediction of m for customer_id=1 at that time"
@@ -434,8 +453,37 @@ mod tests {
         let mut again = record("a", 0, 2, "");
         again.outputs = vec![0.6, 0.4];
         recent.insert(&again);
-        let (_, _, served) = recent.claim(&by_request("a", 0)).unwrap();
+        let served = recent.claim(&by_request("a", 0)).unwrap().served;
         assert_eq!((served.prediction, served.time_micros), (0.4, 2));
+    }
+
+    #[test]
+    fn a_release_unmarks_the_prediction_claimed_not_a_namesake() {
+        let mut recent = Recent::new(10);
+        // The same request id and row twice (a client reusing its id), the
+        // older one for an entity.
+        recent.insert(&record("a", 0, 1, "customer_id=1"));
+        recent.insert(&record("a", 0, 2, ""));
+        let entity = OutcomeTarget::Entity {
+            model: "m".into(),
+            entity: "customer_id=1".into(),
+            at_micros: None,
+        };
+        let claim = recent.claim(&entity).unwrap();
+        assert_eq!(claim.served.time_micros, 1);
+        assert!(recent.claim(&entity).is_err());
+        // The outcome could not be stored: the older prediction is free
+        // again, and the newer one was never marked.
+        recent.release(claim.slot);
+        assert!(recent.claim(&entity).is_ok());
+        assert_eq!(
+            recent
+                .claim(&by_request("a", 0))
+                .unwrap()
+                .served
+                .time_micros,
+            2
+        );
     }
 
     /// Random inserts, claims and releases against a plain list of every
@@ -480,6 +528,7 @@ mod tests {
         let mut applied = 0;
         for capacity in [1, 3, 17, 64] {
             let mut recent = Recent::new(capacity);
+            let mut claims: Vec<(u64, usize)> = Vec::new();
             let mut reference = Reference {
                 rows: Vec::new(),
                 capacity,
@@ -515,20 +564,28 @@ mod tests {
                                 assert!(got.unwrap_err().contains("already has an outcome"));
                             }
                             Some(i) => {
-                                let (got_id, got_row, served) = got.unwrap();
+                                let claim = got.unwrap();
                                 let want = &reference.rows[i];
-                                assert_eq!((&*got_id, got_row), (want.0.as_str(), want.1));
-                                assert_eq!(served.time_micros, want.3);
+                                assert_eq!(
+                                    (&*claim.request_id, claim.row),
+                                    (want.0.as_str(), want.1)
+                                );
+                                assert_eq!(claim.served.time_micros, want.3);
                                 reference.rows[i].4 = true;
+                                claims.push((claim.slot, i));
                                 applied += 1;
                             }
                         }
                     }
                     _ => {
-                        recent.release(&id, row);
-                        let target = by_request(&id, row);
-                        if let Some(i) = reference.find(&target) {
-                            reference.rows[i].4 = false;
+                        // Undo a claim made earlier (its outcome not stored).
+                        if !claims.is_empty() {
+                            let pick = next(claims.len() as u64) as usize;
+                            let (slot, i) = claims.swap_remove(pick);
+                            recent.release(slot);
+                            if i >= reference.first() {
+                                reference.rows[i].4 = false;
+                            }
                         }
                     }
                 }

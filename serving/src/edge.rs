@@ -54,7 +54,7 @@ pub async fn edge(
         // is read and dropped for a while (a lingering close), so that it
         // sees the 413 rather than a reset connection.
         _ if declares_oversize(&request) => {
-            discard_for_a_while(std::mem::take(request.body_mut()));
+            discard_for_a_while(request.version(), std::mem::take(request.body_mut()));
             AppError::payload_too_large(format!(
                 "the request body declares more than the server's limit of {MAX_BODY_BYTES} bytes"
             ))
@@ -167,17 +167,31 @@ impl std::fmt::Display for TraceId<'_> {
     }
 }
 
-/// A request whose `Host` is not one the server answers to (when it has an
-/// allow-list): refused, naming the host.
 /// How long the body of a refused oversize request is read and dropped.
 const LINGER: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// Reads `body` and drops each frame as it comes, for at most [`LINGER`],
-/// on a task of its own: nothing is kept, and the connection stays open
-/// for the answer while the client finishes sending.
-fn discard_for_a_while(body: axum::body::Body) {
+/// Refused oversize bodies read and dropped at once, at most.
+const LINGERING: usize = 256;
+
+/// The permits of the lingering reads (see [`LINGERING`]).
+static LINGER_PERMITS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(LINGERING);
+
+/// Over HTTP/1.1, reads `body` and drops each frame as it comes, for at
+/// most [`LINGER`], on a task of its own: nothing is kept, and the client
+/// still sending reads the answer instead of a reset connection. At most
+/// [`LINGERING`] at once (this runs before the token check); beyond that,
+/// and over HTTP/2 (where dropping the body resets only the stream, after
+/// the answer), the body is dropped at once.
+fn discard_for_a_while(version: axum::http::Version, body: axum::body::Body) {
     use http_body_util::BodyExt;
+    if version != axum::http::Version::HTTP_11 {
+        return;
+    }
+    let Ok(permit) = LINGER_PERMITS.try_acquire() else {
+        return;
+    };
     tokio::spawn(async move {
+        let _permit = permit;
         let mut body = body;
         let _ = tokio::time::timeout(LINGER, async {
             while let Some(Ok(_)) = body.frame().await {}
@@ -196,6 +210,8 @@ fn declares_oversize(request: &Request) -> bool {
         .is_some_and(|length| length > MAX_BODY_BYTES as u64)
 }
 
+/// A request whose `Host` is not one the server answers to (when it has an
+/// allow-list): refused, naming the host.
 fn misdirected(state: &AppState, request: &Request) -> Option<Response> {
     let allowed = state.limits.allowed_hosts.as_ref()?;
     let host = request
