@@ -460,10 +460,12 @@ fn an_unreachable_or_refusing_redis_is_named_without_its_password() {
     assert!(!metrics.contains("right-password"));
 }
 
-/// A bulk load writes each chunk with one `MSETNX` and no expiry; the sweep
-/// gives an expiry to the rows whose TTL has passed (only those, only in
-/// its namespace, never to a view without a TTL), as far out as a write
-/// would set; a row replaced later takes its writer's expiry.
+/// A load (materialize) writes each chunk with one `MSETNX` and no expiry
+/// and records its view's TTL; the sweep — by any replica, even one that
+/// serves none of the views — gives an expiry to the rows whose TTL has
+/// passed (only those, only in its namespace, never to a view without a
+/// TTL), as far out as a write would set; pushes and later writes set
+/// their own.
 #[test]
 fn a_bulk_load_takes_no_expiry_until_the_sweep_finds_its_ttl_passed() {
     let redis = Redis::start(&[]);
@@ -482,8 +484,9 @@ fn bulk_load_and_sweep(nodes: &[&Redis], cluster: bool) {
 
     use feature_store::online::OnlineRow;
     use feature_store::online::shared::{SharedTier, TierOptions};
-    use feature_store::testing::ViewFixture;
-    use feature_store::{FeatureValue, OnlineStore};
+    use feature_store::testing::{ViewFixture, gold_frame};
+    use feature_store::{FeatureValue, FeatureView, OnlineStore};
+    use polars::prelude::Column;
 
     let pttl = |namespace: &str, view: &str, entity: i64| -> i64 {
         let pattern = format!("aurum:{{{entity}}}:{namespace}:{view}:*");
@@ -498,63 +501,92 @@ fn bulk_load_and_sweep(nodes: &[&Redis], cluster: bool) {
     };
     let urls: Vec<String> = nodes.iter().map(|n| n.url()).collect();
     let day_ms = 86_400_000;
+    let hourly = ViewFixture::customer("hourly")
+        .features(["x"])
+        .float64()
+        .ttl(Duration::from_secs(3_600))
+        .build();
+    let forever = ViewFixture::customer("forever")
+        .features(["x"])
+        .float64()
+        .ttl(Duration::MAX)
+        .build();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
-        let mut stores = Vec::new();
-        for namespace in ["sweep", "other"] {
-            let tier = SharedTier::connect(TierOptions {
-                urls: urls.clone(),
-                cluster,
-                namespace: namespace.into(),
-                timeout: Duration::from_secs(5),
-            })
-            .await
-            .unwrap();
-            let store = Arc::new(OnlineStore::new(16 << 20));
-            store.register_view(
-                ViewFixture::customer("hourly")
-                    .features(["x"])
-                    .float64()
-                    .ttl(Duration::from_secs(3_600))
-                    .build(),
-            );
-            store.register_view(
-                ViewFixture::customer("forever")
-                    .features(["x"])
-                    .float64()
-                    .ttl(Duration::MAX)
-                    .build(),
-            );
-            store.attach_tier(tier).unwrap();
-            stores.push(store);
-        }
+        let connect = |namespace: &str, views: Vec<FeatureView>| {
+            let urls = urls.clone();
+            let namespace = namespace.to_string();
+            async move {
+                let tier = SharedTier::connect(TierOptions {
+                    urls,
+                    cluster,
+                    namespace,
+                    timeout: Duration::from_secs(5),
+                })
+                .await
+                .unwrap();
+                let store = Arc::new(OnlineStore::new(16 << 20));
+                for view in views {
+                    store.register_view(view);
+                }
+                store.attach_tier(tier).unwrap();
+                store
+            }
+        };
+        let both = || vec![hourly.clone(), forever.clone()];
+        let stores = [
+            connect("sweep", both()).await,
+            connect("other", both()).await,
+        ];
         let now = chrono::Utc::now().timestamp_micros();
         let hour = 3_600_000_000;
         // Customers 0..20 last seen three hours ago (past the hour's TTL),
-        // 20..40 ten minutes ago: 40 rows, one bulk chunk per view.
-        let rows = || -> Vec<(String, OnlineRow)> {
-            (0..40)
+        // 20..40 ten minutes ago: one bulk chunk per view.
+        let gold = |view: &FeatureView| {
+            let events: Vec<i64> = (0..40)
                 .map(|i| {
-                    let event = if i < 20 {
+                    if i < 20 {
                         now - 3 * hour
                     } else {
                         now - hour / 6
-                    };
-                    let row = OnlineRow {
-                        event_micros: event,
-                        created_micros: event,
-                        values: vec![FeatureValue::Float(i as f64)].into_boxed_slice(),
-                    };
-                    (i.to_string(), row)
+                    }
                 })
-                .collect()
+                .collect();
+            gold_frame(
+                view,
+                vec![Column::new(
+                    "customer_id".into(),
+                    (0..40i64).collect::<Vec<_>>(),
+                )],
+                events.clone(),
+                events,
+                vec![Column::new(
+                    "x".into(),
+                    (0..40).map(f64::from).collect::<Vec<_>>(),
+                )],
+            )
         };
         for store in &stores {
-            assert_eq!(store.write("hourly", rows()).await.unwrap(), 40);
-            assert_eq!(store.write("forever", rows()).await.unwrap(), 40);
+            for view in [&hourly, &forever] {
+                let stats = store.load(view, &gold(view), 1).await.unwrap();
+                assert_eq!(stats.written, 40);
+            }
         }
         assert_eq!(pttl("sweep", "hourly", 3), -1, "a bulk row takes no expiry");
-
+        // A push sets its row's expiry itself.
+        let pushed = OnlineRow {
+            event_micros: now,
+            created_micros: now,
+            values: vec![FeatureValue::Float(1.0)].into_boxed_slice(),
+        };
+        assert_eq!(
+            stores[0]
+                .write("hourly", vec![("100".to_string(), pushed)])
+                .await
+                .unwrap(),
+            1
+        );
+        assert!(pttl("sweep", "hourly", 100) > day_ms, "a push's expiry");
         if cluster {
             // The rows are spread over the three primaries.
             for node in nodes {
@@ -562,8 +594,11 @@ fn bulk_load_and_sweep(nodes: &[&Redis], cluster: bool) {
                 assert!(keys > 0, "node {} holds no rows", node.port);
             }
         }
-        let sweep = &stores[0];
-        assert_eq!(sweep.sweep_tier().await.unwrap(), 20);
+
+        // A replica serving none of the views sweeps by the TTLs the loads
+        // recorded.
+        let bystander = connect("sweep", Vec::new()).await;
+        assert_eq!(bystander.sweep_tier().await.unwrap(), 20);
         let given = pttl("sweep", "hourly", 3);
         assert!(
             given > day_ms - 60_000 && given <= day_ms,
@@ -572,8 +607,8 @@ fn bulk_load_and_sweep(nodes: &[&Redis], cluster: bool) {
         assert_eq!(pttl("sweep", "hourly", 30), -1, "within its TTL");
         assert_eq!(pttl("sweep", "forever", 3), -1, "a view without a TTL");
         assert_eq!(pttl("other", "hourly", 3), -1, "another namespace");
-        // Again: nothing left to do.
-        assert_eq!(sweep.sweep_tier().await.unwrap(), 0);
+        // Again, by a replica that serves them: nothing left to do.
+        assert_eq!(stores[0].sweep_tier().await.unwrap(), 0);
 
         // A newer row for customer 3 goes through the latest-wins script and
         // takes its own expiry (its TTL plus the grace from its event).
@@ -583,7 +618,7 @@ fn bulk_load_and_sweep(nodes: &[&Redis], cluster: bool) {
             values: vec![FeatureValue::Float(-1.0)].into_boxed_slice(),
         };
         assert_eq!(
-            sweep
+            stores[0]
                 .write("hourly", vec![("3".to_string(), newer)])
                 .await
                 .unwrap(),
@@ -591,5 +626,10 @@ fn bulk_load_and_sweep(nodes: &[&Redis], cluster: bool) {
         );
         let rewritten = pttl("sweep", "hourly", 3);
         assert!(rewritten > day_ms, "{rewritten} ms");
+
+        // A second load of the same rows finds its keys (no MSETNX
+        // succeeds): the script keeps the newer row of customer 3.
+        let stats = stores[0].load(&hourly, &gold(&hourly), 2).await.unwrap();
+        assert_eq!(stats.written, 39);
     });
 }

@@ -64,11 +64,6 @@ const WRITE_CHUNK: usize = 256;
 /// Write-script calls in flight at once on the multiplexed connection.
 const WRITES_IN_FLIGHT: usize = 32;
 
-/// Writes of at least this many rows try one `MSETNX` per chunk first (a
-/// cold load's rows are all new); smaller ones (pushes) go straight to
-/// `SET NX`.
-const BULK_ROWS: usize = 16;
-
 /// How often one replica (whichever takes the lock first) sweeps the tier
 /// for rows past their TTL's grace.
 const GC_INTERVAL: Duration = Duration::from_secs(3_600);
@@ -355,6 +350,8 @@ pub struct SharedTier {
     raise_version: redis::Script,
     channel: String,
     versions_key: String,
+    /// The TTL of every (view, layout) loaded in bulk, for the sweep.
+    ttls_key: String,
     stats: TierStats,
     /// The invalidation subscription is live.
     subscribed: AtomicBool,
@@ -431,6 +428,7 @@ impl SharedTier {
             conn,
             channel: format!("aurum:{}:invalidate", options.namespace),
             versions_key: format!("aurum:{{meta}}:{}:versions", options.namespace),
+            ttls_key: format!("aurum:{{meta}}:{}:ttls", options.namespace),
             options,
             write: redis::Script::new(WRITE_SCRIPT),
             raise_version: redis::Script::new(VERSION_SCRIPT),
@@ -522,9 +520,10 @@ impl SharedTier {
 
     /// Writes rows with the latest-wins script; returns how many replaced
     /// the stored row (or had none). `rows` are (key, value, expiry in
-    /// epoch milliseconds or 0).
-    pub(crate) async fn write(&self, rows: Vec<TierRow>) -> Result<usize> {
-        let total = rows.len();
+    /// epoch milliseconds or 0). A `bulk` write (a load: one row per key,
+    /// keys listed in its view's recorded TTLs) tries each chunk as one
+    /// `MSETNX` first, until one finds a key that exists.
+    pub(crate) async fn write(&self, rows: Vec<TierRow>, bulk: bool) -> Result<usize> {
         let chunks = if self.options.cluster {
             chunks_by_slot(rows)
         } else {
@@ -535,9 +534,9 @@ impl SharedTier {
             }
             chunks
         };
-        let bulk = total >= BULK_ROWS;
+        let bulk = AtomicBool::new(bulk);
         let mut calls = futures::stream::iter(chunks)
-            .map(|chunk| self.write_chunk(chunk, bulk))
+            .map(|chunk| self.write_chunk(chunk, &bulk))
             .buffer_unordered(WRITES_IN_FLIGHT);
         let mut written = 0;
         let mut first_error = None;
@@ -555,22 +554,27 @@ impl SharedTier {
         }
     }
 
-    /// Writes one chunk (one slot on a cluster). In a `bulk` write, a chunk
+    /// Writes one chunk (one slot on a cluster). While `bulk` holds, a chunk
     /// whose keys are all new is one `MSETNX` ([`SharedTier::write_new_chunk`]).
     /// Otherwise keys that do not exist yet take a plain `SET NX` (no
     /// script: a fraction of its cost); the same pipeline then publishes the
     /// chunk's keys, so a replica that still caches a row of a key Redis
     /// dropped (garbage collection) drops it too. Only the rows whose key
     /// exists go through the latest-wins script.
-    async fn write_chunk(&self, chunk: Vec<TierRow>, bulk: bool) -> Result<usize> {
+    async fn write_chunk(&self, chunk: Vec<TierRow>, bulk: &AtomicBool) -> Result<usize> {
         let mut notice = Vec::with_capacity(chunk.iter().map(|r| r.0.len() + 6).sum());
         for (key, _, _) in &chunk {
             notice.extend_from_slice(key.len().to_string().as_bytes());
             notice.push(b':');
             notice.extend_from_slice(key);
         }
-        if bulk && self.write_new_chunk(&chunk, &notice).await? {
-            return Ok(chunk.len());
+        if bulk.load(Ordering::Relaxed) {
+            if self.write_new_chunk(&chunk, &notice).await? {
+                return Ok(chunk.len());
+            }
+            // Keys exist (a reload): the rest of the write goes the way
+            // that checks each key, without a failed MSETNX per chunk.
+            bulk.store(false, Ordering::Relaxed);
         }
         let started = Instant::now();
         let mut pipe = redis::pipe();
@@ -719,6 +723,30 @@ impl SharedTier {
             }
         }
         Ok(expiring)
+    }
+
+    /// Records the TTL of `view`'s rows under `layout` before a bulk load
+    /// writes them without expiry, so that whichever replica sweeps gives
+    /// them one, even one that does not serve that view or layout.
+    pub(crate) async fn record_ttl(&self, view: &str, layout: &str, ttl_micros: i64) -> Result<()> {
+        self.conn
+            .query::<i64>(
+                redis::cmd("HSET")
+                    .arg(&self.ttls_key)
+                    .arg(format!("{view}:{layout}"))
+                    .arg(ttl_micros),
+            )
+            .await
+            .map_err(|e| self.failed("recording a view's TTL in", &e))?;
+        Ok(())
+    }
+
+    /// The TTLs recorded by bulk loads, by `view:layout`.
+    pub(crate) async fn recorded_ttls(&self) -> Result<std::collections::HashMap<String, i64>> {
+        self.conn
+            .query(redis::cmd("HGETALL").arg(&self.ttls_key))
+            .await
+            .map_err(|e| self.failed("reading the views' TTLs from", &e))
     }
 
     /// The primaries of the cluster, as (host, port), from `CLUSTER SLOTS`.

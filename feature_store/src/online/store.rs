@@ -568,28 +568,35 @@ impl OnlineStore {
         with_row_key(slot.id, entity, |key| self.rows.remove(key)).is_some()
     }
 
-    /// Garbage collection of the shared tier: gives the rows of the
-    /// registered views whose TTL has passed and which have no expiry
-    /// (written by a bulk load) one, as far past now as a write would set
-    /// ([`shared::expire_at_ms`]); returns how many. Replicas run it about
-    /// once an hour, one at a time; nothing to do without a tier.
+    /// Garbage collection of the shared tier: gives the rows whose TTL has
+    /// passed and which have no expiry (written by a bulk load) one, as far
+    /// past now as a write would set ([`shared::expire_at_ms`]); returns how
+    /// many. The TTLs are those the loads recorded in the tier (every view
+    /// and layout loaded, by any replica or command), this store's own
+    /// views taking precedence. Replicas run it about once an hour, one at
+    /// a time; nothing to do without a tier.
     pub async fn sweep_tier(&self) -> Result<usize> {
         let Some(tier) = self.tier() else {
             return Ok(0);
         };
-        let now = super::push::now_micros();
-        let views: Vec<(String, i64, i64)> = self
+        let mut ttls = tier.recorded_ttls().await?;
+        for slot in self
             .views
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .values()
-            .filter_map(|slot| {
-                let (cutoff, expire_at) = shared::sweep_cutoff(slot.ttl_micros, now)?;
-                Some((
-                    format!("{}:{}", slot.view.name, slot.layout),
-                    cutoff,
-                    expire_at,
-                ))
+        {
+            ttls.insert(
+                format!("{}:{}", slot.view.name, slot.layout),
+                slot.ttl_micros,
+            );
+        }
+        let now = super::push::now_micros();
+        let views: Vec<(String, i64, i64)> = ttls
+            .into_iter()
+            .filter_map(|(suffix, ttl)| {
+                let (cutoff, expire_at) = shared::sweep_cutoff(ttl, now)?;
+                Some((suffix, cutoff, expire_at))
             })
             .collect();
         tier.sweep(&views).await
@@ -785,6 +792,12 @@ impl OnlineStore {
         let slot = self.slot(&view.name)?;
         let latest = LatestRows::new(view, df)?;
         let now = super::push::now_micros();
+        // The rows go in without expiry (one per entity, so in bulk); the
+        // sweep finds their TTL here, whichever replica runs it.
+        if shared::sweep_cutoff(slot.ttl_micros, now).is_some() {
+            tier.record_ttl(&view.name, &slot.layout, slot.ttl_micros)
+                .await?;
+        }
         // Encoded a batch at a time: a large gold table is never held twice.
         const BATCH: usize = 65_536;
         let mut written = 0;
@@ -806,7 +819,7 @@ impl OnlineStore {
                     shared::expire_at_ms(event_micros, slot.ttl_micros, now),
                 ));
             }
-            written += tier.write(batch).await?;
+            written += tier.write(batch, true).await?;
             start = end;
         }
         tier.record_version(&view.name, &slot.layout, delta_version)
@@ -865,7 +878,7 @@ impl OnlineStore {
             })
             .collect();
         let stripes: Vec<usize> = encoded.iter().map(|(key, _, _)| tier.stripe(key)).collect();
-        let written = tier.write(encoded).await;
+        let written = tier.write(encoded, false).await;
         // This replica reads its own writes at once (a read in flight does
         // not cache what it fetched before); the others drop them when the
         // tier's notice arrives. Also after a failed write: some rows may
