@@ -86,8 +86,5 @@ fi
 trap - EXIT
 
 step "running the tests"
-# Three test threads on two cores: the end-to-end tests spend much of their
-# time waiting on servers and Python clients, so a third overlaps that wait
-# (the `it` binary: 290 s with two, 240 s with three, 254 s with four).
-RUST_TEST_THREADS="${RUST_TEST_THREADS:-3}" "$CARGO" test --profile ci --workspace
+"$CARGO" test --profile ci --workspace
 step "all tests passed"
