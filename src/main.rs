@@ -17,7 +17,9 @@ use project_commands as project;
 
 // mimalloc: the server allocates small buffers per request on one thread
 // and frees some on another (the prediction log's writer), where glibc's
-// malloc costs ~15 % of /predict throughput (BENCHMARKS.md, issue 7).
+// malloc costs ~15 % of /predict throughput (BENCHMARKS.md, issue 7). The
+// 2.x line of mimalloc (the `v2` feature in Cargo.toml) keeps resident
+// memory flat under a steady load where 3.x grows (issue 21's soak).
 #[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
