@@ -188,26 +188,73 @@ impl DeltaStore {
         if !(version + 1).is_multiple_of(blind.checkpoint_interval) {
             return Appender::Blind(blind);
         }
-        let checkpointed = async {
-            let table = self.open(name, Some(version)).await?;
-            deltalake::checkpoints::create_checkpoint(&table, None)
-                .await
-                .map_err(Error::delta(name))?;
-            let snapshot = table.snapshot().map_err(Error::delta(name))?;
-            if snapshot.table_config().enable_expired_log_cleanup() {
-                deltalake::checkpoints::cleanup_metadata(&table, None)
-                    .await
-                    .map_err(Error::delta(name))?;
-            }
-            appender_of(name, &table)
-        };
-        match checkpointed.await {
-            Ok(appender) => appender,
+        match self.checkpoint_apart(name, version).await {
+            // This writer's log store stays: the one the checkpoint opened
+            // belongs to a runtime that is gone (its connections with it).
+            Ok(Appender::Blind(loaded)) => Appender::Blind(BlindAppender {
+                log_store: blind.log_store,
+                ..loaded
+            }),
+            Ok(Appender::Loaded) => Appender::Loaded,
             Err(e) => {
                 tracing::warn!(table = name, version, error = %e, "a checkpoint after an append failed");
                 Appender::Blind(blind)
             }
         }
+    }
+
+    /// Writes the checkpoint of `name` at `version` on a thread and a
+    /// runtime of its own, both ended once it is written. Loading the
+    /// state for a checkpoint decodes every commit since the last one at
+    /// once (~100 MiB for a hundred commits of the prediction log); on
+    /// the writer's long-lived threads the allocator kept those pages, and
+    /// the server's resident memory stepped up by ~45 MiB at each table's
+    /// first checkpoint (BENCHMARKS.md, issue 21's soak). A thread that
+    /// ends hands its pages back.
+    async fn checkpoint_apart(&self, name: &str, version: u64) -> Result<Appender> {
+        let store = self.clone();
+        let table = name.to_string();
+        let (sender, receiver) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name("aurum-checkpoint".into())
+            .spawn(move || {
+                let result = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(1)
+                    .max_blocking_threads(2)
+                    .enable_all()
+                    .build()
+                    .map_err(|source| Error::Io {
+                        path: table.clone().into(),
+                        source,
+                    })
+                    .and_then(|runtime| runtime.block_on(store.checkpoint(&table, version)));
+                let _ = sender.send(result);
+            })
+            .map_err(|source| Error::Io {
+                path: name.into(),
+                source,
+            })?;
+        receiver.await.map_err(|_| {
+            Error::Internal(format!(
+                "the checkpoint of {name} at version {version} ended without an answer"
+            ))
+        })?
+    }
+
+    /// Writes the checkpoint of `name` at `version` (and cleans up expired
+    /// log files when the table asks for it); how to append next.
+    async fn checkpoint(&self, name: &str, version: u64) -> Result<Appender> {
+        let table = self.open(name, Some(version)).await?;
+        deltalake::checkpoints::create_checkpoint(&table, None)
+            .await
+            .map_err(Error::delta(name))?;
+        let snapshot = table.snapshot().map_err(Error::delta(name))?;
+        if snapshot.table_config().enable_expired_log_cleanup() {
+            deltalake::checkpoints::cleanup_metadata(&table, None)
+                .await
+                .map_err(Error::delta(name))?;
+        }
+        appender_of(name, &table)
     }
 
     fn keep_appender(&self, name: &str, appender: Appender) {
