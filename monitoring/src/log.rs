@@ -252,12 +252,13 @@ struct Worker {
     thread: Option<std::thread::JoinHandle<()>>,
     /// The commits' file reads and writes run here, not on the server's
     /// runtime. object_store's local files and the Delta kernel's log
-    /// reads take a blocking-pool thread per file, and the checkpoint every
-    /// hundred commits reads a hundred at once: on the server's pool that
-    /// grew it from 16 threads to 40–60, and each new thread's allocator
-    /// heap kept what it had touched (BENCHMARKS.md, the soak). Here the
-    /// pool is at most [`LOG_BLOCKING_THREADS`]. Always `Some` until
-    /// dropped.
+    /// reads take a blocking-pool thread per file: on the server's pool
+    /// that grew it from 16 threads to 40–60, and each new thread's
+    /// allocator heap kept what it had touched (BENCHMARKS.md, the soak).
+    /// Here the pool is at most [`LOG_BLOCKING_THREADS`]; the checkpoint
+    /// every hundred commits, which reads a hundred commits at once, runs
+    /// on threads of its own that end with it (`DeltaStore::append`, for
+    /// local tables). Always `Some` until dropped.
     runtime: Option<tokio::runtime::Runtime>,
 }
 

@@ -13,6 +13,8 @@
 //! (BENCHMARKS.md, the soak). The state is loaded once, then once per
 //! checkpoint, which this writer writes as deltalake's writers do.
 
+use std::path::PathBuf;
+
 use deltalake::DeltaTable;
 use deltalake::kernel::Action;
 use deltalake::kernel::transaction::{CommitData, PROTOCOL, TransactionError};
@@ -188,9 +190,17 @@ impl DeltaStore {
         if !(version + 1).is_multiple_of(blind.checkpoint_interval) {
             return Appender::Blind(blind);
         }
-        match self.checkpoint_apart(name, version).await {
-            // This writer's log store stays: the one the checkpoint opened
-            // belongs to a runtime that is gone (its connections with it).
+        let written = match &self.root {
+            super::Root::Local(root) => self.checkpoint_apart(root.join(name), name, version).await,
+            // An object store's client (its connection pool, its
+            // credentials) is shared by every clone of the store: its
+            // connections must not be opened on a runtime that ends.
+            super::Root::Remote(_) => self.checkpoint(name, version).await,
+        };
+        match written {
+            // The table's schema and properties as loaded for the
+            // checkpoint; the log store this writer already had (the same
+            // table's).
             Ok(Appender::Blind(loaded)) => Appender::Blind(BlindAppender {
                 log_store: blind.log_store,
                 ..loaded
@@ -203,37 +213,59 @@ impl DeltaStore {
         }
     }
 
-    /// Writes the checkpoint of `name` at `version` on a thread and a
-    /// runtime of its own, both ended once it is written. Loading the
-    /// state for a checkpoint decodes every commit since the last one at
-    /// once (~100 MiB for a hundred commits of the prediction log); on
-    /// the writer's long-lived threads the allocator kept those pages, and
-    /// the server's resident memory stepped up by ~45 MiB at each table's
-    /// first checkpoint (BENCHMARKS.md, issue 21's soak). A thread that
-    /// ends hands its pages back.
-    async fn checkpoint_apart(&self, name: &str, version: u64) -> Result<Appender> {
+    /// Writes the checkpoint of local table `name` (at `dir`) at `version`
+    /// on a thread and a runtime of its own, both ended once it is
+    /// written. Loading the state for a checkpoint decodes every commit
+    /// since the last one at once (120–170 MiB for a second or two, for a
+    /// hundred commits of the prediction log); on the writer's long-lived
+    /// threads the allocator kept ~45–60 MiB of those pages for good
+    /// (BENCHMARKS.md, issue 21's soak). Threads that end hand their pages
+    /// back.
+    async fn checkpoint_apart(&self, dir: PathBuf, name: &str, version: u64) -> Result<Appender> {
         let store = self.clone();
         let table = name.to_string();
+        let shown = dir.clone();
         let (sender, receiver) = tokio::sync::oneshot::channel();
-        std::thread::Builder::new()
+        let started = std::thread::Builder::new()
             .name("aurum-checkpoint".into())
             .spawn(move || {
-                let result = tokio::runtime::Builder::new_multi_thread()
+                let runtime = match tokio::runtime::Builder::new_multi_thread()
                     .worker_threads(1)
-                    .max_blocking_threads(2)
+                    .max_blocking_threads(4)
+                    .thread_name("aurum-checkpoint-io")
                     .enable_all()
                     .build()
-                    .map_err(|source| Error::Io {
-                        path: table.clone().into(),
-                        source,
-                    })
-                    .and_then(|runtime| runtime.block_on(store.checkpoint(&table, version)));
-                let _ = sender.send(result);
-            })
-            .map_err(|source| Error::Io {
-                path: name.into(),
+                {
+                    Ok(runtime) => runtime,
+                    Err(source) => {
+                        let _ = sender.send(Err(Error::Io { path: dir, source }));
+                        return;
+                    }
+                };
+                let written = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    runtime.block_on(store.checkpoint(&table, version))
+                }))
+                .unwrap_or_else(|panic| {
+                    let message = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| (*s).to_string())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "a panic".into());
+                    Err(Error::Internal(format!(
+                        "the checkpoint of {table} at version {version} panicked: {message}"
+                    )))
+                });
+                // Answer first: dropping the runtime waits for its blocking
+                // threads to end.
+                let _ = sender.send(written);
+                drop(runtime);
+            });
+        if let Err(source) = started {
+            return Err(Error::Io {
+                path: shown,
                 source,
-            })?;
+            });
+        }
         receiver.await.map_err(|_| {
             Error::Internal(format!(
                 "the checkpoint of {name} at version {version} ended without an answer"
