@@ -1,10 +1,11 @@
 //! The Open Inference Protocol (issue 23): throughput of one-row inference
-//! (8 FP32 features) over gRPC and over HTTP with JSON tensors, the same
+//! (8 FP32 features; `--batch` rows a request) over gRPC and over HTTP with JSON tensors, the same
 //! model and server, `--connections` closed-loop clients each; and the time
 //! to parse a `--rows` × 8 request as JSON and as binary tensor data.
 //!
 //! usage:
 //!   cargo bench --bench oip -- [--seconds S] [--connections C] [--rows R]
+//!        [--batch B]
 //!
 //! The server (HTTP and gRPC) runs in this process on its own 2-thread
 //! runtime, each load generator on one more thread: all on the same 2
@@ -44,6 +45,8 @@ struct Options {
     seconds: u64,
     connections: usize,
     rows: usize,
+    /// Rows in each request of the load.
+    batch: usize,
 }
 
 fn main() -> Result<()> {
@@ -52,12 +55,14 @@ fn main() -> Result<()> {
         seconds: 10,
         connections: 16,
         rows: 10_000,
+        batch: 1,
     };
     cli::flags(|name, value| {
         match name {
             "--seconds" => o.seconds = value()?.parse()?,
             "--connections" => o.connections = value()?.parse()?,
             "--rows" => o.rows = value()?.parse()?,
+            "--batch" => o.batch = value()?.parse::<usize>()?.max(1),
             _ => return Ok(false),
         }
         Ok(true)
@@ -92,10 +97,14 @@ fn main() -> Result<()> {
         anyhow::Ok(addresses)
     })?;
 
-    let row: Vec<f32> = (0..WIDTH).map(|i| 0.1 * i as f32).collect();
-    let body = serde_json::json!({"inputs": [{"name": "x", "shape": [1, WIDTH], "datatype": "FP32",
-                                              "data": row}]})
-    .to_string();
+    let batch = o.batch;
+    let rows: Vec<f32> = (0..batch * WIDTH)
+        .map(|i| 0.1 * (i % WIDTH) as f32)
+        .collect();
+    let body =
+        serde_json::json!({"inputs": [{"name": "x", "shape": [batch, WIDTH], "datatype": "FP32",
+                                              "data": rows}]})
+        .to_string();
     let request = post_request(
         &http.to_string(),
         &format!("/v2/models/{MODEL}/infer"),
@@ -109,14 +118,14 @@ fn main() -> Result<()> {
     // Warm-up requests count too: the server's CPU over every request.
     let http_requests = report.requests as f64 * (o.seconds as f64 + 2.0) / o.seconds as f64;
     report.print(&format!(
-        "HTTP JSON /v2/models/{MODEL}/infer, 1 row x {WIDTH}, {} connections",
+        "HTTP JSON /v2/models/{MODEL}/infer, {batch} row(s) x {WIDTH}, {} connections",
         o.connections
     ));
 
     let http_us = http_cpu / http_requests * 1e6;
     println!("  server CPU per request (approx., warm-up included): {http_us:.1} µs");
 
-    let request = infer_request(&row);
+    let request = infer_request(&rows, batch);
     for client in [GrpcClient::RawHttp2, GrpcClient::Tonic] {
         let cpu_before = server_cpu_seconds()?;
         let (rate, errors, nanos) = match client {
@@ -126,7 +135,7 @@ fn main() -> Result<()> {
         let cpu = server_cpu_seconds()? - cpu_before;
         let us = cpu / (rate * (o.seconds as f64 + 2.0)) * 1e6;
         println!(
-            "gRPC ModelInfer ({}), 1 row x {WIDTH}, {} connections: {rate:.0} requests/s \
+            "gRPC ModelInfer ({}), {batch} row(s) x {WIDTH}, {} connections: {rate:.0} requests/s \
              ({errors} errors)",
             client.name(),
             o.connections
@@ -165,16 +174,16 @@ impl GrpcClient {
     }
 }
 
-/// One row as a `ModelInfer` request with raw contents (what tritonclient
-/// sends).
-fn infer_request(row: &[f32]) -> ModelInferRequest {
-    let raw: Vec<u8> = row.iter().flat_map(|v| v.to_le_bytes()).collect();
+/// `batch` rows (`values`, row-major) as a `ModelInfer` request with raw
+/// contents (what tritonclient sends).
+fn infer_request(values: &[f32], batch: usize) -> ModelInferRequest {
+    let raw: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
     ModelInferRequest {
         model_name: MODEL.to_string(),
         inputs: vec![InferInputTensor {
             name: "x".into(),
             datatype: "FP32".into(),
-            shape: vec![1, WIDTH as i64],
+            shape: vec![batch as i64, WIDTH as i64],
             ..InferInputTensor::default()
         }],
         raw_input_contents: vec![raw],
