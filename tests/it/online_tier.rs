@@ -165,6 +165,12 @@ fn push_row_to(server: &Server, customer: i64, value: f64, to: &str) -> (u16, Va
     )
 }
 
+/// The `SCAN` pattern of the hashes holding an entity's rows.
+fn bucket_pattern(entity: &str) -> String {
+    let bucket = feature_store::online::shared::bucket_of(entity);
+    format!("aurum:{{{bucket:04x}}}:*")
+}
+
 fn metric(server: &Server, name: &str) -> f64 {
     let text = call("GET", &format!("{}/metrics", server.url), None, None).text;
     text.lines()
@@ -289,9 +295,16 @@ fn replicas_over_one_redis_answer_alike_and_lose_no_acknowledged_push() {
     // has been emptied and the change shows.
     let (_, answer) = lookup(&first, &[1]);
     assert_eq!(answer["results"][1]["values"][0], json!(4242.5));
-    let keys = cli(redis.port, None, &["--scan", "--pattern", "aurum:{1}:*"]);
-    let key = keys.lines().next().expect("customer 1's row is in Redis");
-    cli(redis.port, None, &["DEL", key]);
+    let keys = cli(
+        redis.port,
+        None,
+        &["--scan", "--pattern", &bucket_pattern("1")],
+    );
+    let key = keys
+        .lines()
+        .next()
+        .expect("customer 1's bucket is in Redis");
+    assert_eq!(cli(redis.port, None, &["HDEL", key, "1"]), "1");
     cli(redis.port, None, &["CLIENT", "KILL", "TYPE", "pubsub"]);
     eventually(
         "the replica to drop its L1 when its subscription was cut",
@@ -438,10 +451,17 @@ fn an_unreachable_or_refusing_redis_is_named_without_its_password() {
     let keys = cli(
         redis.port,
         Some("right-password"),
-        &["--scan", "--pattern", "aurum:{3}:*"],
+        &["--scan", "--pattern", &bucket_pattern("3")],
     );
-    let key = keys.lines().next().expect("customer 3's row is in Redis");
-    cli(redis.port, Some("right-password"), &["SET", key, "garbage"]);
+    let key = keys
+        .lines()
+        .next()
+        .expect("customer 3's bucket is in Redis");
+    cli(
+        redis.port,
+        Some("right-password"),
+        &["HSET", key, "3", "garbage"],
+    );
     let (status, answer) = lookup(&server, &[3]);
     assert_eq!(status, 500, "{answer}");
     assert_eq!(answer["error"]["code"], "online_tier_bad_value");
@@ -460,14 +480,13 @@ fn an_unreachable_or_refusing_redis_is_named_without_its_password() {
     assert!(!metrics.contains("right-password"));
 }
 
-/// A load (materialize) writes each chunk with one `MSETNX` and no expiry
-/// and records its view's TTL; the sweep — by any replica, even one that
-/// serves none of the views — gives an expiry to the rows whose TTL has
-/// passed (only those, only in its namespace, never to a view without a
-/// TTL), as far out as a write would set; pushes and later writes set
-/// their own.
+/// Rows never expire by themselves (Redis 7.0 has no expiry per hash
+/// field): loads and writes record their view's TTL, and the sweep — by
+/// any replica, even one that serves none of the views — deletes the rows
+/// whose TTL ended longer ago than the grace (only those, only in its
+/// namespace, never a view without a TTL), and tells the replicas.
 #[test]
-fn a_bulk_load_takes_no_expiry_until_the_sweep_finds_its_ttl_passed() {
+fn the_sweep_deletes_rows_past_their_ttl_and_its_grace() {
     let redis = Redis::start(&[]);
     bulk_load_and_sweep(&[&redis], false);
 }
@@ -483,24 +502,28 @@ fn bulk_load_and_sweep(nodes: &[&Redis], cluster: bool) {
     use std::sync::Arc;
 
     use feature_store::online::OnlineRow;
-    use feature_store::online::shared::{SharedTier, TierOptions};
+    use feature_store::online::shared::{SharedTier, TierOptions, bucket_of};
     use feature_store::testing::{ViewFixture, gold_frame};
     use feature_store::{FeatureValue, FeatureView, OnlineStore};
     use polars::prelude::Column;
 
-    let pttl = |namespace: &str, view: &str, entity: i64| -> i64 {
-        let pattern = format!("aurum:{{{entity}}}:{namespace}:{view}:*");
+    // Whether Redis holds a row of the entity (in its bucket's hash).
+    let stored = |namespace: &str, view: &str, entity: i64| -> bool {
+        let bucket = bucket_of(&entity.to_string());
+        let pattern = format!("aurum:{{{bucket:04x}}}:{namespace}:{view}:*");
+        nodes.iter().any(|node| {
+            cli(node.port, None, &["KEYS", &pattern])
+                .lines()
+                .any(|key| cli(node.port, None, &["HEXISTS", key, &entity.to_string()]) == "1")
+        })
+    };
+    let staging_left = || {
         nodes
             .iter()
-            .find_map(|node| {
-                let keys = cli(node.port, None, &["KEYS", &pattern]);
-                let key = keys.lines().next()?.to_string();
-                cli(node.port, None, &["PTTL", &key]).parse().ok()
-            })
-            .expect("the row's key")
+            .map(|node| cli(node.port, None, &["KEYS", "aurum:*:load-*"]))
+            .collect::<String>()
     };
     let urls: Vec<String> = nodes.iter().map(|n| n.url()).collect();
-    let day_ms = 86_400_000;
     let hourly = ViewFixture::customer("hourly")
         .features(["x"])
         .float64()
@@ -540,40 +563,44 @@ fn bulk_load_and_sweep(nodes: &[&Redis], cluster: bool) {
         ];
         let now = chrono::Utc::now().timestamp_micros();
         let hour = 3_600_000_000;
-        // Customers 0..20 last seen three hours ago (past the hour's TTL),
-        // 20..40 ten minutes ago: one bulk chunk per view.
+        // Customers 0..20 last seen two days ago (past the hour's TTL and
+        // the day's grace after it), 20..40 three hours ago (past the TTL,
+        // within the grace: they read OUTSIDE_MAX_AGE), 40..60 ten minutes
+        // ago.
         let gold = |view: &FeatureView| {
-            let events: Vec<i64> = (0..40)
-                .map(|i| {
-                    if i < 20 {
-                        now - 3 * hour
-                    } else {
-                        now - hour / 6
-                    }
+            let events: Vec<i64> = (0..60)
+                .map(|i| match i {
+                    0..20 => now - 48 * hour,
+                    20..40 => now - 3 * hour,
+                    _ => now - hour / 6,
                 })
                 .collect();
             gold_frame(
                 view,
                 vec![Column::new(
                     "customer_id".into(),
-                    (0..40i64).collect::<Vec<_>>(),
+                    (0..60i64).collect::<Vec<_>>(),
                 )],
                 events.clone(),
                 events,
                 vec![Column::new(
                     "x".into(),
-                    (0..40).map(f64::from).collect::<Vec<_>>(),
+                    (0..60).map(f64::from).collect::<Vec<_>>(),
                 )],
             )
         };
         for store in &stores {
             for view in [&hourly, &forever] {
                 let stats = store.load(view, &gold(view), 1).await.unwrap();
-                assert_eq!(stats.written, 40);
+                assert_eq!(stats.written, 60);
             }
         }
-        assert_eq!(pttl("sweep", "hourly", 3), -1, "a bulk row takes no expiry");
-        // A push sets its row's expiry itself.
+        assert_eq!(
+            staging_left(),
+            "",
+            "every staging hash was renamed into place"
+        );
+        assert!(stored("sweep", "hourly", 3) && stored("sweep", "hourly", 45));
         let pushed = OnlineRow {
             event_micros: now,
             created_micros: now,
@@ -586,7 +613,7 @@ fn bulk_load_and_sweep(nodes: &[&Redis], cluster: bool) {
                 .unwrap(),
             1
         );
-        assert!(pttl("sweep", "hourly", 100) > day_ms, "a push's expiry");
+        assert!(stored("sweep", "hourly", 100), "a push");
         if cluster {
             // The rows are spread over the three primaries.
             for node in nodes {
@@ -599,19 +626,16 @@ fn bulk_load_and_sweep(nodes: &[&Redis], cluster: bool) {
         // recorded.
         let bystander = connect("sweep", Vec::new()).await;
         assert_eq!(bystander.sweep_tier().await.unwrap(), 20);
-        let given = pttl("sweep", "hourly", 3);
-        assert!(
-            given > day_ms - 60_000 && given <= day_ms,
-            "the grace a write gives: {given} ms"
-        );
-        assert_eq!(pttl("sweep", "hourly", 30), -1, "within its TTL");
-        assert_eq!(pttl("sweep", "forever", 3), -1, "a view without a TTL");
-        assert_eq!(pttl("other", "hourly", 3), -1, "another namespace");
+        assert!(!stored("sweep", "hourly", 3), "past its TTL and the grace");
+        assert!(stored("sweep", "hourly", 25), "within the grace");
+        assert!(stored("sweep", "hourly", 45), "within its TTL");
+        assert!(stored("sweep", "hourly", 100), "the push");
+        assert!(stored("sweep", "forever", 3), "a view without a TTL");
+        assert!(stored("other", "hourly", 3), "another namespace");
         // Again, by a replica that serves them: nothing left to do.
         assert_eq!(stores[0].sweep_tier().await.unwrap(), 0);
 
-        // A newer row for customer 3 goes through the latest-wins script and
-        // takes its own expiry (its TTL plus the grace from its event).
+        // A newer row for customer 3 goes through the latest-wins script.
         let newer = OnlineRow {
             event_micros: now,
             created_micros: now,
@@ -619,17 +643,30 @@ fn bulk_load_and_sweep(nodes: &[&Redis], cluster: bool) {
         };
         assert_eq!(
             stores[0]
-                .write("hourly", vec![("3".to_string(), newer)])
+                .write("hourly", vec![("3".to_string(), newer.clone())])
                 .await
                 .unwrap(),
             1
         );
-        let rewritten = pttl("sweep", "hourly", 3);
-        assert!(rewritten > day_ms, "{rewritten} ms");
+        // An older one does not replace it.
+        let older = OnlineRow {
+            event_micros: now - hour,
+            ..newer
+        };
+        assert_eq!(
+            stores[0]
+                .write("hourly", vec![("3".to_string(), older)])
+                .await
+                .unwrap(),
+            0
+        );
 
-        // A second load of the same rows finds its keys (no MSETNX
-        // succeeds): the script keeps the newer row of customer 3.
+        // A second load of the same rows finds the buckets (merged row by
+        // row, not renamed): every row but customer 3's newer one is
+        // written, the swept ones again.
         let stats = stores[0].load(&hourly, &gold(&hourly), 2).await.unwrap();
-        assert_eq!(stats.written, 39);
+        assert_eq!(stats.written, 59);
+        assert!(stored("sweep", "hourly", 5));
+        assert_eq!(staging_left(), "", "merged staging hashes are deleted");
     });
 }

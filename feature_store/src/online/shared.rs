@@ -2,42 +2,50 @@
 //! through the in-process moka store as a bounded L1 cache, so several
 //! `aurum serve` replicas answer alike.
 //!
-//! **Keys** are `aurum:{<entity>}:<namespace>:<view>:<layout>`. The braces
-//! make the entity key Redis Cluster's hash tag, so one entity's rows of
-//! every view live in one slot and a lookup is one `MGET` on one node.
-//! `<layout>` is a hash of the view's join keys and feature list: a view
-//! redefined with other features never reads rows written under the old
-//! layout.
+//! **Keys.** Entities are spread over [`BUCKETS`] buckets by a hash of
+//! their key ([`bucket_of`], fixed forever: readers compute it too), and a
+//! view's rows of one bucket are one Redis hash,
+//! `aurum:{<bucket>}:<namespace>:<view>:<layout>`, whose fields are the
+//! entity keys. The braces make the bucket Redis Cluster's hash tag, so
+//! one entity's rows of every view live in one slot. `<layout>` is a hash
+//! of the view's join keys and feature list (and of this key scheme): a
+//! view redefined with other features never reads rows written under the
+//! old layout. Many rows per key is what makes a load fast: inserting a
+//! field into a hash costs Redis a fraction of inserting a key into its
+//! keyspace (BENCHMARKS.md, issue 20).
 //!
 //! **Values** start with 32 hex digits, the event and created times (each
 //! with its sign bit flipped, so the text orders as the numbers do), then a
-//! format byte and the values, each a tag byte and its bytes. The write
-//! script compares those 32 bytes on the server, in one step: the latest
-//! row wins by event time then created time whichever replica or command
-//! writes, exactly as in the memory store. Redis expiry is garbage
-//! collection only (set well past the view's TTL); the TTL is enforced on
-//! read, so a stale row reads `OUTSIDE_MAX_AGE` as it does in memory.
+//! format byte and the values, each a tag byte and its bytes. Every write
+//! to a live hash goes through [`MERGE_SCRIPT`], which compares those 32
+//! bytes field by field on the server, in one step: the latest row wins
+//! by event time then created time whichever replica or command writes,
+//! exactly as in the memory store. The TTL is enforced on read, so a stale
+//! row reads `OUTSIDE_MAX_AGE` as it does in memory.
 //!
-//! **Bulk loads** write a chunk whose keys are all new with one `MSETNX`
-//! (a cold materialize), without expiry: one command per chunk instead of
-//! one per row. A sweep, run about once an hour by whichever replica takes
-//! its lock, gives such rows an expiry once their TTL has passed (the
-//! grace a write would give, from then).
+//! **Bulk loads** (materialize) write each bucket's rows into a staging
+//! hash of their own with plain `HSET`s, then the merge script renames it
+//! into place when the live hash does not exist yet (a cold load: no
+//! per-row script work at all), or merges it field by field when it does.
 //!
-//! **Invalidation**: every write publishes the keys it wrote on
-//! `aurum:<namespace>:invalidate` — the write script in the same step, the
-//! `SET NX` path of keys that did not exist in the same pipeline. Each
-//! replica's subscriber drops those rows from its L1. A read that raced
-//! with an invalidation (the key's stripe epoch or the tier's generation
-//! moved between sending the `MGET` and caching its answer) is answered but
-//! not cached. The health check publishes a heartbeat every 250 ms; a
-//! subscription that hears nothing for a second (or twice the command
-//! timeout) is taken for dead even if its socket never closes. While the
-//! subscription or Redis is down, L1 is emptied and bypassed. So a replica
-//! never serves from L1 a row another replica replaced longer ago than a
-//! PUBLISH takes to arrive (milliseconds on a LAN); reads go to Redis
-//! otherwise. Changes made behind aurum's back (a `DEL` by hand) publish
-//! nothing and are seen once L1 lets the row go.
+//! **Garbage**: Redis 7.0 has no expiry per hash field, so rows never
+//! expire by themselves. A sweep, run about once an hour by whichever
+//! replica takes its lock, deletes the rows whose TTL ended longer ago than
+//! the grace ([`sweep_cutoff`]), using the TTLs every writer records.
+//!
+//! **Invalidation**: every write publishes the rows it wrote (hash key and
+//! entity fields) on `aurum:<namespace>:invalidate`, after the write, in
+//! the same pipeline. Each replica's subscriber drops those rows from its
+//! L1. A read that raced with an invalidation (the row's stripe epoch or
+//! the tier's generation moved between sending the read and caching its
+//! answer) is answered but not cached. The health check publishes a
+//! heartbeat every 250 ms; a subscription that hears nothing for a second
+//! (or twice the command timeout) is taken for dead even if its socket
+//! never closes. While the subscription or Redis is down, L1 is emptied
+//! and bypassed. So a replica never serves from L1 a row another replica
+//! replaced longer ago than a PUBLISH takes to arrive (milliseconds on a
+//! LAN); reads go to Redis otherwise. Changes made behind aurum's back (an
+//! `HDEL` by hand) publish nothing and are seen once L1 lets the row go.
 
 use std::sync::Arc;
 use std::sync::Weak;
@@ -57,12 +65,23 @@ use crate::metrics::{Histogram, LATENCY_BUCKETS};
 /// for a cluster, several nodes separated by commas.
 pub const REDIS_URL_ENV: &str = "AURUM_REDIS_URL";
 
-/// Keys per write-script call: large enough to amortize a call, small
-/// enough that one call holds Redis for well under a millisecond.
+/// Buckets entities are spread over (a power of two). A view of ten million
+/// entities holds ~150 per bucket; one of a few thousand, one or so.
+pub const BUCKETS: u32 = 65_536;
+
+/// Rows per write pipeline on a standalone server (whole buckets are added
+/// until it holds at least this many): large enough to amortize a round
+/// trip, small enough that one holds Redis for about a millisecond.
 const WRITE_CHUNK: usize = 256;
 
-/// Write-script calls in flight at once on the multiplexed connection.
+/// Fields per `HSET` into a staging hash.
+const STAGE_FIELDS: usize = 1_000;
+
+/// Write pipelines in flight at once on the multiplexed connection.
 const WRITES_IN_FLIGHT: usize = 32;
+
+/// How long a staging hash lives if its load dies before merging it.
+const STAGE_LIFETIME_MS: u64 = 3_600_000;
 
 /// How often one replica (whichever takes the lock first) sweeps the tier
 /// for rows past their TTL's grace.
@@ -71,9 +90,9 @@ const GC_INTERVAL: Duration = Duration::from_secs(3_600);
 /// How often each replica tries to take the sweep's lock.
 const GC_ATTEMPT: Duration = Duration::from_secs(300);
 
-/// Keys one sweep step visits (one script call: a few milliseconds of
-/// Redis's time).
-const GC_SCAN_COUNT: usize = 1_000;
+/// Keys one sweep step visits (one script call; each key a bucket of
+/// rows, so a few milliseconds of Redis's time for ~150 rows a bucket).
+const GC_SCAN_COUNT: usize = 32;
 
 /// How often the health check publishes a heartbeat on the invalidation
 /// channel.
@@ -86,18 +105,20 @@ const STRIPES: usize = 4096;
 /// of its TTL, so it reads `OUTSIDE_MAX_AGE` (not `NOT_FOUND`) meanwhile.
 const MIN_GRACE_MS: i64 = 24 * 3_600 * 1_000;
 
-/// The latest-wins write, on the server: for each key, the row is written
-/// only when the stored one is not newer (the first 32 bytes order rows by
-/// event then created time); the keys written are published, each as
-/// `<length>:<key>`, on the channel `ARGV[1]`. `ARGV[2i]` is key i's value,
-/// `ARGV[2i+1]` its expiry in epoch milliseconds (`0`: none).
+/// The latest-wins write, on the server, into the live hash `KEYS[1]`.
 ///
-/// The headers are compared as four 8-hex-digit numbers, not as strings:
-/// Lua compares strings with `strcoll`, which follows the server's locale.
-/// A stored value that is not aurum's (no hex header, or another Redis
-/// type) is replaced; `redis.pcall` keeps one odd key from stopping the
-/// chunk half-written.
-const WRITE_SCRIPT: &str = r"
+/// With one key the rows are `ARGV` (field, value, field, value, …). With
+/// two, they are the staging hash `KEYS[2]`'s: when the live hash does not
+/// exist it is renamed into place whole (and loses the staging expiry);
+/// otherwise merged and deleted. Answers how many rows were written.
+///
+/// A row is written only when the stored one is not newer: the first 32
+/// bytes order rows by event then created time, compared as four
+/// 8-hex-digit numbers, not as strings (Lua compares strings with
+/// `strcoll`, which follows the server's locale). A stored value that is
+/// not aurum's (no hex header) is replaced. A live key of another type
+/// (not a hash) is an error naming it, and nothing is written.
+const MERGE_SCRIPT: &str = r"
 local function not_newer(old, new)
   for i = 1, 25, 8 do
     local a = tonumber(string.sub(old, i, i + 7), 16)
@@ -107,24 +128,44 @@ local function not_newer(old, new)
   end
   return true
 end
-local written = {}
-for i = 1, #KEYS do
-  local value = ARGV[2 * i]
-  local old = redis.pcall('GETRANGE', KEYS[i], 0, 31)
-  if type(old) ~= 'string' or string.len(old) < 32 or not_newer(old, value) then
-    local expire_at = ARGV[2 * i + 1]
-    if expire_at == '0' then
-      redis.call('SET', KEYS[i], value)
-    else
-      redis.call('SET', KEYS[i], value, 'PXAT', expire_at)
+local live = KEYS[1]
+local kind = redis.call('TYPE', live).ok
+if kind ~= 'none' and kind ~= 'hash' then
+  return redis.error_reply('online tier key ' .. live .. ' holds a ' .. kind .. ', not a hash of rows')
+end
+local rows
+if #KEYS == 2 then
+  if kind == 'none' then
+    redis.call('RENAME', KEYS[2], live)
+    redis.call('PERSIST', live)
+    return redis.call('HLEN', live)
+  end
+  rows = redis.call('HGETALL', KEYS[2])
+  redis.call('DEL', KEYS[2])
+else
+  rows = ARGV
+end
+local written = 0
+for start = 1, #rows, 2000 do
+  local stop = math.min(start + 1999, #rows)
+  local fields = {}
+  for i = start, stop, 2 do fields[#fields + 1] = rows[i] end
+  local old = redis.call('HMGET', live, unpack(fields))
+  local winners = {}
+  for i = 1, #fields do
+    local value = rows[start + 2 * i - 1]
+    local stored = old[i]
+    if not stored or string.len(stored) < 32 or not_newer(stored, value) then
+      winners[#winners + 1] = fields[i]
+      winners[#winners + 1] = value
     end
-    written[#written + 1] = string.len(KEYS[i]) .. ':' .. KEYS[i]
+  end
+  if #winners > 0 then
+    redis.call('HSET', live, unpack(winners))
+    written = written + #winners / 2
   end
 end
-if #written > 0 then
-  redis.call('PUBLISH', ARGV[1], table.concat(written))
-end
-return #written
+return written
 ";
 
 /// Raises a view's recorded materialized version (never lowers it).
@@ -137,14 +178,13 @@ return 1
 ";
 
 /// One step of the garbage sweep, on one node: `SCAN` from cursor
-/// `ARGV[1]` (`COUNT` `ARGV[2]`, `MATCH` `ARGV[3]`). A key of this
-/// namespace (`ARGV[4]`) whose `<view>:<layout>` is listed (triples from
-/// `ARGV[5]`: the suffix, a cutoff as 16 hex digits ordered as the value
-/// headers' event times, an expiry in epoch milliseconds), that has no
-/// expiry and whose row's event time is before the cutoff (its TTL has
-/// passed) is given the expiry. Answers the next cursor and the number of
-/// keys given one. A row a writer replaces later takes the writer's expiry
-/// (or none), so a fresh row is never dropped.
+/// `ARGV[1]` (`COUNT` `ARGV[2]`, `MATCH` `ARGV[3]`). In each hash of this
+/// namespace (`ARGV[4]`) whose `<view>:<layout>` is listed (pairs from
+/// `ARGV[6]`: the suffix, a cutoff as 16 hex digits ordered as the value
+/// headers' event times), the rows whose event time is before the cutoff
+/// are deleted, and published on `ARGV[5]` as a write's are. Answers the
+/// next cursor and the number of rows deleted. Staging hashes (one more
+/// `:`-part) and other types are left alone.
 const SWEEP_SCRIPT: &str = r"
 local function older(head, cutoff)
   for i = 1, 9, 8 do
@@ -156,28 +196,58 @@ local function older(head, cutoff)
   return false
 end
 local views = {}
-for i = 5, #ARGV, 3 do views[ARGV[i]] = {ARGV[i + 1], ARGV[i + 2]} end
+for i = 6, #ARGV, 2 do views[ARGV[i]] = ARGV[i + 1] end
 local step = redis.call('SCAN', ARGV[1], 'MATCH', ARGV[3], 'COUNT', ARGV[2])
-local expiring = 0
+local deleted = 0
+local notice = {}
 for _, key in ipairs(step[2]) do
   local suffix = string.match(key, ':([^:]*:[^:]*)$')
-  local view = suffix and views[suffix]
+  local cutoff = suffix and views[suffix]
   local tail = suffix and ('}:' .. ARGV[4] .. ':' .. suffix)
-  if view and string.sub(key, -string.len(tail)) == tail then
-    local head = redis.pcall('GETRANGE', key, 0, 15)
-    if type(head) == 'string' and string.len(head) == 16 and older(head, view[1])
-        and redis.call('PTTL', key) == -1 then
-      redis.call('PEXPIREAT', key, view[2])
-      expiring = expiring + 1
+  if cutoff and string.sub(key, -string.len(tail)) == tail
+      and redis.call('TYPE', key).ok == 'hash' then
+    local gone = {}
+    local cursor = '0'
+    repeat
+      local page = redis.call('HSCAN', key, cursor, 'COUNT', 256)
+      cursor = page[1]
+      local items = page[2]
+      for j = 1, #items, 2 do
+        if older(items[j + 1], cutoff) then gone[#gone + 1] = items[j] end
+      end
+    until cursor == '0'
+    if #gone > 0 then
+      for j = 1, #gone, 1000 do
+        deleted = deleted + redis.call('HDEL', key, unpack(gone, j, math.min(j + 999, #gone)))
+      end
+      notice[#notice + 1] = string.len(key) .. ':' .. key .. #gone .. ':'
+      for _, field in ipairs(gone) do
+        notice[#notice + 1] = string.len(field) .. ':' .. field
+      end
     end
   end
 end
-return {step[1], expiring}
+if #notice > 0 then
+  redis.call('PUBLISH', ARGV[5], table.concat(notice))
+end
+return {step[1], deleted}
 ";
 
-/// A row as the tier writes it: Redis key, encoded value, expiry (epoch
-/// milliseconds; 0 for none).
-pub(crate) type TierRow = (Vec<u8>, Vec<u8>, i64);
+/// A row as the tier writes it: its bucket ([`bucket_of`] of the entity),
+/// the entity key (the hash field) and the encoded value.
+pub(crate) type TierRow<'a> = (u32, &'a str, Vec<u8>);
+
+/// The bucket of an entity key: FNV-1a (64-bit) of its bytes, folded, modulo
+/// [`BUCKETS`]. Written down here rather than taken from a hashing crate,
+/// because every replica and version must agree on it for good.
+pub fn bucket_of(entity: &str) -> u32 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for &byte in entity.as_bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    ((hash ^ (hash >> 32)) as u32) & (BUCKETS - 1)
+}
 
 /// How to reach the shared tier.
 #[derive(Clone, PartialEq, Eq)]
@@ -287,7 +357,10 @@ impl Conn {
         }
     }
 
-    async fn pipeline(&self, pipe: &redis::Pipeline) -> redis::RedisResult<Vec<redis::Value>> {
+    async fn pipeline_typed<T: redis::FromRedisValue>(
+        &self,
+        pipe: &redis::Pipeline,
+    ) -> redis::RedisResult<T> {
         match self {
             Conn::Single(c) => pipe.query_async(&mut c.clone()).await,
             Conn::Cluster(c) => pipe.query_async(&mut c.clone()).await,
@@ -323,8 +396,8 @@ pub struct TierStats {
     pub errors: AtomicU64,
     /// Values read that did not decode (written by another version).
     pub decode_errors: AtomicU64,
-    /// Rows past their TTL the sweep gave an expiry (this replica's sweeps).
-    pub rows_given_expiry: AtomicU64,
+    /// Rows past their TTL's grace the sweep deleted (this replica's sweeps).
+    pub rows_swept: AtomicU64,
 }
 
 impl Default for TierStats {
@@ -337,7 +410,7 @@ impl Default for TierStats {
             reconnects: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             decode_errors: AtomicU64::new(0),
-            rows_given_expiry: AtomicU64::new(0),
+            rows_swept: AtomicU64::new(0),
         }
     }
 }
@@ -346,11 +419,11 @@ impl Default for TierStats {
 pub struct SharedTier {
     conn: Conn,
     options: TierOptions,
-    write: redis::Script,
+    merge: redis::Script,
     raise_version: redis::Script,
     channel: String,
     versions_key: String,
-    /// The TTL of every (view, layout) loaded in bulk, for the sweep.
+    /// The TTL of every (view, layout) written, for the sweep.
     ttls_key: String,
     stats: TierStats,
     /// The invalidation subscription is live.
@@ -430,7 +503,7 @@ impl SharedTier {
             versions_key: format!("aurum:{{meta}}:{}:versions", options.namespace),
             ttls_key: format!("aurum:{{meta}}:{}:ttls", options.namespace),
             options,
-            write: redis::Script::new(WRITE_SCRIPT),
+            merge: redis::Script::new(MERGE_SCRIPT),
             raise_version: redis::Script::new(VERSION_SCRIPT),
             stats: TierStats::default(),
             subscribed: AtomicBool::new(false),
@@ -462,9 +535,9 @@ impl SharedTier {
     }
 
     /// The stripe of a row: invalidations bump its epoch.
-    pub(crate) fn stripe(&self, key: &[u8]) -> usize {
+    pub(crate) fn stripe(&self, view: &str, layout: &str, entity: &str) -> usize {
         use std::hash::BuildHasher;
-        (self.stripe_seed.hash_one(key) as usize) % STRIPES
+        (self.stripe_seed.hash_one((view, layout, entity)) as usize) % STRIPES
     }
 
     pub(crate) fn epoch(&self, stripe: usize) -> u64 {
@@ -477,12 +550,15 @@ impl SharedTier {
         self.epochs[stripe].fetch_add(1, Ordering::SeqCst);
     }
 
-    /// The Redis key of an entity's row of a view.
-    pub(crate) fn key(&self, view: &str, layout: &str, entity: &str) -> Vec<u8> {
+    /// The Redis key of a view's hash of rows of one bucket.
+    pub(crate) fn key(&self, view: &str, layout: &str, bucket: u32) -> Vec<u8> {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
         let ns = &self.options.namespace;
-        let mut key = Vec::with_capacity(16 + entity.len() + ns.len() + view.len() + layout.len());
+        let mut key = Vec::with_capacity(16 + ns.len() + view.len() + layout.len());
         key.extend_from_slice(b"aurum:{");
-        key.extend_from_slice(entity.as_bytes());
+        for shift in (0..4).rev() {
+            key.push(DIGITS[((bucket >> (shift * 4)) & 0xf) as usize]);
+        }
         key.extend_from_slice(b"}:");
         key.extend_from_slice(ns.as_bytes());
         key.push(b':');
@@ -492,52 +568,130 @@ impl SharedTier {
         key
     }
 
-    /// Splits a key of this namespace into (view, layout, entity).
-    fn parse_key<'k>(&self, key: &'k [u8]) -> Option<(&'k str, &'k str, &'k str)> {
+    /// Splits a hash key of this namespace into (view, layout).
+    fn parse_key<'k>(&self, key: &'k [u8]) -> Option<(&'k str, &'k str)> {
         let text = std::str::from_utf8(key).ok()?;
         let rest = text.strip_prefix("aurum:{")?;
-        let (before_layout, layout) = rest.rsplit_once(':')?;
-        let (before_view, view) = before_layout.rsplit_once(':')?;
-        let entity = before_view
-            .strip_suffix(self.options.namespace.as_str())?
-            .strip_suffix("}:")?;
-        Some((view, layout, entity))
+        let (bucket, rest) = rest.split_once("}:")?;
+        if bucket.len() != 4 || !bucket.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        let rest = rest
+            .strip_prefix(self.options.namespace.as_str())?
+            .strip_prefix(':')?;
+        let (view, layout) = rest.rsplit_once(':')?;
+        Some((view, layout))
     }
 
-    /// Reads rows by key, in order (`None`: no row). One `MGET` (split by
-    /// slot on a cluster).
-    pub(crate) async fn read(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>> {
+    /// Reads rows, each a (hash key, entity) pair, in order (`None`: no
+    /// row): one pipeline of `HGET`s (one per slot, concurrently, on a
+    /// cluster).
+    pub(crate) async fn read(&self, cells: &[(Vec<u8>, &str)]) -> Result<Vec<Option<Vec<u8>>>> {
         let started = Instant::now();
-        let result = self
-            .conn
-            .query::<Vec<Option<Vec<u8>>>>(redis::cmd("MGET").arg(keys))
-            .await;
+        let result = match &self.conn {
+            Conn::Single(_) => {
+                let mut pipe = redis::pipe();
+                for (key, entity) in cells {
+                    pipe.cmd("HGET").arg(key).arg(*entity);
+                }
+                self.conn.pipeline_typed(&pipe).await
+            }
+            Conn::Cluster(_) => {
+                // A cluster pipeline must stay within one slot.
+                let mut by_slot: Vec<(u16, redis::Pipeline, Vec<usize>)> = Vec::new();
+                for (i, (key, entity)) in cells.iter().enumerate() {
+                    let slot = key_slot(key);
+                    let at = match by_slot.iter().position(|(s, _, _)| *s == slot) {
+                        Some(at) => at,
+                        None => {
+                            by_slot.push((slot, redis::pipe(), Vec::new()));
+                            by_slot.len() - 1
+                        }
+                    };
+                    by_slot[at].1.cmd("HGET").arg(key).arg(*entity);
+                    by_slot[at].2.push(i);
+                }
+                let answers =
+                    futures::future::join_all(by_slot.iter().map(|(_, pipe, _)| {
+                        self.conn.pipeline_typed::<Vec<Option<Vec<u8>>>>(pipe)
+                    }))
+                    .await;
+                let mut values = vec![None; cells.len()];
+                let mut failed = None;
+                for ((_, _, positions), answer) in by_slot.iter().zip(answers) {
+                    match answer {
+                        Ok(answer) if answer.len() == positions.len() => {
+                            for (&i, value) in positions.iter().zip(answer) {
+                                values[i] = value;
+                            }
+                        }
+                        Ok(answer) => {
+                            return Err(Error::OnlineTier {
+                                message: format!(
+                                    "{} answered {} values for {} rows",
+                                    self.shown(),
+                                    answer.len(),
+                                    positions.len()
+                                ),
+                            });
+                        }
+                        Err(e) => {
+                            failed.get_or_insert(e);
+                        }
+                    }
+                }
+                match failed {
+                    None => Ok(values),
+                    Some(e) => Err(e),
+                }
+            }
+        };
         self.stats
             .round_trip
             .observe(started.elapsed().as_secs_f64());
         result.map_err(|e| self.failed("reading rows from", &e))
     }
 
-    /// Writes rows with the latest-wins script; returns how many replaced
-    /// the stored row (or had none). `rows` are (key, value, expiry in
-    /// epoch milliseconds or 0). A `bulk` write (a load: one row per key,
-    /// keys listed in its view's recorded TTLs) tries each chunk as one
-    /// `MSETNX` first, until one finds a key that exists.
-    pub(crate) async fn write(&self, rows: Vec<TierRow>, bulk: bool) -> Result<usize> {
-        let chunks = if self.options.cluster {
-            chunks_by_slot(rows)
-        } else {
-            let mut chunks = Vec::with_capacity(rows.len().div_ceil(WRITE_CHUNK));
-            let mut rows = rows.into_iter().peekable();
-            while rows.peek().is_some() {
-                chunks.push(rows.by_ref().take(WRITE_CHUNK).collect::<Vec<_>>());
+    /// Writes rows of one view with the latest-wins script; returns how
+    /// many replaced the stored row (or had none). A `bulk` write (a load)
+    /// stages each bucket's rows in a hash of its own first, so a bucket
+    /// the tier does not hold yet is renamed into place instead of merged
+    /// row by row; its rows should come sorted by bucket, each bucket's
+    /// together (they are sorted here otherwise).
+    pub(crate) async fn write(
+        &self,
+        view: &str,
+        layout: &str,
+        mut rows: Vec<TierRow<'_>>,
+        bulk: bool,
+    ) -> Result<usize> {
+        if !rows.is_sorted_by_key(|r| r.0) {
+            rows.sort_by_key(|r| r.0);
+        }
+        // Whole buckets per pipeline: one on a cluster (a pipeline stays in
+        // one slot), at least WRITE_CHUNK rows' worth on a standalone server.
+        let mut pipelines: Vec<Vec<TierRow<'_>>> = Vec::new();
+        let mut current: Vec<TierRow<'_>> = Vec::new();
+        for row in rows {
+            if let Some(last) = current.last()
+                && last.0 != row.0
+                && (self.options.cluster || current.len() >= WRITE_CHUNK)
+            {
+                pipelines.push(std::mem::take(&mut current));
             }
-            chunks
-        };
-        let bulk = AtomicBool::new(bulk);
-        let mut calls = futures::stream::iter(chunks)
-            .map(|chunk| self.write_chunk(chunk, &bulk))
-            .buffer_unordered(WRITES_IN_FLIGHT);
+            current.push(row);
+        }
+        if !current.is_empty() {
+            pipelines.push(current);
+        }
+        let load = bulk.then(load_id);
+        // The futures made first: a stream holding a closure over borrowed
+        // rows would not be `Send` for every lifetime the caller needs.
+        let mut writes = Vec::with_capacity(pipelines.len());
+        for rows in pipelines {
+            writes.push(self.write_buckets(view, layout, rows, load));
+        }
+        let mut calls = futures::stream::iter(writes).buffer_unordered(WRITES_IN_FLIGHT);
         let mut written = 0;
         let mut first_error = None;
         while let Some(result) = calls.next().await {
@@ -554,136 +708,127 @@ impl SharedTier {
         }
     }
 
-    /// Writes one chunk (one slot on a cluster). While `bulk` holds, a chunk
-    /// whose keys are all new is one `MSETNX` ([`SharedTier::write_new_chunk`]).
-    /// Otherwise keys that do not exist yet take a plain `SET NX` (no
-    /// script: a fraction of its cost); the same pipeline then publishes the
-    /// chunk's keys, so a replica that still caches a row of a key Redis
-    /// dropped (garbage collection) drops it too. Only the rows whose key
-    /// exists go through the latest-wins script.
-    async fn write_chunk(&self, chunk: Vec<TierRow>, bulk: &AtomicBool) -> Result<usize> {
-        let mut notice = Vec::with_capacity(chunk.iter().map(|r| r.0.len() + 6).sum());
-        for (key, _, _) in &chunk {
-            notice.extend_from_slice(key.len().to_string().as_bytes());
-            notice.push(b':');
-            notice.extend_from_slice(key);
-        }
-        if bulk.load(Ordering::Relaxed) {
-            if self.write_new_chunk(&chunk, &notice).await? {
-                return Ok(chunk.len());
+    /// Writes whole buckets' rows (sorted by bucket) in one pipeline: per
+    /// bucket, with a `load` id, `HSET`s into a staging hash and the merge
+    /// script renaming or merging it into place; without, the merge script
+    /// with the rows as its arguments. The rows are published after them,
+    /// in the same pipeline (separately on a cluster, whose client routes
+    /// `PUBLISH` by the channel's slot).
+    async fn write_buckets(
+        &self,
+        view: &str,
+        layout: &str,
+        rows: Vec<TierRow<'_>>,
+        load: Option<u64>,
+    ) -> Result<usize> {
+        let mut pipe = redis::pipe();
+        let mut notice = Vec::with_capacity(rows.iter().map(|r| r.1.len() + 4).sum::<usize>() + 64);
+        let mut scripts = 0;
+        for group in rows.chunk_by(|a, b| a.0 == b.0) {
+            let key = self.key(view, layout, group[0].0);
+            notice_key(&key, group.len(), &mut notice);
+            for (_, entity, _) in group {
+                notice_field(entity.as_bytes(), &mut notice);
             }
-            // Keys exist (a reload): the rest of the write goes the way
-            // that checks each key, without a failed MSETNX per chunk.
-            bulk.store(false, Ordering::Relaxed);
+            match load {
+                Some(load) => {
+                    let mut staged = key.clone();
+                    staged.extend_from_slice(format!(":load-{load:016x}").as_bytes());
+                    for part in group.chunks(STAGE_FIELDS) {
+                        let set = pipe.cmd("HSET").arg(&staged).ignore();
+                        for (_, entity, value) in part {
+                            set.arg(*entity).arg(value);
+                        }
+                    }
+                    pipe.cmd("PEXPIRE")
+                        .arg(&staged)
+                        .arg(STAGE_LIFETIME_MS)
+                        .ignore();
+                    pipe.cmd("EVAL")
+                        .arg(MERGE_SCRIPT)
+                        .arg(2)
+                        .arg(&key)
+                        .arg(&staged);
+                }
+                None => {
+                    let merge = pipe
+                        .cmd("EVALSHA")
+                        .arg(self.merge.get_hash())
+                        .arg(1)
+                        .arg(&key);
+                    for (_, entity, value) in group {
+                        merge.arg(*entity).arg(value);
+                    }
+                }
+            }
+            scripts += 1;
+        }
+        if !self.options.cluster {
+            pipe.cmd("PUBLISH").arg(&self.channel).arg(&notice).ignore();
         }
         let started = Instant::now();
-        let mut pipe = redis::pipe();
-        for (key, value, expire_at) in &chunk {
-            let set = pipe.cmd("SET").arg(key).arg(value).arg("NX");
-            if *expire_at > 0 {
-                set.arg("PXAT").arg(*expire_at);
-            }
+        let mut answer = self.conn.pipeline_typed::<Vec<usize>>(&pipe).await;
+        if answer
+            .as_ref()
+            .is_err_and(|e| e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript))
+        {
+            // The server does not know the script yet (started, flushed):
+            // load it and write again (a row written twice is refused by
+            // the same script the second time).
+            self.conn
+                .query::<String>(redis::cmd("SCRIPT").arg("LOAD").arg(MERGE_SCRIPT))
+                .await
+                .map_err(|e| self.failed("loading the write script into", &e))?;
+            answer = self.conn.pipeline_typed::<Vec<usize>>(&pipe).await;
         }
-        // A cluster client routes PUBLISH by its channel's slot, which is
-        // not the chunk's: there it follows the pipeline.
-        if !self.options.cluster {
-            pipe.cmd("PUBLISH").arg(&self.channel).arg(&notice);
-        }
-        let replies = self.conn.pipeline(&pipe).await;
         self.stats
             .round_trip
             .observe(started.elapsed().as_secs_f64());
-        let replies = replies.map_err(|e| self.failed("writing rows to", &e))?;
+        let written = answer.map_err(|e| self.failed("writing rows to", &e))?;
+        if written.len() != scripts {
+            return Err(Error::OnlineTier {
+                message: format!(
+                    "{} answered {} writes for {scripts} buckets",
+                    self.shown(),
+                    written.len()
+                ),
+            });
+        }
         if self.options.cluster {
             self.conn
                 .query::<i64>(redis::cmd("PUBLISH").arg(&self.channel).arg(&notice))
                 .await
                 .map_err(|e| self.failed("publishing invalidations to", &e))?;
         }
-        let mut written = 0;
-        let mut invocation = self.write.prepare_invoke();
-        invocation.arg(&self.channel);
-        let mut existing = 0;
-        for ((key, value, expire_at), reply) in chunk.iter().zip(&replies) {
-            match reply {
-                redis::Value::Nil => {
-                    invocation.key(key).arg(value).arg(*expire_at);
-                    existing += 1;
-                }
-                _ => written += 1,
-            }
-        }
-        if existing > 0 {
-            let started = Instant::now();
-            let result = self.conn.invoke::<usize>(&invocation).await;
-            self.stats
-                .round_trip
-                .observe(started.elapsed().as_secs_f64());
-            written += result.map_err(|e| self.failed("writing rows to", &e))?;
-        }
-        Ok(written)
+        Ok(written.into_iter().sum())
     }
 
-    /// Writes a chunk whose keys are all new (a cold load's) with one
-    /// `MSETNX`, and publishes its keys; whether it did (`false`: a key
-    /// exists, nothing was written). One command for the chunk costs Redis
-    /// a fraction of a `SET` per row. Its rows take no expiry: the sweep
-    /// ([`SharedTier::sweep`]) gives them one once their TTL has passed,
-    /// and a later write through the script sets its own.
-    async fn write_new_chunk(&self, chunk: &[TierRow], notice: &[u8]) -> Result<bool> {
-        let started = Instant::now();
-        let mut pipe = redis::pipe();
-        let set = pipe.cmd("MSETNX");
-        for (key, value, _) in chunk {
-            set.arg(key).arg(value);
-        }
-        // Published even when nothing was set (the fallback publishes
-        // again): the notice is cheap, a second round trip is not.
-        if !self.options.cluster {
-            pipe.cmd("PUBLISH").arg(&self.channel).arg(notice);
-        }
-        let replies = self.conn.pipeline(&pipe).await;
-        self.stats
-            .round_trip
-            .observe(started.elapsed().as_secs_f64());
-        let replies = replies.map_err(|e| self.failed("writing rows to", &e))?;
-        let all_new = matches!(replies.first(), Some(redis::Value::Int(1)));
-        if all_new && self.options.cluster {
-            self.conn
-                .query::<i64>(redis::cmd("PUBLISH").arg(&self.channel).arg(notice))
-                .await
-                .map_err(|e| self.failed("publishing invalidations to", &e))?;
-        }
-        Ok(all_new)
-    }
-
-    /// Gives the rows of `views` whose TTL has passed, and which have no
-    /// expiry (rows written by `MSETNX`), an expiry, on every node; returns
-    /// how many. `views` are (`<view>:<layout>`, the cutoff event time in
-    /// microseconds since the epoch, the expiry in epoch milliseconds).
-    /// Keys of other namespaces, and of views or layouts not listed
-    /// (another version's), are left alone.
-    pub(crate) async fn sweep(&self, views: &[(String, i64, i64)]) -> Result<usize> {
+    /// Deletes the rows of `views` whose TTL ended longer ago than the
+    /// grace, on every node; returns how many. `views` are
+    /// (`<view>:<layout>`, the cutoff event time in microseconds since the
+    /// epoch, [`sweep_cutoff`]). Keys of other namespaces, and of views or
+    /// layouts not listed (another version's), are left alone.
+    pub(crate) async fn sweep(&self, views: &[(String, i64)]) -> Result<usize> {
         if views.is_empty() {
             return Ok(0);
         }
         let pattern = format!("aurum:{{*}}:{}:*", glob_escaped(&self.options.namespace));
-        let mut fixed = Vec::with_capacity(3 + 3 * views.len());
+        let mut fixed = Vec::with_capacity(4 + 2 * views.len());
         fixed.push(GC_SCAN_COUNT.to_string().into_bytes());
         fixed.push(pattern.into_bytes());
         fixed.push(self.options.namespace.clone().into_bytes());
-        for (suffix, cutoff, expire_at) in views {
+        fixed.push(self.channel.clone().into_bytes());
+        for (suffix, cutoff) in views {
             fixed.push(suffix.clone().into_bytes());
             let mut header = Vec::with_capacity(16);
             ordered_hex(*cutoff, &mut header);
             fixed.push(header);
-            fixed.push(expire_at.to_string().into_bytes());
         }
         let nodes = match &self.conn {
             Conn::Single(_) => vec![None],
             Conn::Cluster(_) => self.masters().await?.into_iter().map(Some).collect(),
         };
-        let mut expiring = 0;
+        let mut deleted = 0;
         for node in nodes {
             let mut cursor = "0".to_string();
             loop {
@@ -712,17 +857,15 @@ impl SharedTier {
                     .round_trip
                     .observe(started.elapsed().as_secs_f64());
                 let (next, n) = answer.map_err(|e| self.failed("sweeping expired rows in", &e))?;
-                expiring += n;
-                self.stats
-                    .rows_given_expiry
-                    .fetch_add(n as u64, Ordering::Relaxed);
+                deleted += n;
+                self.stats.rows_swept.fetch_add(n as u64, Ordering::Relaxed);
                 if next == "0" {
                     break;
                 }
                 cursor = next;
             }
         }
-        Ok(expiring)
+        Ok(deleted)
     }
 
     /// Records the TTL of `view`'s rows under `layout` before a bulk load
@@ -1025,31 +1168,84 @@ impl SharedTier {
         Ok(pubsub)
     }
 
-    /// Drops the rows a published write names from L1.
+    /// Drops the rows a published write names from L1. A notice is a run
+    /// of hash keys, each `<length>:<key><count>:` and that many fields
+    /// (entity keys), each `<length>:<field>`.
     fn invalidate(&self, store: &OnlineStore, payload: &[u8]) {
         let mut rest = payload;
-        while let Some(colon) = rest.iter().position(|&b| b == b':') {
-            let Some(len) = std::str::from_utf8(&rest[..colon])
-                .ok()
-                .and_then(|n| n.parse::<usize>().ok())
-            else {
+        while !rest.is_empty() {
+            let Some(key) = next_part(&mut rest) else {
                 return;
             };
-            let start = colon + 1;
-            let Some(key) = rest.get(start..start + len) else {
+            let Some(count) = next_number(&mut rest) else {
                 return;
             };
-            rest = &rest[start + len..];
-            if let Some((view, layout, entity)) = self.parse_key(key) {
+            let parsed = self.parse_key(key);
+            for _ in 0..count {
+                let Some(field) = next_part(&mut rest) else {
+                    return;
+                };
+                let (Some((view, layout)), Ok(entity)) = (parsed, std::str::from_utf8(field))
+                else {
+                    continue;
+                };
                 // The epoch moves first: a read in flight must not cache
                 // what it fetched before this write.
-                self.bump(self.stripe(key));
+                self.bump(self.stripe(view, layout, entity));
                 if store.invalidate_l1(view, layout, entity) {
                     self.stats.invalidations.fetch_add(1, Ordering::Relaxed);
                 }
             }
         }
     }
+}
+
+/// Reads a decimal number and its `:` from the front of `rest`.
+fn next_number(rest: &mut &[u8]) -> Option<usize> {
+    let colon = rest.iter().position(|&b| b == b':')?;
+    let number = std::str::from_utf8(&rest[..colon]).ok()?.parse().ok()?;
+    *rest = &rest[colon + 1..];
+    Some(number)
+}
+
+/// Reads a `<length>:<bytes>` part from the front of `rest`.
+fn next_part<'a>(rest: &mut &'a [u8]) -> Option<&'a [u8]> {
+    let len = next_number(rest)?;
+    let part = rest.get(..len)?;
+    *rest = &rest[len..];
+    Some(part)
+}
+
+/// A name for one load's staging hashes, unique among every process's
+/// loads: the time, the process and a count.
+fn load_id() -> u64 {
+    static LOADS: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    use std::hash::BuildHasher;
+    foldhash::fast::FixedState::with_seed(0x10ad).hash_one((
+        nanos,
+        std::process::id(),
+        LOADS.fetch_add(1, Ordering::Relaxed),
+    ))
+}
+
+/// Adds a hash key to an invalidation notice, with the number of its
+/// fields that follow ([`notice_field`]).
+fn notice_key(key: &[u8], fields: usize, notice: &mut Vec<u8>) {
+    notice.extend_from_slice(key.len().to_string().as_bytes());
+    notice.push(b':');
+    notice.extend_from_slice(key);
+    notice.extend_from_slice(fields.to_string().as_bytes());
+    notice.push(b':');
+}
+
+/// Adds a field (an entity key) to an invalidation notice.
+fn notice_field(field: &[u8], notice: &mut Vec<u8>) {
+    notice.extend_from_slice(field.len().to_string().as_bytes());
+    notice.push(b':');
+    notice.extend_from_slice(field);
 }
 
 /// `text` with the characters `SCAN`'s `MATCH` treats as a pattern escaped.
@@ -1074,24 +1270,6 @@ fn redact_in(message: &str, urls: &[String]) -> String {
         }
     }
     shown
-}
-
-/// Groups rows by Redis Cluster slot (a script's keys must share one), in
-/// chunks of at most [`WRITE_CHUNK`].
-fn chunks_by_slot(rows: Vec<TierRow>) -> Vec<Vec<TierRow>> {
-    let mut by_slot: std::collections::HashMap<u16, Vec<TierRow>> =
-        std::collections::HashMap::new();
-    let mut chunks = Vec::new();
-    for row in rows {
-        let slot = key_slot(&row.0);
-        let group = by_slot.entry(slot).or_default();
-        group.push(row);
-        if group.len() == WRITE_CHUNK {
-            chunks.push(std::mem::take(group));
-        }
-    }
-    chunks.extend(by_slot.into_values().filter(|g| !g.is_empty()));
-    chunks
 }
 
 /// The Redis Cluster slot of a key: CRC16 (XMODEM) of its hash tag (the
@@ -1252,30 +1430,14 @@ pub(crate) fn decode(bytes: &[u8], features: usize) -> std::result::Result<Onlin
 }
 
 /// What the sweep asks of a view's rows: those whose event time is before
-/// the first value (their TTL has passed) take the second as their expiry,
-/// in epoch milliseconds (the grace [`expire_at_ms`] gives a row written
-/// now); `None` for a view without a TTL.
-pub(crate) fn sweep_cutoff(ttl_micros: i64, now_micros: i64) -> Option<(i64, i64)> {
+/// the answer are deleted (their TTL ended longer ago than the grace: the
+/// TTL again, and at least a day); `None` for a view without a TTL.
+pub(crate) fn sweep_cutoff(ttl_micros: i64, now_micros: i64) -> Option<i64> {
     if ttl_micros >= i64::MAX / 4 {
         return None;
     }
-    let ttl_ms = ttl_micros / 1_000;
-    Some((
-        now_micros.saturating_sub(ttl_micros),
-        (now_micros / 1_000).saturating_add(ttl_ms.max(MIN_GRACE_MS)),
-    ))
-}
-
-/// When Redis may drop a row: well after its TTL ends (the TTL itself is
-/// enforced on read), in epoch milliseconds; 0 for never.
-pub(crate) fn expire_at_ms(event_micros: i64, ttl_micros: i64, now_micros: i64) -> i64 {
-    let ttl_ms = ttl_micros / 1_000;
-    if ttl_micros >= i64::MAX / 4 {
-        return 0;
-    }
-    let end = (event_micros / 1_000).saturating_add(ttl_ms);
-    end.max(now_micros / 1_000)
-        .saturating_add(ttl_ms.max(MIN_GRACE_MS))
+    let grace = ttl_micros.max(MIN_GRACE_MS * 1_000);
+    Some(now_micros.saturating_sub(ttl_micros).saturating_sub(grace))
 }
 
 #[cfg(test)]
@@ -1362,30 +1524,58 @@ mod tests {
     }
 
     #[test]
-    fn the_sweep_expires_rows_past_their_ttl_with_a_writes_grace() {
-        let day_ms = 86_400_000;
-        let now = 1_000_000 * day_ms;
+    fn the_sweep_deletes_rows_past_their_ttl_and_a_grace() {
+        let day = 86_400_000_000i64;
         let hour = 3_600_000_000;
-        assert_eq!(
-            sweep_cutoff(hour, now),
-            Some((now - hour, now / 1_000 + day_ms))
-        );
-        assert_eq!(
-            sweep_cutoff(7 * 24 * hour, now),
-            Some((now - 7 * 24 * hour, now / 1_000 + 7 * day_ms))
-        );
+        let now = 1_000_000 * day;
+        // A day's grace at least; a long TTL's grace is the TTL again.
+        assert_eq!(sweep_cutoff(hour, now), Some(now - hour - day));
+        assert_eq!(sweep_cutoff(7 * day, now), Some(now - 14 * day));
         assert_eq!(sweep_cutoff(i64::MAX, now), None);
         assert_eq!(glob_escaped("a*b?[c]\\d"), "a\\*b\\?\\[c\\]\\\\d");
     }
 
     #[test]
-    fn expiry_is_only_garbage_collection() {
-        let day = 86_400_000_000i64;
-        // A row already past its TTL still lives a day (reads OUTSIDE_MAX_AGE).
-        let now = 100 * day;
-        assert!(expire_at_ms(0, day, now) >= (now + day) / 1_000);
-        // A fresh row lives its TTL and as long again.
-        assert_eq!(expire_at_ms(now, 7 * day, now), (now + 14 * day) / 1_000);
-        assert_eq!(expire_at_ms(now, i64::MAX, now), 0);
+    fn buckets_are_fixed_and_spread() {
+        // Fixed forever: every replica and version must agree.
+        // FNV-1a's published vectors: "" → cbf29ce484222325, "a" →
+        // af63dc4c8601ec8c; folded and cut to 16 bits.
+        assert_eq!(bucket_of(""), 0xbfc1);
+        assert_eq!(bucket_of("a"), 0x30c0);
+        assert_eq!(bucket_of("17"), 0x97f6);
+        let counts = (0..655_360u32).fold(vec![0u32; BUCKETS as usize], |mut c, i| {
+            c[bucket_of(&i.to_string()) as usize] += 1;
+            c
+        });
+        // Ten a bucket on average; as a random spread would give, a few
+        // buckets (e^-10 of them: ~3) are empty and none holds over ~30.
+        let empty = counts.iter().filter(|&&c| c == 0).count();
+        let max = counts.iter().max().copied().unwrap_or(0);
+        assert!(empty <= 20 && max <= 35, "{empty} empty, at most {max}");
+    }
+
+    #[test]
+    fn notices_name_each_row() {
+        let mut notice = Vec::new();
+        notice_key(b"aurum:{00ff}:p:v:abc", 2, &mut notice);
+        notice_field(b"17", &mut notice);
+        notice_field(b"a:b", &mut notice);
+        notice_key(b"other", 1, &mut notice);
+        notice_field(b"", &mut notice);
+        assert_eq!(
+            notice,
+            b"20:aurum:{00ff}:p:v:abc2:2:173:a:b5:other1:0:".to_vec()
+        );
+        let mut rest = &notice[..];
+        assert_eq!(next_part(&mut rest), Some(&b"aurum:{00ff}:p:v:abc"[..]));
+        assert_eq!(next_number(&mut rest), Some(2));
+        assert_eq!(next_part(&mut rest), Some(&b"17"[..]));
+        assert_eq!(next_part(&mut rest), Some(&b"a:b"[..]));
+        assert_eq!(next_part(&mut rest), Some(&b"other"[..]));
+        assert_eq!(next_number(&mut rest), Some(1));
+        assert_eq!(next_part(&mut rest), Some(&b""[..]));
+        assert!(rest.is_empty());
+        let mut short = &b"9:abc"[..];
+        assert_eq!(next_part(&mut short), None);
     }
 }

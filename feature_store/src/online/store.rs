@@ -8,7 +8,7 @@
 //! `OUTSIDE_MAX_AGE` and its values are withheld.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 
 use moka::ops::compute::Op;
@@ -382,6 +382,9 @@ struct ViewSlot {
     at_read: Vec<Option<usize>>,
     /// The events-table version the live tiles hold, plus one.
     events_version_plus_one: AtomicU64,
+    /// This process has recorded the view's TTL in the shared tier (for
+    /// its sweep).
+    ttl_recorded: AtomicBool,
 }
 
 impl ViewSlot {
@@ -568,13 +571,12 @@ impl OnlineStore {
         with_row_key(slot.id, entity, |key| self.rows.remove(key)).is_some()
     }
 
-    /// Garbage collection of the shared tier: gives the rows whose TTL has
-    /// passed and which have no expiry (written by a bulk load) one, as far
-    /// past now as a write would set ([`shared::expire_at_ms`]); returns how
-    /// many. The TTLs are those the loads recorded in the tier (every view
-    /// and layout loaded, by any replica or command), this store's own
-    /// views taking precedence. Replicas run it about once an hour, one at
-    /// a time; nothing to do without a tier.
+    /// Garbage collection of the shared tier: deletes the rows whose TTL
+    /// ended longer ago than the grace ([`shared::sweep_cutoff`]); returns
+    /// how many. The TTLs are those the writers recorded in the tier (every
+    /// view and layout written, by any replica or command), this store's
+    /// own views taking precedence. Replicas run it about once an hour, one
+    /// at a time; nothing to do without a tier.
     pub async fn sweep_tier(&self) -> Result<usize> {
         let Some(tier) = self.tier() else {
             return Ok(0);
@@ -592,12 +594,9 @@ impl OnlineStore {
             );
         }
         let now = super::push::now_micros();
-        let views: Vec<(String, i64, i64)> = ttls
+        let views: Vec<(String, i64)> = ttls
             .into_iter()
-            .filter_map(|(suffix, ttl)| {
-                let (cutoff, expire_at) = shared::sweep_cutoff(ttl, now)?;
-                Some((suffix, cutoff, expire_at))
-            })
+            .filter_map(|(suffix, ttl)| Some((suffix, shared::sweep_cutoff(ttl, now)?)))
             .collect();
         tier.sweep(&views).await
     }
@@ -677,6 +676,7 @@ impl OnlineStore {
             live,
             at_read,
             events_version_plus_one: AtomicU64::new(0),
+            ttl_recorded: AtomicBool::new(false),
             ttl_micros: view.ttl_micros(),
             view,
             delta_version_plus_one: AtomicU64::new(0),
@@ -791,21 +791,26 @@ impl OnlineStore {
         };
         let slot = self.slot(&view.name)?;
         let latest = LatestRows::new(view, df)?;
-        let now = super::push::now_micros();
-        // The rows go in without expiry (one per entity, so in bulk); the
-        // sweep finds their TTL here, whichever replica runs it.
-        if shared::sweep_cutoff(slot.ttl_micros, now).is_some() {
-            tier.record_ttl(&view.name, &slot.layout, slot.ttl_micros)
-                .await?;
-        }
-        // Encoded a batch at a time: a large gold table is never held twice.
+        self.record_ttl(tier, &slot).await?;
+        // In bucket order, so each bucket's rows go in one staging hash
+        // and, when the tier has none of them yet, into place whole.
+        let buckets: Vec<u32> = latest.keys.iter().map(|k| shared::bucket_of(k)).collect();
+        let order = order_by_bucket(&buckets);
+        // Encoded a batch of whole buckets at a time: a large gold table is
+        // never held twice.
         const BATCH: usize = 65_536;
         let mut written = 0;
         let mut start = 0;
-        while start < latest.len() {
-            let end = (start + BATCH).min(latest.len());
+        while start < order.len() {
+            let mut end = (start + BATCH).min(order.len());
+            while end < order.len()
+                && buckets[order[end] as usize] == buckets[order[end - 1] as usize]
+            {
+                end += 1;
+            }
             let mut batch = Vec::with_capacity(end - start);
-            for i in start..end {
+            for &i in &order[start..end] {
+                let i = i as usize;
                 // Encoded straight from the columns: no row built.
                 let (key, event_micros, created_micros) = latest.times(i)?;
                 let mut value = Vec::with_capacity(40 + 9 * latest.columns.len());
@@ -813,13 +818,9 @@ impl OnlineStore {
                 for column in &latest.columns {
                     shared::encode_value(&column.value(i), &mut value);
                 }
-                batch.push((
-                    tier.key(&view.name, &slot.layout, key),
-                    value,
-                    shared::expire_at_ms(event_micros, slot.ttl_micros, now),
-                ));
+                batch.push((buckets[i], key, value));
             }
-            written += tier.write(batch, true).await?;
+            written += tier.write(&view.name, &slot.layout, batch, true).await?;
             start = end;
         }
         tier.record_version(&view.name, &slot.layout, delta_version)
@@ -830,6 +831,21 @@ impl OnlineStore {
             written,
             skipped_older: latest.len() - written,
         })
+    }
+
+    /// Records the view's TTL in the tier for its sweep (rows never expire
+    /// by themselves), once per process and view; nothing for a view
+    /// without a TTL.
+    async fn record_ttl(&self, tier: &SharedTier, slot: &ViewSlot) -> Result<()> {
+        let now = super::push::now_micros();
+        if shared::sweep_cutoff(slot.ttl_micros, now).is_some()
+            && !slot.ttl_recorded.load(Ordering::Acquire)
+        {
+            tier.record_ttl(&slot.view.name, &slot.layout, slot.ttl_micros)
+                .await?;
+            slot.ttl_recorded.store(true, Ordering::Release);
+        }
+        Ok(())
     }
 
     /// The Delta version of the view last materialized: by this process,
@@ -866,19 +882,22 @@ impl OnlineStore {
                 .filter(|&written| written)
                 .count());
         };
-        let now = super::push::now_micros();
+        self.record_ttl(tier, &slot).await?;
         let encoded: Vec<shared::TierRow> = rows
             .iter()
             .map(|(entity, row)| {
                 (
-                    tier.key(view, &slot.layout, entity),
+                    shared::bucket_of(entity),
+                    entity.as_str(),
                     shared::encode(row),
-                    shared::expire_at_ms(row.event_micros, slot.ttl_micros, now),
                 )
             })
             .collect();
-        let stripes: Vec<usize> = encoded.iter().map(|(key, _, _)| tier.stripe(key)).collect();
-        let written = tier.write(encoded, false).await;
+        let stripes: Vec<usize> = rows
+            .iter()
+            .map(|(entity, _)| tier.stripe(view, &slot.layout, entity))
+            .collect();
+        let written = tier.write(view, &slot.layout, encoded, false).await;
         // This replica reads its own writes at once (a read in flight does
         // not cache what it fetched before); the others drop them when the
         // tier's notice arrives. Also after a failed write: some rows may
@@ -985,7 +1004,7 @@ impl OnlineStore {
         let mut found: Vec<Option<Arc<OnlineRow>>> = vec![None; entity_keys.len() * views.len()];
         // The Redis keys to read, and for each (index in `found`, stripe,
         // the stripe's epoch before the read).
-        let mut keys: Vec<Vec<u8>> = Vec::new();
+        let mut cells: Vec<(Vec<u8>, &str)> = Vec::new();
         let mut missing: Vec<(usize, usize, u64)> = Vec::new();
         for (e, entity) in entity_keys.iter().enumerate() {
             for (v, slot) in views.iter().enumerate() {
@@ -995,10 +1014,10 @@ impl OnlineStore {
                     found[index] = Some(row);
                     continue;
                 }
-                let key = tier.key(&slot.view.name, &slot.layout, entity);
-                let stripe = tier.stripe(&key);
+                let key = tier.key(&slot.view.name, &slot.layout, shared::bucket_of(entity));
+                let stripe = tier.stripe(&slot.view.name, &slot.layout, entity);
                 missing.push((index, stripe, tier.epoch(stripe)));
-                keys.push(key);
+                cells.push((key, entity.as_str()));
             }
         }
         let stats = tier.stats();
@@ -1009,14 +1028,14 @@ impl OnlineStore {
             .l1_misses
             .fetch_add(missing.len() as u64, Ordering::Relaxed);
         if !missing.is_empty() {
-            let values = tier.read(&keys).await?;
-            if values.len() != keys.len() {
+            let values = tier.read(&cells).await?;
+            if values.len() != cells.len() {
                 return Err(Error::OnlineTier {
                     message: format!(
                         "{} answered {} values for {} keys",
                         tier.shown(),
                         values.len(),
-                        keys.len()
+                        cells.len()
                     ),
                 });
             }
@@ -1353,7 +1372,28 @@ fn layout(view: &FeatureView) -> String {
         hasher.update(feature.as_bytes());
         hasher.update([0x1f]);
     }
+    // The shared tier's key scheme: rows written under an earlier one
+    // (a key per row) are never read as if loaded.
+    hasher.update(b"\x1dbucketed hashes");
     hex::encode(&hasher.finalize()[..6])
+}
+
+/// The indices of `buckets` ordered by bucket (a counting sort: stable, so
+/// each bucket's rows keep their order).
+fn order_by_bucket(buckets: &[u32]) -> Vec<u32> {
+    let mut starts = vec![0u32; shared::BUCKETS as usize + 1];
+    for &b in buckets {
+        starts[b as usize + 1] += 1;
+    }
+    for i in 1..starts.len() {
+        starts[i] += starts[i - 1];
+    }
+    let mut order = vec![0u32; buckets.len()];
+    for (i, &b) in buckets.iter().enumerate() {
+        order[starts[b as usize] as usize] = i as u32;
+        starts[b as usize] += 1;
+    }
+    order
 }
 
 /// The latest row per entity of a gold frame, typed for building rows one

@@ -299,9 +299,9 @@ fn encode_tier(state: &AppState, encoder: &mut DescriptorEncoder<'_>) -> fmt::Re
             &stats.errors,
         ),
         (
-            "aurum_online_tier_rows_given_expiry",
-            "Rows past their TTL that the tier's sweep gave an expiry (garbage collection).",
-            &stats.rows_given_expiry,
+            "aurum_online_tier_rows_swept",
+            "Rows past their TTL's grace that the tier's sweep deleted (garbage collection).",
+            &stats.rows_swept,
         ),
         (
             "aurum_online_tier_decode_errors",
