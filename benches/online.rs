@@ -29,6 +29,11 @@
 //! The server runs in the same process on its own 2-thread runtime, so the
 //! load generator's CPU is counted on the same 2 cores.
 
+// The allocator the `aurum` binary runs with (src/main.rs), so the
+// figures are the product's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[path = "common/cli.rs"]
 mod cli;
 #[path = "common/load.rs"]

@@ -34,8 +34,10 @@
 //! the grace ([`sweep_cutoff`]), using the TTLs every writer records.
 //!
 //! **Invalidation**: every write publishes the rows it wrote (hash key and
-//! entity fields) on `aurum:<namespace>:invalidate`, after the write, in
-//! the same pipeline. Each replica's subscriber drops those rows from its
+//! entity fields) on `aurum:<namespace>:invalidate`: the merge script in
+//! the same step as a push's write, a load in the same pipeline as its
+//! buckets' (right after it on a cluster, whose client routes `PUBLISH` by
+//! the channel's slot). Each replica's subscriber drops those rows from its
 //! L1. A read that raced with an invalidation (the row's stripe epoch or
 //! the tier's generation moved between sending the read and caching its
 //! answer) is answered but not cached. The health check publishes a
@@ -107,10 +109,13 @@ const MIN_GRACE_MS: i64 = 24 * 3_600 * 1_000;
 
 /// The latest-wins write, on the server, into the live hash `KEYS[1]`.
 ///
-/// With one key the rows are `ARGV` (field, value, field, value, …). With
-/// two, they are the staging hash `KEYS[2]`'s: when the live hash does not
-/// exist it is renamed into place whole (and loses the staging expiry);
-/// otherwise merged and deleted. Answers how many rows were written.
+/// With one key the rows are `ARGV` from the second on (field, value,
+/// field, value, …), and those written are published on the channel
+/// `ARGV[1]` in the same step, as an invalidation notice. With two, they
+/// are the staging hash `KEYS[2]`'s: when the live hash does not exist it
+/// is renamed into place whole (and loses the staging expiry); otherwise
+/// merged and deleted; the caller publishes them. Answers how many rows
+/// were written.
 ///
 /// A row is written only when the stored one is not newer: the first 32
 /// bytes order rows by event then created time, compared as four
@@ -134,6 +139,8 @@ if kind ~= 'none' and kind ~= 'hash' then
   return redis.error_reply('online tier key ' .. live .. ' holds a ' .. kind .. ', not a hash of rows')
 end
 local rows
+local first = 1
+local channel
 if #KEYS == 2 then
   if kind == 'none' then
     redis.call('RENAME', KEYS[2], live)
@@ -144,12 +151,14 @@ if #KEYS == 2 then
   redis.call('DEL', KEYS[2])
 else
   rows = ARGV
+  channel = ARGV[1]
+  first = 2
 end
-local written = 0
-for start = 1, #rows, 2000 do
+local written = {}
+for start = first, #rows, 2000 do
   local stop = math.min(start + 1999, #rows)
   local fields = {}
-  for i = start, stop, 2 do fields[#fields + 1] = rows[i] end
+  for j = start, stop, 2 do fields[#fields + 1] = rows[j] end
   local old = redis.call('HMGET', live, unpack(fields))
   local winners = {}
   for i = 1, #fields do
@@ -158,14 +167,17 @@ for start = 1, #rows, 2000 do
     if not stored or string.len(stored) < 32 or not_newer(stored, value) then
       winners[#winners + 1] = fields[i]
       winners[#winners + 1] = value
+      written[#written + 1] = string.len(fields[i]) .. ':' .. fields[i]
     end
   end
   if #winners > 0 then
     redis.call('HSET', live, unpack(winners))
-    written = written + #winners / 2
   end
 end
-return written
+if channel and #written > 0 then
+  redis.call('PUBLISH', channel, string.len(live) .. ':' .. live .. #written .. ':' .. table.concat(written))
+end
+return #written
 ";
 
 /// Raises a view's recorded materialized version (never lowers it).
@@ -235,7 +247,7 @@ return {step[1], deleted}
 
 /// A row as the tier writes it: its bucket ([`bucket_of`] of the entity),
 /// the entity key (the hash field) and the encoded value.
-pub(crate) type TierRow<'a> = (u32, &'a str, Vec<u8>);
+pub(crate) type TierRow<'a> = (u32, &'a str, &'a [u8]);
 
 /// The bucket of an entity key: FNV-1a (64-bit) of its bytes, folded, modulo
 /// [`BUCKETS`]. Written down here rather than taken from a hashing crate,
@@ -710,10 +722,10 @@ impl SharedTier {
 
     /// Writes whole buckets' rows (sorted by bucket) in one pipeline: per
     /// bucket, with a `load` id, `HSET`s into a staging hash and the merge
-    /// script renaming or merging it into place; without, the merge script
-    /// with the rows as its arguments. The rows are published after them,
-    /// in the same pipeline (separately on a cluster, whose client routes
-    /// `PUBLISH` by the channel's slot).
+    /// script renaming or merging it into place, the rows published after
+    /// them in the same pipeline (separately on a cluster, whose client
+    /// routes `PUBLISH` by the channel's slot); without, the merge script
+    /// with the rows as its arguments, which publishes those it wrote.
     async fn write_buckets(
         &self,
         view: &str,
@@ -726,18 +738,18 @@ impl SharedTier {
         let mut scripts = 0;
         for group in rows.chunk_by(|a, b| a.0 == b.0) {
             let key = self.key(view, layout, group[0].0);
-            notice_key(&key, group.len(), &mut notice);
-            for (_, entity, _) in group {
-                notice_field(entity.as_bytes(), &mut notice);
-            }
             match load {
                 Some(load) => {
+                    notice_key(&key, group.len(), &mut notice);
+                    for (_, entity, _) in group {
+                        notice_field(entity.as_bytes(), &mut notice);
+                    }
                     let mut staged = key.clone();
                     staged.extend_from_slice(format!(":load-{load:016x}").as_bytes());
                     for part in group.chunks(STAGE_FIELDS) {
                         let set = pipe.cmd("HSET").arg(&staged).ignore();
                         for (_, entity, value) in part {
-                            set.arg(*entity).arg(value);
+                            set.arg(*entity).arg(*value);
                         }
                     }
                     pipe.cmd("PEXPIRE")
@@ -755,15 +767,16 @@ impl SharedTier {
                         .cmd("EVALSHA")
                         .arg(self.merge.get_hash())
                         .arg(1)
-                        .arg(&key);
+                        .arg(&key)
+                        .arg(&self.channel);
                     for (_, entity, value) in group {
-                        merge.arg(*entity).arg(value);
+                        merge.arg(*entity).arg(*value);
                     }
                 }
             }
             scripts += 1;
         }
-        if !self.options.cluster {
+        if !self.options.cluster && !notice.is_empty() {
             pipe.cmd("PUBLISH").arg(&self.channel).arg(&notice).ignore();
         }
         let started = Instant::now();
@@ -794,7 +807,7 @@ impl SharedTier {
                 ),
             });
         }
-        if self.options.cluster {
+        if self.options.cluster && !notice.is_empty() {
             self.conn
                 .query::<i64>(redis::cmd("PUBLISH").arg(&self.channel).arg(&notice))
                 .await

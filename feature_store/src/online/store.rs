@@ -790,36 +790,41 @@ impl OnlineStore {
             return self.materialize(view, df, delta_version);
         };
         let slot = self.slot(&view.name)?;
-        let latest = LatestRows::new(view, df)?;
-        self.record_ttl(tier, &slot).await?;
         // In bucket order, so each bucket's rows go in one staging hash
         // and, when the tier has none of them yet, into place whole.
-        let buckets: Vec<u32> = latest.keys.iter().map(|k| shared::bucket_of(k)).collect();
-        let order = order_by_bucket(&buckets);
+        let (latest, buckets) = LatestRows::by_bucket(view, df)?;
+        self.record_ttl(tier, &slot).await?;
         // Encoded a batch of whole buckets at a time: a large gold table is
         // never held twice.
         const BATCH: usize = 65_536;
         let mut written = 0;
         let mut start = 0;
-        while start < order.len() {
-            let mut end = (start + BATCH).min(order.len());
-            while end < order.len()
-                && buckets[order[end] as usize] == buckets[order[end - 1] as usize]
-            {
+        while start < latest.len() {
+            let mut end = (start + BATCH).min(latest.len());
+            while end < latest.len() && buckets[end] == buckets[end - 1] {
                 end += 1;
             }
-            let mut batch = Vec::with_capacity(end - start);
-            for &i in &order[start..end] {
-                let i = i as usize;
-                // Encoded straight from the columns: no row built.
-                let (key, event_micros, created_micros) = latest.times(i)?;
-                let mut value = Vec::with_capacity(40 + 9 * latest.columns.len());
-                shared::encode_header(event_micros, created_micros, &mut value);
+            // Encoded straight from the columns into one buffer: no row
+            // built, no allocation per row.
+            let mut encoded = Vec::with_capacity((end - start) * (40 + 9 * latest.columns.len()));
+            let mut ends = Vec::with_capacity(end - start);
+            for i in start..end {
+                let (_, event_micros, created_micros) = latest.times(i)?;
+                shared::encode_header(event_micros, created_micros, &mut encoded);
                 for column in &latest.columns {
-                    shared::encode_value(&column.value(i), &mut value);
+                    shared::encode_value(&column.value(i), &mut encoded);
                 }
-                batch.push((buckets[i], key, value));
+                ends.push(encoded.len());
             }
+            let mut from = 0;
+            let batch: Vec<shared::TierRow> = (start..end)
+                .zip(&ends)
+                .map(|(i, &to)| {
+                    let row = (buckets[i], latest.keys[i].as_str(), &encoded[from..to]);
+                    from = to;
+                    row
+                })
+                .collect();
             written += tier.write(&view.name, &slot.layout, batch, true).await?;
             start = end;
         }
@@ -883,15 +888,11 @@ impl OnlineStore {
                 .count());
         };
         self.record_ttl(tier, &slot).await?;
+        let values: Vec<Vec<u8>> = rows.iter().map(|(_, row)| shared::encode(row)).collect();
         let encoded: Vec<shared::TierRow> = rows
             .iter()
-            .map(|(entity, row)| {
-                (
-                    shared::bucket_of(entity),
-                    entity.as_str(),
-                    shared::encode(row),
-                )
-            })
+            .zip(&values)
+            .map(|((entity, _), value)| (shared::bucket_of(entity), entity.as_str(), &value[..]))
             .collect();
         let stripes: Vec<usize> = rows
             .iter()
@@ -1409,51 +1410,99 @@ struct LatestRows {
 
 impl LatestRows {
     fn new(view: &FeatureView, df: &DataFrame) -> Result<Self> {
+        Ok(Self::build(view, df, false)?.0)
+    }
+
+    /// The latest rows ordered by their shared tier bucket (each bucket's
+    /// rows together), and those buckets. The frame is reordered whole
+    /// (column by column, in parallel), so the rows are then read in
+    /// memory order: reading them in bucket order from the unordered
+    /// columns cost a cache miss per value.
+    fn by_bucket(view: &FeatureView, df: &DataFrame) -> Result<(Self, Vec<u32>)> {
+        Self::build(view, df, true)
+    }
+
+    fn build(view: &FeatureView, df: &DataFrame, by_bucket: bool) -> Result<(Self, Vec<u32>)> {
         let schema_err = |message: String| Error::Schema {
             view: view.name.clone(),
             message,
         };
-        let mut sort_by: Vec<PlSmallStr> = view
-            .entity
-            .join_keys
+        // The latest row per entity by event then created time (a null
+        // time before any other; on a tie the later row), found in one
+        // pass over the keys and times; only those rows' features are then
+        // gathered, once, in the order wanted.
+        if u32::try_from(df.height()).is_err() {
+            return Err(schema_err(format!(
+                "{} gold rows at once: more than a load indexes (2^32)",
+                df.height()
+            )));
+        }
+        if let Some(missing) = view.features.iter().find(|f| df.column(f).is_err()) {
+            return Err(schema_err(format!("feature column {missing:?} is missing")));
+        }
+        let mut all_keys = entity_keys(df, &view.entity.join_keys).map_err(schema_err)?;
+        let all_event = micros(df, &view.timestamp_column).map_err(schema_err)?;
+        let all_created = micros(df, &view.created_column).map_err(schema_err)?;
+        let mut winners: Vec<u32> = {
+            let mut latest: HashMap<&str, u32, foldhash::fast::FixedState> =
+                HashMap::with_capacity_and_hasher(
+                    all_keys.len(),
+                    foldhash::fast::FixedState::default(),
+                );
+            for (i, key) in all_keys.iter().enumerate() {
+                let i = i as u32;
+                let time = |j: u32| (all_event[j as usize], all_created[j as usize]);
+                latest
+                    .entry(key.as_str())
+                    .and_modify(|best| {
+                        if time(i) >= time(*best) {
+                            *best = i;
+                        }
+                    })
+                    .or_insert(i);
+            }
+            latest.into_values().collect()
+        };
+        winners.sort_unstable();
+        let mut buckets = Vec::new();
+        let order = if by_bucket {
+            let unordered: Vec<u32> = winners
+                .iter()
+                .map(|&i| shared::bucket_of(&all_keys[i as usize]))
+                .collect();
+            let by = order_by_bucket(&unordered);
+            buckets = by.iter().map(|&j| unordered[j as usize]).collect();
+            by.iter().map(|&j| winners[j as usize]).collect()
+        } else {
+            winners
+        };
+        let keys: Vec<String> = order
             .iter()
-            .map(|k| k.as_str().into())
+            .map(|&i| std::mem::take(&mut all_keys[i as usize]))
             .collect();
-        sort_by.push(view.timestamp_column.as_str().into());
-        sort_by.push(view.created_column.as_str().into());
+        let event: Vec<Option<i64>> = order.iter().map(|&i| all_event[i as usize]).collect();
+        let created: Vec<Option<i64>> = order.iter().map(|&i| all_created[i as usize]).collect();
         let latest = df
-            .clone()
-            .lazy()
-            .sort(sort_by, SortMultipleOptions::default())
-            .unique_stable_generic(
-                Some(
-                    view.entity
-                        .join_keys
-                        .iter()
-                        .map(|k| col(k.as_str()))
-                        .collect(),
-                ),
-                UniqueKeepStrategy::Last,
-            )
-            .collect()
+            .select(view.features.iter().map(|f| f.as_str()))
+            .and_then(|features| features.take(&IdxCa::from_vec("latest".into(), order)))
             .map_err(Error::polars(format!("latest rows of {}", view.name)))?;
-        let keys = entity_keys(&latest, &view.entity.join_keys).map_err(schema_err)?;
-        let event = micros(&latest, &view.timestamp_column).map_err(schema_err)?;
-        let created = micros(&latest, &view.created_column).map_err(schema_err)?;
         let columns: Vec<TypedColumn> = view
             .features
             .iter()
             .map(|f| TypedColumn::new(&latest, f))
             .collect::<Result<_, _>>()
             .map_err(schema_err)?;
-        Ok(LatestRows {
-            view: view.name.clone(),
-            timestamp_column: view.timestamp_column.clone(),
-            keys,
-            event,
-            created,
-            columns,
-        })
+        Ok((
+            LatestRows {
+                view: view.name.clone(),
+                timestamp_column: view.timestamp_column.clone(),
+                keys,
+                event,
+                created,
+                columns,
+            },
+            buckets,
+        ))
     }
 
     fn len(&self) -> usize {
@@ -1560,6 +1609,10 @@ fn entity_keys(df: &DataFrame, join_keys: &[String]) -> Result<Vec<String>, Stri
             );
         }
         parts.push(values);
+    }
+    if parts.len() == 1 {
+        // One join key: its text is the entity key (`entity_key` of one part).
+        return Ok(parts.pop().unwrap_or_default());
     }
     Ok((0..df.height())
         .map(|i| entity_key(&parts.iter().map(|p| p[i].as_str()).collect::<Vec<_>>()))
