@@ -756,8 +756,8 @@ impl SharedTier {
                         .arg(&staged)
                         .arg(STAGE_LIFETIME_MS)
                         .ignore();
-                    pipe.cmd("EVAL")
-                        .arg(MERGE_SCRIPT)
+                    pipe.cmd("EVALSHA")
+                        .arg(self.merge.get_hash())
                         .arg(2)
                         .arg(&key)
                         .arg(&staged);
@@ -786,8 +786,9 @@ impl SharedTier {
             .is_err_and(|e| e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript))
         {
             // The server does not know the script yet (started, flushed):
-            // load it and write again (a row written twice is refused by
-            // the same script the second time).
+            // load it and write again. Harmless: a staging hash is filled
+            // again with the same rows, and a row written twice is refused
+            // by the same script the second time.
             self.conn
                 .query::<String>(redis::cmd("SCRIPT").arg("LOAD").arg(MERGE_SCRIPT))
                 .await
@@ -1194,9 +1195,10 @@ impl SharedTier {
                 return;
             };
             let parsed = self.parse_key(key);
+            let mut entities = Vec::with_capacity(count.min(4096));
             for _ in 0..count {
                 let Some(field) = next_part(&mut rest) else {
-                    return;
+                    break;
                 };
                 let (Some((view, layout)), Ok(entity)) = (parsed, std::str::from_utf8(field))
                 else {
@@ -1205,9 +1207,13 @@ impl SharedTier {
                 // The epoch moves first: a read in flight must not cache
                 // what it fetched before this write.
                 self.bump(self.stripe(view, layout, entity));
-                if store.invalidate_l1(view, layout, entity) {
-                    self.stats.invalidations.fetch_add(1, Ordering::Relaxed);
-                }
+                entities.push(entity);
+            }
+            if let Some((view, layout)) = parsed {
+                let dropped = store.invalidate_l1_rows(view, layout, &entities);
+                self.stats
+                    .invalidations
+                    .fetch_add(dropped as u64, Ordering::Relaxed);
             }
         }
     }

@@ -560,15 +560,19 @@ impl OnlineStore {
         self.rows.invalidate_all();
     }
 
-    /// Drops one row from L1; whether L1 held it.
-    pub(crate) fn invalidate_l1(&self, view: &str, layout: &str, entity: &str) -> bool {
+    /// Drops rows of one view from L1 (the view looked up once); how many
+    /// L1 held.
+    pub(crate) fn invalidate_l1_rows(&self, view: &str, layout: &str, entities: &[&str]) -> usize {
         let Ok(slot) = self.slot(view) else {
-            return false;
+            return 0;
         };
         if slot.layout != layout {
-            return false;
+            return 0;
         }
-        with_row_key(slot.id, entity, |key| self.rows.remove(key)).is_some()
+        entities
+            .iter()
+            .filter(|entity| with_row_key(slot.id, entity, |key| self.rows.remove(key)).is_some())
+            .count()
     }
 
     /// Garbage collection of the shared tier: deletes the rows whose TTL
@@ -790,42 +794,34 @@ impl OnlineStore {
             return self.materialize(view, df, delta_version);
         };
         let slot = self.slot(&view.name)?;
-        // In bucket order, so each bucket's rows go in one staging hash
-        // and, when the tier has none of them yet, into place whole.
-        let (latest, buckets) = LatestRows::by_bucket(view, df)?;
+        // Written in bucket order, so each bucket's rows go in one staging
+        // hash and, when the tier has none of them yet, into place whole.
+        let (latest, order, buckets) = LatestRows::by_bucket(view, df)?;
         self.record_ttl(tier, &slot).await?;
-        // Encoded a batch of whole buckets at a time: a large gold table is
-        // never held twice.
-        const BATCH: usize = 65_536;
+        // Encoded first, in the frame's order (the columns read in memory
+        // order), in parallel; then taken in bucket order.
+        let encode = || EncodedRows::encode(&latest);
+        let encoded = match tokio::runtime::Handle::try_current() {
+            Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(encode)?
+            }
+            _ => encode()?,
+        };
+        const BATCH: usize = 262_144;
         let mut written = 0;
         let mut start = 0;
-        while start < latest.len() {
-            let mut end = (start + BATCH).min(latest.len());
-            while end < latest.len() && buckets[end] == buckets[end - 1] {
+        while start < order.len() {
+            let mut end = (start + BATCH).min(order.len());
+            while end < order.len() && buckets[end] == buckets[end - 1] {
                 end += 1;
             }
-            // Encoded straight from the columns into one buffer: no row
-            // built, no allocation per row.
-            let mut encoded = Vec::with_capacity((end - start) * (40 + 9 * latest.columns.len()));
-            let mut ends = Vec::with_capacity(end - start);
-            for i in start..end {
-                let (_, event_micros, created_micros) = latest.times(i)?;
-                shared::encode_header(event_micros, created_micros, &mut encoded);
-                for column in &latest.columns {
-                    shared::encode_value(&column.value(i), &mut encoded);
-                }
-                ends.push(encoded.len());
-            }
-            let mut from = 0;
-            let batch: Vec<shared::TierRow> = (start..end)
-                .zip(&ends)
-                .map(|(i, &to)| {
-                    let row = (buckets[i], latest.keys[i].as_str(), &encoded[from..to]);
-                    from = to;
-                    row
+            let rows: Vec<shared::TierRow> = (start..end)
+                .map(|k| {
+                    let i = order[k] as usize;
+                    (buckets[k], latest.keys[i].as_str(), encoded.row(i))
                 })
                 .collect();
-            written += tier.write(&view.name, &slot.layout, batch, true).await?;
+            written += tier.write(&view.name, &slot.layout, rows, true).await?;
             start = end;
         }
         tier.record_version(&view.name, &slot.layout, delta_version)
@@ -1379,6 +1375,49 @@ fn layout(view: &FeatureView) -> String {
     hex::encode(&hasher.finalize()[..6])
 }
 
+/// A load's rows encoded as the tier stores them, in chunks of
+/// [`EncodedRows::CHUNK`] rows (row `i` is in chunk `i / CHUNK` and ends at
+/// its `ends[i % CHUNK]`).
+struct EncodedRows {
+    chunks: Vec<(Vec<u8>, Vec<usize>)>,
+}
+
+impl EncodedRows {
+    const CHUNK: usize = 16_384;
+
+    /// Encodes every row, a chunk at a time on rayon's threads, straight
+    /// from the columns: no row built.
+    fn encode(latest: &LatestRows) -> Result<Self> {
+        use rayon::prelude::*;
+        let chunks = (0..latest.len().div_ceil(Self::CHUNK))
+            .into_par_iter()
+            .map(|c| {
+                let (start, end) = (c * Self::CHUNK, ((c + 1) * Self::CHUNK).min(latest.len()));
+                let mut bytes = Vec::with_capacity((end - start) * (40 + 9 * latest.columns.len()));
+                let mut ends = Vec::with_capacity(end - start);
+                for i in start..end {
+                    let (_, event_micros, created_micros) = latest.times(i)?;
+                    shared::encode_header(event_micros, created_micros, &mut bytes);
+                    for column in 0..latest.columns.len() {
+                        shared::encode_value(&latest.value(column, i), &mut bytes);
+                    }
+                    ends.push(bytes.len());
+                }
+                Ok((bytes, ends))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(EncodedRows { chunks })
+    }
+
+    /// Row `i`'s encoded value.
+    fn row(&self, i: usize) -> &[u8] {
+        let (bytes, ends) = &self.chunks[i / Self::CHUNK];
+        let k = i % Self::CHUNK;
+        let start = if k == 0 { 0 } else { ends[k - 1] };
+        &bytes[start..ends[k]]
+    }
+}
+
 /// The indices of `buckets` ordered by bucket (a counting sort: stable, so
 /// each bucket's rows keep their order).
 fn order_by_bucket(buckets: &[u32]) -> Vec<u32> {
@@ -1405,7 +1444,10 @@ struct LatestRows {
     keys: Vec<String>,
     event: Vec<Option<i64>>,
     created: Vec<Option<i64>>,
+    /// The gold frame's feature columns (all of its rows).
     columns: Vec<TypedColumn>,
+    /// Per latest row, its row in the gold frame (ascending).
+    rows: Vec<u32>,
 }
 
 impl LatestRows {
@@ -1413,37 +1455,41 @@ impl LatestRows {
         Ok(Self::build(view, df, false)?.0)
     }
 
-    /// The latest rows ordered by their shared tier bucket (each bucket's
-    /// rows together), and those buckets. The frame is reordered whole
-    /// (column by column, in parallel), so the rows are then read in
-    /// memory order: reading them in bucket order from the unordered
-    /// columns cost a cache miss per value.
-    fn by_bucket(view: &FeatureView, df: &DataFrame) -> Result<(Self, Vec<u32>)> {
+    /// Row `i`'s value of feature column `column`.
+    fn value(&self, column: usize, i: usize) -> FeatureValue {
+        self.columns[column].value(self.rows[i] as usize)
+    }
+
+    /// The latest rows, and their order by shared tier bucket (each
+    /// bucket's rows together) with those buckets. The rows stay in the
+    /// frame's order, so encoding them reads the columns in memory order;
+    /// only the encoded rows are taken in bucket order.
+    fn by_bucket(view: &FeatureView, df: &DataFrame) -> Result<(Self, Vec<u32>, Vec<u32>)> {
         Self::build(view, df, true)
     }
 
-    fn build(view: &FeatureView, df: &DataFrame, by_bucket: bool) -> Result<(Self, Vec<u32>)> {
+    fn build(
+        view: &FeatureView,
+        df: &DataFrame,
+        by_bucket: bool,
+    ) -> Result<(Self, Vec<u32>, Vec<u32>)> {
         let schema_err = |message: String| Error::Schema {
             view: view.name.clone(),
             message,
         };
         // The latest row per entity by event then created time (a null
         // time before any other; on a tie the later row), found in one
-        // pass over the keys and times; only those rows' features are then
-        // gathered, once, in the order wanted.
+        // pass over the keys and times.
         if u32::try_from(df.height()).is_err() {
             return Err(schema_err(format!(
                 "{} gold rows at once: more than a load indexes (2^32)",
                 df.height()
             )));
         }
-        if let Some(missing) = view.features.iter().find(|f| df.column(f).is_err()) {
-            return Err(schema_err(format!("feature column {missing:?} is missing")));
-        }
         let mut all_keys = entity_keys(df, &view.entity.join_keys).map_err(schema_err)?;
         let all_event = micros(df, &view.timestamp_column).map_err(schema_err)?;
         let all_created = micros(df, &view.created_column).map_err(schema_err)?;
-        let mut winners: Vec<u32> = {
+        let mut rows: Vec<u32> = {
             let mut latest: HashMap<&str, u32, foldhash::fast::FixedState> =
                 HashMap::with_capacity_and_hasher(
                     all_keys.len(),
@@ -1463,33 +1509,25 @@ impl LatestRows {
             }
             latest.into_values().collect()
         };
-        winners.sort_unstable();
-        let mut buckets = Vec::new();
-        let order = if by_bucket {
-            let unordered: Vec<u32> = winners
-                .iter()
-                .map(|&i| shared::bucket_of(&all_keys[i as usize]))
-                .collect();
-            let by = order_by_bucket(&unordered);
-            buckets = by.iter().map(|&j| unordered[j as usize]).collect();
-            by.iter().map(|&j| winners[j as usize]).collect()
-        } else {
-            winners
-        };
-        let keys: Vec<String> = order
+        rows.sort_unstable();
+        let keys: Vec<String> = rows
             .iter()
             .map(|&i| std::mem::take(&mut all_keys[i as usize]))
             .collect();
-        let event: Vec<Option<i64>> = order.iter().map(|&i| all_event[i as usize]).collect();
-        let created: Vec<Option<i64>> = order.iter().map(|&i| all_created[i as usize]).collect();
-        let latest = df
-            .select(view.features.iter().map(|f| f.as_str()))
-            .and_then(|features| features.take(&IdxCa::from_vec("latest".into(), order)))
-            .map_err(Error::polars(format!("latest rows of {}", view.name)))?;
+        let event: Vec<Option<i64>> = rows.iter().map(|&i| all_event[i as usize]).collect();
+        let created: Vec<Option<i64>> = rows.iter().map(|&i| all_created[i as usize]).collect();
+        let (order, buckets) = if by_bucket {
+            let unordered: Vec<u32> = keys.iter().map(|k| shared::bucket_of(k)).collect();
+            let order = order_by_bucket(&unordered);
+            let buckets = order.iter().map(|&j| unordered[j as usize]).collect();
+            (order, buckets)
+        } else {
+            (Vec::new(), Vec::new())
+        };
         let columns: Vec<TypedColumn> = view
             .features
             .iter()
-            .map(|f| TypedColumn::new(&latest, f))
+            .map(|f| TypedColumn::new(df, f))
             .collect::<Result<_, _>>()
             .map_err(schema_err)?;
         Ok((
@@ -1500,7 +1538,9 @@ impl LatestRows {
                 event,
                 created,
                 columns,
+                rows,
             },
+            order,
             buckets,
         ))
     }
@@ -1530,7 +1570,7 @@ impl LatestRows {
             OnlineRow {
                 event_micros,
                 created_micros,
-                values: self.columns.iter().map(|c| c.value(i)).collect(),
+                values: (0..self.columns.len()).map(|c| self.value(c, i)).collect(),
             },
         ))
     }
