@@ -1478,52 +1478,79 @@ impl LatestRows {
             message,
         };
         // The latest row per entity by event then created time (a null
-        // time before any other; on a tie the later row), found in one
-        // pass over the keys and times.
+        // time before any other; on a tie the later row).
         if u32::try_from(df.height()).is_err() {
             return Err(schema_err(format!(
                 "{} gold rows at once: more than a load indexes (2^32)",
                 df.height()
             )));
         }
+        use rayon::prelude::*;
         let mut all_keys = entity_keys(df, &view.entity.join_keys).map_err(schema_err)?;
         let all_event = micros(df, &view.timestamp_column).map_err(schema_err)?;
         let all_created = micros(df, &view.created_column).map_err(schema_err)?;
-        let mut rows: Vec<u32> = {
-            let mut latest: HashMap<&str, u32, foldhash::fast::FixedState> =
-                HashMap::with_capacity_and_hasher(
-                    all_keys.len(),
-                    foldhash::fast::FixedState::default(),
-                );
-            for (i, key) in all_keys.iter().enumerate() {
-                let i = i as u32;
-                let time = |j: u32| (all_event[j as usize], all_created[j as usize]);
-                latest
-                    .entry(key.as_str())
-                    .and_modify(|best| {
-                        if time(i) >= time(*best) {
-                            *best = i;
-                        }
-                    })
-                    .or_insert(i);
+        // Rows grouped by bucket (the tier's, used here in memory too: an
+        // entity's rows share one), then each bucket's latest per entity
+        // found in a small map that stays in cache, buckets in parallel.
+        let row_buckets: Vec<u32> = all_keys.par_iter().map(|k| shared::bucket_of(k)).collect();
+        let grouped = order_by_bucket(&row_buckets);
+        let groups: Vec<&[u32]> = grouped
+            .chunk_by(|a, b| row_buckets[*a as usize] == row_buckets[*b as usize])
+            .collect();
+        let latest_in_bucket_order: Vec<u32> = groups
+            .par_chunks(1_024)
+            .map(|groups| {
+                let mut latest: HashMap<&str, u32, foldhash::fast::FixedState> = HashMap::default();
+                let mut winners = Vec::new();
+                for group in groups {
+                    latest.clear();
+                    for &i in *group {
+                        let time = |j: u32| (all_event[j as usize], all_created[j as usize]);
+                        latest
+                            .entry(all_keys[i as usize].as_str())
+                            .and_modify(|best| {
+                                if time(i) >= time(*best) {
+                                    *best = i;
+                                }
+                            })
+                            .or_insert(i);
+                    }
+                    let from = winners.len();
+                    winners.extend(latest.values());
+                    winners[from..].sort_unstable();
+                }
+                winners
+            })
+            .flatten_iter()
+            .collect();
+        // The rows in the frame's order (encoding reads the columns in
+        // memory order), and where each stands in bucket order.
+        let mut by_row: Vec<(u32, u32)> = latest_in_bucket_order
+            .iter()
+            .enumerate()
+            .map(|(k, &row)| (row, k as u32))
+            .collect();
+        by_row.par_sort_unstable();
+        let rows: Vec<u32> = by_row.iter().map(|&(row, _)| row).collect();
+        let (order, buckets) = if by_bucket {
+            let mut order = vec![0u32; by_row.len()];
+            for (position, &(_, k)) in by_row.iter().enumerate() {
+                order[k as usize] = position as u32;
             }
-            latest.into_values().collect()
+            let buckets = latest_in_bucket_order
+                .iter()
+                .map(|&row| row_buckets[row as usize])
+                .collect();
+            (order, buckets)
+        } else {
+            (Vec::new(), Vec::new())
         };
-        rows.sort_unstable();
         let keys: Vec<String> = rows
             .iter()
             .map(|&i| std::mem::take(&mut all_keys[i as usize]))
             .collect();
         let event: Vec<Option<i64>> = rows.iter().map(|&i| all_event[i as usize]).collect();
         let created: Vec<Option<i64>> = rows.iter().map(|&i| all_created[i as usize]).collect();
-        let (order, buckets) = if by_bucket {
-            let unordered: Vec<u32> = keys.iter().map(|k| shared::bucket_of(k)).collect();
-            let order = order_by_bucket(&unordered);
-            let buckets = order.iter().map(|&j| unordered[j as usize]).collect();
-            (order, buckets)
-        } else {
-            (Vec::new(), Vec::new())
-        };
         let columns: Vec<TypedColumn> = view
             .features
             .iter()
@@ -1680,7 +1707,7 @@ impl TypedColumn {
                 .cast(to)
                 .map_err(err)?
                 .as_materialized_series()
-                .rechunk())
+                .clone())
         };
         Ok(if dtype.is_float() {
             TypedColumn::Float(cast(&DataType::Float64)?.f64().map_err(err)?.clone())
