@@ -509,6 +509,12 @@ impl SharedTier {
         if pong != "PONG" {
             return Err(fail("Redis at", &format!("answered PING with {pong:?}")));
         }
+        // Loaded now (on every primary of a cluster) so that the first
+        // writes do not each find it missing; a server restarted later is
+        // given it again on its first `NOSCRIPT`.
+        conn.query::<String>(redis::cmd("SCRIPT").arg("LOAD").arg(MERGE_SCRIPT))
+            .await
+            .map_err(|e| fail("loading the write script into Redis at", &e))?;
         Ok(SharedTier {
             conn,
             channel: format!("aurum:{}:invalidate", options.namespace),
