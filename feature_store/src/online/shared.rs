@@ -34,10 +34,10 @@
 //! the grace ([`sweep_cutoff`]), using the TTLs every writer records.
 //!
 //! **Invalidation**: every write publishes the rows it wrote (hash key and
-//! entity fields) on `aurum:<namespace>:invalidate`: the merge script in
-//! the same step as a push's write, a load in the same pipeline as its
-//! buckets' (right after it on a cluster, whose client routes `PUBLISH` by
-//! the channel's slot). Each replica's subscriber drops those rows from its
+//! entity fields) on `aurum:<namespace>:invalidate`, from the merge
+//! script, in the same step as the write (a load's notice, every row of
+//! the bucket, is made by the client and handed to the script). Each
+//! replica's subscriber drops those rows from its
 //! L1. A read that raced with an invalidation (the row's stripe epoch or
 //! the tier's generation moved between sending the read and caching its
 //! answer) is answered but not cached. The health check publishes a
@@ -114,8 +114,11 @@ const MIN_GRACE_MS: i64 = 24 * 3_600 * 1_000;
 /// `ARGV[1]` in the same step, as an invalidation notice. With two, they
 /// are the staging hash `KEYS[2]`'s: when the live hash does not exist it
 /// is renamed into place whole (and loses the staging expiry); otherwise
-/// merged and deleted; the caller publishes them. Answers how many rows
-/// were written.
+/// merged and deleted; either way the notice `ARGV[2]` (every staged row)
+/// is published on `ARGV[1]` in the same step. Answers how many rows were
+/// written. The rows of one call name each field once (callers keep the
+/// newest row per entity): the merge compares each with the stored row
+/// only.
 ///
 /// A row is written only when the stored one is not newer: the first 32
 /// bytes order rows by event then created time, compared as four
@@ -140,18 +143,18 @@ if kind ~= 'none' and kind ~= 'hash' then
 end
 local rows
 local first = 1
-local channel
+local channel = ARGV[1]
 if #KEYS == 2 then
   if kind == 'none' then
     redis.call('RENAME', KEYS[2], live)
     redis.call('PERSIST', live)
+    redis.call('PUBLISH', channel, ARGV[2])
     return redis.call('HLEN', live)
   end
   rows = redis.call('HGETALL', KEYS[2])
   redis.call('DEL', KEYS[2])
 else
   rows = ARGV
-  channel = ARGV[1]
   first = 2
 end
 local written = {}
@@ -174,7 +177,9 @@ for start = first, #rows, 2000 do
     redis.call('HSET', live, unpack(winners))
   end
 end
-if channel and #written > 0 then
+if #KEYS == 2 then
+  redis.call('PUBLISH', channel, ARGV[2])
+elseif #written > 0 then
   redis.call('PUBLISH', channel, string.len(live) .. ':' .. live .. #written .. ':' .. table.concat(written))
 end
 return #written
@@ -728,10 +733,9 @@ impl SharedTier {
 
     /// Writes whole buckets' rows (sorted by bucket) in one pipeline: per
     /// bucket, with a `load` id, `HSET`s into a staging hash and the merge
-    /// script renaming or merging it into place, the rows published after
-    /// them in the same pipeline (separately on a cluster, whose client
-    /// routes `PUBLISH` by the channel's slot); without, the merge script
-    /// with the rows as its arguments, which publishes those it wrote.
+    /// script renaming or merging it into place; without, the merge script
+    /// with the rows as its arguments. Either way the script publishes the
+    /// rows in the same step as it writes them.
     async fn write_buckets(
         &self,
         view: &str,
@@ -740,12 +744,14 @@ impl SharedTier {
         load: Option<u64>,
     ) -> Result<usize> {
         let mut pipe = redis::pipe();
-        let mut notice = Vec::with_capacity(rows.iter().map(|r| r.1.len() + 4).sum::<usize>() + 64);
         let mut scripts = 0;
         for group in rows.chunk_by(|a, b| a.0 == b.0) {
             let key = self.key(view, layout, group[0].0);
             match load {
                 Some(load) => {
+                    let mut notice = Vec::with_capacity(
+                        key.len() + 8 + group.iter().map(|r| r.1.len() + 4).sum::<usize>(),
+                    );
                     notice_key(&key, group.len(), &mut notice);
                     for (_, entity, _) in group {
                         notice_field(entity.as_bytes(), &mut notice);
@@ -766,7 +772,9 @@ impl SharedTier {
                         .arg(self.merge.get_hash())
                         .arg(2)
                         .arg(&key)
-                        .arg(&staged);
+                        .arg(&staged)
+                        .arg(&self.channel)
+                        .arg(notice);
                 }
                 None => {
                     let merge = pipe
@@ -781,9 +789,6 @@ impl SharedTier {
                 }
             }
             scripts += 1;
-        }
-        if !self.options.cluster && !notice.is_empty() {
-            pipe.cmd("PUBLISH").arg(&self.channel).arg(&notice).ignore();
         }
         let started = Instant::now();
         let mut answer = self.conn.pipeline_typed::<Vec<usize>>(&pipe).await;
@@ -813,12 +818,6 @@ impl SharedTier {
                     written.len()
                 ),
             });
-        }
-        if self.options.cluster && !notice.is_empty() {
-            self.conn
-                .query::<i64>(redis::cmd("PUBLISH").arg(&self.channel).arg(&notice))
-                .await
-                .map_err(|e| self.failed("publishing invalidations to", &e))?;
         }
         Ok(written.into_iter().sum())
     }

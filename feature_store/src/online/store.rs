@@ -794,18 +794,22 @@ impl OnlineStore {
             return self.materialize(view, df, delta_version);
         };
         let slot = self.slot(&view.name)?;
-        // Written in bucket order, so each bucket's rows go in one staging
-        // hash and, when the tier has none of them yet, into place whole.
-        let (latest, order, buckets) = LatestRows::by_bucket(view, df)?;
         self.record_ttl(tier, &slot).await?;
-        // Encoded first, in the frame's order (the columns read in memory
-        // order), in parallel; then taken in bucket order.
-        let encode = || EncodedRows::encode(&latest);
-        let encoded = match tokio::runtime::Handle::try_current() {
+        // Written in bucket order, so each bucket's rows go in one staging
+        // hash and, when the tier has none of them yet, into place whole;
+        // encoded first in the frame's order (the columns read in memory
+        // order), in parallel, then taken in bucket order. CPU work over
+        // the whole table: off the async workers where the runtime allows.
+        let prepare = || -> Result<_> {
+            let (latest, order, buckets) = LatestRows::by_bucket(view, df)?;
+            let encoded = EncodedRows::encode(&latest)?;
+            Ok((latest, order, buckets, encoded))
+        };
+        let (latest, order, buckets, encoded) = match tokio::runtime::Handle::try_current() {
             Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
-                tokio::task::block_in_place(encode)?
+                tokio::task::block_in_place(prepare)?
             }
-            _ => encode()?,
+            _ => prepare()?,
         };
         const BATCH: usize = 262_144;
         let mut written = 0;
@@ -884,8 +888,32 @@ impl OnlineStore {
                 .count());
         };
         self.record_ttl(tier, &slot).await?;
-        let values: Vec<Vec<u8>> = rows.iter().map(|(_, row)| shared::encode(row)).collect();
-        let encoded: Vec<shared::TierRow> = rows
+        // The newest row per entity only (a later one on a tie): the merge
+        // script compares each row with the stored one, not with the others
+        // of the call.
+        let mut newest: HashMap<&str, usize> = HashMap::with_capacity(rows.len());
+        for (i, (entity, row)) in rows.iter().enumerate() {
+            newest
+                .entry(entity.as_str())
+                .and_modify(|best| {
+                    let held = &rows[*best].1;
+                    if (row.event_micros, row.created_micros)
+                        >= (held.event_micros, held.created_micros)
+                    {
+                        *best = i;
+                    }
+                })
+                .or_insert(i);
+        }
+        let kept: Vec<&(String, OnlineRow)> = if newest.len() == rows.len() {
+            rows.iter().collect()
+        } else {
+            let mut kept: Vec<usize> = newest.into_values().collect();
+            kept.sort_unstable();
+            kept.into_iter().map(|i| &rows[i]).collect()
+        };
+        let values: Vec<Vec<u8>> = kept.iter().map(|(_, row)| shared::encode(row)).collect();
+        let encoded: Vec<shared::TierRow> = kept
             .iter()
             .zip(&values)
             .map(|((entity, _), value)| (shared::bucket_of(entity), entity.as_str(), &value[..]))
