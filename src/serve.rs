@@ -298,8 +298,13 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     );
     // Kafka sources into bronze, and their events into the window tiles,
     // once the tiles hold what gold was computed from.
+    // Over a shared tier, the window tiles follow its events feed (what
+    // any replica's stream received), from where bronze ends.
+    let followers = crate::stream_commands::follow_in_server(&project, online.clone()).await?;
     let streams = if args.stream {
-        let streams = crate::stream_commands::start_in_server(&project, online.clone()).await?;
+        let streams =
+            crate::stream_commands::start_in_server(&project, online.clone(), followers.as_ref())
+                .await?;
         if let Ok(mut statuses) = state.streams.write() {
             *statuses = streams.statuses.clone();
         }

@@ -170,17 +170,96 @@ pub(crate) struct ServerStreams {
     pub statuses: Vec<serving::state::StreamStatus>,
 }
 
-/// Starts a consumer for every Kafka source of `project`.
+/// Every replica over a shared online tier follows its events feed: the
+/// window tiles of each Kafka source's request-time views get the events
+/// whichever replica consumed them ([`stream::tiles::TilesFeed::follow`]).
+pub(crate) struct FeedFollowers {
+    stop: Arc<AtomicBool>,
+    /// Each followed source's feed (the streaming consumer of the source
+    /// publishes through it).
+    feeds: std::collections::BTreeMap<String, (Arc<stream::tiles::TilesFeed>, Arc<StreamStats>)>,
+}
+
+impl Drop for FeedFollowers {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// The run id of the server's cleaning of received events.
+fn server_run_id() -> String {
+    format!(
+        "serve-stream-{}",
+        chrono::Utc::now().format("%Y%m%dT%H%M%S%.6fZ")
+    )
+}
+
+/// A window tiles' feed of `source`, caught up with what bronze gained
+/// after the silver version the tiles were loaded from (an earlier run's
+/// events, or another replica's).
+async fn caught_up_feed(
+    project: &feature_store::Project,
+    source: &feature_store::project::Source,
+    online: &Arc<feature_store::OnlineStore>,
+    store: &delta::DeltaStore,
+    run_id: &str,
+) -> Result<(Arc<stream::tiles::TilesFeed>, Arc<StreamStats>)> {
+    let dimensions = feature_store::pipeline::silver_step::dimensions(store, project, source)
+        .await
+        .with_context(|| format!("reading the enrichment tables of source {}", source.name))?;
+    let stats = Arc::new(StreamStats::default());
+    let feed = Arc::new(stream::tiles::TilesFeed::new(
+        project,
+        source,
+        dimensions,
+        online.clone(),
+        run_id,
+        stats.clone(),
+    ));
+    feed.catch_up(store).await?;
+    Ok((feed, stats))
+}
+
+/// With a shared online tier, starts a follower of the events feed for
+/// every Kafka source with request-time views (`None` without a tier).
+pub(crate) async fn follow_in_server(
+    project: &feature_store::Project,
+    online: Arc<feature_store::OnlineStore>,
+) -> Result<Option<FeedFollowers>> {
+    if online.tier().is_none() {
+        return Ok(None);
+    }
+    let store = project.delta_store()?;
+    let run_id = server_run_id();
+    let mut followers = FeedFollowers {
+        stop: Arc::new(AtomicBool::new(false)),
+        feeds: std::collections::BTreeMap::new(),
+    };
+    for source in project.sources.iter().filter(|s| s.format == Format::Kafka) {
+        let windowed = project
+            .feature_views
+            .iter()
+            .any(|v| v.source == source.name && v.request_windows().is_some());
+        if !windowed {
+            continue;
+        }
+        let (feed, stats) = caught_up_feed(project, source, &online, &store, &run_id).await?;
+        tokio::spawn(feed.clone().follow(followers.stop.clone()));
+        followers.feeds.insert(source.name.clone(), (feed, stats));
+    }
+    Ok(Some(followers))
+}
+
+/// Starts a consumer for every Kafka source of `project`. Sources that
+/// `followers` follow publish through their feed (already caught up).
 pub(crate) async fn start_in_server(
     project: &feature_store::Project,
     online: Arc<feature_store::OnlineStore>,
+    followers: Option<&FeedFollowers>,
 ) -> Result<ServerStreams> {
     let store = project.delta_store()?;
     let stop = Arc::new(AtomicBool::new(false));
-    let run_id = format!(
-        "serve-stream-{}",
-        chrono::Utc::now().format("%Y%m%dT%H%M%S%.6fZ")
-    );
+    let run_id = server_run_id();
     let mut streams = ServerStreams {
         stop: stop.clone(),
         tasks: Vec::new(),
@@ -190,22 +269,12 @@ pub(crate) async fn start_in_server(
         let Some(kafka) = &source.kafka else {
             continue;
         };
-        let dimensions = feature_store::pipeline::silver_step::dimensions(&store, project, source)
-            .await
-            .with_context(|| format!("reading the enrichment tables of source {}", source.name))?;
-        let stats = Arc::new(StreamStats::default());
-        let feed = Arc::new(stream::tiles::TilesFeed::new(
-            project,
-            source,
-            dimensions,
-            online.clone(),
-            &run_id,
-            stats.clone(),
-        ));
         // What bronze gained after the silver version the tiles were
-        // loaded from (an earlier run's events), before the consumer
-        // resumes where bronze ends.
-        feed.catch_up(&store).await?;
+        // loaded from, before the consumer resumes where bronze ends.
+        let (feed, stats) = match followers.and_then(|f| f.feeds.get(&source.name)) {
+            Some((feed, stats)) => (feed.clone(), stats.clone()),
+            None => caught_up_feed(project, source, &online, &store, &run_id).await?,
+        };
         let options = StreamOptions {
             on_received: Some(feed.hook(None).context("starting the window tiles' feed")?),
             exit_when_idle: None,

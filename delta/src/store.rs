@@ -534,7 +534,18 @@ impl DeltaStore {
         name: &str,
         app_ids: &[String],
     ) -> Result<Vec<Option<i64>>> {
-        let Some(table) = self.open_if_exists(name, None).await? else {
+        self.transaction_versions_at(name, app_ids, None).await
+    }
+
+    /// [`DeltaStore::transaction_versions`] as of table version `version`
+    /// (latest when `None`).
+    pub async fn transaction_versions_at(
+        &self,
+        name: &str,
+        app_ids: &[String],
+        version: Option<u64>,
+    ) -> Result<Vec<Option<i64>>> {
+        let Some(table) = self.open_if_exists(name, version).await? else {
             return Ok(vec![None; app_ids.len()]);
         };
         let snapshot = table.snapshot().map_err(Error::delta(name))?;

@@ -698,3 +698,141 @@ fn bulk_load_and_sweep(nodes: &[&Redis], cluster: bool) {
         assert_eq!(staging_left(), "", "merged staging hashes are deleted");
     });
 }
+
+/// Request-time windows over a Kafka source, several replicas over one
+/// Redis: the replica that streams appends each hand-off of events to the
+/// tier's events feed, and every replica applies the feed to its tiles. A
+/// replica that does not stream, one started later (caught up from bronze
+/// and the feed) and a streaming replica that replaces one killed by
+/// `kill -9` (re-reading what was not committed) all count each event once.
+#[test]
+fn replicas_serve_the_windows_of_events_another_replica_streamed() {
+    use crate::stream::{Broker, stream_project};
+    let redis = Redis::start(&[]);
+    let broker = Broker::start();
+    broker.create_topic("payments", 2);
+    let project = stream_project(&broker.bootstrap(), "payments", "");
+    let dir = project.path();
+    let file = dir.join("aurum.toml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(
+        &file,
+        text.replace(
+            "windows = [\"1h\"]",
+            "windows = [\"1h\"]\nwindows_at = \"request\"",
+        ),
+    )
+    .unwrap();
+    // The first streaming replica publishes events but lands none in
+    // bronze before it is killed: its commit waits a minute.
+    let with_interval = |interval: &str| {
+        let text = std::fs::read_to_string(&file).unwrap();
+        let at = text.find("commit_interval = ").unwrap();
+        let end = at + text[at..].find('\n').unwrap();
+        let text = format!(
+            "{}commit_interval = \"{interval}\"{}",
+            &text[..at],
+            &text[end..]
+        );
+        std::fs::write(&file, text).unwrap();
+    };
+    with_interval("60s");
+    let mut streaming = serve_redis(dir, &redis.url(), &["--stream"]);
+    let follower = serve_redis(dir, &redis.url(), &[]);
+    let customers: Vec<String> = (0..97).map(|c| format!("c{c}")).collect();
+    let read = |server: &Server| -> Value {
+        let (status, answer) = post(
+            &format!("{}/get-online-features", server.url),
+            &json!({
+                "entities": {"customer_id": customers},
+                "features": ["customer_payments:amount_count_1h", "customer_payments:amount_sum_1h"],
+            }),
+        );
+        assert_eq!(status, 200, "{answer}");
+        answered(&answer)
+    };
+    let counted = |answer: &Value| -> f64 {
+        answer[1]["values"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(Value::as_f64)
+            .sum()
+    };
+    let all_count = |servers: &[&Server], expected: f64| {
+        poll(
+            // A successor waits out the dead consumer's session.
+            Duration::from_secs(120),
+            Duration::from_millis(50),
+            || {
+                servers
+                    .iter()
+                    .all(|s| counted(&read(s)) == expected)
+                    .then_some(())
+            },
+            || {
+                let counts: Vec<f64> = servers.iter().map(|s| counted(&read(s))).collect();
+                format!("the replicas' windows count {counts:?} events, not {expected}")
+            },
+        );
+    };
+
+    broker.produce_live("payments", 0, 500, -1);
+    all_count(&[&streaming, &follower], 500.0);
+    assert_eq!(read(&streaming), read(&follower));
+    assert!(metric(&streaming, "aurum_online_tier_events_published_total") >= 1.0);
+    assert!(metric(&follower, "aurum_online_tier_feed_entries_read_total") >= 1.0);
+
+    // The streaming replica dies before landing anything; another takes
+    // the partitions over from what bronze holds (nothing) and publishes
+    // every event again: no replica counts one twice.
+    broker.produce_live("payments", 500, 200, -1);
+    all_count(&[&streaming, &follower], 700.0);
+    assert_eq!(
+        metric(
+            &streaming,
+            "aurum_stream_events_landed_total{source=\"payments\"}"
+        ),
+        0.0,
+        "the first replica landed events before it was killed"
+    );
+    streaming.child.kill().unwrap(); // SIGKILL
+    let _ = streaming.child.wait();
+    with_interval("200ms");
+    let successor = serve_redis(dir, &redis.url(), &["--stream"]);
+    poll(
+        Duration::from_secs(120),
+        Duration::from_millis(100),
+        || {
+            (metric(
+                &successor,
+                "aurum_stream_events_landed_total{source=\"payments\"}",
+            ) == 700.0)
+                .then_some(())
+        },
+        || "the successor to land the 700 events".to_string(),
+    );
+    all_count(&[&successor, &follower], 700.0);
+    assert_eq!(
+        metric(
+            &follower,
+            "aurum_window_events_applied_total{view=\"customer_payments\"}"
+        ),
+        700.0,
+        "each event applied once"
+    );
+    // A replica started now loads silver (none yet: the pipeline has not
+    // run), catches up from bronze and reads the feed beyond it.
+    let joined = serve_redis(dir, &redis.url(), &[]);
+    all_count(&[&successor, &follower, &joined], 700.0);
+    assert_eq!(read(&follower), read(&joined));
+    assert_eq!(read(&successor), read(&joined));
+    // amounts are event id / 100: 0.00 + 0.01 + ... + 6.99.
+    let sum: f64 = read(&joined)[2]["values"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_f64)
+        .sum();
+    assert!((sum - 2446.5).abs() < 1e-6, "sum {sum}");
+}

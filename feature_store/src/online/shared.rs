@@ -48,6 +48,16 @@
 //! replaced longer ago than a PUBLISH takes to arrive (milliseconds on a
 //! LAN); reads go to Redis otherwise. Changes made behind aurum's back (an
 //! `HDEL` by hand) publish nothing and are seen once L1 lets the row go.
+//!
+//! **Events feed** (request-time windows): a streaming replica appends
+//! each hand-off of received events of a Kafka source to the Redis stream
+//! `aurum:{events}:<namespace>:<source>` ([`SharedTier::publish_events`])
+//! and wakes the others on `aurum:<namespace>:events`; every replica,
+//! itself included, applies the feed's entries in the feed's order to its
+//! own window tiles ([`SharedTier::read_events`]; the stream crate's
+//! `TilesFeed` does both). So every replica's tiles hold the same events,
+//! whichever replica consumed them. Entries are trimmed after
+//! [`FEED_RETENTION_MS`].
 
 use std::sync::Arc;
 use std::sync::Weak;
@@ -106,6 +116,29 @@ const STRIPES: usize = 4096;
 /// Garbage collection: a row stays in Redis at least this long past the end
 /// of its TTL, so it reads `OUTSIDE_MAX_AGE` (not `NOT_FOUND`) meanwhile.
 const MIN_GRACE_MS: i64 = 24 * 3_600 * 1_000;
+
+/// How long the events feed keeps an entry, milliseconds. A replica that
+/// starts reads every retained entry beyond what bronze held when it
+/// started, so a consumer has this long to land in bronze what it
+/// published.
+pub const FEED_RETENTION_MS: u64 = 600_000;
+
+/// One entry of a source's events feed: its stream id and its payload
+/// (one hand-off of cleaned events).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeedEntry {
+    /// The Redis stream id (`<milliseconds>-<sequence>`).
+    pub id: String,
+    /// What the publisher appended.
+    pub payload: Vec<u8>,
+}
+
+/// A feed entry id's (milliseconds, sequence), for ordering ids (`None`:
+/// not an id).
+pub fn feed_id_order(id: &str) -> Option<(u64, u64)> {
+    let (ms, seq) = id.split_once('-')?;
+    Some((ms.parse().ok()?, seq.parse().ok()?))
+}
 
 /// The latest-wins write, on the server, into the live hash `KEYS[1]`.
 ///
@@ -415,6 +448,17 @@ pub struct TierStats {
     pub decode_errors: AtomicU64,
     /// Rows past their TTL's grace the sweep deleted (this replica's sweeps).
     pub rows_swept: AtomicU64,
+    /// Hand-offs of events this replica appended to the events feed.
+    pub events_published: AtomicU64,
+    /// Feed entries this replica read and applied to its window tiles.
+    pub feed_entries_read: AtomicU64,
+    /// Hand-offs of events the feed did not take (Redis did not answer):
+    /// applied to the publishing replica's tiles only.
+    pub events_unpublished: AtomicU64,
+    /// Times a follower found the feed trimmed past what it had read
+    /// (it was cut off from Redis longer than the retention): its tiles
+    /// miss those events until the next materialize or restart.
+    pub feed_gaps: AtomicU64,
 }
 
 impl Default for TierStats {
@@ -428,6 +472,10 @@ impl Default for TierStats {
             errors: AtomicU64::new(0),
             decode_errors: AtomicU64::new(0),
             rows_swept: AtomicU64::new(0),
+            events_published: AtomicU64::new(0),
+            feed_entries_read: AtomicU64::new(0),
+            events_unpublished: AtomicU64::new(0),
+            feed_gaps: AtomicU64::new(0),
         }
     }
 }
@@ -439,6 +487,11 @@ pub struct SharedTier {
     merge: redis::Script,
     raise_version: redis::Script,
     channel: String,
+    /// Where publishers wake the events feed's followers.
+    events_channel: String,
+    /// Moved whenever a wake-up arrives (or the subscription is made
+    /// again): followers wait on it between reads.
+    feed_moved: tokio::sync::watch::Sender<u64>,
     versions_key: String,
     /// The TTL of every (view, layout) written, for the sweep.
     ttls_key: String,
@@ -523,6 +576,8 @@ impl SharedTier {
         Ok(SharedTier {
             conn,
             channel: format!("aurum:{}:invalidate", options.namespace),
+            events_channel: format!("aurum:{}:events", options.namespace),
+            feed_moved: tokio::sync::watch::Sender::new(0),
             versions_key: format!("aurum:{{meta}}:{}:versions", options.namespace),
             ttls_key: format!("aurum:{{meta}}:{}:ttls", options.namespace),
             options,
@@ -983,6 +1038,119 @@ impl SharedTier {
         Ok(())
     }
 
+    fn feed_key(&self, source: &str) -> String {
+        format!("aurum:{{events}}:{}:{source}", self.options.namespace)
+    }
+
+    /// Appends `payload` (one hand-off of cleaned events of `source`) to
+    /// the source's events feed, trimming entries older than
+    /// [`FEED_RETENTION_MS`] on the way, and wakes every replica's
+    /// follower. Returns the entry's id.
+    pub async fn publish_events(&self, source: &str, payload: &[u8]) -> Result<String> {
+        let key = self.feed_key(source);
+        let cutoff =
+            (chrono::Utc::now().timestamp_millis().max(0) as u64).saturating_sub(FEED_RETENTION_MS);
+        let started = Instant::now();
+        let id: String = self
+            .conn
+            .query(
+                redis::cmd("XADD")
+                    .arg(&key)
+                    .arg("MINID")
+                    .arg("~")
+                    .arg(cutoff)
+                    .arg("*")
+                    .arg("events")
+                    .arg(payload),
+            )
+            .await
+            .map_err(|e| self.failed("appending to the events feed in", &e))?;
+        self.stats
+            .round_trip
+            .observe(started.elapsed().as_secs_f64());
+        self.stats.events_published.fetch_add(1, Ordering::Relaxed);
+        // Only a wake-up: followers also read every poll interval, so a
+        // lost one delays, and loses nothing.
+        if let Err(e) = self
+            .conn
+            .query::<i64>(redis::cmd("PUBLISH").arg(&self.events_channel).arg(source))
+            .await
+        {
+            tracing::debug!("waking the events feed's followers: {e}");
+        }
+        Ok(id)
+    }
+
+    /// Up to `count` entries of `source`'s events feed after the entry
+    /// `after` (from the oldest retained when `None`), oldest first.
+    pub async fn read_events(
+        &self,
+        source: &str,
+        after: Option<&str>,
+        count: usize,
+    ) -> Result<Vec<FeedEntry>> {
+        let start = after.map_or_else(|| "-".to_string(), |id| format!("({id}"));
+        let started = Instant::now();
+        let entries: Vec<(String, Vec<Vec<u8>>)> = self
+            .conn
+            .query(
+                redis::cmd("XRANGE")
+                    .arg(self.feed_key(source))
+                    .arg(start)
+                    .arg("+")
+                    .arg("COUNT")
+                    .arg(count.max(1)),
+            )
+            .await
+            .map_err(|e| self.failed("reading the events feed in", &e))?;
+        self.stats
+            .round_trip
+            .observe(started.elapsed().as_secs_f64());
+        self.stats
+            .feed_entries_read
+            .fetch_add(entries.len() as u64, Ordering::Relaxed);
+        Ok(entries
+            .into_iter()
+            .map(|(id, fields)| {
+                // One field, `events`, and its value.
+                let payload = fields.into_iter().nth(1).unwrap_or_default();
+                FeedEntry { id, payload }
+            })
+            .collect())
+    }
+
+    /// The id of the newest entry Redis trimmed from `source`'s events
+    /// feed (`None`: none trimmed, or no feed yet). Redis 7.0 or later
+    /// (`XINFO STREAM`'s `max-deleted-entry-id`).
+    pub async fn newest_trimmed_event_id(&self, source: &str) -> Result<Option<String>> {
+        let key = self.feed_key(source);
+        let exists: bool = self
+            .conn
+            .query(redis::cmd("EXISTS").arg(&key))
+            .await
+            .map_err(|e| self.failed("reading the events feed in", &e))?;
+        if !exists {
+            return Ok(None);
+        }
+        let info: std::collections::HashMap<String, redis::Value> = self
+            .conn
+            .query(redis::cmd("XINFO").arg("STREAM").arg(&key))
+            .await
+            .map_err(|e| self.failed("reading the events feed in", &e))?;
+        let deleted = info
+            .get("max-deleted-entry-id")
+            .and_then(|v| redis::from_redis_value_ref::<String>(v).ok())
+            .filter(|id| id != "0-0");
+        Ok(deleted)
+    }
+
+    /// A receiver that changes whenever a publisher wakes the followers
+    /// (or the subscription is made again); a follower marks it seen
+    /// before each read and waits on it after.
+    pub fn feed_wake_ups(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.feed_moved.subscribe()
+    }
+
     fn failed(&self, what: &str, e: &redis::RedisError) -> Error {
         self.stats.errors.fetch_add(1, Ordering::Relaxed);
         if e.is_io_error()
@@ -1135,6 +1303,8 @@ impl SharedTier {
                     }
                     self.generation.fetch_add(1, Ordering::SeqCst);
                     self.subscribed.store(true, Ordering::Release);
+                    // Wake-ups sent while unsubscribed were missed.
+                    self.feed_moved.send_modify(|n| *n = n.wrapping_add(1));
                     if !first {
                         self.stats.reconnects.fetch_add(1, Ordering::Relaxed);
                         tracing::info!("subscribed to the online tier's invalidations again");
@@ -1150,6 +1320,10 @@ impl SharedTier {
                         tokio::time::timeout(deadline, messages.next()).await
                     {
                         let Some(store) = store.upgrade() else { return };
+                        if message.get_channel_name() == self.events_channel {
+                            self.feed_moved.send_modify(|n| *n = n.wrapping_add(1));
+                            continue;
+                        }
                         self.invalidate(&store, message.get_payload_bytes());
                     }
                     drop(messages);
@@ -1179,11 +1353,14 @@ impl SharedTier {
             .map_err(|_| {
                 redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut))
             })??;
-        tokio::time::timeout(self.options.timeout, pubsub.subscribe(&self.channel))
-            .await
-            .map_err(|_| {
-                redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut))
-            })??;
+        tokio::time::timeout(
+            self.options.timeout,
+            pubsub.subscribe(vec![self.channel.as_str(), self.events_channel.as_str()]),
+        )
+        .await
+        .map_err(|_| {
+            redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut))
+        })??;
         Ok(pubsub)
     }
 

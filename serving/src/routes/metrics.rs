@@ -308,6 +308,26 @@ fn encode_tier(state: &AppState, encoder: &mut DescriptorEncoder<'_>) -> fmt::Re
             "Rows read from the shared tier that did not decode (written by another version).",
             &stats.decode_errors,
         ),
+        (
+            "aurum_online_tier_events_published",
+            "Hand-offs of stream events this replica appended to the shared events feed.",
+            &stats.events_published,
+        ),
+        (
+            "aurum_online_tier_events_unpublished",
+            "Hand-offs of stream events the events feed did not take (applied to this replica's windows only).",
+            &stats.events_unpublished,
+        ),
+        (
+            "aurum_online_tier_feed_entries_read",
+            "Events feed entries this replica read for its window tiles.",
+            &stats.feed_entries_read,
+        ),
+        (
+            "aurum_online_tier_feed_gaps",
+            "Times the events feed was trimmed past what this replica had read (its windows miss those events).",
+            &stats.feed_gaps,
+        ),
     ] {
         counter(encoder, name, help, value.load(Ordering::Relaxed))?;
     }
