@@ -1435,16 +1435,31 @@ fn load_id() -> u64 {
 /// Adds a hash key to an invalidation notice, with the number of its
 /// fields that follow ([`notice_field`]).
 fn notice_key(key: &[u8], fields: usize, notice: &mut Vec<u8>) {
-    notice.extend_from_slice(key.len().to_string().as_bytes());
+    push_decimal(key.len(), notice);
     notice.push(b':');
     notice.extend_from_slice(key);
-    notice.extend_from_slice(fields.to_string().as_bytes());
+    push_decimal(fields, notice);
     notice.push(b':');
+}
+
+/// Appends `n` in decimal (a notice holds one per row: no `String` each).
+fn push_decimal(mut n: usize, out: &mut Vec<u8>) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
 }
 
 /// Adds a field (an entity key) to an invalidation notice.
 fn notice_field(field: &[u8], notice: &mut Vec<u8>) {
-    notice.extend_from_slice(field.len().to_string().as_bytes());
+    push_decimal(field.len(), notice);
     notice.push(b':');
     notice.extend_from_slice(field);
 }

@@ -14,6 +14,7 @@ use std::sync::{Arc, OnceLock, RwLock};
 use moka::ops::compute::Op;
 use moka::sync::Cache;
 use polars::prelude::*;
+use polars_arrow::array::Array as _;
 use serde::{Deserialize, Serialize};
 
 use super::shared::{self, SharedTier};
@@ -1423,11 +1424,15 @@ impl EncodedRows {
                 let (start, end) = (c * Self::CHUNK, ((c + 1) * Self::CHUNK).min(latest.len()));
                 let mut bytes = Vec::with_capacity((end - start) * (40 + 9 * latest.columns.len()));
                 let mut ends = Vec::with_capacity(end - start);
+                // Rows ascend in the frame: each column's chunk is found
+                // by walking, not searched per value.
+                let mut chunks = vec![0; latest.columns.len()];
                 for i in start..end {
                     let (_, event_micros, created_micros) = latest.times(i)?;
                     shared::encode_header(event_micros, created_micros, &mut bytes);
-                    for column in 0..latest.columns.len() {
-                        shared::encode_value(&latest.value(column, i), &mut bytes);
+                    let row = latest.rows[i] as usize;
+                    for (column, chunk) in latest.columns.iter().zip(chunks.iter_mut()) {
+                        shared::encode_value(&column.value_from(chunk, row), &mut bytes);
                     }
                     ends.push(bytes.len());
                 }
@@ -1716,7 +1721,13 @@ fn entity_keys(df: &DataFrame, join_keys: &[String]) -> Result<Vec<String>, Stri
 
 /// A feature column of a gold frame, typed for reading one row at a time
 /// (rows are built straight from it, without an intermediate copy).
-enum TypedColumn {
+struct TypedColumn {
+    data: TypedData,
+    /// Where each of the column's chunks ends, in rows.
+    ends: Vec<usize>,
+}
+
+enum TypedData {
     Float(Float64Chunked),
     Int(Int64Chunked),
     Bool(BooleanChunked),
@@ -1737,23 +1748,75 @@ impl TypedColumn {
                 .as_materialized_series()
                 .clone())
         };
-        Ok(if dtype.is_float() {
-            TypedColumn::Float(cast(&DataType::Float64)?.f64().map_err(err)?.clone())
+        let data = if dtype.is_float() {
+            TypedData::Float(cast(&DataType::Float64)?.f64().map_err(err)?.clone())
         } else if dtype.is_integer() {
-            TypedColumn::Int(cast(&DataType::Int64)?.i64().map_err(err)?.clone())
+            TypedData::Int(cast(&DataType::Int64)?.i64().map_err(err)?.clone())
         } else if dtype == DataType::Boolean {
-            TypedColumn::Bool(cast(&DataType::Boolean)?.bool().map_err(err)?.clone())
+            TypedData::Bool(cast(&DataType::Boolean)?.bool().map_err(err)?.clone())
         } else {
-            TypedColumn::Str(cast(&DataType::String)?.str().map_err(err)?.clone())
-        })
+            TypedData::Str(cast(&DataType::String)?.str().map_err(err)?.clone())
+        };
+        let lengths: Vec<usize> = match &data {
+            TypedData::Float(c) => c.chunk_lengths().collect(),
+            TypedData::Int(c) => c.chunk_lengths().collect(),
+            TypedData::Bool(c) => c.chunk_lengths().collect(),
+            TypedData::Str(c) => c.chunk_lengths().collect(),
+        };
+        let ends = lengths
+            .iter()
+            .scan(0, |end, length| {
+                *end += length;
+                Some(*end)
+            })
+            .collect();
+        Ok(TypedColumn { data, ends })
     }
 
     fn value(&self, row: usize) -> FeatureValue {
-        let value = match self {
-            TypedColumn::Float(c) => c.get(row).map(FeatureValue::Float),
-            TypedColumn::Int(c) => c.get(row).map(FeatureValue::Int),
-            TypedColumn::Bool(c) => c.get(row).map(FeatureValue::Bool),
-            TypedColumn::Str(c) => c.get(row).map(|s| FeatureValue::Str(s.into())),
+        let value = match &self.data {
+            TypedData::Float(c) => c.get(row).map(FeatureValue::Float),
+            TypedData::Int(c) => c.get(row).map(FeatureValue::Int),
+            TypedData::Bool(c) => c.get(row).map(FeatureValue::Bool),
+            TypedData::Str(c) => c.get(row).map(|s| FeatureValue::Str(s.into())),
+        };
+        value.unwrap_or(FeatureValue::Null)
+    }
+
+    /// Row `row`'s value, where `chunk` is the chunk the previous call
+    /// found: rows read in ascending order find theirs without the search
+    /// `ChunkedArray::get` makes for every value.
+    fn value_from(&self, chunk: &mut usize, row: usize) -> FeatureValue {
+        if *chunk > 0 && self.ends.get(*chunk - 1).is_none_or(|start| row < *start) {
+            *chunk = 0;
+        }
+        while self.ends.get(*chunk).is_some_and(|end| row >= *end) {
+            *chunk += 1;
+        }
+        let Some(start) = (match *chunk {
+            0 => Some(0),
+            c => self.ends.get(c - 1).copied(),
+        }) else {
+            return FeatureValue::Null;
+        };
+        let at = row - start;
+        let value = match &self.data {
+            TypedData::Float(c) => c
+                .downcast_get(*chunk)
+                .and_then(|a| (at < a.len() && !a.is_null(at)).then(|| a.value(at)))
+                .map(FeatureValue::Float),
+            TypedData::Int(c) => c
+                .downcast_get(*chunk)
+                .and_then(|a| (at < a.len() && !a.is_null(at)).then(|| a.value(at)))
+                .map(FeatureValue::Int),
+            TypedData::Bool(c) => c
+                .downcast_get(*chunk)
+                .and_then(|a| (at < a.len()).then(|| a.get(at)).flatten())
+                .map(FeatureValue::Bool),
+            TypedData::Str(c) => c
+                .downcast_get(*chunk)
+                .and_then(|a| (at < a.len()).then(|| a.get(at)).flatten())
+                .map(|s| FeatureValue::Str(s.into())),
         };
         value.unwrap_or(FeatureValue::Null)
     }
@@ -1763,6 +1826,36 @@ impl TypedColumn {
 mod tests {
     use super::*;
     use crate::testing::{DAY_MICROS as DAY, ViewFixture, gold_frame};
+
+    /// Reading a column of several chunks by walking them gives what
+    /// `ChunkedArray::get` gives, in order, out of order and for nulls.
+    #[test]
+    fn a_walked_column_reads_as_one_searched() {
+        let mut x = Float64Chunked::new("x".into(), &[Some(1.0), None, Some(3.0)]);
+        x.append(&Float64Chunked::new("x".into(), &[Some(4.0)]))
+            .unwrap();
+        x.append(&Float64Chunked::new("x".into(), &[None, Some(6.0)]))
+            .unwrap();
+        let mut s = StringChunked::new("s".into(), &[Some("a"), None]);
+        s.append(&StringChunked::new(
+            "s".into(),
+            &[Some("c"), Some("d"), None, Some("f")],
+        ))
+        .unwrap();
+        let df = DataFrame::new_infer_height(vec![x.into_column(), s.into_column()]).unwrap();
+        assert!(df.column("x").unwrap().n_chunks() > 1);
+        for name in ["x", "s"] {
+            let column = TypedColumn::new(&df, name).unwrap();
+            let mut chunk = 0;
+            for row in [0, 1, 2, 3, 4, 5, 2, 0, 5, 3] {
+                assert_eq!(
+                    column.value_from(&mut chunk, row),
+                    column.value(row),
+                    "{name} row {row}"
+                );
+            }
+        }
+    }
 
     fn view() -> FeatureView {
         ViewFixture::customer("v").features(["x", "y"]).build()
