@@ -713,16 +713,8 @@ fn replicas_serve_the_windows_of_events_another_replica_streamed() {
     broker.create_topic("payments", 2);
     let project = stream_project(&broker.bootstrap(), "payments", "");
     let dir = project.path();
+    crate::stream::windows_at_request(dir);
     let file = dir.join("aurum.toml");
-    let text = std::fs::read_to_string(&file).unwrap();
-    std::fs::write(
-        &file,
-        text.replace(
-            "windows = [\"1h\"]",
-            "windows = [\"1h\"]\nwindows_at = \"request\"",
-        ),
-    )
-    .unwrap();
     // The first streaming replica publishes events but lands none in
     // bronze before it is killed: its commit waits a minute.
     let with_interval = |interval: &str| {

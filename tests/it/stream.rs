@@ -155,6 +155,20 @@ functions = ["count", "sum"]
     dir
 }
 
+/// Makes the view of [`stream_project`] value its windows at the read.
+pub(crate) fn windows_at_request(dir: &Path) {
+    let file = dir.join("aurum.toml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(
+        &file,
+        text.replace(
+            "windows = [\"1h\"]",
+            "windows = [\"1h\"]\nwindows_at = \"request\"",
+        ),
+    )
+    .unwrap();
+}
+
 fn bronze_dir(project: &Path) -> PathBuf {
     project.join("data/delta/bronze_payments")
 }
@@ -631,16 +645,7 @@ fn serve_stream_shows_events_in_request_time_windows_as_the_training_set_compute
     broker.create_topic("payments", 2);
     let project = stream_project(&broker.bootstrap(), "payments", "");
     let dir = project.path();
-    let file = dir.join("aurum.toml");
-    let text = std::fs::read_to_string(&file).unwrap();
-    std::fs::write(
-        &file,
-        text.replace(
-            "windows = [\"1h\"]",
-            "windows = [\"1h\"]\nwindows_at = \"request\"",
-        ),
-    )
-    .unwrap();
+    windows_at_request(dir);
     let server = start_with(dir, &["--stream"]);
     let customers: Vec<String> = (0..97).map(|c| format!("c{c}")).collect();
     let features = [
@@ -767,16 +772,7 @@ fn a_restarted_server_adds_to_its_tiles_the_events_bronze_holds_beyond_silver() 
     broker.create_topic("payments", 2);
     let project = stream_project(&broker.bootstrap(), "payments", "assignment = \"all\"");
     let dir = project.path();
-    let file = dir.join("aurum.toml");
-    let text = std::fs::read_to_string(&file).unwrap();
-    std::fs::write(
-        &file,
-        text.replace(
-            "windows = [\"1h\"]",
-            "windows = [\"1h\"]\nwindows_at = \"request\"",
-        ),
-    )
-    .unwrap();
+    windows_at_request(dir);
     // 300 events through silver and gold; 200 more landed in bronze by a
     // later run the pipeline has not seen.
     broker.produce_live("payments", 0, 300, -1);
