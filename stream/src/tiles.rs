@@ -79,12 +79,34 @@ pub struct TilesFeed {
     /// The runtime a hand-off is published on (the feed's thread is not
     /// one of its workers); `None` outside one.
     runtime: Option<tokio::runtime::Handle>,
-    /// Following the events feed: per partition (bronze's `_source_file`,
-    /// `topic/partition`), the next offset not yet in the tiles.
-    next_offsets: Mutex<HashMap<String, i64>>,
+    /// Following the events feed: which partition offsets are in the
+    /// tiles.
+    next_offsets: Mutex<Marks>,
     /// The bronze table and version the tiles were caught up to: a
     /// partition's offsets below what bronze held there are in the tiles.
     caught_up: Mutex<Option<(DeltaStore, u64)>>,
+}
+
+/// Which partition offsets a follower's tiles hold (beyond what was in
+/// silver and bronze when it started).
+#[derive(Debug, Default)]
+struct Marks {
+    /// Per partition (bronze's `_source_file`, `topic/partition`), the
+    /// next offset the feed has not brought.
+    next: HashMap<String, i64>,
+    /// Offsets at or past their partition's mark applied without the
+    /// feed (it did not take them): the feed may still bring them, or
+    /// bring entries below them that were not read yet.
+    local: std::collections::HashSet<(String, i64)>,
+}
+
+/// How the rows [`TilesFeed::unapplied_offsets`] keeps are applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Applied {
+    /// Read from the events feed, in its order.
+    FromFeed,
+    /// Applied locally because the feed did not take them.
+    LocalOnly,
 }
 
 /// The record keys (a hash of the dedup key's values and the event time)
@@ -138,7 +160,7 @@ impl TilesFeed {
             stats,
             applied,
             runtime: tokio::runtime::Handle::try_current().ok(),
-            next_offsets: Mutex::new(HashMap::new()),
+            next_offsets: Mutex::new(Marks::default()),
             caught_up: Mutex::new(None),
         }
     }
@@ -268,7 +290,7 @@ impl TilesFeed {
         }
         let clean = self.clean(bronze)?;
         let clean = match self.online.tier() {
-            Some(_) => match self.unapplied_offsets(clean) {
+            Some(_) => match self.unapplied_offsets(clean, Applied::LocalOnly) {
                 Ok(fresh) => fresh,
                 Err(e) => {
                     tracing::warn!(source = %self.source.name, error = %e, "events the shared feed could not take are not applied either; the next materialize brings them to the tiles");
@@ -343,9 +365,17 @@ impl TilesFeed {
         let mut pause = Duration::from_millis(50);
         let deadline = std::time::Instant::now() + PUBLISH_PATIENCE;
         loop {
-            match runtime.block_on(tier.publish_events(&self.source.name, &payload)) {
+            // While the tier is known to be down (its health check), the
+            // consumer is not held up: the hand-off goes local at once.
+            let outcome = match tier.is_ready() {
+                true => runtime.block_on(tier.publish_events(&self.source.name, &payload)),
+                false => Err(feature_store::Error::OnlineTier {
+                    message: format!("the online tier at {} is not ready", tier.shown()),
+                }),
+            };
+            match outcome {
                 Ok(_) => return true,
-                Err(e) if std::time::Instant::now() >= deadline => {
+                Err(e) if std::time::Instant::now() >= deadline || !tier.is_ready() => {
                     tier.stats()
                         .events_unpublished
                         .fetch_add(1, Ordering::Relaxed);
@@ -377,6 +407,11 @@ impl TilesFeed {
         let mut failing = false;
         let mut backoff = Duration::from_millis(50);
         let mut gap_checked = std::time::Instant::now();
+        // Applying an entry that fails (bronze's offsets unreadable) is
+        // retried with a backoff of its own, which reads that succeed do
+        // not reset, and said once per run of failures.
+        let mut apply_backoff = Duration::from_millis(50);
+        let mut apply_failing = false;
         while !stop.load(Ordering::Relaxed) {
             wake_ups.borrow_and_update();
             let read = tier
@@ -400,20 +435,28 @@ impl TilesFeed {
                 self.check_gap(&tier, after.as_deref()).await;
             }
             let full = entries.len() == FEED_PAGE;
+            let mut stalled = false;
             for entry in entries {
                 let applied = tokio::task::block_in_place(|| self.apply_entry(&entry.payload));
                 if let Err(e) = applied {
                     // Read again from the same entry: nothing of it was
                     // applied.
-                    tracing::warn!(source = %self.source.name, error = %e, "applying an events feed entry; retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(2));
-                    failing = true;
+                    if !apply_failing {
+                        tracing::warn!(source = %self.source.name, error = %e, "applying an events feed entry; retrying until it applies (this replica's windows wait meanwhile)");
+                    }
+                    apply_failing = true;
+                    stalled = true;
+                    tokio::time::sleep(apply_backoff).await;
+                    apply_backoff = (apply_backoff * 2).min(Duration::from_secs(5));
                     break;
+                }
+                if std::mem::take(&mut apply_failing) {
+                    apply_backoff = Duration::from_millis(50);
+                    tracing::info!(source = %self.source.name, "events feed entries apply again");
                 }
                 after = Some(entry.id);
             }
-            if !full && !failing {
+            if !full && !stalled {
                 let _ = tokio::time::timeout(FEED_POLL, wake_ups.changed()).await;
             }
         }
@@ -450,7 +493,7 @@ impl TilesFeed {
         let Some(clean) = self.clean(&bronze) else {
             return Ok(());
         };
-        let fresh = self.unapplied_offsets(clean)?;
+        let fresh = self.unapplied_offsets(clean, Applied::FromFeed)?;
         if fresh.height() > 0 {
             self.apply_clean(&self.views, fresh, EventsFrom::Stream);
         }
@@ -458,21 +501,29 @@ impl TilesFeed {
     }
 
     /// `clean` without the rows whose partition offset is in the tiles
-    /// already: below what bronze held at the version caught up to, or
-    /// below one applied before this call (counted as repeats). Offsets
-    /// within one call may come in any order (silver orders rows by
-    /// event time). Fails, changing nothing, when bronze's offsets
-    /// cannot be read.
-    fn unapplied_offsets(&self, clean: DataFrame) -> std::result::Result<DataFrame, String> {
+    /// already: below what bronze held at the version caught up to, below
+    /// one the feed brought before this call (counted as repeats), or
+    /// one applied locally because the feed did not take it. Offsets
+    /// within one call may come in any order (silver orders rows by event
+    /// time). Offsets from the feed move the partition's mark; offsets
+    /// applied locally are remembered apart, so that feed entries still
+    /// unread below them are not taken for repeats. Fails, changing
+    /// nothing, when bronze's offsets cannot be read.
+    fn unapplied_offsets(
+        &self,
+        clean: DataFrame,
+        applied: Applied,
+    ) -> std::result::Result<DataFrame, String> {
         let (Ok(files), Ok(offsets)) = (
             clean.column(SOURCE_FILE).and_then(|c| c.str().cloned()),
             clean.column(SOURCE_ROW).and_then(|c| c.i64().cloned()),
         ) else {
             return Ok(clean);
         };
-        let Ok(mut next) = self.next_offsets.lock() else {
+        let Ok(mut marks) = self.next_offsets.lock() else {
             return Ok(clean);
         };
+        let Marks { next, local } = &mut *marks;
         // Partitions met for the first time start where bronze was.
         for file in files.iter().flatten() {
             if !next.contains_key(file) {
@@ -488,13 +539,28 @@ impl TilesFeed {
                 keep.push(true);
                 continue;
             };
-            let first = base.get(file).is_none_or(|from| offset >= *from);
-            if first && let Some(next_offset) = next.get_mut(file) {
-                *next_offset = (*next_offset).max(offset + 1);
+            let first = base.get(file).is_none_or(|from| offset >= *from)
+                && (local.is_empty() || !local.contains(&(file.to_string(), offset)));
+            if first {
+                match applied {
+                    Applied::FromFeed => {
+                        if let Some(next_offset) = next.get_mut(file) {
+                            *next_offset = (*next_offset).max(offset + 1);
+                        }
+                    }
+                    Applied::LocalOnly => {
+                        local.insert((file.to_string(), offset));
+                    }
+                }
             }
             repeats += u64::from(!first);
             keep.push(first);
         }
+        // What the feed's mark has passed needs no remembering.
+        if !local.is_empty() {
+            local.retain(|(file, offset)| next.get(file).is_none_or(|n| offset >= n));
+        }
+        drop(marks);
         if repeats == 0 {
             return Ok(clean);
         }
@@ -754,7 +820,7 @@ functions = ["count", "sum"]
             .unwrap()
         };
         let kept = |frame: DataFrame| -> Vec<i64> {
-            let kept = feed.unapplied_offsets(frame).unwrap();
+            let kept = feed.unapplied_offsets(frame, Applied::FromFeed).unwrap();
             kept.column(SOURCE_ROW)
                 .unwrap()
                 .i64()
@@ -771,5 +837,15 @@ functions = ["count", "sum"]
             vec![13, 4]
         );
         assert_eq!(stats.repeats.load(Ordering::Relaxed), 2);
+        // A hand-off the feed did not take is applied locally: the feed's
+        // entries still unread below it are not repeats, and the feed
+        // bringing it after all (published again) is.
+        let local = feed
+            .unapplied_offsets(rows(&["p/0"], &[20]), Applied::LocalOnly)
+            .unwrap();
+        assert_eq!(local.height(), 1);
+        assert_eq!(kept(rows(&["p/0", "p/0"], &[14, 15])), vec![14, 15]);
+        assert_eq!(kept(rows(&["p/0", "p/0"], &[20, 21])), vec![21]);
+        assert_eq!(stats.repeats.load(Ordering::Relaxed), 3);
     }
 }
