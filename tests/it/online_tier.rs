@@ -716,7 +716,7 @@ fn replicas_serve_the_windows_of_events_another_replica_streamed() {
     crate::stream::windows_at_request(dir);
     let file = dir.join("aurum.toml");
     // The first streaming replica publishes events but lands none in
-    // bronze before it is killed: its commit waits a minute.
+    // bronze before it is killed: its commit waits ten minutes.
     let with_interval = |interval: &str| {
         let text = std::fs::read_to_string(&file).unwrap();
         let at = text.find("commit_interval = ").unwrap();
@@ -728,7 +728,7 @@ fn replicas_serve_the_windows_of_events_another_replica_streamed() {
         );
         std::fs::write(&file, text).unwrap();
     };
-    with_interval("60s");
+    with_interval("10m");
     let mut streaming = serve_redis(dir, &redis.url(), &["--stream"]);
     let follower = serve_redis(dir, &redis.url(), &[]);
     let customers: Vec<String> = (0..97).map(|c| format!("c{c}")).collect();
